@@ -1,0 +1,369 @@
+"""The per-connection object protocols subclass.
+
+A :class:`Dispatcher` owns one connection: its buffered reader and writer, a
+stream multiplexer for request ids, and a task group for helper tasks. A
+protocol implements :meth:`Dispatcher.serve`; :meth:`Dispatcher.run` wraps it
+in the lifecycle (``on_connect``, ``serve``, ``on_close``) and turns every way a
+connection can end into a logged, contained close: a bad peer, a reset, a bug
+in ``serve`` or a helper, never reaches the listener or another connection.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+import anyio
+import attrs
+from anyio.abc import ByteStream, SocketAttribute, TaskGroup
+
+from .address import format_address, parse_address
+from .errors import ConnectionLost, ProtocolError
+from .multiplexer import StreamMultiplexer
+from .reader import DEFAULT_READ_SIZE, BufferedReader
+from .registry import Match
+from .writer import DEFAULT_HIGH_WATER, BufferedWriter
+
+if sys.version_info >= (3, 11):
+    from typing import TypeVarTuple, Unpack
+else:
+    from exceptiongroup import BaseExceptionGroup
+    from typing_extensions import TypeVarTuple, Unpack
+
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from typing import Self
+    else:
+        from typing_extensions import Self
+
+__all__ = ["ConnectionContext", "Dispatcher"]
+
+log = logging.getLogger(__name__)
+
+_connection_ids = itertools.count(1)
+T = TypeVar("T")
+PosArgs = TypeVarTuple("PosArgs")
+
+#: Errors that mean "the peer went away", logged quietly.
+_PEER_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError)
+
+
+def _next_connection_id() -> int:
+    return next(_connection_ids)
+
+
+@attrs.frozen
+class ConnectionContext:
+    """What a dispatcher knows about its connection besides the bytes."""
+
+    #: Unique in this process; appears in every log line about the connection.
+    connection_id: int = attrs.field(factory=_next_connection_id)
+    protocol: str = ""
+    role: Literal["server", "client"] = "server"
+    local_address: str | None = None
+    remote_address: str | None = None
+    #: Protocol options (``--option name=value``), as given.
+    options: Mapping[str, str] = attrs.field(factory=dict)
+
+    @classmethod
+    def for_stream(
+        cls,
+        stream: ByteStream,
+        *,
+        protocol: str = "",
+        role: Literal["server", "client"] = "server",
+        options: Mapping[str, str] | None = None,
+    ) -> ConnectionContext:
+        """Build a context, reading the addresses from a socket stream if it is one."""
+        return cls(
+            protocol=protocol,
+            role=role,
+            local_address=_address_of(stream, SocketAttribute.local_address),
+            remote_address=_address_of(stream, SocketAttribute.remote_address),
+            options=dict(options or {}),
+        )
+
+
+def _address_of(stream: ByteStream, attribute: Any) -> str | None:
+    value = stream.extra(attribute, None)
+    if isinstance(value, tuple):
+        return format_address(value)
+    return None if value is None else str(value)
+
+
+def _primary_error(exc: BaseException) -> BaseException:
+    """The exception that explains a connection's end, out of exception groups.
+
+    A real error wins over the cancellations it caused in sibling tasks.
+    """
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = [_primary_error(e) for e in exc.exceptions]
+        cancelled = anyio.get_cancelled_exc_class()
+        for leaf in leaves:
+            if not isinstance(leaf, cancelled):
+                return leaf
+        return leaves[0]
+    return exc
+
+
+class Dispatcher:
+    """One connection, served by a protocol.
+
+    Subclass it and implement :meth:`serve`; read with :attr:`reader`, answer
+    with :attr:`writer`. Class attributes tune the buffers and the
+    multiplexer; :attr:`options` declares the ``--option`` names the protocol
+    accepts (name -> help), whose values arrive in ``context.options``.
+    """
+
+    #: The name used in logs and as the default registry name.
+    protocol_name: ClassVar[str] = ""
+    #: Options this protocol accepts, name -> one-line help.
+    options: ClassVar[Mapping[str, str]] = {}
+    read_size: ClassVar[int] = DEFAULT_READ_SIZE
+    write_high_water: ClassVar[int] = DEFAULT_HIGH_WATER
+    #: Width of the protocol's request id, for :attr:`streams`.
+    stream_id_bits: ClassVar[int] = 32
+    max_in_flight: ClassVar[int] = 65536
+    #: Default timeout of a pending stream, seconds (None: none).
+    stream_timeout: ClassVar[float | None] = None
+    #: How long a close may take: flushing the last replies and reading out
+    #: what the peer still sends, so the kernel does not reset the connection
+    #: and destroy the replies (a "lingering close").
+    linger_timeout: ClassVar[float] = 2.0
+
+    def __init__(self, stream: ByteStream, context: ConnectionContext | None = None) -> None:
+        self.stream = stream
+        self.context = context or ConnectionContext.for_stream(stream, protocol=self.protocol_name)
+        self.writer = BufferedWriter(stream, high_water=self.write_high_water)
+        self.reader = BufferedReader(stream, read_size=self.read_size, writer=self.writer)
+        self.writer.pair(self.reader, None)
+        self.streams: StreamMultiplexer[Any] = StreamMultiplexer(
+            id_bits=self.stream_id_bits,
+            max_in_flight=self.max_in_flight,
+            timeout=self.stream_timeout,
+        )
+        #: Why the connection ended, once it has: None for an orderly close.
+        self.close_reason: BaseException | None = None
+        self._task_group: TaskGroup | None = None
+        self._serve_scope: anyio.CancelScope | None = None
+        self._flush_event: anyio.Event | None = None
+        self._finished: anyio.Event | None = None
+        self._running = False
+        self._stopping = False
+        self._outer: TaskGroup | None = None
+
+    def __repr__(self) -> str:
+        peer = self.context.remote_address or "?"
+        return f"<{type(self).__name__} #{self.context.connection_id} {peer}>"
+
+    # -- hooks for subclasses -------------------------------------------------
+
+    @classmethod
+    def sniff(cls, prefix: bytes) -> Match:
+        """Could a connection starting with ``prefix`` speak this protocol?
+
+        Used for auto-detection; the default never claims a connection.
+        """
+        return Match.NO
+
+    async def on_connect(self) -> None:
+        """Called before :meth:`serve` (greetings, handshakes, helper tasks)."""
+
+    async def serve(self) -> None:
+        """The protocol's loop: read requests, write answers.
+
+        Return to close the connection in order. :class:`anyio.EndOfStream`
+        from the reader (the peer closed between frames) ends it quietly; a
+        :class:`~sota_dispatch.ProtocolError` closes it with a log line.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement serve()")
+
+    async def on_close(self, reason: BaseException | None) -> None:
+        """Called once the connection is closed; ``reason`` is None for an orderly end."""
+
+    # -- helpers for subclasses ------------------------------------------------
+
+    def option(self, name: str, default: T, convert: Callable[[str], T]) -> T:
+        """The value of protocol option ``name`` converted, or ``default``."""
+        raw = self.context.options.get(name)
+        return default if raw is None else convert(raw)
+
+    def start_soon(
+        self,
+        func: Callable[[Unpack[PosArgs]], Coroutine[Any, Any, Any]],
+        *args: Unpack[PosArgs],
+        name: object = None,
+    ) -> None:
+        """Run a helper task for the life of this connection.
+
+        The helper is cancelled when the connection ends; if it fails, the
+        connection is closed with its error as the reason.
+        """
+        if self._task_group is None:
+            raise RuntimeError("start_soon() needs a running dispatcher (inside run())")
+        self._task_group.start_soon(func, *args, name=name)
+
+    def drain(self) -> None:
+        """Finish the requests already received, then close in order.
+
+        The reader stops at the next frame boundary; an idle connection stops
+        at once.
+        """
+        self.reader.drain()
+        if self.reader.idle and self._serve_scope is not None:
+            self._serve_scope.cancel()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def _schedule_flush(self) -> None:
+        event = self._flush_event
+        if event is not None and not event.is_set():
+            event.set()
+
+    async def _flusher(self) -> None:
+        # Sends replies that send() deferred, the next time serve() yields.
+        while True:
+            event = self._flush_event
+            assert event is not None
+            await event.wait()
+            self._flush_event = anyio.Event()
+            await self.writer.flush()
+
+    async def run(self) -> None:
+        """Serve the connection to its end, then close it; never raises for
+        anything the peer did (only cancellation from outside propagates)."""
+        if self._running:
+            raise RuntimeError(f"{self!r} is already running")
+        self._running = True
+        self._finished = anyio.Event()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                self._flush_event = anyio.Event()
+                self.writer.pair(self.reader, self._schedule_flush)
+                tg.start_soon(self._flusher, name=f"{self!r} flusher")
+                with anyio.CancelScope() as scope:
+                    self._serve_scope = scope
+                    if self._stopping:
+                        scope.cancel()
+                    await self.on_connect()
+                    await self.serve()
+                tg.cancel_scope.cancel()
+        except BaseException as exc:  # classified below
+            reason = _primary_error(exc)
+            if isinstance(reason, anyio.get_cancelled_exc_class()):
+                await self._finish(ConnectionLost(None), linger=False)
+                raise
+            await self._finish(reason, linger=True)
+        else:
+            await self._finish(None, linger=not self.reader.at_eof)
+
+    async def _finish(self, reason: BaseException | None, *, linger: bool) -> None:
+        if isinstance(reason, anyio.EndOfStream):
+            reason, linger = None, False
+        self._serve_scope = None
+        self._task_group = None
+        self.writer.pair(self.reader, None)
+        self.close_reason = reason
+        self.streams.close(ConnectionLost(reason))
+        self._log_close(reason)
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(self.linger_timeout):
+                try:
+                    await self.writer.flush()
+                    if linger:
+                        await self._linger()
+                except (*_PEER_GONE, OSError):
+                    pass
+            await self.stream.aclose()
+            try:
+                await self.on_close(reason)
+            except Exception:
+                log.exception("conn %d: on_close() failed", self.context.connection_id)
+            assert self._finished is not None
+            self._finished.set()
+
+    async def _linger(self) -> None:
+        # Half-close, then read out what the peer still sends until it closes:
+        # closing with unread input would make the kernel send a reset that
+        # can destroy the replies just written.
+        if self.reader.at_eof:
+            return
+        try:
+            await self.stream.send_eof()
+        except NotImplementedError:
+            return
+        while True:
+            try:
+                await self.stream.receive(DEFAULT_READ_SIZE)
+            except anyio.EndOfStream:
+                return
+
+    def _log_close(self, reason: BaseException | None) -> None:
+        cid = self.context.connection_id
+        if reason is None:
+            log.debug("conn %d: closed", cid)
+        elif isinstance(reason, ProtocolError):
+            log.info("conn %d: closed: %s: %s", cid, type(reason).__name__, reason)
+        elif isinstance(reason, (*_PEER_GONE, ConnectionLost)):
+            log.debug("conn %d: closed: %s", cid, reason or type(reason).__name__)
+        else:
+            log.error("conn %d: closed by an error in the dispatcher", cid, exc_info=reason)
+
+    async def aclose(self) -> None:
+        """Close the connection; if it is running, stop it and wait for the end."""
+        if self._running and self._finished is not None:
+            self._stopping = True
+            if self._serve_scope is not None:
+                self._serve_scope.cancel()
+            await self._finished.wait()
+        else:
+            await self.stream.aclose()
+
+    # -- client role -----------------------------------------------------------
+
+    @classmethod
+    async def connect(
+        cls,
+        address: str | tuple[str, int],
+        *,
+        timeout: float = 10.0,
+        options: Mapping[str, str] | None = None,
+    ) -> Self:
+        """Open a TCP connection to ``HOST:PORT`` and wrap it (client role).
+
+        Use the result directly (``reader``/``writer``) or as an async context
+        manager, which runs :meth:`run` in the background until the block
+        ends.
+        """
+        host, port = parse_address(address)
+        with anyio.fail_after(timeout):
+            stream = await anyio.connect_tcp(host, port)
+        context = ConnectionContext.for_stream(stream, protocol=cls.protocol_name, role="client", options=options)
+        return cls(stream, context)
+
+    async def __aenter__(self) -> Self:
+        outer = anyio.create_task_group()
+        await outer.__aenter__()
+        self._outer = outer
+        outer.start_soon(self.run, name=f"{self!r} run")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        outer, self._outer = self._outer, None
+        assert outer is not None
+        if self._finished is not None:
+            await self.aclose()
+        else:  # run() never started: stop it before it does
+            self._stopping = True
+            outer.cancel_scope.cancel()
+        return await outer.__aexit__(exc_type, exc, tb)

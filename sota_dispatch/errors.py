@@ -1,0 +1,95 @@
+"""The one exception hierarchy of sota-dispatch.
+
+Every error the library raises on purpose derives from :class:`SotaError`, so
+an embedding program can tell "the peer or the configuration was wrong" from a
+bug in its own code. A bad peer never raises out of a server: the dispatcher
+that owns the connection catches these, logs why, and closes only that
+connection.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConnectionLost",
+    "DuplicateProtocolError",
+    "IncompleteReadError",
+    "LimitExceeded",
+    "ProtocolError",
+    "SotaError",
+    "StreamLimitError",
+    "StreamTimeout",
+    "UnknownProtocolError",
+    "UpstreamError",
+]
+
+
+class SotaError(Exception):
+    """Base class of every error raised by sota-dispatch."""
+
+
+class ProtocolError(SotaError):
+    """The peer sent bytes that break the protocol.
+
+    Codecs raise only this (or a subclass) for malformed input, whatever the
+    input is; the dispatcher answers it by closing that one connection.
+    """
+
+
+class LimitExceeded(ProtocolError):
+    """A frame, line or message is larger than the configured limit.
+
+    Raised as soon as the limit is known to be exceeded, before the rest of
+    the oversized input is buffered, so a hostile peer cannot grow memory.
+    """
+
+    def __init__(self, what: str, limit: int) -> None:
+        super().__init__(f"{what} exceeds the limit of {limit} bytes")
+        self.what = what
+        self.limit = limit
+
+
+class IncompleteReadError(ProtocolError):
+    """The peer closed the connection in the middle of a frame.
+
+    ``partial`` holds the bytes of the unfinished frame, for logging or for a
+    protocol that can still make sense of them.
+    """
+
+    def __init__(self, partial: bytes, expected: int | None = None) -> None:
+        want = "" if expected is None else f" of {expected} expected"
+        super().__init__(f"connection closed after {len(partial)} bytes{want} of an unfinished frame")
+        self.partial = partial
+        self.expected = expected
+
+
+class UpstreamError(SotaError):
+    """Something went wrong on the far side of a proxied request."""
+
+
+class ConnectionLost(UpstreamError):
+    """The connection carrying a pending stream closed before its answer came.
+
+    ``reason`` is the error that closed the connection, or ``None`` for an
+    orderly close by the peer.
+    """
+
+    def __init__(self, reason: BaseException | None = None) -> None:
+        detail = "closed by peer" if reason is None else f"{type(reason).__name__}: {reason}"
+        super().__init__(f"connection lost ({detail})")
+        self.reason = reason
+
+
+class StreamTimeout(UpstreamError, TimeoutError):
+    """A pending stream got no answer within its timeout."""
+
+
+class StreamLimitError(SotaError):
+    """Opening one more stream would exceed ``max_in_flight``."""
+
+
+class UnknownProtocolError(SotaError, LookupError):
+    """No protocol of that name is registered or installed."""
+
+
+class DuplicateProtocolError(SotaError):
+    """Two sources registered the same protocol name."""

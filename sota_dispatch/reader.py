@@ -1,0 +1,201 @@
+"""Buffered reading from a byte stream, for protocol parsers.
+
+The reader owns the bytes that arrived but were not yet consumed (a
+``bytearray`` plus a read offset), so a dispatcher can stop at a frame
+boundary and hand those bytes over (hot restart), and so one large receive
+(64 KiB by default) serves every frame that arrived with it. Before it blocks
+on the socket it flushes the paired writer: that is what turns "answer each
+request" into "one send per batch of requests".
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import ByteReceiveStream
+
+from .errors import IncompleteReadError, LimitExceeded
+
+if TYPE_CHECKING:
+    from .writer import BufferedWriter
+
+__all__ = ["DEFAULT_READ_SIZE", "BufferedReader"]
+
+#: Bytes asked of the socket per receive; large reads are the first speed rule.
+DEFAULT_READ_SIZE = 65536
+
+
+class BufferedReader:
+    """Pull-style reads over a :class:`anyio.abc.ByteReceiveStream`.
+
+    At a clean end of input (the peer closed between frames) every read
+    raises :class:`anyio.EndOfStream`, which :meth:`Dispatcher.run
+    <sota_dispatch.Dispatcher.run>` treats as an orderly close. If the peer
+    closes in the middle of a read, the read raises
+    :class:`~sota_dispatch.IncompleteReadError` carrying the partial bytes.
+
+    A protocol that reads one frame in several calls (header, then body)
+    passes ``mid_frame=True`` to the later calls, so that EOF between them is
+    reported as a truncated frame rather than a clean close.
+    """
+
+    __slots__ = ("_buf", "_draining", "_eof", "_pos", "_read_size", "_stream", "_writer", "idle")
+
+    def __init__(
+        self,
+        stream: ByteReceiveStream,
+        *,
+        read_size: int = DEFAULT_READ_SIZE,
+        writer: BufferedWriter | None = None,
+    ) -> None:
+        if read_size <= 0:
+            raise ValueError("read_size must be positive")
+        self._stream = stream
+        self._read_size = read_size
+        self._writer = writer
+        self._buf = bytearray()
+        self._pos = 0
+        self._eof = False
+        self._draining = False
+        #: True while blocked on the socket with nothing buffered: the
+        #: connection sits between frames, so a drain may stop it right here.
+        self.idle = False
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet consumed."""
+        return len(self._buf) - self._pos
+
+    @property
+    def at_eof(self) -> bool:
+        """True once the peer closed its side and every byte was consumed."""
+        return self._eof and self._pos == len(self._buf)
+
+    def drain(self) -> None:
+        """Stop at the next frame boundary: a read that starts with nothing
+        buffered raises :class:`anyio.EndOfStream` instead of waiting."""
+        self._draining = True
+
+    def take_buffer(self) -> bytes:
+        """Remove and return every unconsumed byte (for a connection hand-off)."""
+        data = bytes(self._buf[self._pos :])
+        self._buf = bytearray()
+        self._pos = 0
+        return data
+
+    # -- the one place that touches the socket -------------------------------
+
+    async def _fill(self, starts_frame: bool) -> bool:
+        """Receive one chunk into the buffer; False at end of input."""
+        if self._eof:
+            return False
+        writer = self._writer
+        if writer is not None and writer.pending:
+            await writer.flush()
+        empty = self._pos == len(self._buf)
+        if self._draining and starts_frame and empty:
+            raise anyio.EndOfStream
+        if self._pos:
+            if empty:
+                self._buf.clear()
+            else:
+                del self._buf[: self._pos]
+            self._pos = 0
+        self.idle = starts_frame and empty
+        try:
+            data = await self._stream.receive(self._read_size)
+        except anyio.EndOfStream:
+            self._eof = True
+            return False
+        finally:
+            self.idle = False
+        self._buf += data
+        return True
+
+    def _truncated(self, expected: int | None, mid_frame: bool) -> BaseException:
+        partial = bytes(self._buf[self._pos :])
+        self._pos = len(self._buf)
+        if not partial and not mid_frame:
+            return anyio.EndOfStream()
+        return IncompleteReadError(partial, expected)
+
+    # -- reads ---------------------------------------------------------------
+
+    async def read_exactly(self, n: int, *, mid_frame: bool = False) -> bytes:
+        """Return exactly ``n`` bytes, waiting for them to arrive."""
+        if n < 0:
+            raise ValueError("n must not be negative")
+        starts_frame = not mid_frame and self._pos == len(self._buf)
+        while len(self._buf) - self._pos < n:
+            if not await self._fill(starts_frame):
+                raise self._truncated(n, mid_frame)
+        pos = self._pos
+        self._pos = pos + n
+        return bytes(self._buf[pos : pos + n])
+
+    async def read_until(self, delimiter: bytes, max_bytes: int, *, mid_frame: bool = False) -> bytes:
+        """Return the bytes before ``delimiter`` and consume both.
+
+        Raises :class:`~sota_dispatch.LimitExceeded` as soon as more than
+        ``max_bytes`` bytes arrived without the delimiter, without buffering
+        the rest of the oversized line.
+        """
+        if not delimiter:
+            raise ValueError("delimiter must not be empty")
+        buf = self._buf
+        dlen = len(delimiter)
+        start = self._pos
+        starts_frame = not mid_frame and start == len(buf)
+        while True:
+            pos = self._pos
+            idx = buf.find(delimiter, start, pos + max_bytes + dlen)
+            if idx >= 0:
+                self._pos = idx + dlen
+                return bytes(buf[pos:idx])
+            if len(buf) - pos >= max_bytes + dlen:
+                raise LimitExceeded(f"line without {delimiter!r}", max_bytes)
+            scanned = len(buf) - pos
+            if not await self._fill(starts_frame):
+                raise self._truncated(None, mid_frame)
+            buf = self._buf
+            # Resume the search where it stopped (the buffer may have moved).
+            start = self._pos + max(0, scanned - dlen + 1)
+
+    async def read_some(self, max_bytes: int | None = None) -> bytes:
+        """Return what is buffered, or wait for the next chunk.
+
+        Raises :class:`anyio.EndOfStream` at the end of input.
+        """
+        if self._pos == len(self._buf) and not await self._fill(True):
+            raise anyio.EndOfStream
+        pos = self._pos
+        end = len(self._buf) if max_bytes is None else min(len(self._buf), pos + max_bytes)
+        self._pos = end
+        return bytes(self._buf[pos:end])
+
+    async def peek(self, n: int) -> bytes:
+        """Return up to ``n`` bytes without consuming them.
+
+        Waits until ``n`` bytes are buffered; returns fewer only at the end of
+        input. Used for protocol sniffing.
+        """
+        starts_frame = self._pos == len(self._buf)
+        while len(self._buf) - self._pos < n and await self._fill(starts_frame):
+            pass
+        return bytes(self._buf[self._pos : self._pos + n])
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """Yield every chunk of input until a clean end of input.
+
+        This is the feed loop for sans-I/O codecs: ``for data in chunks():
+        frames = codec.feed(data)``. Bytes already buffered come first.
+        """
+        while True:
+            try:
+                yield await self.read_some()
+            except anyio.EndOfStream:
+                return

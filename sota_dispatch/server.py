@@ -1,0 +1,130 @@
+"""A TCP listener that runs one dispatcher per accepted connection.
+
+Connections live in their own task group, apart from the accept loop, so that
+shutting down can stop accepting first, let every dispatcher drain (finish the
+requests it already read), and only cancel what is still running when the
+drain timeout is over.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Mapping
+
+import anyio
+from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
+
+from .address import format_address, parse_address
+from .dispatcher import ConnectionContext, Dispatcher
+from .registry import DispatcherFactory
+
+__all__ = ["Server"]
+
+log = logging.getLogger(__name__)
+
+#: accept() errors that mean "out of resources for now", not "listener broken".
+_ACCEPT_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED}
+
+
+class Server:
+    """Serve a protocol on a TCP address.
+
+    ``factory`` builds the dispatcher of each connection (a
+    :class:`~sota_dispatch.Dispatcher` subclass, or
+    :attr:`ProtocolInfo.factory <sota_dispatch.ProtocolInfo.factory>`).
+    Start it with ``await task_group.start(server.serve)``, which returns once
+    the socket is bound, with the bound ``HOST:PORT``.
+    """
+
+    def __init__(
+        self,
+        factory: DispatcherFactory,
+        listen: str | tuple[str, int] = "127.0.0.1:0",
+        *,
+        protocol: str = "",
+        options: Mapping[str, str] | None = None,
+        drain_timeout: float = 10.0,
+    ) -> None:
+        self.factory = factory
+        self.host, self.port = parse_address(listen)
+        self.protocol = protocol or getattr(factory, "protocol_name", "") or ""
+        self.options = dict(options or {})
+        self.drain_timeout = drain_timeout
+        #: The bound ``HOST:PORT`` once :meth:`serve` has started.
+        self.address: str | None = None
+        self.connections_total = 0
+        self._dispatchers: set[Dispatcher] = set()
+        self._accept_scope: anyio.CancelScope | None = None
+        self._idle: anyio.Event | None = None
+        self._shutdown_requested = False
+
+    @property
+    def active_connections(self) -> int:
+        """Connections being served right now."""
+        return len(self._dispatchers)
+
+    async def serve(self, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Bind, accept until :meth:`shutdown`, then drain and return.
+
+        Raises :class:`OSError` if the address cannot be bound.
+        """
+        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        async with listener, anyio.create_task_group() as connections:
+            self.address = format_address(listener.extra(SocketAttribute.local_address))
+            task_status.started(self.address)
+            with anyio.CancelScope() as self._accept_scope:
+                if self._shutdown_requested:
+                    self._accept_scope.cancel()
+                async with anyio.create_task_group() as accepting:
+                    for sub in listener.listeners:  # one per resolved address
+                        assert isinstance(sub, SocketListener)
+                        accepting.start_soon(self._accept_loop, sub, connections)
+            # Accepting stopped: give in-flight requests the drain timeout.
+            await listener.aclose()
+            with anyio.move_on_after(self.drain_timeout):
+                while self._dispatchers:
+                    self._idle = anyio.Event()
+                    await self._idle.wait()
+            if self._dispatchers:
+                log.warning("drain timeout: closing %d connections", len(self._dispatchers))
+            connections.cancel_scope.cancel()
+
+    async def _accept_loop(self, listener: SocketListener, connections: TaskGroup) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_TRANSIENT:
+                    raise
+                log.warning("accept failed on %s: %s; pausing accepts", self.address, exc)
+                await anyio.sleep(0.1)
+                continue
+            connections.start_soon(self._handle, stream)
+
+    async def _handle(self, stream: SocketStream) -> None:
+        self.connections_total += 1
+        context = ConnectionContext.for_stream(stream, protocol=self.protocol, options=self.options)
+        try:
+            dispatcher = self.factory(stream, context)
+        except Exception:
+            log.exception("conn %d: the %s factory failed", context.connection_id, self.protocol)
+            await stream.aclose()
+            return
+        self._dispatchers.add(dispatcher)
+        try:
+            if self._shutdown_requested:
+                dispatcher.drain()
+            await dispatcher.run()
+        finally:
+            self._dispatchers.discard(dispatcher)
+            if not self._dispatchers and self._idle is not None:
+                self._idle.set()
+
+    def shutdown(self) -> None:
+        """Stop accepting and drain every connection (see :attr:`drain_timeout`)."""
+        self._shutdown_requested = True
+        if self._accept_scope is not None:
+            self._accept_scope.cancel()
+        for dispatcher in list(self._dispatchers):
+            dispatcher.drain()

@@ -1,0 +1,121 @@
+"""Batched, bounded writing to a byte stream.
+
+One ``send()`` on an anyio stream costs about eight times a raw asyncio write,
+while a batch costs the same as one write. So replies are queued and sent
+together: when the reader is about to wait for more input, when the queue
+reaches its high-water mark, or when the caller asks. The high-water mark is
+also the backpressure: a peer that reads slowly makes ``flush()`` wait, the
+dispatcher stops reading, and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import ByteSendStream
+
+if TYPE_CHECKING:
+    from .reader import BufferedReader
+
+__all__ = ["DEFAULT_HIGH_WATER", "BufferedWriter"]
+
+#: Queued bytes at which :meth:`BufferedWriter.send` stops deferring and sends.
+DEFAULT_HIGH_WATER = 256 * 1024
+
+
+class BufferedWriter:
+    """Queue bytes with :meth:`write`, send them as one batch with :meth:`flush`.
+
+    :meth:`send` is the convenient form: it queues, then sends at once unless
+    the paired reader still holds input that the same dispatcher will handle
+    next, in which case the reply rides along with the replies to that input
+    (the reader flushes before it waits on the socket, and a deferred flush
+    is also scheduled so a reply is never held while the dispatcher waits on
+    something else).
+    """
+
+    __slots__ = ("_defer_hook", "_high_water", "_lock", "_parts", "_reader", "_size", "_stream")
+
+    def __init__(
+        self,
+        stream: ByteSendStream,
+        *,
+        high_water: int = DEFAULT_HIGH_WATER,
+        reader: BufferedReader | None = None,
+    ) -> None:
+        if high_water <= 0:
+            raise ValueError("high_water must be positive")
+        self._stream = stream
+        self._high_water = high_water
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._lock = anyio.Lock(fast_acquire=True)
+        self._reader = reader
+        self._defer_hook: Callable[[], None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Bytes queued and not yet handed to the stream."""
+        return self._size
+
+    @property
+    def high_water(self) -> int:
+        """The queue size at which :meth:`send` sends instead of deferring."""
+        return self._high_water
+
+    def pair(self, reader: BufferedReader, defer_hook: Callable[[], None] | None) -> None:
+        """Couple with the reader of the same connection (the dispatcher does this).
+
+        ``defer_hook`` is called when :meth:`send` defers; it must arrange a
+        :meth:`flush` the next time the connection's task yields.
+        """
+        self._reader = reader
+        self._defer_hook = defer_hook
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data``; it goes out with the next flush. Never waits."""
+        if data:
+            self._parts.append(data)
+            self._size += len(data)
+
+    def writelines(self, chunks: Iterable[bytes]) -> None:
+        """Queue several chunks (see :meth:`write`)."""
+        for data in chunks:
+            self.write(data)
+
+    async def flush(self) -> None:
+        """Send everything queued, as few stream sends as possible.
+
+        Waits while the peer is not reading (that wait is the backpressure).
+        Safe to call from several tasks: sends never interleave.
+        """
+        while self._parts:
+            async with self._lock:
+                parts = self._parts
+                if not parts:
+                    return
+                data = parts[0] if len(parts) == 1 else b"".join(parts)
+                self._parts = []
+                self._size = 0
+                await self._stream.send(data)
+
+    async def send(self, data: bytes) -> None:
+        """Queue ``data`` and send it with whatever else is queued.
+
+        Returns without sending when the reader holds more input that this
+        connection is about to process (the reply then leaves with that
+        batch) and the queue is below the high-water mark.
+        """
+        self.write(data)
+        reader = self._reader
+        if (
+            reader is not None
+            and self._size < self._high_water
+            and reader.buffered
+            and self._defer_hook is not None
+        ):
+            self._defer_hook()
+            return
+        await self.flush()
