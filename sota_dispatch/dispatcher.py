@@ -127,7 +127,8 @@ class Dispatcher:
     write_high_water: ClassVar[int] = DEFAULT_HIGH_WATER
     #: Width of the protocol's request id, for :attr:`streams`.
     stream_id_bits: ClassVar[int] = 32
-    max_in_flight: ClassVar[int] = 65536
+    #: Bound on pending streams of one connection.
+    max_in_flight: ClassVar[int] = 1024
     #: Default timeout of a pending stream, seconds (None: none).
     stream_timeout: ClassVar[float | None] = None
     #: How long a close may take: flushing the last replies and reading out
@@ -343,8 +344,12 @@ class Dispatcher:
         host, port = parse_address(address)
         with anyio.fail_after(timeout):
             stream = await anyio.connect_tcp(host, port)
-        context = ConnectionContext.for_stream(stream, protocol=cls.protocol_name, role="client", options=options)
-        return cls(stream, context)
+        try:
+            context = ConnectionContext.for_stream(stream, protocol=cls.protocol_name, role="client", options=options)
+            return cls(stream, context)
+        except BaseException:
+            await anyio.aclose_forcefully(stream)
+            raise
 
     async def __aenter__(self) -> Self:
         outer = anyio.create_task_group()

@@ -108,7 +108,7 @@ class Server:
         try:
             dispatcher = self.factory(stream, context)
         except Exception:
-            log.exception("conn %d: the %s factory failed", context.connection_id, self.protocol)
+            log.exception("conn %d: the dispatcher factory of %r failed", context.connection_id, self.protocol)
             await stream.aclose()
             return
         self._dispatchers.add(dispatcher)

@@ -89,7 +89,9 @@ class BufferedWriter:
         """Send everything queued, as few stream sends as possible.
 
         Waits while the peer is not reading (that wait is the backpressure).
-        Safe to call from several tasks: sends never interleave.
+        Safe to call from several tasks: sends never interleave. A flush
+        cancelled while sending may have sent part of the batch; the
+        connection is then only fit to be closed.
         """
         while self._parts:
             async with self._lock:

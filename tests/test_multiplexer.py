@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from sota_dispatch import ConnectionLost, StreamLimitError, StreamMultiplexer, StreamTimeout, UpstreamError
+
+pytestmark = pytest.mark.anyio
+
+
+def test_ids_wrap_at_width_and_skip_ids_in_flight() -> None:
+    mux: StreamMultiplexer[str] = StreamMultiplexer(id_bits=3, first_id=1, max_in_flight=6)
+    first = [mux.open().stream_id for _ in range(5)]
+    assert first == [1, 2, 3, 4, 5]
+    assert mux.complete(2, "two")
+    assert mux.open().stream_id == 6
+    assert mux.open().stream_id == 7
+    # 7 is the largest 3-bit id: wrap to first_id, skipping 1 (in flight), reuse 2.
+    mux.complete(7, "x")
+    assert mux.open().stream_id == 2
+
+
+def test_complete_unknown_or_twice_returns_false_and_counts() -> None:
+    mux: StreamMultiplexer[int] = StreamMultiplexer()
+    stream = mux.open()
+    assert mux.complete(stream.stream_id, 1)
+    assert not mux.complete(stream.stream_id, 2)
+    assert not mux.complete(999, 3)
+    assert mux.unmatched == 2
+
+
+def test_max_in_flight_is_enforced() -> None:
+    mux: StreamMultiplexer[int] = StreamMultiplexer(max_in_flight=2)
+    mux.open()
+    mux.open()
+    with pytest.raises(StreamLimitError, match="max_in_flight=2"):
+        mux.open()
+
+
+def test_explicit_ids_must_not_collide() -> None:
+    mux: StreamMultiplexer[int] = StreamMultiplexer()
+    mux.open(42)
+    with pytest.raises(ValueError, match="42"):
+        mux.open(42)
+
+
+def test_configuration_is_validated() -> None:
+    with pytest.raises(ValueError, match="max_in_flight"):
+        StreamMultiplexer(id_bits=2, first_id=1, max_in_flight=3)
+    with pytest.raises(ValueError, match="first_id"):
+        StreamMultiplexer(id_bits=8, first_id=256)
+
+
+async def test_result_waits_for_complete() -> None:
+    mux: StreamMultiplexer[bytes] = StreamMultiplexer()
+    stream = mux.open()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: _complete_later(mux, stream.stream_id, b"answer"))
+        with anyio.fail_after(5):
+            assert await stream.result() == b"answer"
+    assert stream.done
+
+
+async def _complete_later(mux: StreamMultiplexer[bytes], stream_id: int, value: bytes) -> None:
+    await anyio.lowlevel.checkpoint()
+    mux.complete(stream_id, value)
+
+
+async def test_timeout_releases_the_id_and_late_answer_is_rejected() -> None:
+    mux: StreamMultiplexer[bytes] = StreamMultiplexer(timeout=0.01)
+    stream = mux.open()
+    with pytest.raises(StreamTimeout):
+        await stream.result()
+    assert stream.stream_id not in mux
+    assert not mux.complete(stream.stream_id, b"late")
+    assert mux.unmatched == 1
+
+
+async def test_result_timeout_argument_narrows_the_deadline() -> None:
+    mux: StreamMultiplexer[bytes] = StreamMultiplexer(timeout=3600)
+    stream = mux.open()
+    with pytest.raises(StreamTimeout):
+        await stream.result(timeout=0.01)
+    assert len(mux) == 0
+
+
+async def test_fail_all_wakes_every_waiter_with_the_error() -> None:
+    mux: StreamMultiplexer[bytes] = StreamMultiplexer()
+    streams = [mux.open() for _ in range(3)]
+    errors: list[BaseException] = []
+
+    async def wait(i: int) -> None:
+        try:
+            await streams[i].result()
+        except ConnectionLost as exc:
+            errors.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(wait, i)
+            await anyio.wait_all_tasks_blocked()
+            assert mux.fail_all(ConnectionLost(None)) == 3
+    assert len(errors) == 3
+    assert len(mux) == 0
+
+
+async def test_close_refuses_new_streams() -> None:
+    mux: StreamMultiplexer[bytes] = StreamMultiplexer()
+    mux.close(ConnectionLost(None))
+    with pytest.raises(ConnectionLost):
+        mux.open()
+
+
+async def test_cancel_releases_id() -> None:
+    mux: StreamMultiplexer[bytes] = StreamMultiplexer()
+    stream = mux.open()
+    stream.cancel()
+    assert len(mux) == 0
+    with pytest.raises(UpstreamError, match="cancelled"):
+        await stream.result()
+    assert not mux.complete(stream.stream_id, b"late")
+
+
+async def test_caller_cancellation_releases_id() -> None:
+    mux: StreamMultiplexer[bytes] = StreamMultiplexer()
+    stream = mux.open()
+    with anyio.move_on_after(0.01):
+        await stream.result()
+    assert len(mux) == 0
+
+
+# -- property: ids are unique while in flight, across wraparound --------------
+
+
+class MultiplexerMachine(RuleBasedStateMachine):
+    """Random open/complete/fail sequences on a tiny id space that wraps often."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mux: StreamMultiplexer[int] = StreamMultiplexer(id_bits=4, first_id=1, max_in_flight=10)
+        self.in_flight: set[int] = set()
+        self.retired: set[int] = set()
+
+    @precondition(lambda self: len(self.in_flight) < 10)
+    @rule()
+    def open(self) -> None:
+        stream_id = self.mux.open().stream_id
+        assert stream_id not in self.in_flight, f"id {stream_id} reused while in flight"
+        assert 1 <= stream_id <= 15
+        self.in_flight.add(stream_id)
+        self.retired.discard(stream_id)
+
+    @precondition(lambda self: self.in_flight)
+    @rule(data=st.data())
+    def complete(self, data: st.DataObject) -> None:
+        stream_id = data.draw(st.sampled_from(sorted(self.in_flight)))
+        assert self.mux.complete(stream_id, stream_id)
+        self.in_flight.remove(stream_id)
+        self.retired.add(stream_id)
+
+    @precondition(lambda self: self.retired)
+    @rule(data=st.data())
+    def late_answer(self, data: st.DataObject) -> None:
+        stream_id = data.draw(st.sampled_from(sorted(self.retired)))
+        before = self.mux.unmatched
+        assert not self.mux.complete(stream_id, -1)
+        assert self.mux.unmatched == before + 1
+
+    @rule()
+    def open_full(self) -> None:
+        if len(self.in_flight) >= 10:
+            with pytest.raises(StreamLimitError):
+                self.mux.open()
+
+    @invariant()
+    def counts_agree(self) -> None:
+        assert self.mux.in_flight == len(self.in_flight)
+
+
+TestMultiplexerMachine = MultiplexerMachine.TestCase
+TestMultiplexerMachine.settings = settings(max_examples=200, stateful_step_count=60, deadline=None)
+
+
+@given(st.integers(min_value=1, max_value=32), st.integers(min_value=0, max_value=200))
+def test_allocation_cycles_through_the_whole_space(bits: int, opens: int) -> None:
+    mux: StreamMultiplexer[int] = StreamMultiplexer(id_bits=bits, first_id=0, max_in_flight=1)
+    last = -1
+    for _ in range(opens):
+        stream_id = mux.open().stream_id
+        assert 0 <= stream_id < 2**bits
+        if last >= 0:
+            assert stream_id == (last + 1) % 2**bits
+        mux.complete(stream_id, 0)
+        last = stream_id

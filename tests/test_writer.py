@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from sota_dispatch import BufferedWriter, Dispatcher
+from sota_dispatch.testing import MemoryByteStream, exchange, memory_stream_pair
+
+pytestmark = pytest.mark.anyio
+
+
+class CountingStream(MemoryByteStream):
+    """A memory stream that counts the sends made on it."""
+
+    sends = 0
+
+    async def send(self, item: bytes) -> None:
+        self.sends += 1
+        await super().send(item)
+
+
+def counting_pair(max_chunks: float = 64) -> tuple[MemoryByteStream, CountingStream]:
+    a, b = memory_stream_pair(max_chunks)
+    return a, CountingStream(b._send, b._receive)
+
+
+async def test_write_queues_and_flush_sends_one_batch() -> None:
+    client, server = counting_pair()
+    writer = BufferedWriter(server)
+    for i in range(100):
+        writer.write(b"%d\n" % i)
+    writer.write(b"")
+    assert server.sends == 0
+    assert writer.pending == sum(len(b"%d\n" % i) for i in range(100))
+    await writer.flush()
+    assert server.sends == 1
+    assert writer.pending == 0
+    assert await client.receive() == b"".join(b"%d\n" % i for i in range(100))
+
+
+async def test_send_without_reader_sends_at_once() -> None:
+    client, server = counting_pair()
+    writer = BufferedWriter(server)
+    await writer.send(b"x")
+    assert server.sends == 1
+    assert await client.receive() == b"x"
+
+
+async def test_slow_peer_blocks_send_and_bounds_memory() -> None:
+    client, server = counting_pair(max_chunks=2)
+    writer = BufferedWriter(server, high_water=4096)
+    sent = 0
+
+    async def produce() -> None:
+        nonlocal sent
+        for _ in range(1000):
+            await writer.send(b"y" * 1024)
+            sent += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(produce)
+        await anyio.wait_all_tasks_blocked()
+        # The peer reads nothing: the producer is stuck, memory stays bounded.
+        assert sent < 10
+        assert writer.pending <= 4096 + 1024
+        received = 0
+        with anyio.fail_after(10):
+            while received < 1000 * 1024:
+                received += len(await client.receive())
+    assert sent == 1000
+
+
+class Shout(Dispatcher):
+    async def serve(self) -> None:
+        while True:
+            line = await self.reader.read_until(b"\r\n", max_bytes=1024)
+            await self.writer.send(line.upper() + b"\r\n")
+
+
+async def test_send_coalesces_replies_to_one_batch_of_input() -> None:
+    sends: list[int] = []
+
+    def factory(stream: anyio.abc.ByteStream, context: object) -> Shout:
+        assert isinstance(stream, MemoryByteStream)
+        counting = CountingStream(stream._send, stream._receive)
+        dispatcher = Shout(counting)
+        sends.append(0)
+        original = counting.send
+
+        async def send(item: bytes) -> None:
+            sends[-1] += 1
+            await original(item)
+
+        counting.send = send  # type: ignore[method-assign]
+        return dispatcher
+
+    batch = b"".join(b"line %d\r\n" % i for i in range(200))
+    result = await exchange(factory, [batch])
+    assert result.output == batch.upper()
+    assert result.close_reason is None
+    assert sends == [1], "200 replies to one chunk of input must leave in one send"
+
+
+class WaitsBetweenRequests(Dispatcher):
+    """Answers the first line, then waits for an event before reading on."""
+
+    proceed: anyio.Event
+
+    async def serve(self) -> None:
+        first = await self.reader.read_until(b"\n", max_bytes=100)
+        await self.writer.send(first + b"!\n")  # deferred: the second line is buffered
+        await self.proceed.wait()  # not a read: the deferred reply must still leave
+        second = await self.reader.read_until(b"\n", max_bytes=100)
+        await self.writer.send(second + b"!\n")
+
+
+async def test_deferred_reply_is_sent_while_serve_waits_on_something_else() -> None:
+    client, server = memory_stream_pair()
+    dispatcher = WaitsBetweenRequests(server)
+    dispatcher.proceed = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(dispatcher.run)
+        await client.send(b"one\ntwo\n")
+        with anyio.fail_after(5):
+            assert await client.receive() == b"one!\n"
+        dispatcher.proceed.set()
+        with anyio.fail_after(5):
+            assert await client.receive() == b"two!\n"
+        await client.send_eof()
+    assert dispatcher.close_reason is None
+
+
+def test_rejects_bad_high_water() -> None:
+    _, server = memory_stream_pair()
+    with pytest.raises(ValueError, match="high_water"):
+        BufferedWriter(server, high_water=0)
