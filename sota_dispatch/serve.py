@@ -13,10 +13,13 @@ import importlib.util
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import anyio
 from anyio.abc import TaskStatus
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 from .address import parse_address
 from .errors import SotaError
@@ -96,33 +99,45 @@ def _parse_options(info: ProtocolInfo, items: Sequence[str]) -> dict[str, str]:
 
 
 async def _run(server: Server) -> int:
-    async with anyio.create_task_group() as tg:
+    try:
+        return await _run_group(server)
+    except BaseExceptionGroup as group:
+        usage, rest = group.split(_UsageError)
+        if usage is not None and rest is None:
+            raise usage.exceptions[0] from None
+        raise
 
-        async def serve_then_stop(*, task_status: TaskStatus[str]) -> None:
-            await server.serve(task_status=task_status)
-            tg.cancel_scope.cancel()  # drained: stop the signal watcher too
 
-        try:
-            address = await tg.start(serve_then_stop)
-        except OSError as exc:
-            raise _UsageError(f"cannot listen on {server.host}:{server.port}: {exc.strerror or exc}") from None
-        log.info("listening on %s (protocol %s)", address, server.protocol)
-        tg.start_soon(_watch_signals, server, tg.cancel_scope)
+async def _run_group(server: Server) -> int:
+    # Handlers go in before the "listening on" line: a signal sent as soon
+    # as that line appears must drain, not kill.
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+        async with anyio.create_task_group() as tg:
+
+            async def serve_then_stop(*, task_status: TaskStatus[str]) -> None:
+                await server.serve(task_status=task_status)
+                tg.cancel_scope.cancel()  # drained: stop the signal watcher too
+
+            try:
+                address = await tg.start(serve_then_stop)
+            except OSError as exc:
+                raise _UsageError(f"cannot listen on {server.host}:{server.port}: {exc.strerror or exc}") from None
+            log.info("listening on %s (protocol %s)", address, server.protocol)
+            tg.start_soon(_watch_signals, server, received, tg.cancel_scope)
     return 0
 
 
-async def _watch_signals(server: Server, scope: anyio.CancelScope) -> None:
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
-        first = True
-        async for signum in received:
-            if first:
-                log.info("%s: draining (up to %.1fs)", signal.Signals(signum).name, server.drain_timeout)
-                server.shutdown()
-                first = False
-            else:
-                log.info("second signal: stopping now")
-                scope.cancel()
-                return
+async def _watch_signals(server: Server, received: AsyncIterator[int], scope: anyio.CancelScope) -> None:
+    first = True
+    async for signum in received:
+        if first:
+            log.info("%s: draining (up to %.1fs)", signal.Signals(signum).name, server.drain_timeout)
+            server.shutdown()
+            first = False
+        else:
+            log.info("second signal: stopping now")
+            scope.cancel()
+            return
 
 
 def main(argv: Sequence[str] | None = None) -> int:

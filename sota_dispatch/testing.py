@@ -11,7 +11,15 @@ clean close when the peer closes between requests.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import os
+import re
+import selectors
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import anyio
 import attrs
@@ -25,11 +33,13 @@ from .registry import DispatcherFactory
 __all__ = [
     "Exchange",
     "MemoryByteStream",
+    "ServeProcess",
     "check_clean_shutdown",
     "check_garbage",
     "check_split_invariance",
     "exchange",
     "memory_stream_pair",
+    "serve_process",
 ]
 
 
@@ -171,3 +181,95 @@ async def check_clean_shutdown(
     result = await exchange(factory, [requests], options=options)
     assert result.close_reason is None, f"clean EOF closed with {result.close_reason!r}"
     return result
+
+
+_LISTENING = re.compile(r"listening on (\S+)")
+
+
+@attrs.define
+class ServeProcess:
+    """A ``python -m sota_dispatch.serve`` child process, bound and listening."""
+
+    process: subprocess.Popen[str]
+    #: The bound ``HOST:PORT`` from the "listening on" line.
+    address: str
+    #: Every stderr line so far (kept up to date by a reader thread).
+    stderr_lines: list[str]
+
+    @property
+    def host(self) -> str:
+        return self.address.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then wait for the exit code (SIGKILL after ``timeout``)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+
+@contextmanager
+def serve_process(
+    args: Sequence[str],
+    *,
+    timeout: float = 30.0,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[ServeProcess]:
+    """Run ``python -m sota_dispatch.serve ARGS`` until it logs "listening on".
+
+    Pass ``--listen 127.0.0.1:0`` in ``args`` for a free port. The process is
+    stopped (SIGTERM, then SIGKILL) when the block ends. Raises
+    :class:`RuntimeError` with its stderr if it exits or stays silent instead.
+    """
+    full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sota_dispatch.serve", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    address = None
+    reader: threading.Thread | None = None
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(process.stderr, selectors.EVENT_READ)
+            deadline = time.monotonic() + timeout
+            while address is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not selector.select(remaining):
+                    raise RuntimeError(f"no 'listening on' line within {timeout}s: {''.join(lines)}")
+                line = process.stderr.readline()
+                if not line:
+                    raise RuntimeError(f"serve exited with {process.wait()}: {''.join(lines)}")
+                lines.append(line)
+                found = _LISTENING.search(line)
+                if found:
+                    address = found.group(1)
+        reader = threading.Thread(target=_collect, args=(process.stderr, lines), daemon=True)
+        reader.start()
+        served = ServeProcess(process, address, lines)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        if reader is not None:
+            reader.join(5)  # the pipe is at EOF once the process is gone
+        process.stderr.close()
+
+
+def _collect(stream: Iterable[str], lines: list[str]) -> None:
+    for line in stream:
+        lines.append(line)

@@ -21,6 +21,6 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         function = getattr(item, "function", None)
-        if function is not None and inspect.iscoroutinefunction(function):
-            if item.get_closest_marker("anyio") is None:
-                raise pytest.UsageError(f"{item.nodeid}: async test without pytestmark = pytest.mark.anyio")
+        is_async = function is not None and inspect.iscoroutinefunction(function)
+        if is_async and item.get_closest_marker("anyio") is None:
+            raise pytest.UsageError(f"{item.nodeid}: async test without pytestmark = pytest.mark.anyio")

@@ -110,7 +110,7 @@ async def test_drain_stops_at_frame_boundary_only() -> None:
 
 
 def test_rejects_bad_arguments() -> None:
-    client, server = memory_stream_pair()
+    _, server = memory_stream_pair()
     with pytest.raises(ValueError, match="read_size"):
         BufferedReader(server, read_size=0)
 
@@ -149,7 +149,7 @@ async def read_length_prefixed(chunks: list[bytes], read_size: int) -> list[byte
         await client.send(chunk)
     await client.send_eof()
     reader = BufferedReader(server, read_size=read_size)
-    out = []
+    out: list[bytes] = []
     while True:
         try:
             size = (await reader.read_exactly(1))[0]

@@ -1,0 +1,148 @@
+"""The serve command line, run as a real child process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from sota_dispatch.testing import ServeProcess, serve_process
+
+pytestmark = pytest.mark.anyio
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sota_dispatch.serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+@pytest.fixture
+def line_server(anyio_backend: str) -> Iterator[ServeProcess]:
+    with serve_process(["--protocol", "simple_line", "--listen", "127.0.0.1:0", "--backend", anyio_backend]) as proc:
+        yield proc
+
+
+async def roundtrip(host: str, port: int, data: bytes, replies: int) -> bytes:
+    async with await anyio.connect_tcp(host, port) as stream:
+        await stream.send(data)
+        out = b""
+        with anyio.fail_after(10):
+            while out.count(b"\n") < replies:
+                out += await stream.receive()
+        return out
+
+
+async def test_logs_one_listening_line_with_the_real_port(line_server: ServeProcess) -> None:
+    assert line_server.port != 0
+    assert await roundtrip(line_server.host, line_server.port, b"a=1\r\n", 1) == b'receive:{"a":["1"]}\r\n'
+    assert line_server.stop() == 0
+    listening = [line for line in line_server.stderr_lines if "listening on" in line]
+    assert len(listening) == 1
+    assert f"listening on 127.0.0.1:{line_server.port}" in listening[0]
+    assert "simple_line" in listening[0]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_drains_and_exits_zero(line_server: ServeProcess, signum: int) -> None:
+    async with await anyio.connect_tcp(line_server.host, line_server.port) as stream:
+        await stream.send(b"x=1\n")
+        with anyio.fail_after(10):
+            assert await stream.receive() == b'receive:{"x":["1"]}\r\n'
+        line_server.process.send_signal(signum)
+        # The idle connection is closed as part of the drain...
+        with anyio.fail_after(10), pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+            await stream.receive()
+    # ...and the process exits 0, without a traceback.
+    assert line_server.process.wait(20) == 0
+    text = "".join(line_server.stderr_lines)
+    assert "draining" in text
+    assert "Traceback" not in text
+
+
+def test_list_protocols_shows_installed_plugins() -> None:
+    result = run_cli("--list-protocols")
+    assert result.returncode == 0
+    assert "simple_line" in result.stdout
+    assert "max_line" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--protocol", "nope"], "error: unknown protocol 'nope'; available: "),
+        (
+            ["--protocol", "simple_line", "--listen", "localhost"],
+            'error: --listen: expected HOST:PORT, got "localhost"',
+        ),
+        (["--protocol", "simple_line", "--listen", "127.0.0.1:99999"], "error: --listen: port must be within"),
+        (["--protocol", "simple_line", "-o", "nope=1"], "has no option 'nope' (options: max_line)"),
+        (["--protocol", "simple_line", "-o", "max_line"], "--option expects NAME=VALUE"),
+        ([], "error: --protocol is required"),
+    ],
+)
+def test_operator_errors_are_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_port_in_use_is_exit_2(line_server: ServeProcess) -> None:
+    result = run_cli("--protocol", "simple_line", "--listen", line_server.address)
+    assert result.returncode == 2
+    assert f"error: cannot listen on {line_server.address}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+PLUGIN = '''
+from sota_dispatch import Dispatcher
+
+
+class Reverse(Dispatcher):
+    """Reverses each line."""
+
+    async def serve(self) -> None:
+        while True:
+            line = await self.reader.read_until(b"\\n", max_bytes=1024)
+            await self.writer.send(line[::-1] + b"\\n")
+'''
+
+
+def install_entry_point_plugin(root: Path) -> dict[str, str]:
+    """Install a plugin the way pip would leave it: a module plus dist-info."""
+    (root / "reverse_plugin.py").write_text(PLUGIN)
+    info = root / "reverse_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: reverse-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[sota_dispatch.protocols]\nreverse = reverse_plugin:Reverse\n")
+    return {"PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+
+
+async def test_plugin_installed_only_by_entry_point_is_listed_and_served(tmp_path: Path, anyio_backend: str) -> None:
+    env = install_entry_point_plugin(tmp_path)
+    listed = run_cli("--list-protocols", env=env)
+    assert "reverse\tReverses each line." in listed.stdout
+    assert "distribution reverse-plugin 1.0" in listed.stdout
+    args = ["--protocol", "reverse", "--listen", "127.0.0.1:0", "--backend", anyio_backend]
+    with serve_process(args, env=env) as proc:
+        assert await roundtrip(proc.host, proc.port, b"abc\nxy\n", 2) == b"cba\nyx\n"
+        assert proc.stop() == 0
+
+
+def test_no_uvloop_flag_and_log_level() -> None:
+    args = ["--protocol", "simple_line", "--listen", "127.0.0.1:0", "--no-uvloop", "--log-level", "debug"]
+    with serve_process(args) as proc:
+        assert proc.stop() == 0

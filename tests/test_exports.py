@@ -1,0 +1,62 @@
+"""Pin the public API so that every change to it is deliberate."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import sota_dispatch
+
+PUBLIC = {
+    "ENTRY_POINT_GROUP",
+    "BufferedReader",
+    "BufferedWriter",
+    "ConnectionContext",
+    "ConnectionLost",
+    "Dispatcher",
+    "DispatcherFactory",
+    "DuplicateProtocolError",
+    "IncompleteReadError",
+    "LimitExceeded",
+    "Match",
+    "PendingStream",
+    "ProtocolError",
+    "ProtocolInfo",
+    "Server",
+    "SotaError",
+    "StreamLimitError",
+    "StreamMultiplexer",
+    "StreamTimeout",
+    "UnknownProtocolError",
+    "UpstreamError",
+    "available_protocols",
+    "format_address",
+    "get_protocol",
+    "parse_address",
+    "register_protocol",
+    "sniff",
+    "unregister_protocol",
+}
+
+
+def test_public_api_is_pinned() -> None:
+    assert set(sota_dispatch.__all__) == PUBLIC
+    for name in PUBLIC:
+        assert hasattr(sota_dispatch, name), name
+
+
+def test_every_module_declares_all_and_exports_exist() -> None:
+    for module_info in pkgutil.iter_modules(sota_dispatch.__path__):
+        if module_info.name == "serve":
+            continue  # importing it as a module is fine, but it is the CLI
+        module = importlib.import_module(f"sota_dispatch.{module_info.name}")
+        assert hasattr(module, "__all__"), module.__name__
+        for name in module.__all__:
+            assert hasattr(module, name), f"{module.__name__}.{name}"
+
+
+def test_errors_share_one_root() -> None:
+    for name in PUBLIC:
+        obj = getattr(sota_dispatch, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, sota_dispatch.SotaError), name

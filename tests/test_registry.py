@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import ClassVar
+
+import pytest
+
+from sota_dispatch import (
+    Dispatcher,
+    DuplicateProtocolError,
+    Match,
+    UnknownProtocolError,
+    available_protocols,
+    get_protocol,
+    register_protocol,
+    sniff,
+    unregister_protocol,
+)
+
+
+class Magic(Dispatcher):
+    """Speaks only after the magic bytes MG."""
+
+    options: ClassVar[Mapping[str, str]] = {"greeting": "what to say"}
+
+    @classmethod
+    def sniff(cls, prefix: bytes) -> Match:
+        if len(prefix) < 2:
+            return Match.NEED_MORE if b"MG".startswith(prefix) else Match.NO
+        return Match.YES if prefix.startswith(b"MG") else Match.NO
+
+    async def serve(self) -> None:
+        await self.reader.read_exactly(2)
+
+
+@pytest.fixture
+def magic() -> Iterator[str]:
+    register_protocol("test_magic", Magic)
+    yield "test_magic"
+    unregister_protocol("test_magic")
+
+
+def test_registered_protocol_is_found_with_metadata(magic: str) -> None:
+    info = get_protocol(magic)
+    assert info.factory is Magic
+    assert info.description == "Speaks only after the magic bytes MG."
+    assert info.options == {"greeting": "what to say"}
+    assert "tests.test_registry.Magic" in info.source or "test_registry.Magic" in info.source
+    assert magic in available_protocols()
+
+
+def test_duplicate_name_names_both_sources(magic: str) -> None:
+    with pytest.raises(DuplicateProtocolError) as info:
+        register_protocol(magic, Magic, source="second registration")
+    message = str(info.value)
+    assert "test_registry.Magic" in message
+    assert "second registration" in message
+
+
+def test_duplicate_of_an_installed_plugin_names_the_entry_point() -> None:
+    with pytest.raises(DuplicateProtocolError, match=r"entry point 'sota_simple_line:SimpleLineDispatcher'"):
+        register_protocol("simple_line", Magic)
+
+
+def test_unknown_protocol_lists_the_available_ones() -> None:
+    with pytest.raises(UnknownProtocolError) as info:
+        get_protocol("nope")
+    assert "'nope'" in str(info.value)
+    assert "simple_line" in str(info.value)
+
+
+def test_installed_plugin_is_discovered_through_its_entry_point() -> None:
+    info = get_protocol("simple_line")
+    assert info.source.startswith("entry point 'sota_simple_line:SimpleLineDispatcher'")
+    assert "distribution sota-simple-line" in info.source
+    assert "max_line" in info.options
+
+
+@pytest.mark.parametrize("name", ["", "has space", "semi;colon"])
+def test_invalid_names_are_rejected(name: str) -> None:
+    with pytest.raises(ValueError, match="invalid protocol name"):
+        register_protocol(name, Magic)
+
+
+def test_sniff_reports_each_protocol(magic: str) -> None:
+    assert sniff(b"M", [magic])[magic] is Match.NEED_MORE
+    assert sniff(b"MG\x00", [magic])[magic] is Match.YES
+    assert sniff(b"xx", [magic])[magic] is Match.NO
+    verdicts = sniff(b"a=1\r\n")
+    assert verdicts["simple_line"] is Match.YES
+    assert verdicts[magic] is Match.NO
+
+
+def test_a_dispatcher_without_sniffer_never_claims_a_connection() -> None:
+    class Plain(Dispatcher):
+        async def serve(self) -> None:
+            return None
+
+    register_protocol("test_plain", Plain)
+    try:
+        assert sniff(b"anything", ["test_plain"]) == {"test_plain": Match.NO}
+    finally:
+        unregister_protocol("test_plain")
