@@ -1,4 +1,4 @@
-"""Every async test runs on asyncio and on trio.
+"""Shared by every test directory: every async test runs on asyncio and on trio.
 
 Modules with async tests set ``pytestmark = pytest.mark.anyio``; collection
 fails for an async test without it, so none can silently run on one backend
