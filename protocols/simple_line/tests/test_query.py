@@ -74,4 +74,5 @@ def test_garbage_raises_only_protocol_errors(data: bytes) -> None:
         parsed = parse_query(data)
     except ProtocolError:
         return
-    assert parsed and all(parsed.values())
+    assert parsed
+    assert all(parsed.values())
