@@ -186,6 +186,16 @@ class Dispatcher:
     async def on_close(self, reason: BaseException | None) -> None:
         """Called once the connection is closed; ``reason`` is None for an orderly end."""
 
+    @classmethod
+    def validate_options(cls, options: Mapping[str, str]) -> None:
+        """Reject options this protocol does not declare (and, in overrides,
+        bad values) before any connection is served: raise :class:`ValueError`.
+        """
+        unknown = sorted(set(options) - set(cls.options))
+        if unknown:
+            known = ", ".join(cls.options) or "none"
+            raise ValueError(f"{cls.__name__} has no option {unknown[0]!r} (options: {known})")
+
     # -- helpers for subclasses ------------------------------------------------
 
     def option(self, name: str, default: T, convert: Callable[[str], T]) -> T:
@@ -257,7 +267,7 @@ class Dispatcher:
         except BaseException as exc:  # classified below
             reason = _primary_error(exc)
             if isinstance(reason, anyio.get_cancelled_exc_class()):
-                await self._finish(ConnectionLost(None), linger=False)
+                await self._finish(ConnectionLost(reason), linger=False)
                 raise
             await self._finish(reason, linger=True)
         else:
@@ -270,7 +280,7 @@ class Dispatcher:
         self._task_group = None
         self.writer.pair(self.reader, None)
         self.close_reason = reason
-        self.streams.close(ConnectionLost(reason))
+        self.streams.close(reason if isinstance(reason, ConnectionLost) else ConnectionLost(reason))
         self._log_close(reason)
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(self.linger_timeout):

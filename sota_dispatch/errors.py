@@ -14,6 +14,7 @@ __all__ = [
     "DuplicateProtocolError",
     "IncompleteReadError",
     "LimitExceeded",
+    "PluginLoadError",
     "ProtocolError",
     "SotaError",
     "StreamLimitError",
@@ -93,3 +94,7 @@ class UnknownProtocolError(SotaError, LookupError):
 
 class DuplicateProtocolError(SotaError):
     """Two sources registered the same protocol name."""
+
+
+class PluginLoadError(SotaError):
+    """An installed protocol plugin failed to import."""

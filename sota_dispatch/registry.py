@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
-from .errors import DuplicateProtocolError, UnknownProtocolError
+from .errors import DuplicateProtocolError, PluginLoadError, UnknownProtocolError
 
 if TYPE_CHECKING:
     from anyio.abc import ByteStream
@@ -133,7 +133,11 @@ class _Registry:
         if ep is None:
             available = ", ".join(self.names()) or "none installed"
             raise UnknownProtocolError(f"unknown protocol {name!r}; available: {available}")
-        info = _info(name, ep.load(), _describe(ep))
+        try:
+            factory = ep.load()
+        except Exception as exc:
+            raise PluginLoadError(f"protocol {name!r} ({_describe(ep)}) failed to load: {exc!r}") from exc
+        info = _info(name, factory, _describe(ep))
         self._loaded[name] = info
         return info
 

@@ -148,9 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if args.list_protocols:
-        return _list_protocols()
     try:
+        if args.list_protocols:
+            return _list_protocols()
         if not args.protocol:
             raise _UsageError("--protocol is required (see --list-protocols)")
         info = get_protocol(args.protocol)
@@ -159,7 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as exc:
             raise _UsageError(f"--listen: {exc}") from None
         options = _parse_options(info, args.option)
-        server = Server(info.factory, listen, protocol=info.name, options=options, drain_timeout=args.drain_timeout)
+        try:
+            server = Server(info.factory, listen, protocol=info.name, options=options, drain_timeout=args.drain_timeout)
+        except ValueError as exc:
+            raise _UsageError(f"--option: {exc}") from None
         backend_options: dict[str, object] = {}
         if args.backend == "asyncio" and not args.no_uvloop and importlib.util.find_spec("uvloop") is not None:
             backend_options["use_uvloop"] = True

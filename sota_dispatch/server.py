@@ -34,7 +34,8 @@ class Server:
     :class:`~sota_dispatch.Dispatcher` subclass, or
     :attr:`ProtocolInfo.factory <sota_dispatch.ProtocolInfo.factory>`).
     Start it with ``await task_group.start(server.serve)``, which returns once
-    the socket is bound, with the bound ``HOST:PORT``.
+    the socket is bound, with the bound ``HOST:PORT``. Raises
+    :class:`ValueError` at once for options the factory rejects.
     """
 
     def __init__(
@@ -50,6 +51,9 @@ class Server:
         self.host, self.port = parse_address(listen)
         self.protocol = protocol or getattr(factory, "protocol_name", "") or ""
         self.options = dict(options or {})
+        validate = getattr(factory, "validate_options", None)
+        if validate is not None:
+            validate(self.options)  # a bad option fails here, not per connection
         self.drain_timeout = drain_timeout
         #: The bound ``HOST:PORT`` once :meth:`serve` has started.
         self.address: str | None = None

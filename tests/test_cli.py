@@ -89,6 +89,7 @@ def test_list_protocols_shows_installed_plugins() -> None:
         (["--protocol", "simple_line", "--listen", "127.0.0.1:99999"], "error: --listen: port must be within"),
         (["--protocol", "simple_line", "-o", "nope=1"], "has no option 'nope' (options: max_line)"),
         (["--protocol", "simple_line", "-o", "max_line"], "--option expects NAME=VALUE"),
+        (["--protocol", "simple_line", "-o", "max_line=lots"], "max_line must be a positive integer, got 'lots'"),
         ([], "error: --protocol is required"),
     ],
 )

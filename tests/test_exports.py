@@ -20,6 +20,7 @@ PUBLIC = {
     "LimitExceeded",
     "Match",
     "PendingStream",
+    "PluginLoadError",
     "ProtocolError",
     "ProtocolInfo",
     "Server",

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -9,6 +10,7 @@ from sota_dispatch import (
     Dispatcher,
     DuplicateProtocolError,
     Match,
+    PluginLoadError,
     UnknownProtocolError,
     available_protocols,
     get_protocol,
@@ -16,6 +18,7 @@ from sota_dispatch import (
     sniff,
     unregister_protocol,
 )
+from sota_dispatch.registry import _Registry
 
 
 class Magic(Dispatcher):
@@ -101,3 +104,31 @@ def test_a_dispatcher_without_sniffer_never_claims_a_connection() -> None:
         assert sniff(b"anything", ["test_plain"]) == {"test_plain": Match.NO}
     finally:
         unregister_protocol("test_plain")
+
+
+def test_broken_plugin_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "broken_plugin.py").write_text("raise ImportError('missing dependency xyz')\n")
+    info = tmp_path / "broken_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[sota_dispatch.protocols]\nbroken = broken_plugin:Broken\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fresh = _Registry()  # the process-wide registry has scanned already
+    assert "broken" in fresh.names()
+    with pytest.raises(PluginLoadError, match=r"'broken'.*broken-plugin 1.0.*missing dependency xyz"):
+        fresh.get("broken")
+
+
+def test_two_plugins_with_one_name_name_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for dist in ("one", "two"):
+        info = tmp_path / f"{dist}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(f"[sota_dispatch.protocols]\nsame = {dist}_mod:Cls\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(DuplicateProtocolError) as info:
+        _Registry().names()
+    message = str(info.value)
+    assert "'same'" in message
+    assert "one_mod:Cls" in message
+    assert "two_mod:Cls" in message

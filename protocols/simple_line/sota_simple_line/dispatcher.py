@@ -34,6 +34,14 @@ class SimpleLineDispatcher(Dispatcher):
             return Match.NEED_MORE
         return Match.YES if b"=" in head else Match.NO
 
+    @classmethod
+    def validate_options(cls, options: Mapping[str, str]) -> None:
+        """``max_line`` must be a positive integer."""
+        super().validate_options(options)
+        raw = options.get("max_line")
+        if raw is not None and not (raw.isdigit() and int(raw) > 0):
+            raise ValueError(f"max_line must be a positive integer, got {raw!r}")
+
     async def serve(self) -> None:
         max_line = self.option("max_line", DEFAULT_MAX_LINE, int)
         reader, writer = self.reader, self.writer
