@@ -126,9 +126,9 @@ def test_two_plugins_with_one_name_name_both(tmp_path: Path, monkeypatch: pytest
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
         (info / "entry_points.txt").write_text(f"[sota_dispatch.protocols]\nsame = {dist}_mod:Cls\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(DuplicateProtocolError) as info:
+    with pytest.raises(DuplicateProtocolError) as raised:
         _Registry().names()
-    message = str(info.value)
+    message = str(raised.value)
     assert "'same'" in message
     assert "one_mod:Cls" in message
     assert "two_mod:Cls" in message
