@@ -228,12 +228,25 @@ class Dispatcher:
         if self.reader.idle and self._serve_scope is not None:
             self._serve_scope.cancel()
 
-    # -- lifecycle -------------------------------------------------------------
+    def flush_soon(self) -> None:
+        """Have the writer flushed the next time this connection's task yields.
 
-    def _schedule_flush(self) -> None:
+        For data written into this connection's writer from elsewhere (another
+        connection's task, a callback): it is sent without the writer's
+        owner having to do anything, and without the caller waiting for a
+        slow peer. Only effective while :meth:`run` is running.
+        """
         event = self._flush_event
         if event is not None and not event.is_set():
             event.set()
+
+    def close_soon(self) -> None:
+        """Stop serving and close, without waiting (see :meth:`aclose`)."""
+        self._stopping = True
+        if self._serve_scope is not None:
+            self._serve_scope.cancel()
+
+    # -- lifecycle -------------------------------------------------------------
 
     async def _flusher(self) -> None:
         # Sends replies that send() deferred, the next time serve() yields.
@@ -255,7 +268,7 @@ class Dispatcher:
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
                 self._flush_event = anyio.Event()
-                self.writer.pair(self.reader, self._schedule_flush)
+                self.writer.pair(self.reader, self.flush_soon)
                 tg.start_soon(self._flusher, name=f"{self!r} flusher")
                 with anyio.CancelScope() as scope:
                     self._serve_scope = scope
@@ -328,9 +341,7 @@ class Dispatcher:
     async def aclose(self) -> None:
         """Close the connection; if it is running, stop it and wait for the end."""
         if self._running and self._finished is not None:
-            self._stopping = True
-            if self._serve_scope is not None:
-                self._serve_scope.cancel()
+            self.close_soon()
             await self._finished.wait()
         else:
             await self.stream.aclose()
