@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from sota_dispatch import Server
@@ -68,3 +69,26 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert len(commands) == 2, "the README has exactly two set-up commands"
     ci = (ROOT / ".ci" / "run").read_text()
     assert commands[1] in ci
+
+
+async def test_zmtp_router_example_with_a_real_libzmq_req() -> None:
+    import zmq
+
+    example = load("zmtp_upper")
+    server = Server(example.UpperRouter().factory, "127.0.0.1:0")
+
+    def client(address: str) -> list[bytes]:
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        try:
+            req = ctx.socket(zmq.REQ)
+            req.setsockopt(zmq.RCVTIMEO, 10_000)
+            req.connect(f"tcp://{address}")
+            req.send_multipart([b"hello", b"zmtp"])
+            return req.recv_multipart()
+        finally:
+            ctx.destroy(0)
+
+    async with anyio.create_task_group() as tg:
+        address = await tg.start(server.serve)
+        assert await anyio.to_thread.run_sync(lambda: client(address)) == [b"HELLO", b"ZMTP"]
+        server.shutdown()

@@ -1,0 +1,36 @@
+"""sota-zmtp: ZeroMQ's ZMTP 2.0 and 3.x in pure Python, as a sota-dispatch plugin.
+
+No libzmq: a sans-I/O :class:`ZmtpEngine` (greeting negotiation the way
+libzmq does it, NULL handshake, framing, PING/PONG), a :class:`Router` for
+ROUTER sockets served by :class:`sota_dispatch.Server`, and the ``zmtp``
+protocol for ``python -m sota_dispatch.serve``: a ROUTER that echoes every
+message back to its sender.
+"""
+
+from __future__ import annotations
+
+from .engine import Limits, PeerError, ZmtpEngine, generate_identity
+from .router import (
+    EchoRouter,
+    HighWaterMarkError,
+    Router,
+    RouterConnection,
+    UnroutableError,
+    ZmtpEchoDispatcher,
+)
+from .wire import SocketType, encode_message
+
+__all__ = [
+    "EchoRouter",
+    "HighWaterMarkError",
+    "Limits",
+    "PeerError",
+    "Router",
+    "RouterConnection",
+    "SocketType",
+    "UnroutableError",
+    "ZmtpEchoDispatcher",
+    "ZmtpEngine",
+    "encode_message",
+    "generate_identity",
+]

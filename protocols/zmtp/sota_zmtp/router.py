@@ -1,0 +1,248 @@
+"""The ROUTER role: many peers, each with an identity, messages routed by it.
+
+A :class:`Router` is shared by every connection of one server. Each
+connection runs a :class:`RouterConnection`, which performs the handshake,
+registers the peer's identity, and hands every message to
+:meth:`Router.on_message` as ``identity, frames`` in the connection's own
+task (no task or channel per message). :meth:`Router.send` routes a reply by
+identity into that peer's writer without waiting: a peer that does not read
+has its queue capped at ``send_hwm`` bytes, past which messages to it are
+dropped (or, in mandatory mode, raise), so it never blocks anyone else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import ClassVar
+
+import anyio
+from anyio.abc import ByteStream
+
+from sota_dispatch import ConnectionContext, Dispatcher, Match, ProtocolError, SotaError
+
+from .engine import Limits, ZmtpEngine, generate_identity
+from .wire import SocketType, encode_message
+
+__all__ = [
+    "EchoRouter",
+    "HighWaterMarkError",
+    "Router",
+    "RouterConnection",
+    "UnroutableError",
+    "ZmtpEchoDispatcher",
+]
+
+log = logging.getLogger(__name__)
+
+
+class UnroutableError(SotaError):
+    """Mandatory mode: no peer has the message's identity (libzmq: EHOSTUNREACH)."""
+
+
+class HighWaterMarkError(SotaError):
+    """Mandatory mode: the peer's send queue is full (libzmq: EAGAIN)."""
+
+
+class Router:
+    """A ROUTER socket's peer table and routing policy.
+
+    ``handover``: a second connection announcing an identity already in use
+    takes it over and the first is closed (libzmq's ``ROUTER_HANDOVER``);
+    otherwise the newcomer gets an ERROR and is closed. ``mandatory``: sending
+    to an unknown identity or a full queue raises instead of dropping
+    (``ROUTER_MANDATORY``). ``send_hwm``: bytes queued per peer at which its
+    queue counts as full (a message is always accepted into a queue below it).
+    """
+
+    def __init__(
+        self,
+        *,
+        handover: bool = False,
+        mandatory: bool = False,
+        send_hwm: int = 4 * 1024 * 1024,
+        limits: Limits | None = None,
+    ) -> None:
+        self.handover = handover
+        self.mandatory = mandatory
+        self.send_hwm = send_hwm
+        self.limits = limits or Limits()
+        self.peers: dict[bytes, RouterConnection] = {}
+        #: Messages dropped: unknown identity, or the peer's queue full.
+        self.dropped = 0
+
+    async def on_message(self, identity: bytes, frames: list[bytes]) -> None:
+        """Handle one message from peer ``identity``; override this.
+
+        Runs in the sending peer's connection task; keep it quick, or start a
+        task for slow work. The default drops the message.
+        """
+
+    def send(self, message: Sequence[bytes]) -> bool:
+        """Route ``[identity, frame, ...]`` to its peer; True if queued.
+
+        Never waits. Drops (returning False, counted in :attr:`dropped`) when
+        the identity is unknown or the peer's queue is over ``send_hwm``; in
+        mandatory mode raises :class:`UnroutableError` or
+        :class:`HighWaterMarkError` instead.
+        """
+        if len(message) < 2:
+            raise ValueError("a ROUTER message is [identity, frame, ...]")
+        peer = self.peers.get(message[0])
+        if peer is None:
+            if self.mandatory:
+                raise UnroutableError(f"no peer with identity {message[0]!r}")
+            self.dropped += 1
+            return False
+        writer = peer.writer
+        if writer.pending >= self.send_hwm:  # full: at most send_hwm + one message
+            if self.mandatory:
+                raise HighWaterMarkError(f"peer {message[0]!r} has {writer.pending} bytes queued")
+            self.dropped += 1
+            return False
+        writer.write(encode_message(message[1:]))
+        peer.flush_soon()
+        return True
+
+    def factory(self, stream: ByteStream, context: ConnectionContext) -> RouterConnection:
+        """The dispatcher factory for a :class:`~sota_dispatch.Server`."""
+        return RouterConnection(stream, context, router=self)
+
+    def _attach(self, connection: RouterConnection, identity: bytes) -> bytes:
+        if not identity:
+            identity = generate_identity()
+            while identity in self.peers:
+                identity = generate_identity()
+        old = self.peers.get(identity)
+        if old is not None:
+            if not self.handover:
+                raise DuplicateIdentityError(identity)
+            log.info("zmtp: identity %r handed over to conn %d", identity, connection.context.connection_id)
+            old.identity = None
+            old.close_soon()
+        self.peers[identity] = connection
+        return identity
+
+    def _detach(self, connection: RouterConnection) -> None:
+        identity = connection.identity
+        if identity is not None and self.peers.get(identity) is connection:
+            del self.peers[identity]
+
+
+class DuplicateIdentityError(ProtocolError):
+    """A peer announced an identity that another connected peer has."""
+
+    def __init__(self, identity: bytes) -> None:
+        super().__init__(f"identity {identity!r} is already connected")
+        self.identity = identity
+
+
+class EchoRouter(Router):
+    """Sends every message back to its sender (identity envelope kept)."""
+
+    async def on_message(self, identity: bytes, frames: list[bytes]) -> None:
+        self.send([identity, *frames])
+
+
+class RouterConnection(Dispatcher):
+    """One peer of a :class:`Router`: handshake, then messages both ways."""
+
+    protocol_name: ClassVar[str] = "zmtp"
+
+    def __init__(self, stream: ByteStream, context: ConnectionContext | None = None, *, router: Router) -> None:
+        super().__init__(stream, context)
+        self.router = router
+        self.engine = ZmtpEngine(SocketType.ROUTER, limits=router.limits)
+        #: The peer's routing identity once the handshake is done.
+        self.identity: bytes | None = None
+
+    @classmethod
+    def sniff(cls, prefix: bytes) -> Match:
+        """A ZMTP 2.0+ greeting: ``FF``, 8 bytes, then a byte with bit 0 set."""
+        if prefix[:1] not in (b"", b"\xff"):
+            return Match.NO
+        if len(prefix) < 10:
+            return Match.NEED_MORE
+        return Match.YES if prefix[9] & 0x01 else Match.NO
+
+    async def serve(self) -> None:
+        engine, reader, writer = self.engine, self.reader, self.writer
+        messages: list[list[bytes]] = []
+        writer.write(engine.data_to_send())
+        try:
+            with anyio.fail_after(self.router.limits.handshake_timeout):
+                while not engine.handshake_done:
+                    await writer.flush()
+                    messages = engine.feed(await reader.read_some())
+                    writer.write(engine.data_to_send())
+            self.identity = self.router._attach(self, engine.peer_identity)
+        except TimeoutError:
+            raise ProtocolError(
+                f"no ZMTP handshake within {self.router.limits.handshake_timeout}s"
+            ) from None
+        except ProtocolError as exc:
+            writer.write(engine.data_to_send() or engine.error(str(exc)))
+            raise
+        try:
+            on_message = self.router.on_message
+            identity = self.identity
+            while True:
+                for message in messages:
+                    await on_message(identity, message)
+                messages = engine.feed(await reader.read_some())
+                out = engine.data_to_send()
+                if out:
+                    writer.write(out)
+        finally:
+            self.router._detach(self)
+
+
+def _option_limits(options: Mapping[str, str]) -> Limits:
+    defaults = Limits()
+    return Limits(
+        max_frame_size=int(options.get("max_frame_size", defaults.max_frame_size)),
+        max_message_size=int(options.get("max_message_size", defaults.max_message_size)),
+        max_parts=int(options.get("max_parts", defaults.max_parts)),
+        handshake_timeout=float(options.get("handshake_timeout", defaults.handshake_timeout)),
+    )
+
+
+class ZmtpEchoDispatcher(RouterConnection):
+    """ZeroMQ ROUTER (ZMTP 2.0/3.x, NULL) echoing every message to its sender."""
+
+    options: ClassVar[Mapping[str, str]] = {
+        "handover": "1: a reused identity takes over the old connection (default 0: refused)",
+        "send_hwm": "bytes queued per peer before messages to it are dropped (default 4 MiB)",
+        "max_frame_size": "largest frame accepted, bytes (default 16 MiB)",
+        "max_message_size": "largest message accepted, bytes (default 64 MiB)",
+        "max_parts": "most parts in one message (default 1024)",
+        "handshake_timeout": "seconds to complete the handshake (default 10)",
+    }
+    #: One router per process, made on the first connection, for the CLI.
+    _shared: ClassVar[EchoRouter | None] = None
+
+    def __init__(self, stream: ByteStream, context: ConnectionContext | None = None) -> None:
+        router = ZmtpEchoDispatcher._shared
+        if router is None:
+            options = context.options if context is not None else {}
+            router = EchoRouter(
+                handover=options.get("handover", "0") == "1",
+                send_hwm=int(options.get("send_hwm", 4 * 1024 * 1024)),
+                limits=_option_limits(options),
+            )
+            ZmtpEchoDispatcher._shared = router
+        super().__init__(stream, context, router=router)
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, str]) -> None:
+        """Option values must be numbers (``handover`` 0 or 1)."""
+        super().validate_options(options)
+        try:
+            limits = _option_limits(options)
+            hwm = int(options.get("send_hwm", 1))
+        except ValueError as exc:
+            raise ValueError(f"bad zmtp option value: {exc}") from None
+        if min(limits.max_frame_size, limits.max_message_size, limits.max_parts, hwm) <= 0:
+            raise ValueError("zmtp sizes and counts must be positive")
+        if options.get("handover", "0") not in ("0", "1"):
+            raise ValueError("handover must be 0 or 1")
