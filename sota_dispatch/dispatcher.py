@@ -355,19 +355,20 @@ class Dispatcher:
         *,
         timeout: float = 10.0,
         options: Mapping[str, str] | None = None,
+        **init_kwargs: Any,
     ) -> Self:
         """Open a TCP connection to ``HOST:PORT`` and wrap it (client role).
 
         Use the result directly (``reader``/``writer``) or as an async context
         manager, which runs :meth:`run` in the background until the block
-        ends.
+        ends. ``init_kwargs`` go to the subclass's constructor.
         """
         host, port = parse_address(address)
         with anyio.fail_after(timeout):
             stream = await anyio.connect_tcp(host, port)
         try:
             context = ConnectionContext.for_stream(stream, protocol=cls.protocol_name, role="client", options=options)
-            return cls(stream, context)
+            return cls(stream, context, **init_kwargs)
         except BaseException:
             await anyio.aclose_forcefully(stream)
             raise

@@ -4,11 +4,13 @@ No libzmq: a sans-I/O :class:`ZmtpEngine` (greeting negotiation the way
 libzmq does it, NULL handshake, framing, PING/PONG), a :class:`Router` for
 ROUTER sockets served by :class:`sota_dispatch.Server`, and the ``zmtp``
 protocol for ``python -m sota_dispatch.serve``: a ROUTER that echoes every
-message back to its sender.
+message back to its sender. A :class:`Dealer` connects out to ZeroMQ
+services, reconnecting with backoff.
 """
 
 from __future__ import annotations
 
+from .dealer import Dealer, DealerConnection
 from .engine import Limits, PeerError, ZmtpEngine, generate_identity
 from .router import (
     EchoRouter,
@@ -21,6 +23,8 @@ from .router import (
 from .wire import SocketType, encode_message
 
 __all__ = [
+    "Dealer",
+    "DealerConnection",
     "EchoRouter",
     "HighWaterMarkError",
     "Limits",

@@ -8,9 +8,11 @@ does: send the signature and major version 3 at once, read the peer's first
 11 bytes, then continue in ZMTP 2.0 for a 2.0 peer (revision 1 or 2) and in
 3.x otherwise, treating any future major version as 3.1. A server that
 answered only 2.0 would be dropped every 30 s by libzmq 4.3.3-4.3.4 peers.
-One refinement: before answering a major version 3 it also reads the peer's
-bytes 11 and 12, and a peer that sent a socket type and the start of an
-identity frame there (a libzmq that took us for a 2.0 server) gets 2.0.
+One refinement on the accepting side (``probe_downgrade``): before answering
+a major version 3 it also reads the peer's bytes 11 and 12, and a peer that
+sent a socket type and the start of an identity frame there (a libzmq that
+took us for a 2.0 server) gets 2.0. The connecting side must not wait for
+that: two engines that both waited would deadlock.
 
 Every size is checked against :class:`Limits` as soon as its header is read,
 before anything is buffered for it; anything malformed raises
@@ -107,6 +109,7 @@ class ZmtpEngine:
         identity: bytes = b"",
         limits: Limits | None = None,
         as_server: bool = False,
+        probe_downgrade: bool = False,
     ) -> None:
         if len(identity) > 255:
             raise ValueError("an identity has at most 255 bytes")
@@ -114,6 +117,7 @@ class ZmtpEngine:
         self.identity = identity
         self.limits = limits or Limits()
         self.as_server = as_server
+        self.probe_downgrade = probe_downgrade
         self.version: tuple[int, int] | None = None
         self.peer_socket_type: SocketType | None = None
         self.peer_identity = b""
@@ -340,7 +344,10 @@ class ZmtpEngine:
             self._downgrade_to_v2()
         else:
             self._peer_major = revision
-            self._state = _State.V3_PROBE
+            if self.probe_downgrade:
+                self._state = _State.V3_PROBE
+            else:
+                self._v3_greeting_start()
 
     def _downgrade_to_v2(self) -> None:
         # ZMTP 2.0: our socket type, then our identity frame.

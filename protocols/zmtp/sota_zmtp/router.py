@@ -16,11 +16,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
-import anyio
 from anyio.abc import ByteStream
 
 from sota_dispatch import ConnectionContext, Dispatcher, Match, ProtocolError, SotaError
 
+from .connection import handshake, pump
 from .engine import Limits, ZmtpEngine, generate_identity
 from .wire import SocketType, encode_message
 
@@ -152,7 +152,11 @@ class RouterConnection(Dispatcher):
     def __init__(self, stream: ByteStream, context: ConnectionContext | None = None, *, router: Router) -> None:
         super().__init__(stream, context)
         self.router = router
-        self.engine = ZmtpEngine(SocketType.ROUTER, limits=router.limits)
+        # The accepting side may wait for the peer's bytes 11-12 before it
+        # picks 2.0 or 3.x; a connecting ROUTER must not (see ZmtpEngine).
+        self.engine = ZmtpEngine(
+            SocketType.ROUTER, limits=router.limits, probe_downgrade=self.context.role == "server"
+        )
         #: The peer's routing identity once the handshake is done.
         self.identity: bytes | None = None
 
@@ -166,33 +170,14 @@ class RouterConnection(Dispatcher):
         return Match.YES if prefix[9] & 0x01 else Match.NO
 
     async def serve(self) -> None:
-        engine, reader, writer = self.engine, self.reader, self.writer
-        messages: list[list[bytes]] = []
-        writer.write(engine.data_to_send())
+        messages = await handshake(self, self.engine, self.router.limits.handshake_timeout)
         try:
-            with anyio.fail_after(self.router.limits.handshake_timeout):
-                while not engine.handshake_done:
-                    await writer.flush()
-                    messages = engine.feed(await reader.read_some())
-                    writer.write(engine.data_to_send())
-            self.identity = self.router._attach(self, engine.peer_identity)
-        except TimeoutError:
-            raise ProtocolError(
-                f"no ZMTP handshake within {self.router.limits.handshake_timeout}s"
-            ) from None
+            self.identity = self.router._attach(self, self.engine.peer_identity)
         except ProtocolError as exc:
-            writer.write(engine.data_to_send() or engine.error(str(exc)))
+            self.writer.write(self.engine.error(str(exc)))
             raise
         try:
-            on_message = self.router.on_message
-            identity = self.identity
-            while True:
-                for message in messages:
-                    await on_message(identity, message)
-                messages = engine.feed(await reader.read_some())
-                out = engine.data_to_send()
-                if out:
-                    writer.write(out)
+            await pump(self, self.engine, messages, self.router.on_message, self.identity)
         finally:
             self.router._detach(self)
 

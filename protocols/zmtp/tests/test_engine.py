@@ -49,7 +49,11 @@ REQ_TO_V2_SERVER = (
 
 
 def router() -> ZmtpEngine:
-    return ZmtpEngine(SocketType.ROUTER, limits=Limits(max_frame_size=1 << 20, max_message_size=4 << 20, max_parts=64))
+    return ZmtpEngine(
+        SocketType.ROUTER,
+        limits=Limits(max_frame_size=1 << 20, max_message_size=4 << 20, max_parts=64),
+        probe_downgrade=True,
+    )
 
 
 def test_sends_signature_and_major_at_once() -> None:
@@ -304,3 +308,22 @@ def test_commands_round_trip(name: bytes, data: bytes) -> None:
     frame = encode_command(name, data)
     header = 9 if frame[0] & 0x02 else 2
     assert parse_command(frame[header:]) == (name, data)
+
+
+def test_two_engines_complete_the_handshake_without_deadlock() -> None:
+    server = router()
+    client = ZmtpEngine(SocketType.DEALER, identity=b"me")
+    for _ in range(10):  # bounded ping-pong of whatever each side has to say
+        server.feed(client.data_to_send())
+        client.feed(server.data_to_send())
+    assert server.handshake_done
+    assert client.handshake_done
+    assert server.peer_identity == b"me"
+    assert client.feed(server.encode([b"hi"])) == [[b"hi"]]
+
+
+def test_a_connecting_engine_answers_major_3_at_once() -> None:
+    client = ZmtpEngine(SocketType.DEALER)
+    client.data_to_send()
+    client.feed(bytes.fromhex("ff00000000000000017f03"))
+    assert client.data_to_send()[:5] == b"\x01NULL"

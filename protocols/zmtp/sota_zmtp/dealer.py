@@ -1,0 +1,192 @@
+"""The DEALER role: one outgoing connection that comes back after failures.
+
+A :class:`Dealer` connects to a ROUTER or REP (libzmq's, or ours), performs
+the handshake, and reconnects with exponential backoff when the connection
+fails, the way a libzmq socket does (starting at ``reconnect_interval``,
+doubling up to ``reconnect_interval_max``, reset by a successful handshake).
+A peer's ERROR command is final: the dealer stops instead of reconnecting
+into the same refusal, and :meth:`Dealer.send` raises it.
+
+Incoming messages go to :meth:`Dealer.on_message`, in the connection's task;
+the default keeps them for :meth:`Dealer.receive`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Sequence
+from types import TracebackType
+
+import anyio
+from anyio.abc import ByteStream, TaskGroup, TaskStatus
+
+from sota_dispatch import ConnectionContext, ConnectionLost, Dispatcher, parse_address
+
+from .connection import handshake, pump
+from .engine import Limits, PeerError, ZmtpEngine
+from .wire import SocketType
+
+__all__ = ["Dealer", "DealerConnection"]
+
+log = logging.getLogger(__name__)
+
+
+class DealerConnection(Dispatcher):
+    """The connection a :class:`Dealer` currently uses."""
+
+    protocol_name = "zmtp"
+
+    def __init__(self, stream: ByteStream, context: ConnectionContext | None = None, *, dealer: Dealer) -> None:
+        super().__init__(stream, context)
+        self.dealer = dealer
+        self.engine = ZmtpEngine(dealer.socket_type, identity=dealer.identity, limits=dealer.limits)
+
+    async def serve(self) -> None:
+        messages = await handshake(self, self.engine, self.dealer.limits.handshake_timeout)
+        self.dealer._attach(self)
+        try:
+            await pump(self, self.engine, messages, _deliver, self.dealer)
+        finally:
+            self.dealer._detach(self)
+
+
+async def _deliver(dealer: Dealer, frames: list[bytes]) -> None:
+    await dealer.on_message(frames)
+
+
+class Dealer:
+    """A DEALER (or REQ-free client) socket connected to ``address``.
+
+    Use it as an async context manager, or run :meth:`run` in a task group.
+    ``socket_type`` may be DEALER (default) or ROUTER/REQ-compatible types
+    the peer accepts; ``identity`` is the routing id announced to the peer.
+    """
+
+    def __init__(
+        self,
+        address: str | tuple[str, int],
+        *,
+        identity: bytes = b"",
+        socket_type: SocketType = SocketType.DEALER,
+        limits: Limits | None = None,
+        reconnect_interval: float = 0.1,
+        reconnect_interval_max: float = 5.0,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.address = parse_address(address)
+        self.identity = identity
+        self.socket_type = socket_type
+        self.limits = limits or Limits()
+        self.reconnect_interval = reconnect_interval
+        self.reconnect_interval_max = reconnect_interval_max
+        self.connect_timeout = connect_timeout
+        #: The live, handshaken connection, if any.
+        self.connection: DealerConnection | None = None
+        #: Connection attempts, and successful handshakes (1 + the reconnects).
+        self.attempts = 0
+        self.connects = 0
+        #: Set when the peer refused us with ERROR; no reconnect after it.
+        self.error: BaseException | None = None
+        self._ready: anyio.Event | None = None
+        self._inbox: deque[list[bytes]] = deque()
+        self._inbox_event: anyio.Event | None = None
+        self._task_group: TaskGroup | None = None
+
+    # -- the connection loop ---------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect, and reconnect with backoff, until cancelled or refused."""
+        self._ready = anyio.Event()
+        task_status.started()
+        delay = self.reconnect_interval
+        while self.error is None:
+            self.attempts += 1
+            try:
+                connection = await DealerConnection.connect(self.address, timeout=self.connect_timeout, dealer=self)
+            except (OSError, TimeoutError) as exc:
+                log.debug("zmtp dealer: connect to %s:%d failed: %s", *self.address, exc)
+            else:
+                await connection.run()
+                reason = connection.close_reason
+                if isinstance(reason, PeerError):
+                    self.error = reason
+                    log.warning("zmtp dealer: %s:%d refused us: %s; not reconnecting", *self.address, reason.reason)
+                    self._wake_all()
+                    return
+                if connection.engine.handshake_done:
+                    delay = self.reconnect_interval
+            await anyio.sleep(delay)  # backoff before the next attempt
+            delay = min(delay * 2, self.reconnect_interval_max)
+
+    async def __aenter__(self) -> Dealer:
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        await self._task_group.start(self.run)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        group, self._task_group = self._task_group, None
+        assert group is not None
+        group.cancel_scope.cancel()
+        return await group.__aexit__(exc_type, exc, tb)
+
+    def _attach(self, connection: DealerConnection) -> None:
+        self.connection = connection
+        self.connects += 1
+        assert self._ready is not None
+        self._ready.set()
+
+    def _detach(self, connection: DealerConnection) -> None:
+        if self.connection is connection:
+            self.connection = None
+            self._ready = anyio.Event()
+
+    def _wake_all(self) -> None:
+        if self._ready is not None:
+            self._ready.set()
+        if self._inbox_event is not None:
+            self._inbox_event.set()
+
+    # -- messages ----------------------------------------------------------------
+
+    async def wait_connected(self) -> DealerConnection:
+        """Wait until a connection is handshaken; raise if the peer refused us."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            connection = self.connection
+            if connection is not None:
+                return connection
+            if self._ready is None:
+                raise RuntimeError("the dealer is not running (use it as an async context manager)")
+            await self._ready.wait()
+
+    async def send(self, frames: Sequence[bytes]) -> None:
+        """Send one message, waiting for a connection if there is none.
+
+        Raises :class:`~sota_dispatch.ConnectionLost` if the connection drops
+        while the message is being sent (it may or may not have arrived).
+        """
+        connection = await self.wait_connected()
+        try:
+            await connection.writer.send(connection.engine.encode(list(frames)))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise ConnectionLost(exc) from exc
+
+    async def on_message(self, frames: list[bytes]) -> None:
+        """Handle a message from the peer; the default queues it for :meth:`receive`."""
+        self._inbox.append(frames)
+        if self._inbox_event is not None:
+            self._inbox_event.set()
+
+    async def receive(self) -> list[bytes]:
+        """The next message kept by the default :meth:`on_message`."""
+        while not self._inbox:
+            if self.error is not None:
+                raise self.error
+            self._inbox_event = anyio.Event()
+            await self._inbox_event.wait()
+        return self._inbox.popleft()
