@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
@@ -133,7 +134,8 @@ class Dispatcher:
     stream_timeout: ClassVar[float | None] = None
     #: How long a close may take: flushing the last replies and reading out
     #: what the peer still sends, so the kernel does not reset the connection
-    #: and destroy the replies (a "lingering close").
+    #: and destroy the replies (a "lingering close"). ``on_close`` gets as
+    #: long again.
     linger_timeout: ClassVar[float] = 2.0
 
     def __init__(self, stream: ByteStream, context: ConnectionContext | None = None) -> None:
@@ -155,6 +157,9 @@ class Dispatcher:
         self._finished: anyio.Event | None = None
         self._running = False
         self._stopping = False
+        self._closing = False
+        self._flush_scope: anyio.CancelScope | None = None
+        self._close_deadline = math.inf
         self._outer: TaskGroup | None = None
 
     def __repr__(self) -> str:
@@ -250,12 +255,26 @@ class Dispatcher:
 
     async def _flusher(self) -> None:
         # Sends replies that send() deferred, the next time serve() yields.
+        # A batch once started is finished even if the connection is being
+        # closed (cancelling a send midway would cut a frame in two), but
+        # within the linger timeout from the moment the close began.
         while True:
             event = self._flush_event
             assert event is not None
             await event.wait()
             self._flush_event = anyio.Event()
-            await self.writer.flush()
+            with anyio.CancelScope(shield=True) as scope:
+                scope.deadline = self._close_deadline
+                self._flush_scope = scope
+                try:
+                    await self.writer.flush()
+                finally:
+                    self._flush_scope = None
+
+    def _closing_begins(self) -> None:
+        self._close_deadline = anyio.current_time() + self.linger_timeout
+        if self._flush_scope is not None:
+            self._flush_scope.deadline = self._close_deadline
 
     async def run(self) -> None:
         """Serve the connection to its end, then close it; never raises for
@@ -270,12 +289,15 @@ class Dispatcher:
                 self._flush_event = anyio.Event()
                 self.writer.pair(self.reader, self.flush_soon)
                 tg.start_soon(self._flusher, name=f"{self!r} flusher")
-                with anyio.CancelScope() as scope:
-                    self._serve_scope = scope
-                    if self._stopping:
-                        scope.cancel()
-                    await self.on_connect()
-                    await self.serve()
+                try:
+                    with anyio.CancelScope() as scope:
+                        self._serve_scope = scope
+                        if self._stopping:
+                            scope.cancel()
+                        await self.on_connect()
+                        await self.serve()
+                finally:
+                    self._closing_begins()
                 tg.cancel_scope.cancel()
         except BaseException as exc:  # classified below
             reason = _primary_error(exc)
@@ -283,12 +305,18 @@ class Dispatcher:
                 await self._finish(ConnectionLost(reason), linger=False)
                 raise
             await self._finish(reason, linger=True)
+            if not isinstance(reason, Exception):
+                raise reason from None  # KeyboardInterrupt, SystemExit: not ours to swallow
         else:
-            await self._finish(None, linger=not self.reader.at_eof)
+            await self._finish(None, linger=True)
 
     async def _finish(self, reason: BaseException | None, *, linger: bool) -> None:
+        self._closing = True
         if isinstance(reason, anyio.EndOfStream):
-            reason, linger = None, False
+            reason = None  # an orderly end: the peer's EOF, or our drain
+        # Linger unless the peer already closed its side: replies still in
+        # flight must not be destroyed by a reset (see _linger).
+        linger = linger and not self.reader.at_eof
         self._serve_scope = None
         self._task_group = None
         self.writer.pair(self.reader, None)
@@ -304,10 +332,13 @@ class Dispatcher:
                 except (*_PEER_GONE, OSError):
                     pass
             await self.stream.aclose()
-            try:
-                await self.on_close(reason)
-            except Exception:
-                log.exception("conn %d: on_close() failed", self.context.connection_id)
+            with anyio.move_on_after(self.linger_timeout) as hook_scope:
+                try:
+                    await self.on_close(reason)
+                except Exception:
+                    log.exception("conn %d: on_close() failed", self.context.connection_id)
+            if hook_scope.cancelled_caught:
+                log.warning("conn %d: on_close() took over %.1fs", self.context.connection_id, self.linger_timeout)
             assert self._finished is not None
             self._finished.set()
 
@@ -339,7 +370,13 @@ class Dispatcher:
             log.error("conn %d: closed by an error in the dispatcher", cid, exc_info=reason)
 
     async def aclose(self) -> None:
-        """Close the connection; if it is running, stop it and wait for the end."""
+        """Close the connection; if it is running, stop it and wait for the end.
+
+        Returns at once when the close is already under way (for instance
+        when called from :meth:`on_close`).
+        """
+        if self._closing:
+            return
         if self._running and self._finished is not None:
             self.close_soon()
             await self._finished.wait()
@@ -388,9 +425,7 @@ class Dispatcher:
     ) -> bool | None:
         outer, self._outer = self._outer, None
         assert outer is not None
-        if self._finished is not None:
-            await self.aclose()
-        else:  # run() never started: stop it before it does
-            self._stopping = True
-            outer.cancel_scope.cancel()
+        # No await before the task group's exit: if this block is being
+        # cancelled, awaiting here would leave the group's scope unexited.
+        self.close_soon()
         return await outer.__aexit__(exc_type, exc, tb)

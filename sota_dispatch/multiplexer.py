@@ -74,7 +74,9 @@ class PendingStream(Generic[V]):
             if not self._done:
                 raise StreamTimeout(f"stream {self.stream_id} got no answer in time")
         if self._error is not None:
-            raise self._error
+            # One error instance is shared by every stream of a lost
+            # connection; reset its traceback so re-raising does not grow it.
+            raise self._error.with_traceback(None)
         return self._value  # type: ignore[return-value]
 
     def cancel(self) -> None:
@@ -149,7 +151,7 @@ class StreamMultiplexer(Generic[V]):
         ``timeout`` overrides the multiplexer's default for this stream.
         """
         if self._closed is not None:
-            raise self._closed
+            raise self._closed.with_traceback(None)
         pending = self._pending
         if len(pending) >= self.max_in_flight:
             raise StreamLimitError(f"{len(pending)} streams in flight (max_in_flight={self.max_in_flight})")

@@ -89,18 +89,24 @@ class _Registry:
         self._lock = threading.Lock()
         self._explicit: dict[str, ProtocolInfo] = {}
         self._entry_points: dict[str, EntryPoint] | None = None
+        self._scan_error: DuplicateProtocolError | None = None
         self._loaded: dict[str, ProtocolInfo] = {}
 
     def _scan(self) -> dict[str, EntryPoint]:
         with self._lock:
+            if self._scan_error is not None:
+                raise self._scan_error.with_traceback(None)
             if self._entry_points is None:
                 found: dict[str, EntryPoint] = {}
                 for ep in entry_points(group=ENTRY_POINT_GROUP):
                     other = found.get(ep.name)
                     if other is not None and other.value != ep.value:
-                        raise DuplicateProtocolError(
+                        # Remembered: the installed set is wrong until the
+                        # process restarts, and a rescan costs ~2 ms a call.
+                        self._scan_error = DuplicateProtocolError(
                             f"protocol {ep.name!r} is declared by {_describe(other)} and by {_describe(ep)}"
                         )
+                        raise self._scan_error
                     found[ep.name] = ep
                 self._entry_points = found
             return self._entry_points

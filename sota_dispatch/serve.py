@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import math
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -61,7 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--list-protocols", action="store_true", help="list installed protocols and exit")
     p.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="async backend")
     p.add_argument("--no-uvloop", action="store_true", help="do not use uvloop even if installed")
-    p.add_argument("--drain-timeout", type=float, default=10.0, metavar="SECONDS", help="drain time on shutdown")
+    p.add_argument(
+        "--drain-timeout", type=_seconds, default=10.0, metavar="SECONDS", help="drain time on shutdown (default 10)"
+    )
     p.add_argument(
         "--log-level",
         default="info",
@@ -70,6 +73,16 @@ def _parser() -> argparse.ArgumentParser:
         help="log level (default info; 'listening on' is logged at info)",
     )
     return p
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return value
 
 
 def _list_protocols() -> int:

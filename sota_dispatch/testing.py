@@ -12,8 +12,8 @@ clean close when the peer closes between requests.
 from __future__ import annotations
 
 import os
+import queue
 import re
-import selectors
 import subprocess
 import sys
 import threading
@@ -240,36 +240,35 @@ def serve_process(
     )
     assert process.stderr is not None
     lines: list[str] = []
-    address = None
-    reader: threading.Thread | None = None
+    # One thread reads stderr from the start and hands lines over a queue:
+    # select() on a text pipe misses lines already in Python's buffer.
+    arrived: queue.Queue[str | None] = queue.Queue()
+    reader = threading.Thread(target=_collect, args=(process.stderr, lines, arrived), daemon=True)
+    reader.start()
     try:
-        with selectors.DefaultSelector() as selector:
-            selector.register(process.stderr, selectors.EVENT_READ)
-            deadline = time.monotonic() + timeout
-            while address is None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not selector.select(remaining):
-                    raise RuntimeError(f"no 'listening on' line within {timeout}s: {''.join(lines)}")
-                line = process.stderr.readline()
-                if not line:
-                    raise RuntimeError(f"serve exited with {process.wait()}: {''.join(lines)}")
-                lines.append(line)
-                found = _LISTENING.search(line)
-                if found:
-                    address = found.group(1)
-        reader = threading.Thread(target=_collect, args=(process.stderr, lines), daemon=True)
-        reader.start()
-        served = ServeProcess(process, address, lines)
-        yield served
+        deadline = time.monotonic() + timeout
+        address = None
+        while address is None:
+            try:
+                line = arrived.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError(f"no 'listening on' line within {timeout}s: {''.join(lines)}") from None
+            if line is None:
+                raise RuntimeError(f"serve exited with {process.wait()}: {''.join(lines)}")
+            found = _LISTENING.search(line)
+            if found:
+                address = found.group(1)
+        yield ServeProcess(process, address, lines)
     finally:
         if process.poll() is None:
             process.kill()
         process.wait()
-        if reader is not None:
-            reader.join(5)  # the pipe is at EOF once the process is gone
+        reader.join(5)  # the pipe is at EOF once the process is gone
         process.stderr.close()
 
 
-def _collect(stream: Iterable[str], lines: list[str]) -> None:
+def _collect(stream: Iterable[str], lines: list[str], arrived: queue.Queue[str | None]) -> None:
     for line in stream:
         lines.append(line)
+        arrived.put(line)
+    arrived.put(None)

@@ -300,3 +300,132 @@ def test_serve_must_be_implemented() -> None:
         return dispatcher.close_reason
 
     assert isinstance(anyio.run(main), NotImplementedError)
+
+
+# -- closing edge cases ------------------------------------------------------------
+
+
+async def test_cancelled_client_block_exits_cleanly() -> None:
+    server = Server(Upper, "127.0.0.1:0")
+    async with running(server) as address:
+        with anyio.move_on_after(0.05) as scope:
+            async with await UpperClient.connect(address) as client:
+                await client.call(b"first")
+                await anyio.sleep_forever()  # cancelled by the scope
+        assert scope.cancelled_caught
+        # The task's cancel scopes are intact: more work in this task is fine.
+        async with await UpperClient.connect(address) as client:
+            assert await client.call(b"again") == b"AGAIN"
+
+
+async def test_drain_of_a_busy_connection_loses_no_reply() -> None:
+    class Echo(Dispatcher):
+        async def serve(self) -> None:
+            while True:
+                line = await self.reader.read_until(b"\n", max_bytes=1024)
+                self.writer.write(line + b"\n")
+
+    server = Server(Echo, "127.0.0.1:0", drain_timeout=10)
+    line = b"y" * 99 + b"\n"
+    async with anyio.create_task_group() as tg:
+        host, _, port = (await tg.start(server.serve)).rpartition(":")
+        stream = await anyio.connect_tcp(host, int(port))
+        sent = 0
+
+        async def flood() -> None:
+            nonlocal sent
+            with anyio.move_on_after(10):  # until the server stops reading
+                try:
+                    while sent < 200_000:
+                        await stream.send(line * 100)
+                        sent += 100
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    pass
+
+        tg.start_soon(flood)
+        # Let the kernel buffers fill with unread replies, then drain.
+        with anyio.fail_after(10):
+            while sent < 20_000:
+                await anyio.lowlevel.checkpoint()
+        server.shutdown()
+        received = b""
+        with anyio.fail_after(20):
+            while True:
+                try:
+                    received += await stream.receive()
+                except anyio.EndOfStream:
+                    break
+        tg.cancel_scope.cancel()
+        await stream.aclose()
+    assert len(received) % len(line) == 0
+    assert received == line * (len(received) // len(line))
+    assert len(received) >= 20_000 * len(line) // 2
+
+
+async def test_aclose_from_on_close_does_not_hang() -> None:
+    class SelfClosing(Dispatcher):
+        async def serve(self) -> None:
+            await self.reader.read_exactly(1)
+
+        async def on_close(self, reason: BaseException | None) -> None:
+            await self.aclose()
+
+    with anyio.fail_after(5):
+        result = await exchange(SelfClosing, [b"x"])
+    assert result.close_reason is None
+
+
+async def test_a_deferred_reply_is_not_cut_when_serve_fails() -> None:
+    big = b"z" * 8_000_000
+
+    class BigThenFail(Dispatcher):
+        write_high_water = 64 * 1024 * 1024  # the reply goes to the flusher
+
+        async def serve(self) -> None:
+            await self.reader.read_until(b"\n", max_bytes=10)
+            await self.writer.send(big)  # deferred: more input is buffered
+            await anyio.lowlevel.checkpoint()  # the flusher starts sending
+            raise ProtocolError("then the connection fails")
+
+    server = Server(BigThenFail, "127.0.0.1:0")
+    async with running(server) as address:
+        got = await talk(address, b"a\nb\n")
+    assert got == big
+
+
+class Fatal(BaseException):
+    """Not an Exception: like KeyboardInterrupt, it must not be swallowed."""
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_base_exceptions_are_not_swallowed(backend: str) -> None:
+    class Dies(Dispatcher):
+        async def serve(self) -> None:
+            raise Fatal
+
+    async def main() -> Dies:
+        _, server = memory_stream_pair()
+        dispatcher = Dies(server)
+        try:
+            await dispatcher.run()
+        except Fatal:
+            return dispatcher
+        raise AssertionError("run() swallowed a BaseException")
+
+    assert isinstance(anyio.run(main, backend=backend).close_reason, Fatal)
+
+
+async def test_failed_streams_do_not_grow_tracebacks() -> None:
+    import traceback
+
+    from sota_dispatch import StreamMultiplexer
+
+    mux: StreamMultiplexer[bytes] = StreamMultiplexer()
+    mux.close(ConnectionLost(None))
+    depths = []
+    for _ in range(200):
+        try:
+            mux.open()
+        except ConnectionLost as exc:
+            depths.append(len(traceback.extract_tb(exc.__traceback__)))
+    assert max(depths) == min(depths)

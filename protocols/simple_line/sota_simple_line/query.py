@@ -17,6 +17,8 @@ from sota_dispatch import ProtocolError
 
 __all__ = ["QueryError", "parse_query", "render_error", "render_reply"]
 
+#: Built once: json.dumps with keyword arguments builds an encoder per call.
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
@@ -77,7 +79,7 @@ def parse_query(line: bytes) -> dict[str, list[str]]:
 
 def render_reply(query: dict[str, list[str]]) -> bytes:
     """``receive:`` plus compact JSON of the multi-map, with its ``\\r\\n``."""
-    return b"receive:" + json.dumps(query, ensure_ascii=False, separators=(",", ":")).encode() + b"\r\n"
+    return b"receive:" + _JSON.encode(query).encode() + b"\r\n"
 
 
 def render_error(reason: str) -> bytes:
