@@ -11,7 +11,7 @@ services, reconnecting with backoff.
 from __future__ import annotations
 
 from .dealer import Dealer, DealerConnection
-from .engine import Limits, PeerError, ZmtpEngine, generate_identity
+from .engine import Authenticator, Limits, PeerError, ZmtpEngine, generate_identity
 from .router import (
     EchoRouter,
     HighWaterMarkError,
@@ -23,6 +23,7 @@ from .router import (
 from .wire import SocketType, encode_message
 
 __all__ = [
+    "Authenticator",
     "Dealer",
     "DealerConnection",
     "EchoRouter",

@@ -40,7 +40,12 @@ class DealerConnection(Dispatcher):
     def __init__(self, stream: ByteStream, context: ConnectionContext | None = None, *, dealer: Dealer) -> None:
         super().__init__(stream, context)
         self.dealer = dealer
-        self.engine = ZmtpEngine(dealer.socket_type, identity=dealer.identity, limits=dealer.limits)
+        self.engine = ZmtpEngine(
+            dealer.socket_type,
+            identity=dealer.identity,
+            limits=dealer.limits,
+            plain_credentials=dealer.plain_credentials,
+        )
 
     async def serve(self) -> None:
         messages = await handshake(self, self.engine, self.dealer.limits.handshake_timeout)
@@ -60,7 +65,8 @@ class Dealer:
 
     Use it as an async context manager, or run :meth:`run` in a task group.
     ``socket_type`` may be DEALER (default) or ROUTER/REQ-compatible types
-    the peer accepts; ``identity`` is the routing id announced to the peer.
+    the peer accepts; ``identity`` is the routing id announced to the peer;
+    ``plain_credentials`` ``(username, password)`` selects the PLAIN mechanism.
     """
 
     def __init__(
@@ -73,8 +79,10 @@ class Dealer:
         reconnect_interval: float = 0.1,
         reconnect_interval_max: float = 5.0,
         connect_timeout: float = 10.0,
+        plain_credentials: tuple[bytes, bytes] | None = None,
     ) -> None:
         self.address = parse_address(address)
+        self.plain_credentials = plain_credentials
         self.identity = identity
         self.socket_type = socket_type
         self.limits = limits or Limits()

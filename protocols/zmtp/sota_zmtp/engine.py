@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import itertools
 import random
+from collections.abc import Callable
 
 import attrs
 
@@ -43,7 +44,10 @@ from .wire import (
     signature,
 )
 
-__all__ = ["Limits", "PeerError", "ZmtpEngine", "generate_identity"]
+__all__ = ["Authenticator", "Limits", "PeerError", "ZmtpEngine", "generate_identity"]
+
+#: A PLAIN server's check: ``(username, password) -> accepted``.
+Authenticator = Callable[[bytes, bytes], bool]
 
 _MECHANISM_SIZE = 20
 _GREETING_V3 = 64
@@ -79,6 +83,9 @@ class _State(enum.Enum):
     V2_IDENTITY = "v2-identity"
     V3_GREETING = "v3-greeting"
     V3_READY = "v3-ready"
+    PLAIN_HELLO = "plain-hello"
+    PLAIN_WELCOME = "plain-welcome"
+    PLAIN_INITIATE = "plain-initiate"
     TRAFFIC = "traffic"
 
 
@@ -93,13 +100,24 @@ def generate_identity() -> bytes:
     return b"\x00" + (next(_id_counter) & 0xFFFFFFFF).to_bytes(4, "big")
 
 
+_EXPECTED = {
+    _State.V3_READY: b"READY",
+    _State.PLAIN_HELLO: b"HELLO",
+    _State.PLAIN_WELCOME: b"WELCOME",
+    _State.PLAIN_INITIATE: b"INITIATE",
+}
+
+
 class ZmtpEngine:
-    """One ZMTP connection's protocol state, NULL mechanism.
+    """One ZMTP connection's protocol state.
 
     ``socket_type`` is ours; ``identity`` is the routing id we announce (for a
-    DEALER) or empty. After the handshake, :attr:`version`,
-    :attr:`peer_socket_type`, :attr:`peer_identity` and
-    :attr:`peer_properties` describe the peer.
+    DEALER) or empty. The mechanism is NULL unless ``plain_credentials`` (we
+    are a PLAIN client: ``(username, password)``) or ``plain_authenticator``
+    (we are a PLAIN server, RFC 24) is given. After the handshake,
+    :attr:`version`, :attr:`peer_socket_type`, :attr:`peer_identity`,
+    :attr:`peer_properties` and, for a PLAIN server, :attr:`user_id`
+    describe the peer.
     """
 
     def __init__(
@@ -108,15 +126,24 @@ class ZmtpEngine:
         *,
         identity: bytes = b"",
         limits: Limits | None = None,
-        as_server: bool = False,
         probe_downgrade: bool = False,
+        plain_credentials: tuple[bytes, bytes] | None = None,
+        plain_authenticator: Authenticator | None = None,
     ) -> None:
         if len(identity) > 255:
             raise ValueError("an identity has at most 255 bytes")
+        if plain_credentials is not None and plain_authenticator is not None:
+            raise ValueError("an endpoint is a PLAIN client or a PLAIN server, not both")
+        if plain_credentials is not None and not all(len(x) < 256 for x in plain_credentials):
+            raise ValueError("PLAIN username and password have at most 255 bytes")
+        self.plain_credentials = plain_credentials
+        self.plain_authenticator = plain_authenticator
+        self.mechanism = b"NULL" if plain_credentials is None and plain_authenticator is None else b"PLAIN"
+        #: The PLAIN username the peer authenticated with (server side).
+        self.user_id: bytes | None = None
         self.socket_type = socket_type
         self.identity = identity
         self.limits = limits or Limits()
-        self.as_server = as_server
         self.probe_downgrade = probe_downgrade
         self.version: tuple[int, int] | None = None
         self.peer_socket_type: SocketType | None = None
@@ -356,7 +383,8 @@ class ZmtpEngine:
         self._state = _State.V2_SOCKET_TYPE
 
     def _v3_greeting_start(self) -> None:
-        self._out += b"\x01" + b"NULL".ljust(_MECHANISM_SIZE, b"\x00") + bytes((int(self.as_server),)) + bytes(31)
+        as_server = self.plain_authenticator is not None
+        self._out += b"\x01" + self.mechanism.ljust(_MECHANISM_SIZE, b"\x00") + bytes((as_server,)) + bytes(31)
         self._state = _State.V3_GREETING
 
     def _v2_socket_type(self, value: int) -> None:
@@ -377,23 +405,58 @@ class ZmtpEngine:
         minor = rest[0]
         self.version = (3, 0) if self._peer_major == 3 and minor == 0 else (3, 1)
         mechanism = rest[1 : 1 + _MECHANISM_SIZE].rstrip(b"\x00")
-        if mechanism != b"NULL":
+        if mechanism != self.mechanism:
             self._out += self.error("unsupported mechanism")
-            raise ProtocolError(f"peer wants mechanism {mechanism!r}; this endpoint speaks NULL")
+            raise ProtocolError(f"peer wants mechanism {mechanism!r}; this endpoint speaks {self.mechanism.decode()}")
+        # The peer's as-server byte is not checked: libzmq 4.3.5's PLAIN server
+        # sends 0 there (seen on the wire), so roles come from configuration.
+        if self.plain_credentials is not None:
+            user, password = self.plain_credentials
+            self._out += encode_command(b"HELLO", bytes((len(user),)) + user + bytes((len(password),)) + password)
+            self._state = _State.PLAIN_WELCOME
+        elif self.plain_authenticator is not None:
+            self._state = _State.PLAIN_HELLO
+        else:
+            self._out += encode_command(b"READY", self._metadata())
+            self._state = _State.V3_READY
+
+    def _metadata(self) -> bytes:
         properties = [("Socket-Type", self.socket_type.name.encode())]
         if self.socket_type in (SocketType.DEALER, SocketType.REQ, SocketType.ROUTER):
             properties.append(("Identity", self.identity))
-        self._out += encode_command(b"READY", encode_properties(properties))
-        self._state = _State.V3_READY
+        return encode_properties(properties)
 
     def _v3_handshake_frame(self, flags: int, body: bytes) -> None:
         if not flags & COMMAND:
-            raise ProtocolError("a message frame before the peer's READY")
+            raise ProtocolError("a message frame before the handshake completed")
         name, data = parse_command(body)
         if name == b"ERROR":
             raise PeerError(_error_reason(data))
-        if name != b"READY":
-            raise ProtocolError(f"unexpected command {name!r} during the handshake")
+        state = self._state
+        expected = _EXPECTED[state]
+        if name != expected:
+            raise ProtocolError(f"unexpected command {name!r} during the handshake (expected {expected!r})")
+        if state is _State.V3_READY:  # NULL, or a PLAIN client after INITIATE
+            self._peer_metadata(data)
+            self._state = _State.TRAFFIC
+        elif state is _State.PLAIN_WELCOME:
+            self._out += encode_command(b"INITIATE", self._metadata())
+            self._state = _State.V3_READY
+        elif state is _State.PLAIN_HELLO:
+            user, password = _plain_hello(data)
+            assert self.plain_authenticator is not None
+            if not self.plain_authenticator(user, password):
+                self._out += self.error("invalid username or password")
+                raise ProtocolError(f"PLAIN authentication failed for user {user!r}")
+            self.user_id = user
+            self._out += encode_command(b"WELCOME")
+            self._state = _State.PLAIN_INITIATE
+        else:  # PLAIN_INITIATE
+            self._peer_metadata(data)
+            self._out += encode_command(b"READY", self._metadata())
+            self._state = _State.TRAFFIC
+
+    def _peer_metadata(self, data: bytes) -> None:
         properties = parse_properties(data)
         self.peer_properties = properties
         raw_type = properties.get("socket-type")
@@ -407,7 +470,6 @@ class ZmtpEngine:
                 raise ProtocolError(f"a {raw_type!r} peer cannot talk to a {self.socket_type.name}")
             self.peer_socket_type = peer_type
         self._set_identity(properties.get("identity", b""))
-        self._state = _State.TRAFFIC
 
     def _set_identity(self, identity: bytes) -> None:
         if len(identity) > self.limits.max_identity_size:
@@ -427,6 +489,16 @@ class ZmtpEngine:
             del self.pongs[:-8]
         elif name == b"ERROR":
             raise PeerError(_error_reason(data))
+
+
+def _plain_hello(data: bytes) -> tuple[bytes, bytes]:
+    """``u8 len, username, u8 len, password`` (RFC 24's ABNF, not its prose)."""
+    if not data:
+        raise ProtocolError("malformed PLAIN HELLO")
+    user_end = 1 + data[0]
+    if user_end >= len(data) or user_end + 1 + data[user_end] != len(data):
+        raise ProtocolError("malformed PLAIN HELLO")
+    return data[1:user_end], data[user_end + 1 :]
 
 
 def _short(text: bytes) -> bytes:

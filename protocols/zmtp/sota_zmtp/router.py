@@ -12,6 +12,7 @@ dropped (or, in mandatory mode, raise), so it never blocks anyone else.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
@@ -21,7 +22,7 @@ from anyio.abc import ByteStream
 from sota_dispatch import ConnectionContext, Dispatcher, Match, ProtocolError, SotaError
 
 from .connection import handshake, pump
-from .engine import Limits, ZmtpEngine, generate_identity
+from .engine import Authenticator, Limits, ZmtpEngine, generate_identity
 from .wire import SocketType, encode_message
 
 __all__ = [
@@ -53,6 +54,9 @@ class Router:
     to an unknown identity or a full queue raises instead of dropping
     (``ROUTER_MANDATORY``). ``send_hwm``: bytes queued per peer at which its
     queue counts as full (a message is always accepted into a queue below it).
+    ``plain_authenticator``: require the PLAIN mechanism and accept a peer
+    when ``plain_authenticator(username, password)`` is true; a refused peer
+    gets an ERROR command (libzmq then does not reconnect).
     """
 
     def __init__(
@@ -62,8 +66,10 @@ class Router:
         mandatory: bool = False,
         send_hwm: int = 4 * 1024 * 1024,
         limits: Limits | None = None,
+        plain_authenticator: Authenticator | None = None,
     ) -> None:
         self.handover = handover
+        self.plain_authenticator = plain_authenticator
         self.mandatory = mandatory
         self.send_hwm = send_hwm
         self.limits = limits or Limits()
@@ -155,7 +161,10 @@ class RouterConnection(Dispatcher):
         # The accepting side may wait for the peer's bytes 11-12 before it
         # picks 2.0 or 3.x; a connecting ROUTER must not (see ZmtpEngine).
         self.engine = ZmtpEngine(
-            SocketType.ROUTER, limits=router.limits, probe_downgrade=self.context.role == "server"
+            SocketType.ROUTER,
+            limits=router.limits,
+            probe_downgrade=self.context.role == "server",
+            plain_authenticator=router.plain_authenticator,
         )
         #: The peer's routing identity once the handshake is done.
         self.identity: bytes | None = None
@@ -192,6 +201,18 @@ def _option_limits(options: Mapping[str, str]) -> Limits:
     )
 
 
+def _plain_account(options: Mapping[str, str]) -> Authenticator | None:
+    user, password = options.get("plain_user"), options.get("plain_password")
+    if user is None or password is None:
+        return None
+    expected = user.encode() + b"\x00" + password.encode()
+
+    def check(username: bytes, secret: bytes) -> bool:
+        return hmac.compare_digest(username + b"\x00" + secret, expected)
+
+    return check
+
+
 class ZmtpEchoDispatcher(RouterConnection):
     """ZeroMQ ROUTER (ZMTP 2.0/3.x, NULL) echoing every message to its sender."""
 
@@ -202,6 +223,8 @@ class ZmtpEchoDispatcher(RouterConnection):
         "max_message_size": "largest message accepted, bytes (default 64 MiB)",
         "max_parts": "most parts in one message (default 1024)",
         "handshake_timeout": "seconds to complete the handshake (default 10)",
+        "plain_user": "require PLAIN with this username (and plain_password)",
+        "plain_password": "the PLAIN password for plain_user",
     }
     #: One router per process, made on the first connection, for the CLI.
     _shared: ClassVar[EchoRouter | None] = None
@@ -214,6 +237,7 @@ class ZmtpEchoDispatcher(RouterConnection):
                 handover=options.get("handover", "0") == "1",
                 send_hwm=int(options.get("send_hwm", 4 * 1024 * 1024)),
                 limits=_option_limits(options),
+                plain_authenticator=_plain_account(options),
             )
             ZmtpEchoDispatcher._shared = router
         super().__init__(stream, context, router=router)
@@ -231,3 +255,5 @@ class ZmtpEchoDispatcher(RouterConnection):
             raise ValueError("zmtp sizes and counts must be positive")
         if options.get("handover", "0") not in ("0", "1"):
             raise ValueError("handover must be 0 or 1")
+        if ("plain_user" in options) != ("plain_password" in options):
+            raise ValueError("plain_user and plain_password go together")

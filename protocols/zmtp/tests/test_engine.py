@@ -169,7 +169,7 @@ def test_peer_error_and_libzmq_malformed_error() -> None:
         (bytes.fromhex("ff00000000000000017f00"), "ZMTP 1.0"),
         (v3_greeting(mechanism=b"PLAIN" + bytes(15)), "mechanism b'PLAIN'"),
         (v3_greeting(mechanism=b"null" + bytes(16)), "mechanism b'null'"),
-        (v3_greeting() + encode_message([b"early"]), "message frame before the peer's READY"),
+        (v3_greeting() + encode_message([b"early"]), "message frame before the handshake completed"),
         (v3_greeting() + encode_command(b"HELLO"), "unexpected command"),
         (v3_greeting() + ready(socket_type=b"PUB"), "cannot talk to a ROUTER"),
         (v3_greeting() + ready(socket_type=b"dealer"), "cannot talk to a ROUTER"),
@@ -327,3 +327,59 @@ def test_a_connecting_engine_answers_major_3_at_once() -> None:
     client.data_to_send()
     client.feed(bytes.fromhex("ff00000000000000017f03"))
     assert client.data_to_send()[:5] == b"\x01NULL"
+
+
+# -- PLAIN (RFC 24) ------------------------------------------------------------
+
+
+def plain_pair(password: bytes = b"secret") -> tuple[ZmtpEngine, ZmtpEngine]:
+    server = ZmtpEngine(
+        SocketType.ROUTER, plain_authenticator=lambda u, p: (u, p) == (b"admin", b"secret"), probe_downgrade=True
+    )
+    client = ZmtpEngine(SocketType.DEALER, identity=b"c", plain_credentials=(b"admin", password))
+    return server, client
+
+
+def exchange_until_quiet(a: ZmtpEngine, b: ZmtpEngine) -> None:
+    for _ in range(10):
+        b.feed(a.data_to_send())
+        a.feed(b.data_to_send())
+
+
+def test_plain_handshake_both_ways() -> None:
+    server, client = plain_pair()
+    exchange_until_quiet(client, server)
+    assert server.handshake_done
+    assert client.handshake_done
+    assert server.user_id == b"admin"
+    assert server.peer_identity == b"c"
+    assert server.feed(client.encode([b"x"])) == [[b"x"]]
+
+
+def test_plain_wrong_password_gets_error() -> None:
+    server, client = plain_pair(password=b"wrong")
+    with pytest.raises(ProtocolError, match="authentication failed for user b'admin'"):
+        exchange_until_quiet(client, server)
+    with pytest.raises(PeerError, match="invalid username or password"):
+        client.feed(server.data_to_send())
+
+
+def test_plain_client_against_a_null_server_is_a_mechanism_mismatch() -> None:
+    _, client = plain_pair()
+    with pytest.raises(ProtocolError, match="mechanism b'(NULL|PLAIN)'"):
+        exchange_until_quiet(client, router())
+
+
+@pytest.mark.parametrize("hello", [b"", b"\x05adm", b"\x05admin", b"\x05admin\x07secret", b"\x00\x00x"])
+def test_malformed_plain_hello(hello: bytes) -> None:
+    server, _ = plain_pair()
+    greeting = v3_greeting(mechanism=b"PLAIN" + bytes(15))
+    with pytest.raises(ProtocolError, match="malformed PLAIN HELLO"):
+        server.feed(greeting + encode_command(b"HELLO", hello))
+
+
+def test_libzmq_plain_server_malformed_error_is_a_peer_error() -> None:
+    _, client = plain_pair()
+    greeting = b"\xff" + bytes(7) + b"\x01\x7f\x03\x01" + b"PLAIN" + bytes(15) + b"\x01" + bytes(31)
+    with pytest.raises(PeerError, match="400"):
+        client.feed(greeting + bytes.fromhex("04095e52524f5203343030"))
