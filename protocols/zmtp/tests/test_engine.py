@@ -366,7 +366,7 @@ def test_plain_wrong_password_gets_error() -> None:
 
 def test_plain_client_against_a_null_server_is_a_mechanism_mismatch() -> None:
     _, client = plain_pair()
-    with pytest.raises(ProtocolError, match="mechanism b'(NULL|PLAIN)'"):
+    with pytest.raises(ProtocolError, match=r"mechanism b'(NULL|PLAIN)'"):
         exchange_until_quiet(client, router())
 
 
