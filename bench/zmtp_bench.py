@@ -51,6 +51,7 @@ import re
 import shlex
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -401,15 +402,22 @@ async def _wait(proc: asyncio.subprocess.Process) -> int | None:
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
-    """Kill and reap a child; safe to call twice, never raises for a dead one."""
+    """Kill and reap a child; safe to call twice, never raises for a dead one.
+
+    Closing its stdin first also ends a server running under py-spy (which
+    the kill reaches only through the profiler, its parent).
+    """
+    if proc.stdin is not None:
+        proc.stdin.close()
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
     await _wait(proc)
 
 
-async def _spawn(args: Sequence[str]) -> asyncio.subprocess.Process:
+async def _spawn(args: Sequence[str], wrapper: Sequence[str] = ()) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
+        *wrapper,
         sys.executable,
         str(SCRIPT),
         *args,
@@ -418,22 +426,60 @@ async def _spawn(args: Sequence[str]) -> asyncio.subprocess.Process:
     )
 
 
+@attrs.frozen
+class Profiling:
+    """How to profile the server of one measurement: ``tool`` is ``py-spy``
+    (the path of its executable in ``command``) or ``cprofile``; the profile
+    goes to ``path``."""
+
+    tool: str
+    path: str
+    command: str = ""
+
+
+def _server_command(variant: str, profiling: Profiling | None) -> tuple[list[str], list[str]]:
+    """(wrapper, arguments) to start a server child."""
+    args = ["--serve", variant]
+    if profiling is None:
+        return [], args
+    if profiling.tool == "cprofile":
+        return [], [*args, "--profile-out", profiling.path]
+    # Blocking sampling (py-spy's default) pauses the server for each sample,
+    # so stacks are never torn; 1000 Hz gives thousands of samples per run.
+    return [profiling.command, "record", "--rate", "1000", "--format", "raw", "-o", profiling.path, "--"], args
+
+
+async def _end_profiled(server: asyncio.subprocess.Process, variant: str, profiling: Profiling) -> None:
+    """Let a profiled server end on its own so that the profile is written."""
+    assert server.stdin is not None
+    if profiling.tool == "cprofile":
+        server.stdin.write(b"STOP\n")  # the server cancels itself, then saves
+        await server.stdin.drain()
+    server.stdin.close()  # under py-spy: the server exits, py-spy writes the samples
+    if await _wait(server) is None:
+        raise RuntimeError(f"server {variant}: did not exit to save its profile")
+
+
 async def measure(
-    variant: str, size: int, rep: int, work: Workload, timeout: float, profile_out: str | None = None
+    variant: str, size: int, rep: int, work: Workload, timeout: float, profiling: Profiling | None = None
 ) -> Sample:
     """Start a server, run one client against it, return the numbers; always kill both.
 
-    With ``profile_out`` the server runs under cProfile; once the client is
-    done it is told to stop (a line on its stdin) and given the time to save
-    the profile before it is killed.
+    With ``profiling`` the server runs under a profiler; once the client is
+    done the server is told to stop and given the time to save the profile
+    before it is killed.
     """
-    server_args = ["--serve", variant] + ([] if profile_out is None else ["--profile-out", profile_out])
-    server = await _spawn(server_args)
+    wrapper, server_args = _server_command(variant, profiling)
+    server = await _spawn(server_args, wrapper)
     client: asyncio.subprocess.Process | None = None
     try:
         line = await _readline(server, START_TIMEOUT, f"server {variant}")
-        word, _, port = line.partition(" ")
-        if word != "PORT" or not port.isdigit():
+        for _ in range(10):  # py-spy announces itself (and a blank line) on the same stdout first
+            if line and not line.startswith("py-spy>"):
+                break
+            line = await _readline(server, START_TIMEOUT, f"server {variant}")
+        word, port, pid = [*line.split(), "", "", ""][:3]
+        if word != "PORT" or not port.isdigit() or not pid.isdigit():
             raise RuntimeError(f"server {variant}: unexpected first line {line!r}")
         client = await _spawn(
             [
@@ -456,23 +502,19 @@ async def measure(
         ready = await _readline(client, START_TIMEOUT + timeout, what)
         if ready != "READY":
             raise RuntimeError(f"{what}: unexpected line {ready!r}")
-        user0, sys0 = _proc_cpu(server.pid)
+        user0, sys0 = _proc_cpu(int(pid))
         assert client.stdin is not None
         client.stdin.write(b"GO\n")
         await client.stdin.drain()
         result = json.loads(await _readline(client, timeout + 5.0, what))
-        user1, sys1 = _proc_cpu(server.pid)
+        user1, sys1 = _proc_cpu(int(pid))
         code = await _wait(client)
         if code != 0:
             raise RuntimeError(f"{what}: exit code {code}")
         if server.returncode is not None:
             raise RuntimeError(f"server {variant} died during the run (code {server.returncode})")
-        if profile_out is not None:
-            assert server.stdin is not None
-            server.stdin.write(b"STOP\n")
-            await server.stdin.drain()
-            if await _wait(server) != 0:
-                raise RuntimeError(f"server {variant} did not save its profile")
+        if profiling is not None:
+            await _end_profiled(server, variant, profiling)
         return Sample(
             variant,
             size,
@@ -563,6 +605,26 @@ def machine_lines() -> list[str]:
         f"trio {_version('trio')}, uvloop {_version('uvloop')}, sota-dispatch {_version('sota-dispatch')}, "
         f"sota-zmtp {_version('sota-zmtp')}",
     ]
+
+
+def source_line() -> str:
+    """Which code was measured: the commit, and whether the library had
+    uncommitted changes (the numbers then belong to no commit)."""
+    root = SCRIPT.parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30, check=True)
+        return done.stdout
+
+    try:
+        head = git("rev-parse", "--short", "HEAD").strip()
+        changed = git("status", "--porcelain", "--", "sota_dispatch", "protocols/zmtp/sota_zmtp").splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "- source: not a git checkout"
+    if not changed:
+        return f"- source: git commit {head}, library files unmodified"
+    names = ", ".join(line[3:] for line in changed)
+    return f"- source: git commit {head} WITH UNCOMMITTED CHANGES to {names}"
 
 
 def _range(values: Sequence[float], fmt: str) -> str:
@@ -663,6 +725,7 @@ def report(
         "## Machine",
         "",
         *machine_lines(),
+        source_line(),
         "",
         "## Workload",
         "",
@@ -726,77 +789,146 @@ def report(
 
 # -- profiling -----------------------------------------------------------------------
 
-#: Path fragments -> the layer a profiled function belongs to (first match wins).
-LAYERS: tuple[tuple[str, str], ...] = (
-    ("sota_zmtp", "sota_zmtp"),
-    ("sota_dispatch", "sota_dispatch"),
-    ("/anyio/", "anyio"),
-    ("/trio/", "trio"),
-    ("/asyncio/", "asyncio"),
-    ("uvloop", "uvloop"),
-)
+#: Packages a profiled function may belong to, checked in this order against
+#: the directories of its file (py-spy gives short paths such as
+#: ``anyio/_backends/_asyncio.py``, cProfile full ones).
+LAYERS: tuple[str, ...] = ("sota_zmtp", "sota_dispatch", "anyio", "trio", "uvloop", "asyncio")
+#: A py-spy frame: ``function (path:line)``.
+_PYSPY_FRAME = re.compile(r"^(?P<function>.*) \((?P<path>.*?)(?::(?P<line>\d+))?\)$")
 
 
-def _layer(filename: str, name: str) -> str:
-    if filename == "~":
-        # A C function: socket and selector calls are the kernel's share, the
-        # rest (bytes.join, list.append, ...) is work our code asked for.
-        return "C: socket/select" if ("socket" in name or "poll" in name or "select" in name) else "C: other"
-    for fragment, layer in LAYERS:
-        if fragment in filename:
+def _layer(path: str) -> str:
+    parts = Path(path).parts[:-1]
+    for layer in LAYERS:
+        if layer in parts:
             return layer
-    return "other Python"
+    return "selectors" if Path(path).name == "selectors.py" else "other Python"
 
 
-def profile_lines(path: str, messages: int, top: int = 25) -> list[str]:
-    """The hot spots of a saved profile: own time per function and per layer.
-
-    Own time ("tottime") adds up to the profiled total, so the shares say
-    where the time goes. cProfile's per-call overhead inflates small, often
-    called functions, so read the shares as a map, not as exact costs.
-    """
-    stats = pstats.Stats(path)
-    table = stats.stats  # type: ignore[attr-defined]  # filled by pstats, not in the stubs
-    rows: list[tuple[float, int, float, str, str]] = []
-    for (filename, line, name), (_cc, calls, own, cumulative, _callers) in table.items():
-        where = name if filename == "~" else f"{Path(filename).name}:{line} {name}"
-        rows.append((float(own), int(calls), float(cumulative), where, _layer(filename, name)))
-    total = sum(r[0] for r in rows) or 1.0
-    layers: dict[str, float] = {}
-    for own, _calls, _cum, _where, layer in rows:
-        layers[layer] = layers.get(layer, 0.0) + own
-    out = [
-        f"profiled total {total:.2f} s over {messages:,} messages (timed + warm-up) = "
-        f"{total / messages * 1e6:.2f} us/msg under cProfile",
-        "",
-        "| layer | own time s | share | us/msg |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    for layer, own in sorted(layers.items(), key=lambda kv: -kv[1]):
-        out.append(f"| {layer} | {own:.3f} | {own / total:.1%} | {own / messages * 1e6:.2f} |")
-    out += [
-        "",
-        "| own time s | share | cumulative s | calls | calls/msg | function |",
-        "| ---: | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for own, calls, cum, where, _layer_name in sorted(rows, reverse=True)[:top]:
-        out.append(f"| {own:.3f} | {own / total:.1%} | {cum:.3f} | {calls:,} | {calls / messages:.3f} | `{where}` |")
+def _hot_spot_table(
+    title: str,
+    rows: dict[str, float],
+    total: float,
+    us_per_unit: float,
+    top: int,
+    calls: dict[str, float] | None = None,
+) -> list[str]:
+    """Rows (name -> own time or samples) sorted, with shares and us/msg."""
+    head = f"| {title} | share | us/msg |" + (" calls/msg |" if calls is not None else "")
+    out = [head, "| --- | ---: | ---: |" + (" ---: |" if calls is not None else "")]
+    for name, value in sorted(rows.items(), key=lambda kv: -kv[1])[:top]:
+        line = f"| `{name}` | {value / total:.1%} | {value * us_per_unit:.3f} |"
+        if calls is not None:
+            line += f" {calls.get(name, 0):.3f} |"
+        out.append(line)
     return out
 
 
-async def run_profiles(variant: str, sizes: Sequence[int], work: Workload, timeout: float, folder: Path) -> str:
-    """One profiled run per size; the report of each, for stdout only."""
-    out = [f"# cProfile of the {variant} server", ""]
+def pyspy_lines(path: str, cpu_us_per_msg: float, top: int = 20) -> list[str]:
+    """Hot spots from py-spy's raw (collapsed-stack) output.
+
+    Only the server's main thread while serving counts: stacks under
+    ``run_server`` and not inside an import (start-up). py-spy skips idle
+    samples, so shares are shares of the CPU the server used; times per
+    message are those shares of the run's measured server CPU per message.
+    Time in a C function (``bytes.join``, ``socket.send``) is charged to the
+    Python line that called it.
+    """
+    own: dict[str, float] = {}
+    own_lines: dict[str, float] = {}
+    layers: dict[str, float] = {}
+    total = 0.0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for raw in f:
+            stack, _, count = raw.rstrip("\n").rpartition(" ")
+            frames = stack.split(";")
+            if not count.isdigit() or not any(fr.startswith("run_server ") for fr in frames):
+                continue
+            if any(fr.startswith("_find_and_load ") for fr in frames):
+                continue
+            match = _PYSPY_FRAME.match(frames[-1])
+            if match is None:
+                continue
+            n = float(count)
+            total += n
+            where = f"{Path(match['path']).name} {match['function']}"
+            own[where] = own.get(where, 0.0) + n
+            at = f"{Path(match['path']).name}:{match['line'] or '?'} {match['function']}"
+            own_lines[at] = own_lines.get(at, 0.0) + n
+            layer = _layer(match["path"])
+            layers[layer] = layers.get(layer, 0.0) + n
+    if not total:
+        return ["(no samples of the serving server: is py-spy allowed to trace processes here?)"]
+    unit = cpu_us_per_msg / total
+    return [
+        f"py-spy: {total:,.0f} samples of the serving main thread; us/msg = share x the run's "
+        f"{cpu_us_per_msg:.2f} us/msg server CPU",
+        "",
+        *_hot_spot_table("layer (own time)", layers, total, unit, top),
+        "",
+        *_hot_spot_table("function (own time, C calls included)", own, total, unit, top),
+        "",
+        *_hot_spot_table("line (own time)", own_lines, total, unit, 15),
+    ]
+
+
+def cprofile_lines(path: str, messages: int, top: int = 20) -> list[str]:
+    """Hot spots of a saved cProfile: own time per function and per layer.
+
+    cProfile times with the wall clock, so the event loop's wait in
+    ``epoll.poll`` is idle time and left out. Its per-call overhead inflates
+    small, often called functions several times over, so read the shares as
+    a rough map (py-spy's are better).
+    """
+    stats = pstats.Stats(path)
+    table = stats.stats  # type: ignore[attr-defined]  # filled by pstats, not in the stubs
+    own: dict[str, float] = {}
+    calls: dict[str, int] = {}
+    layers: dict[str, float] = {}
+    for (filename, line, name), (_cc, ncalls, tottime, _cumtime, _callers) in table.items():
+        if filename == "~" and ("poll" in name or "select" in name):
+            continue  # waiting for the client, not work
+        where = name if filename == "~" else f"{Path(filename).name}:{line} {name}"
+        own[where] = float(tottime)
+        calls[where] = int(ncalls)
+        layer = "C functions" if filename == "~" else _layer(filename)
+        layers[layer] = layers.get(layer, 0.0) + float(tottime)
+    total = sum(own.values()) or 1.0
+    per_msg = {k: v / messages for k, v in calls.items()}
+    unit = 1e6 / messages
+    return [
+        f"cProfile: {total:.2f} s of own time (idle waits left out) over {messages:,} messages "
+        f"(timed + warm-up) = {total * unit:.2f} us/msg, inflated by cProfile",
+        "",
+        *_hot_spot_table("layer (own time)", layers, total, unit, top),
+        "",
+        "calls/msg: how often a function runs per message",
+        "",
+        *_hot_spot_table("function (own time)", own, total, unit, top, per_msg),
+    ]
+
+
+async def run_profiles(variant: str, sizes: Sequence[int], work: Workload, timeout: float, tool: str) -> str:
+    """One profiled run per size; the hot spots of each, for stdout only."""
+    folder = Path(tempfile.mkdtemp(prefix="zmtp-bench-"))
+    command = shutil.which("py-spy") or ""
+    out = [f"# {'py-spy' if tool == 'py-spy' else 'cProfile'} profile of the {variant} server", ""]
     for size in sizes:
-        path = folder / f"{variant}-{size}.prof"
-        sample = await measure(variant, size, 0, work, timeout, profile_out=str(path))
+        path = folder / f"{variant}-{size}.{'txt' if tool == 'py-spy' else 'prof'}"
+        profiling = Profiling(tool, str(path), command)
+        sample = await measure(variant, size, 0, work, timeout, profiling)
+        lines = (
+            pyspy_lines(str(path), sample.cpu_us_per_msg)
+            if tool == "py-spy"
+            else cprofile_lines(str(path), work.messages + work.warmup)
+        )
         out += [
             f"## {_size_name(size)} messages",
             "",
-            f"(profiled run: {sample.cpu_us_per_msg:.2f} us/msg server CPU, {sample.msgs_per_s:,.0f} msg/s; "
-            f"profile saved in {path})",
+            f"Profiled run: {sample.cpu_us_per_msg:.2f} us/msg server CPU, {sample.msgs_per_s:,.0f} msg/s "
+            f"(cProfile slows the server several times, py-spy a little); raw profile in {path}",
             "",
-            *profile_lines(str(path), work.messages + work.warmup),
+            *lines,
             "",
         ]
     return "\n".join(out)
@@ -827,7 +959,7 @@ def _parser() -> argparse.ArgumentParser:
         description="ZMTP ROUTER echo throughput and server CPU per message: sota_zmtp's EchoRouter vs a pyzmq "
         "ROUTER, same pyzmq DEALER client (see bench/README.md).",
     )
-    p.add_argument("--messages", type=_positive, help="timed messages per run (default 200000)")
+    p.add_argument("--messages", type=_positive, help="timed messages per run (default 200000; 1000000 with --profile)")
     p.add_argument("--reps", type=_positive, help="runs per variant and size (default 5)")
     p.add_argument("--sizes", type=_sizes, help="comma-separated payload sizes in bytes (default 16,1024)")
     p.add_argument(
@@ -845,7 +977,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile",
         metavar="VARIANT",
-        help="run one sota variant's server under cProfile, once per size, and print its hot spots (no report)",
+        help="run one sota variant's server under a profiler, once per size, and print its hot spots (no report)",
+    )
+    p.add_argument(
+        "--profiler",
+        choices=["auto", "py-spy", "cprofile"],
+        default="auto",
+        help="for --profile: py-spy (sampling, accurate; needs py-spy on PATH), cProfile (stdlib, inflates small "
+        "functions), or auto: py-spy if found (default)",
     )
     # Child roles, used by the parent only.
     p.add_argument("--serve", choices=list(VARIANTS), help=argparse.SUPPRESS)
@@ -859,7 +998,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parent or child, by flags; returns the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
-    messages = args.messages or (20_000 if args.quick else 200_000)
+    # A profile needs more samples than a measurement needs ticks.
+    messages = args.messages or (20_000 if args.quick else 1_000_000 if args.profile else 200_000)
     reps = args.reps or (1 if args.quick else 5)
     sizes: list[int] = args.sizes or [16, 1024]
     warmup = (2_000 if args.quick else 10_000) if args.warmup is None else args.warmup
@@ -886,9 +1026,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.profile not in VARIANTS or VARIANTS[args.profile][0] != "sota" or not _available(args.profile):
             sota = [v for v in VARIANTS if VARIANTS[v][0] == "sota" and _available(v)]
             parser.error(f"--profile takes one of {', '.join(sota)}")
-        folder = Path(tempfile.mkdtemp(prefix="zmtp-bench-"))
+        tool = args.profiler
+        if tool == "auto":
+            tool = "py-spy" if shutil.which("py-spy") else "cprofile"
+        elif tool == "py-spy" and not shutil.which("py-spy"):
+            parser.error("py-spy is not on PATH (pip install py-spy)")
         try:
-            text = asyncio.run(run_profiles(args.profile, sizes, work, timeout, folder))
+            text = asyncio.run(run_profiles(args.profile, sizes, work, timeout, tool))
         except (RuntimeError, OSError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -10,6 +10,7 @@ services, reconnecting with backoff.
 
 from __future__ import annotations
 
+from .connection import Heartbeat
 from .dealer import Dealer, DealerConnection
 from .engine import Authenticator, Limits, PeerError, ZmtpEngine, generate_identity
 from .router import (
@@ -27,6 +28,7 @@ __all__ = [
     "Dealer",
     "DealerConnection",
     "EchoRouter",
+    "Heartbeat",
     "HighWaterMarkError",
     "Limits",
     "PeerError",

@@ -10,12 +10,13 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import anyio
+import attrs
 
 from sota_dispatch import Dispatcher, ProtocolError
 
 from .engine import ZmtpEngine
 
-__all__ = ["handshake", "pump"]
+__all__ = ["Heartbeat", "Liveness", "handshake", "keepalive", "pump"]
 
 K = TypeVar("K")
 
@@ -45,12 +46,39 @@ async def handshake(dispatcher: Dispatcher, engine: ZmtpEngine, timeout: float) 
     return messages
 
 
+@attrs.frozen
+class Heartbeat:
+    """Our side of ZMTP 3.1 heartbeats (libzmq's ``HEARTBEAT_*`` options).
+
+    Every ``interval`` seconds we send a PING announcing ``ttl`` (the peer
+    may close if it hears nothing from us for that long); a peer silent for
+    ``timeout`` seconds (default: three intervals), or for the TTL of its own
+    last PING if shorter, is closed. Only 3.1 peers have PING.
+    """
+
+    interval: float
+    timeout: float | None = None
+    ttl: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not self.interval > 0:
+            raise ValueError("the heartbeat interval must be positive")
+
+
+@attrs.define
+class Liveness:
+    """When input last arrived (:func:`anyio.current_time`), per read batch."""
+
+    last_input: float = 0.0
+
+
 async def pump(
     dispatcher: Dispatcher,
     engine: ZmtpEngine,
     messages: list[list[bytes]],
     deliver: Callable[[K, list[bytes]], Awaitable[None]],
     key: K,
+    liveness: Liveness | None = None,
 ) -> None:
     """Deliver every message as ``deliver(key, frames)`` until the peer closes.
 
@@ -62,6 +90,25 @@ async def pump(
         for message in messages:
             await deliver(key, message)
         messages = engine.feed(await reader.read_some())
+        if liveness is not None:
+            liveness.last_input = anyio.current_time()
         out = engine.data_to_send()
         if out:
             writer.write(out)
+
+
+async def keepalive(dispatcher: Dispatcher, engine: ZmtpEngine, heartbeat: Heartbeat, liveness: Liveness) -> None:
+    """Send PINGs and close a silent peer (a helper task of the connection)."""
+    if engine.version != (3, 1):
+        return
+    ttl = 0 if heartbeat.ttl is None else min(0xFFFF, round(heartbeat.ttl * 10))
+    timeout = heartbeat.timeout if heartbeat.timeout is not None else 3 * heartbeat.interval
+    while True:
+        await anyio.sleep(heartbeat.interval)
+        limit = timeout if engine.peer_ttl is None else min(timeout, engine.peer_ttl)
+        silent = anyio.current_time() - liveness.last_input
+        if silent > limit:
+            raise ProtocolError(f"peer silent for {silent:.1f}s (heartbeat timeout {limit:.1f}s)")
+        engine.ping(ttl)
+        dispatcher.writer.write(engine.data_to_send())
+        dispatcher.flush_soon()

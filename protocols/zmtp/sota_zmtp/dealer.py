@@ -23,7 +23,7 @@ from anyio.abc import ByteStream, TaskGroup, TaskStatus
 
 from sota_dispatch import ConnectionContext, ConnectionLost, Dispatcher, parse_address
 
-from .connection import handshake, pump
+from .connection import Heartbeat, Liveness, handshake, keepalive, pump
 from .engine import Limits, PeerError, ZmtpEngine
 from .wire import SocketType
 
@@ -50,8 +50,11 @@ class DealerConnection(Dispatcher):
     async def serve(self) -> None:
         messages = await handshake(self, self.engine, self.dealer.limits.handshake_timeout)
         self.dealer._attach(self)
+        liveness = Liveness(anyio.current_time())
+        if self.dealer.heartbeat is not None:
+            self.start_soon(keepalive, self, self.engine, self.dealer.heartbeat, liveness)
         try:
-            await pump(self, self.engine, messages, _deliver, self.dealer)
+            await pump(self, self.engine, messages, _deliver, self.dealer, liveness)
         finally:
             self.dealer._detach(self)
 
@@ -66,7 +69,8 @@ class Dealer:
     Use it as an async context manager, or run :meth:`run` in a task group.
     ``socket_type`` may be DEALER (default) or ROUTER/REQ-compatible types
     the peer accepts; ``identity`` is the routing id announced to the peer;
-    ``plain_credentials`` ``(username, password)`` selects the PLAIN mechanism.
+    ``plain_credentials`` ``(username, password)`` selects the PLAIN mechanism;
+    ``heartbeat`` sends PINGs and drops a silent peer (then reconnects).
     """
 
     def __init__(
@@ -80,8 +84,10 @@ class Dealer:
         reconnect_interval_max: float = 5.0,
         connect_timeout: float = 10.0,
         plain_credentials: tuple[bytes, bytes] | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.address = parse_address(address)
+        self.heartbeat = heartbeat
         self.plain_credentials = plain_credentials
         self.identity = identity
         self.socket_type = socket_type

@@ -152,6 +152,8 @@ class ZmtpEngine:
         #: PINGs answered, and the contexts of PONGs received (newest last).
         self.pings_answered = 0
         self.pongs: list[bytes] = []
+        #: Seconds the peer's last PING asked us to wait for its traffic.
+        self.peer_ttl: float | None = None
         self._peer_major = 0
         self._state = _State.SIGNATURE
         self._out = bytearray(signature(len(identity)) + b"\x03")
@@ -482,6 +484,8 @@ class ZmtpEngine:
         name, data = parse_command(body)
         if name == b"PING":
             context = data[2 : 2 + MAX_PING_CONTEXT] if len(data) >= 2 else b""
+            ttl = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
+            self.peer_ttl = ttl / 10 if ttl else None
             self._out += encode_command(b"PONG", context)
             self.pings_answered += 1
         elif name == b"PONG":

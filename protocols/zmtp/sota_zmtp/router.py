@@ -17,11 +17,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
+import anyio
 from anyio.abc import ByteStream
 
 from sota_dispatch import ConnectionContext, Dispatcher, Match, ProtocolError, SotaError
 
-from .connection import handshake, pump
+from .connection import Heartbeat, Liveness, handshake, keepalive, pump
 from .engine import Authenticator, Limits, ZmtpEngine, generate_identity
 from .wire import SocketType, encode_message
 
@@ -56,7 +57,8 @@ class Router:
     queue counts as full (a message is always accepted into a queue below it).
     ``plain_authenticator``: require the PLAIN mechanism and accept a peer
     when ``plain_authenticator(username, password)`` is true; a refused peer
-    gets an ERROR command (libzmq then does not reconnect).
+    gets an ERROR command (libzmq then does not reconnect). ``heartbeat``:
+    PING every peer and close silent ones (see :class:`Heartbeat`).
     """
 
     def __init__(
@@ -67,8 +69,10 @@ class Router:
         send_hwm: int = 4 * 1024 * 1024,
         limits: Limits | None = None,
         plain_authenticator: Authenticator | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.handover = handover
+        self.heartbeat = heartbeat
         self.plain_authenticator = plain_authenticator
         self.mandatory = mandatory
         self.send_hwm = send_hwm
@@ -185,8 +189,11 @@ class RouterConnection(Dispatcher):
         except ProtocolError as exc:
             self.writer.write(self.engine.error(str(exc)))
             raise
+        liveness = Liveness(anyio.current_time())
+        if self.router.heartbeat is not None:
+            self.start_soon(keepalive, self, self.engine, self.router.heartbeat, liveness)
         try:
-            await pump(self, self.engine, messages, self.router.on_message, self.identity)
+            await pump(self, self.engine, messages, self.router.on_message, self.identity, liveness)
         finally:
             self.router._detach(self)
 
@@ -199,6 +206,14 @@ def _option_limits(options: Mapping[str, str]) -> Limits:
         max_parts=int(options.get("max_parts", defaults.max_parts)),
         handshake_timeout=float(options.get("handshake_timeout", defaults.handshake_timeout)),
     )
+
+
+def _option_heartbeat(options: Mapping[str, str]) -> Heartbeat | None:
+    interval = options.get("heartbeat_interval")
+    if interval is None:
+        return None
+    timeout = options.get("heartbeat_timeout")
+    return Heartbeat(float(interval), None if timeout is None else float(timeout))
 
 
 def _plain_account(options: Mapping[str, str]) -> Authenticator | None:
@@ -225,6 +240,8 @@ class ZmtpEchoDispatcher(RouterConnection):
         "handshake_timeout": "seconds to complete the handshake (default 10)",
         "plain_user": "require PLAIN with this username (and plain_password)",
         "plain_password": "the PLAIN password for plain_user",
+        "heartbeat_interval": "seconds between our PINGs to 3.1 peers (default: none)",
+        "heartbeat_timeout": "close a peer silent this long (default: 3 intervals)",
     }
     #: One router per process, made on the first connection, for the CLI.
     _shared: ClassVar[EchoRouter | None] = None
@@ -238,6 +255,7 @@ class ZmtpEchoDispatcher(RouterConnection):
                 send_hwm=int(options.get("send_hwm", 4 * 1024 * 1024)),
                 limits=_option_limits(options),
                 plain_authenticator=_plain_account(options),
+                heartbeat=_option_heartbeat(options),
             )
             ZmtpEchoDispatcher._shared = router
         super().__init__(stream, context, router=router)
@@ -255,5 +273,9 @@ class ZmtpEchoDispatcher(RouterConnection):
             raise ValueError("zmtp sizes and counts must be positive")
         if options.get("handover", "0") not in ("0", "1"):
             raise ValueError("handover must be 0 or 1")
+        try:
+            _option_heartbeat(options)
+        except ValueError as exc:
+            raise ValueError(f"bad heartbeat option: {exc}") from None
         if ("plain_user" in options) != ("plain_password" in options):
             raise ValueError("plain_user and plain_password go together")

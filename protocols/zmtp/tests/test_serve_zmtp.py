@@ -1,0 +1,72 @@
+"""`python -m sota_dispatch.serve --protocol zmtp`, as a child process, with libzmq peers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import anyio.to_thread
+import pytest
+import zmq
+
+from sota_dispatch.testing import serve_process
+
+pytestmark = pytest.mark.anyio
+
+
+def req_round_trip(address: str, frames: list[bytes], **plain: bytes) -> list[bytes]:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        req = ctx.socket(zmq.REQ)
+        req.setsockopt(zmq.RCVTIMEO, 10_000)
+        req.setsockopt(zmq.LINGER, 0)
+        for name, value in plain.items():
+            setattr(req, name, value)
+        req.connect(f"tcp://{address}")
+        req.send_multipart(frames)
+        return req.recv_multipart()
+    finally:
+        ctx.destroy(0)
+
+
+async def test_zmtp_echo_service(anyio_backend: str) -> None:
+    args = ["--protocol", "zmtp", "--listen", "127.0.0.1:0", "--backend", anyio_backend]
+    with serve_process(args) as proc:
+        message = [b"hello", b"", b"x" * 70_000]
+        assert await anyio.to_thread.run_sync(req_round_trip, proc.address, message) == message
+        assert proc.stop() == 0
+    assert "Traceback" not in "".join(proc.stderr_lines)
+
+
+async def test_zmtp_echo_service_with_plain_and_heartbeats(anyio_backend: str) -> None:
+    args = ["--protocol", "zmtp", "--listen", "127.0.0.1:0", "--backend", anyio_backend]
+    args += ["-o", "plain_user=admin", "-o", "plain_password=secret", "-o", "heartbeat_interval=0.5"]
+    with serve_process(args) as proc:
+        reply = await anyio.to_thread.run_sync(
+            lambda: req_round_trip(proc.address, [b"auth"], plain_username=b"admin", plain_password=b"secret")
+        )
+        assert reply == [b"auth"]
+        assert proc.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("handover=2", "handover must be 0 or 1"),
+        ("max_parts=0", "must be positive"),
+        ("send_hwm=lots", "bad zmtp option value"),
+        ("heartbeat_interval=-1", "bad heartbeat option"),
+        ("plain_user=admin", "plain_user and plain_password go together"),
+    ],
+)
+def test_bad_zmtp_options_exit_2(option: str, message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sota_dispatch.serve", "--protocol", "zmtp", "-o", option],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
