@@ -297,9 +297,29 @@ def _exchange(sock: zmq.Socket[bytes], n: int, window: int, kinds: Sequence[byte
             if received & 4095 == 0 and time.monotonic() > deadline:
                 raise ClientError(f"{received} of {n} replies before the deadline")
     except zmq.Again:
-        raise ClientError(f"no reply within the receive timeout after {received} of {n}") from None
+        raise ClientError(f"stuck: no reply (or no room to send) for 30 s after {received} of {n}") from None
     if reply != kinds[(n - 1) % count] or received_bytes != n * size:
         raise ClientError(f"{received_bytes} reply bytes, expected {n * size}, or a wrong last reply")
+
+
+def _go_or_exit() -> threading.Event:
+    """An event set when the parent says ``GO``; exit at once when stdin closes.
+
+    A client whose parent died would otherwise wait for a vanished server
+    until its receive timeout, reconnecting all the while. The same thread
+    reads the ``GO`` line, so nothing else reads stdin.
+    """
+    go = threading.Event()
+
+    def watch() -> None:
+        with contextlib.suppress(OSError, ValueError):
+            if sys.stdin.buffer.readline().strip() == b"GO":
+                go.set()
+            sys.stdin.buffer.read()
+        os._exit(3)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    return go
 
 
 def run_client(port: int, size: int, work: Workload, timeout: float) -> None:
@@ -307,6 +327,7 @@ def run_client(port: int, size: int, work: Workload, timeout: float) -> None:
     import zmq
 
     kinds = payloads(size)
+    go = _go_or_exit()
     ctx = zmq.Context()
     try:
         sock = ctx.socket(zmq.DEALER)
@@ -314,16 +335,17 @@ def run_client(port: int, size: int, work: Workload, timeout: float) -> None:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 100_000)
         sock.setsockopt(zmq.RCVHWM, 100_000)
-        sock.setsockopt(zmq.RCVTIMEO, int(timeout * 1000))
-        sock.setsockopt(zmq.SNDTIMEO, int(timeout * 1000))
+        # No reply (or room to send) for this long means the server is stuck.
+        stuck_ms = int(min(timeout, 30.0) * 1000)
+        sock.setsockopt(zmq.RCVTIMEO, stuck_ms)
+        sock.setsockopt(zmq.SNDTIMEO, stuck_ms)
         sock.connect(f"tcp://{HOST}:{port}")
         if work.warmup:
             # Untimed: the handshake, buffer growth and code paths on both sides.
             _exchange(sock, work.warmup, work.window, kinds, time.monotonic() + timeout)
         print("READY", flush=True)
-        go = sys.stdin.readline()  # EOF (a dead parent) gives "" and fails below
-        if go.strip() != "GO":
-            raise ClientError(f"expected GO from the parent, got {go!r}")
+        if not go.wait(timeout):
+            raise ClientError(f"no GO from the parent within {timeout:.0f}s")
         cpu0 = os.times()
         start = time.perf_counter()
         _exchange(sock, work.messages, work.window, kinds, time.monotonic() + timeout)
