@@ -21,3 +21,16 @@ def test_line_bench_quick_run_prints_the_table() -> None:
     assert "| raw-asyncio |" in result.stdout
     assert "| sota-asyncio |" in result.stdout
     assert "ratio to raw" in result.stdout
+
+
+def test_zmtp_bench_quick_run_prints_the_table() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "zmtp_bench.py"), "--quick", "--output", "-"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pyzmq-frames" in result.stdout
+    assert "sota-asyncio" in result.stdout
