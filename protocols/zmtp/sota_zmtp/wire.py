@@ -9,6 +9,7 @@ and a 1-byte or 8-byte big-endian size. Encoders use the LONG form only above
 from __future__ import annotations
 
 import enum
+import struct
 from collections.abc import Iterable, Mapping, Sequence
 
 from sota_dispatch import ProtocolError
@@ -75,21 +76,26 @@ def signature(identity_size: int = 0) -> bytes:
 
 _SHORT = [bytes((0, n)) for n in range(256)]
 _SHORT_MORE = [bytes((MORE, n)) for n in range(256)]
+_LONG_HEADER = struct.Struct(">BQ").pack
 
 
 def encode_message(frames: Sequence[bytes]) -> bytes:
     """Encode a multipart message (at least one part) as ZMTP frames."""
-    out: list[bytes] = []
-    append = out.append
     last = len(frames) - 1
+    if last == 0:  # the common single-part message: one concatenation
+        frame = frames[0]
+        size = len(frame)
+        return (_SHORT[size] if size < 256 else _LONG_HEADER(LONG, size)) + frame
     if last < 0:
         raise ValueError("a message has at least one part")
+    out: list[bytes] = []
+    append = out.append
     for i, frame in enumerate(frames):
         size = len(frame)
         if size < 256:
             append(_SHORT_MORE[size] if i < last else _SHORT[size])
         else:
-            append(bytes((LONG | MORE if i < last else LONG,)) + size.to_bytes(8, "big"))
+            append(_LONG_HEADER(LONG | MORE if i < last else LONG, size))
         append(frame)
     return b"".join(out)
 
