@@ -32,32 +32,44 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import importlib.metadata
 import importlib.util
 import json
-import os
-import platform
 import shlex
 import socket
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar, cast
 
 import attrs
 
+from harness import (
+    HOST,
+    START_TIMEOUT,
+    ServerCpu,
+    announce,
+    exit_when_parent_goes,
+    format_range,
+    machine_lines,
+    parse_variants,
+    positive_int,
+    publish,
+    read_line,
+    report_head,
+    resolution_line,
+    run_timed,
+    spawn,
+    stop,
+    version,
+)
 from sota_simple_line.query import QueryError, parse_query, render_error, render_reply
 
 __all__ = ["main"]
 
 T = TypeVar("T")
 
-HOST = "127.0.0.1"
 #: Same limit as ``sota_simple_line.DEFAULT_MAX_LINE`` (the sota server's default).
 MAX_LINE = 65536
 SCRIPT = Path(__file__).resolve()
@@ -93,9 +105,6 @@ BASELINE: dict[str, str] = {
 }
 TARGET_RATIO = 2.0
 
-#: Parent-side bounds on each child's start-up and shutdown, seconds.
-START_TIMEOUT = 30.0
-EXIT_TIMEOUT = 10.0
 RECV_SIZE = 256 * 1024
 
 
@@ -189,17 +198,11 @@ class RawLineProtocol(asyncio.Protocol):
             self._transport.resume_reading()
 
 
-def _announce(port: int) -> None:
-    """Tell the parent we listen; it waits for this line instead of sleeping."""
-    sys.stdout.write(f"PORT {port}\n")
-    sys.stdout.flush()
-
-
 async def _serve_raw(port: int) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(RawLineProtocol, HOST, port, backlog=128)
     async with server:
-        _announce(server.sockets[0].getsockname()[1])
+        announce(server.sockets[0].getsockname()[1])
         await server.serve_forever()
 
 
@@ -212,28 +215,13 @@ async def _serve_sota(port: int) -> None:
     server = Server(SimpleLineDispatcher, (HOST, port), protocol="simple_line")
     async with anyio.create_task_group() as tg:
         address = await tg.start(server.serve)
-        _announce(parse_address(address)[1])
-
-
-def _exit_when_parent_goes() -> None:
-    """Exit when stdin closes, so a server never outlives a killed parent.
-
-    A thread blocked in read() holds no GIL and costs no CPU, and it works
-    the same under asyncio, uvloop and trio.
-    """
-
-    def watch() -> None:
-        with contextlib.suppress(OSError, ValueError):
-            sys.stdin.buffer.read()
-        os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+        announce(parse_address(address)[1])
 
 
 def run_server(variant: str, port: int) -> None:
     """Child entry point for ``--serve``: serve until killed or stdin closes."""
     loop_name, kind = VARIANTS[variant]
-    _exit_when_parent_goes()
+    exit_when_parent_goes()
     if kind == "raw":
         _run_on(loop_name, _serve_raw(port))
         return
@@ -373,7 +361,7 @@ def run_client(port: int, work: Workload, timeout: float) -> None:
 
 
 @attrs.frozen
-class Sample:
+class Sample(ServerCpu):
     """One measurement of one variant."""
 
     variant: str
@@ -383,78 +371,18 @@ class Sample:
     cpu_sys: float
     messages: int
 
-    @property
-    def cpu_us_per_msg(self) -> float:
-        return (self.cpu_user + self.cpu_sys) / self.messages * 1e6
-
-    @property
-    def msgs_per_s(self) -> float:
-        return self.messages / self.wall
-
-    @property
-    def busy(self) -> float:
-        """Server CPU over client wall time: near 1.0 means the server is the bottleneck."""
-        return (self.cpu_user + self.cpu_sys) / self.wall
-
-
-def _proc_cpu(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process, all its threads, from /proc."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        stat = f.read()
-    # The command name (field 2) may contain spaces and parentheses; the
-    # fields after the last ')' start with field 3, so utime (14) and
-    # stime (15) are at 11 and 12.
-    fields = stat.rpartition(")")[2].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / ticks, int(fields[12]) / ticks
-
-
-async def _readline(proc: asyncio.subprocess.Process, timeout: float, what: str) -> str:
-    assert proc.stdout is not None
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), timeout)
-    except asyncio.TimeoutError:
-        raise RuntimeError(f"{what}: no answer within {timeout:.0f}s") from None
-    if not line:
-        code = await _wait(proc)
-        raise RuntimeError(f"{what}: exited with code {code} (see its stderr above)")
-    return line.decode().strip()
-
-
-async def _wait(proc: asyncio.subprocess.Process) -> int | None:
-    with contextlib.suppress(asyncio.TimeoutError):
-        return await asyncio.wait_for(proc.wait(), EXIT_TIMEOUT)
-    return None
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    """Kill and reap a child; safe to call twice, never raises for a dead one."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    await _wait(proc)
-
-
-async def _spawn(args: Sequence[str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(SCRIPT),
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-
 
 async def measure(variant: str, rep: int, work: Workload, timeout: float) -> Sample:
     """Start a server, run one client against it, return the numbers; always kill both."""
-    server = await _spawn(["--serve", variant, "--port", "0"])
+    server = await spawn(SCRIPT, ["--serve", variant, "--port", "0"])
     client: asyncio.subprocess.Process | None = None
     try:
-        line = await _readline(server, START_TIMEOUT, f"server {variant}")
+        line = await read_line(server, START_TIMEOUT, f"server {variant}")
         word, _, port = line.partition(" ")
         if word != "PORT" or not port.isdigit():
             raise RuntimeError(f"server {variant}: unexpected first line {line!r}")
-        client = await _spawn(
+        client = await spawn(
+            SCRIPT,
             [
                 "--client",
                 "--port",
@@ -471,27 +399,16 @@ async def measure(variant: str, rep: int, work: Workload, timeout: float) -> Sam
                 str(work.warmup),
                 "--timeout",
                 str(timeout),
-            ]
+            ],
         )
-        ready = await _readline(client, START_TIMEOUT + timeout, f"client of {variant}")
-        if ready != "READY":
-            raise RuntimeError(f"client of {variant}: unexpected line {ready!r}")
-        user0, sys0 = _proc_cpu(server.pid)
-        assert client.stdin is not None
-        client.stdin.write(b"GO\n")
-        await client.stdin.drain()
-        result = json.loads(await _readline(client, timeout + 5.0, f"client of {variant}"))
-        user1, sys1 = _proc_cpu(server.pid)
-        code = await _wait(client)
-        if code != 0:
-            raise RuntimeError(f"client of {variant}: exit code {code}")
+        result, cpu_user, cpu_sys = await run_timed(client, server.pid, timeout, f"client of {variant}")
         if server.returncode is not None:
             raise RuntimeError(f"server {variant} died during the run (code {server.returncode})")
-        return Sample(variant, rep, float(result["wall"]), user1 - user0, sys1 - sys0, work.messages)
+        return Sample(variant, rep, float(result["wall"]), cpu_user, cpu_sys, work.messages)
     finally:
         if client is not None:
-            await _stop(client)
-        await _stop(server)
+            await stop(client)
+        await stop(server)
 
 
 async def run_all(variants: Sequence[str], reps: int, work: Workload, timeout: float) -> list[Sample]:
@@ -513,51 +430,6 @@ async def run_all(variants: Sequence[str], reps: int, work: Workload, timeout: f
 
 
 # -- report --------------------------------------------------------------------------
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Hardware"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_lines() -> list[str]:
-    """What the numbers were measured on; ratios only mean something per machine."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    try:
-        load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    except OSError:
-        load = "n/a"
-    return [
-        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- platform: {platform.platform()}",
-        f"- CPU: {_cpu_model()}",
-        f"- cores: {os.cpu_count()} logical, {usable} usable by this process",
-        f"- load average at the end: {load}",
-        f"- Python: {platform.python_implementation()} {platform.python_version()}",
-        f"- anyio {_version('anyio')}, trio {_version('trio')}, uvloop {_version('uvloop')}, "
-        f"sota-dispatch {_version('sota-dispatch')}, sota-simple-line {_version('sota-simple-line')}",
-    ]
-
-
-def _range(values: Sequence[float], fmt: str) -> str:
-    return f"{format(min(values), fmt)} - {format(max(values), fmt)}"
 
 
 def _ratios(samples: Sequence[Sample], variant: str, base: str) -> list[float]:
@@ -587,39 +459,17 @@ def protocol_cost_us() -> float:
     return best / len(lines) * 1e6
 
 
-def _resolution_line(samples: Sequence[Sample]) -> str:
-    """How much one clock tick weighs in the smallest run: the CPU numbers'
-    quantisation, which makes --quick runs useless for comparisons."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    fewest = min(round((s.cpu_user + s.cpu_sys) * ticks) for s in samples)
-    share = f"{1 / fewest:.1%}" if fewest else "all"
-    return (
-        f"- CPU clock resolution: 1 tick = {1000 / ticks:g} ms; the smallest run used {fewest} ticks, "
-        f"so one tick is {share} of it"
-    )
-
-
 def report(
     samples: Sequence[Sample], variants: Sequence[str], work: Workload, reps: int, command: str, floor_us: float
 ) -> str:
     """The markdown written to RESULTS.md and printed."""
     medians = {v: statistics.median(s.cpu_us_per_msg for s in samples if s.variant == v) for v in variants}
     out = [
-        "# simple_line echo benchmark",
-        "",
-        "Written by `bench/line_bench.py` (do not edit by hand; rerun the command below). "
-        "Numbers are noisy and machine-dependent: compare only ratios from the same run, "
-        "never absolute numbers across runs or machines.",
-        "",
-        "## Command",
-        "",
-        "```sh",
-        command,
-        "```",
-        "",
-        "## Machine",
-        "",
-        *machine_lines(),
+        *report_head("simple_line echo benchmark", "bench/line_bench.py", command),
+        *machine_lines(
+            f"anyio {version('anyio')}, trio {version('trio')}, uvloop {version('uvloop')}, "
+            f"sota-dispatch {version('sota-dispatch')}, sota-simple-line {version('sota-simple-line')}"
+        ),
         "",
         "## Workload",
         "",
@@ -631,7 +481,7 @@ def report(
         "- server CPU = utime+stime of the server process (/proc/<pid>/stat) over the timed part only; "
         "msg/s = messages / client wall time; server busy = server CPU / client wall time (can pass 100% "
         "by a tick)",
-        _resolution_line(samples),
+        resolution_line(samples),
         "- ratio = median server CPU per message over the median of the raw asyncio Protocol on the same "
         "event loop (sota-trio against raw-asyncio); per-run ratios pair runs of the same round",
         f"- protocol work alone (parse_query + render_reply over the same request mix, in one process, "
@@ -656,14 +506,14 @@ def report(
         if base is not None and base in medians:
             r = medians[v] / medians[base]
             ratio = f"**{r:.2f}x** vs {base}"
-            per_run = _range(_ratios(samples, v, base), ".2f")
+            per_run = format_range(_ratios(samples, v, base), ".2f")
             met = "met" if r <= TARGET_RATIO else "NOT met"
             verdicts.append(f"- {v}: {r:.2f}x {base} -> target {met}")
         elif base is not None:
             ratio = f"n/a ({base} not run)"
         out.append(
-            f"| {v} | {statistics.median(cpu):.2f} | {_range(cpu, '.2f')} | {user:.2f} / {system:.2f} "
-            f"| {statistics.median(rate):,.0f} | {_range(rate, ',.0f')} | {busy:.0%} | {ratio} | {per_run} |"
+            f"| {v} | {statistics.median(cpu):.2f} | {format_range(cpu, '.2f')} | {user:.2f} / {system:.2f} "
+            f"| {statistics.median(rate):,.0f} | {format_range(rate, ',.0f')} | {busy:.0%} | {ratio} | {per_run} |"
         )
     out += [
         "",
@@ -687,21 +537,14 @@ def report(
 # -- command line ------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="simple_line echo throughput and server CPU per message: sota_dispatch vs a raw asyncio "
         "Protocol (see bench/README.md).",
     )
-    p.add_argument("--messages", type=_positive, help="requests per run, over all connections (default 200000)")
-    p.add_argument("--connections", type=_positive, help="client connections (default 8)")
-    p.add_argument("--reps", type=_positive, help="runs per variant (default 5)")
+    p.add_argument("--messages", type=positive_int, help="requests per run, over all connections (default 200000)")
+    p.add_argument("--connections", type=positive_int, help="client connections (default 8)")
+    p.add_argument("--reps", type=positive_int, help="runs per variant (default 5)")
     p.add_argument(
         "--variants",
         help=f"comma-separated subset of {', '.join(VARIANTS)} (default: all; uvloop ones if uvloop is installed)",
@@ -711,8 +554,8 @@ def _parser() -> argparse.ArgumentParser:
         help="markdown report path, '-' for none (default: RESULTS.md next to this script; none with --quick)",
     )
     p.add_argument("--quick", action="store_true", help="smoke test: 20000 messages, 1 run; writes no report")
-    p.add_argument("--batch", type=_positive, default=500, help="requests per client write (default 500)")
-    p.add_argument("--outstanding", type=_positive, default=2000, help="unanswered requests per connection (2000)")
+    p.add_argument("--batch", type=positive_int, default=500, help="requests per client write (default 500)")
+    p.add_argument("--outstanding", type=positive_int, default=2000, help="unanswered requests per connection (2000)")
     p.add_argument("--warmup", type=int, default=None, help="untimed requests per connection first (default 2000)")
     p.add_argument("--timeout", type=float, default=None, help="seconds allowed per client run (default scales)")
     # Child roles, used by the parent only.
@@ -746,11 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     if args.variants:
-        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-        unknown = [v for v in variants if v not in VARIANTS]
-        if unknown or not variants:
-            parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-        variants = list(dict.fromkeys(variants))
+        variants = parse_variants(parser, args.variants, VARIANTS)
     else:
         variants = [v for v, (loop, _) in VARIANTS.items() if loop != "uvloop" or _uvloop_available()]
     if any(VARIANTS[v][0] == "uvloop" for v in variants) and not _uvloop_available():
@@ -765,16 +604,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A child failed, timed out or answered wrongly; its stderr is above.
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    text = report(samples, variants, work, reps, command, protocol_cost_us())
-    elapsed = time.monotonic() - started
-    print(text)
-    print(f"(took {elapsed:.0f}s)", file=sys.stderr)
-    if output != "-":
-        path = Path(output)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        print(f"wrote {path}", file=sys.stderr)
+    publish(report(samples, variants, work, reps, command, protocol_cost_us()), output, started)
     return 0
 
 

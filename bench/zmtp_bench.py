@@ -38,14 +38,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import importlib
-import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
 import pstats
 import re
 import shlex
@@ -57,18 +54,37 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
+
+from harness import (
+    HOST,
+    START_TIMEOUT,
+    ServerCpu,
+    announce,
+    exit_when_parent_goes,
+    format_range,
+    machine_lines,
+    parse_variants,
+    positive_int,
+    publish,
+    read_line,
+    report_head,
+    resolution_line,
+    run_timed,
+    spawn,
+    stop,
+    version,
+    wait_exit,
+)
 
 if TYPE_CHECKING:
     import zmq
 
 __all__ = ["main"]
 
-HOST = "127.0.0.1"
 SCRIPT = Path(__file__).resolve()
 DEFAULT_OUTPUT = SCRIPT.parent / "ZMTP_RESULTS.md"
 #: The client's routing id (a DEALER that names itself, as services usually do).
@@ -96,10 +112,6 @@ PAYLOAD_KINDS = 16
 #: checked replies cycle through all payload kinds).
 SPOT_CHECK_EVERY = 97
 
-#: Parent-side bounds on each child's start-up and shutdown, seconds.
-START_TIMEOUT = 30.0
-EXIT_TIMEOUT = 10.0
-
 
 def _available(variant: str) -> bool:
     """uvloop and trio are optional extras; their variants need them installed."""
@@ -116,39 +128,6 @@ def payloads(size: int) -> list[bytes]:
 
 
 # -- servers -------------------------------------------------------------------
-
-
-def _announce(port: int) -> None:
-    """Tell the parent we listen; it waits for this line instead of sleeping.
-
-    The pid is for the CPU readings: under py-spy the parent's child is the
-    profiler, not the server.
-    """
-    sys.stdout.write(f"PORT {port} {os.getpid()}\n")
-    sys.stdout.flush()
-
-
-def _exit_when_parent_goes(go: threading.Event | None = None) -> None:
-    """Exit when stdin closes, so a child never outlives a killed parent.
-
-    A thread blocked in read() holds no GIL and costs no CPU, and it works
-    the same under pyzmq's blocking calls, asyncio, uvloop and trio. It reads
-    the file descriptor, not ``sys.stdin``, whose lock it would hold while
-    blocked and so abort the interpreter's normal exit. If ``go`` is given,
-    it is set when the parent's ``GO`` line arrives (the client's start signal).
-    """
-
-    def watch() -> None:
-        seen = b""
-        with contextlib.suppress(OSError):
-            while chunk := os.read(0, 4096):  # ends at EOF; the parent writes one short line
-                if go is not None and not go.is_set():
-                    seen = (seen + chunk)[:64]
-                    if b"\n" in seen and seen.partition(b"\n")[0].strip() == b"GO":
-                        go.set()
-        os._exit(0)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def serve_pyzmq(flavour: str) -> None:
@@ -175,11 +154,11 @@ def serve_pyzmq(flavour: str) -> None:
     sock.bind(f"tcp://{HOST}:0")
     endpoint = sock.getsockopt(zmq.LAST_ENDPOINT)
     assert isinstance(endpoint, bytes)
-    _announce(int(endpoint.rpartition(b":")[2]))
+    announce(int(endpoint.rpartition(b":")[2]), pid=True)
     recv, send = sock.recv, sock.send
     more = zmq.SNDMORE
     if flavour == "frames":
-        while True:  # until killed (or stdin closes, see _exit_when_parent_goes)
+        while True:  # until killed (or stdin closes, see exit_when_parent_goes)
             send(recv(), more)
             while True:  # the body frames of one message: ends at the frame without MORE
                 frame = recv(copy=False)
@@ -209,7 +188,7 @@ async def _serve_sota() -> None:
     server = Server(EchoRouter().factory, (HOST, 0))
     async with anyio.create_task_group() as tg:
         address = await tg.start(server.serve)
-        _announce(parse_address(address)[1])
+        announce(parse_address(address)[1], pid=True)
 
 
 async def _serve_sota_until_stdin() -> None:
@@ -252,7 +231,7 @@ def run_server(variant: str, profile_out: str | None) -> None:
     """Child entry point for ``--serve``: serve until killed or stdin closes."""
     kind, flavour = VARIANTS[variant]
     if profile_out is None:
-        _exit_when_parent_goes()
+        exit_when_parent_goes()
     if kind == "pyzmq":
         serve_pyzmq(flavour)
     else:
@@ -320,7 +299,7 @@ def run_client(port: int, size: int, work: Workload, timeout: float) -> None:
     # A client whose parent died would otherwise wait for a vanished server
     # until its socket timeout, reconnecting all the while.
     go = threading.Event()
-    _exit_when_parent_goes(go)
+    exit_when_parent_goes(go)
     ctx = zmq.Context()
     try:
         sock = ctx.socket(zmq.DEALER)
@@ -354,7 +333,7 @@ def run_client(port: int, size: int, work: Workload, timeout: float) -> None:
 
 
 @attrs.frozen
-class Sample:
+class Sample(ServerCpu):
     """One measurement of one variant at one payload size."""
 
     variant: str
@@ -367,78 +346,19 @@ class Sample:
     messages: int
 
     @property
-    def cpu_us_per_msg(self) -> float:
-        return (self.cpu_user + self.cpu_sys) / self.messages * 1e6
-
-    @property
-    def msgs_per_s(self) -> float:
-        return self.messages / self.wall
-
-    @property
-    def busy(self) -> float:
-        """Server CPU over client wall time: near 1.0 means the server is the bottleneck."""
-        return (self.cpu_user + self.cpu_sys) / self.wall
-
-    @property
     def client_busy(self) -> float:
         """Client CPU (both its threads) over its wall time: near 1.0 or more means
         the client, not the server, may be setting the pace."""
         return self.client_cpu / self.wall
 
 
-def _proc_cpu(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a process, all its threads, from /proc."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        stat = f.read()
-    # The command name (field 2) may contain spaces and parentheses; the
-    # fields after the last ')' start with field 3, so utime (14) and
-    # stime (15) are at 11 and 12.
-    fields = stat.rpartition(")")[2].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / ticks, int(fields[12]) / ticks
-
-
-async def _readline(proc: asyncio.subprocess.Process, timeout: float, what: str) -> str:
-    assert proc.stdout is not None
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), timeout)
-    except asyncio.TimeoutError:
-        raise RuntimeError(f"{what}: no answer within {timeout:.0f}s") from None
-    if not line:
-        code = await _wait(proc)
-        raise RuntimeError(f"{what}: exited with code {code} (see its stderr above)")
-    return line.decode().strip()
-
-
-async def _wait(proc: asyncio.subprocess.Process) -> int | None:
-    with contextlib.suppress(asyncio.TimeoutError):
-        return await asyncio.wait_for(proc.wait(), EXIT_TIMEOUT)
-    return None
-
-
 async def _stop(proc: asyncio.subprocess.Process) -> None:
-    """Kill and reap a child; safe to call twice, never raises for a dead one.
-
-    Closing its stdin first also ends a server running under py-spy (which
-    the kill reaches only through the profiler, its parent).
-    """
+    """``harness.stop``, but closing the child's stdin first: that also ends a
+    server running under py-spy (which the kill reaches only through the
+    profiler, its parent)."""
     if proc.stdin is not None:
         proc.stdin.close()
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-    await _wait(proc)
-
-
-async def _spawn(args: Sequence[str], wrapper: Sequence[str] = ()) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        *wrapper,
-        sys.executable,
-        str(SCRIPT),
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
+    await stop(proc)
 
 
 @attrs.frozen
@@ -471,7 +391,7 @@ async def _end_profiled(server: asyncio.subprocess.Process, variant: str, profil
         server.stdin.write(b"STOP\n")  # the server cancels itself, then saves
         await server.stdin.drain()
     server.stdin.close()  # under py-spy: the server exits, py-spy writes the samples
-    if await _wait(server) is None:
+    if await wait_exit(server) is None:
         raise RuntimeError(f"server {variant}: did not exit to save its profile")
 
 
@@ -485,18 +405,19 @@ async def measure(
     before it is killed.
     """
     wrapper, server_args = _server_command(variant, profiling)
-    server = await _spawn(server_args, wrapper)
+    server = await spawn(SCRIPT, server_args, wrapper)
     client: asyncio.subprocess.Process | None = None
     try:
-        line = await _readline(server, START_TIMEOUT, f"server {variant}")
+        line = await read_line(server, START_TIMEOUT, f"server {variant}")
         for _ in range(10):  # py-spy announces itself (and a blank line) on the same stdout first
             if line and not line.startswith("py-spy>"):
                 break
-            line = await _readline(server, START_TIMEOUT, f"server {variant}")
+            line = await read_line(server, START_TIMEOUT, f"server {variant}")
         word, port, pid = [*line.split(), "", "", ""][:3]
         if word != "PORT" or not port.isdigit() or not pid.isdigit():
             raise RuntimeError(f"server {variant}: unexpected first line {line!r}")
-        client = await _spawn(
+        client = await spawn(
+            SCRIPT,
             [
                 "--client",
                 "--port",
@@ -511,21 +432,9 @@ async def measure(
                 str(work.warmup),
                 "--timeout",
                 str(timeout),
-            ]
+            ],
         )
-        what = f"client of {variant} ({size} B)"
-        ready = await _readline(client, START_TIMEOUT + timeout, what)
-        if ready != "READY":
-            raise RuntimeError(f"{what}: unexpected line {ready!r}")
-        user0, sys0 = _proc_cpu(int(pid))
-        assert client.stdin is not None
-        client.stdin.write(b"GO\n")
-        await client.stdin.drain()
-        result = json.loads(await _readline(client, timeout + 5.0, what))
-        user1, sys1 = _proc_cpu(int(pid))
-        code = await _wait(client)
-        if code != 0:
-            raise RuntimeError(f"{what}: exit code {code}")
+        result, cpu_user, cpu_sys = await run_timed(client, int(pid), timeout, f"client of {variant} ({size} B)")
         if server.returncode is not None:
             raise RuntimeError(f"server {variant} died during the run (code {server.returncode})")
         if profiling is not None:
@@ -535,8 +444,8 @@ async def measure(
             size,
             rep,
             float(result["wall"]),
-            user1 - user0,
-            sys1 - sys0,
+            cpu_user,
+            cpu_sys,
             float(result["client_cpu"]),
             work.messages,
         )
@@ -572,54 +481,12 @@ async def run_all(
 # -- report --------------------------------------------------------------------------
 
 
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def _libzmq_version() -> str:
     try:
         import zmq
     except ImportError:
         return "n/a"
     return zmq.zmq_version()
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("model name", "Model", "Hardware"):
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_lines() -> list[str]:
-    """What the numbers were measured on; ratios only mean something per machine."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    try:
-        load = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-    except OSError:
-        load = "n/a"
-    return [
-        f"- date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- platform: {platform.platform()}",
-        f"- CPU: {_cpu_model()}",
-        f"- cores: {os.cpu_count()} logical, {usable} usable by this process",
-        f"- load average at the end: {load}",
-        f"- Python: {platform.python_implementation()} {platform.python_version()}",
-        f"- pyzmq {_version('pyzmq')} (libzmq {_libzmq_version()}), anyio {_version('anyio')}, "
-        f"trio {_version('trio')}, uvloop {_version('uvloop')}, sota-dispatch {_version('sota-dispatch')}, "
-        f"sota-zmtp {_version('sota-zmtp')}",
-    ]
 
 
 def source_line() -> str:
@@ -642,10 +509,6 @@ def source_line() -> str:
     return f"- source: git commit {head} WITH UNCOMMITTED CHANGES to {names}"
 
 
-def _range(values: Sequence[float], fmt: str) -> str:
-    return f"{format(min(values), fmt)} - {format(max(values), fmt)}"
-
-
 def _ratios(samples: Sequence[Sample], variant: str, size: int) -> list[float]:
     """Per-round CPU ratios: each sample against the baseline's of the same round
     and size, which ran minutes apart at most, so their spread shows how steady
@@ -656,18 +519,6 @@ def _ratios(samples: Sequence[Sample], variant: str, size: int) -> list[float]:
         for s in samples
         if s.variant == variant and s.size == size and s.rep in base
     ]
-
-
-def _resolution_line(samples: Sequence[Sample]) -> str:
-    """How much one clock tick weighs in the smallest run: the CPU numbers'
-    quantisation, which makes --quick runs useless for comparisons."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    fewest = min(round((s.cpu_user + s.cpu_sys) * ticks) for s in samples)
-    share = f"{1 / fewest:.1%}" if fewest else "all"
-    return (
-        f"- CPU clock resolution: 1 tick = {1000 / ticks:g} ms; the smallest run used {fewest} ticks, "
-        f"so one tick is {share} of it"
-    )
 
 
 def _size_name(size: int) -> str:
@@ -712,7 +563,7 @@ def _size_table(samples: Sequence[Sample], variants: Sequence[str], size: int) -
             bold = "**" if VARIANTS[v][0] == "sota" else ""
             cpu_ratio = f"{bold}{r_cpu:.2f}x{bold}"
             rate_ratio = f"{bold}{r_rate:.2f}x{bold}"
-            per_run = _range(_ratios(samples, v, size), ".2f")
+            per_run = format_range(_ratios(samples, v, size), ".2f")
             if VARIANTS[v][0] == "sota":
                 cpu_met = _verdict(r_cpu <= TARGET_CPU_RATIO, r_cpu)
                 rate_met = _verdict(r_rate >= TARGET_RATE_RATIO, r_rate)
@@ -723,8 +574,8 @@ def _size_table(samples: Sequence[Sample], variants: Sequence[str], size: int) -
                     f"(target >= {TARGET_RATE_RATIO:g}x: {rate_met})"
                 )
         rows.append(
-            f"| {v} | {cpu_median[v]:.2f} | {_range(cpu, '.2f')} | {user:.2f} / {system:.2f} "
-            f"| {rate_median[v]:,.0f} | {_range(rate, ',.0f')} | {busy:.0%} | {client_busy:.0%} "
+            f"| {v} | {cpu_median[v]:.2f} | {format_range(cpu, '.2f')} | {user:.2f} / {system:.2f} "
+            f"| {rate_median[v]:,.0f} | {format_range(rate, ',.0f')} | {busy:.0%} | {client_busy:.0%} "
             f"| {cpu_ratio} | {per_run} | {rate_ratio} |"
         )
     return rows, verdicts
@@ -735,21 +586,12 @@ def report(
 ) -> str:
     """The markdown written to ZMTP_RESULTS.md and printed."""
     out = [
-        "# ZMTP ROUTER echo benchmark",
-        "",
-        "Written by `bench/zmtp_bench.py` (do not edit by hand; rerun the command below). "
-        "Numbers are noisy and machine-dependent: compare only ratios from the same run, "
-        "never absolute numbers across runs or machines.",
-        "",
-        "## Command",
-        "",
-        "```sh",
-        command,
-        "```",
-        "",
-        "## Machine",
-        "",
-        *machine_lines(),
+        *report_head("ZMTP ROUTER echo benchmark", "bench/zmtp_bench.py", command),
+        *machine_lines(
+            f"pyzmq {version('pyzmq')} (libzmq {_libzmq_version()}), anyio {version('anyio')}, "
+            f"trio {version('trio')}, uvloop {version('uvloop')}, sota-dispatch {version('sota-dispatch')}, "
+            f"sota-zmtp {version('sota-zmtp')}"
+        ),
         source_line(),
         "",
         "## Workload",
@@ -763,7 +605,7 @@ def report(
         "- server CPU = utime+stime of the server process, every thread (/proc/<pid>/stat), over the timed "
         "part only; msg/s = messages / client wall time; server busy = server CPU / client wall time; client "
         "busy = the client's own CPU (both its threads) / its wall time",
-        _resolution_line(samples),
+        resolution_line(samples),
         "- CPU ratio = median server CPU per message over pyzmq-frames' median at the same size; per-run "
         "ratios pair runs of the same round; msg/s ratio = median throughput over pyzmq-frames'",
         "",
@@ -962,13 +804,6 @@ async def run_profiles(variant: str, sizes: Sequence[int], work: Workload, timeo
 # -- command line ------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
 def _sizes(text: str) -> list[int]:
     try:
         sizes = [int(part) for part in text.split(",") if part.strip()]
@@ -984,8 +819,10 @@ def _parser() -> argparse.ArgumentParser:
         description="ZMTP ROUTER echo throughput and server CPU per message: sota_zmtp's EchoRouter vs a pyzmq "
         "ROUTER, same pyzmq DEALER client (see bench/README.md).",
     )
-    p.add_argument("--messages", type=_positive, help="timed messages per run (default 200000; 1000000 with --profile)")
-    p.add_argument("--reps", type=_positive, help="runs per variant and size (default 5)")
+    p.add_argument(
+        "--messages", type=positive_int, help="timed messages per run (default 200000; 1000000 with --profile)"
+    )
+    p.add_argument("--reps", type=positive_int, help="runs per variant and size (default 5)")
     p.add_argument("--sizes", type=_sizes, help="comma-separated payload sizes in bytes (default 16,1024)")
     p.add_argument(
         "--variants",
@@ -996,7 +833,7 @@ def _parser() -> argparse.ArgumentParser:
         help="markdown report path, '-' for none (default: ZMTP_RESULTS.md next to this script; none with --quick)",
     )
     p.add_argument("--quick", action="store_true", help="smoke test: 20000 messages, 1 run; writes no report")
-    p.add_argument("--window", type=_positive, default=1000, help="messages the client keeps in flight (1000)")
+    p.add_argument("--window", type=positive_int, default=1000, help="messages the client keeps in flight (1000)")
     p.add_argument("--warmup", type=int, default=None, help="untimed messages per run first (default 10000)")
     p.add_argument("--timeout", type=float, default=None, help="seconds allowed per client run (default scales)")
     p.add_argument(
@@ -1065,11 +902,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     if args.variants:
-        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-        unknown = [v for v in variants if v not in VARIANTS]
-        if unknown or not variants:
-            parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-        variants = list(dict.fromkeys(variants))
+        variants = parse_variants(parser, args.variants, VARIANTS)
         missing = [v for v in variants if not _available(v)]
         if missing:
             parser.error(f"variants {missing} need a package that is not installed (uvloop or trio)")
@@ -1087,16 +920,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A child failed, timed out or answered wrongly; its stderr is above.
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    text = report(samples, variants, sizes, work, reps, command)
-    elapsed = time.monotonic() - started
-    print(text)
-    print(f"(took {elapsed:.0f}s)", file=sys.stderr)
-    if output != "-":
-        path = Path(output)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        print(f"wrote {path}", file=sys.stderr)
+    publish(report(samples, variants, sizes, work, reps, command), output, started)
     return 0
 
 
