@@ -50,6 +50,10 @@ __all__ = ["Authenticator", "Limits", "PeerError", "ZmtpEngine", "generate_ident
 Authenticator = Callable[[bytes, bytes], bool]
 
 _MECHANISM_SIZE = 20
+#: Largest frame accepted before the handshake is complete (READY, HELLO,
+#: INITIATE, the 2.0 identity frame): metadata is small, and nothing that
+#: large is buffered for a peer that has not authenticated.
+_HANDSHAKE_FRAME_MAX = 65536
 _GREETING_V3 = 64
 #: Longest PING context echoed in a PONG (zeromq/rfc#130).
 MAX_PING_CONTEXT = 16
@@ -129,6 +133,7 @@ class ZmtpEngine:
         probe_downgrade: bool = False,
         plain_credentials: tuple[bytes, bytes] | None = None,
         plain_authenticator: Authenticator | None = None,
+        on_peer_ready: Callable[[ZmtpEngine], None] | None = None,
     ) -> None:
         if len(identity) > 255:
             raise ValueError("an identity has at most 255 bytes")
@@ -138,6 +143,7 @@ class ZmtpEngine:
             raise ValueError("PLAIN username and password have at most 255 bytes")
         self.plain_credentials = plain_credentials
         self.plain_authenticator = plain_authenticator
+        self.on_peer_ready = on_peer_ready
         self.mechanism = b"NULL" if plain_credentials is None and plain_authenticator is None else b"PLAIN"
         #: The PLAIN username the peer authenticated with (server side).
         self.user_id: bytes | None = None
@@ -293,6 +299,8 @@ class ZmtpEngine:
             size = work[pos + 1]
             header = 2
         self._check_frame(flags, size)
+        if size > _HANDSHAKE_FRAME_MAX:  # before authentication: no 16 MiB buffers
+            raise LimitExceeded(f"handshake frame of {size} bytes", _HANDSHAKE_FRAME_MAX)
         end = pos + header + size
         if end > len(work):
             self._need = end - pos
@@ -334,6 +342,9 @@ class ZmtpEngine:
                     start = pos + 2
                 if flags & reserved or size > max_frame:
                     self._check_frame(flags, size)
+                if message_size + size > max_message and not flags & COMMAND:
+                    # On the header, before the frame is buffered.
+                    raise LimitExceeded(f"message of {message_size + size}+ bytes", max_message)
                 end = start + size
                 if end > end_of_data:
                     self._need = end - pos
@@ -354,8 +365,6 @@ class ZmtpEngine:
                     message_size = 0
                 elif len(parts) >= max_parts:
                     raise LimitExceeded(f"message of more than {max_parts} parts", max_parts)
-                if message_size > max_message:
-                    raise LimitExceeded(f"message of {message_size}+ bytes", max_message)
         finally:
             self._parts = parts
             self._message_size = message_size
@@ -401,7 +410,17 @@ class ZmtpEngine:
         if flags & COMMAND:
             raise ProtocolError("ZMTP 2.0 has no commands")
         self._set_identity(body)
+        self._peer_ready()
         self._state = _State.TRAFFIC
+
+    def _peer_ready(self) -> None:
+        """Let the owner accept or refuse the peer before the handshake ends."""
+        if self.on_peer_ready is not None:
+            try:
+                self.on_peer_ready(self)
+            except ProtocolError as exc:
+                self._out += self.error(str(exc))
+                raise
 
     def _v3_greeting(self, rest: bytes) -> None:
         minor = rest[0]
@@ -419,7 +438,11 @@ class ZmtpEngine:
         elif self.plain_authenticator is not None:
             self._state = _State.PLAIN_HELLO
         else:
-            self._out += encode_command(b"READY", self._metadata())
+            if self.on_peer_ready is None:
+                self._out += encode_command(b"READY", self._metadata())
+            # else: our READY waits for the peer's, so that a refusal (say, a
+            # duplicate identity) is an ERROR *during* the handshake, which
+            # libzmq takes as final, rather than after it, which it ignores.
             self._state = _State.V3_READY
 
     def _metadata(self) -> bytes:
@@ -440,6 +463,9 @@ class ZmtpEngine:
             raise ProtocolError(f"unexpected command {name!r} during the handshake (expected {expected!r})")
         if state is _State.V3_READY:  # NULL, or a PLAIN client after INITIATE
             self._peer_metadata(data)
+            self._peer_ready()
+            if self.on_peer_ready is not None and self.mechanism == b"NULL":
+                self._out += encode_command(b"READY", self._metadata())
             self._state = _State.TRAFFIC
         elif state is _State.PLAIN_WELCOME:
             self._out += encode_command(b"INITIATE", self._metadata())
@@ -455,6 +481,7 @@ class ZmtpEngine:
             self._state = _State.PLAIN_INITIATE
         else:  # PLAIN_INITIATE
             self._peer_metadata(data)
+            self._peer_ready()
             self._out += encode_command(b"READY", self._metadata())
             self._state = _State.TRAFFIC
 

@@ -119,6 +119,10 @@ class Router:
         return RouterConnection(stream, context, router=self)
 
     def _attach(self, connection: RouterConnection, identity: bytes) -> bytes:
+        if identity[:1] == b"\x00":
+            # RFC 37 reserves a leading zero for generated ids; accepting one
+            # from the wire would let a peer impersonate an anonymous peer.
+            raise ProtocolError(f"identity {identity!r} starts with a zero byte, reserved for generated ids")
         if not identity:
             identity = generate_identity()
             while identity in self.peers:
@@ -169,6 +173,7 @@ class RouterConnection(Dispatcher):
             limits=router.limits,
             probe_downgrade=self.context.role == "server",
             plain_authenticator=router.plain_authenticator,
+            on_peer_ready=self._identify,
         )
         #: The peer's routing identity once the handshake is done.
         self.identity: bytes | None = None
@@ -182,18 +187,20 @@ class RouterConnection(Dispatcher):
             return Match.NEED_MORE
         return Match.YES if prefix[9] & 0x01 else Match.NO
 
+    def _identify(self, engine: ZmtpEngine) -> None:
+        # Called by the engine when the peer's READY (or 2.0 identity frame)
+        # arrives, before our READY: a refusal becomes an ERROR in the handshake.
+        self.identity = self.router._attach(self, engine.peer_identity)
+
     async def serve(self) -> None:
-        messages = await handshake(self, self.engine, self.router.limits.handshake_timeout)
         try:
-            self.identity = self.router._attach(self, self.engine.peer_identity)
-        except ProtocolError as exc:
-            self.writer.write(self.engine.error(str(exc)))
-            raise
-        liveness = Liveness(anyio.current_time())
-        if self.router.heartbeat is not None:
-            self.start_soon(keepalive, self, self.engine, self.router.heartbeat, liveness)
-        try:
-            await pump(self, self.engine, messages, self.router.on_message, self.identity, liveness)
+            messages = await handshake(self, self.engine, self.router.limits.handshake_timeout)
+            liveness = Liveness(anyio.current_time())
+            if self.router.heartbeat is not None:
+                self.start_soon(keepalive, self, self.engine, self.router.heartbeat, liveness)
+            identity = self.identity
+            assert identity is not None  # set by _identify during the handshake
+            await pump(self, self.engine, messages, self.router.on_message, identity, liveness)
         finally:
             self.router._detach(self)
 

@@ -383,3 +383,38 @@ def test_libzmq_plain_server_malformed_error_is_a_peer_error() -> None:
     greeting = b"\xff" + bytes(7) + b"\x01\x7f\x03\x01" + b"PLAIN" + bytes(15) + b"\x01" + bytes(31)
     with pytest.raises(PeerError, match="400"):
         client.feed(greeting + bytes.fromhex("04095e52524f5203343030"))
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [b"m" * 101],  # one part over the limit
+        [b"m" * 10, b"m" * 95],  # the last part pushes the total over
+    ],
+)
+def test_message_size_limit_is_checked_on_each_header(frames: list[bytes]) -> None:
+    engine = ZmtpEngine(SocketType.ROUTER, limits=Limits(max_message_size=100))
+    engine.feed(v3_greeting() + ready())
+    data = encode_message(frames)
+    with pytest.raises(LimitExceeded, match=r"message of 10[15]"):
+        engine.feed(data[: len(data) - len(frames[-1])])  # the last header, none of its body
+
+
+def test_handshake_frames_are_small_before_authentication() -> None:
+    server, _ = plain_pair()
+    greeting = v3_greeting(mechanism=b"PLAIN" + bytes(15))
+    with pytest.raises(LimitExceeded, match="handshake frame"):
+        server.feed(greeting + b"\x06" + (15 << 20).to_bytes(8, "big"))
+
+
+def test_refusal_by_the_owner_is_an_error_instead_of_our_ready() -> None:
+    def refuse(engine: ZmtpEngine) -> None:
+        raise ProtocolError(f"identity {engine.peer_identity!r} is already connected")
+
+    engine = ZmtpEngine(SocketType.ROUTER, on_peer_ready=refuse, probe_downgrade=True)
+    engine.data_to_send()
+    with pytest.raises(ProtocolError, match="already connected"):
+        engine.feed(v3_greeting() + ready(identity=b"dup"))
+    sent = engine.data_to_send()
+    assert b"READY" not in sent
+    assert sent.endswith(engine.error("identity b'dup' is already connected"))

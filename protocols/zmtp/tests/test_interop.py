@@ -386,3 +386,32 @@ def test_unknown_identity_is_dropped_or_raises_in_mandatory_mode() -> None:
         Router(mandatory=True).send([b"nobody", b"x"])
     with pytest.raises(ValueError, match="identity, frame"):
         router.send([b"only-identity"])
+
+
+async def test_libzmq_duplicate_identity_is_refused_without_a_reconnect_storm() -> None:
+    def duplicate(address: str) -> None:
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        try:
+            first = zsocket(ctx, zmq.DEALER, address, ROUTING_ID=b"twin")
+            first.send(b"one")
+            assert first.recv() == b"one"
+            second = zsocket(ctx, zmq.DEALER, address, ROUTING_ID=b"twin", RCVTIMEO=1500)
+            second.send(b"two")
+            # Refused during the handshake: libzmq gives up instead of
+            # reconnecting; 1.5 s would show a storm (it was 13 in 2 s).
+            with pytest.raises(zmq.Again):
+                second.recv()
+            first.send(b"still mine")
+            assert first.recv() == b"still mine"
+        finally:
+            ctx.destroy(0)
+
+    async with serving(EchoRouter()) as (server, address):
+        await in_thread(lambda: duplicate(address))
+    assert server.connections_total == 2
+
+
+async def test_peer_chosen_identity_with_a_leading_zero_is_refused() -> None:
+    async with serving(EchoRouter(handover=True)) as (_, address), await connect(address) as peer:
+        await peer.send(v3_greeting() + ready(b"\x00fake"))
+        assert (await peer.closed_by_server()).endswith(b"reserved for generated ids")
