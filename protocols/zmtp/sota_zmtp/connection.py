@@ -6,6 +6,7 @@ and DEALER roles differ only in what they do with a message.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -67,9 +68,15 @@ class Heartbeat:
 
 @attrs.define
 class Liveness:
-    """When input last arrived (:func:`anyio.current_time`), per read batch."""
+    """What the heartbeat watcher needs to know of the connection's input."""
 
+    #: When input last arrived (:func:`anyio.current_time`), per read batch.
     last_input: float = 0.0
+    #: True while the connection delivers messages: it is not reading, so
+    #: the peer cannot look silent meanwhile.
+    busy: bool = False
+    #: True once a watcher runs (ours, or one started for the peer's TTL).
+    watched: bool = False
 
 
 async def pump(
@@ -78,37 +85,60 @@ async def pump(
     messages: list[list[bytes]],
     deliver: Callable[[K, list[bytes]], Awaitable[None]],
     key: K,
-    liveness: Liveness | None = None,
+    liveness: Liveness,
 ) -> None:
     """Deliver every message as ``deliver(key, frames)`` until the peer closes.
 
     One read serves every message in it; PONGs the engine queued go out with
-    the next flush, which the reader does before it waits for more input.
+    the next flush, which the reader does before it waits for more input. A
+    peer whose PING carries a TTL gets a watcher even if we configured no
+    heartbeat: libzmq arms that timer from any PING.
     """
     reader, writer = dispatcher.reader, dispatcher.writer
     while True:
-        for message in messages:
-            await deliver(key, message)
+        if messages:
+            liveness.busy = True
+            for message in messages:
+                await deliver(key, message)
+            liveness.busy = False
         messages = engine.feed(await reader.read_some())
-        if liveness is not None:
-            liveness.last_input = anyio.current_time()
+        liveness.last_input = anyio.current_time()
         out = engine.data_to_send()
         if out:
             writer.write(out)
+            if engine.peer_ttl is not None and not liveness.watched:
+                liveness.watched = True
+                dispatcher.start_soon(keepalive, dispatcher, engine, None, liveness)
 
 
-async def keepalive(dispatcher: Dispatcher, engine: ZmtpEngine, heartbeat: Heartbeat, liveness: Liveness) -> None:
-    """Send PINGs and close a silent peer (a helper task of the connection)."""
-    if engine.version != (3, 1):
-        return
-    ttl = 0 if heartbeat.ttl is None else min(0xFFFF, round(heartbeat.ttl * 10))
-    timeout = heartbeat.timeout if heartbeat.timeout is not None else 3 * heartbeat.interval
+async def keepalive(
+    dispatcher: Dispatcher, engine: ZmtpEngine, heartbeat: Heartbeat | None, liveness: Liveness
+) -> None:
+    """Send our PINGs (3.1 peers) and close a silent peer; a connection helper task.
+
+    Silent means no input for our timeout, or for the TTL of the peer's last
+    PING if that is shorter. Without a heartbeat of ours, only the peer's
+    TTL counts.
+    """
+    liveness.watched = True
+    pings = heartbeat is not None and engine.version == (3, 1)
+    interval = heartbeat.interval if heartbeat is not None else math.inf
+    ttl = 0 if heartbeat is None or heartbeat.ttl is None else min(0xFFFF, round(heartbeat.ttl * 10))
+    timeout = math.inf
+    if heartbeat is not None:
+        timeout = heartbeat.timeout if heartbeat.timeout is not None else 3 * heartbeat.interval
+    next_ping = anyio.current_time() + interval if pings else math.inf
     while True:
-        await anyio.sleep(heartbeat.interval)
+        now = anyio.current_time()
         limit = timeout if engine.peer_ttl is None else min(timeout, engine.peer_ttl)
-        silent = anyio.current_time() - liveness.last_input
-        if silent > limit:
-            raise ProtocolError(f"peer silent for {silent:.1f}s (heartbeat timeout {limit:.1f}s)")
-        engine.ping(ttl)
-        dispatcher.writer.write(engine.data_to_send())
-        dispatcher.flush_soon()
+        if liveness.busy:
+            liveness.last_input = now  # delivering, not reading: not the peer's silence
+        silent_until = liveness.last_input + limit
+        if now >= silent_until:
+            raise ProtocolError(f"peer silent for {now - liveness.last_input:.1f}s (heartbeat timeout {limit:.1f}s)")
+        if now >= next_ping:
+            engine.ping(ttl)
+            dispatcher.writer.write(engine.data_to_send())
+            dispatcher.flush_soon()
+            next_ping = now + interval
+        await anyio.sleep_until(min(next_ping, silent_until))

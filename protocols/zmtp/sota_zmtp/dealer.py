@@ -52,6 +52,7 @@ class DealerConnection(Dispatcher):
         self.dealer._attach(self)
         liveness = Liveness(anyio.current_time())
         if self.dealer.heartbeat is not None:
+            liveness.watched = True
             self.start_soon(keepalive, self, self.engine, self.dealer.heartbeat, liveness)
         try:
             await pump(self, self.engine, messages, _deliver, self.dealer, liveness)
@@ -85,7 +86,11 @@ class Dealer:
         connect_timeout: float = 10.0,
         plain_credentials: tuple[bytes, bytes] | None = None,
         heartbeat: Heartbeat | None = None,
+        receive_hwm: int = 1000,
     ) -> None:
+        if receive_hwm < 1:
+            raise ValueError("receive_hwm must be at least 1")
+        self.receive_hwm = receive_hwm
         self.address = parse_address(address)
         self.heartbeat = heartbeat
         self.plain_credentials = plain_credentials
@@ -105,6 +110,8 @@ class Dealer:
         self._ready: anyio.Event | None = None
         self._inbox: deque[list[bytes]] = deque()
         self._inbox_event: anyio.Event | None = None
+        self._space: anyio.Event | None = None
+        self._closed = False
         self._task_group: TaskGroup | None = None
 
     # -- the connection loop ---------------------------------------------------
@@ -112,7 +119,16 @@ class Dealer:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Connect, and reconnect with backoff, until cancelled or refused."""
         self._ready = anyio.Event()
+        self._closed = False
         task_status.started()
+        try:
+            await self._connect_loop()
+        finally:
+            # Cancelled or refused: nobody may wait for a connection forever.
+            self._closed = True
+            self._wake_all()
+
+    async def _connect_loop(self) -> None:
         delay = self.reconnect_interval
         while self.error is None:
             self.attempts += 1
@@ -126,7 +142,6 @@ class Dealer:
                 if isinstance(reason, PeerError):
                     self.error = reason
                     log.warning("zmtp dealer: %s:%d refused us: %s; not reconnecting", *self.address, reason.reason)
-                    self._wake_all()
                     return
                 if connection.engine.handshake_done:
                     delay = self.reconnect_interval
@@ -159,23 +174,29 @@ class Dealer:
             self._ready = anyio.Event()
 
     def _wake_all(self) -> None:
-        if self._ready is not None:
-            self._ready.set()
-        if self._inbox_event is not None:
-            self._inbox_event.set()
+        for event in (self._ready, self._inbox_event, self._space):
+            if event is not None:
+                event.set()
+
+    def _check_open(self) -> None:
+        if self.error is not None:
+            raise self.error.with_traceback(None)
+        if self._closed:
+            raise anyio.ClosedResourceError("the dealer is closed")
 
     # -- messages ----------------------------------------------------------------
 
     async def wait_connected(self) -> DealerConnection:
         """Wait until a connection is handshaken; raise if the peer refused us."""
         while True:
-            if self.error is not None:
-                raise self.error
+            self._check_open()
             connection = self.connection
             if connection is not None:
                 return connection
             if self._ready is None:
                 raise RuntimeError("the dealer is not running (use it as an async context manager)")
+            if self._ready.is_set():  # fired for a connection that is gone again
+                self._ready = anyio.Event()
             await self._ready.wait()
 
     async def send(self, frames: Sequence[bytes]) -> None:
@@ -191,16 +212,34 @@ class Dealer:
             raise ConnectionLost(exc) from exc
 
     async def on_message(self, frames: list[bytes]) -> None:
-        """Handle a message from the peer; the default queues it for :meth:`receive`."""
+        """Handle a message from the peer; the default queues it for :meth:`receive`.
+
+        With ``receive_hwm`` messages queued it waits for :meth:`receive` to
+        take one, and meanwhile the connection stops reading, so the peer
+        feels TCP backpressure (libzmq's receive high-water mark).
+        """
+        while len(self._inbox) >= self.receive_hwm:
+            if self._closed:
+                return
+            if self._space is None or self._space.is_set():
+                self._space = anyio.Event()
+            await self._space.wait()
         self._inbox.append(frames)
         if self._inbox_event is not None:
             self._inbox_event.set()
 
     async def receive(self) -> list[bytes]:
-        """The next message kept by the default :meth:`on_message`."""
+        """The next message kept by the default :meth:`on_message`.
+
+        Raises the peer's refusal, or :class:`anyio.ClosedResourceError`
+        once the dealer has stopped and its queue is empty.
+        """
         while not self._inbox:
-            if self.error is not None:
-                raise self.error
-            self._inbox_event = anyio.Event()
+            self._check_open()
+            # Shared by concurrent receivers; replaced only once it fired.
+            if self._inbox_event is None or self._inbox_event.is_set():
+                self._inbox_event = anyio.Event()
             await self._inbox_event.wait()
+        if self._space is not None:
+            self._space.set()
         return self._inbox.popleft()

@@ -197,6 +197,7 @@ class RouterConnection(Dispatcher):
             messages = await handshake(self, self.engine, self.router.limits.handshake_timeout)
             liveness = Liveness(anyio.current_time())
             if self.router.heartbeat is not None:
+                liveness.watched = True
                 self.start_soon(keepalive, self, self.engine, self.router.heartbeat, liveness)
             identity = self.identity
             assert identity is not None  # set by _identify during the handshake
@@ -250,13 +251,16 @@ class ZmtpEchoDispatcher(RouterConnection):
         "heartbeat_interval": "seconds between our PINGs to 3.1 peers (default: none)",
         "heartbeat_timeout": "close a peer silent this long (default: 3 intervals)",
     }
-    #: One router per process, made on the first connection, for the CLI.
-    _shared: ClassVar[EchoRouter | None] = None
+    #: One router per distinct set of options in this process: the
+    #: connections of one server share it, servers configured differently
+    #: (say, one with PLAIN and one without) never do.
+    _shared: ClassVar[dict[tuple[tuple[str, str], ...], EchoRouter]] = {}
 
     def __init__(self, stream: ByteStream, context: ConnectionContext | None = None) -> None:
-        router = ZmtpEchoDispatcher._shared
+        options = context.options if context is not None else {}
+        key = tuple(sorted(options.items()))
+        router = ZmtpEchoDispatcher._shared.get(key)
         if router is None:
-            options = context.options if context is not None else {}
             router = EchoRouter(
                 handover=options.get("handover", "0") == "1",
                 send_hwm=int(options.get("send_hwm", 4 * 1024 * 1024)),
@@ -264,7 +268,7 @@ class ZmtpEchoDispatcher(RouterConnection):
                 plain_authenticator=_plain_account(options),
                 heartbeat=_option_heartbeat(options),
             )
-            ZmtpEchoDispatcher._shared = router
+            ZmtpEchoDispatcher._shared[key] = router
         super().__init__(stream, context, router=router)
 
     @classmethod

@@ -129,3 +129,62 @@ def test_dealer_must_be_running() -> None:
     anyio.run(main)
 
 
+
+
+async def test_concurrent_receivers_each_get_a_message() -> None:
+    port = await free_port()
+    async with our_router(EchoRouter(), f"127.0.0.1:{port}"), Dealer(f"127.0.0.1:{port}") as dealer:
+        got: list[list[bytes]] = []
+
+        async def receiver() -> None:
+            got.append(await dealer.receive())
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(receiver)
+                tg.start_soon(receiver)
+                await anyio.wait_all_tasks_blocked()
+                await dealer.send([b"m1"])
+                await dealer.send([b"m2"])
+        assert sorted(got) == [[b"m1"], [b"m2"]]
+
+
+async def test_a_stopped_dealer_raises_instead_of_blocking() -> None:
+    port = await free_port()
+    dealer = Dealer(f"127.0.0.1:{port}", reconnect_interval=0.01)
+    pending: list[BaseException] = []
+
+    async def waiting_receive() -> None:
+        try:
+            await dealer.receive()
+        except anyio.ClosedResourceError as exc:
+            pending.append(exc)
+
+    async with anyio.create_task_group() as outer:
+        async with dealer:
+            outer.start_soon(waiting_receive)
+            await anyio.wait_all_tasks_blocked()
+        with anyio.fail_after(5):
+            for call in (dealer.receive, dealer.wait_connected, lambda: dealer.send([b"x"])):
+                with pytest.raises(anyio.ClosedResourceError):
+                    await call()
+    assert len(pending) == 1  # the receive that was waiting when it stopped
+
+
+async def test_receive_hwm_applies_backpressure_instead_of_buffering() -> None:
+    class Flood(Router):
+        async def on_message(self, identity: bytes, frames: list[bytes]) -> None:
+            for i in range(5000):
+                self.send([identity, b"%d" % i])
+
+    port = await free_port()
+    async with our_router(Flood(send_hwm=1 << 30), f"127.0.0.1:{port}"), Dealer(
+        f"127.0.0.1:{port}", receive_hwm=10
+    ) as dealer:
+        await dealer.send([b"go"])
+        with anyio.fail_after(10):
+            assert await dealer.receive() == [b"0"]
+            await anyio.wait_all_tasks_blocked()
+            assert len(dealer._inbox) <= 10  # the rest waits in sockets, not in our memory
+            for i in range(1, 5000):
+                assert await dealer.receive() == [b"%d" % i]

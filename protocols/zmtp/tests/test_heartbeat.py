@@ -107,3 +107,28 @@ def test_heartbeat_interval_must_be_positive() -> None:
         Heartbeat(interval=0)
 
 
+
+
+async def test_the_peers_ttl_is_honoured_without_a_heartbeat_of_ours() -> None:
+    async with serving(EchoRouter()) as (_, address), await connect(address) as peer:
+        await handshake(peer, b"ttl-only")
+        await peer.send(encode_command(b"PING", (3).to_bytes(2, "big")))
+        with anyio.fail_after(5):
+            await peer.closed_by_server()
+
+
+async def test_a_slow_handler_does_not_make_the_peer_look_silent() -> None:
+    class Slow(EchoRouter):
+        async def on_message(self, identity: bytes, frames: list[bytes]) -> None:
+            await anyio.sleep(0.6)  # slow work in the handler, longer than the timeout
+            await super().on_message(identity, frames)
+
+    router = Slow(heartbeat=Heartbeat(interval=0.05, timeout=0.2))
+    async with serving(router) as (_, address), await connect(address) as peer:
+        await handshake(peer, b"patient")
+        await peer.send(encode_message([b"work"]))
+        reply = encode_message([b"work"])
+        data = b""
+        with anyio.fail_after(5):
+            while not data.endswith(reply):  # PINGs may come first
+                data += await peer.reader.read_some()

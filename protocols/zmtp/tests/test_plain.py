@@ -90,3 +90,41 @@ async def test_our_plain_dealer_against_a_libzmq_plain_router() -> None:
     finally:
         auth.stop()
         ctx.destroy(0)
+
+
+async def test_servers_with_different_options_do_not_share_a_router() -> None:
+    from sota_zmtp import ZmtpEchoDispatcher
+
+    open_server = Server(ZmtpEchoDispatcher, "127.0.0.1:0")
+    plain_server = Server(
+        ZmtpEchoDispatcher, "127.0.0.1:0", options={"plain_user": "admin", "plain_password": "secret"}
+    )
+    async with anyio.create_task_group() as tg:
+        open_address = await tg.start(open_server.serve)
+        plain_address = await tg.start(plain_server.serve)
+        # The first connection goes to the open server; the PLAIN one must
+        # still demand credentials.
+        assert await anyio.to_thread.run_sync(null_round_trip, open_address) == [b"open"]
+        assert await anyio.to_thread.run_sync(null_round_trip, plain_address) is None
+        assert await anyio.to_thread.run_sync(plain_dealer_round_trip, plain_address, b"secret") == [
+            b"hello",
+            b"plain",
+        ]
+        open_server.shutdown()
+        plain_server.shutdown()
+
+
+def null_round_trip(address: str) -> list[bytes] | None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.setsockopt(zmq.RCVTIMEO, 1000)
+        dealer.connect(f"tcp://{address}")
+        dealer.send(b"open")
+        try:
+            return dealer.recv_multipart()
+        except zmq.Again:
+            return None
+    finally:
+        ctx.destroy(0)
