@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "protocols" / "simple_line"), str(ROOT / "protocols" / "zmtp")]
+sys.path[:0] = [str(ROOT)] + [str(ROOT / "protocols" / name) for name in ("simple_line", "zmtp", "xprotocol")]
 
 project = "sota-dispatch"
 author = "the sota-dispatch developers"

@@ -1,0 +1,213 @@
+"""Our Hessian 2 subset against Java's own encodings (Caucho 4.0.38, OpenJDK 17)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sota_dispatch import ProtocolError
+from sota_xprotocol.hessian2 import (
+    Hessian2Error,
+    HessianObject,
+    NeedMoreData,
+    TypedMap,
+    decode,
+    decode_all,
+    encode,
+    encode_long,
+)
+
+VECTORS = dict(
+    line.rstrip("\n").split("\t")
+    for line in (Path(__file__).parent / "vectors" / "hessian2_java.tsv").read_text().splitlines()
+    if line.strip()
+)
+
+EXPECTED: dict[str, Any] = {
+    "string:a\\U0001F600": "a\U0001f600",
+    "string:z*70000": "z" * 70000,
+    "string:x*32767+\\U0001F600+tail": "x" * 32767 + "\U0001f600" + "tail",
+    "string:~*40000": "~" * 40000,
+    "string:empty": "",
+    "string:1023 chars": "q" * 1023,
+    "string:1024 chars": "q" * 1024,
+    "map:HashMap{path:a.B}": {"path": "a.B"},
+    "map:TreeMap{path:a.B}": {"path": "a.B"},
+    "list:int[]{0,1}": [0, 1],
+    "list:ArrayList[a,b]": ["a", "b"],
+    "list:String[]{a,b}": ["a", "b"],
+    "int:1": 1,
+    "int:-2049": -2049,
+    "int:262144": 262144,
+    "long:300": 300,
+    "long:-9223372036854775808": -(2**63),
+    "double:1.5": 1.5,
+    "double:3.14159": 3.14159,
+    "date:0": dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc),
+    "binary:16 bytes": bytes(16),
+    "binary:70000 bytes": bytes(70000),
+    "null": None,
+    "bool:true": True,
+}
+
+
+def test_every_vector_has_an_expectation() -> None:
+    assert set(VECTORS) == set(EXPECTED) | {"object:RuntimeException(boom)", "ref:list of same map twice"}
+
+
+@pytest.mark.parametrize("label", sorted(EXPECTED))
+def test_java_vector_decodes_to_its_label(label: str) -> None:
+    data = bytes.fromhex(VECTORS[label])
+    value, end = decode(data)
+    assert end == len(data)
+    assert value == EXPECTED[label]
+    assert type(value) is type(EXPECTED[label]) or isinstance(value, dict)
+
+
+def test_treemap_keeps_its_type() -> None:
+    value, _ = decode(bytes.fromhex(VECTORS["map:TreeMap{path:a.B}"]))
+    assert isinstance(value, TypedMap)
+    assert value.type == "java.util.TreeMap"
+
+
+def test_exception_object_with_a_cause_referring_to_itself() -> None:
+    value, _end = decode(bytes.fromhex(VECTORS["object:RuntimeException(boom)"]))
+    assert isinstance(value, HessianObject)
+    assert value.type == "java.lang.RuntimeException"
+    assert value.fields["detailMessage"] == "boom"
+    assert value.fields["cause"] is value  # Q to the object being built
+
+
+def test_back_reference_is_the_same_object() -> None:
+    value, _ = decode(bytes.fromhex(VECTORS["ref:list of same map twice"]))
+    assert value == [{"k": "v"}, {"k": "v"}]
+    assert value[0] is value[1]
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        "string:a\\U0001F600",
+        "string:z*70000",
+        "string:x*32767+\\U0001F600+tail",
+        "string:~*40000",
+        "string:empty",
+        "string:1023 chars",
+        "string:1024 chars",
+        "map:HashMap{path:a.B}",
+        "map:TreeMap{path:a.B}",
+        "list:ArrayList[a,b]",
+        "int:1",
+        "int:-2049",
+        "int:262144",
+        "double:1.5",
+        "double:3.14159",
+        "date:0",
+        "binary:16 bytes",
+        "null",
+        "bool:true",
+    ],
+)
+def test_encoder_reproduces_java_bytes(label: str) -> None:
+    value, _ = decode(bytes.fromhex(VECTORS[label]))
+    assert encode(value).hex() == VECTORS[label]
+
+
+@pytest.mark.parametrize("label", ["long:300", "long:-9223372036854775808"])
+def test_long_encoder_reproduces_java_bytes(label: str) -> None:
+    assert encode_long(EXPECTED[label]).hex() == VECTORS[label]
+
+
+def test_four_byte_utf8_from_non_java_writers_counts_two_units() -> None:
+    assert decode(b"\x03a" + "\U0001f600".encode())[0] == "a\U0001f600"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x02\x80\x80", "lead byte"),
+        (b"\x01\xed\xa0\xbd", "unpaired surrogate"),
+        (b"\x51\x90", "back reference 0"),
+        (b"\x60", "class 0"),
+        (b"\x71\x90", "type reference 0"),
+        (b"\x58\x49\x7f\xff\xff\xff", "out of bounds"),
+        (b"\xfe" * 0 + b"\x47", "unknown"),
+        (b"\x52\x00\x01a\x91", "string chunk followed"),
+        (b"H\x78\x90Z", "unhashable"),
+    ],
+)
+def test_malformed_input_is_a_hessian_error(data: bytes, message: str) -> None:
+    with pytest.raises(Hessian2Error, match=message):
+        decode(data)
+
+
+def test_depth_is_bounded() -> None:
+    with pytest.raises(Hessian2Error, match="nesting deeper than 64"):
+        decode(b"\x79" * 100 + b"N")
+
+
+def test_decode_all_shares_the_reference_table() -> None:
+    first = encode({"k": "v"})
+    values = decode_all(first + b"\x51\x90")
+    assert values[0] is values[1]
+
+
+# -- properties --------------------------------------------------------------
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**31), max_value=2**31 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40)
+    | st.binary(max_size=40)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=9) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300)
+@given(values)
+def test_round_trip(value: Any) -> None:
+    data = encode(value)
+    decoded, end = decode(data)
+    assert end == len(data)
+    assert decoded == value
+
+
+@settings(max_examples=200)
+@given(values)
+def test_truncation_at_every_offset_needs_more_or_is_an_error(value: Any) -> None:
+    data = encode(value)
+    for cut in range(len(data)):
+        with pytest.raises((NeedMoreData, Hessian2Error)):
+            decode(data[:cut])
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=60))
+def test_garbage_raises_only_protocol_errors_or_need_more(data: bytes) -> None:
+    with contextlib.suppress(ProtocolError, NeedMoreData):
+        decode_all(data)
+
+
+@given(
+    st.integers(min_value=32760, max_value=32775),
+    st.lists(st.sampled_from(["x", "\U0001f600", "\u00e9"]), max_size=20),
+    st.integers(min_value=0, max_value=70000),
+)
+@settings(max_examples=25, deadline=None)
+def test_long_strings_chunk_without_splitting_surrogates(lead: int, middle: list[str], tail: int) -> None:
+    text = "x" * lead + "".join(middle) + "\U0001f600" * 3 + "y" * tail
+    data = encode(text)
+    assert decode(data)[0] == text
+    assert decode(data)[1] == len(data)
