@@ -1,0 +1,349 @@
+"""SOFA bolt v1 and v2 frames, sans-I/O.
+
+A :class:`BoltFrame` keeps the exact bytes it was decoded from, so a proxy
+can rewrite only the request id in place (:meth:`BoltFrame.with_request_id`,
+MOSN's fast path) and re-encode only when headers or body changed. The
+header map is decoded the way SOFA-RPC does it: a pair with a null key or
+value (length -1) is dropped after both strings are read, which keeps the
+rest aligned (MOSN skips only the null string and desynchronises). Bolt v2
+frames with ``ver1 == 2`` and the CRC switch bit carry a CRC32 over the
+frame, checked on decode and recomputed when the frame changes; MOSN does
+not implement it.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import zlib
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from sota_dispatch import LimitExceeded, ProtocolError
+
+__all__ = [
+    "BOLT_V1",
+    "BOLT_V2",
+    "BoltDecoder",
+    "BoltFrame",
+    "CmdCode",
+    "FrameType",
+    "ResponseStatus",
+    "decode_header_map",
+    "encode_frames",
+    "encode_header_map",
+    "heartbeat_ack",
+    "heartbeat_request",
+]
+
+BOLT_V1 = 0x01
+BOLT_V2 = 0x02
+DEFAULT_MAX_FRAME_SIZE = 8 * 1024 * 1024
+_CRC_SWITCH = 0x01
+
+
+class FrameType(enum.IntEnum):
+    RESPONSE = 0
+    REQUEST = 1
+    ONEWAY = 2
+
+
+class CmdCode(enum.IntEnum):
+    HEARTBEAT = 0
+    RPC_REQUEST = 1
+    RPC_RESPONSE = 2
+
+
+class ResponseStatus(enum.IntEnum):
+    """Bolt response statuses (hex values: they jump from 9 to 0x10)."""
+
+    SUCCESS = 0x00
+    ERROR = 0x01
+    SERVER_EXCEPTION = 0x02
+    UNKNOWN = 0x03
+    SERVER_THREADPOOL_BUSY = 0x04
+    ERROR_COMM = 0x05
+    NO_PROCESSOR = 0x06
+    TIMEOUT = 0x07
+    CLIENT_SEND_ERROR = 0x08
+    CODEC_EXCEPTION = 0x09
+    CONNECTION_CLOSED = 0x10
+    SERVER_SERIAL_EXCEPTION = 0x11
+    SERVER_DESERIAL_EXCEPTION = 0x12
+
+
+#: Fixed header sizes by (proto, is_response).
+_HEADER_SIZE = {(BOLT_V1, False): 22, (BOLT_V1, True): 20, (BOLT_V2, False): 24, (BOLT_V2, True): 22}
+_U32 = struct.Struct(">I")
+_I32 = struct.Struct(">i")
+
+
+def decode_header_map(data: bytes) -> dict[str, str]:
+    """Decode ``u32 len, key, u32 len, value`` pairs to the end of ``data``."""
+    result: dict[str, str] = {}
+    pos, end = 0, len(data)
+    while pos < end:
+        key, pos = _header_string(data, pos, end)
+        value, pos = _header_string(data, pos, end)
+        if key is not None and value is not None:
+            result[key] = value
+    return result
+
+
+def _header_string(data: bytes, pos: int, end: int) -> tuple[str | None, int]:
+    if pos + 4 > end:
+        raise ProtocolError(f"bolt header map: length field cut at offset {pos}")
+    size = _U32.unpack_from(data, pos)[0]
+    pos += 4
+    if size == 0xFFFFFFFF:
+        return None, pos
+    if pos + size > end:
+        raise ProtocolError(f"bolt header map: a {size}-byte string past the end at offset {pos}")
+    try:
+        return data[pos : pos + size].decode("utf-8"), pos + size
+    except UnicodeDecodeError:
+        raise ProtocolError(f"bolt header map: string at offset {pos} is not UTF-8") from None
+
+
+def encode_header_map(header: Mapping[str, str]) -> bytes:
+    """Encode a header map; the result must fit the u16 header length (and
+    Java's signed short: under 32768 bytes)."""
+    out = bytearray()
+    for key, value in header.items():
+        k, v = key.encode(), value.encode()
+        out += _U32.pack(len(k)) + k + _U32.pack(len(v)) + v
+    if len(out) >= 0x8000:
+        raise ValueError(f"bolt header map of {len(out)} bytes (Java peers read the length as a signed short)")
+    return bytes(out)
+
+
+@attrs.define(eq=False)
+class BoltFrame:
+    """One bolt command. ``raw`` is its exact encoding (set by the decoder
+    and by :meth:`encode`); ``header`` is decoded on first access."""
+
+    type: FrameType
+    cmdcode: int
+    request_id: int
+    codec: int = 1
+    #: Request timeout in ms (-1: none); unused in responses.
+    timeout: int = -1
+    #: Response status; unused in requests.
+    status: int = 0
+    class_name: bytes = b""
+    header_bytes: bytes = b""
+    content: bytes = b""
+    proto: int = BOLT_V1
+    ver1: int = 1
+    switch: int = 0
+    ver2: int = 1
+    raw: bytes = b""
+    _header: dict[str, str] | None = attrs.field(default=None, init=False, repr=False)
+
+    @property
+    def is_response(self) -> bool:
+        return self.type is FrameType.RESPONSE
+
+    @property
+    def is_heartbeat(self) -> bool:
+        return self.cmdcode == CmdCode.HEARTBEAT
+
+    @property
+    def has_crc(self) -> bool:
+        return self.proto == BOLT_V2 and self.ver1 == 2 and bool(self.switch & _CRC_SWITCH)
+
+    @property
+    def header(self) -> dict[str, str]:
+        """The header map (``service`` is the routing key SOFA-RPC writes)."""
+        if self._header is None:
+            self._header = decode_header_map(self.header_bytes)
+        return self._header
+
+    @property
+    def id_offset(self) -> int:
+        """Where the 4-byte request id sits in :attr:`raw`."""
+        return 5 if self.proto == BOLT_V1 else 6
+
+    def with_request_id(self, request_id: int) -> bytes:
+        """The raw frame with another request id: 4 bytes patched (and the
+        CRC, if the frame has one), nothing re-encoded."""
+        raw = bytearray(self.raw or self.encode())
+        offset = self.id_offset
+        raw[offset : offset + 4] = _U32.pack(request_id & 0xFFFFFFFF)
+        if self.has_crc:
+            raw[-4:] = _I32.pack(_signed32(zlib.crc32(memoryview(raw)[:-4])))
+        return bytes(raw)
+
+    def encode(self) -> bytes:
+        """Encode from the fields (and remember the result in :attr:`raw`)."""
+        if self._header is not None:
+            self.header_bytes = encode_header_map(self._header)
+        head = bytearray()
+        head += bytes((self.proto,))
+        if self.proto == BOLT_V2:
+            head.append(self.ver1)
+        head.append(int(self.type))
+        head += struct.pack(">HB", self.cmdcode, self.ver2)
+        head += _U32.pack(self.request_id & 0xFFFFFFFF)
+        head.append(self.codec)
+        if self.proto == BOLT_V2:
+            head.append(self.switch)
+        if self.is_response:
+            head += struct.pack(">H", self.status)
+        else:
+            head += _I32.pack(self.timeout)
+        head += struct.pack(">HHI", len(self.class_name), len(self.header_bytes), len(self.content))
+        frame = bytes(head) + self.class_name + self.header_bytes + self.content
+        if self.has_crc:
+            frame += _I32.pack(_signed32(zlib.crc32(frame)))
+        self.raw = frame
+        return frame
+
+
+def _signed32(value: int) -> int:
+    return value - (1 << 32) if value & 0x80000000 else value
+
+
+def heartbeat_request(request_id: int, proto: int = BOLT_V1) -> BoltFrame:
+    """A heartbeat as MOSN and Java send it (timeout -1, hessian codec)."""
+    return BoltFrame(FrameType.REQUEST, CmdCode.HEARTBEAT, request_id, codec=1, timeout=-1, proto=proto)
+
+
+def heartbeat_ack(request: BoltFrame) -> BoltFrame:
+    """The canonical reply to a heartbeat request: same id, status SUCCESS."""
+    return BoltFrame(
+        FrameType.RESPONSE,
+        CmdCode.HEARTBEAT,
+        request.request_id,
+        codec=request.codec,
+        status=ResponseStatus.SUCCESS,
+        proto=request.proto,
+        ver1=request.ver1,
+        switch=request.switch,
+        ver2=request.ver2,
+    )
+
+
+class BoltDecoder:
+    """Turn a byte stream into :class:`BoltFrame` objects (v1 and v2 mixed).
+
+    The frame size is checked as soon as the fixed header is in, before the
+    body is buffered: over ``max_frame_size`` is a
+    :class:`~sota_dispatch.LimitExceeded`.
+    """
+
+    def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self.max_frame_size = max_frame_size
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._need = 1
+
+    @property
+    def buffered(self) -> int:
+        return self._buffered
+
+    def feed(self, data: bytes) -> list[BoltFrame]:
+        """Parse ``data``; return every frame it completed, in order."""
+        if data:
+            self._chunks.append(data)
+            self._buffered += len(data)
+        if self._buffered < self._need:
+            return []
+        work = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        frames: list[BoltFrame] = []
+        pos, end = 0, len(work)
+        while True:
+            need = self._frame(work, pos, end, frames)
+            if need:
+                self._need = need
+                break
+            pos = len(frames[-1].raw) + pos
+        rest = end - pos
+        self._chunks = [work[pos:]] if rest else []
+        self._buffered = rest
+        return frames
+
+    def _frame(self, work: bytes, pos: int, end: int, frames: list[BoltFrame]) -> int:
+        """Decode one frame at ``pos`` into ``frames``; else return the bytes needed."""
+        avail = end - pos
+        if avail < 2:
+            if avail == 1:
+                _check_proto(work[pos])
+            return 2 if avail else 1
+        proto = work[pos]
+        _check_proto(proto)
+        type_at = pos + (2 if proto == BOLT_V2 else 1)
+        if avail <= type_at - pos:
+            return type_at - pos + 1
+        try:
+            frame_type = FrameType(work[type_at])
+        except ValueError:
+            raise ProtocolError(f"bolt frame type {work[type_at]} is not 0, 1 or 2") from None
+        is_response = frame_type is FrameType.RESPONSE
+        header_size = _HEADER_SIZE[(proto, is_response)]
+        if avail < header_size:
+            return header_size
+        head = pos
+        ver1 = work[pos + 1] if proto == BOLT_V2 else 1
+        p = type_at + 1
+        cmdcode, ver2, request_id, codec = struct.unpack_from(">HBIB", work, p)
+        p += 8
+        if cmdcode not in (0, 1, 2):
+            raise ProtocolError(f"bolt cmdcode {cmdcode} is not heartbeat, request or response")
+        switch = 0
+        if proto == BOLT_V2:
+            switch = work[p]
+            p += 1
+        timeout, status = -1, 0
+        if is_response:
+            status = struct.unpack_from(">H", work, p)[0]
+            p += 2
+        else:
+            timeout = _I32.unpack_from(work, p)[0]
+            p += 4
+        class_len, header_len, content_len = struct.unpack_from(">HHI", work, p)
+        p += 8
+        has_crc = proto == BOLT_V2 and ver1 == 2 and bool(switch & _CRC_SWITCH)
+        total: int = header_size + class_len + header_len + content_len + (4 if has_crc else 0)
+        if total > self.max_frame_size:
+            raise LimitExceeded(f"bolt frame of {total} bytes", self.max_frame_size)
+        if avail < total:
+            return total
+        raw = work[head : head + total]
+        if has_crc:
+            expected = _I32.unpack_from(raw, total - 4)[0]
+            if _signed32(zlib.crc32(memoryview(raw)[: total - 4])) != expected:
+                raise ProtocolError("bolt v2 CRC check failed")
+        c0 = p
+        h0 = c0 + class_len
+        b0 = h0 + header_len
+        frames.append(
+            BoltFrame(
+                frame_type,
+                cmdcode,
+                request_id,
+                codec=codec,
+                timeout=timeout,
+                status=status,
+                class_name=work[c0:h0],
+                header_bytes=work[h0:b0],
+                content=work[b0 : b0 + content_len],
+                proto=proto,
+                ver1=ver1,
+                switch=switch,
+                ver2=ver2,
+                raw=raw,
+            )
+        )
+        return 0
+
+
+def _check_proto(proto: int) -> None:
+    if proto not in (BOLT_V1, BOLT_V2):
+        raise ProtocolError(f"not a bolt frame: protocol byte 0x{proto:02x}")
+
+
+def encode_frames(frames: Iterable[BoltFrame]) -> bytes:
+    """Concatenate the encodings of ``frames`` (their raw bytes when present)."""
+    return b"".join(frame.raw or frame.encode() for frame in frames)
