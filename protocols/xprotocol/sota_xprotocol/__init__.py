@@ -1,12 +1,14 @@
 """sota-xprotocol: SOFA bolt and Dubbo for sota-dispatch (in progress).
 
-So far: :mod:`sota_xprotocol.hessian2`, our own Hessian 2.0 subset
-(decoder, skipper, reply encoder), checked against Java's own encodings.
-The bolt and dubbo codecs, their local services and the client role follow.
+So far the sans-I/O layer: :mod:`~sota_xprotocol.hessian2` (our own Hessian
+2.0 subset, checked against Java's encodings), :mod:`~sota_xprotocol.bolt`
+(bolt v1/v2 frames with the v2 CRC32) and :mod:`~sota_xprotocol.dubbo`
+(dubbo frames, lazily decoded invocations, canonical heartbeats and
+replies). The dispatchers, local services and the client role follow.
 """
 
 from __future__ import annotations
 
-from . import hessian2
+from . import bolt, dubbo, hessian2
 
-__all__ = ["hessian2"]
+__all__ = ["bolt", "dubbo", "hessian2"]

@@ -1,0 +1,296 @@
+"""Dubbo frames (magic ``da bb``), sans-I/O, with lazily decoded routing metadata.
+
+The 16-byte header (flag, status, 64-bit id, body length) is all a proxy
+needs to forward a frame; a :class:`DubboFrame` keeps its raw bytes so the
+id can be rewritten in place (:meth:`DubboFrame.with_request_id`). The
+routing metadata of a request (dubbo version, service path and version,
+method, and the attachments that carry group and interface) is decoded from
+the hessian2 body only when asked (:meth:`DubboFrame.invocation`). The magic
+is checked on every frame, not only the first (MOSN trusts a bogus length
+mid-stream and waits), and the body length is checked on the header.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from sota_dispatch import LimitExceeded, ProtocolError
+
+from . import hessian2
+
+__all__ = [
+    "HESSIAN2",
+    "MAGIC",
+    "DubboDecoder",
+    "DubboFrame",
+    "DubboStatus",
+    "Invocation",
+    "ResponseType",
+    "count_arguments",
+    "encode_frames",
+    "error_response",
+    "heartbeat_request",
+    "heartbeat_response",
+    "value_response",
+]
+
+MAGIC = b"\xda\xbb"
+FLAG_REQUEST = 0x80
+FLAG_TWOWAY = 0x40
+FLAG_EVENT = 0x20
+SERIALIZATION_MASK = 0x1F
+#: Serialization id of hessian2, the default (and the only one we decode).
+HESSIAN2 = 2
+DEFAULT_MAX_FRAME_SIZE = 8 * 1024 * 1024
+_HEADER = struct.Struct(">2sBBqi")
+
+
+class DubboStatus(enum.IntEnum):
+    """Response statuses; any other than OK carries a hessian2 string body."""
+
+    OK = 20
+    SERIALIZATION_ERROR = 25
+    CLIENT_TIMEOUT = 30
+    SERVER_TIMEOUT = 31
+    CHANNEL_INACTIVE = 35
+    BAD_REQUEST = 40
+    BAD_RESPONSE = 50
+    SERVICE_NOT_FOUND = 60
+    SERVICE_ERROR = 70
+    SERVER_ERROR = 80
+    CLIENT_ERROR = 90
+    SERVER_THREADPOOL_EXHAUSTED_ERROR = 100
+
+
+class ResponseType(enum.IntEnum):
+    """The leading int of an OK response body."""
+
+    EXCEPTION = 0
+    VALUE = 1
+    NULL = 2
+    EXCEPTION_WITH_ATTACHMENTS = 3
+    VALUE_WITH_ATTACHMENTS = 4
+    NULL_WITH_ATTACHMENTS = 5
+
+
+@attrs.frozen
+class Invocation:
+    """A request body, decoded: what a proxy routes on, and the arguments."""
+
+    dubbo_version: str
+    path: str
+    version: str | None
+    method: str
+    descriptor: str
+    arguments: tuple[Any, ...]
+    attachments: Mapping[str, Any]
+
+    @property
+    def interface(self) -> str:
+        """The service interface (Java writes ``interface``, else ``path``)."""
+        value = self.attachments.get("interface")
+        return value if isinstance(value, str) else self.path
+
+    @property
+    def group(self) -> str | None:
+        value = self.attachments.get("group")
+        return value if isinstance(value, str) else None
+
+
+@attrs.define(eq=False)
+class DubboFrame:
+    """One dubbo frame; ``raw`` holds its exact bytes."""
+
+    flag: int
+    status: int
+    request_id: int
+    body: bytes
+    raw: bytes = b""
+
+    @property
+    def is_request(self) -> bool:
+        return bool(self.flag & FLAG_REQUEST)
+
+    @property
+    def is_twoway(self) -> bool:
+        return bool(self.flag & FLAG_TWOWAY)
+
+    @property
+    def is_event(self) -> bool:
+        return bool(self.flag & FLAG_EVENT)
+
+    @property
+    def is_heartbeat(self) -> bool:
+        """An event frame whose payload is hessian null (Java's heartbeat)."""
+        return self.is_event and self.body in (b"N", b"NN", b"")
+
+    @property
+    def serialization(self) -> int:
+        return self.flag & SERIALIZATION_MASK
+
+    def with_request_id(self, request_id: int) -> bytes:
+        """The raw frame with another id: 8 bytes patched, nothing re-encoded."""
+        raw = bytearray(self.raw or self.encode())
+        raw[4:12] = struct.pack(">Q", request_id & 0xFFFFFFFFFFFFFFFF)
+        return bytes(raw)
+
+    def encode(self) -> bytes:
+        """Encode from the fields (and remember the result in :attr:`raw`)."""
+        request_id = self.request_id & 0xFFFFFFFFFFFFFFFF
+        header = struct.pack(">2sBBQi", MAGIC, self.flag, self.status, request_id, len(self.body))
+        self.raw = header + self.body
+        return self.raw
+
+    def invocation(self) -> Invocation:
+        """Decode the request body (hessian2 only); raises ProtocolError if malformed."""
+        if not self.is_request or self.is_event:
+            raise ValueError("only a request carries an invocation")
+        if self.serialization != HESSIAN2:
+            raise ProtocolError(f"dubbo serialization {self.serialization} is not hessian2")
+        try:
+            values = hessian2.decode_all(self.body)
+        except hessian2.NeedMoreData:
+            raise ProtocolError("dubbo request body ends inside a value") from None
+        if len(values) < 5:
+            raise ProtocolError(f"dubbo request body has {len(values)} values, fewer than 5")
+        dubbo_version, path, version, method, descriptor = values[:5]
+        if not all(isinstance(v, str) for v in (dubbo_version, path, method, descriptor)) or not (
+            version is None or isinstance(version, str)
+        ):
+            raise ProtocolError("dubbo request header values are not strings")
+        count = count_arguments(descriptor)
+        rest = values[5:]
+        if len(rest) not in (count, count + 1):
+            raise ProtocolError(f"descriptor {descriptor!r} wants {count} arguments, the body has {len(rest)} values")
+        attachments = rest[count] if len(rest) == count + 1 else {}
+        if not isinstance(attachments, dict):
+            raise ProtocolError("dubbo attachments are not a map")
+        return Invocation(dubbo_version, path, version, method, descriptor, tuple(rest[:count]), attachments)
+
+
+_PRIMITIVES = frozenset("ZBCSIJFD")
+
+
+def count_arguments(descriptor: str) -> int:
+    """Arguments in a JVM parameter descriptor such as ``Ljava/lang/String;IZD``."""
+    count, i, end = 0, 0, len(descriptor)
+    while i < end:
+        while i < end and descriptor[i] == "[":
+            i += 1
+        if i >= end:
+            raise ProtocolError(f"descriptor {descriptor!r} ends after '['")
+        ch = descriptor[i]
+        if ch == "L":
+            close = descriptor.find(";", i)
+            if close < 0:
+                raise ProtocolError(f"descriptor {descriptor!r} has an unterminated class name")
+            i = close + 1
+        elif ch in _PRIMITIVES:
+            i += 1
+        else:
+            raise ProtocolError(f"descriptor {descriptor!r} has an invalid type {ch!r}")
+        count += 1
+    return count
+
+
+def heartbeat_request(request_id: int) -> DubboFrame:
+    """``da bb e2 00 <id> 00000001 4e``: a two-way event whose body is null."""
+    return DubboFrame(FLAG_REQUEST | FLAG_TWOWAY | FLAG_EVENT | HESSIAN2, 0, request_id, b"N")
+
+
+def heartbeat_response(request: DubboFrame) -> DubboFrame:
+    """``da bb 22 14 <id> 00000001 4e``: one byte of body, not MOSN's two."""
+    return DubboFrame(FLAG_EVENT | request.serialization, DubboStatus.OK, request.request_id, b"N")
+
+
+def _supports_response_attachments(dubbo_version: str) -> bool:
+    # Java's Version.isSupportResponseAttachment: 2.0.2 up to 2.0.99.
+    parts = dubbo_version.split(".")
+    if len(parts) < 3 or parts[:2] != ["2", "0"] or not parts[2].isdigit():
+        return False
+    return 2 <= int(parts[2]) <= 99
+
+
+def value_response(request: DubboFrame, value: Any, *, dubbo_version: str = "") -> DubboFrame:
+    """An OK response carrying ``value`` (type 1, or 4 with attachments when
+    the request's dubbo version asks for them, as Java does)."""
+    if _supports_response_attachments(dubbo_version):
+        kind = ResponseType.VALUE_WITH_ATTACHMENTS if value is not None else ResponseType.NULL_WITH_ATTACHMENTS
+        body = hessian2.encode(int(kind))
+        if value is not None:
+            body += hessian2.encode(value)
+        body += hessian2.encode({"dubbo": "2.0.2"})
+    else:
+        kind = ResponseType.VALUE if value is not None else ResponseType.NULL
+        body = hessian2.encode(int(kind)) + (hessian2.encode(value) if value is not None else b"")
+    return DubboFrame(request.serialization, DubboStatus.OK, request.request_id, body)
+
+
+def error_response(request: DubboFrame, status: int, message: str) -> DubboFrame:
+    """A failed response: the status and a hessian2 string body, e.g.
+    ``502|no healthy upstream``."""
+    return DubboFrame(request.serialization, status, request.request_id, hessian2.encode(message))
+
+
+class DubboDecoder:
+    """Turn a byte stream into :class:`DubboFrame` objects.
+
+    Every frame must start with the magic; the body length is checked
+    against ``max_frame_size`` on the header, before the body is buffered.
+    """
+
+    def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+        self.max_frame_size = max_frame_size
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._need = 1
+
+    @property
+    def buffered(self) -> int:
+        return self._buffered
+
+    def feed(self, data: bytes) -> list[DubboFrame]:
+        """Parse ``data``; return every frame it completed, in order."""
+        if data:
+            self._chunks.append(data)
+            self._buffered += len(data)
+        if self._buffered < self._need:
+            return []
+        work = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        frames: list[DubboFrame] = []
+        pos, end = 0, len(work)
+        while True:
+            avail = end - pos
+            if avail < 16:
+                if (avail and work[pos] != 0xDA) or (avail > 1 and work[pos + 1] != 0xBB):
+                    raise ProtocolError(f"not a dubbo frame: starts with {work[pos : pos + 2].hex()}")
+                self._need = 16
+                break
+            magic, flag, status, request_id, body_len = _HEADER.unpack_from(work, pos)
+            if magic != MAGIC:
+                raise ProtocolError(f"not a dubbo frame: magic {magic.hex()} at offset {pos}")
+            if body_len < 0:
+                raise ProtocolError(f"dubbo body length {body_len} is negative")
+            total = 16 + body_len
+            if total > self.max_frame_size:
+                raise LimitExceeded(f"dubbo frame of {total} bytes", self.max_frame_size)
+            if avail < total:
+                self._need = total
+                break
+            raw = work[pos : pos + total]
+            frames.append(DubboFrame(flag, status, request_id & 0xFFFFFFFFFFFFFFFF, raw[16:], raw))
+            pos += total
+        rest = end - pos
+        self._chunks = [work[pos:]] if rest else []
+        self._buffered = rest
+        return frames
+
+
+def encode_frames(frames: Iterable[DubboFrame]) -> bytes:
+    """Concatenate the encodings of ``frames`` (their raw bytes when present)."""
+    return b"".join(frame.raw or frame.encode() for frame in frames)
