@@ -188,14 +188,28 @@ class BufferedReader:
             pass
         return bytes(self._buf[self._pos : self._pos + n])
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """Yield every chunk of input until a clean end of input.
+    def chunks(self) -> AsyncIterator[bytes]:
+        """Iterate over every chunk of input until a clean end of input.
 
-        This is the feed loop for sans-I/O codecs: ``for data in chunks():
-        frames = codec.feed(data)``. Bytes already buffered come first.
+        This is the feed loop for sans-I/O codecs: ``async for data in
+        reader.chunks(): frames = codec.feed(data)``. Bytes already buffered
+        come first. It is a plain iterator object, not an async generator,
+        so leaving the loop by an exception needs no ``aclosing()``.
         """
-        while True:
-            try:
-                yield await self.read_some()
-            except anyio.EndOfStream:
-                return
+        return _Chunks(self)
+
+
+class _Chunks:
+    __slots__ = ("_reader",)
+
+    def __init__(self, reader: BufferedReader) -> None:
+        self._reader = reader
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._reader.read_some()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None

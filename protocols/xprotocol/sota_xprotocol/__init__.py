@@ -4,11 +4,14 @@ So far the sans-I/O layer: :mod:`~sota_xprotocol.hessian2` (our own Hessian
 2.0 subset, checked against Java's encodings), :mod:`~sota_xprotocol.bolt`
 (bolt v1/v2 frames with the v2 CRC32) and :mod:`~sota_xprotocol.dubbo`
 (dubbo frames, lazily decoded invocations, canonical heartbeats and
-replies). The dispatchers, local services and the client role follow.
+replies). :mod:`~sota_xprotocol.service` holds the echo services
+registered as ``bolt``, ``dubbo`` and ``xprotocol`` (auto-detected). The
+client role follows.
 """
 
 from __future__ import annotations
 
 from . import bolt, dubbo, hessian2
+from .service import BoltEchoDispatcher, DubboEchoDispatcher, XProtocolEchoDispatcher
 
-__all__ = ["bolt", "dubbo", "hessian2"]
+__all__ = ["BoltEchoDispatcher", "DubboEchoDispatcher", "XProtocolEchoDispatcher", "bolt", "dubbo", "hessian2"]

@@ -238,13 +238,22 @@ class BoltDecoder:
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._need = 1
+        #: An error found after frames that came before it in the same feed;
+        #: :meth:`feed` raises it next time (or call :meth:`check`).
+        self.pending_error: ProtocolError | None = None
 
     @property
     def buffered(self) -> int:
         return self._buffered
 
+    def check(self) -> None:
+        """Raise the error found after the last frames handed out, if any."""
+        if self.pending_error is not None:
+            raise self.pending_error
+
     def feed(self, data: bytes) -> list[BoltFrame]:
         """Parse ``data``; return every frame it completed, in order."""
+        self.check()
         if data:
             self._chunks.append(data)
             self._buffered += len(data)
@@ -254,7 +263,14 @@ class BoltDecoder:
         frames: list[BoltFrame] = []
         pos, end = 0, len(work)
         while True:
-            need = self._frame(work, pos, end, frames)
+            try:
+                need = self._frame(work, pos, end, frames)
+            except ProtocolError as exc:
+                if not frames:
+                    raise
+                # Hand out the good frames first; the error comes next.
+                self.pending_error = exc
+                break
             if need:
                 self._need = need
                 break

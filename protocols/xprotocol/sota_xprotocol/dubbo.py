@@ -249,13 +249,22 @@ class DubboDecoder:
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._need = 1
+        #: An error found after frames that came before it in the same feed;
+        #: :meth:`feed` raises it next time (or call :meth:`check`).
+        self.pending_error: ProtocolError | None = None
 
     @property
     def buffered(self) -> int:
         return self._buffered
 
+    def check(self) -> None:
+        """Raise the error found after the last frames handed out, if any."""
+        if self.pending_error is not None:
+            raise self.pending_error
+
     def feed(self, data: bytes) -> list[DubboFrame]:
         """Parse ``data``; return every frame it completed, in order."""
+        self.check()
         if data:
             self._chunks.append(data)
             self._buffered += len(data)
@@ -265,12 +274,31 @@ class DubboDecoder:
         frames: list[DubboFrame] = []
         pos, end = 0, len(work)
         while True:
+            try:
+                frame = self._frame(work, pos, end)
+            except ProtocolError as exc:
+                if not frames:
+                    raise
+                # Hand out the good frames first; the error comes next.
+                self.pending_error = exc
+                break
+            if frame is None:
+                break
+            frames.append(frame)
+            pos += len(frame.raw)
+        rest = end - pos
+        self._chunks = [work[pos:]] if rest else []
+        self._buffered = rest
+        return frames
+
+    def _frame(self, work: bytes, pos: int, end: int) -> DubboFrame | None:
+        if True:
             avail = end - pos
             if avail < 16:
                 if (avail and work[pos] != 0xDA) or (avail > 1 and work[pos + 1] != 0xBB):
                     raise ProtocolError(f"not a dubbo frame: starts with {work[pos : pos + 2].hex()}")
                 self._need = 16
-                break
+                return None
             magic, flag, status, request_id, body_len = _HEADER.unpack_from(work, pos)
             if magic != MAGIC:
                 raise ProtocolError(f"not a dubbo frame: magic {magic.hex()} at offset {pos}")
@@ -281,14 +309,10 @@ class DubboDecoder:
                 raise LimitExceeded(f"dubbo frame of {total} bytes", self.max_frame_size)
             if avail < total:
                 self._need = total
-                break
+                return None
             raw = work[pos : pos + total]
-            frames.append(DubboFrame(flag, status, request_id & 0xFFFFFFFFFFFFFFFF, raw[16:], raw))
-            pos += total
-        rest = end - pos
-        self._chunks = [work[pos:]] if rest else []
-        self._buffered = rest
-        return frames
+            return DubboFrame(flag, status, request_id & 0xFFFFFFFFFFFFFFFF, raw[16:], raw)
+        return None
 
 
 def encode_frames(frames: Iterable[DubboFrame]) -> bytes:

@@ -1,0 +1,164 @@
+"""The local echo services behind ``--protocol bolt|dubbo|xprotocol``.
+
+Each connection feeds every chunk it reads to the sans-I/O decoder and
+answers every complete frame at once into the writer; the reader flushes
+before it waits again, so a connection with many requests in flight gets
+its answers in one send per batch. Heartbeats are answered here, with the
+canonical reply. ``xprotocol`` picks bolt or dubbo from the first bytes
+(0x01 or 0x02: bolt; ``da bb``: dubbo) and refuses anything else at once,
+without waiting for a full header.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from sota_dispatch import Dispatcher, Match, ProtocolError
+
+from . import bolt, dubbo
+
+__all__ = ["BoltEchoDispatcher", "DubboEchoDispatcher", "XProtocolEchoDispatcher"]
+
+log = logging.getLogger(__name__)
+
+_Decoder = bolt.BoltDecoder | dubbo.DubboDecoder
+_OPTIONS: Mapping[str, str] = {"max_frame_size": "largest frame accepted, bytes (default 8 MiB)"}
+
+
+class _CodecService(Dispatcher):
+    options: ClassVar[Mapping[str, str]] = _OPTIONS
+
+    @classmethod
+    def validate_options(cls, options: Mapping[str, str]) -> None:
+        """``max_frame_size`` must be a positive integer."""
+        super().validate_options(options)
+        raw = options.get("max_frame_size")
+        if raw is not None and not (raw.isdigit() and int(raw) > 0):
+            raise ValueError(f"max_frame_size must be a positive integer, got {raw!r}")
+
+    def _max_frame_size(self) -> int:
+        return self.option("max_frame_size", dubbo.DEFAULT_MAX_FRAME_SIZE, int)
+
+    async def _run_codec(self, decoder: _Decoder, handle: Callable[[Any], None]) -> None:
+        async for data in self.reader.chunks():
+            for frame in decoder.feed(data):
+                handle(frame)
+            decoder.check()  # bad bytes after good frames: those were answered first
+
+    async def _serve_bolt(self) -> None:
+        write = self.writer.write
+        await self._run_codec(
+            bolt.BoltDecoder(max_frame_size=self._max_frame_size()), lambda frame: answer_bolt(frame, write)
+        )
+
+    async def _serve_dubbo(self) -> None:
+        write = self.writer.write
+        await self._run_codec(
+            dubbo.DubboDecoder(max_frame_size=self._max_frame_size()), lambda frame: answer_dubbo(frame, write)
+        )
+
+
+def answer_bolt(frame: bolt.BoltFrame, write: Callable[[bytes], None]) -> None:
+    """Echo: SUCCESS with the request's class name and content; heartbeats acked."""
+    if frame.is_response:
+        log.debug("bolt: a response (id %d) sent to a server is dropped", frame.request_id)
+        return
+    if frame.is_heartbeat:
+        write(bolt.heartbeat_ack(frame).encode())
+        return
+    if frame.type is bolt.FrameType.ONEWAY:
+        return
+    reply = bolt.BoltFrame(
+        bolt.FrameType.RESPONSE,
+        bolt.CmdCode.RPC_RESPONSE,
+        frame.request_id,
+        codec=frame.codec,
+        status=bolt.ResponseStatus.SUCCESS,
+        class_name=frame.class_name,
+        content=frame.content,
+        proto=frame.proto,
+        ver1=frame.ver1,
+        switch=frame.switch,
+        ver2=frame.ver2,
+    )
+    write(reply.encode())
+
+
+def answer_dubbo(frame: dubbo.DubboFrame, write: Callable[[bytes], None]) -> None:
+    """Echo: the first argument back (type "value"); heartbeats answered."""
+    if not frame.is_request:
+        log.debug("dubbo: a response (id %d) sent to a server is dropped", frame.request_id)
+        return
+    if frame.is_event:
+        if frame.is_twoway and frame.is_heartbeat:
+            write(dubbo.heartbeat_response(frame).encode())
+        return
+    if not frame.is_twoway:
+        return
+    try:
+        invocation = frame.invocation()
+    except ProtocolError as exc:
+        # The frame itself was sound; only its body is bad: answer, stay up.
+        write(dubbo.error_response(frame, dubbo.DubboStatus.BAD_REQUEST, f"400|{exc}").encode())
+        return
+    value = invocation.arguments[0] if invocation.arguments else None
+    write(dubbo.value_response(frame, value, dubbo_version=invocation.dubbo_version).encode())
+
+
+class BoltEchoDispatcher(_CodecService):
+    """SOFA bolt v1/v2 echo: SUCCESS with the request's class and content."""
+
+    protocol_name: ClassVar[str] = "bolt"
+
+    @classmethod
+    def sniff(cls, prefix: bytes) -> Match:
+        """0x01 (bolt v1) or 0x02 (bolt v2) as the first byte."""
+        if not prefix:
+            return Match.NEED_MORE
+        return Match.YES if prefix[0] in (bolt.BOLT_V1, bolt.BOLT_V2) else Match.NO
+
+    async def serve(self) -> None:
+        await self._serve_bolt()
+
+
+class DubboEchoDispatcher(_CodecService):
+    """Dubbo echo: answers each call with its first argument (hessian2)."""
+
+    protocol_name: ClassVar[str] = "dubbo"
+
+    @classmethod
+    def sniff(cls, prefix: bytes) -> Match:
+        """The magic ``da bb``."""
+        if prefix[:2] == dubbo.MAGIC:
+            return Match.YES
+        return Match.NEED_MORE if prefix == dubbo.MAGIC[: len(prefix)] else Match.NO
+
+    async def serve(self) -> None:
+        await self._serve_dubbo()
+
+
+class XProtocolEchoDispatcher(_CodecService):
+    """bolt or dubbo, told apart by the first bytes; echo either way."""
+
+    protocol_name: ClassVar[str] = "xprotocol"
+
+    @classmethod
+    def sniff(cls, prefix: bytes) -> Match:
+        """Whatever bolt or dubbo would claim."""
+        verdicts = {BoltEchoDispatcher.sniff(prefix), DubboEchoDispatcher.sniff(prefix)}
+        if Match.YES in verdicts:
+            return Match.YES
+        return Match.NEED_MORE if Match.NEED_MORE in verdicts else Match.NO
+
+    async def serve(self) -> None:
+        first = await self.reader.peek(1)
+        if not first:
+            return
+        if first[0] in (bolt.BOLT_V1, bolt.BOLT_V2):
+            await self._serve_bolt()  # same reader: the peeked bytes stay in it
+        elif first[0] == dubbo.MAGIC[0]:
+            await self._serve_dubbo()
+        else:
+            raise ProtocolError(f"neither bolt nor dubbo: first byte 0x{first[0]:02x}")
