@@ -5,13 +5,22 @@ So far the sans-I/O layer: :mod:`~sota_xprotocol.hessian2` (our own Hessian
 (bolt v1/v2 frames with the v2 CRC32) and :mod:`~sota_xprotocol.dubbo`
 (dubbo frames, lazily decoded invocations, canonical heartbeats and
 replies). :mod:`~sota_xprotocol.service` holds the echo services
-registered as ``bolt``, ``dubbo`` and ``xprotocol`` (auto-detected). The
-client role follows.
+registered as ``bolt``, ``dubbo`` and ``xprotocol`` (auto-detected), and
+:class:`BoltClient` the multiplexed bolt client role.
 """
 
 from __future__ import annotations
 
 from . import bolt, dubbo, hessian2
+from .client import BoltClient
 from .service import BoltEchoDispatcher, DubboEchoDispatcher, XProtocolEchoDispatcher
 
-__all__ = ["BoltEchoDispatcher", "DubboEchoDispatcher", "XProtocolEchoDispatcher", "bolt", "dubbo", "hessian2"]
+__all__ = [
+    "BoltClient",
+    "BoltEchoDispatcher",
+    "DubboEchoDispatcher",
+    "XProtocolEchoDispatcher",
+    "bolt",
+    "dubbo",
+    "hessian2",
+]

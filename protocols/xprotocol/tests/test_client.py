@@ -1,0 +1,184 @@
+"""Our bolt client role: against anthunder's AioListener, through a forwarding
+service for anthunder's sync client, and its multiplexing and keepalive."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+from test_peers import anthunder_calls
+
+from sota_dispatch import ConnectionLost, Dispatcher, Server
+from sota_xprotocol import BoltClient, BoltEchoDispatcher, bolt
+
+pytestmark = pytest.mark.anyio
+
+SERVICE = "com.example.EchoService:1.0"
+
+
+class UpperService:
+    """An anthunder service: answers with the body upper-cased."""
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    def echo(self, body: bytes) -> bytes:
+        return body.upper()
+
+
+@pytest.fixture
+def anthunder_server() -> Iterator[tuple[str, int, Any]]:
+    """anthunder 0.8.1's AioListener in a thread of its own."""
+    import socket
+
+    from anthunder import AioListener
+
+    with socket.socket() as probe:  # pick a free port for it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    listener = AioListener(("127.0.0.1", port), "sota-tests")
+    listener.handler.register_interface(SERVICE, UpperService)
+    thread = threading.Thread(target=listener.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield "127.0.0.1", port, listener
+    finally:
+        listener._loop.call_soon_threadsafe(listener._loop.stop)
+        thread.join(10)
+        listener.shutdown()
+
+
+def request(content: bytes, request_id: int = 7) -> bolt.BoltFrame:
+    header = {"service": SERVICE, "sofa_head_target_service": SERVICE, "sofa_head_method_name": "echo"}
+    return bolt.BoltFrame(
+        bolt.FrameType.REQUEST,
+        bolt.CmdCode.RPC_REQUEST,
+        request_id,
+        codec=11,
+        timeout=5000,
+        class_name=b"com.alipay.sofa.rpc.core.request.SofaRequest",
+        header_bytes=bolt.encode_header_map(header),
+        content=content,
+    )
+
+
+async def connect_with_retry(address: str) -> BoltClient:
+    """The listener thread may still be binding: retry connecting, bounded."""
+    for attempt in range(100):
+        try:
+            return await BoltClient.connect(address, timeout=5)
+        except OSError:
+            if attempt == 99:
+                raise
+            await anyio.sleep(0.05)  # the peer's own startup, not a state of ours
+    raise AssertionError("unreachable")
+
+
+async def test_our_client_calls_anthunders_aio_listener_concurrently(anthunder_server: tuple[str, int, Any]) -> None:
+    host, port, _ = anthunder_server
+    client = await connect_with_retry(f"{host}:{port}")
+    async with client:
+        results: dict[int, bolt.BoltFrame | None] = {}
+
+        async def one(i: int) -> None:
+            results[i] = await client.call(request(b"msg %d" % i, request_id=1), timeout=10)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(20):
+                tg.start_soon(one, i)
+    for i, response in results.items():
+        assert response is not None
+        assert response.status == bolt.ResponseStatus.SUCCESS
+        assert response.content == b"MSG %d" % i
+    assert client.streams.unmatched == 0
+
+
+class Forwarder(Dispatcher):
+    """Downstream bolt server forwarding every request over one BoltClient."""
+
+    upstream: BoltClient
+
+    async def serve(self) -> None:
+        decoder = bolt.BoltDecoder()
+        async for data in self.reader.chunks():
+            for frame in decoder.feed(data):
+                if frame.is_heartbeat:
+                    self.writer.write(bolt.heartbeat_ack(frame).encode())
+                    continue
+                response = await self.upstream.call(frame, timeout=10)
+                if response is not None:
+                    # Restore the downstream id: 4 bytes patched, no re-encode.
+                    self.writer.write(response.with_request_id(frame.request_id))
+            decoder.check()
+
+
+@asynccontextmanager
+async def forwarding(upstream: BoltClient) -> AsyncIterator[tuple[str, int]]:
+    def factory(stream: Any, context: Any) -> Forwarder:
+        forwarder = Forwarder(stream, context)
+        forwarder.upstream = upstream
+        return forwarder
+
+    server = Server(factory, "127.0.0.1:0", drain_timeout=2)
+    async with anyio.create_task_group() as tg:
+        host, _, port = (await tg.start(server.serve)).rpartition(":")
+        try:
+            yield host, int(port)
+        finally:
+            server.shutdown()
+
+
+async def test_anthunder_client_through_our_client_role_to_anthunders_server(
+    anthunder_server: tuple[str, int, Any],
+) -> None:
+    host, port, listener = anthunder_server
+    upstream = await connect_with_retry(f"{host}:{port}")
+    async with upstream, forwarding(upstream) as (fhost, fport):
+        # anthunder_calls names the service after the port it dials.
+        listener.handler.register_interface(f"com.example.EchoService{fport}:1.0", UpperService)
+        bodies = [b"through the proxy", b"second call"]
+        replies = await anyio.to_thread.run_sync(anthunder_calls, fhost, fport, bodies)
+    assert replies == [b.upper() for b in bodies]
+
+
+async def test_connection_loss_fails_pending_calls() -> None:
+    class Mute(BoltEchoDispatcher):
+        async def serve(self) -> None:
+            await self.reader.read_exactly(1)  # read a byte, then hang up
+
+    server = Server(Mute, "127.0.0.1:0")
+    async with anyio.create_task_group() as tg:
+        address = await tg.start(server.serve)
+        async with await BoltClient.connect(address) as client:
+            with anyio.fail_after(10), pytest.raises(ConnectionLost):
+                await client.call(request(b"anyone?"))
+        server.shutdown()
+
+
+async def test_keepalive_heartbeats_and_missed_acks() -> None:
+    class Fast(BoltClient):
+        keepalive_interval = 0.05
+        max_missed_heartbeats = 2
+
+    class Deaf(BoltEchoDispatcher):
+        async def serve(self) -> None:
+            async for _ in self.reader.chunks():  # reads, never answers
+                pass
+
+    for upstream, closes in ((BoltEchoDispatcher, False), (Deaf, True)):
+        server = Server(upstream, "127.0.0.1:0")
+        async with anyio.create_task_group() as tg:
+            address = await tg.start(server.serve)
+            client = await Fast.connect(address)
+            async with client:
+                # Wait (heartbeats go on meanwhile); a deaf upstream ends it.
+                with anyio.move_on_after(0.6), contextlib.suppress(ConnectionLost):
+                    await client.streams.open().result()
+            assert (client.close_reason is not None) == closes
+            server.shutdown()
