@@ -13,13 +13,17 @@ from __future__ import annotations
 
 from . import bolt, dubbo, hessian2
 from .client import BoltClient
+from .failures import Failure, bolt_error_reply, dubbo_error_reply
 from .service import BoltEchoDispatcher, DubboEchoDispatcher, XProtocolEchoDispatcher
 
 __all__ = [
     "BoltClient",
     "BoltEchoDispatcher",
+    "Failure",
     "DubboEchoDispatcher",
     "XProtocolEchoDispatcher",
+    "bolt_error_reply",
+    "dubbo_error_reply",
     "bolt",
     "dubbo",
     "hessian2",
