@@ -6,19 +6,20 @@ So far the sans-I/O layer: :mod:`~sota_xprotocol.hessian2` (our own Hessian
 (dubbo frames, lazily decoded invocations, canonical heartbeats and
 replies). :mod:`~sota_xprotocol.service` holds the echo services
 registered as ``bolt``, ``dubbo`` and ``xprotocol`` (auto-detected), and
-:class:`BoltClient` the multiplexed bolt client role.
+:class:`BoltClient` and :class:`DubboClient` the multiplexed client role.
 """
 
 from __future__ import annotations
 
 from . import bolt, dubbo, hessian2
-from .client import BoltClient
+from .client import BoltClient, DubboClient
 from .failures import Failure, bolt_error_reply, dubbo_error_reply
 from .service import BoltEchoDispatcher, DubboEchoDispatcher, XProtocolEchoDispatcher
 
 __all__ = [
     "BoltClient",
     "BoltEchoDispatcher",
+    "DubboClient",
     "Failure",
     "DubboEchoDispatcher",
     "XProtocolEchoDispatcher",

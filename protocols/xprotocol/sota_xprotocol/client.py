@@ -1,35 +1,34 @@
-"""The bolt client role: many concurrent calls on one upstream connection.
+"""The client role: many concurrent calls on one upstream connection.
 
-:class:`BoltClient` gives each outgoing request a fresh 32-bit id from the
-connection's :class:`~sota_dispatch.StreamMultiplexer` (never one still in
-flight), rewrites only the id bytes of the raw frame, and matches responses
-back by id; answers nobody waits for are dropped and counted. Losing the
-connection fails every pending call with :class:`~sota_dispatch.ConnectionLost`.
-On an idle connection it sends keepalive heartbeats and closes after
+:class:`BoltClient` and :class:`DubboClient` give each outgoing request a
+fresh id from the connection's :class:`~sota_dispatch.StreamMultiplexer`
+(32 bits for bolt, 64 for dubbo; never one still in flight), rewrite only
+the id bytes of the raw frame, and match responses back by id; answers
+nobody waits for are dropped and counted. Losing the connection fails every
+pending call with :class:`~sota_dispatch.ConnectionLost`. On an idle
+connection they send keepalive heartbeats and close after
 ``max_missed_heartbeats`` unanswered ones.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 import anyio
 
 from sota_dispatch import Dispatcher, ProtocolError
 
-from . import bolt
+from . import bolt, dubbo
 
-__all__ = ["BoltClient"]
+__all__ = ["BoltClient", "DubboClient"]
 
 log = logging.getLogger(__name__)
 
+F = TypeVar("F", bolt.BoltFrame, dubbo.DubboFrame)
 
-class BoltClient(Dispatcher):
-    """A multiplexed bolt connection to an upstream (client role)."""
 
-    protocol_name: ClassVar[str] = "bolt"
-    stream_id_bits: ClassVar[int] = 32
+class _MultiplexedClient(Dispatcher, Generic[F]):
     #: Seconds of silence before a keepalive heartbeat (None: never).
     keepalive_interval: ClassVar[float | None] = 15.0
     #: Unanswered heartbeats in a row after which the connection is closed.
@@ -39,26 +38,50 @@ class BoltClient(Dispatcher):
     _last_input = 0.0
     missed_heartbeats = 0
 
+    # -- what differs between the protocols -------------------------------------
+
+    def _decoder(self) -> bolt.BoltDecoder | dubbo.DubboDecoder:
+        raise NotImplementedError
+
+    @staticmethod
+    def _is_response(frame: F) -> bool:
+        raise NotImplementedError
+
+    @staticmethod
+    def _is_oneway(frame: F) -> bool:
+        raise NotImplementedError
+
+    @staticmethod
+    def _heartbeat_request() -> F:
+        raise NotImplementedError
+
+    @staticmethod
+    def _heartbeat_reply(frame: F) -> bytes | None:
+        raise NotImplementedError
+
+    # -- the shared machinery ---------------------------------------------------
+
     async def on_connect(self) -> None:
         self._last_input = anyio.current_time()
         if self.keepalive_interval is not None:
             self.start_soon(self._keepalive)
 
     async def serve(self) -> None:
-        decoder = bolt.BoltDecoder(max_frame_size=self.max_frame_size)
-        streams = self.streams
+        decoder = self._decoder()
+        complete = self.streams.complete
         async for data in self.reader.chunks():
             self._last_input = anyio.current_time()
             for frame in decoder.feed(data):
-                if frame.is_response:
-                    streams.complete(frame.request_id, frame)
-                elif frame.is_heartbeat:  # the upstream checks on us: answer
-                    self.writer.write(bolt.heartbeat_ack(frame).encode())
-                else:
+                if self._is_response(frame):  # type: ignore[arg-type]
+                    complete(frame.request_id, frame)
+                    continue
+                reply = self._heartbeat_reply(frame)  # type: ignore[arg-type]
+                if reply is None:
                     raise ProtocolError(f"upstream sent a request (id {frame.request_id}) to a client")
+                self.writer.write(reply)  # the upstream checks on us: answer
             decoder.check()
 
-    async def call(self, request: bolt.BoltFrame, *, timeout: float | None = None) -> bolt.BoltFrame | None:
+    async def call(self, request: F, *, timeout: float | None = None) -> F | None:
         """Send ``request`` under a fresh id; return the response (None for oneway).
 
         The request's own id and raw bytes are left alone; the caller maps
@@ -70,10 +93,10 @@ class BoltClient(Dispatcher):
         except BaseException:
             pending.cancel()
             raise
-        if request.type is bolt.FrameType.ONEWAY:
+        if self._is_oneway(request):
             pending.cancel()
             return None
-        response: bolt.BoltFrame = await pending.result()
+        response: F = await pending.result()
         return response
 
     async def _keepalive(self) -> None:
@@ -85,11 +108,65 @@ class BoltClient(Dispatcher):
                 await anyio.sleep_until(idle_until)
                 continue
             try:
-                await self.call(bolt.heartbeat_request(0), timeout=interval)
+                await self.call(self._heartbeat_request(), timeout=interval)
                 self.missed_heartbeats = 0
             except TimeoutError:
                 self.missed_heartbeats += 1
-                log.info("bolt client %r: heartbeat %d unanswered", self, self.missed_heartbeats)
+                log.info("%r: heartbeat %d unanswered", self, self.missed_heartbeats)
                 if self.missed_heartbeats >= self.max_missed_heartbeats:
                     raise ProtocolError(f"{self.missed_heartbeats} heartbeats unanswered") from None
             self._last_input = max(self._last_input, anyio.current_time())
+
+
+class BoltClient(_MultiplexedClient[bolt.BoltFrame]):
+    """A multiplexed bolt connection to an upstream (client role, 32-bit ids)."""
+
+    protocol_name: ClassVar[str] = "bolt"
+    stream_id_bits: ClassVar[int] = 32
+
+    def _decoder(self) -> bolt.BoltDecoder:
+        return bolt.BoltDecoder(max_frame_size=self.max_frame_size)
+
+    @staticmethod
+    def _is_response(frame: bolt.BoltFrame) -> bool:
+        return frame.is_response
+
+    @staticmethod
+    def _is_oneway(frame: bolt.BoltFrame) -> bool:
+        return frame.type is bolt.FrameType.ONEWAY
+
+    @staticmethod
+    def _heartbeat_request() -> bolt.BoltFrame:
+        return bolt.heartbeat_request(0)
+
+    @staticmethod
+    def _heartbeat_reply(frame: bolt.BoltFrame) -> bytes | None:
+        return bolt.heartbeat_ack(frame).encode() if frame.is_heartbeat else None
+
+
+class DubboClient(_MultiplexedClient[dubbo.DubboFrame]):
+    """A multiplexed dubbo connection to an upstream (client role, 64-bit ids)."""
+
+    protocol_name: ClassVar[str] = "dubbo"
+    stream_id_bits: ClassVar[int] = 64
+
+    def _decoder(self) -> dubbo.DubboDecoder:
+        return dubbo.DubboDecoder(max_frame_size=self.max_frame_size)
+
+    @staticmethod
+    def _is_response(frame: dubbo.DubboFrame) -> bool:
+        return not frame.is_request
+
+    @staticmethod
+    def _is_oneway(frame: dubbo.DubboFrame) -> bool:
+        return not frame.is_twoway
+
+    @staticmethod
+    def _heartbeat_request() -> dubbo.DubboFrame:
+        return dubbo.heartbeat_request(0)
+
+    @staticmethod
+    def _heartbeat_reply(frame: dubbo.DubboFrame) -> bytes | None:
+        if frame.is_heartbeat and frame.is_twoway:
+            return dubbo.heartbeat_response(frame).encode()
+        return None

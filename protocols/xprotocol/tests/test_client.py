@@ -15,7 +15,7 @@ import pytest
 from test_peers import anthunder_calls
 
 from sota_dispatch import ConnectionLost, Dispatcher, Server
-from sota_xprotocol import BoltClient, BoltEchoDispatcher, bolt
+from sota_xprotocol import BoltClient, BoltEchoDispatcher, DubboClient, DubboEchoDispatcher, bolt, dubbo
 
 pytestmark = pytest.mark.anyio
 
@@ -182,3 +182,62 @@ async def test_keepalive_heartbeats_and_missed_acks() -> None:
                     await client.streams.open().result()
             assert (client.close_reason is not None) == closes
             server.shutdown()
+
+
+def dubbo_request(argument: Any) -> dubbo.DubboFrame:
+    from sota_xprotocol import hessian2
+
+    body = b"".join(
+        hessian2.encode(v)
+        for v in ("2.7.23", "com.example.EchoService", "1.0.0", "echo", "Ljava/lang/Object;", argument, {"group": "g1"})
+    )
+    return dubbo.DubboFrame(dubbo.FLAG_REQUEST | dubbo.FLAG_TWOWAY | dubbo.HESSIAN2, 0, 0, body)
+
+
+async def test_dubbo_client_matches_50_concurrent_calls_answered_out_of_order() -> None:
+    from test_failures import Reversing
+
+    server = Server(Reversing, "127.0.0.1:0")
+    arguments = [f"a{i}" for i in range(50)]
+    async with anyio.create_task_group() as tg:
+        address = await tg.start(server.serve)
+        async with await DubboClient.connect(address) as client:
+            results: dict[int, Any] = {}
+
+            async def one(i: int) -> None:
+                response = await client.call(dubbo_request(arguments[i]), timeout=10)
+                assert response is not None
+                assert response.status == dubbo.DubboStatus.OK
+                results[i] = hessian2_values(response.body)
+
+            async with anyio.create_task_group() as calls:
+                for i in range(50):
+                    calls.start_soon(one, i)
+        server.shutdown()
+    assert results == {i: [1, arguments[i]] for i in range(50)}
+    assert client.streams.unmatched == 0
+
+
+def hessian2_values(body: bytes) -> list[Any]:
+    from sota_xprotocol import hessian2
+
+    return hessian2.decode_all(body)
+
+
+async def test_dubbo_client_keepalive_is_answered_by_our_echo_service() -> None:
+    class Fast(DubboClient):
+        keepalive_interval = 0.05
+        max_missed_heartbeats = 1
+
+    server = Server(DubboEchoDispatcher, "127.0.0.1:0")
+    async with anyio.create_task_group() as tg:
+        address = await tg.start(server.serve)
+        async with await Fast.connect(address) as client:
+            for _ in range(5):  # real calls spaced by idle periods with heartbeats
+                response = await client.call(dubbo_request("still"), timeout=5)
+                assert response is not None
+                with anyio.move_on_after(0.12):
+                    await anyio.sleep_forever()
+        assert client.close_reason is None
+        assert client.missed_heartbeats == 0
+        server.shutdown()
