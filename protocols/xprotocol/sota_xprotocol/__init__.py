@@ -14,13 +14,17 @@ from __future__ import annotations
 from . import bolt, dubbo, hessian2
 from .client import BoltClient, DubboClient
 from .failures import Failure, bolt_error_reply, dubbo_error_reply
+from .hooks import BOLT, DUBBO, ProxyHooks
 from .service import BoltEchoDispatcher, DubboEchoDispatcher, XProtocolEchoDispatcher
 
 __all__ = [
+    "BOLT",
+    "DUBBO",
     "BoltClient",
     "BoltEchoDispatcher",
     "DubboClient",
     "Failure",
+    "ProxyHooks",
     "DubboEchoDispatcher",
     "XProtocolEchoDispatcher",
     "bolt_error_reply",
