@@ -1,12 +1,13 @@
 """What the benchmark scripts share: child processes, CPU readings, report pieces, flag checks.
 
-``line_bench.py`` and ``zmtp_bench.py`` measure different servers the same
-way: the parent starts a server child and a client child of the same script,
-waits for the server's ``PORT`` line and the client's ``READY`` line, reads
-the server's CPU time from ``/proc`` around the client's timed part (``GO``
-to its JSON result line), and always kills both. Keeping that machinery here
-means a fix to how children are started, read, stopped or measured reaches
-both benchmarks, so their numbers stay comparable in method.
+``line_bench.py``, ``zmtp_bench.py`` and ``xprotocol_bench.py`` (its echo
+part) measure different servers the same way: the parent starts a server
+child and a client child of the same script, waits for the server's ``PORT``
+line and the client's ``READY`` line, reads the server's CPU time from
+``/proc`` around the client's timed part (``GO`` to its JSON result line),
+and always kills both. Keeping that machinery here means a fix to how
+children are started, read, stopped or measured reaches every benchmark, so
+their numbers stay comparable in method.
 
 The scripts are run as ``python bench/<script>.py``, which puts ``bench/`` on
 ``sys.path``: they import from ``harness`` as a top-level module (mypy, given
@@ -22,6 +23,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import subprocess
 import sys
 import threading
 import time
@@ -48,6 +50,7 @@ __all__ = [
     "report_head",
     "resolution_line",
     "run_timed",
+    "source_line",
     "spawn",
     "stop",
     "version",
@@ -312,6 +315,27 @@ def machine_lines(versions: str) -> list[str]:
         f"- Python: {platform.python_implementation()} {platform.python_version()}",
         f"- {versions}",
     ]
+
+
+def source_line(paths: Sequence[str]) -> str:
+    """Which code was measured: the commit, and whether the library ``paths``
+    (relative to the repository root) had uncommitted changes, since the
+    numbers then belong to no commit."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30, check=True)
+        return done.stdout
+
+    try:
+        head = git("rev-parse", "--short", "HEAD").strip()
+        changed = git("status", "--porcelain", "--", *paths).splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "- source: not a git checkout"
+    if not changed:
+        return f"- source: git commit {head}, library files unmodified"
+    names = ", ".join(line[3:] for line in changed)
+    return f"- source: git commit {head} WITH UNCOMMITTED CHANGES to {names}"
 
 
 def format_range(values: Sequence[float], fmt: str) -> str:

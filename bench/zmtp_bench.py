@@ -48,7 +48,6 @@ import re
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -74,6 +73,7 @@ from harness import (
     report_head,
     resolution_line,
     run_timed,
+    source_line,
     spawn,
     stop,
     version,
@@ -489,26 +489,6 @@ def _libzmq_version() -> str:
     return zmq.zmq_version()
 
 
-def source_line() -> str:
-    """Which code was measured: the commit, and whether the library had
-    uncommitted changes (the numbers then belong to no commit)."""
-    root = SCRIPT.parent.parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30, check=True)
-        return done.stdout
-
-    try:
-        head = git("rev-parse", "--short", "HEAD").strip()
-        changed = git("status", "--porcelain", "--", "sota_dispatch", "protocols/zmtp/sota_zmtp").splitlines()
-    except (OSError, subprocess.SubprocessError):
-        return "- source: not a git checkout"
-    if not changed:
-        return f"- source: git commit {head}, library files unmodified"
-    names = ", ".join(line[3:] for line in changed)
-    return f"- source: git commit {head} WITH UNCOMMITTED CHANGES to {names}"
-
-
 def _ratios(samples: Sequence[Sample], variant: str, size: int) -> list[float]:
     """Per-round CPU ratios: each sample against the baseline's of the same round
     and size, which ran minutes apart at most, so their spread shows how steady
@@ -592,7 +572,7 @@ def report(
             f"trio {version('trio')}, uvloop {version('uvloop')}, sota-dispatch {version('sota-dispatch')}, "
             f"sota-zmtp {version('sota-zmtp')}"
         ),
-        source_line(),
+        source_line(("sota_dispatch", "protocols/zmtp/sota_zmtp")),
         "",
         "## Workload",
         "",

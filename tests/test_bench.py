@@ -34,3 +34,16 @@ def test_zmtp_bench_quick_run_prints_the_table() -> None:
     assert result.returncode == 0, result.stderr
     assert "pyzmq-frames" in result.stdout
     assert "sota-asyncio" in result.stdout
+
+
+def test_xprotocol_bench_quick_run_prints_the_tables() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "xprotocol_bench.py"), "--quick", "--output", "-"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "dubbo-invocation" in result.stdout
+    assert "bolt-asyncio" in result.stdout

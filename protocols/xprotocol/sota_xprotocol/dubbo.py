@@ -292,27 +292,25 @@ class DubboDecoder:
         return frames
 
     def _frame(self, work: bytes, pos: int, end: int) -> DubboFrame | None:
-        if True:
-            avail = end - pos
-            if avail < 16:
-                if (avail and work[pos] != 0xDA) or (avail > 1 and work[pos + 1] != 0xBB):
-                    raise ProtocolError(f"not a dubbo frame: starts with {work[pos : pos + 2].hex()}")
-                self._need = 16
-                return None
-            magic, flag, status, request_id, body_len = _HEADER.unpack_from(work, pos)
-            if magic != MAGIC:
-                raise ProtocolError(f"not a dubbo frame: magic {magic.hex()} at offset {pos}")
-            if body_len < 0:
-                raise ProtocolError(f"dubbo body length {body_len} is negative")
-            total = 16 + body_len
-            if total > self.max_frame_size:
-                raise LimitExceeded(f"dubbo frame of {total} bytes", self.max_frame_size)
-            if avail < total:
-                self._need = total
-                return None
-            raw = work[pos : pos + total]
-            return DubboFrame(flag, status, request_id & 0xFFFFFFFFFFFFFFFF, raw[16:], raw)
-        return None
+        avail = end - pos
+        if avail < 16:
+            if (avail and work[pos] != 0xDA) or (avail > 1 and work[pos + 1] != 0xBB):
+                raise ProtocolError(f"not a dubbo frame: starts with {work[pos : pos + 2].hex()}")
+            self._need = 16
+            return None
+        magic, flag, status, request_id, body_len = _HEADER.unpack_from(work, pos)
+        if magic != MAGIC:
+            raise ProtocolError(f"not a dubbo frame: magic {magic.hex()} at offset {pos}")
+        if body_len < 0:
+            raise ProtocolError(f"dubbo body length {body_len} is negative")
+        total = 16 + body_len
+        if total > self.max_frame_size:
+            raise LimitExceeded(f"dubbo frame of {total} bytes", self.max_frame_size)
+        if avail < total:
+            self._need = total
+            return None
+        raw = work[pos : pos + total]
+        return DubboFrame(flag, status, request_id & 0xFFFFFFFFFFFFFFFF, raw[16:], raw)
 
 
 def encode_frames(frames: Iterable[DubboFrame]) -> bytes:

@@ -192,9 +192,11 @@ class _Decoder:
         """Read ``units`` UTF-16 units of Java's modified UTF-8."""
         data, pos, end = self.data, self.pos, self.end
         stop = pos + units
-        if stop <= end and (units == 0 or max(data[pos:stop]) < 0x80):
-            self.pos = stop
-            return data[pos:stop].decode("ascii")
+        if stop <= end:
+            chunk = data[pos:stop]
+            if chunk.isascii():  # the common case, one C call
+                self.pos = stop
+                return chunk.decode("ascii")
         start = pos
         counted = 0
         while counted < units:
