@@ -6,44 +6,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_line_bench_quick_run_prints_the_table() -> None:
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("line_bench.py", ["| raw-asyncio |", "| sota-asyncio |", "ratio to raw"]),
+        ("zmtp_bench.py", ["pyzmq-frames", "sota-asyncio"]),
+        ("xprotocol_bench.py", ["dubbo-invocation", "bolt-asyncio"]),
+    ],
+)
+def test_bench_quick_run_prints_its_tables(script: str, expected: list[str]) -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "line_bench.py"), "--quick", "--output", "-"],
+        [sys.executable, str(ROOT / "bench" / script), "--quick", "--output", "-"],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "| raw-asyncio |" in result.stdout
-    assert "| sota-asyncio |" in result.stdout
-    assert "ratio to raw" in result.stdout
-
-
-def test_zmtp_bench_quick_run_prints_the_table() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "zmtp_bench.py"), "--quick", "--output", "-"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "pyzmq-frames" in result.stdout
-    assert "sota-asyncio" in result.stdout
-
-
-def test_xprotocol_bench_quick_run_prints_the_tables() -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "xprotocol_bench.py"), "--quick", "--output", "-"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "dubbo-invocation" in result.stdout
-    assert "bolt-asyncio" in result.stdout
+    for text in expected:
+        assert text in result.stdout

@@ -22,6 +22,8 @@ import attrs
 
 from sota_dispatch import LimitExceeded, ProtocolError
 
+from .framing import FrameDecoder
+
 __all__ = [
     "BOLT_V1",
     "BOLT_V2",
@@ -225,7 +227,7 @@ def heartbeat_ack(request: BoltFrame) -> BoltFrame:
     )
 
 
-class BoltDecoder:
+class BoltDecoder(FrameDecoder[BoltFrame]):
     """Turn a byte stream into :class:`BoltFrame` objects (v1 and v2 mixed).
 
     The frame size is checked as soon as the fixed header is in, before the
@@ -234,64 +236,21 @@ class BoltDecoder:
     """
 
     def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
-        self.max_frame_size = max_frame_size
-        self._chunks: list[bytes] = []
-        self._buffered = 0
-        self._need = 1
-        #: An error found after frames that came before it in the same feed;
-        #: :meth:`feed` raises it next time (or call :meth:`check`).
-        self.pending_error: ProtocolError | None = None
+        super().__init__(max_frame_size=max_frame_size)
 
-    @property
-    def buffered(self) -> int:
-        return self._buffered
-
-    def check(self) -> None:
-        """Raise the error found after the last frames handed out, if any."""
-        if self.pending_error is not None:
-            raise self.pending_error
-
-    def feed(self, data: bytes) -> list[BoltFrame]:
-        """Parse ``data``; return every frame it completed, in order."""
-        self.check()
-        if data:
-            self._chunks.append(data)
-            self._buffered += len(data)
-        if self._buffered < self._need:
-            return []
-        work = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-        frames: list[BoltFrame] = []
-        pos, end = 0, len(work)
-        while True:
-            try:
-                need = self._frame(work, pos, end, frames)
-            except ProtocolError as exc:
-                if not frames:
-                    raise
-                # Hand out the good frames first; the error comes next.
-                self.pending_error = exc
-                break
-            if need:
-                self._need = need
-                break
-            pos = len(frames[-1].raw) + pos
-        rest = end - pos
-        self._chunks = [work[pos:]] if rest else []
-        self._buffered = rest
-        return frames
-
-    def _frame(self, work: bytes, pos: int, end: int, frames: list[BoltFrame]) -> int:
-        """Decode one frame at ``pos`` into ``frames``; else return the bytes needed."""
+    def _frame(self, work: bytes, pos: int, end: int) -> tuple[BoltFrame, int] | None:
         avail = end - pos
         if avail < 2:
             if avail == 1:
                 _check_proto(work[pos])
-            return 2 if avail else 1
+            self._need = 2 if avail else 1
+            return None
         proto = work[pos]
         _check_proto(proto)
         type_at = pos + (2 if proto == BOLT_V2 else 1)
         if avail <= type_at - pos:
-            return type_at - pos + 1
+            self._need = type_at - pos + 1
+            return None
         try:
             frame_type = FrameType(work[type_at])
         except ValueError:
@@ -299,7 +258,8 @@ class BoltDecoder:
         is_response = frame_type is FrameType.RESPONSE
         header_size = _HEADER_SIZE[(proto, is_response)]
         if avail < header_size:
-            return header_size
+            self._need = header_size
+            return None
         head = pos
         ver1 = work[pos + 1] if proto == BOLT_V2 else 1
         p = type_at + 1
@@ -325,7 +285,8 @@ class BoltDecoder:
         if total > self.max_frame_size:
             raise LimitExceeded(f"bolt frame of {total} bytes", self.max_frame_size)
         if avail < total:
-            return total
+            self._need = total
+            return None
         raw = work[head : head + total]
         if has_crc:
             expected = _I32.unpack_from(raw, total - 4)[0]
@@ -334,25 +295,23 @@ class BoltDecoder:
         c0 = p
         h0 = c0 + class_len
         b0 = h0 + header_len
-        frames.append(
-            BoltFrame(
-                frame_type,
-                cmdcode,
-                request_id,
-                codec=codec,
-                timeout=timeout,
-                status=status,
-                class_name=work[c0:h0],
-                header_bytes=work[h0:b0],
-                content=work[b0 : b0 + content_len],
-                proto=proto,
-                ver1=ver1,
-                switch=switch,
-                ver2=ver2,
-                raw=raw,
-            )
+        frame = BoltFrame(
+            frame_type,
+            cmdcode,
+            request_id,
+            codec=codec,
+            timeout=timeout,
+            status=status,
+            class_name=work[c0:h0],
+            header_bytes=work[h0:b0],
+            content=work[b0 : b0 + content_len],
+            proto=proto,
+            ver1=ver1,
+            switch=switch,
+            ver2=ver2,
+            raw=raw,
         )
-        return 0
+        return frame, total
 
 
 def _check_proto(proto: int) -> None:

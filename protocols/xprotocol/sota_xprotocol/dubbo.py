@@ -22,6 +22,7 @@ import attrs
 from sota_dispatch import LimitExceeded, ProtocolError
 
 from . import hessian2
+from .framing import FrameDecoder
 
 __all__ = [
     "HESSIAN2",
@@ -237,7 +238,7 @@ def error_response(request: DubboFrame, status: int, message: str) -> DubboFrame
     return DubboFrame(request.serialization, status, request.request_id, hessian2.encode(message))
 
 
-class DubboDecoder:
+class DubboDecoder(FrameDecoder[DubboFrame]):
     """Turn a byte stream into :class:`DubboFrame` objects.
 
     Every frame must start with the magic; the body length is checked
@@ -245,53 +246,9 @@ class DubboDecoder:
     """
 
     def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
-        self.max_frame_size = max_frame_size
-        self._chunks: list[bytes] = []
-        self._buffered = 0
-        self._need = 1
-        #: An error found after frames that came before it in the same feed;
-        #: :meth:`feed` raises it next time (or call :meth:`check`).
-        self.pending_error: ProtocolError | None = None
+        super().__init__(max_frame_size=max_frame_size)
 
-    @property
-    def buffered(self) -> int:
-        return self._buffered
-
-    def check(self) -> None:
-        """Raise the error found after the last frames handed out, if any."""
-        if self.pending_error is not None:
-            raise self.pending_error
-
-    def feed(self, data: bytes) -> list[DubboFrame]:
-        """Parse ``data``; return every frame it completed, in order."""
-        self.check()
-        if data:
-            self._chunks.append(data)
-            self._buffered += len(data)
-        if self._buffered < self._need:
-            return []
-        work = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-        frames: list[DubboFrame] = []
-        pos, end = 0, len(work)
-        while True:
-            try:
-                frame = self._frame(work, pos, end)
-            except ProtocolError as exc:
-                if not frames:
-                    raise
-                # Hand out the good frames first; the error comes next.
-                self.pending_error = exc
-                break
-            if frame is None:
-                break
-            frames.append(frame)
-            pos += len(frame.raw)
-        rest = end - pos
-        self._chunks = [work[pos:]] if rest else []
-        self._buffered = rest
-        return frames
-
-    def _frame(self, work: bytes, pos: int, end: int) -> DubboFrame | None:
+    def _frame(self, work: bytes, pos: int, end: int) -> tuple[DubboFrame, int] | None:
         avail = end - pos
         if avail < 16:
             if (avail and work[pos] != 0xDA) or (avail > 1 and work[pos + 1] != 0xBB):
@@ -310,7 +267,7 @@ class DubboDecoder:
             self._need = total
             return None
         raw = work[pos : pos + total]
-        return DubboFrame(flag, status, request_id & 0xFFFFFFFFFFFFFFFF, raw[16:], raw)
+        return DubboFrame(flag, status, request_id & 0xFFFFFFFFFFFFFFFF, raw[16:], raw), total
 
 
 def encode_frames(frames: Iterable[DubboFrame]) -> bytes:

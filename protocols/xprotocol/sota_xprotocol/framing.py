@@ -1,0 +1,76 @@
+"""The streaming half shared by the bolt and dubbo decoders.
+
+Bytes arrive in chunks of any size; frames are length-prefixed. The
+decoder keeps the chunks of an unfinished frame in a list and joins them
+only once enough has arrived for the frame (so a large frame costs one
+copy, not one per chunk), and hands out the frames that preceded bad bytes
+before raising for the bad bytes, so the requests that were fine get their
+answers before the connection closes.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+from sota_dispatch import ProtocolError
+
+__all__ = ["FrameDecoder"]
+
+F = TypeVar("F")
+
+
+class FrameDecoder(Generic[F]):
+    """Feed bytes, get frames. Subclasses implement :meth:`_frame`."""
+
+    def __init__(self, *, max_frame_size: int) -> None:
+        self.max_frame_size = max_frame_size
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._need = 1
+        #: An error found after frames that came before it in the same feed;
+        #: :meth:`feed` raises it next time (or call :meth:`check`).
+        self.pending_error: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes fed but not yet part of a complete frame."""
+        return self._buffered
+
+    def check(self) -> None:
+        """Raise the error found after the last frames handed out, if any."""
+        if self.pending_error is not None:
+            raise self.pending_error
+
+    def feed(self, data: bytes) -> list[F]:
+        """Parse ``data``; return every frame it completed, in order."""
+        self.check()
+        if data:
+            self._chunks.append(data)
+            self._buffered += len(data)
+        if self._buffered < self._need:
+            return []
+        work = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        frames: list[F] = []
+        pos, end = 0, len(work)
+        while True:
+            try:
+                found = self._frame(work, pos, end)
+            except ProtocolError as exc:
+                if not frames:
+                    raise
+                self.pending_error = exc  # hand out the good frames first
+                break
+            if found is None:
+                break
+            frame, size = found
+            frames.append(frame)
+            pos += size
+        rest = end - pos
+        self._chunks = [work[pos:]] if rest else []
+        self._buffered = rest
+        return frames
+
+    def _frame(self, work: bytes, pos: int, end: int) -> tuple[F, int] | None:
+        """Decode the frame at ``pos``: ``(frame, its size)``, or None after
+        setting ``self._need`` to the bytes it needs from ``pos``."""
+        raise NotImplementedError
