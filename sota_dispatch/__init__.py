@@ -8,6 +8,19 @@ buffered reader and writer, the request-id multiplexer, the listener and the
 from __future__ import annotations
 
 from .address import format_address, parse_address
+from .balancers import (
+    Balancer,
+    Endpoint,
+    LeastRequest,
+    LowestLatency,
+    Maglev,
+    ModuloHash,
+    RandomBalancer,
+    RingHash,
+    SmoothWeightedRoundRobin,
+    hash_key,
+    pick_priority,
+)
 from .dispatcher import ConnectionContext, Dispatcher
 from .errors import (
     ConnectionLost,
@@ -42,6 +55,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "Balancer",
     "BufferedReader",
     "BufferedWriter",
     "ConnectionContext",
@@ -49,14 +63,22 @@ __all__ = [
     "Dispatcher",
     "DispatcherFactory",
     "DuplicateProtocolError",
+    "Endpoint",
     "IncompleteReadError",
+    "LeastRequest",
     "LimitExceeded",
+    "LowestLatency",
+    "Maglev",
     "Match",
+    "ModuloHash",
     "PendingStream",
     "PluginLoadError",
     "ProtocolError",
     "ProtocolInfo",
+    "RandomBalancer",
+    "RingHash",
     "Server",
+    "SmoothWeightedRoundRobin",
     "SotaError",
     "StreamLimitError",
     "StreamMultiplexer",
@@ -66,7 +88,9 @@ __all__ = [
     "available_protocols",
     "format_address",
     "get_protocol",
+    "hash_key",
     "parse_address",
+    "pick_priority",
     "register_protocol",
     "sniff",
     "unregister_protocol",
