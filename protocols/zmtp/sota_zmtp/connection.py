@@ -101,6 +101,7 @@ async def pump(
             for message in messages:
                 await deliver(key, message)
             liveness.busy = False
+            engine.check()  # bad bytes after those messages: close now
         messages = engine.feed(await reader.read_some())
         liveness.last_input = anyio.current_time()
         out = engine.data_to_send()

@@ -160,6 +160,8 @@ class ZmtpEngine:
         self.pongs: list[bytes] = []
         #: Seconds the peer's last PING asked us to wait for its traffic.
         self.peer_ttl: float | None = None
+        #: An error found after messages handed out by the same feed.
+        self.pending_error: ProtocolError | None = None
         self._peer_major = 0
         self._state = _State.SIGNATURE
         self._out = bytearray(signature(len(identity)) + b"\x03")
@@ -176,6 +178,11 @@ class ZmtpEngine:
     def handshake_done(self) -> bool:
         """True once messages may flow (the peer's READY has arrived)."""
         return self._state is _State.TRAFFIC
+
+    def check(self) -> None:
+        """Raise the error found after the last messages handed out, if any."""
+        if self.pending_error is not None:
+            raise self.pending_error
 
     @property
     def buffered(self) -> int:
@@ -217,7 +224,12 @@ class ZmtpEngine:
     # -- incoming --------------------------------------------------------------
 
     def feed(self, data: bytes) -> list[list[bytes]]:
-        """Parse ``data``; return the messages it completed, oldest first."""
+        """Parse ``data``; return the messages it completed, oldest first.
+
+        Messages that arrived before bad bytes are returned first; the error
+        is raised by the next call (or by :meth:`check`).
+        """
+        self.check()
         if data:
             self._chunks.append(data)
             self._buffered += len(data)
@@ -230,7 +242,13 @@ class ZmtpEngine:
         if self._state is not _State.TRAFFIC:
             pos = self._handshake(work, messages)
         if self._state is _State.TRAFFIC:
-            pos = self._frames(work, pos, messages)
+            try:
+                pos = self._frames(work, pos, messages)
+            except ProtocolError as exc:
+                if not messages:
+                    raise
+                self.pending_error = exc  # hand out the good messages first
+                return messages
         rest = len(work) - pos
         self._chunks = [work[pos:]] if rest else []
         self._buffered = rest

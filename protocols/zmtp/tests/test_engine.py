@@ -418,3 +418,13 @@ def test_refusal_by_the_owner_is_an_error_instead_of_our_ready() -> None:
     sent = engine.data_to_send()
     assert b"READY" not in sent
     assert sent.endswith(engine.error("identity b'dup' is already connected"))
+
+
+def test_messages_before_garbage_are_handed_out_first() -> None:
+    engine = router()
+    engine.feed(v3_greeting() + ready())
+    assert engine.feed(encode_message([b"good"]) + b"\x08\x00") == [[b"good"]]
+    with pytest.raises(ProtocolError, match="reserved bits"):
+        engine.check()
+    with pytest.raises(ProtocolError, match="reserved bits"):
+        engine.feed(b"")
