@@ -17,7 +17,7 @@ from typing import ClassVar, Generic, TypeVar
 
 import anyio
 
-from sota_dispatch import Dispatcher, ProtocolError
+from sota_dispatch import Dispatcher, ProtocolError, StreamLimitError
 
 from . import bolt, dubbo
 
@@ -78,7 +78,8 @@ class _MultiplexedClient(Dispatcher, Generic[F]):
                 reply = self._heartbeat_reply(frame)  # type: ignore[arg-type]
                 if reply is None:
                     raise ProtocolError(f"upstream sent a request (id {frame.request_id}) to a client")
-                self.writer.write(reply)  # the upstream checks on us: answer
+                if reply:
+                    self.writer.write(reply)  # the upstream checks on us: answer
             decoder.check()
 
     async def call(self, request: F, *, timeout: float | None = None) -> F | None:
@@ -110,6 +111,8 @@ class _MultiplexedClient(Dispatcher, Generic[F]):
             try:
                 await self.call(self._heartbeat_request(), timeout=interval)
                 self.missed_heartbeats = 0
+            except StreamLimitError:
+                pass  # every id is taken by calls in flight: busy, not dead; next tick
             except TimeoutError:
                 self.missed_heartbeats += 1
                 log.info("%r: heartbeat %d unanswered", self, self.missed_heartbeats)
@@ -169,4 +172,9 @@ class DubboClient(_MultiplexedClient[dubbo.DubboFrame]):
     def _heartbeat_reply(frame: dubbo.DubboFrame) -> bytes | None:
         if frame.is_heartbeat and frame.is_twoway:
             return dubbo.heartbeat_response(frame).encode()
+        if frame.is_event and not frame.is_twoway:
+            # e.g. a provider's READONLY event before a graceful shutdown:
+            # nothing to answer, and its calls in flight will still complete.
+            log.info("dubbo upstream event (id %d): %r", frame.request_id, frame.body[:32])
+            return b""
         return None

@@ -13,6 +13,7 @@ mid-stream and waits), and the body length is checked on the header.
 from __future__ import annotations
 
 import enum
+import re
 import struct
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -90,6 +91,8 @@ class Invocation:
     descriptor: str
     arguments: tuple[Any, ...]
     attachments: Mapping[str, Any]
+    #: Each argument's original hessian2 bytes, to pass it on unchanged.
+    argument_bytes: tuple[bytes, ...] = ()
 
     @property
     def interface(self) -> str:
@@ -154,9 +157,10 @@ class DubboFrame:
         if self.serialization != HESSIAN2:
             raise ProtocolError(f"dubbo serialization {self.serialization} is not hessian2")
         try:
-            values = hessian2.decode_all(self.body)
+            spans = hessian2.decode_spans(self.body)
         except hessian2.NeedMoreData:
             raise ProtocolError("dubbo request body ends inside a value") from None
+        values = [value for value, _, _ in spans]
         if len(values) < 5:
             raise ProtocolError(f"dubbo request body has {len(values)} values, fewer than 5")
         dubbo_version, path, version, method, descriptor = values[:5]
@@ -171,7 +175,8 @@ class DubboFrame:
         attachments = rest[count] if len(rest) == count + 1 else {}
         if not isinstance(attachments, dict):
             raise ProtocolError("dubbo attachments are not a map")
-        return Invocation(dubbo_version, path, version, method, descriptor, tuple(rest[:count]), attachments)
+        raw = tuple(self.body[start:end] for _, start, end in spans[5 : 5 + count])
+        return Invocation(dubbo_version, path, version, method, descriptor, tuple(rest[:count]), attachments, raw)
 
 
 _PRIMITIVES = frozenset("ZBCSIJFD")
@@ -210,25 +215,35 @@ def heartbeat_response(request: DubboFrame) -> DubboFrame:
 
 
 def _supports_response_attachments(dubbo_version: str) -> bool:
-    # Java's Version.isSupportResponseAttachment: 2.0.2 up to 2.0.99.
-    parts = dubbo_version.split(".")
-    if len(parts) < 3 or parts[:2] != ["2", "0"] or not parts[2].isdigit():
+    # Java's Version.isSupportResponseAttachment: 2.0.2 up to 2.0.99, each
+    # part read by its leading digits ("2.0.2-SNAPSHOT" is 2.0.2).
+    parts = [re.match(r"\d*", part).group() for part in dubbo_version.split(".")]  # type: ignore[union-attr]
+    if len(parts) < 3 or parts[0] != "2" or parts[1] != "0" or not parts[2]:
         return False
     return 2 <= int(parts[2]) <= 99
 
 
-def value_response(request: DubboFrame, value: Any, *, dubbo_version: str = "") -> DubboFrame:
+def value_response(
+    request: DubboFrame, value: Any = None, *, dubbo_version: str = "", encoded: bytes | None = None
+) -> DubboFrame:
     """An OK response carrying ``value`` (type 1, or 4 with attachments when
-    the request's dubbo version asks for them, as Java does)."""
-    if _supports_response_attachments(dubbo_version):
-        kind = ResponseType.VALUE_WITH_ATTACHMENTS if value is not None else ResponseType.NULL_WITH_ATTACHMENTS
-        body = hessian2.encode(int(kind))
-        if value is not None:
-            body += hessian2.encode(value)
-        body += hessian2.encode({"dubbo": "2.0.2"})
+    the request's dubbo version asks for them, as Java does).
+
+    ``encoded`` gives the value as hessian2 bytes instead (an argument passed
+    on unchanged); a null value is response type 2 (or 5).
+    """
+    if encoded is None and value is not None:
+        encoded = hessian2.encode(value)
+    if encoded == b"N":
+        encoded = None
+    attachments = _supports_response_attachments(dubbo_version)
+    if encoded is None:
+        kind = ResponseType.NULL_WITH_ATTACHMENTS if attachments else ResponseType.NULL
     else:
-        kind = ResponseType.VALUE if value is not None else ResponseType.NULL
-        body = hessian2.encode(int(kind)) + (hessian2.encode(value) if value is not None else b"")
+        kind = ResponseType.VALUE_WITH_ATTACHMENTS if attachments else ResponseType.VALUE
+    body = hessian2.encode(int(kind)) + (encoded or b"")
+    if attachments:
+        body += hessian2.encode({"dubbo": "2.0.2"})
     return DubboFrame(request.serialization, DubboStatus.OK, request.request_id, body)
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "TypedMap",
     "decode",
     "decode_all",
+    "decode_spans",
     "encode",
     "encode_long",
     "skip",
@@ -116,6 +117,9 @@ class _Decoder:
 
     def value(self) -> Any:
         tag = self.byte()
+        while tag == 0x43:  # C: class definitions precede the value they serve
+            self.class_def()
+            tag = self.byte()
         if tag <= 0x1F or 0x30 <= tag <= 0x33 or tag in (0x52, 0x53):  # string
             return self.string(tag)
         if 0x80 <= tag <= 0xBF:
@@ -151,10 +155,19 @@ class _Decoder:
             self.depth -= 1
 
     def int_value(self) -> int:
-        value = self.value()
-        if type(value) is not int or not -(2**31) <= value < 2**31:
-            raise Hessian2Error(f"expected an int, got {value!r}")
-        return value
+        """An int in one of its int encodings only (as Caucho's readInt):
+        lengths, indexes and references never recurse into other values."""
+        tag = self.byte()
+        if 0x80 <= tag <= 0xBF:
+            return tag - 0x90
+        if 0xC0 <= tag <= 0xCF:
+            return ((tag - 0xC8) << 8) + self.byte()
+        if 0xD0 <= tag <= 0xD7:
+            return ((tag - 0xD4) << 16) + int(_U16.unpack(self.take(2))[0])
+        if tag == 0x49:
+            value: int = _I32.unpack(self.take(4))[0]
+            return value
+        raise Hessian2Error(f"expected an int, got tag 0x{tag:02x}")
 
     def string_value(self) -> str:
         tag = self.byte()
@@ -164,6 +177,7 @@ class _Decoder:
 
     def string(self, tag: int) -> str:
         pieces: list[str] = []
+        total = 0
         while True:
             if tag <= 0x1F:
                 units, final = tag, True
@@ -171,13 +185,16 @@ class _Decoder:
                 units, final = ((tag - 0x30) << 8) + self.byte(), True
             else:
                 units, final = _U16.unpack(self.take(2))[0], tag == 0x53
+                if not final and units == 0:  # Java never writes one; a flood would cost CPU
+                    raise Hessian2Error("empty non-final string chunk")
             pieces.append(self.utf16_units(units))
+            total += units
             if final:
                 break
             tag = self.byte()
             if not (tag <= 0x1F or 0x30 <= tag <= 0x33 or tag in (0x52, 0x53)):
                 raise Hessian2Error(f"string chunk followed by tag 0x{tag:02x}")
-            if sum(len(p) for p in pieces) > self.max_length:
+            if total > self.max_length:
                 raise Hessian2Error(f"string longer than {self.max_length}")
         text = pieces[0] if len(pieces) == 1 else "".join(pieces)
         if not text.isascii():
@@ -233,6 +250,8 @@ class _Decoder:
                 size, final = ((tag - 0x34) << 8) + self.byte(), True
             elif tag in (0x41, 0x42):
                 size, final = _U16.unpack(self.take(2))[0], tag == 0x42
+                if not final and size == 0:
+                    raise Hessian2Error("empty non-final binary chunk")
             else:
                 raise Hessian2Error(f"binary chunk followed by tag 0x{tag:02x}")
             total = self.length(total + size, "binary")
@@ -305,12 +324,11 @@ class _Decoder:
         self.pos += 1
         return result
 
-    def class_def(self, tag: int) -> Any:
+    def class_def(self) -> None:
         name = self.string_value()
         count = self.length(self.int_value(), "class field list")
         fields = tuple(self.string_value() for _ in range(count))
         self.classes.append(_ClassDef(name, fields))
-        return self.value()  # a definition is not a value: the value follows
 
     def object(self, index: int) -> HessianObject:
         if not 0 <= index < len(self.classes):
@@ -367,7 +385,6 @@ _TAGS: dict[int, Any] = {
     0x56: _Decoder.list_,
     0x57: _Decoder.list_,
     0x58: _Decoder.list_,
-    0x43: _Decoder.class_def,  # C
     0x4F: _Decoder.object_tag,  # O
     0x51: _Decoder.ref,  # Q
 }
@@ -382,6 +399,8 @@ def decode(
         return decoder.value(), decoder.pos
     except (OverflowError, ValueError) as exc:  # e.g. a date out of datetime's range
         raise Hessian2Error(f"value out of range: {exc}") from None
+    except RecursionError:  # a backstop: nesting is bounded by max_depth
+        raise Hessian2Error("nesting too deep") from None
 
 
 def decode_all(data: bytes, *, max_depth: int = 64, max_length: int = 16 * 1024 * 1024) -> list[Any]:
@@ -390,14 +409,26 @@ def decode_all(data: bytes, *, max_depth: int = 64, max_length: int = 16 * 1024 
     Dubbo bodies are such sequences (version, path, ..., arguments,
     attachments); the values may refer back to each other.
     """
+    return [value for value, _, _ in decode_spans(data, max_depth=max_depth, max_length=max_length)]
+
+
+def decode_spans(
+    data: bytes, *, max_depth: int = 64, max_length: int = 16 * 1024 * 1024
+) -> list[tuple[Any, int, int]]:
+    """Like :func:`decode_all`, with each value's ``(start, end)`` offsets,
+    so a value can be passed on as its original bytes."""
     decoder = _Decoder(data, 0, len(data), max_depth, max_length)
-    values = []
+    spans = []
     try:
         while decoder.pos < len(data):
-            values.append(decoder.value())
+            start = decoder.pos
+            value = decoder.value()
+            spans.append((value, start, decoder.pos))
     except (OverflowError, ValueError) as exc:
         raise Hessian2Error(f"value out of range: {exc}") from None
-    return values
+    except RecursionError:
+        raise Hessian2Error("nesting too deep") from None
+    return spans
 
 
 def skip(data: bytes, pos: int = 0, **limits: int) -> int:

@@ -103,8 +103,10 @@ def answer_dubbo(frame: dubbo.DubboFrame, write: Callable[[bytes], None]) -> Non
         # The frame itself was sound; only its body is bad: answer, stay up.
         write(dubbo.error_response(frame, dubbo.DubboStatus.BAD_REQUEST, f"400|{exc}").encode())
         return
-    value = invocation.arguments[0] if invocation.arguments else None
-    write(dubbo.value_response(frame, value, dubbo_version=invocation.dubbo_version).encode())
+    # The first argument's own bytes go back: unchanged (a long stays a long,
+    # an int[] stays typed), and never re-expanded from shared references.
+    first = invocation.argument_bytes[0] if invocation.argument_bytes else None
+    write(dubbo.value_response(frame, encoded=first, dubbo_version=invocation.dubbo_version).encode())
 
 
 class BoltEchoDispatcher(_CodecService):
