@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
-from test_peers import anthunder_calls
+from test_peers import anthunder_calls, serving
 
 from sota_dispatch import ConnectionLost, Dispatcher, Server
 from sota_xprotocol import BoltClient, BoltEchoDispatcher, DubboClient, DubboEchoDispatcher, bolt, dubbo
@@ -118,20 +118,13 @@ class Forwarder(Dispatcher):
             decoder.check()
 
 
-@asynccontextmanager
-async def forwarding(upstream: BoltClient) -> AsyncIterator[tuple[str, int]]:
+def forwarding(upstream: BoltClient) -> AbstractAsyncContextManager[tuple[str, int]]:
     def factory(stream: Any, context: Any) -> Forwarder:
         forwarder = Forwarder(stream, context)
         forwarder.upstream = upstream
         return forwarder
 
-    server = Server(factory, "127.0.0.1:0", drain_timeout=2)
-    async with anyio.create_task_group() as tg:
-        host, _, port = (await tg.start(server.serve)).rpartition(":")
-        try:
-            yield host, int(port)
-        finally:
-            server.shutdown()
+    return serving(factory)
 
 
 async def test_anthunder_client_through_our_client_role_to_anthunders_server(
