@@ -25,6 +25,7 @@ from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 from .address import format_address, parse_address
 from .errors import ConnectionLost, ProtocolError
 from .multiplexer import StreamMultiplexer
+from .proxy_hooks import ProxyHooks
 from .reader import DEFAULT_READ_SIZE, BufferedReader
 from .registry import Match
 from .writer import DEFAULT_HIGH_WATER, BufferedWriter
@@ -124,6 +125,8 @@ class Dispatcher:
     protocol_name: ClassVar[str] = ""
     #: Options this protocol accepts, name -> one-line help.
     options: ClassVar[Mapping[str, str]] = {}
+    #: How the bundled proxy forwards this protocol (None: local service only).
+    proxy_hooks: ClassVar[ProxyHooks[Any] | None] = None
     read_size: ClassVar[int] = DEFAULT_READ_SIZE
     write_high_water: ClassVar[int] = DEFAULT_HIGH_WATER
     #: Width of the protocol's request id, for :attr:`streams`.

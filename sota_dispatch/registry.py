@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import attrs
 
 from .errors import DuplicateProtocolError, PluginLoadError, UnknownProtocolError
+from .proxy_hooks import ProxyHooks
 
 if TYPE_CHECKING:
     from anyio.abc import ByteStream
@@ -64,6 +65,9 @@ class ProtocolInfo:
     #: Options the protocol accepts (``--option name=value``), name -> help.
     options: Mapping[str, str] = attrs.field(factory=dict)
     sniffer: Callable[[bytes], Match] | None = None
+    #: What the bundled proxy uses to forward this protocol; None when the
+    #: protocol can only be served locally.
+    proxy_hooks: ProxyHooks[Any] | None = None
 
     def sniff(self, prefix: bytes) -> Match:
         """Apply the protocol's sniffer; NO when it has none."""
@@ -74,6 +78,7 @@ def _info(name: str, factory: Any, source: str) -> ProtocolInfo:
     doc = (getattr(factory, "__doc__", None) or "").strip().splitlines()
     sniffer = getattr(factory, "sniff", None)
     options = getattr(factory, "options", None)
+    hooks = getattr(factory, "proxy_hooks", None)
     return ProtocolInfo(
         name=name,
         factory=factory,
@@ -81,6 +86,7 @@ def _info(name: str, factory: Any, source: str) -> ProtocolInfo:
         description=doc[0] if doc else "",
         options=dict(options) if isinstance(options, Mapping) else {},
         sniffer=sniffer if callable(sniffer) else None,
+        proxy_hooks=hooks if isinstance(hooks, ProxyHooks) else None,
     )
 
 

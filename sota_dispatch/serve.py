@@ -1,9 +1,15 @@
-"""``python -m sota_dispatch.serve``: run a protocol's local service.
+"""``python -m sota_dispatch.serve``: run a protocol's local service, or the proxy.
+
+Without ``--upstream`` or ``--config`` it serves the protocol's local
+service (an echo, say); ``--upstream HOST:PORT`` (repeatable) proxies the
+protocol to those endpoints, round robin; ``--config FILE`` runs a whole
+proxy configuration (several listeners and protocols), which
+``--check-config`` only validates.
 
 Every failure an operator can cause (unknown protocol, bad address, port in
-use, bad option) is one ``error:`` line on stderr and exit code 2, never a
-traceback. SIGINT or SIGTERM stops accepting, drains in-flight requests
-within ``--drain-timeout`` and exits 0; a second signal stops at once.
+use, bad option, bad config) is one ``error:`` line on stderr and exit code
+2, never a traceback. SIGINT or SIGTERM stops accepting, drains in-flight
+requests within the drain timeout and exits 0; a second signal stops at once.
 """
 
 from __future__ import annotations
@@ -14,16 +20,20 @@ import logging
 import math
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Protocol
 
 import anyio
+import attrs
 from anyio.abc import TaskStatus
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 from .address import parse_address
+from .config import ProxyConfig, config_from_upstreams, load_config
 from .errors import SotaError
+from .proxy import Proxy
 from .registry import ProtocolInfo, available_protocols, get_protocol
 from .server import Server
 
@@ -48,9 +58,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--listen",
         metavar="HOST:PORT",
-        default=DEFAULT_LISTEN,
         help=f"address to listen on (default {DEFAULT_LISTEN}; port 0 picks a free port)",
     )
+    p.add_argument(
+        "--upstream",
+        metavar="HOST:PORT",
+        action="append",
+        default=[],
+        help="proxy to this endpoint instead of serving locally (repeatable: round robin)",
+    )
+    p.add_argument("--config", metavar="FILE", help="run the proxy configuration in this YAML file")
+    p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     p.add_argument(
         "-o",
         "--option",
@@ -63,7 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="async backend")
     p.add_argument("--no-uvloop", action="store_true", help="do not use uvloop even if installed")
     p.add_argument(
-        "--drain-timeout", type=_seconds, default=10.0, metavar="SECONDS", help="drain time on shutdown (default 10)"
+        "--drain-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="drain time on shutdown (default 10, or the config file's drain_timeout)",
     )
     p.add_argument(
         "--log-level",
@@ -111,36 +132,50 @@ def _parse_options(info: ProtocolInfo, items: Sequence[str]) -> dict[str, str]:
     return options
 
 
-async def _run(server: Server) -> int:
+class _Service(Protocol):
+    """What the runner needs: a Server or a Proxy."""
+
+    @property
+    def drain_timeout(self) -> float: ...
+
+    async def serve(self, *, task_status: TaskStatus[Any]) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+
+async def _run(service: _Service, started: Callable[[Any], None], where: str) -> int:
     try:
-        return await _run_group(server)
+        return await _run_group(service, started, where)
     except BaseExceptionGroup as group:
-        usage, rest = group.split(_UsageError)
-        if usage is not None and rest is None:
-            raise usage.exceptions[0] from None
+        mine, rest = group.split((_UsageError, SotaError))
+        if mine is not None and rest is None:
+            first: BaseException = mine
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
         raise
 
 
-async def _run_group(server: Server) -> int:
+async def _run_group(service: _Service, started: Callable[[Any], None], where: str) -> int:
     # Handlers go in before the "listening on" line: a signal sent as soon
     # as that line appears must drain, not kill.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
         async with anyio.create_task_group() as tg:
 
-            async def serve_then_stop(*, task_status: TaskStatus[str]) -> None:
-                await server.serve(task_status=task_status)
+            async def serve_then_stop(*, task_status: TaskStatus[Any]) -> None:
+                await service.serve(task_status=task_status)
                 tg.cancel_scope.cancel()  # drained: stop the signal watcher too
 
             try:
                 address = await tg.start(serve_then_stop)
             except OSError as exc:
-                raise _UsageError(f"cannot listen on {server.host}:{server.port}: {exc.strerror or exc}") from None
-            log.info("listening on %s (protocol %s)", address, server.protocol)
-            tg.start_soon(_watch_signals, server, received, tg.cancel_scope)
+                raise _UsageError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+            started(address)
+            tg.start_soon(_watch_signals, service, received, tg.cancel_scope)
     return 0
 
 
-async def _watch_signals(server: Server, received: AsyncIterator[int], scope: anyio.CancelScope) -> None:
+async def _watch_signals(server: _Service, received: AsyncIterator[int], scope: anyio.CancelScope) -> None:
     first = True
     async for signum in received:
         if first:
@@ -151,6 +186,63 @@ async def _watch_signals(server: Server, received: AsyncIterator[int], scope: an
             log.info("second signal: stopping now")
             scope.cancel()
             return
+
+
+def _listen(args: argparse.Namespace) -> tuple[str, int]:
+    try:
+        return parse_address(args.listen or DEFAULT_LISTEN)
+    except ValueError as exc:
+        raise _UsageError(f"--listen: {exc}") from None
+
+
+def _drain_timeout(args: argparse.Namespace, default: float) -> float:
+    return default if args.drain_timeout is None else float(args.drain_timeout)
+
+
+def _proxy_config(args: argparse.Namespace) -> ProxyConfig | None:
+    """The proxy configuration the arguments ask for; None for a local service."""
+    if args.config:
+        clash = [
+            flag
+            for flag, given in (
+                ("--upstream", args.upstream),
+                ("--protocol", args.protocol),
+                ("--listen", args.listen),
+                ("--option", args.option),
+            )
+            if given
+        ]
+        if clash:
+            raise _UsageError(f"--config holds the whole configuration; drop {', '.join(clash)}")
+        config = load_config(args.config)
+        if args.drain_timeout is not None:
+            config = attrs.evolve(config, drain_timeout=_drain_timeout(args, config.drain_timeout))
+        return config
+    if args.upstream:
+        if not args.protocol:
+            raise _UsageError("--upstream needs --protocol (see --list-protocols)")
+        options = _parse_options(get_protocol(args.protocol), args.option)
+        return config_from_upstreams(
+            args.protocol,
+            args.listen or DEFAULT_LISTEN,
+            args.upstream,
+            options=options,
+            drain_timeout=_drain_timeout(args, 10.0),
+        )
+    if args.check_config:
+        raise _UsageError("--check-config needs --config or --upstream")
+    return None
+
+
+def _summary(config: ProxyConfig) -> str:
+    listeners = ", ".join(f"{c.name} ({c.protocol} on {c.address})" for c in config.listeners)
+    clusters = ", ".join(f"{c.name} ({len(c.endpoints)} endpoints, {c.lb})" for c in config.clusters)
+    return f"config OK: listeners {listeners}; clusters {clusters}"
+
+
+def _proxy_started(addresses: dict[str, str]) -> None:
+    for name, address in addresses.items():
+        log.info("listening on %s (listener %s)", address, name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,22 +256,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.list_protocols:
             return _list_protocols()
-        if not args.protocol:
-            raise _UsageError("--protocol is required (see --list-protocols)")
-        info = get_protocol(args.protocol)
-        try:
-            listen = parse_address(args.listen)
-        except ValueError as exc:
-            raise _UsageError(f"--listen: {exc}") from None
-        options = _parse_options(info, args.option)
-        try:
-            server = Server(info.factory, listen, protocol=info.name, options=options, drain_timeout=args.drain_timeout)
-        except ValueError as exc:
-            raise _UsageError(f"--option: {exc}") from None
         backend_options: dict[str, object] = {}
         if args.backend == "asyncio" and not args.no_uvloop and importlib.util.find_spec("uvloop") is not None:
             backend_options["use_uvloop"] = True
-        return anyio.run(_run, server, backend=args.backend, backend_options=backend_options)
+        config = _proxy_config(args)
+        if config is not None:
+            proxy = Proxy(config)  # checks the protocols: a ConfigError is exit 2
+            if args.check_config:
+                print(_summary(config))
+                return 0
+            where = ", ".join(listener.address for listener in config.listeners)
+            return anyio.run(_run, proxy, _proxy_started, where, backend=args.backend, backend_options=backend_options)
+        if not args.protocol:
+            raise _UsageError("--protocol is required (see --list-protocols)")
+        info = get_protocol(args.protocol)
+        listen = _listen(args)
+        options = _parse_options(info, args.option)
+        try:
+            server = Server(
+                info.factory, listen, protocol=info.name, options=options, drain_timeout=_drain_timeout(args, 10.0)
+            )
+        except ValueError as exc:
+            raise _UsageError(f"--option: {exc}") from None
+
+        def started(address: str) -> None:
+            log.info("listening on %s (protocol %s)", address, server.protocol)
+
+        where = f"{server.host}:{server.port}"
+        return anyio.run(_run, server, started, where, backend=args.backend, backend_options=backend_options)
     except (_UsageError, SotaError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,7 +6,9 @@ chunk boundaries, so a test controls exactly what each ``receive()`` returns.
 output and close reason. The ``check_*`` functions are the conformance checks
 a plugin author runs (ideally under hypothesis): the same output whatever the
 chunking, nothing but :class:`~sota_dispatch.ProtocolError` for garbage, and a
-clean close when the peer closes between requests.
+clean close when the peer closes between requests. :func:`serving` and
+:func:`running_proxy` run a server or a whole proxy on 127.0.0.1 for the
+length of a block, for tests against real sockets and real peers.
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 
 import anyio
 import attrs
 from anyio.abc import ByteStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .config import ProxyConfig
 from .dispatcher import ConnectionContext
 from .errors import ProtocolError
+from .proxy import Proxy
 from .registry import DispatcherFactory
+from .server import Server
 
 __all__ = [
     "Exchange",
@@ -39,7 +44,9 @@ __all__ = [
     "check_split_invariance",
     "exchange",
     "memory_stream_pair",
+    "running_proxy",
     "serve_process",
+    "serving",
 ]
 
 
@@ -195,6 +202,22 @@ class ServeProcess:
     address: str
     #: Every stderr line so far (kept up to date by a reader thread).
     stderr_lines: list[str]
+    _arrived: queue.Queue[str | None] = attrs.field(factory=queue.Queue, repr=False)
+
+    def wait_for_line(self, text: str, timeout: float = 20.0) -> str:
+        """Block until a stderr line containing ``text`` arrives (one not seen
+        by an earlier call) and return it; :class:`TimeoutError` otherwise.
+        Blocking: from async code, run it with :func:`anyio.to_thread.run_sync`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._arrived.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise TimeoutError(f"no stderr line with {text!r} within {timeout}s") from None
+            if line is None:
+                raise TimeoutError(f"the process exited before a line with {text!r}")
+            if text in line:
+                return line
 
     @property
     def host(self) -> str:
@@ -258,7 +281,7 @@ def serve_process(
             found = _LISTENING.search(line)
             if found:
                 address = found.group(1)
-        yield ServeProcess(process, address, lines)
+        yield ServeProcess(process, address, lines, arrived)
     finally:
         if process.poll() is None:
             process.kill()
@@ -272,3 +295,35 @@ def _collect(stream: Iterable[str], lines: list[str], arrived: queue.Queue[str |
         lines.append(line)
         arrived.put(line)
     arrived.put(None)
+
+
+@asynccontextmanager
+async def serving(
+    factory: DispatcherFactory,
+    listen: str = "127.0.0.1:0",
+    *,
+    options: Mapping[str, str] | None = None,
+    drain_timeout: float = 2.0,
+) -> AsyncIterator[Server]:
+    """Serve ``factory`` for the block; ``server.address`` is the bound
+    ``HOST:PORT``. Leaving the block drains (up to ``drain_timeout``)."""
+    server = Server(factory, listen, options=options, drain_timeout=drain_timeout)
+    async with anyio.create_task_group() as tg:
+        await tg.start(server.serve)
+        try:
+            yield server
+        finally:
+            server.shutdown()
+
+
+@asynccontextmanager
+async def running_proxy(config: ProxyConfig) -> AsyncIterator[Proxy]:
+    """Run a proxy for the block; ``proxy.addresses`` maps each listener's
+    name to its bound ``HOST:PORT``. Leaving the block drains it."""
+    proxy = Proxy(config)
+    async with anyio.create_task_group() as tg:
+        await tg.start(proxy.serve)
+        try:
+            yield proxy
+        finally:
+            proxy.shutdown()

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from sota_dispatch import Dispatcher, LimitExceeded, Match
 
+from .proxy import SIMPLE_LINE_HOOKS
 from .query import QueryError, parse_query, render_error, render_reply
 
 __all__ = ["DEFAULT_MAX_LINE", "SimpleLineDispatcher"]
@@ -22,6 +23,7 @@ class SimpleLineDispatcher(Dispatcher):
 
     protocol_name: ClassVar[str] = "simple_line"
     options: ClassVar[Mapping[str, str]] = {"max_line": f"longest request line in bytes (default {DEFAULT_MAX_LINE})"}
+    proxy_hooks = SIMPLE_LINE_HOOKS
 
     @classmethod
     def sniff(cls, prefix: bytes) -> Match:

@@ -1,12 +1,14 @@
-"""sota-xprotocol: SOFA bolt and Dubbo for sota-dispatch (in progress).
+"""sota-xprotocol: SOFA bolt and Dubbo for sota-dispatch.
 
-So far the sans-I/O layer: :mod:`~sota_xprotocol.hessian2` (our own Hessian
+The sans-I/O layer: :mod:`~sota_xprotocol.hessian2` (our own Hessian
 2.0 subset, checked against Java's encodings), :mod:`~sota_xprotocol.bolt`
 (bolt v1/v2 frames with the v2 CRC32) and :mod:`~sota_xprotocol.dubbo`
 (dubbo frames, lazily decoded invocations, canonical heartbeats and
 replies). :mod:`~sota_xprotocol.service` holds the echo services
 registered as ``bolt``, ``dubbo`` and ``xprotocol`` (auto-detected), and
-:class:`BoltClient` and :class:`DubboClient` the multiplexed client role.
+:class:`BoltClient` and :class:`DubboClient` the multiplexed client role;
+:data:`BOLT` and :data:`DUBBO` are the hooks the bundled proxy forwards them
+with.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from . import bolt, dubbo, hessian2
 from .client import BoltClient, DubboClient
 from .failures import Failure, bolt_error_reply, dubbo_error_reply
-from .hooks import BOLT, DUBBO, ProxyHooks
+from .hooks import BOLT, DUBBO, BoltHooks, DubboHooks, XProtocolHooks
 from .service import BoltEchoDispatcher, DubboEchoDispatcher, XProtocolEchoDispatcher
 
 __all__ = [
@@ -24,7 +26,9 @@ __all__ = [
     "BoltEchoDispatcher",
     "DubboClient",
     "Failure",
-    "ProxyHooks",
+    "BoltHooks",
+    "DubboHooks",
+    "XProtocolHooks",
     "DubboEchoDispatcher",
     "XProtocolEchoDispatcher",
     "bolt_error_reply",

@@ -115,6 +115,7 @@ class DubboFrame:
     request_id: int
     body: bytes
     raw: bytes = b""
+    _invocation: Invocation | None = attrs.field(default=None, init=False, repr=False)
 
     @property
     def is_request(self) -> bool:
@@ -151,7 +152,16 @@ class DubboFrame:
         return self.raw
 
     def invocation(self) -> Invocation:
-        """Decode the request body (hessian2 only); raises ProtocolError if malformed."""
+        """Decode the request body (hessian2 only); raises ProtocolError if malformed.
+
+        Decoded once per frame: a proxy reads the timeout and the routing
+        attributes from the same invocation.
+        """
+        if self._invocation is None:
+            self._invocation = self._decode_invocation()
+        return self._invocation
+
+    def _decode_invocation(self) -> Invocation:
         if not self.is_request or self.is_event:
             raise ValueError("only a request carries an invocation")
         if self.serialization != HESSIAN2:

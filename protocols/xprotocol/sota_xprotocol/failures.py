@@ -7,27 +7,17 @@ mapping (xprotocol-notes, "Hijack") where it is precise, and departs from it
 where a more exact status exists: an upstream reset is bolt
 CONNECTION_CLOSED (MOSN: UNKNOWN or NO_PROCESSOR), a timeout is dubbo
 SERVER_TIMEOUT (the proxy is the server to its client; MOSN: CLIENT_TIMEOUT),
-and an undecodable request is dubbo BAD_REQUEST.
+and an undecodable request is dubbo BAD_REQUEST. :class:`Failure` itself is
+the core's (``sota_dispatch.Failure``), re-exported here.
 """
 
 from __future__ import annotations
 
-import enum
+from sota_dispatch import Failure
 
 from . import bolt, dubbo
 
 __all__ = ["Failure", "bolt_error_reply", "dubbo_error_reply"]
-
-
-class Failure(enum.Enum):
-    """Why a request got no answer from upstream."""
-
-    NO_ROUTE = "no route"
-    NO_HEALTHY_UPSTREAM = "no healthy upstream"
-    OVERFLOW = "overflow"
-    TIMEOUT = "timeout"
-    UPSTREAM_RESET = "upstream reset"
-    CODEC_ERROR = "codec error"
 
 
 BOLT_STATUS: dict[Failure, bolt.ResponseStatus] = {

@@ -20,7 +20,13 @@ F = TypeVar("F")
 
 
 class FrameDecoder(Generic[F]):
-    """Feed bytes, get frames. Subclasses implement :meth:`_frame`."""
+    """Feed bytes, get frames. Subclasses implement :meth:`_frame`.
+
+    It is also a :class:`~sota_dispatch.ProxyCodec`: bolt and dubbo have no
+    handshake (``ready`` at once) and nothing of their own to send.
+    """
+
+    ready = True
 
     def __init__(self, *, max_frame_size: int) -> None:
         self.max_frame_size = max_frame_size
@@ -40,6 +46,10 @@ class FrameDecoder(Generic[F]):
         """Raise the error found after the last frames handed out, if any."""
         if self.pending_error is not None:
             raise self.pending_error
+
+    def data_to_send(self) -> bytes:
+        """Always empty: the codec never speaks on its own."""
+        return b""
 
     def feed(self, data: bytes) -> list[F]:
         """Parse ``data``; return every frame it completed, in order."""

@@ -1,35 +1,42 @@
-"""What a generic proxy needs from bolt and dubbo, behind one interface.
+"""bolt and dubbo behind the bundled proxy: their :class:`~sota_dispatch.ProxyHooks`.
 
-The proxy loop (issue 5) stays protocol-agnostic: it decodes frames, reads
-their routing attributes, rewrites request ids, answers heartbeats and
-builds error replies only through a hooks object. :data:`BOLT` and
-:data:`DUBBO` are those objects; everything they do is pure (no I/O).
+Both are multiplexed by request id: the proxy gives each forwarded request
+a fresh upstream id and the response its downstream id back, by patching
+the id bytes of the raw frame (offset 5 for bolt v1, 6 for bolt v2 plus
+the CRC, 4..11 for dubbo), as MOSN does; nothing is re-encoded. Heartbeats
+are answered locally. :data:`BOLT` and :data:`DUBBO` are the instances the
+dispatchers expose as ``proxy_hooks``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from typing import TypeVar
 
-from sota_dispatch import ProtocolError
+from sota_dispatch import Failure, ProtocolError, ProxyHooks
 
 from . import bolt, dubbo
-from .failures import Failure, bolt_error_reply, dubbo_error_reply
+from .failures import bolt_error_reply, dubbo_error_reply
+from .framing import FrameDecoder
 
-__all__ = ["BOLT", "DUBBO", "BoltHooks", "DubboHooks", "ProxyHooks"]
+__all__ = ["BOLT", "DUBBO", "BoltHooks", "DubboHooks", "XProtocolHooks"]
 
 F = TypeVar("F", bolt.BoltFrame, dubbo.DubboFrame)
 
 
-class ProxyHooks(Generic[F]):
-    """The proxy-facing operations of one protocol's frames."""
+class XProtocolHooks(ProxyHooks[F]):
+    """What bolt and dubbo share: id-keyed frames with raw bytes."""
 
-    name = ""
-    #: Width of the request id, for the upstream multiplexer.
-    id_bits = 32
+    pool_mode = "multiplex"
 
-    def decoder(self, max_frame_size: int) -> Any:
+    def decoder(self, max_frame_size: int) -> FrameDecoder[F]:
         raise NotImplementedError
+
+    def downstream_codec(self, options: Mapping[str, str], max_frame_size: int) -> FrameDecoder[F]:
+        return self.decoder(max_frame_size)
+
+    def upstream_codec(self, options: Mapping[str, str], max_frame_size: int) -> FrameDecoder[F]:
+        return self.decoder(max_frame_size)
 
     def request_id(self, frame: F) -> int:
         return frame.request_id
@@ -38,30 +45,23 @@ class ProxyHooks(Generic[F]):
         """The frame's raw bytes with another id (no re-encode)."""
         return frame.with_request_id(request_id)
 
-    def is_request(self, frame: F) -> bool:
-        raise NotImplementedError
-
-    def is_oneway(self, frame: F) -> bool:
-        raise NotImplementedError
-
     def is_heartbeat(self, frame: F) -> bool:
         return frame.is_heartbeat
 
-    def heartbeat_reply(self, frame: F) -> bytes:
-        raise NotImplementedError
+    def encode_request(self, frame: F, upstream_id: int) -> bytes:
+        return frame.with_request_id(upstream_id)
 
-    def timeout(self, frame: F) -> float | None:
-        """The request's own timeout in seconds, if the protocol carries one."""
-        return None
+    def response_id(self, frame: F) -> int | None:
+        return None if self.is_request(frame) else frame.request_id
 
-    def routing_attributes(self, frame: F) -> Mapping[str, str]:
-        raise NotImplementedError
+    def encode_response(self, response: F, request: F) -> bytes:
+        return response.with_request_id(request.request_id)
 
-    def error_reply(self, frame: F, failure: Failure) -> bytes:
-        raise NotImplementedError
+    def status(self, response: F) -> int | None:
+        return response.status
 
 
-class BoltHooks(ProxyHooks[bolt.BoltFrame]):
+class BoltHooks(XProtocolHooks[bolt.BoltFrame]):
     name = "bolt"
     id_bits = 32
 
@@ -78,17 +78,19 @@ class BoltHooks(ProxyHooks[bolt.BoltFrame]):
         return bolt.heartbeat_ack(frame).encode()
 
     def timeout(self, frame: bolt.BoltFrame) -> float | None:
+        """The frame's timeout; -1 (SOFA's "none") falls back to the route's
+        timeout, unlike MOSN's "never" (xprotocol-notes, test 24)."""
         return frame.timeout / 1000 if frame.timeout > 0 and not frame.is_response else None
 
     def routing_attributes(self, frame: bolt.BoltFrame) -> Mapping[str, str]:
         """The header map; ``service`` is the key SOFA-RPC routes on."""
         return frame.header
 
-    def error_reply(self, frame: bolt.BoltFrame, failure: Failure) -> bytes:
-        return bolt_error_reply(frame, failure).encode()
+    def error_reply(self, request: bolt.BoltFrame, failure: Failure, detail: str = "") -> bytes:
+        return bolt_error_reply(request, failure).encode()
 
 
-class DubboHooks(ProxyHooks[dubbo.DubboFrame]):
+class DubboHooks(XProtocolHooks[dubbo.DubboFrame]):
     name = "dubbo"
     id_bits = 64
 
@@ -105,6 +107,7 @@ class DubboHooks(ProxyHooks[dubbo.DubboFrame]):
         return dubbo.heartbeat_response(frame).encode()
 
     def timeout(self, frame: dubbo.DubboFrame) -> float | None:
+        """The ``timeout`` attachment (milliseconds), if the request has one."""
         try:
             raw = frame.invocation().attachments.get("timeout")
         except (ValueError, ProtocolError):
@@ -126,8 +129,8 @@ class DubboHooks(ProxyHooks[dubbo.DubboFrame]):
             attributes["group"] = invocation.group
         return attributes
 
-    def error_reply(self, frame: dubbo.DubboFrame, failure: Failure) -> bytes:
-        return dubbo_error_reply(frame, failure).encode()
+    def error_reply(self, request: dubbo.DubboFrame, failure: Failure, detail: str = "") -> bytes:
+        return dubbo_error_reply(request, failure, detail).encode()
 
 
 BOLT = BoltHooks()

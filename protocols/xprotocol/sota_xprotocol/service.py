@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from sota_dispatch import Dispatcher, Match, ProtocolError
 
 from . import bolt, dubbo
+from .hooks import BOLT, DUBBO
 
 __all__ = ["BoltEchoDispatcher", "DubboEchoDispatcher", "XProtocolEchoDispatcher"]
 
@@ -113,6 +114,7 @@ class BoltEchoDispatcher(_CodecService):
     """SOFA bolt v1/v2 echo: SUCCESS with the request's class and content."""
 
     protocol_name: ClassVar[str] = "bolt"
+    proxy_hooks = BOLT
 
     @classmethod
     def sniff(cls, prefix: bytes) -> Match:
@@ -129,6 +131,7 @@ class DubboEchoDispatcher(_CodecService):
     """Dubbo echo: answers each call with its first argument (hessian2)."""
 
     protocol_name: ClassVar[str] = "dubbo"
+    proxy_hooks = DUBBO
 
     @classmethod
     def sniff(cls, prefix: bytes) -> Match:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from .connection import Heartbeat
 from .dealer import Dealer, DealerConnection
 from .engine import Authenticator, Limits, PeerError, ZmtpEngine, generate_identity
+from .proxy import ZMTP_HOOKS, ZmtpHooks, zmtp_error_reply
 from .router import (
     EchoRouter,
     HighWaterMarkError,
@@ -24,6 +25,7 @@ from .router import (
 from .wire import SocketType, encode_message
 
 __all__ = [
+    "ZMTP_HOOKS",
     "Authenticator",
     "Dealer",
     "DealerConnection",
@@ -38,6 +40,8 @@ __all__ = [
     "UnroutableError",
     "ZmtpEchoDispatcher",
     "ZmtpEngine",
+    "ZmtpHooks",
     "encode_message",
     "generate_identity",
+    "zmtp_error_reply",
 ]

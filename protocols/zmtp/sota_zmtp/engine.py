@@ -179,6 +179,11 @@ class ZmtpEngine:
         """True once messages may flow (the peer's READY has arrived)."""
         return self._state is _State.TRAFFIC
 
+    @property
+    def ready(self) -> bool:
+        """Same as :attr:`handshake_done` (the :class:`~sota_dispatch.ProxyCodec` name)."""
+        return self._state is _State.TRAFFIC
+
     def check(self) -> None:
         """Raise the error found after the last messages handed out, if any."""
         if self.pending_error is not None:

@@ -24,6 +24,7 @@ from sota_dispatch import ConnectionContext, Dispatcher, Match, ProtocolError, S
 
 from .connection import Heartbeat, Liveness, handshake, keepalive, pump
 from .engine import Authenticator, Limits, ZmtpEngine, generate_identity
+from .proxy import ZMTP_HOOKS
 from .wire import SocketType, encode_message
 
 __all__ = [
@@ -238,6 +239,8 @@ def _plain_account(options: Mapping[str, str]) -> Authenticator | None:
 
 class ZmtpEchoDispatcher(RouterConnection):
     """ZeroMQ ROUTER (ZMTP 2.0/3.x, NULL) echoing every message to its sender."""
+
+    proxy_hooks = ZMTP_HOOKS
 
     options: ClassVar[Mapping[str, str]] = {
         "handover": "1: a reused identity takes over the old connection (default 0: refused)",

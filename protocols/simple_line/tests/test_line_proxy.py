@@ -1,0 +1,461 @@
+"""simple_line through the bundled proxy, against real backends on 127.0.0.1.
+
+The backends are tagged line services: each answers ``<tag>:<line>``, so a
+reply says which backend served it; ``hold=1`` makes a backend wait for a
+test's signal before answering, ``close=1`` makes it drop the connection.
+Every error case is asserted on the bytes the client receives.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import ByteStream, SocketStream, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sota_dispatch import (
+    BufferedReader,
+    ConnectionContext,
+    Dispatcher,
+    ProtocolError,
+    Proxy,
+    Server,
+    parse_config,
+)
+from sota_dispatch.testing import running_proxy, serve_process, serving
+from sota_simple_line import LineCodec
+
+pytestmark = pytest.mark.anyio
+
+
+class TaggedBackend(Dispatcher):
+    """Answers each line with ``<tag>:<line>``, in order; records every line
+    as it arrives, even while an answer is held back."""
+
+    def __init__(self, stream: ByteStream, context: ConnectionContext, *, backend: Backend) -> None:
+        super().__init__(stream, context)
+        self.backend = backend
+
+    async def serve(self) -> None:
+        backend = self.backend
+        send, receive = anyio.create_memory_object_stream[bytes](10_000)
+        self.start_soon(self._answer, receive)
+        async with send:
+            while True:
+                line = (await self.reader.read_until(b"\n", max_bytes=65536)).rstrip(b"\r")
+                backend.seen.append(line)
+                backend.arrived.set()
+                if b"close=1" in line:
+                    return
+                await send.send(line)
+
+    async def _answer(self, receive: MemoryObjectReceiveStream[bytes]) -> None:
+        async with receive:
+            async for line in receive:
+                if b"hold=1" in line:
+                    await self.backend.release.wait()
+                self.writer.write(self.backend.tag + b":" + line + b"\r\n")
+                self.flush_soon()
+
+
+class Backend:
+    def __init__(self, tag: str) -> None:
+        self.tag = tag.encode()
+        self.seen: list[bytes] = []
+        self.arrived = anyio.Event()
+        self.release = anyio.Event()
+        self.connections = 0
+
+    def factory(self, stream: ByteStream, context: ConnectionContext) -> TaggedBackend:
+        self.connections += 1
+        return TaggedBackend(stream, context, backend=self)
+
+    async def wait_seen(self, count: int) -> None:
+        with anyio.fail_after(10):
+            while len(self.seen) < count:
+                self.arrived = anyio.Event()
+                await self.arrived.wait()
+
+
+@asynccontextmanager
+async def backends(*tags: str) -> AsyncIterator[list[tuple[Backend, str]]]:
+    async with AsyncExitStack() as stack:
+        result = []
+        for tag in tags:
+            backend = Backend(tag)
+            server = await stack.enter_async_context(serving(backend.factory, drain_timeout=0.5))
+            assert server.address is not None
+            result.append((backend, server.address))
+        yield result
+        for backend, _ in result:
+            backend.release.set()
+
+
+def free_port() -> int:
+    """A port nobody listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def config(
+    endpoints: list[Any], *, lb: str = "round_robin", route: dict[str, Any] | None = None, **cluster: Any
+) -> dict[str, Any]:
+    return {
+        "listeners": [
+            {
+                "name": "lines",
+                "address": "127.0.0.1:0",
+                "protocol": "simple_line",
+                "routes": [{"cluster": "backends", **(route or {})}],
+            }
+        ],
+        "clusters": [{"name": "backends", "endpoints": endpoints, "lb": lb, **cluster}],
+    }
+
+
+@asynccontextmanager
+async def proxy_for(document: dict[str, Any]) -> AsyncIterator[Proxy]:
+    async with running_proxy(parse_config(document)) as proxy:
+        yield proxy
+
+
+class Client:
+    def __init__(self, stream: SocketStream) -> None:
+        self.stream = stream
+        self.reader = BufferedReader(stream)
+
+    async def send(self, *lines: bytes) -> None:
+        await self.stream.send(b"".join(line + b"\r\n" for line in lines))
+
+    async def replies(self, count: int, timeout: float = 10) -> list[bytes]:
+        with anyio.fail_after(timeout):
+            return [await self.reader.read_until(b"\r\n", max_bytes=1 << 20) for _ in range(count)]
+
+    async def call(self, *lines: bytes) -> list[bytes]:
+        await self.send(*lines)
+        return await self.replies(len(lines))
+
+
+@asynccontextmanager
+async def client(proxy: Proxy, listener: str = "lines") -> AsyncIterator[Client]:
+    host, _, port = proxy.addresses[listener].rpartition(":")
+    stream = await anyio.connect_tcp(host, int(port))
+    async with stream:
+        yield Client(stream)
+
+
+def tags(replies: list[bytes]) -> list[bytes]:
+    return [reply.partition(b":")[0] for reply in replies]
+
+
+# -- routing and balancing ------------------------------------------------------
+
+
+async def test_each_backend_answers_its_share() -> None:
+    async with backends("A", "B") as up, proxy_for(config([a for _, a in up])) as proxy, client(proxy) as c:
+        replies = await c.call(*(b"n=%d" % i for i in range(6)))
+    assert sorted(set(tags(replies))) == [b"A", b"B"]
+    assert [r.partition(b":")[2] for r in replies] == [b"n=%d" % i for i in range(6)]
+    assert tags(replies) == [b"A", b"B"] * 3  # round robin, and answers in request order
+
+
+async def test_weighted_round_robin_splits_1000_requests_by_weight() -> None:
+    async with backends("A", "B") as up:
+        endpoints = [{"address": up[0][1], "weight": 3}, {"address": up[1][1], "weight": 1}]
+        async with proxy_for(config(endpoints)) as proxy, client(proxy) as c:
+            replies = await c.call(*(b"n=%d" % i for i in range(1000)))
+    counts = Counter(tags(replies))
+    assert abs(counts[b"A"] - 750) <= 20, counts  # within 2% of 1,000
+    assert abs(counts[b"B"] - 250) <= 20, counts
+    assert [r.partition(b":")[2] for r in replies] == [b"n=%d" % i for i in range(1000)]
+
+
+@pytest.mark.parametrize("lb", ["ring_hash", "maglev"])
+async def test_consistent_hash_keeps_keys_and_moves_about_one_in_n(lb: str) -> None:
+    keys = [b"user=u%d" % i for i in range(300)]
+    route = {"hash_key": "user"}
+    async with backends("A", "B", "C", "D") as up:
+        addresses = [a for _, a in up]
+        async with proxy_for(config(addresses, lb=lb, route=route)) as proxy, client(proxy) as c:
+            before = tags(await c.call(*keys))
+            again = tags(await c.call(*keys))
+        async with proxy_for(config(addresses[:3], lb=lb, route=route)) as proxy, client(proxy) as c:
+            after = tags(await c.call(*keys))
+    assert before == again  # the same key, the same backend, every time
+    assert set(before) == {b"A", b"B", b"C", b"D"}
+    moved = [k for k, b, a in zip(keys, before, after, strict=True) if b != a]
+    on_removed = [k for k, b in zip(keys, before, strict=True) if b == b"D"]
+    assert set(on_removed) <= set(moved)  # D's keys had to move
+    assert len(moved) / len(keys) <= 1 / 4 + 0.06, (len(moved), len(on_removed))  # and hardly any other
+
+
+async def test_routes_match_attributes_first_match_wins() -> None:
+    async with backends("A", "B") as up:
+        document = {
+            "listeners": [
+                {
+                    "name": "lines",
+                    "address": "127.0.0.1:0",
+                    "protocol": "simple_line",
+                    "routes": [
+                        {"match": [{"attribute": "service", "exact": "pay"}], "cluster": "a"},
+                        {"match": [{"attribute": "service", "prefix": "pay"}], "cluster": "b"},
+                        {"match": [{"attribute": "service", "regex": "ord(er)?s?"}], "cluster": "a"},
+                        {"match": [{"attribute": "debug", "present": True}], "cluster": "b"},
+                    ],
+                }
+            ],
+            "clusters": [{"name": "a", "endpoints": [up[0][1]]}, {"name": "b", "endpoints": [up[1][1]]}],
+        }
+        async with proxy_for(document) as proxy, client(proxy) as c:
+            replies = await c.call(
+                b"service=pay", b"service=payroll", b"service=orders", b"service=orderbook", b"x=1&debug", b"x=1"
+            )
+    assert tags(replies[:5]) == [b"A", b"B", b"A", b"error", b"B"]
+    assert replies[3] == b"error:no route"
+    assert replies[5] == b"error:no route"
+
+
+# -- errors are replies ---------------------------------------------------------
+
+
+async def test_no_healthy_upstream_is_an_error_line_and_the_connection_stays() -> None:
+    async with backends("A") as up:
+        document = {
+            "listeners": [
+                {
+                    "name": "lines",
+                    "address": "127.0.0.1:0",
+                    "protocol": "simple_line",
+                    "routes": [
+                        {"match": [{"attribute": "to", "exact": "dead"}], "cluster": "dead"},
+                        {"cluster": "live"},
+                    ],
+                }
+            ],
+            "clusters": [
+                {"name": "dead", "endpoints": [f"127.0.0.1:{free_port()}"]},
+                {"name": "live", "endpoints": [up[0][1]]},
+            ],
+        }
+        async with proxy_for(document) as proxy, client(proxy) as c:
+            with anyio.fail_after(5):
+                first, second, third = await c.call(b"to=dead", b"to=dead&n=2", b"to=live")
+    assert first.startswith(b"error:no healthy upstream")
+    assert second == b"error:no healthy upstream: cluster dead: no endpoint is up"  # in backoff: no connect at all
+    assert third == b"A:to=live"
+
+
+async def test_timeout_is_an_error_line_and_the_late_answer_is_dropped() -> None:
+    async with (
+        backends("A") as up,
+        proxy_for(config([up[0][1]], route={"timeout": "300ms"})) as proxy,
+        client(proxy) as c,
+    ):
+        backend = up[0][0]
+        start = anyio.current_time()
+        assert await c.call(b"hold=1") == [b"error:timeout: no answer within 0.3s"]
+        assert 0.25 <= anyio.current_time() - start < 2
+        backend.release.set()  # the late answer must not pass for the next one
+        assert await c.call(b"n=2") == [b"A:n=2"]
+
+
+async def test_upstream_reset_mid_request_is_an_error_line_then_it_reconnects() -> None:
+    async with backends("A") as up, proxy_for(config([up[0][1]])) as proxy, client(proxy) as c:
+        reset = await c.call(b"close=1")
+        assert reset == [f"error:upstream reset: {up[0][1]} closed the connection".encode()]
+        assert await c.call(b"n=2") == [b"A:n=2"]
+        assert up[0][0].connections == 2
+
+
+async def test_overflow_is_an_error_line_at_once() -> None:
+    async with backends("A") as up:
+        pool = {"mode": "exclusive", "connections": 1, "max_pending": 1}
+        proxy_cm = proxy_for(config([up[0][1]], pool=pool))
+        async with proxy_cm as proxy, client(proxy) as c1, client(proxy) as c2, client(proxy) as c3:
+            await c1.send(b"hold=1")
+            await up[0][0].wait_seen(1)  # the only connection is busy
+            await c2.send(b"n=2")  # waits for it: the one pending slot
+            with anyio.fail_after(2):
+                assert await c3.call(b"n=3") == [
+                    b"error:overflow: too many requests waiting for an upstream connection"
+                ]
+            up[0][0].release.set()
+            assert await c1.replies(1) == [b"A:hold=1"]
+            assert await c2.replies(1) == [b"A:n=2"]
+
+
+async def test_unreadable_query_on_an_attribute_route_is_a_codec_error() -> None:
+    async with backends("A") as up:
+        route = {"match": [{"attribute": "service", "present": True}]}
+        async with proxy_for(config([up[0][1]], route=route)) as proxy, client(proxy) as c:
+            replies = await c.call(b"service=%zz", b"service=ok")
+    assert replies == [b"error:codec error: bad percent escape at offset 8: '%zz'", b"A:service=ok"]
+
+
+async def test_over_long_line_gets_an_error_line_then_the_close() -> None:
+    async with backends("A") as up:
+        document = config([up[0][1]])
+        document["listeners"][0]["options"] = {"max_line": 16}
+        async with proxy_for(document) as proxy, client(proxy) as c:
+            await c.send(b"n=1", b"x=" + b"y" * 40)
+            assert await c.replies(2) == [b"A:n=1", b"error:line too long (limit 16 bytes)"]
+            with anyio.fail_after(5), pytest.raises(anyio.EndOfStream):
+                await c.reader.read_some()
+
+
+async def test_answers_keep_the_request_order_across_backends() -> None:
+    async with backends("A", "B") as up, proxy_for(config([a for _, a in up])) as proxy, client(proxy) as c:
+        (a, _), (b, _) = up
+        await c.send(b"hold=1", b"n=2")
+        await b.wait_seen(1)
+        await a.wait_seen(1)
+        b.release.set()
+        with anyio.move_on_after(0.2):  # B answered; its answer must wait for A's
+            await c.replies(1)
+            pytest.fail("an answer overtook an earlier request's")
+        a.release.set()
+        assert await c.replies(2) == [b"A:hold=1", b"B:n=2"]
+
+
+# -- retries ----------------------------------------------------------------------
+
+
+async def test_connect_failure_is_retried_on_another_endpoint() -> None:
+    async with backends("A") as up:
+        endpoints = [f"127.0.0.1:{free_port()}", up[0][1]]
+        async with proxy_for(config(endpoints)) as proxy, client(proxy) as c:
+            replies = await c.call(*(b"n=%d" % i for i in range(10)))
+    assert tags(replies) == [b"A"] * 10
+
+
+@pytest.mark.parametrize(("idempotent", "tries"), [(True, 2), (False, 1)])
+async def test_reset_is_retried_only_for_idempotent_routes_and_attempts_are_bounded(
+    idempotent: bool, tries: int
+) -> None:
+    async with backends("A", "B", "C") as up:
+        route = {"retry": {"attempts": 2, "on": ["reset"], "idempotent": idempotent}}
+        async with proxy_for(config([a for _, a in up], route=route)) as proxy, client(proxy) as c:
+            [reply] = await c.call(b"close=1")
+    assert reply.startswith(b"error:upstream reset: ")
+    assert sum(len(backend.seen) for backend, _ in up) == tries
+    assert all(len(backend.seen) <= 1 for backend, _ in up)  # each try on another endpoint
+
+
+async def test_no_retry_after_the_overall_timeout() -> None:
+    async with backends("A", "B", "C") as up:
+        route = {
+            "timeout": "500ms",
+            "per_try_timeout": "300ms",
+            "retry": {"attempts": 5, "on": ["per_try_timeout"], "idempotent": True},
+        }
+        async with proxy_for(config([a for _, a in up], route=route)) as proxy, client(proxy) as c:
+            start = anyio.current_time()
+            assert await c.call(b"hold=1") == [b"error:timeout: no answer within 0.5s"]
+            elapsed = anyio.current_time() - start
+    assert 0.45 <= elapsed < 2
+    assert sum(len(backend.seen) for backend, _ in up) == 2  # try 2 began at 0.3s; none after 0.5s
+
+
+# -- a backend dies mid-load and comes back ---------------------------------------
+
+
+async def test_killed_backend_gets_no_traffic_then_receives_again_when_back() -> None:
+    a, b = Backend("A"), Backend("B")
+    kill_b = anyio.CancelScope()
+
+    async def run_b(*, task_status: TaskStatus[str]) -> None:
+        with kill_b:
+            await Server(b.factory, "127.0.0.1:0").serve(task_status=task_status)
+
+    async with serving(a.factory, drain_timeout=0.5) as server_a, anyio.create_task_group() as group:
+        b_address = await group.start(run_b)
+        assert server_a.address is not None
+        async with proxy_for(config([server_a.address, b_address])) as proxy, client(proxy) as c:
+            a.release.set()
+            await c.send(*(b"hold=1&n=%d" % i for i in range(10)))
+            await b.wait_seen(5)
+            kill_b.cancel()  # B dies with 5 requests in flight on it
+            with anyio.fail_after(10):
+                replies = await c.replies(10)
+            assert tags(replies[0::2]) == [b"A"] * 5
+            assert all(r.startswith(b"error:upstream reset") for r in replies[1::2]), replies
+            # B is gone: later requests all go to A, none hangs or fails.
+            assert tags(await c.call(*(b"n=%d" % i for i in range(20)))) == [b"A"] * 20
+            # B comes back on its port and gets traffic again.
+            b.release.set()
+            b.seen.clear()
+            b.arrived = anyio.Event()
+            async with serving(b.factory, b_address, drain_timeout=0.5):
+                with anyio.fail_after(15):
+                    while not b.seen:  # B's connect backoff is under 1s
+                        assert set(tags(await c.call(b"probe=1", b"probe=2"))) <= {b"A", b"B"}
+                        with anyio.move_on_after(0.05):
+                            await b.arrived.wait()
+                assert b"B" in tags(await c.call(b"probe=1", b"probe=2"))
+
+
+# -- drain on SIGTERM --------------------------------------------------------------
+
+
+async def test_sigterm_drains_in_flight_requests_then_exits(anyio_backend: str) -> None:
+    async with backends("A") as up:
+        backend, address = up[0]
+        args = ["--protocol", "simple_line", "--upstream", address, "--listen", "127.0.0.1:0"]
+        with serve_process([*args, "--backend", anyio_backend, "--drain-timeout", "10"]) as proc:
+            stream = await anyio.connect_tcp(proc.host, proc.port)
+            async with stream:
+                c = Client(stream)
+                await c.send(b"hold=1")
+                await backend.wait_seen(1)
+                proc.process.send_signal(signal.SIGTERM)
+                await anyio.to_thread.run_sync(proc.wait_for_line, "draining", 10)
+                with pytest.raises(OSError, match="connection attempts failed"):  # no longer accepting
+                    await (await anyio.connect_tcp(proc.host, proc.port)).aclose()
+                backend.release.set()
+                assert await c.replies(1) == [b"A:hold=1"]
+            code = await anyio.to_thread.run_sync(proc.process.wait, 10)
+        assert code == 0, "".join(proc.stderr_lines)
+        assert "Traceback" not in "".join(proc.stderr_lines)
+
+
+# -- the line codec ---------------------------------------------------------------
+
+
+@given(st.lists(st.binary(max_size=20).map(lambda b: b.replace(b"\n", b"")), max_size=8), st.data())
+def test_line_codec_gives_the_same_lines_at_every_split(lines: list[bytes], data: st.DataObject) -> None:
+    stream = b"".join(line + b"\n" for line in lines)
+    whole = LineCodec(64).feed(stream)
+    assert whole == [line + b"\n" for line in lines]
+    for cut in range(len(stream) + 1):
+        codec = LineCodec(64)
+        assert codec.feed(stream[:cut]) + codec.feed(stream[cut:]) == whole
+
+
+@given(st.binary(max_size=200))
+def test_line_codec_raises_only_protocol_errors(garbage: bytes) -> None:
+    codec = LineCodec(16)
+    try:
+        for i in range(0, len(garbage), 7):
+            codec.feed(garbage[i : i + 7])
+    except ProtocolError:
+        assert codec.data_to_send().startswith(b"error:line too long")
+
+
+def test_line_codec_allows_crlf_at_exactly_the_limit() -> None:
+    assert LineCodec(3).feed(b"abc\r\nabc\n") == [b"abc\r\n", b"abc\n"]
+    with pytest.raises(ProtocolError):
+        LineCodec(3).feed(b"abcd\n")
+    with pytest.raises(ProtocolError):
+        LineCodec(3).feed(b"abcde")

@@ -1,0 +1,102 @@
+"""ZMTP behind the bundled proxy: the ROUTER/DEALER broker, without libzmq.
+
+Clients connect to the proxy as to a ROUTER; the proxy forwards each
+message to an upstream ROUTER or REP service over its own DEALER
+connections, and routes the reply back to the client that asked. A
+message has no request id, so the proxy adds one: it sends
+``[id, *message]`` upstream, where ``id`` is a 4-byte big-endian frame. A
+ROUTER service sees ``[dealer identity, id, *message]`` and must echo the
+envelope (every ROUTER service does); a REP service keeps the frames up to
+the first empty one as the envelope, so clients of a REP service send the
+REQ envelope (an empty first frame), as REQ sockets do. The reply comes
+back as ``[id, *reply]``; the proxy strips the id and sends ``reply`` to
+the client whose request carried that id. Each client is its own
+connection, so routing by that id is routing by the client's identity.
+
+Error replies (no route, no healthy upstream, overflow, timeout, upstream
+reset, codec error) keep the request's envelope, the frames up to and
+including the first empty frame, and add one frame
+``error:<failure>[: detail]``, the same text a simple_line client gets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sota_dispatch import Failure, ProxyHooks
+
+from .engine import Limits, ZmtpEngine
+from .wire import SocketType, encode_message
+
+__all__ = ["ZMTP_HOOKS", "ZmtpHooks", "zmtp_error_reply"]
+
+Message = list[bytes]
+
+
+def _envelope(message: Message) -> Message:
+    for index, frame in enumerate(message):
+        if not frame:
+            return message[: index + 1]
+    return []
+
+
+def zmtp_error_reply(request: Message, failure: Failure, detail: str = "") -> Message:
+    """The request's envelope plus one ``error:`` frame (the documented format)."""
+    text = f"error:{failure.value}: {detail}" if detail else f"error:{failure.value}"
+    return [*_envelope(request), text.encode("utf-8", "replace")]
+
+
+class ZmtpHooks(ProxyHooks[Message]):
+    """ROUTER front end, DEALER upstream connections, ids as an envelope frame.
+
+    Routing attributes: ``body``, the first frame after the envelope,
+    decoded as UTF-8 (invalid bytes replaced), and ``parts``, the number of
+    frames of the message.
+    """
+
+    name = "zmtp"
+    id_bits = 32
+    pool_mode = "multiplex"
+
+    def downstream_codec(self, options: Mapping[str, str], max_frame_size: int) -> ZmtpEngine:
+        from .router import _option_limits, _plain_account  # router.py imports this module
+
+        limits = _option_limits(options) if options else Limits(max_frame_size=max_frame_size)
+        return ZmtpEngine(
+            SocketType.ROUTER,
+            limits=limits,
+            probe_downgrade=True,
+            plain_authenticator=_plain_account(options),
+        )
+
+    def upstream_codec(self, options: Mapping[str, str], max_frame_size: int) -> ZmtpEngine:
+        user, password = options.get("plain_user"), options.get("plain_password")
+        credentials = None if user is None or password is None else (user.encode(), password.encode())
+        return ZmtpEngine(
+            SocketType.DEALER,
+            identity=options.get("identity", "").encode(),
+            limits=Limits(max_frame_size=max_frame_size),
+            plain_credentials=credentials,
+        )
+
+    def encode_request(self, frame: Message, upstream_id: int) -> bytes:
+        return encode_message([upstream_id.to_bytes(4, "big"), *frame])
+
+    def response_id(self, frame: Message) -> int | None:
+        if not frame or len(frame[0]) != 4:
+            return None
+        return int.from_bytes(frame[0], "big")
+
+    def encode_response(self, response: Message, request: Message) -> bytes:
+        return encode_message(response[1:])
+
+    def routing_attributes(self, frame: Message) -> Mapping[str, str]:
+        envelope = len(_envelope(frame))
+        body = frame[envelope] if envelope < len(frame) else b""
+        return {"body": body.decode("utf-8", "replace"), "parts": str(len(frame))}
+
+    def error_reply(self, request: Message, failure: Failure, detail: str = "") -> bytes:
+        return encode_message(zmtp_error_reply(request, failure, detail))
+
+
+ZMTP_HOOKS = ZmtpHooks()

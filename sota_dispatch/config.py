@@ -1,0 +1,506 @@
+"""The proxy's configuration: listeners, routes, clusters, as immutable values.
+
+Names follow Envoy and MOSN so their users feel at home. A YAML file (or
+any mapping) is loaded into frozen attrs classes by a small validating
+reader: every problem is a :class:`ConfigError` naming its path, for
+instance ``clusters[1].endpoints[0].address: expected HOST:PORT, got
+"localhost"``; unknown keys are errors, never ignored. Frozen values can be
+swapped whole at run time later (an xDS client), which is why nothing here
+holds state.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeAlias, TypeVar, cast, get_args
+
+import attrs
+
+from .address import parse_address
+from .errors import SotaError
+from .proxy_hooks import PoolMode
+
+__all__ = [
+    "BALANCERS",
+    "RETRY_ON",
+    "ClusterConfig",
+    "ConfigError",
+    "EndpointConfig",
+    "LimitsConfig",
+    "ListenerConfig",
+    "MatchConfig",
+    "PoolConfig",
+    "ProxyConfig",
+    "RetryConfig",
+    "RouteConfig",
+    "config_from_upstreams",
+    "load_config",
+    "parse_config",
+]
+
+T = TypeVar("T")
+
+#: Load-balancer names (Envoy's ``lb_policy`` values, lower case).
+BalancerName: TypeAlias = Literal[
+    "round_robin", "random", "least_request", "ring_hash", "maglev", "modulo_hash", "lowest_latency"
+]
+BALANCERS: tuple[str, ...] = get_args(BalancerName)
+#: Balancers that hash a routing attribute (a route to them needs ``hash_key``).
+HASH_BALANCERS = frozenset({"ring_hash", "maglev", "modulo_hash"})
+#: What a retry policy may retry on.
+RETRY_ON = ("connect_failure", "reset", "per_try_timeout", "status")
+_POOL_MODES: tuple[str, ...] = get_args(PoolMode)
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
+
+
+class ConfigError(SotaError):
+    """A configuration problem; the message starts with the path of the value."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}" if path else problem)
+        self.path = path
+        self.problem = problem
+
+
+@attrs.frozen
+class EndpointConfig:
+    """One upstream address; ``priority`` 0 is primary, higher is standby."""
+
+    address: str
+    weight: int = 1
+    priority: int = 0
+
+
+@attrs.frozen
+class PoolConfig:
+    """How a cluster's connections to one endpoint carry requests.
+
+    ``None`` means the protocol's default: its pool mode; 1 connection per
+    endpoint for ``multiplex``, 2 for ``pipeline``, 64 for ``exclusive``;
+    requests per connection 10,000 / 1,000 / 1.
+    """
+
+    mode: PoolMode | None = None
+    connections: int | None = None
+    max_requests: int | None = None
+    #: Requests waiting for a connection, per endpoint; beyond: overflow.
+    max_pending: int = 1024
+
+    def resolved(self, default_mode: PoolMode) -> tuple[PoolMode, int, int]:
+        """``(mode, connections, max_requests)`` with the defaults filled in."""
+        mode = self.mode or default_mode
+        connections, max_requests = {"multiplex": (1, 10_000), "pipeline": (2, 1_000), "exclusive": (64, 1)}[mode]
+        if mode == "exclusive":
+            return mode, self.connections or connections, 1
+        return mode, self.connections or connections, self.max_requests or max_requests
+
+
+@attrs.frozen
+class ClusterConfig:
+    """A named set of endpoints, a load balancer and a connection pool."""
+
+    name: str
+    endpoints: tuple[EndpointConfig, ...]
+    lb: BalancerName = "round_robin"
+    pool: PoolConfig = PoolConfig()
+    connect_timeout: float = 1.0
+    #: Largest response frame accepted from these endpoints, bytes.
+    max_frame_size: int = 16 * 1024 * 1024
+    #: Protocol options for the upstream connections (e.g. ZMTP PLAIN).
+    options: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class MatchConfig:
+    """One condition on a routing attribute; exactly one test is set."""
+
+    attribute: str
+    exact: str | None = None
+    prefix: str | None = None
+    regex: str | None = None
+    present: bool | None = None
+
+
+@attrs.frozen
+class RetryConfig:
+    """When a failed try is sent again, to another endpoint when possible.
+
+    ``attempts`` counts every try, the first included. A connect failure is
+    always safe to retry (nothing was sent); everything else is retried
+    only for a route marked ``idempotent``, never for a oneway request, and
+    never after the route's overall timeout.
+    """
+
+    attempts: int = 3
+    on: tuple[str, ...] = ("connect_failure",)
+    #: Protocol statuses retried when ``on`` has ``status``.
+    statuses: tuple[int, ...] = ()
+    idempotent: bool = False
+
+
+@attrs.frozen
+class RouteConfig:
+    """Where matching requests go; every condition must hold (none: catch-all)."""
+
+    cluster: str
+    match: tuple[MatchConfig, ...] = ()
+    #: Overall time for the request, retries included; the request's own
+    #: timeout wins when the protocol carries one and it is shorter.
+    timeout: float = 15.0
+    per_try_timeout: float | None = None
+    retry: RetryConfig = RetryConfig()
+    #: The routing attribute hash balancers hash.
+    hash_key: str | None = None
+
+
+@attrs.frozen
+class LimitsConfig:
+    """Bounds per downstream connection."""
+
+    max_frame_size: int = 16 * 1024 * 1024
+    #: Requests in flight per client connection; reading pauses above it.
+    max_in_flight: int = 1024
+
+
+@attrs.frozen
+class ListenerConfig:
+    """An address, the protocol spoken there (or ``auto``) and its routes."""
+
+    name: str
+    address: str
+    protocol: str
+    routes: tuple[RouteConfig, ...]
+    limits: LimitsConfig = LimitsConfig()
+    #: Protocol options for the client connections.
+    options: Mapping[str, str] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class ProxyConfig:
+    """The whole proxy: several listeners and protocols in one process."""
+
+    listeners: tuple[ListenerConfig, ...]
+    clusters: tuple[ClusterConfig, ...]
+    #: Seconds in-flight requests get to finish on shutdown.
+    drain_timeout: float = 10.0
+
+    def cluster(self, name: str) -> ClusterConfig:
+        for cluster in self.clusters:
+            if cluster.name == name:
+                return cluster
+        raise KeyError(name)
+
+
+# -- the validating reader -----------------------------------------------------
+
+
+def _show(value: object) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace('"', '\\"') + '"'
+    if value is None:
+        return "null"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _mapping(value: object, path: str, allowed: Sequence[str], required: Sequence[str] = ()) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, f"expected a mapping, got {_show(value)}")
+    for key in value:
+        if not isinstance(key, str) or key not in allowed:
+            raise ConfigError(_join(path, str(key)), f"unknown key (expected one of: {', '.join(allowed)})")
+    for key in required:
+        if key not in value:
+            raise ConfigError(_join(path, key), "required")
+    return dict(value)
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _list(value: object, path: str, *, non_empty: bool = False) -> list[Any]:
+    if not isinstance(value, list):
+        raise ConfigError(path, f"expected a list, got {_show(value)}")
+    if non_empty and not value:
+        raise ConfigError(path, "expected at least one entry")
+    return value
+
+
+def _str(value: object, path: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, f"expected a non-empty string, got {_show(value)}")
+    return value
+
+
+def _int(value: object, path: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(path, f"expected an integer, got {_show(value)}")
+    if value < minimum:
+        raise ConfigError(path, f"expected an integer >= {minimum}, got {value}")
+    return value
+
+
+def _bool(value: object, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(path, f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _duration(value: object, path: str) -> float:
+    """Seconds: a number, or a string such as ``250ms``, ``1.5s``, ``2m``."""
+    seconds: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*(ms|s|m)\s*", value)
+        if match:
+            seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(path, f'expected a positive duration (seconds, or e.g. "250ms"), got {_show(value)}')
+    return seconds
+
+
+def _address(value: object, path: str) -> str:
+    text = value if isinstance(value, str) else None
+    if text is not None:
+        try:
+            parse_address(text)
+        except ValueError:
+            text = None
+    if text is None:
+        raise ConfigError(path, f"expected HOST:PORT, got {_show(value)}")
+    return text
+
+
+def _choice(value: object, path: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ConfigError(path, f"expected one of {', '.join(choices)}, got {_show(value)}")
+    return cast(str, value)
+
+
+def _options(value: object, path: str) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, f"expected a mapping of option names to values, got {_show(value)}")
+    result: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or isinstance(item, (Mapping, list)) or item is None:
+            raise ConfigError(_join(path, str(key)), f"expected a scalar option value, got {_show(item)}")
+        result[key] = str(item).lower() if isinstance(item, bool) else str(item)
+    return result
+
+
+def _items(value: object, path: str, parse: Callable[[object, str], T], *, non_empty: bool = False) -> tuple[T, ...]:
+    return tuple(parse(item, f"{path}[{i}]") for i, item in enumerate(_list(value, path, non_empty=non_empty)))
+
+
+def _endpoint(value: object, path: str) -> EndpointConfig:
+    if isinstance(value, str):  # shorthand: just the address
+        return EndpointConfig(_address(value, path))
+    raw = _mapping(value, path, ("address", "weight", "priority"), ("address",))
+    return EndpointConfig(
+        address=_address(raw["address"], f"{path}.address"),
+        weight=_int(raw.get("weight", 1), f"{path}.weight"),
+        priority=_int(raw.get("priority", 0), f"{path}.priority", minimum=0),
+    )
+
+
+def _pool(value: object, path: str) -> PoolConfig:
+    raw = _mapping(value, path, ("mode", "connections", "max_requests", "max_pending"))
+    return PoolConfig(
+        mode=cast(PoolMode, _choice(raw["mode"], f"{path}.mode", _POOL_MODES)) if "mode" in raw else None,
+        connections=_int(raw["connections"], f"{path}.connections") if "connections" in raw else None,
+        max_requests=_int(raw["max_requests"], f"{path}.max_requests") if "max_requests" in raw else None,
+        max_pending=_int(raw.get("max_pending", 1024), f"{path}.max_pending", minimum=0),
+    )
+
+
+def _cluster(value: object, path: str) -> ClusterConfig:
+    raw = _mapping(
+        value,
+        path,
+        ("name", "endpoints", "lb", "pool", "connect_timeout", "max_frame_size", "options"),
+        ("name", "endpoints"),
+    )
+    return ClusterConfig(
+        name=_str(raw["name"], f"{path}.name"),
+        endpoints=_items(raw["endpoints"], f"{path}.endpoints", _endpoint, non_empty=True),
+        lb=cast(BalancerName, _choice(raw.get("lb", "round_robin"), f"{path}.lb", BALANCERS)),
+        pool=_pool(raw.get("pool", {}), f"{path}.pool"),
+        connect_timeout=_duration(raw.get("connect_timeout", 1.0), f"{path}.connect_timeout"),
+        max_frame_size=_int(raw.get("max_frame_size", 16 << 20), f"{path}.max_frame_size"),
+        options=_options(raw.get("options", {}), f"{path}.options"),
+    )
+
+
+def _match(value: object, path: str) -> MatchConfig:
+    tests = ("exact", "prefix", "regex", "present")
+    raw = _mapping(value, path, ("attribute", *tests), ("attribute",))
+    given = [t for t in tests if t in raw]
+    if len(given) != 1:
+        raise ConfigError(path, f"expected exactly one of {', '.join(tests)}, got {len(given)}")
+    test = given[0]
+    kwargs: dict[str, Any] = {}
+    if test == "present":
+        kwargs["present"] = _bool(raw["present"], f"{path}.present")
+    else:
+        text = raw[test]
+        if not isinstance(text, str):
+            raise ConfigError(f"{path}.{test}", f"expected a string, got {_show(text)}")
+        if test == "regex":
+            try:
+                re.compile(text)
+            except re.error as exc:
+                raise ConfigError(f"{path}.regex", f"invalid regular expression: {exc}") from None
+        kwargs[test] = text
+    return MatchConfig(attribute=_str(raw["attribute"], f"{path}.attribute"), **kwargs)
+
+
+def _retry(value: object, path: str) -> RetryConfig:
+    raw = _mapping(value, path, ("attempts", "on", "statuses", "idempotent"))
+    on = tuple(_choice(v, f"{path}.on[{i}]", RETRY_ON) for i, v in enumerate(_list(raw.get("on", []), f"{path}.on")))
+    statuses = tuple(
+        _int(v, f"{path}.statuses[{i}]", minimum=0)
+        for i, v in enumerate(_list(raw.get("statuses", []), f"{path}.statuses"))
+    )
+    if statuses and "status" not in on:
+        raise ConfigError(f"{path}.statuses", 'statuses are retried only with "status" in retry.on')
+    return RetryConfig(
+        attempts=_int(raw.get("attempts", 3), f"{path}.attempts"),
+        on=on if "on" in raw else RetryConfig().on,
+        statuses=statuses,
+        idempotent=_bool(raw.get("idempotent", False), f"{path}.idempotent"),
+    )
+
+
+def _route(value: object, path: str) -> RouteConfig:
+    raw = _mapping(value, path, ("match", "cluster", "timeout", "per_try_timeout", "retry", "hash_key"), ("cluster",))
+    return RouteConfig(
+        cluster=_str(raw["cluster"], f"{path}.cluster"),
+        match=_items(raw.get("match", []), f"{path}.match", _match),
+        timeout=_duration(raw.get("timeout", 15.0), f"{path}.timeout"),
+        per_try_timeout=(
+            _duration(raw["per_try_timeout"], f"{path}.per_try_timeout") if "per_try_timeout" in raw else None
+        ),
+        retry=_retry(raw.get("retry", {}), f"{path}.retry"),
+        hash_key=_str(raw["hash_key"], f"{path}.hash_key") if "hash_key" in raw else None,
+    )
+
+
+def _limits(value: object, path: str) -> LimitsConfig:
+    raw = _mapping(value, path, ("max_frame_size", "max_in_flight"))
+    defaults = LimitsConfig()
+    return LimitsConfig(
+        max_frame_size=_int(raw.get("max_frame_size", defaults.max_frame_size), f"{path}.max_frame_size"),
+        max_in_flight=_int(raw.get("max_in_flight", defaults.max_in_flight), f"{path}.max_in_flight"),
+    )
+
+
+def _listener(value: object, path: str) -> ListenerConfig:
+    raw = _mapping(
+        value,
+        path,
+        ("name", "address", "protocol", "routes", "limits", "options"),
+        ("name", "address", "protocol", "routes"),
+    )
+    return ListenerConfig(
+        name=_str(raw["name"], f"{path}.name"),
+        address=_address(raw["address"], f"{path}.address"),
+        protocol=_str(raw["protocol"], f"{path}.protocol"),
+        routes=_items(raw["routes"], f"{path}.routes", _route, non_empty=True),
+        limits=_limits(raw.get("limits", {}), f"{path}.limits"),
+        options=_options(raw.get("options", {}), f"{path}.options"),
+    )
+
+
+def _unique(names: Sequence[str], path: str, what: str) -> None:
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise ConfigError(f"{path}[{i}].name", f"duplicate {what} name {_show(name)}")
+        seen.add(name)
+
+
+def parse_config(data: object) -> ProxyConfig:
+    """Validate a loaded document (a mapping) into a :class:`ProxyConfig`.
+
+    Checks the cross references too: every route's cluster exists, a route
+    to a hash-balanced cluster names its ``hash_key``. Whether each
+    listener's protocol is installed is checked by
+    :func:`~sota_dispatch.proxy.check_protocols` (it needs the registry).
+    """
+    if "admin" in (data if isinstance(data, Mapping) else {}):
+        raise ConfigError("admin", "the admin endpoint is not available in this version")
+    raw = _mapping(data, "", ("listeners", "clusters", "drain_timeout"), ("listeners", "clusters"))
+    listeners = _items(raw["listeners"], "listeners", _listener, non_empty=True)
+    clusters = _items(raw["clusters"], "clusters", _cluster, non_empty=True)
+    _unique([c.name for c in listeners], "listeners", "listener")
+    _unique([c.name for c in clusters], "clusters", "cluster")
+    by_name = {c.name: c for c in clusters}
+    for i, listener in enumerate(listeners):
+        for j, route in enumerate(listener.routes):
+            path = f"listeners[{i}].routes[{j}]"
+            cluster = by_name.get(route.cluster)
+            if cluster is None:
+                known = ", ".join(by_name)
+                raise ConfigError(f"{path}.cluster", f"unknown cluster {_show(route.cluster)} (clusters: {known})")
+            if cluster.lb in HASH_BALANCERS and route.hash_key is None:
+                raise ConfigError(
+                    f"{path}.hash_key",
+                    f"cluster {_show(cluster.name)} balances by {cluster.lb}, which needs a hash_key",
+                )
+    return ProxyConfig(
+        listeners=listeners,
+        clusters=clusters,
+        drain_timeout=_duration(raw.get("drain_timeout", 10.0), "drain_timeout"),
+    )
+
+
+def load_config(path: str | Path) -> ProxyConfig:
+    """Read and validate a YAML config file; raises :class:`ConfigError`."""
+    import yaml  # imported here: only the config file needs it
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("", f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError("", f"{path}: invalid YAML{where}: {problem}") from None
+    return parse_config(data)
+
+
+def config_from_upstreams(
+    protocol: str,
+    listen: str,
+    upstreams: Sequence[str],
+    *,
+    options: Mapping[str, str] | None = None,
+    drain_timeout: float = 10.0,
+) -> ProxyConfig:
+    """The ``--upstream`` shortcut: one listener, one round-robin cluster of
+    ``upstreams``, one catch-all route."""
+    endpoints = tuple(_endpoint(address, f"--upstream[{i}]") for i, address in enumerate(upstreams))
+    return ProxyConfig(
+        listeners=(
+            ListenerConfig(
+                name="main",
+                address=_address(listen, "--listen"),
+                protocol=protocol,
+                routes=(RouteConfig(cluster="upstream"),),
+                options=dict(options or {}),
+            ),
+        ),
+        clusters=(ClusterConfig(name="upstream", endpoints=endpoints),),
+        drain_timeout=drain_timeout,
+    )

@@ -1,0 +1,177 @@
+"""One client request on its way through the proxy, and its tries.
+
+An :class:`Exchange` is plain state, not a task: the client connection's
+reader creates it and starts the first try, an upstream connection's reader
+completes it, the proxy's timer task times it out. Whatever happens, it
+ends exactly once, with the upstream's answer or the protocol's error
+reply (a oneway request ends when it is sent), and a late answer to an
+abandoned try is dropped because the try number no longer matches.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .balancers import Endpoint
+from .proxy_hooks import Failure
+
+if TYPE_CHECKING:
+    from .proxy import ProxyConnection
+    from .routing import Route
+    from .upstream import UpstreamConnection
+
+__all__ = ["Exchange", "start_try"]
+
+log = logging.getLogger(__name__)
+
+
+class Exchange:
+    """A request, its route, and the state of its current try."""
+
+    __slots__ = (
+        "attempt",
+        "deadline",
+        "done",
+        "downstream",
+        "endpoint",
+        "frame",
+        "key",
+        "oneway",
+        "reply",
+        "route",
+        "tried",
+        "try_started",
+        "upstream",
+        "upstream_id",
+    )
+
+    def __init__(
+        self, downstream: ProxyConnection, frame: Any, route: Route, key: str | None, deadline: float, oneway: bool
+    ) -> None:
+        self.downstream = downstream
+        self.frame = frame
+        self.route = route
+        #: The hash balancer's key (the route's ``hash_key`` attribute).
+        self.key = key
+        self.deadline = deadline
+        self.oneway = oneway
+        self.attempt = 0
+        self.tried: list[Endpoint] = []
+        self.endpoint: Endpoint | None = None
+        self.try_started = 0.0
+        self.upstream: UpstreamConnection | None = None
+        self.upstream_id = 0
+        self.done = False
+        #: The reply, while an ordered client waits for earlier ones.
+        self.reply: bytes | None = None
+
+    def live(self, attempt: int) -> bool:
+        """Is try ``attempt`` the current one of an unfinished exchange?"""
+        return not self.done and self.attempt == attempt
+
+    # -- timers (tag 0: the overall deadline; tag n: try n's deadline) ----------
+
+    def timer_live(self, tag: int) -> bool:
+        return not self.done and (tag == 0 or tag == self.attempt)
+
+    def timer_fired(self, tag: int) -> None:
+        if tag == 0:
+            self._end_try(None)
+            self.fail(Failure.TIMEOUT, f"no answer within {self.route.timeout:g}s")
+        else:
+            self.try_failed("per_try_timeout", Failure.TIMEOUT, f"no answer within {self.route.per_try_timeout:g}s")
+
+    # -- outcomes of a try ----------------------------------------------------
+
+    def _end_try(self, latency: float | None) -> None:
+        upstream = self.upstream
+        if upstream is not None:
+            self.upstream = None
+            upstream.forget(self)
+        endpoint = self.endpoint
+        if endpoint is not None:
+            self.endpoint = None
+            self.route.cluster.try_ended(endpoint, latency)
+
+    def _may_retry(self, kind: str) -> bool:
+        route = self.route
+        if self.attempt >= route.attempts or kind not in route.retry_on or self.downstream.closed:
+            return False
+        if kind != "connect_failure" and (self.oneway or not route.idempotent):
+            return False  # it may have been executed: resend only what is safe to
+        return anyio.current_time() < self.deadline
+
+    def try_failed(self, kind: str, failure: Failure, detail: str = "") -> None:
+        """The current try failed (``kind`` as in a retry policy's ``on``)."""
+        if self.done:
+            return
+        self._end_try(None)
+        if self._may_retry(kind):
+            start_try(self)
+        else:
+            self.fail(failure, detail)
+
+    def on_response(self, response: Any) -> None:
+        self._end_try(anyio.current_time() - self.try_started)
+        hooks = self.downstream.hooks
+        assert hooks is not None
+        statuses = self.route.retry_statuses
+        if statuses and hooks.status(response) in statuses and self._may_retry("status"):
+            start_try(self)
+            return
+        self.finish(hooks.encode_response(response, self.frame))
+
+    def sent_oneway(self) -> None:
+        self.done = True
+        self._end_try(None)
+
+    # -- the end --------------------------------------------------------------
+
+    def fail(self, failure: Failure, detail: str = "") -> None:
+        """End with the protocol's error reply (nothing, for a oneway request)."""
+        if self.oneway:
+            if not self.done:
+                self.done = True
+                log.debug("oneway request dropped: %s: %s", failure.value, detail)
+            return
+        hooks = self.downstream.hooks
+        assert hooks is not None
+        self.finish(hooks.error_reply(self.frame, failure, detail))
+
+    def finish(self, data: bytes) -> None:
+        """End with ``data`` for the client (in request order if it needs that)."""
+        if self.done:
+            return
+        self.done = True
+        self._end_try(None)
+        self.downstream.exchange_done(self, data)
+
+    def abandon(self) -> None:
+        """The client is gone: end without a reply."""
+        if not self.done:
+            self.done = True
+            self._end_try(None)
+
+
+def start_try(exchange: Exchange) -> None:
+    """Send ``exchange`` to the next endpoint its route's cluster picks."""
+    route = exchange.route
+    cluster = route.cluster
+    endpoint = cluster.pick(exchange.key, exchange.tried)
+    if endpoint is None:
+        exchange.fail(Failure.NO_HEALTHY_UPSTREAM, f"cluster {cluster.name}: no endpoint is up")
+        return
+    exchange.attempt += 1
+    exchange.tried.append(endpoint)
+    exchange.endpoint = endpoint
+    now = exchange.try_started = anyio.current_time()
+    cluster.try_started(endpoint)
+    per_try = route.per_try_timeout
+    if per_try is not None and not exchange.oneway and now + per_try < exchange.deadline:
+        exchange.downstream.proxy.timers.call_at(now + per_try, exchange, exchange.attempt)
+    hooks = exchange.downstream.hooks
+    assert hooks is not None
+    cluster.pool(endpoint, hooks).submit(exchange)

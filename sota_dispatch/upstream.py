@@ -1,0 +1,385 @@
+"""Clusters, endpoint pools and upstream connections: where requests go.
+
+A cluster picks an endpoint with its load balancer (skipping endpoints in
+connect-failure backoff and, for a retry, the ones already tried); the
+endpoint's pool picks one of its connections or opens one. Connections
+open lazily, are shared by every client connection, and are replaced when
+they fail. Nothing here spawns a task per request: sending is a write into
+the connection's buffer (one send per batch, by its flusher), and each
+response is handed to its request by the connection's one reader task.
+
+Three pool modes, from the protocol's hooks unless configured:
+``multiplex`` (a few connections, many requests each, matched by a fresh
+upstream id), ``pipeline`` (many requests per connection, answered in
+order) and ``exclusive`` (one request per connection at a time).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import ByteStream, TaskGroup
+
+from .address import parse_address
+from .balancers import (
+    Balancer,
+    Endpoint,
+    LeastRequest,
+    LowestLatency,
+    Maglev,
+    ModuloHash,
+    RandomBalancer,
+    RingHash,
+    SmoothWeightedRoundRobin,
+    pick_priority,
+)
+from .config import HASH_BALANCERS, ClusterConfig
+from .dispatcher import ConnectionContext, Dispatcher
+from .errors import ProtocolError
+from .proxy_hooks import Failure, ProxyHooks
+
+if TYPE_CHECKING:
+    from .exchange import Exchange
+
+__all__ = ["Cluster", "Pool", "UpstreamConnection"]
+
+log = logging.getLogger(__name__)
+
+#: An endpoint whose connect failed gets no traffic for this long, doubling
+#: with each further failure up to :data:`DOWN_MAX` (passive health; active
+#: health checks and outlier detection come on top).
+DOWN_BASE = 0.25
+DOWN_MAX = 10.0
+
+_BALANCERS: Mapping[str, type[Balancer]] = {
+    "round_robin": SmoothWeightedRoundRobin,
+    "random": RandomBalancer,
+    "least_request": LeastRequest,
+    "lowest_latency": LowestLatency,
+    "ring_hash": RingHash,
+    "maglev": Maglev,
+    "modulo_hash": ModuloHash,
+}
+
+
+class Cluster:
+    """A cluster at run time: balancer, endpoint health, one pool per
+    endpoint and protocol."""
+
+    def __init__(self, config: ClusterConfig, task_group: TaskGroup | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.endpoints = tuple(Endpoint(e.address, e.weight, e.priority) for e in config.endpoints)
+        self.balancer = _BALANCERS[config.lb](self.endpoints)
+        self._fallback = SmoothWeightedRoundRobin(self.endpoints)  # a hash route without its key
+        self._hashing = config.lb in HASH_BALANCERS
+        self._tracks_load = isinstance(self.balancer, LeastRequest)
+        self._tracks_latency = isinstance(self.balancer, LowestLatency)
+        self._priorities = len({e.priority for e in self.endpoints}) > 1
+        #: Endpoints in connect-failure backoff -> when they may be tried again.
+        self.down: dict[Endpoint, float] = {}
+        self._failures: dict[Endpoint, int] = {}
+        self._pools: dict[tuple[Endpoint, str], Pool] = {}
+        self.task_group = task_group
+
+    def pool(self, endpoint: Endpoint, hooks: ProxyHooks[Any]) -> Pool:
+        key = (endpoint, hooks.name)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = Pool(self, endpoint, hooks)
+        return pool
+
+    @property
+    def pools(self) -> list[Pool]:
+        return list(self._pools.values())
+
+    # -- choosing an endpoint -------------------------------------------------
+
+    def _refresh_down(self) -> None:
+        now = anyio.current_time()
+        for endpoint, until in list(self.down.items()):
+            if until <= now:
+                del self.down[endpoint]
+
+    def pick(self, key: str | None, tried: list[Endpoint]) -> Endpoint | None:
+        """The endpoint for a try: healthy, of the best priority level that
+        has a healthy one, not tried yet if possible."""
+        if self.down:
+            self._refresh_down()
+        down = self.down
+        exclude: set[Endpoint] | dict[Endpoint, float] = down
+        if self._priorities:
+            allowed = pick_priority(self.endpoints, [e for e in self.endpoints if e not in down])
+            exclude = {e for e in self.endpoints if e not in allowed}
+        balancer = self._fallback if self._hashing and key is None else self.balancer
+        if tried:
+            endpoint = balancer.pick(key, {*exclude, *tried})
+            if endpoint is not None:
+                return endpoint
+        return balancer.pick(key, exclude)
+
+    def try_started(self, endpoint: Endpoint) -> None:
+        if self._tracks_load:
+            self.balancer.started(endpoint)  # type: ignore[attr-defined]
+
+    def try_ended(self, endpoint: Endpoint, latency: float | None) -> None:
+        """A try on ``endpoint`` ended; ``latency`` only when it got a response."""
+        if self._tracks_load:
+            self.balancer.finished(endpoint)  # type: ignore[attr-defined]
+            if latency is not None and self._tracks_latency:
+                self.balancer.observe(endpoint, latency)  # type: ignore[attr-defined]
+
+    # -- passive health -------------------------------------------------------
+
+    def connect_failed(self, endpoint: Endpoint, error: BaseException) -> None:
+        failures = self._failures.get(endpoint, 0) + 1
+        self._failures[endpoint] = failures
+        backoff = min(DOWN_MAX, DOWN_BASE * 2 ** (failures - 1))
+        self.down[endpoint] = anyio.current_time() + backoff
+        level = logging.WARNING if failures == 1 else logging.DEBUG
+        log.log(
+            level, "cluster %s: %s unreachable (%s); no traffic for %.2fs", self.name, endpoint.address, error, backoff
+        )
+
+    def connected(self, endpoint: Endpoint) -> None:
+        if self._failures.pop(endpoint, 0):
+            log.info("cluster %s: %s reachable again", self.name, endpoint.address)
+        self.down.pop(endpoint, None)
+
+
+class Pool:
+    """The connections of one cluster to one endpoint, for one protocol."""
+
+    def __init__(self, cluster: Cluster, endpoint: Endpoint, hooks: ProxyHooks[Any]) -> None:
+        self.cluster = cluster
+        self.endpoint = endpoint
+        self.hooks = hooks
+        self.mode, self.max_connections, self.max_requests = cluster.config.pool.resolved(hooks.pool_mode)
+        self.max_pending = cluster.config.pool.max_pending
+        self.connections: list[UpstreamConnection] = []
+        self.connecting = 0
+        #: Requests waiting for a connection: (exchange, its try number).
+        self.pending: deque[tuple[Exchange, int]] = deque()
+        self.connections_opened = 0
+
+    def submit(self, exchange: Exchange) -> None:
+        """Send ``exchange`` now, or queue it for a connection, or fail it
+        with an overflow reply."""
+        connection = self._choose()
+        if connection is not None:
+            connection.send(exchange)
+            return
+        if len(self.pending) >= self.max_pending:
+            exchange.try_failed("overflow", Failure.OVERFLOW, "too many requests waiting for an upstream connection")
+            return
+        self.pending.append((exchange, exchange.attempt))
+        if self.connecting == 0 or len(self.pending) > self.connecting * self.max_requests:
+            self._open()
+
+    def _choose(self) -> UpstreamConnection | None:
+        best: UpstreamConnection | None = None
+        for connection in self.connections:
+            if (
+                connection.ready
+                and connection.load < self.max_requests
+                and (best is None or connection.load < best.load)
+            ):
+                best = connection
+        if best is not None and best.load and len(self.connections) + self.connecting < self.max_connections:
+            self._open()  # busy: spread the load over another connection
+        return best
+
+    def _open(self) -> None:
+        if len(self.connections) + self.connecting >= self.max_connections or self.cluster.task_group is None:
+            return
+        self.connecting += 1
+        self.cluster.task_group.start_soon(self._connect, name=f"connect {self.endpoint.address}")
+
+    async def _connect(self) -> None:
+        host, port = parse_address(self.endpoint.address)
+        try:
+            with anyio.fail_after(self.cluster.config.connect_timeout):
+                stream = await anyio.connect_tcp(host, port)
+        except (OSError, TimeoutError) as exc:
+            self.connecting -= 1
+            self._connect_failed(exc if str(exc) else TimeoutError("connect timeout"))
+            return
+        self.connecting -= 1
+        self.connections_opened += 1
+        connection = UpstreamConnection(stream, pool=self)
+        self.connections.append(connection)
+        await connection.run()
+
+    def _connect_failed(self, error: BaseException) -> None:
+        self.cluster.connect_failed(self.endpoint, error)
+        if self.connecting or any(c.ready for c in self.connections):
+            return  # another connection may still serve the queue
+        waiting, self.pending = self.pending, deque()
+        for exchange, attempt in waiting:
+            if exchange.live(attempt):
+                exchange.try_failed("connect_failure", Failure.NO_HEALTHY_UPSTREAM, f"{self.endpoint.address}: {error}")
+
+    def ready(self, connection: UpstreamConnection) -> None:
+        """``connection`` finished its handshake: serve the queue."""
+        self.cluster.connected(self.endpoint)
+        self.drain_queue()
+
+    def drain_queue(self) -> None:
+        pending = self.pending
+        while pending:
+            exchange, attempt = pending[0]
+            if not exchange.live(attempt):
+                pending.popleft()
+                continue
+            connection = self._choose()
+            if connection is None:
+                return
+            pending.popleft()
+            connection.send(exchange)
+
+    def lost(self, connection: UpstreamConnection, error: BaseException | None) -> None:
+        """``connection`` ended: before its handshake it is a connect failure."""
+        if connection in self.connections:
+            self.connections.remove(connection)
+        if not connection.was_ready:
+            self._connect_failed(error or ConnectionError("closed during the handshake"))
+        elif self.pending:
+            self._open()
+
+
+class UpstreamConnection(Dispatcher):
+    """One connection to an endpoint, client role, carrying many requests."""
+
+    linger_timeout = 0.5
+
+    def __init__(self, stream: ByteStream, *, pool: Pool) -> None:
+        config = pool.cluster.config
+        context = ConnectionContext.for_stream(stream, protocol=pool.hooks.name, role="client", options=config.options)
+        super().__init__(stream, context)
+        self.pool = pool
+        self.hooks = pool.hooks
+        self.codec = pool.hooks.upstream_codec(config.options, config.max_frame_size)
+        self.multiplexed = pool.mode == "multiplex"
+        self.ready = False
+        self.was_ready = False
+        #: Requests sent and not yet answered (abandoned pipeline slots included).
+        self.load = 0
+        self.in_flight: dict[int, tuple[Exchange, int]] = {}
+        self.in_order: deque[tuple[Exchange, int]] = deque()
+        self.unmatched = 0
+        self._id_mask = (1 << pool.hooks.id_bits) - 1
+        self._next_id = 1
+
+    def _allocate_id(self) -> int:
+        in_flight = self.in_flight
+        upstream_id = self._next_id
+        while upstream_id in in_flight or upstream_id == 0:
+            upstream_id = (upstream_id + 1) & self._id_mask
+        self._next_id = (upstream_id + 1) & self._id_mask
+        return upstream_id
+
+    def send(self, exchange: Exchange) -> None:
+        """Write the request (it leaves with this batch's flush)."""
+        attempt = exchange.attempt
+        if self.multiplexed:
+            upstream_id = self._allocate_id()
+            data = self.hooks.encode_request(exchange.frame, upstream_id)
+            if not exchange.oneway:
+                self.in_flight[upstream_id] = (exchange, attempt)
+                exchange.upstream_id = upstream_id
+        else:
+            data = self.hooks.encode_request(exchange.frame, 0)
+            if not exchange.oneway:
+                self.in_order.append((exchange, attempt))
+        self.writer.write(data)
+        self.flush_soon()
+        if exchange.oneway:
+            exchange.sent_oneway()
+        else:
+            self.load += 1
+            exchange.upstream = self
+
+    def forget(self, exchange: Exchange) -> None:
+        """Stop waiting for ``exchange``'s answer (timeout, client gone): a
+        late answer is then dropped. A pipelined slot stays in the order."""
+        if self.multiplexed:
+            entry = self.in_flight.get(exchange.upstream_id)
+            if entry is not None and entry[0] is exchange:
+                del self.in_flight[exchange.upstream_id]
+                self.load -= 1
+                if self.pool.pending:
+                    self.pool.drain_queue()
+
+    async def serve(self) -> None:
+        codec, reader, writer = self.codec, self.reader, self.writer
+        frames: list[Any] = []
+        error: BaseException | None = None
+        try:
+            writer.write(codec.data_to_send())
+            try:
+                with anyio.fail_after(self.pool.cluster.config.connect_timeout):
+                    while not codec.ready:
+                        await writer.flush()
+                        frames = codec.feed(await reader.read_some())
+                        writer.write(codec.data_to_send())
+            except TimeoutError:
+                raise ProtocolError("no handshake within the connect timeout") from None
+            self.ready = self.was_ready = True
+            self.pool.ready(self)
+            if frames:
+                self._responses(frames)
+            while True:
+                frames = codec.feed(await reader.read_some())
+                out = codec.data_to_send()
+                if out:
+                    writer.write(out)
+                if frames:
+                    self._responses(frames)
+                codec.check()
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self._lost(error)
+
+    def _responses(self, frames: list[Any]) -> None:
+        hooks = self.hooks
+        for response in frames:
+            if hooks.is_heartbeat(response):
+                if hooks.is_request(response):
+                    self.writer.write(hooks.heartbeat_reply(response))
+                    self.flush_soon()
+                continue
+            if self.multiplexed:
+                upstream_id = hooks.response_id(response)
+                entry = None if upstream_id is None else self.in_flight.pop(upstream_id, None)
+            else:
+                entry = self.in_order.popleft() if self.in_order else None
+            if entry is None:
+                self.unmatched += 1
+                continue
+            self.load -= 1
+            exchange, attempt = entry
+            if exchange.live(attempt):
+                exchange.upstream = None
+                exchange.on_response(response)
+        if self.pool.pending:
+            self.pool.drain_queue()
+
+    def _lost(self, error: BaseException | None) -> None:
+        self.ready = False
+        self.pool.lost(self, error)
+        entries = [*self.in_flight.values(), *self.in_order]
+        self.in_flight.clear()
+        self.in_order.clear()
+        self.load = 0
+        for exchange, attempt in entries:
+            if exchange.live(attempt):
+                exchange.upstream = None
+                exchange.try_failed(
+                    "reset", Failure.UPSTREAM_RESET, f"{self.pool.endpoint.address} closed the connection"
+                )
