@@ -1,0 +1,336 @@
+"""bolt and dubbo through the bundled proxy, with real peers on 127.0.0.1.
+
+anthunder's sync client -> proxy -> anthunder's AioListener; dubbo-ssl-python
+-> proxy -> a dubbo provider (our echo service counting its connections).
+The error cases use a raw client and a scripted upstream whose behaviour the
+request's content chooses (``hold``: never answer, ``close``: drop the
+connection, ``busy``: a busy status); each is asserted on the bytes the
+client receives.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import pytest
+from anyio.abc import ByteStream
+from test_client import SERVICE, UpperService, anthunder_server, request
+from test_peers import anthunder_calls
+
+from sota_dispatch import BufferedReader, Dispatcher, Proxy, parse_config
+from sota_dispatch.testing import running_proxy, serving
+from sota_xprotocol import BoltEchoDispatcher, DubboEchoDispatcher, bolt, dubbo, hessian2
+from sota_xprotocol.service import answer_bolt, answer_dubbo
+
+pytestmark = pytest.mark.anyio
+__all__ = ["anthunder_server"]  # a fixture, used by name
+
+INTERFACE = "com.example.EchoService"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def document(protocol: str, endpoints: list[str], route: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "listeners": [
+            {
+                "name": "rpc",
+                "address": "127.0.0.1:0",
+                "protocol": protocol,
+                "routes": [{"cluster": "up", **(route or {})}],
+            }
+        ],
+        "clusters": [{"name": "up", "endpoints": endpoints, **extra}],
+    }
+
+
+@asynccontextmanager
+async def proxy_for(doc: dict[str, Any]) -> AsyncIterator[Proxy]:
+    async with running_proxy(parse_config(doc)) as proxy:
+        yield proxy
+
+
+# -- real peers -------------------------------------------------------------------
+
+
+async def test_anthunder_client_through_the_proxy_to_anthunders_aio_listener(
+    anthunder_server: tuple[str, int, Any],
+) -> None:
+    host, port, listener = anthunder_server
+    async with proxy_for(document("bolt", [f"{host}:{port}"])) as proxy:
+        proxy_host, _, proxy_port = proxy.addresses["rpc"].rpartition(":")
+        # anthunder's SERVICE_MAP cannot be changed: each test port gets its own name.
+        listener.handler.register_interface(f"com.example.EchoService{proxy_port}:1.0", UpperService)
+        bodies = [b"hello bolt", b"x" * 70_000]  # not b"": AioListener never answers an empty result
+        replies = await anyio.to_thread.run_sync(anthunder_calls, proxy_host, int(proxy_port), bodies)
+    assert replies == [b.upper() for b in bodies]
+
+
+def dubbo_call_all(addresses: list[str], per_address: int) -> dict[str, list[Any]]:
+    """``per_address`` concurrent calls on each address (one dubbo-ssl-python
+    connection per address), all at once; returns each caller's answers."""
+    from dubbo_ssl.client import DubboClient
+    from dubbo_ssl.connection.connections import connection_pool
+
+    clients = {a: DubboClient(INTERFACE, group="g1", version="1.0.0", host=a) for a in addresses}
+    jobs = [(a, f"{a}/call-{i}") for a in addresses for i in range(per_address)]
+    try:
+        with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+            answers = list(pool.map(lambda job: clients[job[0]].call("echo", (job[1],)), jobs))
+    finally:
+        for address in addresses:  # the library never closes its pooled connections
+            connection = connection_pool._connection_pool.get(address)
+            if connection is not None:
+                connection_pool._delete_connection(connection)
+                connection.close()
+    result: dict[str, list[Any]] = {a: [] for a in addresses}
+    for (address, _), answer in zip(jobs, answers, strict=True):
+        result[address].append(answer)
+    return result
+
+
+async def test_dubbo_100_concurrent_calls_from_10_connections_share_at_most_2_upstream_connections() -> None:
+    upstream_connections = 0
+
+    class CountingProvider(DubboEchoDispatcher):
+        async def on_connect(self) -> None:
+            nonlocal upstream_connections
+            upstream_connections += 1
+
+    async with serving(CountingProvider) as provider:
+        assert provider.address is not None
+        doc = document("dubbo", [provider.address], pool={"connections": 2})
+        # Ten listeners: dubbo-ssl-python keeps one connection per address.
+        doc["listeners"] = [{**doc["listeners"][0], "name": f"rpc{i}"} for i in range(10)]
+        async with proxy_for(doc) as proxy:
+            addresses = list(proxy.addresses.values())
+            answers = await anyio.to_thread.run_sync(dubbo_call_all, addresses, 10)
+            downstream = sum(listener.server.connections_total for listener in proxy.listeners)
+    for address, replies in answers.items():
+        assert replies == [f"{address}/call-{i}" for i in range(10)]  # every answer reached its own caller
+    assert downstream == 10
+    assert 1 <= upstream_connections <= 2
+
+
+# -- a scripted upstream for the error cases --------------------------------------
+
+
+class Scripted(Dispatcher):
+    """bolt or dubbo (told by the first byte): echo, unless the request says
+    ``hold`` (no answer), ``close`` (drop the connection) or ``busy``."""
+
+    seen: list[int]
+
+    async def serve(self) -> None:
+        first = await self.reader.peek(1)
+        decoder: Any = bolt.BoltDecoder() if first[:1] in (b"\x01", b"\x02") else dubbo.DubboDecoder()
+        async for data in self.reader.chunks():
+            for frame in decoder.feed(data):
+                if frame.is_heartbeat:
+                    continue
+                Scripted.seen.append(frame.request_id)
+                word = content_of(frame)
+                if word == "close":
+                    return
+                if word == "hold":
+                    continue
+                if word == "busy" and isinstance(frame, bolt.BoltFrame):
+                    busy = bolt.BoltFrame(
+                        bolt.FrameType.RESPONSE,
+                        bolt.CmdCode.RPC_RESPONSE,
+                        frame.request_id,
+                        codec=frame.codec,
+                        status=bolt.ResponseStatus.SERVER_THREADPOOL_BUSY,
+                    )
+                    self.writer.write(busy.encode())
+                    continue
+                if isinstance(frame, bolt.BoltFrame):
+                    answer_bolt(frame, self.writer.write)
+                else:
+                    answer_dubbo(frame, self.writer.write)
+
+
+def content_of(frame: bolt.BoltFrame | dubbo.DubboFrame) -> str:
+    if isinstance(frame, bolt.BoltFrame):
+        return frame.content.decode()
+    first = frame.invocation().arguments[0]
+    return first if isinstance(first, str) else ""
+
+
+def bolt_request(word: str, request_id: int, timeout_ms: int = 5000, service: str = SERVICE) -> bolt.BoltFrame:
+    frame = request(word.encode(), request_id)
+    header = {"service": service, "sofa_head_target_service": service, "sofa_head_method_name": "echo"}
+    return bolt.BoltFrame(
+        frame.type,
+        frame.cmdcode,
+        request_id,
+        codec=frame.codec,
+        timeout=timeout_ms,
+        class_name=frame.class_name,
+        header_bytes=bolt.encode_header_map(header),
+        content=frame.content,
+    )
+
+
+def dubbo_request(word: str, request_id: int, service: str = INTERFACE) -> dubbo.DubboFrame:
+    body = b"".join(
+        hessian2.encode(v) for v in ("2.7.0", service, "1.0.0", "echo", "Ljava/lang/String;", word, {"group": "g1"})
+    )
+    flag = dubbo.FLAG_REQUEST | dubbo.FLAG_TWOWAY | dubbo.HESSIAN2
+    return dubbo.DubboFrame(flag, 0, request_id, body)
+
+
+class RawClient:
+    def __init__(self, stream: ByteStream, protocol: str) -> None:
+        self.stream = stream
+        self.reader = BufferedReader(stream)
+        self.decoder: Any = bolt.BoltDecoder() if protocol == "bolt" else dubbo.DubboDecoder()
+        self.frames: list[Any] = []
+
+    async def call(self, frame: bolt.BoltFrame | dubbo.DubboFrame, timeout: float = 10) -> Any:
+        await self.stream.send(frame.encode())
+        return await self.receive(timeout)
+
+    async def receive(self, timeout: float = 10) -> Any:
+        with anyio.fail_after(timeout):
+            while not self.frames:
+                self.frames.extend(self.decoder.feed(await self.reader.read_some()))
+        return self.frames.pop(0)
+
+
+@asynccontextmanager
+async def raw_client(proxy: Proxy, protocol: str) -> AsyncIterator[RawClient]:
+    host, _, port = proxy.addresses["rpc"].rpartition(":")
+    async with await anyio.connect_tcp(host, int(port)) as stream:
+        yield RawClient(stream, protocol)
+
+
+@asynccontextmanager
+async def scripted() -> AsyncIterator[str]:
+    Scripted.seen = []
+    async with serving(Scripted, drain_timeout=0.2) as server:
+        assert server.address is not None
+        yield server.address
+
+
+def expect_bolt(reply: bolt.BoltFrame, request_id: int, status: int) -> None:
+    """The reply's own bytes: a response with the status, our id, no body."""
+    expected = bolt.BoltFrame(bolt.FrameType.RESPONSE, bolt.CmdCode.RPC_RESPONSE, request_id, codec=11, status=status)
+    assert reply.raw == expected.encode()
+
+
+def expect_dubbo(reply: dubbo.DubboFrame, request_id: int, status: int, message_start: str) -> None:
+    assert reply.raw[:4] == b"\xda\xbb\x02" + bytes([status])  # a response, hessian2, the status
+    assert reply.request_id == request_id
+    [message] = hessian2.decode_all(reply.body)
+    assert isinstance(message, str)
+    assert message.startswith(message_start), message
+
+
+async def test_bolt_error_replies_carry_the_protocols_statuses() -> None:
+    async with scripted() as upstream:
+        route = {"match": [{"attribute": "service", "exact": SERVICE}], "timeout": "2s"}
+        doc = document("bolt", [upstream], route, pool={"mode": "multiplex", "max_requests": 1, "max_pending": 1})
+        async with proxy_for(doc) as proxy, raw_client(proxy, "bolt") as c:
+            # No route.
+            expect_bolt(await c.call(bolt_request("x", 11, service="other:1.0")), 11, bolt.ResponseStatus.NO_PROCESSOR)
+            # The request's own timeout (200 ms) is shorter than the route's.
+            start = anyio.current_time()
+            expect_bolt(await c.call(bolt_request("hold", 12, timeout_ms=200)), 12, bolt.ResponseStatus.TIMEOUT)
+            assert 0.15 < anyio.current_time() - start < 1.5
+            # Upstream closes mid-request.
+            expect_bolt(await c.call(bolt_request("close", 13)), 13, bolt.ResponseStatus.CONNECTION_CLOSED)
+            # The connection stays usable: an echo.
+            reply = await c.call(bolt_request("fine", 14))
+            assert (reply.request_id, reply.status, reply.content) == (14, 0, b"fine")
+            # Overflow: one request per connection, one may wait, the next may not.
+            await c.stream.send(bolt_request("hold", 15, timeout_ms=500).encode())
+            await c.stream.send(bolt_request("x", 16).encode())
+            await c.stream.send(bolt_request("x", 17).encode())
+            expect_bolt(await c.receive(), 17, bolt.ResponseStatus.SERVER_THREADPOOL_BUSY)
+            expect_bolt(await c.receive(), 15, bolt.ResponseStatus.TIMEOUT)
+            reply = await c.receive()  # 16 went out once 15 gave up its place
+            assert (reply.request_id, reply.status, reply.content) == (16, 0, b"x")
+    async with proxy_for(document("bolt", [f"127.0.0.1:{free_port()}"])) as proxy, raw_client(proxy, "bolt") as c:
+        expect_bolt(await c.call(bolt_request("x", 21)), 21, bolt.ResponseStatus.NO_PROCESSOR)  # no healthy upstream
+
+
+async def test_dubbo_error_replies_carry_the_protocols_statuses() -> None:
+    async with scripted() as upstream:
+        route = {"match": [{"attribute": "service", "exact": INTERFACE}], "timeout": "300ms"}
+        async with proxy_for(document("dubbo", [upstream], route)) as proxy, raw_client(proxy, "dubbo") as c:
+            expect_dubbo(await c.call(dubbo_request("x", 1, service="other")), 1, 60, "404|router unavailable")
+            expect_dubbo(await c.call(dubbo_request("hold", 2**63 - 1)), 2**63 - 1, 31, "504|timeout")
+            expect_dubbo(await c.call(dubbo_request("close", 3)), 3, 70, "502|upstream connection reset")
+            reply = await c.call(dubbo_request("fine", 4))
+            assert (reply.request_id, reply.status, hessian2.decode_all(reply.body)) == (4, 20, [1, "fine"])
+    async with proxy_for(document("dubbo", [f"127.0.0.1:{free_port()}"])) as proxy, raw_client(proxy, "dubbo") as c:
+        expect_dubbo(await c.call(dubbo_request("x", 5)), 5, 60, "502|no healthy upstream")
+
+
+async def test_bolt_status_is_retried_on_another_endpoint_when_configured() -> None:
+    async with scripted() as busy_one, serving(BoltEchoDispatcher) as healthy:
+        assert healthy.address is not None
+        route = {"retry": {"attempts": 2, "on": ["status"], "statuses": [4], "idempotent": True}}
+        doc = document("bolt", [busy_one, healthy.address], route)
+        async with proxy_for(doc) as proxy, raw_client(proxy, "bolt") as c:
+            replies = [await c.call(bolt_request("busy", i)) for i in range(1, 5)]
+    assert [(r.request_id, r.status, r.content) for r in replies] == [(i, 0, b"busy") for i in range(1, 5)]
+
+
+async def test_heartbeats_are_answered_locally_and_ids_are_rewritten() -> None:
+    async with (
+        scripted() as upstream,
+        proxy_for(document("bolt", [upstream])) as proxy,
+        raw_client(proxy, "bolt") as c1,
+        raw_client(proxy, "bolt") as c2,
+    ):
+        ack = await c1.call(bolt.heartbeat_request(99))
+        assert (ack.request_id, ack.is_heartbeat, ack.is_response) == (99, True, True)
+        assert proxy.clusters["up"].pools == []  # nothing went upstream
+        # Two clients use the same id at once; each gets its own answer back.
+        await c1.stream.send(bolt_request("one", 7).encode())
+        await c2.stream.send(bolt_request("two", 7).encode())
+        r1, r2 = await c1.receive(), await c2.receive()
+    assert (r1.request_id, r1.content, r2.request_id, r2.content) == (7, b"one", 7, b"two")
+    assert len(set(Scripted.seen)) == 2  # distinct upstream ids on the shared connection
+
+
+async def test_oneway_is_forwarded_and_never_answered() -> None:
+    async with scripted() as upstream, proxy_for(document("bolt", [upstream])) as proxy, raw_client(proxy, "bolt") as c:
+        frame = bolt_request("fire", 5)
+        oneway = bolt.BoltFrame(
+            bolt.FrameType.ONEWAY,
+            frame.cmdcode,
+            5,
+            codec=frame.codec,
+            class_name=frame.class_name,
+            header_bytes=frame.header_bytes,
+            content=b"fire",
+        )
+        await c.stream.send(oneway.encode())
+        reply = await c.call(bolt_request("after", 6))  # answered; the oneway got nothing
+        assert (reply.request_id, reply.content) == (6, b"after")
+    assert len(Scripted.seen) == 2
+
+
+async def test_auto_listener_tells_bolt_from_dubbo() -> None:
+    async with (
+        scripted() as upstream,
+        proxy_for(document("auto", [upstream])) as proxy,
+        raw_client(proxy, "bolt") as b,
+        raw_client(proxy, "dubbo") as d,
+    ):
+        assert (await b.call(bolt_request("b", 1))).content == b"b"
+        assert hessian2.decode_all((await d.call(dubbo_request("d", 2))).body) == [1, "d"]

@@ -1,0 +1,218 @@
+"""ZMTP through the bundled proxy: real libzmq (pyzmq) on both sides.
+
+pyzmq DEALER and REQ clients talk to the proxy's ROUTER front end; the
+proxy forwards over its own DEALER connections to pyzmq ROUTER and REP
+backends (each in a worker thread, stopped by an event). Every error case
+is asserted on the frames the client receives.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import pytest
+import zmq
+
+from sota_dispatch import parse_config
+from sota_dispatch.testing import running_proxy
+
+pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
+TIMEOUT_MS = 10_000
+Context = zmq.Context[zmq.Socket[bytes]]
+
+
+def zsocket(ctx: Context, kind: int, address: str, **options: int | bytes) -> zmq.Socket[bytes]:
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
+    sock.setsockopt(zmq.SNDTIMEO, TIMEOUT_MS)
+    sock.setsockopt(zmq.LINGER, 0)
+    for name, value in options.items():
+        sock.setsockopt(getattr(zmq, name), value)
+    sock.connect(f"tcp://{address}")
+    return sock
+
+
+@contextmanager
+def zmq_backend(kind: int, handle: Callable[[list[bytes]], list[bytes] | None]) -> Iterator[str]:
+    """A libzmq ROUTER or REP service in a thread; ``handle`` maps a received
+    message to the one sent back (None: no answer; raising closes the socket)."""
+    ctx: Context = zmq.Context()
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    stop = threading.Event()
+
+    def loop() -> None:
+        try:
+            while not stop.is_set():
+                if not sock.poll(50):
+                    continue
+                message = sock.recv_multipart()
+                try:
+                    reply = handle(message)
+                except ConnectionAbortedError:
+                    return
+                if reply is not None:
+                    sock.send_multipart(reply)
+        finally:
+            sock.close(0)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop.set()
+        thread.join(5)
+        ctx.term()
+
+
+def router_echo(tag: bytes) -> Callable[[list[bytes]], list[bytes] | None]:
+    """Echo with the backend's tag appended (the envelope comes back as is)."""
+    return lambda message: [*message, tag]
+
+
+def document(endpoints: list[str], route: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "listeners": [
+            {
+                "name": "zmq",
+                "address": "127.0.0.1:0",
+                "protocol": "zmtp",
+                "routes": [{"cluster": "services", **(route or {})}],
+            }
+        ],
+        "clusters": [{"name": "services", "endpoints": endpoints}],
+    }
+
+
+@asynccontextmanager
+async def proxy_for(doc: dict[str, Any]) -> AsyncIterator[str]:
+    async with running_proxy(parse_config(doc)) as proxy:
+        yield proxy.addresses["zmq"]
+
+
+async def in_thread(func: Callable[[], T]) -> T:
+    return await anyio.to_thread.run_sync(func)
+
+
+async def test_50_dealers_with_identities_get_exactly_their_own_replies() -> None:
+    def clients(address: str) -> dict[bytes, list[list[bytes]]]:
+        ctx: Context = zmq.Context()
+        try:
+            socks = {
+                b"client-%d" % i: zsocket(ctx, zmq.DEALER, address, ROUTING_ID=b"client-%d" % i) for i in range(50)
+            }
+            for name, sock in socks.items():
+                for j in range(4):
+                    sock.send_multipart([name, b"msg-%d" % j])
+            return {name: [sock.recv_multipart() for _ in range(4)] for name, sock in socks.items()}
+        finally:
+            ctx.destroy(0)
+
+    with zmq_backend(zmq.ROUTER, router_echo(b"A")) as a, zmq_backend(zmq.ROUTER, router_echo(b"B")) as b:
+        async with proxy_for(document([a, b])) as address:
+            received = await in_thread(lambda: clients(address))
+    tags: set[bytes] = set()
+    for name, replies in received.items():
+        assert sorted(r[:2] for r in replies) == [[name, b"msg-%d" % j] for j in range(4)], name
+        tags.update(r[2] for r in replies)
+    assert tags == {b"A", b"B"}
+
+
+async def test_req_client_through_the_proxy_to_a_rep_service() -> None:
+    def client(address: str) -> list[bytes]:
+        ctx: Context = zmq.Context()
+        try:
+            req = zsocket(ctx, zmq.REQ, address)
+            answers = []
+            for word in (b"one", b"two", b"three"):
+                req.send(word)
+                answers.append(req.recv())
+            return answers
+        finally:
+            ctx.destroy(0)
+
+    with zmq_backend(zmq.REP, lambda message: [message[0].upper()]) as rep:
+        async with proxy_for(document([rep])) as address:
+            assert await in_thread(lambda: client(address)) == [b"ONE", b"TWO", b"THREE"]
+
+
+def one_call(address: str, message: list[bytes], kind: int = zmq.DEALER) -> list[bytes]:
+    ctx: Context = zmq.Context()
+    try:
+        sock = zsocket(ctx, kind, address)
+        sock.send_multipart(message)
+        return sock.recv_multipart()
+    finally:
+        ctx.destroy(0)
+
+
+async def test_no_route_keeps_the_envelope_and_adds_an_error_frame() -> None:
+    route = {"match": [{"attribute": "body", "exact": "ping"}]}
+    with zmq_backend(zmq.ROUTER, router_echo(b"A")) as a:
+        async with proxy_for(document([a], route)) as address:
+            assert await in_thread(lambda: one_call(address, [b"", b"pong", b"x"])) == [b"", b"error:no route"]
+            assert await in_thread(lambda: one_call(address, [b"pong"])) == [b"error:no route"]
+            assert await in_thread(lambda: one_call(address, [b"", b"ping"])) == [b"", b"ping", b"A"]
+
+
+async def test_no_healthy_upstream_is_an_error_message() -> None:
+    def refused_port() -> str:
+        ctx: Context = zmq.Context()
+        sock = ctx.socket(zmq.ROUTER)
+        port = sock.bind_to_random_port("tcp://127.0.0.1")
+        sock.close(0)
+        ctx.term()
+        return f"127.0.0.1:{port}"
+
+    async with proxy_for(document([refused_port()])) as address:
+        [reply] = await in_thread(lambda: one_call(address, [b"hello"]))
+        assert reply.startswith(b"error:no healthy upstream")
+        [again] = await in_thread(lambda: one_call(address, [b"hello"], zmq.REQ))  # REQ: envelope handled
+        assert again.startswith(b"error:no healthy upstream")
+
+
+async def test_timeout_is_an_error_message_and_the_late_reply_is_dropped() -> None:
+    held: list[list[bytes]] = []
+
+    def hold_first(message: list[bytes]) -> list[bytes] | None:
+        if message[-1] == b"slow":
+            held.append(message)
+            return None
+        return [*message, b"A"]
+
+    with zmq_backend(zmq.ROUTER, hold_first) as a:
+        async with proxy_for(document([a], {"timeout": "300ms"})) as address:
+
+            def calls() -> list[list[bytes]]:
+                ctx: Context = zmq.Context()
+                try:
+                    sock = zsocket(ctx, zmq.DEALER, address)
+                    sock.send_multipart([b"slow"])
+                    first = sock.recv_multipart()
+                    sock.send_multipart([b"fast"])
+                    return [first, sock.recv_multipart()]
+                finally:
+                    ctx.destroy(0)
+
+            assert await in_thread(calls) == [[b"error:timeout: no answer within 0.3s"], [b"fast", b"A"]]
+
+
+async def test_upstream_reset_is_an_error_message() -> None:
+    def close_on_request(message: list[bytes]) -> list[bytes] | None:
+        if message[-1] == b"die":
+            raise ConnectionAbortedError
+        return [*message, b"A"]
+
+    with zmq_backend(zmq.ROUTER, close_on_request) as a:
+        async with proxy_for(document([a])) as address:
+            [reply] = await in_thread(lambda: one_call(address, [b"die"]))
+    assert reply == f"error:upstream reset: {a} closed the connection".encode()
