@@ -50,7 +50,7 @@ BalancerName: TypeAlias = Literal[
 BALANCERS: tuple[str, ...] = get_args(BalancerName)
 #: Balancers that hash a routing attribute (a route to them needs ``hash_key``).
 HASH_BALANCERS = frozenset({"ring_hash", "maglev", "modulo_hash"})
-#: What a retry policy may retry on.
+#: What a retry policy may retry on (``retry_on``, Envoy's name).
 RETRY_ON = ("connect_failure", "reset", "per_try_timeout", "status")
 _POOL_MODES: tuple[str, ...] = get_args(PoolMode)
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
@@ -135,8 +135,8 @@ class RetryConfig:
     """
 
     attempts: int = 3
-    on: tuple[str, ...] = ("connect_failure",)
-    #: Protocol statuses retried when ``on`` has ``status``.
+    retry_on: tuple[str, ...] = ("connect_failure",)
+    #: Protocol statuses retried when ``retry_on`` has ``status``.
     statuses: tuple[int, ...] = ()
     idempotent: bool = False
 
@@ -213,8 +213,11 @@ def _mapping(value: object, path: str, allowed: Sequence[str], required: Sequenc
     if not isinstance(value, Mapping):
         raise ConfigError(path, f"expected a mapping, got {_show(value)}")
     for key in value:
-        if not isinstance(key, str) or key not in allowed:
-            raise ConfigError(_join(path, str(key)), f"unknown key (expected one of: {', '.join(allowed)})")
+        if not isinstance(key, str):
+            hint = " (YAML reads unquoted on/off/yes/no as booleans: quote the key)" if isinstance(key, bool) else ""
+            raise ConfigError(path, f"unknown key {key!r}{hint} (expected one of: {', '.join(allowed)})")
+        if key not in allowed:
+            raise ConfigError(_join(path, key), f"unknown key (expected one of: {', '.join(allowed)})")
     for key in required:
         if key not in value:
             raise ConfigError(_join(path, key), "required")
@@ -363,17 +366,20 @@ def _match(value: object, path: str) -> MatchConfig:
 
 
 def _retry(value: object, path: str) -> RetryConfig:
-    raw = _mapping(value, path, ("attempts", "on", "statuses", "idempotent"))
-    on = tuple(_choice(v, f"{path}.on[{i}]", RETRY_ON) for i, v in enumerate(_list(raw.get("on", []), f"{path}.on")))
+    raw = _mapping(value, path, ("attempts", "retry_on", "statuses", "idempotent"))
+    retry_on = tuple(
+        _choice(v, f"{path}.retry_on[{i}]", RETRY_ON)
+        for i, v in enumerate(_list(raw.get("retry_on", []), f"{path}.retry_on"))
+    )
     statuses = tuple(
         _int(v, f"{path}.statuses[{i}]", minimum=0)
         for i, v in enumerate(_list(raw.get("statuses", []), f"{path}.statuses"))
     )
-    if statuses and "status" not in on:
-        raise ConfigError(f"{path}.statuses", 'statuses are retried only with "status" in retry.on')
+    if statuses and "status" not in retry_on:
+        raise ConfigError(f"{path}.statuses", 'statuses are retried only with "status" in retry_on')
     return RetryConfig(
         attempts=_int(raw.get("attempts", 3), f"{path}.attempts"),
-        on=on if "on" in raw else RetryConfig().on,
+        retry_on=retry_on if "retry_on" in raw else RetryConfig().retry_on,
         statuses=statuses,
         idempotent=_bool(raw.get("idempotent", False), f"{path}.idempotent"),
     )

@@ -105,7 +105,7 @@ class Exchange:
         return anyio.current_time() < self.deadline
 
     def try_failed(self, kind: str, failure: Failure, detail: str = "") -> None:
-        """The current try failed (``kind`` as in a retry policy's ``on``)."""
+        """The current try failed (``kind`` as in a retry policy's ``retry_on``)."""
         if self.done:
             return
         self._end_try(None)

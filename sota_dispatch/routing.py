@@ -67,7 +67,7 @@ class Route:
         self.timeout = config.timeout
         self.per_try_timeout = config.per_try_timeout
         self.attempts = config.retry.attempts
-        self.retry_on = frozenset(config.retry.on)
+        self.retry_on = frozenset(config.retry.retry_on)
         self.retry_statuses = frozenset(config.retry.statuses) if "status" in self.retry_on else frozenset()
         self.idempotent = config.retry.idempotent
 

@@ -345,7 +345,7 @@ async def test_reset_is_retried_only_for_idempotent_routes_and_attempts_are_boun
     idempotent: bool, tries: int
 ) -> None:
     async with backends("A", "B", "C") as up:
-        route = {"retry": {"attempts": 2, "on": ["reset"], "idempotent": idempotent}}
+        route = {"retry": {"attempts": 2, "retry_on": ["reset"], "idempotent": idempotent}}
         async with proxy_for(config([a for _, a in up], route=route)) as proxy, client(proxy) as c:
             [reply] = await c.call(b"close=1")
     assert reply.startswith(b"error:upstream reset: ")
@@ -358,7 +358,7 @@ async def test_no_retry_after_the_overall_timeout() -> None:
         route = {
             "timeout": "500ms",
             "per_try_timeout": "300ms",
-            "retry": {"attempts": 5, "on": ["per_try_timeout"], "idempotent": True},
+            "retry": {"attempts": 5, "retry_on": ["per_try_timeout"], "idempotent": True},
         }
         async with proxy_for(config([a for _, a in up], route=route)) as proxy, client(proxy) as c:
             start = anyio.current_time()

@@ -282,7 +282,7 @@ async def test_dubbo_error_replies_carry_the_protocols_statuses() -> None:
 async def test_bolt_status_is_retried_on_another_endpoint_when_configured() -> None:
     async with scripted() as busy_one, serving(BoltEchoDispatcher) as healthy:
         assert healthy.address is not None
-        route = {"retry": {"attempts": 2, "on": ["status"], "statuses": [4], "idempotent": True}}
+        route = {"retry": {"attempts": 2, "retry_on": ["status"], "statuses": [4], "idempotent": True}}
         doc = document("bolt", [busy_one, healthy.address], route)
         async with proxy_for(doc) as proxy, raw_client(proxy, "bolt") as c:
             replies = [await c.call(bolt_request("busy", i)) for i in range(1, 5)]

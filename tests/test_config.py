@@ -1,0 +1,196 @@
+"""The proxy configuration: validation errors name their path; the CLI exits 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sota_dispatch import ConfigError, Proxy, load_config, parse_config
+from sota_dispatch.config import config_from_upstreams
+from sota_dispatch.serve import main
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples" / "proxy").glob("*.yaml"))
+
+
+def minimal(**changes: Any) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "listeners": [
+            {"name": "l", "address": "127.0.0.1:7000", "protocol": "simple_line", "routes": [{"cluster": "c"}]}
+        ],
+        "clusters": [{"name": "c", "endpoints": ["127.0.0.1:7001"]}],
+    }
+    document.update(changes)
+    return document
+
+
+def with_cluster(**fields: Any) -> dict[str, Any]:
+    return minimal(clusters=[{"name": "c", "endpoints": ["127.0.0.1:7001"], **fields}])
+
+
+def with_route(**fields: Any) -> dict[str, Any]:
+    return minimal(
+        listeners=[
+            {
+                "name": "l",
+                "address": "127.0.0.1:7000",
+                "protocol": "simple_line",
+                "routes": [{"cluster": "c", **fields}],
+            }
+        ]
+    )
+
+
+BAD: list[tuple[Any, str]] = [
+    (
+        minimal(clusters=[{"name": "a", "endpoints": ["127.0.0.1:1"]}, {"name": "c", "endpoints": ["localhost"]}]),
+        'clusters[1].endpoints[0]: expected HOST:PORT, got "localhost"',
+    ),
+    (
+        minimal(clusters=[{"name": "c", "endpoints": [{"address": "localhost"}]}]),
+        'clusters[0].endpoints[0].address: expected HOST:PORT, got "localhost"',
+    ),
+    (minimal(extra=1), "extra: unknown key (expected one of: listeners, clusters, drain_timeout)"),
+    ([], "expected a mapping, got a list"),
+    (None, "expected a mapping, got null"),
+    (minimal(listeners=[]), "listeners: expected at least one entry"),
+    (
+        with_cluster(lb="fastest"),
+        'clusters[0].lb: expected one of round_robin, random, least_request, ring_hash, maglev, modulo_hash, lowest_latency, got "fastest"',
+    ),
+    (
+        with_cluster(connect_timeout="soon"),
+        'clusters[0].connect_timeout: expected a positive duration (seconds, or e.g. "250ms"), got "soon"',
+    ),
+    (with_cluster(connect_timeout=-1), "clusters[0].connect_timeout: expected a positive duration"),
+    (with_cluster(connect_timeout=float("nan")), "clusters[0].connect_timeout: expected a positive duration"),
+    (
+        with_cluster(pool={"mode": "shared"}),
+        'clusters[0].pool.mode: expected one of multiplex, pipeline, exclusive, got "shared"',
+    ),
+    (with_cluster(pool={"connections": 0}), "clusters[0].pool.connections: expected an integer >= 1, got 0"),
+    (with_cluster(pool={"connections": True}), "clusters[0].pool.connections: expected an integer, got True"),
+    (
+        minimal(clusters=[{"name": "c", "endpoints": [{"address": "127.0.0.1:1", "weight": 0}]}]),
+        "clusters[0].endpoints[0].weight: expected an integer >= 1, got 0",
+    ),
+    (
+        with_cluster(lb="ring_hash"),
+        'listeners[0].routes[0].hash_key: cluster "c" balances by ring_hash, which needs a hash_key',
+    ),
+    (with_route(cluster="nope"), 'listeners[0].routes[0].cluster: unknown cluster "nope" (clusters: c)'),
+    (
+        with_route(match=[{"attribute": "a"}]),
+        "listeners[0].routes[0].match[0]: expected exactly one of exact, prefix, regex, present, got 0",
+    ),
+    (
+        with_route(match=[{"attribute": "a", "exact": "x", "prefix": "y"}]),
+        "listeners[0].routes[0].match[0]: expected exactly one of exact, prefix, regex, present, got 2",
+    ),
+    (
+        with_route(match=[{"attribute": "a", "regex": "("}]),
+        "listeners[0].routes[0].match[0].regex: invalid regular expression",
+    ),
+    (
+        with_route(retry={"retry_on": ["5xx"]}),
+        'listeners[0].routes[0].retry.retry_on[0]: expected one of connect_failure, reset, per_try_timeout, status, got "5xx"',
+    ),
+    (
+        with_route(retry={"statuses": [4]}),
+        'listeners[0].routes[0].retry.statuses: statuses are retried only with "status" in retry_on',
+    ),
+    (
+        with_route(retry={True: ["reset"]}),
+        "listeners[0].routes[0].retry: unknown key True (YAML reads unquoted on/off/yes/no as booleans",
+    ),
+    (minimal(clusters=[{"name": "c", "endpoints": []}]), "clusters[0].endpoints: expected at least one entry"),
+    (
+        minimal(clusters=[{"name": "c", "endpoints": ["127.0.0.1:1"]}, {"name": "c", "endpoints": ["127.0.0.1:2"]}]),
+        'clusters[1].name: duplicate cluster name "c"',
+    ),
+    (minimal(admin={"address": "127.0.0.1:9901"}), "admin: the admin endpoint is not available in this version"),
+]
+
+
+@pytest.mark.parametrize(("document", "message"), BAD)
+def test_every_error_names_its_path(document: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document)
+    assert str(caught.value).startswith(message), str(caught.value)
+
+
+def test_durations_accept_units() -> None:
+    config = parse_config(with_route(timeout="250ms", per_try_timeout="1.5s"))
+    route = config.listeners[0].routes[0]
+    assert (route.timeout, route.per_try_timeout) == (0.25, 1.5)
+    assert parse_config(with_route(timeout="2m")).listeners[0].routes[0].timeout == 120
+
+
+def test_protocols_are_checked_against_the_installed_plugins() -> None:
+    bad = minimal()
+    bad["listeners"][0]["protocol"] = "nosuch"
+    with pytest.raises(ConfigError, match=r"^listeners\[0\]\.protocol: unknown protocol 'nosuch'"):
+        Proxy(parse_config(bad))
+    bad["listeners"][0]["protocol"] = "xprotocol"
+    with pytest.raises(ConfigError, match=r"^listeners\[0\]\.protocol: protocol 'xprotocol' cannot be proxied"):
+        Proxy(parse_config(bad))
+    bad["listeners"][0]["protocol"] = "simple_line"
+    bad["listeners"][0]["options"] = {"max_line": "abc"}
+    with pytest.raises(ConfigError, match=r"^listeners\[0\]\.options: max_line must be a positive integer"):
+        Proxy(parse_config(bad))
+
+
+def test_upstream_shortcut_is_one_round_robin_cluster_and_a_catch_all_route() -> None:
+    config = config_from_upstreams("bolt", "127.0.0.1:12200", ["127.0.0.1:1", "127.0.0.1:2"])
+    [listener] = config.listeners
+    [cluster] = config.clusters
+    assert (listener.protocol, listener.address, listener.routes[0].match) == ("bolt", "127.0.0.1:12200", ())
+    assert (cluster.lb, [e.address for e in cluster.endpoints]) == ("round_robin", ["127.0.0.1:1", "127.0.0.1:2"])
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_configs_are_valid(example: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--config", str(example), "--check-config"]) == 0
+    assert capsys.readouterr().out.startswith("config OK: ")
+    Proxy(load_config(example))  # protocols installed, options valid
+
+
+def cli_error(args: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.count("\n") == 1, err
+    return err
+
+
+def test_cli_reports_config_errors_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "proxy.yaml"
+    path.write_text(yaml.safe_dump(minimal(clusters=[{"name": "c", "endpoints": ["localhost"]}])))
+    assert cli_error(["--config", str(path), "--check-config"], capsys) == (
+        'error: clusters[0].endpoints[0]: expected HOST:PORT, got "localhost"\n'
+    )
+    path.write_text("listeners: [\n")
+    assert "invalid YAML at line 2" in cli_error(["--config", str(path)], capsys)
+    assert "cannot read config file" in cli_error(["--config", str(tmp_path / "missing.yaml")], capsys)
+    assert "drop --upstream" in cli_error(["--config", str(path), "--upstream", "127.0.0.1:1"], capsys)
+    assert "--upstream needs --protocol" in cli_error(["--upstream", "127.0.0.1:1"], capsys)
+    assert "--check-config needs --config or --upstream" in cli_error(["--check-config"], capsys)
+    assert "cannot be proxied" in cli_error(
+        ["--protocol", "xprotocol", "--upstream", "127.0.0.1:1", "--check-config"], capsys
+    )
+
+
+def test_cli_reports_a_busy_port_as_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        err = cli_error(
+            ["--protocol", "simple_line", "--upstream", "127.0.0.1:1", "--listen", f"127.0.0.1:{port}"], capsys
+        )
+    assert err.startswith(f"error: listeners[0].address: cannot listen on 127.0.0.1:{port}: ")
