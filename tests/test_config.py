@@ -59,7 +59,8 @@ BAD: list[tuple[Any, str]] = [
     (minimal(listeners=[]), "listeners: expected at least one entry"),
     (
         with_cluster(lb="fastest"),
-        'clusters[0].lb: expected one of round_robin, random, least_request, ring_hash, maglev, modulo_hash, lowest_latency, got "fastest"',
+        "clusters[0].lb: expected one of round_robin, random, least_request, ring_hash, maglev, modulo_hash, "
+        'lowest_latency, got "fastest"',
     ),
     (
         with_cluster(connect_timeout="soon"),
@@ -96,7 +97,8 @@ BAD: list[tuple[Any, str]] = [
     ),
     (
         with_route(retry={"retry_on": ["5xx"]}),
-        'listeners[0].routes[0].retry.retry_on[0]: expected one of connect_failure, reset, per_try_timeout, status, got "5xx"',
+        "listeners[0].routes[0].retry.retry_on[0]: expected one of connect_failure, reset, per_try_timeout, "
+        'status, got "5xx"',
     ),
     (
         with_route(retry={"statuses": [4]}),
@@ -104,7 +106,7 @@ BAD: list[tuple[Any, str]] = [
     ),
     (
         with_route(retry={True: ["reset"]}),
-        "listeners[0].routes[0].retry: unknown key True (YAML reads unquoted on/off/yes/no as booleans",
+        "listeners[0].routes[0].retry: unknown key True (YAML reads unquoted on/off/yes/no as booleans: quote",
     ),
     (minimal(clusters=[{"name": "c", "endpoints": []}]), "clusters[0].endpoints: expected at least one entry"),
     (
