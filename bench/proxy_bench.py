@@ -1,0 +1,241 @@
+"""Proxy hop cost: the same client against a backend directly and through the proxy.
+
+For each protocol (simple_line, bolt, dubbo, zmtp) one backend process runs
+the protocol's local echo service (``python -m sota_dispatch.serve
+--protocol P``) and one proxy process forwards to it (``--upstream``). The
+client, in this process, speaks the protocol through the protocol's own
+proxy hooks (its client-role codec), so it is the same code both ways:
+
+* throughput: requests pipelined over one connection, ``--window`` in
+  flight, for a fixed count; requests/s direct and through the proxy, and
+  their ratio (target for simple_line: at least 0.5);
+* latency: one request in flight at a time; p50 and p99 direct and through
+  the proxy, and the difference (the hop's added latency; target: p50 under
+  60 µs);
+* the proxy process's CPU time per request in the throughput run.
+
+Direct and proxied runs alternate, ``--rounds`` times, and medians are
+reported, so machine noise spreads over both. Every process is on 127.0.0.1
+and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+from anyio.abc import SocketStream
+from harness import machine_lines, positive_int, proc_cpu, publish, report_head, source_line, version
+
+from sota_dispatch import ProxyHooks, get_protocol
+from sota_dispatch.testing import ServeProcess, serve_process
+
+PROTOCOLS = ("simple_line", "bolt", "dubbo", "zmtp")
+
+
+def sample_request(protocol: str) -> Any:
+    """A small, typical request frame of ``protocol`` (the hooks encode it)."""
+    if protocol == "simple_line":
+        return b"service=orders&user=u1&op=get\r\n"
+    if protocol == "zmtp":
+        return [b"x" * 64]
+    from sota_xprotocol import bolt, dubbo, hessian2
+
+    if protocol == "bolt":
+        header = bolt.encode_header_map({"service": "com.example.EchoService:1.0"})
+        return bolt.BoltFrame(
+            bolt.FrameType.REQUEST,
+            bolt.CmdCode.RPC_REQUEST,
+            1,
+            codec=11,
+            timeout=5000,
+            class_name=b"com.alipay.sofa.rpc.core.request.SofaRequest",
+            header_bytes=header,
+            content=b"x" * 64,
+        )
+    values = ("2.7.0", "com.example.EchoService", "1.0.0", "echo", "Ljava/lang/String;", "x" * 64, {"group": "g"})
+    frame = dubbo.DubboFrame(
+        dubbo.FLAG_REQUEST | dubbo.FLAG_TWOWAY | dubbo.HESSIAN2, 0, 1, b"".join(hessian2.encode(v) for v in values)
+    )
+    frame.encode()
+    return frame
+
+
+class Client:
+    """One connection speaking ``protocol`` with its hooks' client codec."""
+
+    def __init__(self, stream: SocketStream, hooks: ProxyHooks[Any], request: bytes) -> None:
+        self.stream = stream
+        self.codec = hooks.upstream_codec({}, 1 << 24)
+        self.request = request
+        self.answers = 0
+
+    @classmethod
+    async def connect(cls, address: str, protocol: str) -> Client:
+        hooks = get_protocol(protocol).proxy_hooks
+        assert hooks is not None
+        host, _, port = address.rpartition(":")
+        stream = await anyio.connect_tcp(host, int(port))
+        client = cls(stream, hooks, hooks.encode_request(sample_request(protocol), 1))
+        await stream.send(client.codec.data_to_send())
+        with anyio.fail_after(10):
+            while not client.codec.ready:
+                client.codec.feed(await stream.receive())
+                out = client.codec.data_to_send()
+                if out:
+                    await stream.send(out)
+        return client
+
+    async def _receive(self) -> None:
+        self.answers += len(self.codec.feed(await self.stream.receive(1 << 16)))
+
+    async def pipelined(self, count: int, window: int) -> float:
+        """Seconds for ``count`` requests, ``window`` in flight at most."""
+        self.answers = 0
+        sent = 0
+        start = time.perf_counter()
+        with anyio.fail_after(120):
+            while self.answers < count:
+                batch = min(window - (sent - self.answers), count - sent)
+                if batch > 0:
+                    await self.stream.send(self.request * batch)
+                    sent += batch
+                await self._receive()
+        return time.perf_counter() - start
+
+    async def one_at_a_time(self, count: int) -> list[float]:
+        """Round-trip seconds of ``count`` sequential requests."""
+        times = []
+        with anyio.fail_after(120):
+            for _ in range(count):
+                self.answers = 0
+                start = time.perf_counter()
+                await self.stream.send(self.request)
+                while not self.answers:
+                    await self._receive()
+                times.append(time.perf_counter() - start)
+        return times
+
+
+@contextmanager
+def processes(protocol: str, backend: str) -> Iterator[tuple[ServeProcess, ServeProcess]]:
+    """The backend (the protocol's local echo service) and a proxy to it."""
+    common = ["--protocol", protocol, "--listen", "127.0.0.1:0", "--backend", backend]
+    with (
+        serve_process(common) as upstream,
+        serve_process([*common, "--upstream", upstream.address]) as proxy,
+    ):
+        yield upstream, proxy
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def measure(protocol: str, args: argparse.Namespace) -> dict[str, float]:
+    with processes(protocol, args.backend) as (upstream, proxy):
+        direct = await Client.connect(upstream.address, protocol)
+        through = await Client.connect(proxy.address, protocol)
+        for client in (direct, through):  # warm up both paths (and the proxy's upstream connection)
+            await client.pipelined(min(args.count, 2000), args.window)
+            await client.one_at_a_time(50)
+        rates: dict[str, list[float]] = {"direct": [], "proxy": []}
+        latencies: dict[str, list[float]] = {"direct": [], "proxy": []}
+        cpu: list[float] = []
+        for _ in range(args.rounds):
+            rates["direct"].append(args.count / await direct.pipelined(args.count, args.window))
+            before = sum(proc_cpu(proxy.process.pid))
+            rates["proxy"].append(args.count / await through.pipelined(args.count, args.window))
+            cpu.append((sum(proc_cpu(proxy.process.pid)) - before) / args.count)
+            latencies["direct"] += await direct.one_at_a_time(args.latency_count)
+            latencies["proxy"] += await through.one_at_a_time(args.latency_count)
+        await direct.stream.aclose()
+        await through.stream.aclose()
+    d50, p50 = percentile(latencies["direct"], 0.5), percentile(latencies["proxy"], 0.5)
+    d99, p99 = percentile(latencies["direct"], 0.99), percentile(latencies["proxy"], 0.99)
+    direct_rate, proxy_rate = statistics.median(rates["direct"]), statistics.median(rates["proxy"])
+    return {
+        "direct_rate": direct_rate,
+        "proxy_rate": proxy_rate,
+        "ratio": proxy_rate / direct_rate,
+        "proxy_cpu_us": statistics.median(cpu) * 1e6,
+        "d50": d50 * 1e6,
+        "p50": p50 * 1e6,
+        "d99": d99 * 1e6,
+        "p99": p99 * 1e6,
+    }
+
+
+def report(results: dict[str, dict[str, float]], args: argparse.Namespace, command: str) -> str:
+    lines = report_head("Proxy hop cost", "bench/proxy_bench.py", command)
+    versions = f"anyio {version('anyio')}, uvloop {version('uvloop')}, backend {args.backend}"
+    lines += machine_lines(versions)
+    lines += [source_line(["sota_dispatch", "protocols"]), ""]
+    lines += [
+        "## Throughput (one connection, pipelined)",
+        "",
+        f"{args.count} requests, {args.window} in flight, median of {args.rounds} rounds; "
+        "proxy CPU is the proxy process's CPU time per request (from /proc).",
+        "",
+        "| protocol | direct req/s | via proxy req/s | ratio | proxy CPU µs/req |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['direct_rate']:,.0f} | {r['proxy_rate']:,.0f} | {r['ratio']:.2f}x | {r['proxy_cpu_us']:.1f} |"
+        )
+    lines += [
+        "",
+        "## Latency (one request in flight)",
+        "",
+        f"{args.latency_count} sequential requests per round, {args.rounds} rounds, µs.",
+        "",
+        "| protocol | direct p50 | via proxy p50 | added p50 | direct p99 | via proxy p99 | added p99 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in results.items():
+        lines.append(
+            f"| {name} | {r['d50']:.0f} | {r['p50']:.0f} | {r['p50'] - r['d50']:.0f} "
+            f"| {r['d99']:.0f} | {r['p99']:.0f} | {r['p99'] - r['d99']:.0f} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="comma-separated (default: all)")
+    parser.add_argument("--count", type=positive_int, default=50_000, help="requests per throughput round")
+    parser.add_argument("--window", type=positive_int, default=100, help="requests in flight (throughput)")
+    parser.add_argument("--latency-count", type=positive_int, default=2_000, help="sequential requests per round")
+    parser.add_argument("--rounds", type=positive_int, default=3)
+    parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="the servers' backend")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: tiny counts, one round")
+    parser.add_argument("--output", default="bench/PROXY_RESULTS.md", help="report file ('-': print only)")
+    args = parser.parse_args()
+    if args.quick:
+        args.count, args.latency_count, args.rounds = 500, 50, 1
+    chosen = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    unknown = sorted(set(chosen) - set(PROTOCOLS))
+    if unknown:
+        parser.error(f"unknown protocol {unknown[0]!r} (choose from {', '.join(PROTOCOLS)})")
+    started = time.monotonic()
+    command = "python bench/proxy_bench.py " + " ".join(sys.argv[1:])
+
+    async def run() -> dict[str, dict[str, float]]:
+        return {name: await measure(name, args) for name in chosen}
+
+    results = anyio.run(run)
+    publish(report(results, args, command.strip()), args.output, started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
