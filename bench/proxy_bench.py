@@ -31,8 +31,8 @@ from typing import Any
 
 import anyio
 from anyio.abc import SocketStream
-from harness import machine_lines, positive_int, proc_cpu, publish, report_head, source_line, version
 
+from harness import machine_lines, positive_int, proc_cpu, publish, report_head, source_line, version
 from sota_dispatch import ProxyHooks, get_protocol
 from sota_dispatch.testing import ServeProcess, serve_process
 
