@@ -189,7 +189,8 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace, comma
     ]
     for name, r in results.items():
         lines.append(
-            f"| {name} | {r['direct_rate']:,.0f} | {r['proxy_rate']:,.0f} | {r['ratio']:.2f}x | {r['proxy_cpu_us']:.1f} |"
+            f"| {name} | {r['direct_rate']:,.0f} | {r['proxy_rate']:,.0f} "
+            f"| {r['ratio']:.2f}x | {r['proxy_cpu_us']:.1f} |"
         )
     lines += [
         "",
