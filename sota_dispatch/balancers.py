@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Endpoint:
     """One upstream address; ``priority`` 0 is primary, higher is standby."""
 
@@ -76,7 +76,7 @@ class SmoothWeightedRoundRobin(Balancer):
         total = 0
         current = self._current
         for i, endpoint in enumerate(self.endpoints):
-            if endpoint in exclude:
+            if exclude and endpoint in exclude:
                 continue
             current[i] += endpoint.weight
             total += endpoint.weight

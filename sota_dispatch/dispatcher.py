@@ -157,6 +157,7 @@ class Dispatcher:
         self._task_group: TaskGroup | None = None
         self._serve_scope: anyio.CancelScope | None = None
         self._flush_event: anyio.Event | None = None
+        self._flush_requested = False
         self._finished: anyio.Event | None = None
         self._running = False
         self._stopping = False
@@ -244,8 +245,11 @@ class Dispatcher:
         owner having to do anything, and without the caller waiting for a
         slow peer. Only effective while :meth:`run` is running.
         """
+        if self._flush_requested:
+            return  # cheap when called once per message: a flag, not the event
         event = self._flush_event
-        if event is not None and not event.is_set():
+        if event is not None:
+            self._flush_requested = True
             event.set()
 
     def close_soon(self) -> None:
@@ -266,6 +270,7 @@ class Dispatcher:
             assert event is not None
             await event.wait()
             self._flush_event = anyio.Event()
+            self._flush_requested = False
             with anyio.CancelScope(shield=True) as scope:
                 scope.deadline = self._close_deadline
                 self._flush_scope = scope

@@ -94,7 +94,9 @@ class Exchange:
         endpoint = self.endpoint
         if endpoint is not None:
             self.endpoint = None
-            self.route.cluster.try_ended(endpoint, latency)
+            cluster = self.route.cluster
+            if cluster.tracks_load:
+                cluster.try_ended(endpoint, latency)
 
     def _may_retry(self, kind: str) -> bool:
         route = self.route
@@ -114,8 +116,9 @@ class Exchange:
         else:
             self.fail(failure, detail)
 
-    def on_response(self, response: Any) -> None:
-        self._end_try(anyio.current_time() - self.try_started)
+    def on_response(self, response: Any, now: float) -> None:
+        """The upstream answered (``now``: the time of its read batch)."""
+        self._end_try(now - self.try_started)
         hooks = self.downstream.hooks
         assert hooks is not None
         statuses = self.route.retry_statuses
@@ -146,7 +149,8 @@ class Exchange:
         if self.done:
             return
         self.done = True
-        self._end_try(None)
+        if self.upstream is not None or self.endpoint is not None:
+            self._end_try(None)
         self.downstream.exchange_done(self, data)
 
     def abandon(self) -> None:
@@ -156,8 +160,9 @@ class Exchange:
             self._end_try(None)
 
 
-def start_try(exchange: Exchange) -> None:
-    """Send ``exchange`` to the next endpoint its route's cluster picks."""
+def start_try(exchange: Exchange, now: float | None = None) -> None:
+    """Send ``exchange`` to the next endpoint its route's cluster picks
+    (``now``: the caller's clock reading, if it has one)."""
     route = exchange.route
     cluster = route.cluster
     endpoint = cluster.pick(exchange.key, exchange.tried)
@@ -167,8 +172,11 @@ def start_try(exchange: Exchange) -> None:
     exchange.attempt += 1
     exchange.tried.append(endpoint)
     exchange.endpoint = endpoint
-    now = exchange.try_started = anyio.current_time()
-    cluster.try_started(endpoint)
+    if now is None:
+        now = anyio.current_time()
+    exchange.try_started = now
+    if cluster.tracks_load:
+        cluster.try_started(endpoint)
     per_try = route.per_try_timeout
     if per_try is not None and not exchange.oneway and now + per_try < exchange.deadline:
         exchange.downstream.proxy.timers.call_at(now + per_try, exchange, exchange.attempt)

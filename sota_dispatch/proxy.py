@@ -186,8 +186,10 @@ class ProxyConnection(Dispatcher):
                 out = codec.data_to_send()
                 if out:
                     writer.write(out)
-                for frame in frames:
-                    self._request(hooks, frame)
+                if frames:
+                    now = anyio.current_time()  # once per batch: a clock read costs ~1 µs
+                    for frame in frames:
+                        self._request(hooks, frame, now)
                 codec.check()
                 if self.in_flight >= max_in_flight:
                     await self._wait_in_flight(max_in_flight - 1)
@@ -202,7 +204,7 @@ class ProxyConnection(Dispatcher):
 
     # -- requests ---------------------------------------------------------------
 
-    def _request(self, hooks: ProxyHooks[Any], frame: Any) -> None:
+    def _request(self, hooks: ProxyHooks[Any], frame: Any, now: float) -> None:
         if hooks.is_heartbeat(frame):
             if hooks.is_request(frame):
                 self.writer.write(hooks.heartbeat_reply(frame))
@@ -239,7 +241,7 @@ class ProxyConnection(Dispatcher):
         own = hooks.timeout(frame)
         if own is not None and own < timeout:
             timeout = own
-        deadline = anyio.current_time() + timeout
+        deadline = now + timeout
         exchange = Exchange(self, frame, chosen, key, deadline, oneway)
         if not oneway:
             self.in_flight += 1
@@ -247,7 +249,7 @@ class ProxyConnection(Dispatcher):
             if self._ordered is not None:
                 self._ordered.append(exchange)
             self.proxy.timers.call_at(deadline, exchange, 0)
-        start_try(exchange)
+        start_try(exchange, now)
 
     def _reply_now(self, data: bytes) -> None:
         if self._ordered:  # answers before it are still pending: keep the order

@@ -77,7 +77,8 @@ class Cluster:
         self.balancer = _BALANCERS[config.lb](self.endpoints)
         self._fallback = SmoothWeightedRoundRobin(self.endpoints)  # a hash route without its key
         self._hashing = config.lb in HASH_BALANCERS
-        self._tracks_load = isinstance(self.balancer, LeastRequest)
+        #: Whether the balancer wants to hear of each try's start and end.
+        self.tracks_load = isinstance(self.balancer, LeastRequest)
         self._tracks_latency = isinstance(self.balancer, LowestLatency)
         self._priorities = len({e.priority for e in self.endpoints}) > 1
         #: Endpoints in connect-failure backoff -> when they may be tried again.
@@ -123,12 +124,13 @@ class Cluster:
         return balancer.pick(key, exclude)
 
     def try_started(self, endpoint: Endpoint) -> None:
-        if self._tracks_load:
+        """A try on ``endpoint`` began (callers skip this unless :attr:`tracks_load`)."""
+        if self.tracks_load:
             self.balancer.started(endpoint)  # type: ignore[attr-defined]
 
     def try_ended(self, endpoint: Endpoint, latency: float | None) -> None:
         """A try on ``endpoint`` ended; ``latency`` only when it got a response."""
-        if self._tracks_load:
+        if self.tracks_load:
             self.balancer.finished(endpoint)  # type: ignore[attr-defined]
             if latency is not None and self._tracks_latency:
                 self.balancer.observe(endpoint, latency)  # type: ignore[attr-defined]
@@ -348,6 +350,7 @@ class UpstreamConnection(Dispatcher):
 
     def _responses(self, frames: list[Any]) -> None:
         hooks = self.hooks
+        now = anyio.current_time()
         for response in frames:
             if hooks.is_heartbeat(response):
                 if hooks.is_request(response):
@@ -364,9 +367,9 @@ class UpstreamConnection(Dispatcher):
                 continue
             self.load -= 1
             exchange, attempt = entry
-            if exchange.live(attempt):
+            if not exchange.done and exchange.attempt == attempt:
                 exchange.upstream = None
-                exchange.on_response(response)
+                exchange.on_response(response, now)
         if self.pool.pending:
             self.pool.drain_queue()
 
