@@ -28,7 +28,7 @@ def parse_address(text: str | tuple[str, int], *, default_host: str | None = Non
         if default_host is None:
             raise ValueError(f'expected HOST:PORT, got "{text}" (no host)')
         host = default_host
-    if not port_text.isdigit():
+    if not (port_text.isascii() and port_text.isdigit()):
         raise ValueError(f'expected HOST:PORT with a numeric port, got "{text}"')
     return _check(host, int(port_text), f'"{text}"')
 

@@ -11,6 +11,7 @@ holds state.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -53,6 +54,8 @@ HASH_BALANCERS = frozenset({"ring_hash", "maglev", "modulo_hash"})
 #: What a retry policy may retry on (``retry_on``, Envoy's name).
 RETRY_ON = ("connect_failure", "reset", "per_try_timeout", "status")
 _POOL_MODES: tuple[str, ...] = get_args(PoolMode)
+#: Largest endpoint weight: a ring hash holds 160 points per unit of weight.
+MAX_WEIGHT = 1000
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
 
 
@@ -198,15 +201,27 @@ class ProxyConfig:
 
 
 def _show(value: object) -> str:
+    """A value as the YAML user wrote it, on one line (quotes and escapes
+    from JSON, so a newline in a value cannot forge a second error line)."""
     if isinstance(value, str):
-        return '"' + value.replace('"', '\\"') + '"'
+        return json.dumps(value, ensure_ascii=False)
     if value is None:
         return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
     if isinstance(value, Mapping):
         return "a mapping"
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "a list"
-    return repr(value)
+    return f"a {type(value).__name__} value"
+
+
+def _key(key: object) -> str:
+    """A mapping key as a path segment."""
+    text = key if isinstance(key, str) else _show(key)
+    return text if text.isprintable() and "." not in text else json.dumps(text, ensure_ascii=False)
 
 
 def _mapping(value: object, path: str, allowed: Sequence[str], required: Sequence[str] = ()) -> dict[str, Any]:
@@ -215,9 +230,9 @@ def _mapping(value: object, path: str, allowed: Sequence[str], required: Sequenc
     for key in value:
         if not isinstance(key, str):
             hint = " (YAML reads unquoted on/off/yes/no as booleans: quote the key)" if isinstance(key, bool) else ""
-            raise ConfigError(path, f"unknown key {key!r}{hint} (expected one of: {', '.join(allowed)})")
+            raise ConfigError(path, f"unknown key {_show(key)}{hint} (expected one of: {', '.join(allowed)})")
         if key not in allowed:
-            raise ConfigError(_join(path, key), f"unknown key (expected one of: {', '.join(allowed)})")
+            raise ConfigError(_join(path, _key(key)), f"unknown key (expected one of: {', '.join(allowed)})")
     for key in required:
         if key not in value:
             raise ConfigError(_join(path, key), "required")
@@ -242,11 +257,13 @@ def _str(value: object, path: str) -> str:
     return value
 
 
-def _int(value: object, path: str, minimum: int = 1) -> int:
+def _int(value: object, path: str, minimum: int = 1, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(path, f"expected an integer, got {_show(value)}")
     if value < minimum:
         raise ConfigError(path, f"expected an integer >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(path, f"expected an integer <= {maximum}, got {value}")
     return value
 
 
@@ -256,29 +273,46 @@ def _bool(value: object, path: str) -> bool:
     return value
 
 
-def _duration(value: object, path: str) -> float:
+def _duration(value: object, path: str, *, allow_zero: bool = False) -> float:
     """Seconds: a number, or a string such as ``250ms``, ``1.5s``, ``2m``."""
-    seconds: float | None = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str):
-        match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?)\s*(ms|s|m)\s*", value)
-        if match:
-            seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
-        raise ConfigError(path, f'expected a positive duration (seconds, or e.g. "250ms"), got {_show(value)}')
+    seconds = parse_duration(value)
+    if seconds is None or (seconds == 0 and not allow_zero):
+        what = "a duration >= 0" if allow_zero else "a positive duration"
+        raise ConfigError(path, f'expected {what} (seconds, or e.g. "250ms"), got {_show(value)}')
     return seconds
 
 
-def _address(value: object, path: str) -> str:
-    text = value if isinstance(value, str) else None
+def parse_duration(value: object) -> float | None:
+    """Seconds from a number or a string like ``250ms``, ``1.5s``, ``2m``,
+    ``1e3ms``; None unless finite and not negative (the CLI shares it)."""
+    seconds: float | None = None
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        elif isinstance(value, str):
+            match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\s*(ms|s|m)?\s*", value)
+            if match:
+                seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    except OverflowError:
+        return None
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def _address(value: object, path: str, *, endpoint: bool = False) -> str:
+    text = value.strip() if isinstance(value, str) else None
+    port = -1
     if text is not None:
         try:
-            parse_address(text)
+            port = parse_address(text)[1]
         except ValueError:
             text = None
     if text is None:
-        raise ConfigError(path, f"expected HOST:PORT, got {_show(value)}")
+        hint = " (YAML read an unquoted value as a number: quote it)" if isinstance(value, (int, float)) else ""
+        raise ConfigError(path, f"expected HOST:PORT, got {_show(value)}{hint}")
+    if endpoint and port == 0:
+        raise ConfigError(path, f"an endpoint needs a port from 1 to 65535, got {_show(value)}")
     return text
 
 
@@ -293,8 +327,10 @@ def _options(value: object, path: str) -> dict[str, str]:
         raise ConfigError(path, f"expected a mapping of option names to values, got {_show(value)}")
     result: dict[str, str] = {}
     for key, item in value.items():
-        if not isinstance(key, str) or isinstance(item, (Mapping, list)) or item is None:
-            raise ConfigError(_join(path, str(key)), f"expected a scalar option value, got {_show(item)}")
+        if not isinstance(key, str):
+            raise ConfigError(path, f"option names are strings, got {_show(key)}")
+        if isinstance(item, (Mapping, list)) or item is None:
+            raise ConfigError(_join(path, _key(key)), f"expected a scalar option value, got {_show(item)}")
         result[key] = str(item).lower() if isinstance(item, bool) else str(item)
     return result
 
@@ -305,11 +341,11 @@ def _items(value: object, path: str, parse: Callable[[object, str], T], *, non_e
 
 def _endpoint(value: object, path: str) -> EndpointConfig:
     if isinstance(value, str):  # shorthand: just the address
-        return EndpointConfig(_address(value, path))
+        return EndpointConfig(_address(value, path, endpoint=True))
     raw = _mapping(value, path, ("address", "weight", "priority"), ("address",))
     return EndpointConfig(
-        address=_address(raw["address"], f"{path}.address"),
-        weight=_int(raw.get("weight", 1), f"{path}.weight"),
+        address=_address(raw["address"], f"{path}.address", endpoint=True),
+        weight=_int(raw.get("weight", 1), f"{path}.weight", maximum=MAX_WEIGHT),
         priority=_int(raw.get("priority", 0), f"{path}.priority", minimum=0),
     )
 
@@ -320,7 +356,7 @@ def _pool(value: object, path: str) -> PoolConfig:
         mode=cast(PoolMode, _choice(raw["mode"], f"{path}.mode", _POOL_MODES)) if "mode" in raw else None,
         connections=_int(raw["connections"], f"{path}.connections") if "connections" in raw else None,
         max_requests=_int(raw["max_requests"], f"{path}.max_requests") if "max_requests" in raw else None,
-        max_pending=_int(raw.get("max_pending", 1024), f"{path}.max_pending", minimum=0),
+        max_pending=_int(raw.get("max_pending", 1024), f"{path}.max_pending"),
     )
 
 
@@ -359,7 +395,7 @@ def _match(value: object, path: str) -> MatchConfig:
         if test == "regex":
             try:
                 re.compile(text)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:
                 raise ConfigError(f"{path}.regex", f"invalid regular expression: {exc}") from None
         kwargs[test] = text
     return MatchConfig(attribute=_str(raw["attribute"], f"{path}.attribute"), **kwargs)
@@ -443,11 +479,19 @@ def parse_config(data: object) -> ProxyConfig:
     """
     if "admin" in (data if isinstance(data, Mapping) else {}):
         raise ConfigError("admin", "the admin endpoint is not available in this version")
+    if not isinstance(data, Mapping):
+        raise ConfigError("", f"the configuration must be a mapping (listeners, clusters), got {_show(data)}")
     raw = _mapping(data, "", ("listeners", "clusters", "drain_timeout"), ("listeners", "clusters"))
     listeners = _items(raw["listeners"], "listeners", _listener, non_empty=True)
     clusters = _items(raw["clusters"], "clusters", _cluster, non_empty=True)
     _unique([c.name for c in listeners], "listeners", "listener")
     _unique([c.name for c in clusters], "clusters", "cluster")
+    bound: dict[tuple[str, int], int] = {}
+    for i, listener in enumerate(listeners):
+        host, port = parse_address(listener.address)
+        if port and (host, port) in bound:
+            raise ConfigError(f"listeners[{i}].address", f"{listener.address} is also listeners[{bound[host, port]}]'s")
+        bound[host, port] = i
     by_name = {c.name: c for c in clusters}
     for i, listener in enumerate(listeners):
         for j, route in enumerate(listener.routes):
@@ -464,26 +508,54 @@ def parse_config(data: object) -> ProxyConfig:
     return ProxyConfig(
         listeners=listeners,
         clusters=clusters,
-        drain_timeout=_duration(raw.get("drain_timeout", 10.0), "drain_timeout"),
+        drain_timeout=_duration(raw.get("drain_timeout", 10.0), "drain_timeout", allow_zero=True),
     )
 
 
 def load_config(path: str | Path) -> ProxyConfig:
-    """Read and validate a YAML config file; raises :class:`ConfigError`."""
+    """Read and validate a YAML config file; raises :class:`ConfigError`.
+
+    A key given twice in one mapping is an error (PyYAML would silently
+    keep the last one).
+    """
     import yaml  # imported here: only the config file needs it
 
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError("", f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"{path}: not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_strict_loader())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
         raise ConfigError("", f"{path}: invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError("", f"{path}: nested too deeply") from None
     return parse_config(data)
+
+
+def _strict_loader() -> type[Any]:
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+            seen: set[object] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, (str, int, float, bool)) or key is None:
+                    if key in seen:
+                        mark = key_node.start_mark
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {_show(key)}", mark
+                        )
+                    seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
 
 
 def config_from_upstreams(

@@ -26,7 +26,7 @@ from typing import Any
 import anyio
 from anyio.abc import ByteStream, TaskStatus
 
-from .config import ConfigError, ListenerConfig, ProxyConfig
+from .config import ClusterConfig, ConfigError, ListenerConfig, ProxyConfig
 from .dispatcher import ConnectionContext, Dispatcher
 from .errors import ProtocolError, SotaError
 from .exchange import Exchange, start_try
@@ -48,38 +48,59 @@ MAX_SNIFF = 64 * 1024
 
 
 def check_protocols(config: ProxyConfig) -> dict[str, ProtocolInfo | None]:
-    """Each listener's protocol, checked: installed, proxiable, options valid.
+    """Each listener's protocol, checked against what is installed.
 
-    Returns ``{listener name: ProtocolInfo}`` (None for ``auto``); raises
-    :class:`~sota_dispatch.ConfigError` naming the listener's field.
+    The protocol must exist and have proxy hooks; the listener's options
+    and the options and pool mode of every cluster it routes to must suit
+    the protocol (for ``auto``, every protocol it may detect). Returns
+    ``{listener name: ProtocolInfo}`` (None for ``auto``); raises
+    :class:`~sota_dispatch.ConfigError` naming the field.
     """
     result: dict[str, ProtocolInfo | None] = {}
+    cluster_index = {cluster.name: j for j, cluster in enumerate(config.clusters)}
     for i, listener in enumerate(config.listeners):
         path = f"listeners[{i}]"
         if listener.protocol == AUTO:
-            if not auto_candidates():
+            candidates = auto_candidates()
+            if not candidates:
                 raise ConfigError(f"{path}.protocol", "auto needs an installed protocol with proxy hooks; none is")
             if listener.options:
                 raise ConfigError(f"{path}.options", "options need a named protocol, not auto")
             result[listener.name] = None
-            continue
-        try:
-            info = get_protocol(listener.protocol)
-        except SotaError as exc:
-            raise ConfigError(f"{path}.protocol", str(exc)) from None
-        if info.proxy_hooks is None:
-            proxiable = ", ".join(name for name, _ in auto_candidates()) or "none"
-            raise ConfigError(
-                f"{path}.protocol", f"protocol {info.name!r} cannot be proxied (no proxy hooks); proxiable: {proxiable}"
-            )
-        validate = getattr(info.factory, "validate_options", None)
-        if validate is not None:
+            infos = [info for _, info in candidates]
+        else:
             try:
-                validate(listener.options)
-            except ValueError as exc:
-                raise ConfigError(f"{path}.options", str(exc)) from None
-        result[listener.name] = info
+                info = get_protocol(listener.protocol)
+            except SotaError as exc:
+                raise ConfigError(f"{path}.protocol", str(exc)) from None
+            if info.proxy_hooks is None:
+                proxiable = ", ".join(name for name, _ in auto_candidates()) or "none"
+                raise ConfigError(
+                    f"{path}.protocol",
+                    f"protocol {info.name!r} cannot be proxied (no proxy hooks); proxiable: {proxiable}",
+                )
+            for name, problem in info.proxy_hooks.option_errors(listener.options).items():
+                raise ConfigError(f"{path}.options.{name}", problem)
+            result[listener.name] = info
+            infos = [info]
+        for route in listener.routes:
+            j = cluster_index[route.cluster]
+            _check_cluster(config.clusters[j], f"clusters[{j}]", infos, listener.name)
     return result
+
+
+def _check_cluster(cluster: ClusterConfig, path: str, infos: list[ProtocolInfo], listener: str) -> None:
+    for info in infos:
+        hooks = info.proxy_hooks
+        assert hooks is not None
+        mode = cluster.pool.mode
+        if mode is not None and mode not in hooks.pool_modes:
+            modes = ", ".join(sorted(hooks.pool_modes))
+            raise ConfigError(
+                f"{path}.pool.mode", f"{info.name} (listener {listener}) cannot use {mode} pools; it can use {modes}"
+            )
+        for name, problem in hooks.option_errors(cluster.options, upstream=True).items():
+            raise ConfigError(f"{path}.options.{name}", f"{problem} (for {info.name}, listener {listener})")
 
 
 def auto_candidates() -> list[tuple[str, ProtocolInfo]]:

@@ -71,10 +71,27 @@ class ProxyHooks(Generic[F]):
     id_bits: int = 32
     #: How upstream connections carry requests by default.
     pool_mode: PoolMode = "multiplex"
+    #: The pool modes the protocol can work in (a cluster's ``pool.mode``):
+    #: ``pipeline`` needs answers in order, ``multiplex`` needs ids.
+    pool_modes: frozenset[PoolMode] = frozenset({"multiplex", "exclusive"})
+    #: Options of client connections (a listener's ``options``), name -> help.
+    options: Mapping[str, str] = {}
+    #: Options of upstream connections (a cluster's ``options``), name -> help.
+    upstream_options: Mapping[str, str] = {}
     #: True when a client expects answers in the order it sent the requests
     #: (a pipelined line protocol): the proxy then holds an early answer back
     #: until the ones before it are written.
     ordered: bool = False
+
+    def option_errors(self, options: Mapping[str, str], *, upstream: bool = False) -> dict[str, str]:
+        """What is wrong with ``options``, option name -> problem (empty: nothing).
+
+        The default knows only names: anything not in :attr:`options` (or
+        :attr:`upstream_options`) is unknown. Override it to check values too.
+        """
+        known = self.upstream_options if upstream else self.options
+        names = ", ".join(known) or "none"
+        return {name: f"unknown option (options: {names})" for name in options if name not in known}
 
     def downstream_codec(self, options: Mapping[str, str], max_frame_size: int) -> ProxyCodec[F]:
         """The codec of a client connection (we are the server)."""

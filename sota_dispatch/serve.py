@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import math
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -31,7 +30,7 @@ if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 from .address import parse_address
-from .config import ProxyConfig, config_from_upstreams, load_config
+from .config import ConfigError, ProxyConfig, config_from_upstreams, load_config, parse_duration
 from .errors import SotaError
 from .proxy import Proxy
 from .registry import ProtocolInfo, available_protocols, get_protocol
@@ -97,12 +96,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    value = parse_duration(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f'expected seconds >= 0 (or e.g. "250ms"), got {text!r}')
     return value
 
 
@@ -201,7 +197,7 @@ def _drain_timeout(args: argparse.Namespace, default: float) -> float:
 
 def _proxy_config(args: argparse.Namespace) -> ProxyConfig | None:
     """The proxy configuration the arguments ask for; None for a local service."""
-    if args.config:
+    if args.config is not None:
         clash = [
             flag
             for flag, given in (
@@ -220,8 +216,13 @@ def _proxy_config(args: argparse.Namespace) -> ProxyConfig | None:
         return config
     if args.upstream:
         if not args.protocol:
-            raise _UsageError("--upstream needs --protocol (see --list-protocols)")
-        options = _parse_options(get_protocol(args.protocol), args.option)
+            raise _UsageError("--upstream needs --protocol (see --list-protocols, or auto)")
+        if args.protocol == "auto":
+            if args.option:
+                raise _UsageError("--option needs a named protocol, not auto")
+            options: dict[str, str] = {}
+        else:
+            options = _parse_options(get_protocol(args.protocol), args.option)
         return config_from_upstreams(
             args.protocol,
             args.listen or DEFAULT_LISTEN,
@@ -232,6 +233,23 @@ def _proxy_config(args: argparse.Namespace) -> ProxyConfig | None:
     if args.check_config:
         raise _UsageError("--check-config needs --config or --upstream")
     return None
+
+
+#: The --upstream shortcut's config paths, as the flags the user typed.
+_SHORTCUT_PATHS = (
+    ("listeners[0].protocol", "--protocol"),
+    ("listeners[0].options.", "--option "),
+    ("listeners[0].address", "--listen"),
+    ("clusters[0].endpoints", "--upstream"),
+    ("clusters[0].options.", "--option "),
+)
+
+
+def _shortcut_error(exc: ConfigError) -> str:
+    for prefix, flag in _SHORTCUT_PATHS:
+        if exc.path.startswith(prefix):
+            return f"{flag}{exc.path[len(prefix):]}: {exc.problem}"
+    return str(exc)
 
 
 def _summary(config: ProxyConfig) -> str:
@@ -285,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{server.host}:{server.port}"
         return anyio.run(_run, server, started, where, backend=args.backend, backend_options=backend_options)
     except (_UsageError, SotaError) as exc:
+        if isinstance(exc, ConfigError) and args.upstream:
+            exc = _UsageError(_shortcut_error(exc))
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

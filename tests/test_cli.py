@@ -91,7 +91,7 @@ def test_list_protocols_shows_installed_plugins() -> None:
         (["--protocol", "simple_line", "-o", "max_line"], "--option expects NAME=VALUE"),
         (["--protocol", "simple_line", "-o", "max_line=lots"], "max_line must be a positive integer, got 'lots'"),
         ([], "error: --protocol is required"),
-        (["--protocol", "simple_line", "--drain-timeout", "nan"], "expected a finite number of seconds"),
+        (["--protocol", "simple_line", "--drain-timeout", "nan"], "expected seconds >= 0"),
     ],
 )
 def test_operator_errors_are_one_line_and_exit_2(args: list[str], message: str) -> None:

@@ -54,8 +54,36 @@ BAD: list[tuple[Any, str]] = [
         'clusters[0].endpoints[0].address: expected HOST:PORT, got "localhost"',
     ),
     (minimal(extra=1), "extra: unknown key (expected one of: listeners, clusters, drain_timeout)"),
-    ([], "expected a mapping, got a list"),
-    (None, "expected a mapping, got null"),
+    ([], "the configuration must be a mapping (listeners, clusters), got a list"),
+    (None, "the configuration must be a mapping (listeners, clusters), got null"),
+    (
+        minimal(clusters=[{"name": "c", "endpoints": ["127.0.0.1:0"]}]),
+        'clusters[0].endpoints[0]: an endpoint needs a port from 1 to 65535, got "127.0.0.1:0"',
+    ),
+    (
+        minimal(clusters=[{"name": "c", "endpoints": [{"address": 8080}]}]),
+        "clusters[0].endpoints[0].address: expected HOST:PORT, got 8080 (YAML read an unquoted value",
+    ),
+    (
+        minimal(clusters=[{"name": "c", "endpoints": [{"address": "127.0.0.1:1", "weight": 10**6}]}]),
+        "clusters[0].endpoints[0].weight: expected an integer <= 1000, got 1000000",
+    ),
+    (with_cluster(pool={"max_pending": 0}), "clusters[0].pool.max_pending: expected an integer >= 1, got 0"),
+    (with_cluster(connect_timeout=10**400), "clusters[0].connect_timeout: expected a positive duration"),
+    (
+        with_route(match=[{"attribute": "a", "regex": "a{99999999999}"}]),
+        "listeners[0].routes[0].match[0].regex: invalid regular expression",
+    ),
+    (
+        minimal(
+            listeners=[
+                {"name": n, "address": "127.0.0.1:7000", "protocol": "simple_line", "routes": [{"cluster": "c"}]}
+                for n in "ab"
+            ]
+        ),
+        "listeners[1].address: 127.0.0.1:7000 is also listeners[0]'s",
+    ),
+    (minimal(**{"x\nerror: forged": 1}), '"x\\nerror: forged": unknown key'),
     (minimal(listeners=[]), "listeners: expected at least one entry"),
     (
         with_cluster(lb="fastest"),
@@ -73,7 +101,7 @@ BAD: list[tuple[Any, str]] = [
         'clusters[0].pool.mode: expected one of multiplex, pipeline, exclusive, got "shared"',
     ),
     (with_cluster(pool={"connections": 0}), "clusters[0].pool.connections: expected an integer >= 1, got 0"),
-    (with_cluster(pool={"connections": True}), "clusters[0].pool.connections: expected an integer, got True"),
+    (with_cluster(pool={"connections": True}), "clusters[0].pool.connections: expected an integer, got true"),
     (
         minimal(clusters=[{"name": "c", "endpoints": [{"address": "127.0.0.1:1", "weight": 0}]}]),
         "clusters[0].endpoints[0].weight: expected an integer >= 1, got 0",
@@ -106,7 +134,7 @@ BAD: list[tuple[Any, str]] = [
     ),
     (
         with_route(retry={True: ["reset"]}),
-        "listeners[0].routes[0].retry: unknown key True (YAML reads unquoted on/off/yes/no as booleans: quote",
+        "listeners[0].routes[0].retry: unknown key true (YAML reads unquoted on/off/yes/no as booleans: quote",
     ),
     (minimal(clusters=[{"name": "c", "endpoints": []}]), "clusters[0].endpoints: expected at least one entry"),
     (
@@ -141,8 +169,45 @@ def test_protocols_are_checked_against_the_installed_plugins() -> None:
         Proxy(parse_config(bad))
     bad["listeners"][0]["protocol"] = "simple_line"
     bad["listeners"][0]["options"] = {"max_line": "abc"}
-    with pytest.raises(ConfigError, match=r"^listeners\[0\]\.options: max_line must be a positive integer"):
+    with pytest.raises(
+        ConfigError, match=r"^listeners\[0\]\.options\.max_line: expected a positive integer, got 'abc'"
+    ):
         Proxy(parse_config(bad))
+    bad["listeners"][0]["options"] = {"max_lines": "1"}
+    with pytest.raises(ConfigError, match=r"^listeners\[0\]\.options\.max_lines: unknown option \(options: max_line\)"):
+        Proxy(parse_config(bad))
+
+
+@pytest.mark.parametrize(
+    ("protocol", "cluster", "message"),
+    [
+        (
+            "simple_line",
+            {"pool": {"mode": "multiplex"}},
+            "clusters[0].pool.mode: simple_line (listener l) cannot use multiplex pools; "
+            "it can use exclusive, pipeline",
+        ),
+        ("bolt", {"pool": {"mode": "pipeline"}}, "clusters[0].pool.mode: bolt (listener l) cannot use pipeline pools"),
+        (
+            "zmtp",
+            {"options": {"plain_usr": "bob"}},
+            "clusters[0].options.plain_usr: unknown option (options: plain_user, plain_password, identity)",
+        ),
+        (
+            "zmtp",
+            {"options": {"plain_user": "bob"}},
+            "clusters[0].options.plain_password: plain_user and plain_password go together",
+        ),
+        ("simple_line", {"options": {"foo": "bar"}}, "clusters[0].options.foo: unknown option (options: none)"),
+        ("auto", {"pool": {"mode": "pipeline"}}, "clusters[0].pool.mode: "),
+    ],
+)
+def test_clusters_must_suit_the_protocols_routed_to_them(protocol: str, cluster: dict[str, Any], message: str) -> None:
+    document = with_cluster(**cluster)
+    document["listeners"][0]["protocol"] = protocol
+    with pytest.raises(ConfigError) as caught:
+        Proxy(parse_config(document))
+    assert str(caught.value).startswith(message), str(caught.value)
 
 
 def test_upstream_shortcut_is_one_round_robin_cluster_and_a_catch_all_route() -> None:
@@ -176,13 +241,23 @@ def test_cli_reports_config_errors_in_one_line(tmp_path: Path, capsys: pytest.Ca
     )
     path.write_text("listeners: [\n")
     assert "invalid YAML at line 2" in cli_error(["--config", str(path)], capsys)
+    path.write_text("listeners: []\nclusters: []\nlisteners: []\n")
+    assert 'invalid YAML at line 3, column 1: duplicate key "listeners"' in cli_error(["--config", str(path)], capsys)
+    path.write_bytes(b"listeners: \xff\n")
+    assert "not UTF-8 (byte 0xff at offset 11)" in cli_error(["--config", str(path)], capsys)
+    path.write_text("drain_timeout: " + "[" * 2000 + "]" * 2000 + "\n")
+    assert "nested too deeply" in cli_error(["--config", str(path)], capsys)
     assert "cannot read config file" in cli_error(["--config", str(tmp_path / "missing.yaml")], capsys)
     assert "drop --upstream" in cli_error(["--config", str(path), "--upstream", "127.0.0.1:1"], capsys)
     assert "--upstream needs --protocol" in cli_error(["--upstream", "127.0.0.1:1"], capsys)
     assert "--check-config needs --config or --upstream" in cli_error(["--check-config"], capsys)
-    assert "cannot be proxied" in cli_error(
-        ["--protocol", "xprotocol", "--upstream", "127.0.0.1:1", "--check-config"], capsys
+    assert cli_error(["--protocol", "xprotocol", "--upstream", "127.0.0.1:1", "--check-config"], capsys).startswith(
+        "error: --protocol: protocol 'xprotocol' cannot be proxied"
     )
+    assert cli_error(["--protocol", "bolt", "--upstream", "127.0.0.1:0", "--check-config"], capsys).startswith(
+        "error: --upstream[0]: an endpoint needs a port from 1 to 65535"
+    )
+    assert "--check-config needs --config or --upstream" not in cli_error(["--config", ""], capsys)
 
 
 def test_cli_reports_a_busy_port_as_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -195,4 +270,4 @@ def test_cli_reports_a_busy_port_as_a_config_error(tmp_path: Path, capsys: pytes
         err = cli_error(
             ["--protocol", "simple_line", "--upstream", "127.0.0.1:1", "--listen", f"127.0.0.1:{port}"], capsys
         )
-    assert err.startswith(f"error: listeners[0].address: cannot listen on 127.0.0.1:{port}: ")
+    assert err.startswith(f"error: --listen: cannot listen on 127.0.0.1:{port}: ")

@@ -90,7 +90,16 @@ class SimpleLineHooks(ProxyHooks[bytes]):
 
     name = "simple_line"
     pool_mode = "pipeline"
+    pool_modes = frozenset({"pipeline", "exclusive"})
     ordered = True
+    options: Mapping[str, str] = {"max_line": "longest request line in bytes (default 65536)"}
+
+    def option_errors(self, options: Mapping[str, str], *, upstream: bool = False) -> dict[str, str]:
+        errors = super().option_errors(options, upstream=upstream)
+        raw = options.get("max_line")
+        if not upstream and raw is not None and not (raw.isascii() and raw.isdigit() and int(raw) > 0):
+            errors["max_line"] = f"expected a positive integer, got {raw!r}"
+        return errors
 
     def downstream_codec(self, options: Mapping[str, str], max_frame_size: int) -> LineCodec:
         from .dispatcher import DEFAULT_MAX_LINE

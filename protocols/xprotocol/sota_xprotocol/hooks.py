@@ -25,7 +25,9 @@ F = TypeVar("F", bolt.BoltFrame, dubbo.DubboFrame)
 
 
 class XProtocolHooks(ProxyHooks[F]):
-    """What bolt and dubbo share: id-keyed frames with raw bytes."""
+    """What bolt and dubbo share: id-keyed frames with raw bytes (no
+    options of their own: the frame size limit is the listener's and the
+    cluster's ``max_frame_size``)."""
 
     pool_mode = "multiplex"
 

@@ -58,10 +58,41 @@ class ZmtpHooks(ProxyHooks[Message]):
     id_bits = 32
     pool_mode = "multiplex"
 
-    def downstream_codec(self, options: Mapping[str, str], max_frame_size: int) -> ZmtpEngine:
-        from .router import _option_limits, _plain_account  # router.py imports this module
+    options: Mapping[str, str] = {
+        "plain_user": "require PLAIN from clients with this username (and plain_password)",
+        "plain_password": "the PLAIN password for plain_user",
+        "max_message_size": "largest message accepted from a client, bytes (default 64 MiB)",
+        "max_parts": "most parts in one message (default 1024)",
+    }
+    upstream_options: Mapping[str, str] = {
+        "plain_user": "log in to the upstream with PLAIN as this user (and plain_password)",
+        "plain_password": "the PLAIN password for plain_user",
+        "identity": "the routing id the proxy's DEALER connections announce",
+    }
 
-        limits = _option_limits(options) if options else Limits(max_frame_size=max_frame_size)
+    def option_errors(self, options: Mapping[str, str], *, upstream: bool = False) -> dict[str, str]:
+        errors = super().option_errors(options, upstream=upstream)
+        if ("plain_user" in options) != ("plain_password" in options):
+            errors["plain_user" if "plain_user" not in options else "plain_password"] = (
+                "plain_user and plain_password go together"
+            )
+        for name in ("max_message_size", "max_parts"):
+            raw = options.get(name)
+            if not upstream and raw is not None and not (raw.isascii() and raw.isdigit() and int(raw) > 0):
+                errors[name] = f"expected a positive integer, got {raw!r}"
+        if upstream and len(options.get("identity", "").encode()) > 255:
+            errors["identity"] = "an identity has at most 255 bytes"
+        return errors
+
+    def downstream_codec(self, options: Mapping[str, str], max_frame_size: int) -> ZmtpEngine:
+        from .router import _plain_account  # router.py imports this module
+
+        defaults = Limits()
+        limits = Limits(
+            max_frame_size=max_frame_size,
+            max_message_size=int(options.get("max_message_size", defaults.max_message_size)),
+            max_parts=int(options.get("max_parts", defaults.max_parts)),
+        )
         return ZmtpEngine(
             SocketType.ROUTER,
             limits=limits,
