@@ -195,6 +195,10 @@ class Dispatcher:
     async def on_close(self, reason: BaseException | None) -> None:
         """Called once the connection is closed; ``reason`` is None for an orderly end."""
 
+    def flushed(self) -> None:
+        """Called after the connection's flusher sent a batch (see
+        :meth:`flush_soon`); a proxy uses it to send what waited for room."""
+
     @classmethod
     def validate_options(cls, options: Mapping[str, str]) -> None:
         """Reject options this protocol does not declare (and, in overrides,
@@ -278,6 +282,7 @@ class Dispatcher:
                     await self.writer.flush()
                 finally:
                     self._flush_scope = None
+            self.flushed()
 
     def _closing_begins(self) -> None:
         self._close_deadline = anyio.current_time() + self.linger_timeout
@@ -290,7 +295,8 @@ class Dispatcher:
         if self._running:
             raise RuntimeError(f"{self!r} is already running")
         self._running = True
-        self._finished = anyio.Event()
+        if self._finished is None:
+            self._finished = anyio.Event()
         try:
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
@@ -376,6 +382,12 @@ class Dispatcher:
             log.debug("conn %d: closed: %s", cid, reason or type(reason).__name__)
         else:
             log.error("conn %d: closed by an error in the dispatcher", cid, exc_info=reason)
+
+    async def wait_closed(self) -> None:
+        """Wait until :meth:`run` has closed the connection (at once if it ended)."""
+        if self._finished is None:
+            self._finished = anyio.Event()  # run() has not started: it will set this one
+        await self._finished.wait()
 
     async def aclose(self) -> None:
         """Close the connection; if it is running, stop it and wait for the end.

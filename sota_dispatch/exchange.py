@@ -79,18 +79,19 @@ class Exchange:
 
     def timer_fired(self, tag: int) -> None:
         if tag == 0:
-            self._end_try(None)
+            self._end_try(None, stuck=True)
             self.fail(Failure.TIMEOUT, f"no answer within {self.route.timeout:g}s")
         else:
             self.try_failed("per_try_timeout", Failure.TIMEOUT, f"no answer within {self.route.per_try_timeout:g}s")
 
     # -- outcomes of a try ----------------------------------------------------
 
-    def _end_try(self, latency: float | None) -> None:
+    def _end_try(self, latency: float | None, *, stuck: bool = False) -> None:
+        """Leave the current try; ``stuck``: its upstream gave no answer in time."""
         upstream = self.upstream
         if upstream is not None:
             self.upstream = None
-            upstream.forget(self)
+            upstream.forget(self, stuck=stuck)
         endpoint = self.endpoint
         if endpoint is not None:
             self.endpoint = None
@@ -110,7 +111,7 @@ class Exchange:
         """The current try failed (``kind`` as in a retry policy's ``retry_on``)."""
         if self.done:
             return
-        self._end_try(None)
+        self._end_try(None, stuck=kind == "per_try_timeout")
         if self._may_retry(kind):
             start_try(self)
         else:
@@ -142,7 +143,14 @@ class Exchange:
             return
         hooks = self.downstream.hooks
         assert hooks is not None
-        self.finish(hooks.error_reply(self.frame, failure, detail))
+        try:
+            data = hooks.error_reply(self.frame, failure, detail)
+        except Exception:  # a plugin's bug: no reply can be made, so the client learns from the close
+            log.exception("building the %s error reply failed; closing the client connection", failure.value)
+            self.abandon()
+            self.downstream.close_soon()
+            return
+        self.finish(data)
 
     def finish(self, data: bytes) -> None:
         """End with ``data`` for the client (in request order if it needs that)."""

@@ -30,7 +30,7 @@ from .config import ClusterConfig, ConfigError, ListenerConfig, ProxyConfig
 from .dispatcher import ConnectionContext, Dispatcher
 from .errors import ProtocolError, SotaError
 from .exchange import Exchange, start_try
-from .proxy_hooks import Failure, ProxyHooks
+from .proxy_hooks import Failure, ProxyCodec, ProxyHooks
 from .registry import Match, ProtocolInfo, available_protocols, get_protocol
 from .routing import Route
 from .server import Server
@@ -140,6 +140,7 @@ class ProxyConnection(Dispatcher):
         self._ordered: deque[Exchange | _Reply] | None = None
         self._wake: anyio.Event | None = None
         self._read_scope: anyio.CancelScope | None = None
+        self._codec: ProxyCodec[Any] | None = None
         self._draining = False
 
     # -- life cycle -------------------------------------------------------------
@@ -147,8 +148,8 @@ class ProxyConnection(Dispatcher):
     def drain(self) -> None:
         """Stop reading at the next frame boundary, answer what is in flight, close."""
         self._draining = True
-        self.reader.drain()
-        if self.reader.idle and self._read_scope is not None:
+        codec = self._codec
+        if self._read_scope is not None and self.reader.idle and (codec is None or not codec.buffered):
             self._read_scope.cancel()
 
     async def on_close(self, reason: BaseException | None) -> None:
@@ -165,44 +166,54 @@ class ProxyConnection(Dispatcher):
             self._wake = anyio.Event()
             await self._wake.wait()
 
-    async def _sniff(self) -> ProxyHooks[Any]:
+    async def _sniff(self) -> ProxyHooks[Any] | None:
         candidates = self.listener.candidates
         want = 1
-        while True:
-            prefix = await self.reader.peek(want)
-            verdicts = [(info, info.sniff(prefix)) for _, info in candidates]
-            for info, verdict in verdicts:
-                if verdict is Match.YES:
-                    assert info.proxy_hooks is not None
-                    return info.proxy_hooks
-            if len(prefix) < want or all(v is Match.NO for _, v in verdicts):
-                raise ProtocolError(f"no proxied protocol starts with {prefix[:16]!r}")
-            if len(prefix) >= MAX_SNIFF:
-                raise ProtocolError(f"no protocol recognised in the first {MAX_SNIFF} bytes")
-            want = len(prefix) + 1
+        with anyio.CancelScope() as self._read_scope:  # drain() may end the wait
+            while True:
+                prefix = await self.reader.peek(want)
+                verdicts = [(info, info.sniff(prefix)) for _, info in candidates]
+                for info, verdict in verdicts:
+                    if verdict is Match.YES:
+                        return info.proxy_hooks
+                if not prefix:
+                    return None  # closed before saying anything
+                if len(prefix) < want or all(v is Match.NO for _, v in verdicts):
+                    raise ProtocolError(f"no proxied protocol starts with {prefix[:16]!r}")
+                if len(prefix) >= MAX_SNIFF:
+                    raise ProtocolError(f"no protocol recognised in the first {MAX_SNIFF} bytes")
+                want = len(prefix) + 1
+        return None
 
     async def serve(self) -> None:
         hooks = self.hooks
         if hooks is None:
-            self.hooks = hooks = await self._sniff()
+            hooks = await self._sniff()
+            self._read_scope = None
+            if hooks is None:
+                return
+            self.hooks = hooks
         if hooks.ordered:
             self._ordered = deque()
         limits = self.listener.config.limits
-        codec = hooks.downstream_codec(self.context.options, limits.max_frame_size)
+        codec = self._codec = hooks.downstream_codec(self.context.options, limits.max_frame_size)
         reader, writer = self.reader, self.writer
         writer.write(codec.data_to_send())
         max_in_flight = limits.max_in_flight
+        at_eof = False
         try:
-            while not self._draining:
+            # Draining stops at a frame boundary: a frame half received is
+            # read to its end first (the server's drain timeout bounds that).
+            while not (self._draining and not codec.buffered):
                 data = b""
                 with anyio.CancelScope() as self._read_scope:
                     try:
                         data = await reader.read_some()
                     except anyio.EndOfStream:
-                        break
+                        at_eof = True
                 self._read_scope = None
                 if not data:
-                    break  # the read was cancelled by drain()
+                    break  # the end of input, or drain() ended the wait
                 frames = codec.feed(data)
                 out = codec.data_to_send()
                 if out:
@@ -211,9 +222,10 @@ class ProxyConnection(Dispatcher):
                     now = anyio.current_time()  # once per batch: a clock read costs ~1 µs
                     for frame in frames:
                         self._request(hooks, frame, now)
+                        if self.in_flight >= max_in_flight:  # the codec holds the rest meanwhile
+                            await self._wait_in_flight(max_in_flight - 1)
+                            now = anyio.current_time()
                 codec.check()
-                if self.in_flight >= max_in_flight:
-                    await self._wait_in_flight(max_in_flight - 1)
         except ProtocolError:
             # The requests before the bad bytes still get their answers,
             # then whatever the codec says about the bad bytes.
@@ -221,7 +233,13 @@ class ProxyConnection(Dispatcher):
                 await self._wait_in_flight(0)
             writer.write(codec.data_to_send())
             raise
-        await self._wait_in_flight(0)
+        if at_eof:
+            # The client half-closed, or is gone: answers arriving within
+            # the linger time still go out, the rest is abandoned (on_close).
+            with anyio.move_on_after(self.linger_timeout):
+                await self._wait_in_flight(0)
+        else:
+            await self._wait_in_flight(0)  # a drain: the server's drain timeout bounds it
 
     # -- requests ---------------------------------------------------------------
 
@@ -254,6 +272,11 @@ class ProxyConnection(Dispatcher):
             if not oneway:
                 self._reply_now(hooks.error_reply(frame, Failure.CODEC_ERROR, str(exc)))
             return
+        except Exception:  # a plugin's bug: this request fails, not the connection
+            log.exception("conn %d: reading the routing attributes failed", self.context.connection_id)
+            if not oneway:
+                self._reply_now(hooks.error_reply(frame, Failure.CODEC_ERROR))
+            return
         if chosen is None:
             if not oneway:
                 self._reply_now(hooks.error_reply(frame, Failure.NO_ROUTE))
@@ -275,6 +298,7 @@ class ProxyConnection(Dispatcher):
     def _reply_now(self, data: bytes) -> None:
         if self._ordered:  # answers before it are still pending: keep the order
             self._ordered.append(_Reply(data))
+            self.in_flight += 1  # held replies count against max_in_flight too
         else:
             self.writer.write(data)
 
@@ -282,28 +306,41 @@ class ProxyConnection(Dispatcher):
         ordered = self._ordered
         assert ordered is not None
         write = self.writer.write
+        written = 0
         while ordered:
             reply = ordered[0].reply
             if reply is None:
                 break
             write(reply)
             ordered.popleft()
+            written += 1
+        if written:
+            self.in_flight -= written
+            self._woken()
 
-    def exchange_done(self, exchange: Exchange, data: bytes) -> None:
-        """An exchange of this connection ended with ``data`` for the client."""
-        if exchange.oneway:
-            return
-        self.in_flight -= 1
-        self._exchanges.discard(exchange)
+    def _woken(self) -> None:
         wake = self._wake
         if wake is not None:
             wake.set()
+
+    def exchange_done(self, exchange: Exchange, data: bytes) -> None:
+        """An exchange of this connection ended with ``data`` for the client.
+
+        In an ordered connection the exchange stays in flight until its
+        reply is written (it may wait for earlier ones): held replies count
+        against ``max_in_flight``, so they cannot pile up without bound.
+        """
+        if exchange.oneway:
+            return
+        self._exchanges.discard(exchange)
         if self.closed:
             return  # the client is gone: a late answer is dropped
         if self._ordered is not None:
             exchange.reply = data
             self._write_ordered()
         else:
+            self.in_flight -= 1
+            self._woken()
             self.writer.write(data)
         self.flush_soon()
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import math
 from typing import Protocol
 
 import anyio
 
 __all__ = ["TimerQueue", "TimerTarget"]
+
+log = logging.getLogger(__name__)
 
 
 class TimerTarget(Protocol):
@@ -67,7 +70,10 @@ class TimerQueue:
             while heap and heap[0][0] <= now:
                 _, _, target, tag = heapq.heappop(heap)
                 if target.timer_live(tag):
-                    target.timer_fired(tag)
+                    try:
+                        target.timer_fired(tag)
+                    except Exception:  # one request's failure must not stop every timer
+                        log.exception("a timer callback failed (%r)", target)
                 heap = self._heap  # a callback may have compacted it
             self._next = heap[0][0] if heap else math.inf
             self._wake = anyio.Event()

@@ -161,6 +161,8 @@ class Pool:
         self.endpoint = endpoint
         self.hooks = hooks
         self.mode, self.max_connections, self.max_requests = cluster.config.pool.resolved(hooks.pool_mode)
+        if self.mode == "multiplex":  # never more in flight than there are ids
+            self.max_requests = min(self.max_requests, (1 << hooks.id_bits) - 2)
         self.max_pending = cluster.config.pool.max_pending
         self.connections: list[UpstreamConnection] = []
         self.connecting = 0
@@ -176,6 +178,9 @@ class Pool:
             connection.send(exchange)
             return
         if len(self.pending) >= self.max_pending:
+            # Requests that timed out while waiting still sit in the queue.
+            self.pending = deque(entry for entry in self.pending if entry[0].live(entry[1]))
+        if len(self.pending) >= self.max_pending:
             exchange.try_failed("overflow", Failure.OVERFLOW, "too many requests waiting for an upstream connection")
             return
         self.pending.append((exchange, exchange.attempt))
@@ -189,6 +194,7 @@ class Pool:
                 connection.ready
                 and connection.load < self.max_requests
                 and (best is None or connection.load < best.load)
+                and connection.writer.pending < connection.writer.high_water  # not a stalled upstream
             ):
                 best = connection
         if best is not None and best.load and len(self.connections) + self.connecting < self.max_connections:
@@ -211,15 +217,26 @@ class Pool:
             self._connect_failed(exc if str(exc) else TimeoutError("connect timeout"))
             return
         self.connecting -= 1
+        try:
+            connection = UpstreamConnection(stream, pool=self)
+        except Exception as exc:  # a plugin's codec refused its options: fail the queue, not the proxy
+            log.exception("cluster %s: cannot set up a connection to %s", self.cluster.name, self.endpoint.address)
+            await anyio.aclose_forcefully(stream)
+            self._connect_failed(exc)
+            return
         self.connections_opened += 1
-        connection = UpstreamConnection(stream, pool=self)
         self.connections.append(connection)
         await connection.run()
 
     def _connect_failed(self, error: BaseException) -> None:
-        self.cluster.connect_failed(self.endpoint, error)
         if self.connecting or any(c.ready for c in self.connections):
-            return  # another connection may still serve the queue
+            # An extra connection failed; the endpoint still serves on the
+            # others (the queue drains onto them), so it is not down.
+            log.debug(
+                "cluster %s: another connection to %s failed: %s", self.cluster.name, self.endpoint.address, error
+            )
+            return
+        self.cluster.connect_failed(self.endpoint, error)
         waiting, self.pending = self.pending, deque()
         for exchange, attempt in waiting:
             if exchange.live(attempt):
@@ -305,9 +322,20 @@ class UpstreamConnection(Dispatcher):
             self.load += 1
             exchange.upstream = self
 
-    def forget(self, exchange: Exchange) -> None:
+    def flushed(self) -> None:
+        if self.pool.pending:  # requests that waited for the writer to empty
+            self.pool.drain_queue()
+
+    def forget(self, exchange: Exchange, *, stuck: bool = False) -> None:
         """Stop waiting for ``exchange``'s answer (timeout, client gone): a
-        late answer is then dropped. A pipelined slot stays in the order."""
+        late answer is then dropped.
+
+        A pipelined or exclusive slot cannot be given up: the answers come
+        in order. If the upstream is ``stuck`` (it did not answer in time),
+        the connection is closed, as Envoy and MOSN do for HTTP/1 and
+        ping-pong pools, so it cannot hold every later request hostage;
+        the requests behind it get a reset (retried when allowed).
+        """
         if self.multiplexed:
             entry = self.in_flight.get(exchange.upstream_id)
             if entry is not None and entry[0] is exchange:
@@ -315,6 +343,10 @@ class UpstreamConnection(Dispatcher):
                 self.load -= 1
                 if self.pool.pending:
                     self.pool.drain_queue()
+        elif stuck and self.ready:
+            self.ready = False  # no new requests on it
+            log.debug("conn %d: upstream gave no answer in time; closing it", self.context.connection_id)
+            self.close_soon()
 
     async def serve(self) -> None:
         codec, reader, writer = self.codec, self.reader, self.writer
@@ -369,7 +401,11 @@ class UpstreamConnection(Dispatcher):
             exchange, attempt = entry
             if not exchange.done and exchange.attempt == attempt:
                 exchange.upstream = None
-                exchange.on_response(response, now)
+                try:
+                    exchange.on_response(response, now)
+                except Exception:  # one bad answer must not reset everyone's requests
+                    log.exception("conn %d: handing an answer to its request failed", self.context.connection_id)
+                    exchange.abandon()
         if self.pool.pending:
             self.pool.drain_queue()
 

@@ -54,6 +54,11 @@ class LineCodec:
         out, self._out = self._out, b""
         return out
 
+    @property
+    def buffered(self) -> int:
+        """Bytes of a line whose end has not arrived yet."""
+        return len(self._rest)
+
     def feed(self, data: bytes) -> list[bytes]:
         self.check()
         buf = self._rest + data if self._rest else data

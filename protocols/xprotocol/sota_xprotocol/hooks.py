@@ -122,7 +122,10 @@ class DubboHooks(XProtocolHooks[dubbo.DubboFrame]):
     def routing_attributes(self, frame: dubbo.DubboFrame) -> Mapping[str, str]:
         """``service`` (interface), ``path``, ``method``, ``version``, ``group``,
         and every string attachment."""
-        invocation = frame.invocation()
+        try:
+            invocation = frame.invocation()
+        except ValueError as exc:  # an event, or a response: no invocation to route on
+            raise ProtocolError(f"dubbo frame without an invocation: {exc}") from None
         attributes = {k: v for k, v in invocation.attachments.items() if isinstance(k, str) and isinstance(v, str)}
         attributes.update(service=invocation.interface, path=invocation.path, method=invocation.method)
         if invocation.version is not None:

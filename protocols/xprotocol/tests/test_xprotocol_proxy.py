@@ -334,3 +334,54 @@ async def test_auto_listener_tells_bolt_from_dubbo() -> None:
     ):
         assert (await b.call(bolt_request("b", 1))).content == b"b"
         assert hessian2.decode_all((await d.call(dubbo_request("d", 2))).body) == [1, "d"]
+
+
+async def test_a_dubbo_event_that_is_no_heartbeat_gets_a_codec_error_reply() -> None:
+    async with scripted() as upstream:
+        route = {"match": [{"attribute": "service", "exact": INTERFACE}], "timeout": "2s"}
+        async with proxy_for(document("dubbo", [upstream], route)) as proxy, raw_client(proxy, "dubbo") as c:
+            flag = dubbo.FLAG_REQUEST | dubbo.FLAG_TWOWAY | dubbo.FLAG_EVENT | dubbo.HESSIAN2
+            event = dubbo.DubboFrame(flag, 0, 41, hessian2.encode("R"))  # a READONLY-style event
+            expect_dubbo(await c.call(event), 41, 40, "400|codec error")
+            reply = await c.call(dubbo_request("fine", 42))  # the connection stays
+            assert (reply.request_id, reply.status) == (42, 20)
+
+
+async def test_a_stalled_upstream_does_not_grow_the_proxys_buffers() -> None:
+    # A listening socket nobody accepts from: the connect succeeds, the
+    # kernel's buffers fill, then every write to it would queue up.
+    with socket.socket() as stalled:
+        stalled.bind(("127.0.0.1", 0))
+        stalled.listen(8)
+        port = stalled.getsockname()[1]
+        doc = document("bolt", [f"127.0.0.1:{port}"], {"timeout": "100ms"})
+        async with proxy_for(doc) as proxy, raw_client(proxy, "bolt") as c:
+            request_id = 0
+            for _ in range(10):
+                frames = []
+                for _ in range(100):
+                    request_id += 1
+                    frames.append(bolt_request("x" * 65536, request_id).encode())
+                await c.stream.send(b"".join(frames))  # 6.5 MB a round, 65 MB in all
+                for _ in range(100):
+                    assert (await c.receive()).status == bolt.ResponseStatus.TIMEOUT
+            [pool] = proxy.clusters["up"].pools
+            queued = sum(connection.writer.pending for connection in pool.connections)
+    assert queued < 1 << 20
+
+
+async def test_dubbo_overflow_is_status_40() -> None:
+    async with scripted() as upstream:
+        doc = document("dubbo", [upstream], {"timeout": "5s"}, pool={"max_requests": 1, "max_pending": 1})
+        slow_route = {"match": [{"attribute": "service", "exact": "slow"}], "cluster": "up", "timeout": "300ms"}
+        doc["listeners"][0]["routes"].insert(0, slow_route)
+        async with proxy_for(doc) as proxy, raw_client(proxy, "dubbo") as c:
+            await c.stream.send(dubbo_request("hold", 1, service="slow").encode())
+            with anyio.fail_after(5):
+                while not Scripted.seen:  # noqa: ASYNC110 - the scripted upstream sets no event
+                    await anyio.sleep(0.01)
+            await c.stream.send(dubbo_request("queued", 2).encode() + dubbo_request("over", 3).encode())
+            expect_dubbo(await c.receive(), 3, 40, "503|upstream overflow")
+            expect_dubbo(await c.receive(), 1, 31, "504|timeout")
+            reply = await c.receive()  # 2 went out once 1 gave up its place
+            assert (reply.request_id, reply.status, hessian2.decode_all(reply.body)) == (2, 20, [1, "queued"])

@@ -76,6 +76,9 @@ class ZmtpHooks(ProxyHooks[Message]):
             errors["plain_user" if "plain_user" not in options else "plain_password"] = (
                 "plain_user and plain_password go together"
             )
+        for name in ("plain_user", "plain_password"):
+            if len(options.get(name, "").encode()) > 255:
+                errors[name] = "at most 255 bytes (a ZMTP PLAIN field)"
         for name in ("max_message_size", "max_parts"):
             raw = options.get(name)
             if not upstream and raw is not None and not (raw.isascii() and raw.isdigit() and int(raw) > 0):

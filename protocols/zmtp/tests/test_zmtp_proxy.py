@@ -8,6 +8,7 @@ is asserted on the frames the client receives.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -17,6 +18,7 @@ import anyio
 import anyio.to_thread
 import pytest
 import zmq
+from anyio.abc import ByteStream, SocketAttribute, SocketStream
 
 from sota_dispatch import parse_config
 from sota_dispatch.testing import running_proxy
@@ -216,3 +218,91 @@ async def test_upstream_reset_is_an_error_message() -> None:
         async with proxy_for(document([a])) as address:
             [reply] = await in_thread(lambda: one_call(address, [b"die"]))
     assert reply == f"error:upstream reset: {a} closed the connection".encode()
+
+
+async def _pipe(source: ByteStream, sink: ByteStream) -> None:
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        async for chunk in source:
+            await sink.send(chunk)
+    await sink.aclose()
+
+
+async def test_a_failed_extra_connection_does_not_mark_a_serving_endpoint_down() -> None:
+    """The endpoint (a forwarder in front of a pyzmq ROUTER) takes one
+    connection and closes any further one, like a service at its limit."""
+    with zmq_backend(zmq.ROUTER, router_echo(b"A")) as backend:
+        host, _, port = backend.rpartition(":")
+        accepted = 0
+
+        async def handle(stream: SocketStream) -> None:
+            nonlocal accepted
+            accepted += 1
+            if accepted > 1:
+                await stream.aclose()
+                return
+            upstream = await anyio.connect_tcp(host, int(port))
+            async with upstream, anyio.create_task_group() as tg:
+                tg.start_soon(_pipe, stream, upstream)
+                tg.start_soon(_pipe, upstream, stream)
+
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        front = listener.extra(SocketAttribute.local_port)
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, handle)
+            doc = document([f"127.0.0.1:{front}"])
+            doc["clusters"][0]["pool"] = {"connections": 2}
+            async with proxy_for(doc) as address:
+
+                def calls() -> list[list[bytes]]:
+                    ctx: Context = zmq.Context()
+                    try:
+                        sock = zsocket(ctx, zmq.DEALER, address)
+                        replies = []
+                        for word in (b"one", b"two", b"three", b"four"):  # two at a time: a second connection
+                            sock.send_multipart([word])
+                            sock.send_multipart([word + b"!"])
+                            replies += [sock.recv_multipart(), sock.recv_multipart()]
+                        return replies
+                    finally:
+                        ctx.destroy(0)
+
+                replies = await in_thread(calls)
+            tg.cancel_scope.cancel()
+    assert all(reply[-1] == b"A" for reply in replies), replies
+    assert accepted >= 2  # the extra connection was tried, and failed
+
+
+async def test_overflow_is_an_error_message_at_once() -> None:
+    held = threading.Event()
+
+    def hold_slow(message: list[bytes]) -> list[bytes] | None:
+        if message[-1] == b"slow":
+            held.set()  # the proxy's one request slot is taken
+            return None
+        return [*message, b"A"]
+
+    with zmq_backend(zmq.ROUTER, hold_slow) as a:
+        doc = document([a], {"timeout": "5s"})
+        slow_route = {"match": [{"attribute": "body", "exact": "slow"}], "cluster": "services", "timeout": "500ms"}
+        doc["listeners"][0]["routes"].insert(0, slow_route)
+        doc["clusters"][0]["pool"] = {"max_requests": 1, "max_pending": 1}
+        async with proxy_for(doc) as address:
+
+            def calls() -> list[list[bytes]]:
+                ctx: Context = zmq.Context()
+                try:
+                    sock = zsocket(ctx, zmq.DEALER, address)
+                    sock.send_multipart([b"slow"])
+                    assert held.wait(10)
+                    sock.send_multipart([b"queued"])
+                    sock.send_multipart([b"over"])
+                    return [sock.recv_multipart() for _ in range(3)]
+                finally:
+                    ctx.destroy(0)
+
+            replies = await in_thread(calls)
+    assert replies == [
+        [b"error:overflow: too many requests waiting for an upstream connection"],
+        [b"error:timeout: no answer within 0.5s"],
+        [b"queued", b"A"],  # sent once the slow one gave up its place
+    ]
