@@ -6,9 +6,11 @@ the protocol's local echo service (``python -m sota_dispatch.serve
 client, in this process, speaks the protocol through the protocol's own
 proxy hooks (its client-role codec), so it is the same code both ways:
 
-* throughput: requests pipelined over one connection, ``--window`` in
-  flight, for a fixed count; requests/s direct and through the proxy, and
-  their ratio (target for simple_line: at least 0.5);
+* throughput: requests pipelined over one connection, ``--windows`` in
+  flight (100 and 1,000 by default: a small window measures round trips
+  as much as work, a large one the CPU cost), for a fixed count;
+  requests/s direct and through the proxy, and their ratio (target for
+  simple_line: at least 0.5);
 * latency: one request in flight at a time; p50 and p99 direct and through
   the proxy, and the difference (the hop's added latency; target: p50 under
   60 µs);
@@ -144,33 +146,35 @@ async def measure(protocol: str, args: argparse.Namespace) -> dict[str, float]:
         direct = await Client.connect(upstream.address, protocol)
         through = await Client.connect(proxy.address, protocol)
         for client in (direct, through):  # warm up both paths (and the proxy's upstream connection)
-            await client.pipelined(min(args.count, 2000), args.window)
+            await client.pipelined(min(args.count, 2000), max(args.windows))
             await client.one_at_a_time(50)
-        rates: dict[str, list[float]] = {"direct": [], "proxy": []}
+        rates: dict[tuple[str, int], list[float]] = {}
+        cpu: dict[int, list[float]] = {}
         latencies: dict[str, list[float]] = {"direct": [], "proxy": []}
-        cpu: list[float] = []
         for _ in range(args.rounds):
-            rates["direct"].append(args.count / await direct.pipelined(args.count, args.window))
-            before = sum(proc_cpu(proxy.process.pid))
-            rates["proxy"].append(args.count / await through.pipelined(args.count, args.window))
-            cpu.append((sum(proc_cpu(proxy.process.pid)) - before) / args.count)
+            for window in args.windows:
+                rates.setdefault(("direct", window), []).append(args.count / await direct.pipelined(args.count, window))
+                before = sum(proc_cpu(proxy.process.pid))
+                rates.setdefault(("proxy", window), []).append(args.count / await through.pipelined(args.count, window))
+                cpu.setdefault(window, []).append((sum(proc_cpu(proxy.process.pid)) - before) / args.count)
             latencies["direct"] += await direct.one_at_a_time(args.latency_count)
             latencies["proxy"] += await through.one_at_a_time(args.latency_count)
         await direct.stream.aclose()
         await through.stream.aclose()
-    d50, p50 = percentile(latencies["direct"], 0.5), percentile(latencies["proxy"], 0.5)
-    d99, p99 = percentile(latencies["direct"], 0.99), percentile(latencies["proxy"], 0.99)
-    direct_rate, proxy_rate = statistics.median(rates["direct"]), statistics.median(rates["proxy"])
-    return {
-        "direct_rate": direct_rate,
-        "proxy_rate": proxy_rate,
-        "ratio": proxy_rate / direct_rate,
-        "proxy_cpu_us": statistics.median(cpu) * 1e6,
-        "d50": d50 * 1e6,
-        "p50": p50 * 1e6,
-        "d99": d99 * 1e6,
-        "p99": p99 * 1e6,
+    result: dict[str, float] = {
+        "d50": percentile(latencies["direct"], 0.5) * 1e6,
+        "p50": percentile(latencies["proxy"], 0.5) * 1e6,
+        "d99": percentile(latencies["direct"], 0.99) * 1e6,
+        "p99": percentile(latencies["proxy"], 0.99) * 1e6,
     }
+    for window in args.windows:
+        direct_rate = statistics.median(rates["direct", window])
+        proxy_rate = statistics.median(rates["proxy", window])
+        result[f"direct_rate/{window}"] = direct_rate
+        result[f"proxy_rate/{window}"] = proxy_rate
+        result[f"ratio/{window}"] = proxy_rate / direct_rate
+        result[f"proxy_cpu_us/{window}"] = statistics.median(cpu[window]) * 1e6
+    return result
 
 
 def report(results: dict[str, dict[str, float]], args: argparse.Namespace, command: str) -> str:
@@ -181,17 +185,18 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace, comma
     lines += [
         "## Throughput (one connection, pipelined)",
         "",
-        f"{args.count} requests, {args.window} in flight, median of {args.rounds} rounds; "
+        f"{args.count} requests per round, median of {args.rounds} rounds; "
         "proxy CPU is the proxy process's CPU time per request (from /proc).",
         "",
-        "| protocol | direct req/s | via proxy req/s | ratio | proxy CPU µs/req |",
-        "|---|---:|---:|---:|---:|",
+        "| protocol | in flight | direct req/s | via proxy req/s | ratio | proxy CPU µs/req |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
-        lines.append(
-            f"| {name} | {r['direct_rate']:,.0f} | {r['proxy_rate']:,.0f} "
-            f"| {r['ratio']:.2f}x | {r['proxy_cpu_us']:.1f} |"
-        )
+        for window in args.windows:
+            lines.append(
+                f"| {name} | {window} | {r[f'direct_rate/{window}']:,.0f} | {r[f'proxy_rate/{window}']:,.0f} "
+                f"| {r[f'ratio/{window}']:.2f}x | {r[f'proxy_cpu_us/{window}']:.1f} |"
+            )
     lines += [
         "",
         "## Latency (one request in flight)",
@@ -214,7 +219,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="comma-separated (default: all)")
     parser.add_argument("--count", type=positive_int, default=50_000, help="requests per throughput round")
-    parser.add_argument("--window", type=positive_int, default=100, help="requests in flight (throughput)")
+    parser.add_argument(
+        "--windows", default="100,1000", help="comma-separated requests in flight for throughput (default 100,1000)"
+    )
     parser.add_argument("--latency-count", type=positive_int, default=2_000, help="sequential requests per round")
     parser.add_argument("--rounds", type=positive_int, default=3)
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="the servers' backend")
@@ -223,6 +230,12 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.count, args.latency_count, args.rounds = 500, 50, 1
+    try:
+        args.windows = [positive_int(w) for w in args.windows.split(",") if w.strip()]
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"--windows: {exc}")
+    if not args.windows:
+        parser.error("--windows: expected at least one number")
     chosen = [p.strip() for p in args.protocols.split(",") if p.strip()]
     unknown = sorted(set(chosen) - set(PROTOCOLS))
     if unknown:

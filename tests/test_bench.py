@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
         ("line_bench.py", ["| raw-asyncio |", "| sota-asyncio |", "ratio to raw"]),
         ("zmtp_bench.py", ["pyzmq-frames", "sota-asyncio"]),
         ("xprotocol_bench.py", ["dubbo-invocation", "bolt-asyncio"]),
+        ("proxy_bench.py", ["| simple_line | 100 |", "| zmtp | 1000 |", "added p50"]),
     ],
 )
 def test_bench_quick_run_prints_its_tables(script: str, expected: list[str]) -> None:
