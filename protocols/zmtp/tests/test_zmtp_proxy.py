@@ -12,33 +12,21 @@ import contextlib
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
 import zmq
 from anyio.abc import ByteStream, SocketAttribute, SocketStream
+from test_interop import in_thread, zsocket
 
 from sota_dispatch import parse_config
 from sota_dispatch.testing import running_proxy
 
 pytestmark = pytest.mark.anyio
 
-T = TypeVar("T")
-TIMEOUT_MS = 10_000
 Context = zmq.Context[zmq.Socket[bytes]]
-
-
-def zsocket(ctx: Context, kind: int, address: str, **options: int | bytes) -> zmq.Socket[bytes]:
-    sock = ctx.socket(kind)
-    sock.setsockopt(zmq.RCVTIMEO, TIMEOUT_MS)
-    sock.setsockopt(zmq.SNDTIMEO, TIMEOUT_MS)
-    sock.setsockopt(zmq.LINGER, 0)
-    for name, value in options.items():
-        sock.setsockopt(getattr(zmq, name), value)
-    sock.connect(f"tcp://{address}")
-    return sock
 
 
 @contextmanager
@@ -99,10 +87,6 @@ def document(endpoints: list[str], route: dict[str, Any] | None = None) -> dict[
 async def proxy_for(doc: dict[str, Any]) -> AsyncIterator[str]:
     async with running_proxy(parse_config(doc)) as proxy:
         yield proxy.addresses["zmq"]
-
-
-async def in_thread(func: Callable[[], T]) -> T:
-    return await anyio.to_thread.run_sync(func)
 
 
 async def test_50_dealers_with_identities_get_exactly_their_own_replies() -> None:
