@@ -19,11 +19,11 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from anyio.abc import ByteStream
+from anyio.abc import ByteStream, TaskStatus
 from test_client import SERVICE, UpperService, anthunder_server, request
 from test_peers import anthunder_calls
 
-from sota_dispatch import BufferedReader, Dispatcher, Proxy, parse_config
+from sota_dispatch import BufferedReader, Dispatcher, Proxy, Server, parse_config
 from sota_dispatch.testing import running_proxy, serving
 from sota_xprotocol import BoltEchoDispatcher, DubboEchoDispatcher, bolt, dubbo, hessian2
 from sota_xprotocol.service import answer_bolt, answer_dubbo
@@ -385,3 +385,37 @@ async def test_dubbo_overflow_is_status_40() -> None:
             expect_dubbo(await c.receive(), 1, 31, "504|timeout")
             reply = await c.receive()  # 2 went out once 1 gave up its place
             assert (reply.request_id, reply.status, hessian2.decode_all(reply.body)) == (2, 20, [1, "queued"])
+
+
+async def test_bolt_backend_killed_mid_load_then_back() -> None:
+    Scripted.seen = []
+    kill_b = anyio.CancelScope()
+
+    async def run_b(*, task_status: TaskStatus[str]) -> None:
+        with kill_b:
+            await Server(Scripted, "127.0.0.1:0").serve(task_status=task_status)
+
+    async with serving(BoltEchoDispatcher) as a, anyio.create_task_group() as group:
+        b_address = await group.start(run_b)
+        assert a.address is not None
+        async with proxy_for(document("bolt", [a.address, b_address])) as proxy, raw_client(proxy, "bolt") as c:
+            await c.stream.send(b"".join(bolt_request("hold", i).encode() for i in range(1, 11)))
+            with anyio.fail_after(5):
+                while len(Scripted.seen) < 5:  # noqa: ASYNC110 - the scripted upstream sets no event
+                    await anyio.sleep(0.01)
+            kill_b.cancel()  # B dies with its 5 requests in flight
+            replies = {reply.request_id: reply for reply in [await c.receive() for _ in range(10)]}
+            statuses = sorted(reply.status for reply in replies.values())
+            assert statuses == [0] * 5 + [bolt.ResponseStatus.CONNECTION_CLOSED] * 5
+            # Later requests all go to A; none fails.
+            later = [await c.call(bolt_request("after", 100 + i)) for i in range(10)]
+            assert [(r.status, r.content) for r in later] == [(0, b"after")] * 10
+            # B comes back on its port and gets traffic again.
+            Scripted.seen = []
+            async with serving(Scripted, b_address):
+                with anyio.fail_after(15):
+                    request_id = 200
+                    while not Scripted.seen:  # B's connect backoff is under 1 s
+                        request_id += 1
+                        assert (await c.call(bolt_request("probe", request_id))).status == 0
+                        await anyio.sleep(0.05)  # pacing between probes, not a wait for state
