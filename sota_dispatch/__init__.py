@@ -32,6 +32,7 @@ from .config import (
     ProxyConfig,
     RetryConfig,
     RouteConfig,
+    ThresholdsConfig,
     config_from_upstreams,
     load_config,
     parse_config,
@@ -50,6 +51,7 @@ from .errors import (
     UnknownProtocolError,
     UpstreamError,
 )
+from .health import BreakerConfig, BreakerState, EndpointBreaker, OutlierConfig, OutlierDetector
 from .multiplexer import PendingStream, StreamMultiplexer
 from .proxy import Proxy, ProxyConnection
 from .proxy_hooks import Failure, PoolMode, ProxyCodec, ProxyHooks
@@ -73,6 +75,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ENTRY_POINT_GROUP",
     "Balancer",
+    "BreakerConfig",
+    "BreakerState",
     "BufferedReader",
     "BufferedWriter",
     "ClusterConfig",
@@ -83,6 +87,7 @@ __all__ = [
     "DispatcherFactory",
     "DuplicateProtocolError",
     "Endpoint",
+    "EndpointBreaker",
     "EndpointConfig",
     "Failure",
     "IncompleteReadError",
@@ -95,6 +100,8 @@ __all__ = [
     "Match",
     "MatchConfig",
     "ModuloHash",
+    "OutlierConfig",
+    "OutlierDetector",
     "PendingStream",
     "PluginLoadError",
     "PoolConfig",
@@ -116,6 +123,7 @@ __all__ = [
     "StreamLimitError",
     "StreamMultiplexer",
     "StreamTimeout",
+    "ThresholdsConfig",
     "UnknownProtocolError",
     "UpstreamError",
     "available_protocols",

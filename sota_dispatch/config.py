@@ -22,6 +22,7 @@ import attrs
 
 from .address import parse_address
 from .errors import SotaError
+from .health import BreakerConfig, OutlierConfig
 from .proxy_hooks import PoolMode
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "ProxyConfig",
     "RetryConfig",
     "RouteConfig",
+    "ThresholdsConfig",
     "config_from_upstreams",
     "load_config",
     "parse_config",
@@ -102,6 +104,18 @@ class PoolConfig:
 
 
 @attrs.frozen
+class ThresholdsConfig:
+    """Envoy's circuit-breaker thresholds for one cluster: beyond them a
+    request gets the protocol's overflow reply at once (no retry beyond
+    ``max_retries`` retries at a time)."""
+
+    max_connections: int = 1024
+    max_pending_requests: int = 1024
+    max_requests: int = 1024
+    max_retries: int = 3
+
+
+@attrs.frozen
 class ClusterConfig:
     """A named set of endpoints, a load balancer and a connection pool."""
 
@@ -114,6 +128,13 @@ class ClusterConfig:
     max_frame_size: int = 16 * 1024 * 1024
     #: Protocol options for the upstream connections (e.g. ZMTP PLAIN).
     options: Mapping[str, str] = attrs.field(factory=dict)
+    circuit_breakers: ThresholdsConfig = ThresholdsConfig()
+    #: sota-mesh's per-endpoint breaker; None: off.
+    endpoint_breaker: BreakerConfig | None = None
+    outlier_detection: OutlierConfig | None = None
+    #: Response statuses that count as the endpoint's failure (for the
+    #: breaker and outlier detection), besides resets and timeouts.
+    failure_statuses: tuple[int, ...] = ()
 
 
 @attrs.frozen
@@ -364,7 +385,19 @@ def _cluster(value: object, path: str) -> ClusterConfig:
     raw = _mapping(
         value,
         path,
-        ("name", "endpoints", "lb", "pool", "connect_timeout", "max_frame_size", "options"),
+        (
+            "name",
+            "endpoints",
+            "lb",
+            "pool",
+            "connect_timeout",
+            "max_frame_size",
+            "options",
+            "circuit_breakers",
+            "endpoint_breaker",
+            "outlier_detection",
+            "failure_statuses",
+        ),
         ("name", "endpoints"),
     )
     return ClusterConfig(
@@ -375,6 +408,61 @@ def _cluster(value: object, path: str) -> ClusterConfig:
         connect_timeout=_duration(raw.get("connect_timeout", 1.0), f"{path}.connect_timeout"),
         max_frame_size=_int(raw.get("max_frame_size", 16 << 20), f"{path}.max_frame_size"),
         options=_options(raw.get("options", {}), f"{path}.options"),
+        circuit_breakers=_thresholds(raw.get("circuit_breakers", {}), f"{path}.circuit_breakers"),
+        endpoint_breaker=(
+            _breaker(raw["endpoint_breaker"], f"{path}.endpoint_breaker") if "endpoint_breaker" in raw else None
+        ),
+        outlier_detection=(
+            _outlier(raw["outlier_detection"], f"{path}.outlier_detection") if "outlier_detection" in raw else None
+        ),
+        failure_statuses=tuple(
+            _int(v, f"{path}.failure_statuses[{i}]", minimum=0)
+            for i, v in enumerate(_list(raw.get("failure_statuses", []), f"{path}.failure_statuses"))
+        ),
+    )
+
+
+def _thresholds(value: object, path: str) -> ThresholdsConfig:
+    names = [f.name for f in attrs.fields(ThresholdsConfig)]
+    raw = _mapping(value if value is not None else {}, path, names)
+    defaults = ThresholdsConfig()
+    return ThresholdsConfig(**{n: _int(raw.get(n, getattr(defaults, n)), f"{path}.{n}", minimum=0) for n in names})
+
+
+def _fraction(value: object, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigError(path, f"expected a number in (0, 1], got {_show(value)}")
+    return float(value)
+
+
+def _breaker(value: object, path: str) -> BreakerConfig:
+    raw = _mapping(value if value is not None else {}, path, [f.name for f in attrs.fields(BreakerConfig)])
+    d = BreakerConfig()
+    return BreakerConfig(
+        consecutive_failures=_int(
+            raw.get("consecutive_failures", d.consecutive_failures), f"{path}.consecutive_failures"
+        ),
+        failure_ratio=_fraction(raw.get("failure_ratio", d.failure_ratio), f"{path}.failure_ratio"),
+        min_requests=_int(raw.get("min_requests", d.min_requests), f"{path}.min_requests"),
+        interval=_duration(raw.get("interval", d.interval), f"{path}.interval"),
+        open_timeout=_duration(raw.get("open_timeout", d.open_timeout), f"{path}.open_timeout"),
+        half_open_requests=_int(raw.get("half_open_requests", d.half_open_requests), f"{path}.half_open_requests"),
+    )
+
+
+def _outlier(value: object, path: str) -> OutlierConfig:
+    raw = _mapping(value if value is not None else {}, path, [f.name for f in attrs.fields(OutlierConfig)])
+    d = OutlierConfig()
+    percent = raw.get("max_ejection_percent", d.max_ejection_percent)
+    if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not 0 <= percent <= 100:
+        raise ConfigError(f"{path}.max_ejection_percent", f"expected a number from 0 to 100, got {_show(percent)}")
+    return OutlierConfig(
+        consecutive_failures=_int(
+            raw.get("consecutive_failures", d.consecutive_failures), f"{path}.consecutive_failures"
+        ),
+        base_ejection_time=_duration(raw.get("base_ejection_time", d.base_ejection_time), f"{path}.base_ejection_time"),
+        max_ejection_time=_duration(raw.get("max_ejection_time", d.max_ejection_time), f"{path}.max_ejection_time"),
+        max_ejection_percent=float(percent),
     )
 
 
@@ -549,9 +637,7 @@ def _strict_loader() -> type[Any]:
                 if isinstance(key, (str, int, float, bool)) or key is None:
                     if key in seen:
                         mark = key_node.start_mark
-                        raise yaml.constructor.ConstructorError(
-                            None, None, f"duplicate key {_show(key)}", mark
-                        )
+                        raise yaml.constructor.ConstructorError(None, None, f"duplicate key {_show(key)}", mark)
                     seen.add(key)
             return super().construct_mapping(node, deep=deep)
 

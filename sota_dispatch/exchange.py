@@ -38,6 +38,7 @@ class Exchange:
         "downstream",
         "endpoint",
         "frame",
+        "is_retry",
         "key",
         "oneway",
         "reply",
@@ -59,6 +60,8 @@ class Exchange:
         self.deadline = deadline
         self.oneway = oneway
         self.attempt = 0
+        #: Whether the current try is a retry counted against max_retries.
+        self.is_retry = False
         self.tried: list[Endpoint] = []
         self.endpoint: Endpoint | None = None
         self.try_started = 0.0
@@ -79,15 +82,17 @@ class Exchange:
 
     def timer_fired(self, tag: int) -> None:
         if tag == 0:
-            self._end_try(None, stuck=True)
+            self._end_try(None, stuck=True, failed=True)
             self.fail(Failure.TIMEOUT, f"no answer within {self.route.timeout:g}s")
         else:
             self.try_failed("per_try_timeout", Failure.TIMEOUT, f"no answer within {self.route.per_try_timeout:g}s")
 
     # -- outcomes of a try ----------------------------------------------------
 
-    def _end_try(self, latency: float | None, *, stuck: bool = False) -> None:
-        """Leave the current try; ``stuck``: its upstream gave no answer in time."""
+    def _end_try(self, latency: float | None, *, stuck: bool = False, failed: bool | None = None) -> None:
+        """Leave the current try; ``stuck``: its upstream gave no answer in
+        time; ``failed``: the endpoint's fault (True) or not (False), for
+        the breaker and outlier detection (None: neither, e.g. a client gone)."""
         upstream = self.upstream
         if upstream is not None:
             self.upstream = None
@@ -96,8 +101,13 @@ class Exchange:
         if endpoint is not None:
             self.endpoint = None
             cluster = self.route.cluster
+            cluster.active_requests -= 1
+            if self.is_retry:
+                cluster.active_retries -= 1
             if cluster.tracks_load:
                 cluster.try_ended(endpoint, latency)
+            if cluster.judged:
+                cluster.outcome(endpoint, None if failed is None else not failed, anyio.current_time())
 
     def _may_retry(self, kind: str) -> bool:
         route = self.route
@@ -105,25 +115,33 @@ class Exchange:
             return False
         if kind != "connect_failure" and (self.oneway or not route.idempotent):
             return False  # it may have been executed: resend only what is safe to
+        if kind != "connect_failure" and route.cluster.active_retries >= route.cluster.thresholds.max_retries:
+            # Envoy's max_retries (retries at once, per cluster) guards the
+            # upstreams against retry storms; a connect failure sent nothing.
+            return False
         return anyio.current_time() < self.deadline
 
     def try_failed(self, kind: str, failure: Failure, detail: str = "") -> None:
         """The current try failed (``kind`` as in a retry policy's ``retry_on``)."""
         if self.done:
             return
-        self._end_try(None, stuck=kind == "per_try_timeout")
+        self._end_try(None, stuck=kind == "per_try_timeout", failed=None if kind == "overflow" else True)
         if self._may_retry(kind):
+            self.is_retry = kind != "connect_failure"
             start_try(self)
         else:
             self.fail(failure, detail)
 
     def on_response(self, response: Any, now: float) -> None:
         """The upstream answered (``now``: the time of its read batch)."""
-        self._end_try(now - self.try_started)
         hooks = self.downstream.hooks
         assert hooks is not None
+        failure_statuses = self.route.cluster.failure_statuses
+        failed = bool(failure_statuses) and hooks.status(response) in failure_statuses
+        self._end_try(now - self.try_started, failed=failed)
         statuses = self.route.retry_statuses
         if statuses and hooks.status(response) in statuses and self._may_retry("status"):
+            self.is_retry = True
             start_try(self)
             return
         self.finish(hooks.encode_response(response, self.frame))
@@ -173,16 +191,23 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
     (``now``: the caller's clock reading, if it has one)."""
     route = exchange.route
     cluster = route.cluster
-    endpoint = cluster.pick(exchange.key, exchange.tried)
+    if cluster.active_requests >= cluster.thresholds.max_requests:
+        cluster.overflows += 1
+        exchange.fail(Failure.OVERFLOW, f"cluster {cluster.name}: max_requests reached")
+        return
+    if now is None:
+        now = anyio.current_time()
+    endpoint = cluster.pick(exchange.key, exchange.tried, now)
     if endpoint is None:
         exchange.fail(Failure.NO_HEALTHY_UPSTREAM, f"cluster {cluster.name}: no endpoint is up")
         return
     exchange.attempt += 1
     exchange.tried.append(endpoint)
     exchange.endpoint = endpoint
-    if now is None:
-        now = anyio.current_time()
     exchange.try_started = now
+    cluster.active_requests += 1
+    if exchange.is_retry:  # set by the failed try that asked for this one
+        cluster.active_retries += 1
     if cluster.tracks_load:
         cluster.try_started(endpoint)
     per_try = route.per_try_timeout

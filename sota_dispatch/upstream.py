@@ -40,6 +40,7 @@ from .balancers import (
 from .config import HASH_BALANCERS, ClusterConfig
 from .dispatcher import ConnectionContext, Dispatcher
 from .errors import ProtocolError
+from .health import EndpointBreaker, OutlierDetector
 from .proxy_hooks import Failure, ProxyHooks
 
 if TYPE_CHECKING:
@@ -86,6 +87,23 @@ class Cluster:
         self._failures: dict[Endpoint, int] = {}
         self._pools: dict[tuple[Endpoint, str], Pool] = {}
         self.task_group = task_group
+        #: Envoy's thresholds, and what they are checked against.
+        self.thresholds = config.circuit_breakers
+        self.active_requests = 0
+        self.active_retries = 0
+        self.overflows = 0
+        breaker = config.endpoint_breaker
+        #: sota-mesh's per-endpoint breakers (None: off).
+        self.breakers = (
+            None
+            if breaker is None
+            else {e: EndpointBreaker(breaker, f"{self.name}/{e.address}") for e in self.endpoints}
+        )
+        outlier = config.outlier_detection
+        self.outliers = None if outlier is None else OutlierDetector(outlier, len(self.endpoints), self.name)
+        self.failure_statuses = frozenset(config.failure_statuses)
+        #: Whether try outcomes matter (a breaker or outlier detection is on).
+        self.judged = self.breakers is not None or self.outliers is not None
 
     def pool(self, endpoint: Endpoint, hooks: ProxyHooks[Any]) -> Pool:
         key = (endpoint, hooks.name)
@@ -100,28 +118,57 @@ class Cluster:
 
     # -- choosing an endpoint -------------------------------------------------
 
-    def _refresh_down(self) -> None:
-        now = anyio.current_time()
-        for endpoint, until in list(self.down.items()):
-            if until <= now:
-                del self.down[endpoint]
-
-    def pick(self, key: str | None, tried: list[Endpoint]) -> Endpoint | None:
-        """The endpoint for a try: healthy, of the best priority level that
-        has a healthy one, not tried yet if possible."""
-        if self.down:
-            self._refresh_down()
+    def _unavailable(self, now: float) -> set[Endpoint] | dict[Endpoint, float]:
+        """Endpoints not to pick now: in connect backoff, ejected, or behind
+        an open breaker."""
         down = self.down
-        exclude: set[Endpoint] | dict[Endpoint, float] = down
+        if down:
+            for endpoint, until in list(down.items()):
+                if until <= now:
+                    del down[endpoint]
+        if not self.judged:
+            return down
+        bad = set(down)
+        breakers, outliers = self.breakers, self.outliers
+        for endpoint in self.endpoints:
+            if (outliers is not None and outliers.is_ejected(endpoint, now)) or (
+                breakers is not None and not breakers[endpoint].available(now)
+            ):
+                bad.add(endpoint)
+        return bad
+
+    def pick(self, key: str | None, tried: list[Endpoint], now: float) -> Endpoint | None:
+        """The endpoint for a try: available, of the best priority level that
+        has an available one, not tried yet if possible."""
+        exclude = self._unavailable(now)
         if self._priorities:
-            allowed = pick_priority(self.endpoints, [e for e in self.endpoints if e not in down])
+            allowed = pick_priority(self.endpoints, [e for e in self.endpoints if e not in exclude])
             exclude = {e for e in self.endpoints if e not in allowed}
         balancer = self._fallback if self._hashing and key is None else self.balancer
-        if tried:
-            endpoint = balancer.pick(key, {*exclude, *tried})
-            if endpoint is not None:
-                return endpoint
-        return balancer.pick(key, exclude)
+        endpoint = balancer.pick(key, {*exclude, *tried}) if tried else None
+        if endpoint is None:
+            endpoint = balancer.pick(key, exclude)
+        if endpoint is not None and self.breakers is not None and not self.breakers[endpoint].allow(now):
+            return None  # its half-open probes are taken
+        return endpoint
+
+    def outcome(self, endpoint: Endpoint, ok: bool | None, now: float) -> None:
+        """A try on ``endpoint`` succeeded or failed (for breakers and
+        ejection); None: it ended without a verdict on the endpoint."""
+        if ok is None:
+            if self.breakers is not None:
+                self.breakers[endpoint].release()
+            return
+        if self.breakers is not None:
+            self.breakers[endpoint].record(ok, now)
+        if self.outliers is not None:
+            self.outliers.record(endpoint, ok, now)
+
+    def pending_requests(self) -> int:
+        return sum(len(pool.pending) for pool in self._pools.values())
+
+    def connection_count(self) -> int:
+        return sum(len(pool.connections) + pool.connecting for pool in self._pools.values())
 
     def try_started(self, endpoint: Endpoint) -> None:
         """A try on ``endpoint`` began (callers skip this unless :attr:`tracks_load`)."""
@@ -183,6 +230,11 @@ class Pool:
         if len(self.pending) >= self.max_pending:
             exchange.try_failed("overflow", Failure.OVERFLOW, "too many requests waiting for an upstream connection")
             return
+        cluster = self.cluster
+        if cluster.pending_requests() >= cluster.thresholds.max_pending_requests:
+            cluster.overflows += 1
+            exchange.try_failed("overflow", Failure.OVERFLOW, f"cluster {cluster.name}: max_pending_requests reached")
+            return
         self.pending.append((exchange, exchange.attempt))
         if self.connecting == 0 or len(self.pending) > self.connecting * self.max_requests:
             self._open()
@@ -202,10 +254,14 @@ class Pool:
         return best
 
     def _open(self) -> None:
-        if len(self.connections) + self.connecting >= self.max_connections or self.cluster.task_group is None:
+        cluster = self.cluster
+        task_group = cluster.task_group
+        if len(self.connections) + self.connecting >= self.max_connections or task_group is None:
             return
+        if cluster.connection_count() >= cluster.thresholds.max_connections:
+            return  # the cluster's threshold: requests wait for a connection to free up
         self.connecting += 1
-        self.cluster.task_group.start_soon(self._connect, name=f"connect {self.endpoint.address}")
+        task_group.start_soon(self._connect, name=f"connect {self.endpoint.address}")
 
     async def _connect(self) -> None:
         host, port = parse_address(self.endpoint.address)

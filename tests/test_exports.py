@@ -8,6 +8,12 @@ import pkgutil
 import sota_dispatch
 
 PUBLIC = {
+    "ThresholdsConfig",
+    "BreakerConfig",
+    "BreakerState",
+    "EndpointBreaker",
+    "OutlierConfig",
+    "OutlierDetector",
     "ClusterConfig",
     "ConfigError",
     "EndpointConfig",

@@ -54,7 +54,7 @@ class TaggedBackend(Dispatcher):
                 line = (await self.reader.read_until(b"\n", max_bytes=65536)).rstrip(b"\r")
                 backend.seen.append(line)
                 backend.arrived.set()
-                if b"close=1" in line:
+                if b"close=1" in line or backend.failing:
                     return
                 await send.send(line)
 
@@ -74,6 +74,8 @@ class Backend:
         self.arrived = anyio.Event()
         self.release = anyio.Event()
         self.connections = 0
+        #: While True, every request makes it drop the connection.
+        self.failing = False
 
     def factory(self, stream: ByteStream, context: ConnectionContext) -> TaggedBackend:
         self.connections += 1

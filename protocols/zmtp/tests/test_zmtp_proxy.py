@@ -242,10 +242,13 @@ async def test_a_failed_extra_connection_does_not_mark_a_serving_endpoint_down()
                     try:
                         sock = zsocket(ctx, zmq.DEALER, address)
                         replies = []
-                        for word in (b"one", b"two", b"three", b"four"):  # two at a time: a second connection
-                            sock.send_multipart([word])
-                            sock.send_multipart([word + b"!"])
-                            replies += [sock.recv_multipart(), sock.recv_multipart()]
+                        for round_ in range(20):  # bounded: until a second connection was tried
+                            words = [b"%d-%d" % (round_, i) for i in range(8)]  # 8 at once: a busy pool
+                            for word in words:
+                                sock.send_multipart([word])
+                            replies += [sock.recv_multipart() for _ in words]
+                            if accepted >= 2:
+                                break
                         return replies
                     finally:
                         ctx.destroy(0)

@@ -1,0 +1,146 @@
+"""Resilience through the proxy, with real backends on 127.0.0.1: the
+per-endpoint breaker, outlier ejection, Envoy's cluster thresholds.
+
+A backend fails a request by dropping its connection (``close=1``, or
+every request while ``failing``): the client sees an upstream-reset reply,
+and the proxy counts a failure for that endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from test_line_proxy import backends, client, config, proxy_for, tags
+
+from sota_dispatch.health import BreakerState, EndpointBreaker
+
+pytestmark = pytest.mark.anyio
+
+
+def state_of(breaker: EndpointBreaker) -> BreakerState:
+    return breaker.state  # read through a call, so the type checker does not narrow it
+
+
+NO_ENDPOINT = b"error:no healthy upstream: cluster backends: no endpoint is up"
+
+
+async def test_breaker_closed_open_half_open_closed_open_again() -> None:
+    breaker = {"consecutive_failures": 2, "min_requests": 100, "open_timeout": "300ms", "half_open_requests": 1}
+    async with backends("A") as up, proxy_for(config([up[0][1]], endpoint_breaker=breaker)) as proxy:
+        cluster = proxy.clusters["backends"]
+        assert cluster.breakers is not None
+        [state] = cluster.breakers.values()
+        async with client(proxy) as c:
+            assert await c.call(b"n=1") == [b"A:n=1"]  # closed
+            for _ in range(3):  # three failures in a row: more than 2
+                [reply] = await c.call(b"close=1")
+                assert reply.startswith(b"error:upstream reset")
+            assert state_of(state) is BreakerState.OPEN
+            start = anyio.current_time()
+            assert await c.call(b"n=2") == [NO_ENDPOINT]  # open: refused at once
+            assert anyio.current_time() - start < 0.2
+            await anyio.sleep(0.35)  # the open timeout passes (time, not a state to poll)
+            assert await c.call(b"n=3") == [b"A:n=3"]  # the half-open probe succeeds ...
+            assert state_of(state) is BreakerState.CLOSED  # ... and closes it
+            for _ in range(3):
+                await c.call(b"close=1")
+            assert state_of(state) is BreakerState.OPEN
+            await anyio.sleep(0.35)
+            [reply] = await c.call(b"close=1")  # the probe fails ...
+            assert reply.startswith(b"error:upstream reset")
+            assert state_of(state) is BreakerState.OPEN  # ... and opens it again
+            assert await c.call(b"n=4") == [NO_ENDPOINT]
+    assert state.transitions == {BreakerState.OPEN: 3, BreakerState.HALF_OPEN: 2, BreakerState.CLOSED: 1}
+
+
+async def test_a_failing_backend_is_ejected_and_returns_after_it_recovers() -> None:
+    outlier = {"consecutive_failures": 3, "base_ejection_time": "500ms", "max_ejection_percent": 50}
+    retry = {"attempts": 2, "retry_on": ["reset"], "idempotent": True}
+    async with backends("A", "B") as up:
+        b = up[1][0]
+        document = config([address for _, address in up], outlier_detection=outlier, route={"retry": retry})
+        async with proxy_for(document) as proxy, client(proxy) as c:
+            detector = proxy.clusters["backends"].outliers
+            assert detector is not None
+            b.failing = True
+            replies = [reply for i in range(20) for reply in await c.call(b"n=%d" % i)]
+            assert tags(replies) == [b"A"] * 20  # B's failures were retried on A
+            assert len(b.seen) == 3  # then B was ejected: no more traffic
+            assert len(detector.ejected) == 1
+            b.failing = False  # B recovers ...
+            await anyio.sleep(0.55)  # ... and its ejection time passes
+            replies = [reply for i in range(4) for reply in await c.call(b"m=%d" % i)]
+            assert set(tags(replies)) == {b"A", b"B"}  # it gets traffic again
+
+
+async def test_a_cluster_never_ejects_every_endpoint() -> None:
+    outlier = {"consecutive_failures": 2, "base_ejection_time": "10s", "max_ejection_percent": 100}
+    async with backends("A", "B") as up:
+        document = config([address for _, address in up], outlier_detection=outlier)
+        async with proxy_for(document) as proxy, client(proxy) as c:
+            for backend, _ in up:
+                backend.failing = True
+            for i in range(12):
+                [reply] = await c.call(b"n=%d" % i)
+                assert reply.startswith(b"error:upstream reset")  # errors, but always an endpoint to try
+            detector = proxy.clusters["backends"].outliers
+            assert detector is not None
+            assert len(detector.ejected) == 1
+
+
+def two_clusters(a: str, b: str, thresholds: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "listeners": [
+            {
+                "name": "lines",
+                "address": "127.0.0.1:0",
+                "protocol": "simple_line",
+                "routes": [
+                    {"match": [{"attribute": "to", "exact": "a"}], "cluster": "a"},
+                    {"cluster": "b"},
+                ],
+            }
+        ],
+        "clusters": [
+            {"name": "a", "endpoints": [a], "circuit_breakers": thresholds},
+            {"name": "b", "endpoints": [b]},
+        ],
+    }
+
+
+async def test_over_a_threshold_requests_overflow_at_once_while_others_flow() -> None:
+    async with backends("A", "B") as up:
+        (a, a_address), (_, b_address) = up
+        async with (
+            proxy_for(two_clusters(a_address, b_address, {"max_requests": 2})) as proxy,
+            client(proxy) as c1,
+            client(proxy) as c2,
+            client(proxy) as c3,
+        ):
+            await c1.send(b"to=a&hold=1&n=1", b"to=a&hold=1&n=2")  # two in flight on cluster a
+            await a.wait_seen(2)
+            start = anyio.current_time()
+            assert await c2.call(b"to=a&n=3") == [b"error:overflow: cluster a: max_requests reached"]
+            assert anyio.current_time() - start < 0.5
+            assert await c3.call(*(b"n=%d" % i for i in range(10))) == [b"B:n=%d" % i for i in range(10)]
+            a.release.set()
+            assert await c1.replies(2) == [b"A:to=a&hold=1&n=1", b"A:to=a&hold=1&n=2"]
+            assert await c2.call(b"to=a&n=4") == [b"A:to=a&n=4"]  # below the threshold again
+        assert proxy.clusters["a"].overflows == 1
+
+
+async def test_max_pending_requests_overflow_at_once() -> None:
+    async with backends("A", "B") as up:
+        (a, a_address), (_, b_address) = up
+        document = two_clusters(a_address, b_address, {"max_pending_requests": 1, "max_connections": 1})
+        document["clusters"][0]["pool"] = {"mode": "exclusive"}
+        async with proxy_for(document) as proxy, client(proxy) as c1, client(proxy) as c2, client(proxy) as c3:
+            await c1.send(b"to=a&hold=1")  # the one connection allowed is busy
+            await a.wait_seen(1)
+            await c2.send(b"to=a&n=2")  # waits: the one pending request allowed
+            assert await c3.call(b"to=a&n=3") == [b"error:overflow: cluster a: max_pending_requests reached"]
+            a.release.set()
+            assert await c1.replies(1) == [b"A:to=a&hold=1"]
+            assert await c2.replies(1) == [b"A:to=a&n=2"]

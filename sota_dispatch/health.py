@@ -1,0 +1,186 @@
+"""Which endpoints deserve traffic: circuit breakers and outlier detection.
+
+Pure state machines on a caller-given clock (no I/O, no tasks), fed with
+the outcome of every try and asked before every pick:
+
+* :class:`EndpointBreaker` is sota-mesh's per-endpoint breaker: *closed*
+  until more than ``consecutive_failures`` failures in a row, or a failure
+  ratio of at least ``failure_ratio`` over at least ``min_requests``
+  requests within the counting ``interval``; then *open* (no traffic) for
+  ``open_timeout``; then *half-open*: at most ``half_open_requests`` probes
+  go through; a probe's success closes it, a failure opens it again.
+* :class:`OutlierDetector` is Envoy's consecutive-failure ejection: an
+  endpoint with ``consecutive_failures`` failures in a row is ejected for
+  ``base_ejection_time`` times the number of its ejections so far (capped
+  by ``max_ejection_time``), but never more than ``max_ejection_percent``
+  of the cluster, and never every endpoint.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+
+import attrs
+
+__all__ = ["BreakerConfig", "BreakerState", "EndpointBreaker", "OutlierConfig", "OutlierDetector"]
+
+log = logging.getLogger(__name__)
+
+
+@attrs.frozen
+class BreakerConfig:
+    """sota-mesh's per-endpoint circuit breaker (its defaults)."""
+
+    consecutive_failures: int = 5
+    failure_ratio: float = 0.6
+    min_requests: int = 3
+    interval: float = 10.0
+    open_timeout: float = 5.0
+    half_open_requests: int = 1
+
+
+class BreakerState(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
+
+
+class EndpointBreaker:
+    """One endpoint's breaker. :meth:`allow` before a try, :meth:`record` after."""
+
+    def __init__(self, config: BreakerConfig, name: str = "") -> None:
+        self.config = config
+        self.name = name
+        self.state = BreakerState.CLOSED
+        #: How often it went to each state (the "counted" state changes).
+        self.transitions: dict[BreakerState, int] = dict.fromkeys(BreakerState, 0)
+        self._consecutive = 0
+        self._window_start = -math.inf
+        self._requests = 0
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probes = 0
+
+    def _move(self, state: BreakerState, now: float, why: str) -> None:
+        log.warning("breaker %s: %s -> %s (%s)", self.name, self.state.value, state.value, why)
+        self.state = state
+        self.transitions[state] += 1
+        self._consecutive = self._requests = self._failures = self._probes = 0
+        self._window_start = now
+        if state is BreakerState.OPEN:
+            self._opened_at = now
+
+    def allow(self, now: float) -> bool:
+        """May a try go to this endpoint now? (A half-open yes takes a probe.)"""
+        if self.state is BreakerState.CLOSED:
+            return True
+        if self.state is BreakerState.OPEN:
+            if now - self._opened_at < self.config.open_timeout:
+                return False
+            self._move(BreakerState.HALF_OPEN, now, f"{self.config.open_timeout:g}s open")
+        if self._probes < self.config.half_open_requests:
+            self._probes += 1
+            return True
+        return False
+
+    def available(self, now: float) -> bool:
+        """Like :meth:`allow`, without taking a probe (for choosing)."""
+        if self.state is BreakerState.CLOSED:
+            return True
+        if self.state is BreakerState.OPEN:
+            return now - self._opened_at >= self.config.open_timeout
+        return self._probes < self.config.half_open_requests
+
+    def release(self) -> None:
+        """A try :meth:`allow` let through ended without a verdict (the
+        client left, the pool overflowed): a half-open probe goes back."""
+        if self.state is BreakerState.HALF_OPEN and self._probes:
+            self._probes -= 1
+
+    def record(self, ok: bool, now: float) -> None:
+        """The outcome of a try that :meth:`allow` let through."""
+        config = self.config
+        if self.state is BreakerState.HALF_OPEN:
+            if ok:
+                self._move(BreakerState.CLOSED, now, "a probe succeeded")
+            else:
+                self._move(BreakerState.OPEN, now, "a probe failed")
+            return
+        if self.state is BreakerState.OPEN:
+            return  # an answer to a try from before it opened
+        if now - self._window_start >= config.interval:
+            self._window_start, self._requests, self._failures = now, 0, 0
+        self._requests += 1
+        if ok:
+            self._consecutive = 0
+            return
+        self._failures += 1
+        self._consecutive += 1
+        if self._consecutive > config.consecutive_failures:
+            self._move(BreakerState.OPEN, now, f"{self._consecutive} failures in a row")
+        elif self._requests >= config.min_requests and self._failures / self._requests >= config.failure_ratio:
+            self._move(
+                BreakerState.OPEN, now, f"{self._failures} of {self._requests} failed within {config.interval:g}s"
+            )
+
+
+@attrs.frozen
+class OutlierConfig:
+    """Envoy's consecutive-failure outlier detection."""
+
+    consecutive_failures: int = 5
+    base_ejection_time: float = 30.0
+    max_ejection_time: float = 300.0
+    max_ejection_percent: float = 50.0
+
+
+class OutlierDetector:
+    """Ejections for one cluster's endpoints (any hashable names)."""
+
+    def __init__(self, config: OutlierConfig, endpoints: int, name: str = "") -> None:
+        self.config = config
+        self.name = name
+        self.endpoints = endpoints
+        #: Ejected endpoint -> when it returns.
+        self.ejected: dict[object, float] = {}
+        #: Ejections so far, per endpoint (the ejection time grows with it).
+        self.ejections: dict[object, int] = {}
+        self._consecutive: dict[object, int] = {}
+
+    @property
+    def cap(self) -> int:
+        """How many endpoints may be ejected at once: the percentage, at
+        least one when there are several, never all."""
+        allowed = math.floor(self.endpoints * self.config.max_ejection_percent / 100)
+        return max(0, min(max(allowed, 1), self.endpoints - 1))
+
+    def is_ejected(self, endpoint: object, now: float) -> bool:
+        until = self.ejected.get(endpoint)
+        if until is None:
+            return False
+        if now < until:
+            return True
+        del self.ejected[endpoint]
+        log.info("outlier %s: %s returns", self.name, endpoint)
+        return False
+
+    def record(self, endpoint: object, ok: bool, now: float) -> None:
+        if ok:
+            self._consecutive.pop(endpoint, None)
+            return
+        count = self._consecutive.get(endpoint, 0) + 1
+        self._consecutive[endpoint] = count
+        if count < self.config.consecutive_failures or self.is_ejected(endpoint, now):
+            return
+        for other in list(self.ejected):
+            self.is_ejected(other, now)  # let the expired ones go first
+        if len(self.ejected) >= self.cap:
+            return  # the cap: a cluster never ejects everything
+        times = self.ejections.get(endpoint, 0) + 1
+        self.ejections[endpoint] = times
+        duration = min(self.config.base_ejection_time * times, self.config.max_ejection_time)
+        self.ejected[endpoint] = now + duration
+        self._consecutive.pop(endpoint, None)
+        log.warning("outlier %s: %s ejected for %gs (%d failures in a row)", self.name, endpoint, duration, count)

@@ -1,0 +1,108 @@
+"""The per-endpoint breaker and outlier detection, as state machines on a
+clock the test controls (the proxy tests drive them with real traffic)."""
+
+from __future__ import annotations
+
+from sota_dispatch.health import BreakerConfig, BreakerState, EndpointBreaker, OutlierConfig, OutlierDetector
+
+
+def state_of(breaker: EndpointBreaker) -> BreakerState:
+    """The state, read through a call (so that the checker does not narrow it)."""
+    return breaker.state
+
+
+def test_breaker_opens_after_more_than_n_failures_in_a_row_then_probes() -> None:
+    breaker = EndpointBreaker(BreakerConfig(consecutive_failures=5, min_requests=100, open_timeout=5))
+    for _ in range(5):
+        breaker.record(False, 0.0)
+    assert state_of(breaker) is BreakerState.CLOSED  # 5 is not more than 5
+    breaker.record(False, 0.0)
+    assert state_of(breaker) is BreakerState.OPEN
+    assert not breaker.allow(4.9)
+    assert breaker.allow(5.0)  # half-open: one probe
+    assert state_of(breaker) is BreakerState.HALF_OPEN
+    assert not breaker.allow(5.0)  # the probe is taken
+    breaker.record(True, 5.1)
+    assert state_of(breaker) is BreakerState.CLOSED
+    assert breaker.transitions == {BreakerState.OPEN: 1, BreakerState.HALF_OPEN: 1, BreakerState.CLOSED: 1}
+
+
+def test_breaker_opens_on_the_failure_ratio_within_the_interval() -> None:
+    breaker = EndpointBreaker(BreakerConfig(failure_ratio=0.6, min_requests=3, interval=10))
+    breaker.record(False, 0.0)
+    breaker.record(True, 1.0)
+    assert state_of(breaker) is BreakerState.CLOSED  # 1 of 2: too few requests to judge
+    breaker.record(False, 2.0)
+    assert state_of(breaker) is BreakerState.OPEN  # 2 of 3 >= 0.6
+
+
+def test_breaker_ratio_counts_only_the_current_interval() -> None:
+    breaker = EndpointBreaker(BreakerConfig(failure_ratio=0.6, min_requests=3, interval=10))
+    breaker.record(False, 0.0)
+    breaker.record(False, 1.0)
+    breaker.record(True, 11.0)  # a new interval: the two failures are forgotten
+    breaker.record(True, 12.0)
+    breaker.record(False, 13.0)
+    assert state_of(breaker) is BreakerState.CLOSED  # 1 of 3 (with the old ones: 3 of 5, open)
+    breaker.record(False, 14.0)
+    assert state_of(breaker) is BreakerState.CLOSED  # 2 of 4
+    breaker.record(False, 15.0)
+    assert state_of(breaker) is BreakerState.OPEN  # 3 of 5
+
+
+def test_half_open_failure_opens_again_and_probes_are_bounded() -> None:
+    breaker = EndpointBreaker(BreakerConfig(consecutive_failures=0, open_timeout=1, half_open_requests=2))
+    breaker.record(False, 0.0)
+    assert state_of(breaker) is BreakerState.OPEN
+    assert breaker.allow(1.0)
+    assert breaker.allow(1.0)
+    assert not breaker.allow(1.0)  # two probes at most
+    breaker.record(False, 1.2)
+    assert state_of(breaker) is BreakerState.OPEN
+    assert not breaker.available(2.1)
+    assert breaker.available(2.2)
+
+
+def test_outlier_ejection_grows_and_is_capped() -> None:
+    detector = OutlierDetector(
+        OutlierConfig(consecutive_failures=2, base_ejection_time=10, max_ejection_time=25, max_ejection_percent=50), 4
+    )
+    assert detector.cap == 2
+    for _ in range(2):
+        detector.record("a", False, 0.0)
+    assert detector.is_ejected("a", 9.9)
+    assert not detector.is_ejected("a", 10.0)  # back after 10 s
+    for _ in range(2):
+        detector.record("a", False, 11.0)
+    assert detector.is_ejected("a", 30.9)  # the second ejection: 20 s
+    assert not detector.is_ejected("a", 31.0)
+    for _ in range(2):
+        detector.record("a", False, 40.0)
+    assert detector.ejected["a"] == 65.0  # the third: 30 s, capped at 25
+    for name in ("b", "c"):
+        for _ in range(2):
+            detector.record(name, False, 41.0)
+    assert set(detector.ejected) == {"a", "b"}  # never more than half of 4
+
+
+def test_outlier_success_resets_the_count_and_the_cluster_never_ejects_everything() -> None:
+    detector = OutlierDetector(OutlierConfig(consecutive_failures=2, max_ejection_percent=100), 2)
+    assert detector.cap == 1
+    detector.record("a", False, 0.0)
+    detector.record("a", True, 0.0)
+    detector.record("a", False, 0.0)
+    assert not detector.ejected
+    detector.record("a", False, 0.0)
+    for _ in range(5):
+        detector.record("b", False, 0.0)
+    assert list(detector.ejected) == ["a"]
+
+
+def test_a_probe_without_a_verdict_goes_back() -> None:
+    breaker = EndpointBreaker(BreakerConfig(consecutive_failures=0, open_timeout=1))
+    breaker.record(False, 0.0)
+    assert breaker.allow(1.0)
+    assert not breaker.available(1.0)
+    breaker.release()  # e.g. the client left before the answer
+    assert breaker.available(1.0)
+    assert state_of(breaker) is BreakerState.HALF_OPEN
