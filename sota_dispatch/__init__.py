@@ -22,9 +22,11 @@ from .balancers import (
     pick_priority,
 )
 from .config import (
+    AdminConfig,
     ClusterConfig,
     ConfigError,
     EndpointConfig,
+    HealthCheckConfig,
     LimitsConfig,
     ListenerConfig,
     MatchConfig,
@@ -74,6 +76,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "AdminConfig",
     "Balancer",
     "BreakerConfig",
     "BreakerState",
@@ -90,6 +93,7 @@ __all__ = [
     "EndpointBreaker",
     "EndpointConfig",
     "Failure",
+    "HealthCheckConfig",
     "IncompleteReadError",
     "LeastRequest",
     "LimitExceeded",

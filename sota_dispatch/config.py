@@ -27,10 +27,12 @@ from .proxy_hooks import PoolMode
 
 __all__ = [
     "BALANCERS",
+    "AdminConfig",
     "RETRY_ON",
     "ClusterConfig",
     "ConfigError",
     "EndpointConfig",
+    "HealthCheckConfig",
     "LimitsConfig",
     "ListenerConfig",
     "MatchConfig",
@@ -39,6 +41,7 @@ __all__ = [
     "RetryConfig",
     "RouteConfig",
     "ThresholdsConfig",
+    "admin_config",
     "config_from_upstreams",
     "load_config",
     "parse_config",
@@ -116,6 +119,23 @@ class ThresholdsConfig:
 
 
 @attrs.frozen
+class HealthCheckConfig:
+    """Active health checks of a cluster's endpoints.
+
+    ``protocol`` checks connect, complete the protocol's handshake and send
+    its probe (a bolt or dubbo heartbeat, the ``send`` line for
+    simple_line); ``tcp`` checks only connect.
+    """
+
+    interval: float = 5.0
+    timeout: float = 1.0
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 3
+    kind: Literal["tcp", "protocol"] = "protocol"
+    send: str | None = None
+
+
+@attrs.frozen
 class ClusterConfig:
     """A named set of endpoints, a load balancer and a connection pool."""
 
@@ -135,6 +155,7 @@ class ClusterConfig:
     #: Response statuses that count as the endpoint's failure (for the
     #: breaker and outlier detection), besides resets and timeouts.
     failure_statuses: tuple[int, ...] = ()
+    health_check: HealthCheckConfig | None = None
 
 
 @attrs.frozen
@@ -182,11 +203,18 @@ class RouteConfig:
 
 @attrs.frozen
 class LimitsConfig:
-    """Bounds per downstream connection."""
+    """Bounds per listener and per client connection."""
 
     max_frame_size: int = 16 * 1024 * 1024
     #: Requests in flight per client connection; reading pauses above it.
     max_in_flight: int = 1024
+    #: Client connections at once; more are closed as soon as accepted.
+    max_connections: int | None = None
+    #: Seconds a connection may sit with nothing in flight and no input.
+    idle_timeout: float | None = 3600.0
+    #: Seconds from a frame's first byte (or, for the first frame, from the
+    #: connect) to its last: a client that sends nothing, or dribbles, is closed.
+    frame_timeout: float | None = 30.0
 
 
 @attrs.frozen
@@ -203,6 +231,14 @@ class ListenerConfig:
 
 
 @attrs.frozen
+class AdminConfig:
+    """The admin HTTP endpoint; loopback only unless ``allow_remote``."""
+
+    address: str = "127.0.0.1:9901"
+    allow_remote: bool = False
+
+
+@attrs.frozen
 class ProxyConfig:
     """The whole proxy: several listeners and protocols in one process."""
 
@@ -210,6 +246,7 @@ class ProxyConfig:
     clusters: tuple[ClusterConfig, ...]
     #: Seconds in-flight requests get to finish on shutdown.
     drain_timeout: float = 10.0
+    admin: AdminConfig | None = None
 
     def cluster(self, name: str) -> ClusterConfig:
         for cluster in self.clusters:
@@ -397,6 +434,7 @@ def _cluster(value: object, path: str) -> ClusterConfig:
             "endpoint_breaker",
             "outlier_detection",
             "failure_statuses",
+            "health_check",
         ),
         ("name", "endpoints"),
     )
@@ -419,6 +457,20 @@ def _cluster(value: object, path: str) -> ClusterConfig:
             _int(v, f"{path}.failure_statuses[{i}]", minimum=0)
             for i, v in enumerate(_list(raw.get("failure_statuses", []), f"{path}.failure_statuses"))
         ),
+        health_check=_health_check(raw["health_check"], f"{path}.health_check") if "health_check" in raw else None,
+    )
+
+
+def _health_check(value: object, path: str) -> HealthCheckConfig:
+    raw = _mapping(value if value is not None else {}, path, [f.name for f in attrs.fields(HealthCheckConfig)])
+    d = HealthCheckConfig()
+    return HealthCheckConfig(
+        interval=_duration(raw.get("interval", d.interval), f"{path}.interval"),
+        timeout=_duration(raw.get("timeout", d.timeout), f"{path}.timeout"),
+        healthy_threshold=_int(raw.get("healthy_threshold", d.healthy_threshold), f"{path}.healthy_threshold"),
+        unhealthy_threshold=_int(raw.get("unhealthy_threshold", d.unhealthy_threshold), f"{path}.unhealthy_threshold"),
+        kind=cast(Literal["tcp", "protocol"], _choice(raw.get("kind", d.kind), f"{path}.kind", ("tcp", "protocol"))),
+        send=_str(raw["send"], f"{path}.send") if "send" in raw else None,
     )
 
 
@@ -524,11 +576,20 @@ def _route(value: object, path: str) -> RouteConfig:
 
 
 def _limits(value: object, path: str) -> LimitsConfig:
-    raw = _mapping(value, path, ("max_frame_size", "max_in_flight"))
+    raw = _mapping(value, path, ("max_frame_size", "max_in_flight", "max_connections", "idle_timeout", "frame_timeout"))
     defaults = LimitsConfig()
+
+    def timeout(name: str) -> float | None:
+        value = raw.get(name, getattr(defaults, name))
+        return None if value is None else _duration(value, f"{path}.{name}")
+
+    max_connections = raw.get("max_connections")
     return LimitsConfig(
         max_frame_size=_int(raw.get("max_frame_size", defaults.max_frame_size), f"{path}.max_frame_size"),
         max_in_flight=_int(raw.get("max_in_flight", defaults.max_in_flight), f"{path}.max_in_flight"),
+        max_connections=None if max_connections is None else _int(max_connections, f"{path}.max_connections"),
+        idle_timeout=timeout("idle_timeout"),
+        frame_timeout=timeout("frame_timeout"),
     )
 
 
@@ -565,11 +626,9 @@ def parse_config(data: object) -> ProxyConfig:
     listener's protocol is installed is checked by
     :func:`~sota_dispatch.proxy.check_protocols` (it needs the registry).
     """
-    if "admin" in (data if isinstance(data, Mapping) else {}):
-        raise ConfigError("admin", "the admin endpoint is not available in this version")
     if not isinstance(data, Mapping):
         raise ConfigError("", f"the configuration must be a mapping (listeners, clusters), got {_show(data)}")
-    raw = _mapping(data, "", ("listeners", "clusters", "drain_timeout"), ("listeners", "clusters"))
+    raw = _mapping(data, "", ("listeners", "clusters", "drain_timeout", "admin"), ("listeners", "clusters"))
     listeners = _items(raw["listeners"], "listeners", _listener, non_empty=True)
     clusters = _items(raw["clusters"], "clusters", _cluster, non_empty=True)
     _unique([c.name for c in listeners], "listeners", "listener")
@@ -597,7 +656,30 @@ def parse_config(data: object) -> ProxyConfig:
         listeners=listeners,
         clusters=clusters,
         drain_timeout=_duration(raw.get("drain_timeout", 10.0), "drain_timeout", allow_zero=True),
+        admin=admin_config(raw["admin"], "admin") if "admin" in raw else None,
     )
+
+
+def admin_config(value: object, path: str) -> AdminConfig:
+    """``{address, allow_remote}`` (or just the address); loopback unless allowed."""
+    raw = _mapping({"address": value} if isinstance(value, str) else value, path, ("address", "allow_remote"))
+    address = _address(raw.get("address", AdminConfig().address), f"{path}.address")
+    allow_remote = _bool(raw.get("allow_remote", False), f"{path}.allow_remote")
+    host = parse_address(address)[0]
+    if not allow_remote and not _loopback(host):
+        raise ConfigError(f"{path}.address", f"{address} is not loopback; set allow_remote: true to expose the admin")
+    return AdminConfig(address=address, allow_remote=allow_remote)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_config(path: str | Path) -> ProxyConfig:
@@ -651,6 +733,7 @@ def config_from_upstreams(
     *,
     options: Mapping[str, str] | None = None,
     drain_timeout: float = 10.0,
+    admin: str | None = None,
 ) -> ProxyConfig:
     """The ``--upstream`` shortcut: one listener, one round-robin cluster of
     ``upstreams``, one catch-all route."""
@@ -667,4 +750,5 @@ def config_from_upstreams(
         ),
         clusters=(ClusterConfig(name="upstream", endpoints=endpoints),),
         drain_timeout=drain_timeout,
+        admin=None if admin is None else admin_config(admin, "--admin"),
     )

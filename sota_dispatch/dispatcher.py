@@ -328,9 +328,10 @@ class Dispatcher:
         self._closing = True
         if isinstance(reason, anyio.EndOfStream):
             reason = None  # an orderly end: the peer's EOF, or our drain
-        # Linger unless the peer already closed its side: replies still in
-        # flight must not be destroyed by a reset (see _linger).
-        linger = linger and not self.reader.at_eof
+        # Linger unless the peer already closed its side (or the connection
+        # is broken): replies still in flight must not be destroyed by a
+        # reset (see _linger).
+        linger = linger and not self.reader.at_eof and not isinstance(reason, _PEER_GONE)
         self._serve_scope = None
         self._task_group = None
         self.writer.pair(self.reader, None)
@@ -345,6 +346,8 @@ class Dispatcher:
                         await self._linger()
                 except (*_PEER_GONE, OSError):
                     pass
+                except RuntimeError as exc:  # uvloop: "the handler is closed" on a transport already gone
+                    log.debug("conn %d: closing: %s", self.context.connection_id, exc)
             await self.stream.aclose()
             with anyio.move_on_after(self.linger_timeout) as hook_scope:
                 try:

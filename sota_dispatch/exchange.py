@@ -43,6 +43,7 @@ class Exchange:
         "oneway",
         "reply",
         "route",
+        "started",
         "tried",
         "try_started",
         "upstream",
@@ -50,11 +51,19 @@ class Exchange:
     )
 
     def __init__(
-        self, downstream: ProxyConnection, frame: Any, route: Route, key: str | None, deadline: float, oneway: bool
+        self,
+        downstream: ProxyConnection,
+        frame: Any,
+        route: Route,
+        key: str | None,
+        deadline: float,
+        oneway: bool,
+        started: float,
     ) -> None:
         self.downstream = downstream
         self.frame = frame
         self.route = route
+        self.started = started
         #: The hash balancer's key (the route's ``hash_key`` attribute).
         self.key = key
         self.deadline = deadline
@@ -102,6 +111,7 @@ class Exchange:
             self.endpoint = None
             cluster = self.route.cluster
             cluster.active_requests -= 1
+            cluster.endpoint_in_flight[endpoint] -= 1
             if self.is_retry:
                 cluster.active_retries -= 1
             if cluster.tracks_load:
@@ -144,7 +154,7 @@ class Exchange:
             self.is_retry = True
             start_try(self)
             return
-        self.finish(hooks.encode_response(response, self.frame))
+        self.finish(hooks.encode_response(response, self.frame), "success", now)
 
     def sent_oneway(self) -> None:
         self.done = True
@@ -168,13 +178,17 @@ class Exchange:
             self.abandon()
             self.downstream.close_soon()
             return
-        self.finish(data)
+        self.finish(data, failure.name.lower())
 
-    def finish(self, data: bytes) -> None:
-        """End with ``data`` for the client (in request order if it needs that)."""
+    def finish(self, data: bytes, outcome: str, now: float | None = None) -> None:
+        """End with ``data`` for the client (in request order if it needs
+        that); ``outcome`` (``success`` or a failure's name) is counted."""
         if self.done:
             return
         self.done = True
+        if now is None:
+            now = anyio.current_time()
+        self.route.cluster.stats.ended(outcome, now - self.started)
         if self.upstream is not None or self.endpoint is not None:
             self._end_try(None)
         self.downstream.exchange_done(self, data)
@@ -208,6 +222,9 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
     cluster.active_requests += 1
     if exchange.is_retry:  # set by the failed try that asked for this one
         cluster.active_retries += 1
+    if exchange.attempt > 1:
+        cluster.stats.retries += 1
+    cluster.endpoint_in_flight[endpoint] += 1
     if cluster.tracks_load:
         cluster.try_started(endpoint)
     per_try = route.per_try_timeout

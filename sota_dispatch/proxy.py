@@ -19,6 +19,7 @@ the drain timeout.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import anyio
 from anyio.abc import ByteStream, TaskStatus
 
+from .checks import run_health_checks
 from .config import ClusterConfig, ConfigError, ListenerConfig, ProxyConfig
 from .dispatcher import ConnectionContext, Dispatcher
 from .errors import ProtocolError, SotaError
@@ -34,6 +36,7 @@ from .proxy_hooks import Failure, ProxyCodec, ProxyHooks
 from .registry import Match, ProtocolInfo, available_protocols, get_protocol
 from .routing import Route
 from .server import Server
+from .stats import ListenerStats
 from .timers import TimerQueue
 from .upstream import Cluster
 
@@ -141,6 +144,7 @@ class ProxyConnection(Dispatcher):
         self._wake: anyio.Event | None = None
         self._read_scope: anyio.CancelScope | None = None
         self._codec: ProxyCodec[Any] | None = None
+        self._idle_timeout: float | None = None
         self._draining = False
 
     # -- life cycle -------------------------------------------------------------
@@ -169,7 +173,10 @@ class ProxyConnection(Dispatcher):
     async def _sniff(self) -> ProxyHooks[Any] | None:
         candidates = self.listener.candidates
         want = 1
-        with anyio.CancelScope() as self._read_scope:  # drain() may end the wait
+        timeout = self.listener.config.limits.frame_timeout
+        deadline = math.inf if timeout is None else anyio.current_time() + timeout
+        # drain() may end the wait; a client silent past frame_timeout is closed.
+        with anyio.CancelScope(deadline=deadline) as self._read_scope:
             while True:
                 prefix = await self.reader.peek(want)
                 verdicts = [(info, info.sniff(prefix)) for _, info in candidates]
@@ -200,33 +207,63 @@ class ProxyConnection(Dispatcher):
         reader, writer = self.reader, self.writer
         writer.write(codec.data_to_send())
         max_in_flight = limits.max_in_flight
+        stats = self.listener.stats
+        frame_timeout, self._idle_timeout = limits.frame_timeout, limits.idle_timeout
+        connected = anyio.current_time()
+        frame_started: float | None = None  # when the partial frame in the codec began
+        got_bytes = False
         at_eof = False
         try:
             # Draining stops at a frame boundary: a frame half received is
             # read to its end first (the server's drain timeout bounds that).
             while not (self._draining and not codec.buffered):
                 data = b""
-                with anyio.CancelScope() as self._read_scope:
+                # A handshake or first bytes, then every frame, must arrive
+                # within frame_timeout (no slowloris); a connection with
+                # nothing in flight may sit idle for idle_timeout.
+                deadline = math.inf
+                if frame_timeout is not None and not (got_bytes and codec.ready):
+                    deadline = connected + frame_timeout
+                elif frame_timeout is not None and frame_started is not None:
+                    deadline = frame_started + frame_timeout
+                elif self._idle_timeout is not None and not self.in_flight:
+                    deadline = anyio.current_time() + self._idle_timeout
+                with anyio.CancelScope(deadline=deadline) as scope:
+                    self._read_scope = scope
                     try:
                         data = await reader.read_some()
                     except anyio.EndOfStream:
                         at_eof = True
                 self._read_scope = None
+                if scope.cancelled_caught and not self._draining:
+                    if frame_started is not None or not (got_bytes and codec.ready):
+                        raise ProtocolError(f"no complete request within {frame_timeout:g}s")
+                    log.debug("conn %d: idle for %gs; closing", self.context.connection_id, self._idle_timeout)
+                    break
                 if not data:
                     break  # the end of input, or drain() ended the wait
+                got_bytes = True
+                stats.bytes_in += len(data)
                 frames = codec.feed(data)
                 out = codec.data_to_send()
                 if out:
                     writer.write(out)
                 if frames:
+                    stats.requests += len(frames)
                     now = anyio.current_time()  # once per batch: a clock read costs ~1 µs
+                    frame_started = now if codec.buffered else None
                     for frame in frames:
                         self._request(hooks, frame, now)
                         if self.in_flight >= max_in_flight:  # the codec holds the rest meanwhile
                             await self._wait_in_flight(max_in_flight - 1)
                             now = anyio.current_time()
+                elif codec.buffered and frame_started is None:
+                    frame_started = anyio.current_time()
                 codec.check()
+                if writer.pending >= writer.high_water:
+                    await writer.flush()  # a client that does not read is not read from
         except ProtocolError:
+            stats.decode_errors += 1
             # The requests before the bad bytes still get their answers,
             # then whatever the codec says about the bad bytes.
             with anyio.move_on_after(self.linger_timeout):
@@ -246,7 +283,9 @@ class ProxyConnection(Dispatcher):
     def _request(self, hooks: ProxyHooks[Any], frame: Any, now: float) -> None:
         if hooks.is_heartbeat(frame):
             if hooks.is_request(frame):
-                self.writer.write(hooks.heartbeat_reply(frame))
+                reply = hooks.heartbeat_reply(frame)
+                self.listener.stats.bytes_out += len(reply)
+                self.writer.write(reply)
             return
         if not hooks.is_request(frame):
             log.debug("conn %d: dropped a response frame from a client", self.context.connection_id)
@@ -270,23 +309,23 @@ class ProxyConnection(Dispatcher):
                 key = attributes.get(chosen.hash_key)
         except ProtocolError as exc:
             if not oneway:
-                self._reply_now(hooks.error_reply(frame, Failure.CODEC_ERROR, str(exc)))
+                self._reply_now(hooks.error_reply(frame, Failure.CODEC_ERROR, str(exc)), Failure.CODEC_ERROR)
             return
         except Exception:  # a plugin's bug: this request fails, not the connection
             log.exception("conn %d: reading the routing attributes failed", self.context.connection_id)
             if not oneway:
-                self._reply_now(hooks.error_reply(frame, Failure.CODEC_ERROR))
+                self._reply_now(hooks.error_reply(frame, Failure.CODEC_ERROR), Failure.CODEC_ERROR)
             return
         if chosen is None:
             if not oneway:
-                self._reply_now(hooks.error_reply(frame, Failure.NO_ROUTE))
+                self._reply_now(hooks.error_reply(frame, Failure.NO_ROUTE), Failure.NO_ROUTE)
             return
         timeout = chosen.timeout
         own = hooks.timeout(frame)
         if own is not None and own < timeout:
             timeout = own
         deadline = now + timeout
-        exchange = Exchange(self, frame, chosen, key, deadline, oneway)
+        exchange = Exchange(self, frame, chosen, key, deadline, oneway, now)
         if not oneway:
             self.in_flight += 1
             self._exchanges.add(exchange)
@@ -295,7 +334,10 @@ class ProxyConnection(Dispatcher):
             self.proxy.timers.call_at(deadline, exchange, 0)
         start_try(exchange, now)
 
-    def _reply_now(self, data: bytes) -> None:
+    def _reply_now(self, data: bytes, failure: Failure) -> None:
+        stats = self.listener.stats
+        stats.local_replies[failure.name.lower()] = stats.local_replies.get(failure.name.lower(), 0) + 1
+        stats.bytes_out += len(data)
         if self._ordered:  # answers before it are still pending: keep the order
             self._ordered.append(_Reply(data))
             self.in_flight += 1  # held replies count against max_in_flight too
@@ -322,6 +364,9 @@ class ProxyConnection(Dispatcher):
         wake = self._wake
         if wake is not None:
             wake.set()
+        scope = self._read_scope
+        if not self.in_flight and scope is not None and scope.deadline == math.inf and self._idle_timeout is not None:
+            scope.deadline = anyio.current_time() + self._idle_timeout  # idle from now on
 
     def exchange_done(self, exchange: Exchange, data: bytes) -> None:
         """An exchange of this connection ended with ``data`` for the client.
@@ -335,6 +380,7 @@ class ProxyConnection(Dispatcher):
         self._exchanges.discard(exchange)
         if self.closed:
             return  # the client is gone: a late answer is dropped
+        self.listener.stats.bytes_out += len(data)
         if self._ordered is not None:
             exchange.reply = data
             self._write_ordered()
@@ -355,6 +401,7 @@ class Listener:
         self.info = info
         self.hooks = info.proxy_hooks if info is not None else None
         self.candidates = auto_candidates() if info is None else []
+        self.stats = ListenerStats()
         self.routes = tuple(Route(route, proxy.clusters[route.cluster]) for route in config.routes)
         self.server = Server(
             self.connection,
@@ -362,6 +409,7 @@ class Listener:
             protocol=config.protocol,
             options=config.options,
             drain_timeout=proxy.config.drain_timeout,
+            max_connections=config.limits.max_connections,
         )
 
     def connection(self, stream: ByteStream, context: ConnectionContext) -> ProxyConnection:
@@ -384,6 +432,10 @@ class Proxy:
         self.clusters = {c.name: Cluster(c) for c in config.clusters}
         self.listeners = [Listener(c, self, protocols[c.name]) for c in config.listeners]
         self.addresses: dict[str, str] = {}
+        #: The admin endpoint's bound ``HOST:PORT`` once serving (None: no admin).
+        self.admin_address: str | None = None
+        self._admin = None if config.admin is None else Server(self._admin_connection, config.admin.address)
+        self._metrics: Any = None
         self._shutdown = False
 
     async def serve(self, *, task_status: TaskStatus[dict[str, str]] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -392,6 +444,9 @@ class Proxy:
             for cluster in self.clusters.values():
                 cluster.task_group = upstream
             upstream.start_soon(self.timers.run, name="proxy timers")
+            for cluster in self.clusters.values():
+                if cluster.config.health_check is not None:
+                    upstream.start_soon(run_health_checks, cluster, self._checked_protocol(cluster.name))
             async with anyio.create_task_group() as listeners:
                 for i, listener in enumerate(self.listeners):
                     try:
@@ -400,6 +455,14 @@ class Proxy:
                         raise ConfigError(
                             f"listeners[{i}].address",
                             f"cannot listen on {listener.config.address}: {exc.strerror or exc}",
+                        ) from None
+                if self._admin is not None:  # in the outer group: it answers while the listeners drain
+                    try:
+                        self.admin_address = await upstream.start(self._admin.serve)
+                    except OSError as exc:
+                        assert self.config.admin is not None
+                        raise ConfigError(
+                            "admin.address", f"cannot listen on {self.config.admin.address}: {exc.strerror or exc}"
                         ) from None
                 task_status.started(dict(self.addresses))
                 if self._shutdown:
@@ -413,6 +476,36 @@ class Proxy:
         self._shutdown = True
         for listener in self.listeners:
             listener.server.shutdown()
+
+    def _checked_protocol(self, cluster: str) -> ProxyHooks[Any] | None:
+        """The hooks a cluster's health check speaks: the protocol of the
+        first named listener routing to it (None: only auto ones, so TCP)."""
+        for listener in self.listeners:
+            if listener.hooks is not None and any(route.cluster.name == cluster for route in listener.routes):
+                return listener.hooks
+        return None
+
+    @property
+    def draining(self) -> bool:
+        """True once :meth:`shutdown` was called."""
+        return self._shutdown
+
+    @property
+    def metrics(self) -> Any:
+        """A prometheus-client ``CollectorRegistry`` with this proxy's metrics."""
+        if self._metrics is None:
+            from prometheus_client import CollectorRegistry
+
+            from .admin import ProxyCollector
+
+            self._metrics = CollectorRegistry(auto_describe=False)
+            self._metrics.register(ProxyCollector(self))
+        return self._metrics
+
+    def _admin_connection(self, stream: ByteStream, context: ConnectionContext) -> Dispatcher:
+        from .admin import AdminConnection
+
+        return AdminConnection(stream, context, proxy=self)
 
     @property
     def drain_timeout(self) -> float:

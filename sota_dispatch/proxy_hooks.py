@@ -152,6 +152,16 @@ class ProxyHooks(Generic[F]):
         which gets a :attr:`Failure.CODEC_ERROR` reply."""
         return {}
 
+    def health_probe(self, send: str | None) -> bytes | None:
+        """A health-check request's bytes, sent once the upstream codec is
+        ready; ``send`` is the cluster's configured probe text, if any. None:
+        the protocol has no probe, so a connect (and handshake) is the check."""
+        return None
+
+    def health_probe_ok(self, frame: F) -> bool:
+        """Whether the first frame answering :meth:`health_probe` is healthy."""
+        return True
+
     def error_reply(self, request: F, failure: Failure, detail: str = "") -> bytes:
         """The protocol's own error reply to ``request`` for ``failure``."""
         raise NotImplementedError

@@ -126,8 +126,7 @@ class _Registry:
             )
         if existing is not None:
             raise DuplicateProtocolError(
-                f"protocol {info.name!r} is already registered by {existing.source}; "
-                f"{info.source} registers it again"
+                f"protocol {info.name!r} is already registered by {existing.source}; {info.source} registers it again"
             )
         self._explicit[info.name] = info
 

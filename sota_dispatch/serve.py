@@ -30,7 +30,7 @@ if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 from .address import parse_address
-from .config import ConfigError, ProxyConfig, config_from_upstreams, load_config, parse_duration
+from .config import ConfigError, ProxyConfig, admin_config, config_from_upstreams, load_config, parse_duration
 from .errors import SotaError
 from .proxy import Proxy
 from .registry import ProtocolInfo, available_protocols, get_protocol
@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", metavar="FILE", help="run the proxy configuration in this YAML file")
     p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    p.add_argument(
+        "--admin", metavar="HOST:PORT", help="serve the admin endpoint (/metrics, /clusters, ...) here (proxy only)"
+    )
     p.add_argument(
         "-o",
         "--option",
@@ -213,6 +216,8 @@ def _proxy_config(args: argparse.Namespace) -> ProxyConfig | None:
         config = load_config(args.config)
         if args.drain_timeout is not None:
             config = attrs.evolve(config, drain_timeout=_drain_timeout(args, config.drain_timeout))
+        if args.admin is not None:
+            config = attrs.evolve(config, admin=admin_config(args.admin, "--admin"))
         return config
     if args.upstream:
         if not args.protocol:
@@ -229,14 +234,18 @@ def _proxy_config(args: argparse.Namespace) -> ProxyConfig | None:
             args.upstream,
             options=options,
             drain_timeout=_drain_timeout(args, 10.0),
+            admin=args.admin,
         )
     if args.check_config:
         raise _UsageError("--check-config needs --config or --upstream")
+    if args.admin is not None:
+        raise _UsageError("--admin needs --config or --upstream (the admin endpoint belongs to the proxy)")
     return None
 
 
 #: The --upstream shortcut's config paths, as the flags the user typed.
 _SHORTCUT_PATHS = (
+    ("admin.address", "--admin"),
     ("listeners[0].protocol", "--protocol"),
     ("listeners[0].options.", "--option "),
     ("listeners[0].address", "--listen"),
@@ -248,7 +257,7 @@ _SHORTCUT_PATHS = (
 def _shortcut_error(exc: ConfigError) -> str:
     for prefix, flag in _SHORTCUT_PATHS:
         if exc.path.startswith(prefix):
-            return f"{flag}{exc.path[len(prefix):]}: {exc.problem}"
+            return f"{flag}{exc.path[len(prefix) :]}: {exc.problem}"
     return str(exc)
 
 
@@ -258,9 +267,11 @@ def _summary(config: ProxyConfig) -> str:
     return f"config OK: listeners {listeners}; clusters {clusters}"
 
 
-def _proxy_started(addresses: dict[str, str]) -> None:
+def _proxy_started(addresses: dict[str, str], proxy: Proxy) -> None:
     for name, address in addresses.items():
         log.info("listening on %s (listener %s)", address, name)
+    if proxy.admin_address is not None:
+        log.info("admin endpoint on http://%s/", proxy.admin_address)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -284,7 +295,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(_summary(config))
                 return 0
             where = ", ".join(listener.address for listener in config.listeners)
-            return anyio.run(_run, proxy, _proxy_started, where, backend=args.backend, backend_options=backend_options)
+            return anyio.run(
+                _run,
+                proxy,
+                lambda a: _proxy_started(a, proxy),
+                where,
+                backend=args.backend,
+                backend_options=backend_options,
+            )
         if not args.protocol:
             raise _UsageError("--protocol is required (see --list-protocols)")
         info = get_protocol(args.protocol)

@@ -46,6 +46,7 @@ class Server:
         protocol: str = "",
         options: Mapping[str, str] | None = None,
         drain_timeout: float = 10.0,
+        max_connections: int | None = None,
     ) -> None:
         self.factory = factory
         self.host, self.port = parse_address(listen)
@@ -55,10 +56,15 @@ class Server:
         if validate is not None:
             validate(self.options)  # a bad option fails here, not per connection
         self.drain_timeout = drain_timeout
+        #: Connections served at once; one more is closed as soon as it is
+        #: accepted (None: no limit).
+        self.max_connections = max_connections
+        self.connections_refused = 0
         #: The bound ``HOST:PORT`` once :meth:`serve` has started.
         self.address: str | None = None
         self.connections_total = 0
         self._dispatchers: set[Dispatcher] = set()
+        self._starting = 0  # accepted, not yet running (for max_connections)
         self._accept_scope: anyio.CancelScope | None = None
         self._idle: anyio.Event | None = None
         self._shutdown_requested = False
@@ -104,10 +110,17 @@ class Server:
                 log.warning("accept failed on %s: %s; pausing accepts", self.address, exc)
                 await anyio.sleep(0.1)
                 continue
+            limit = self.max_connections
+            if limit is not None and len(self._dispatchers) + self._starting >= limit:
+                self.connections_refused += 1
+                await anyio.aclose_forcefully(stream)  # at once: no greeting, no drain
+                continue
+            self._starting += 1
             connections.start_soon(self._handle, stream)
 
     async def _handle(self, stream: SocketStream) -> None:
         self.connections_total += 1
+        self._starting -= 1
         context = ConnectionContext.for_stream(stream, protocol=self.protocol, options=self.options)
         try:
             dispatcher = self.factory(stream, context)

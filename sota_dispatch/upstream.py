@@ -42,6 +42,7 @@ from .dispatcher import ConnectionContext, Dispatcher
 from .errors import ProtocolError
 from .health import EndpointBreaker, OutlierDetector
 from .proxy_hooks import Failure, ProxyHooks
+from .stats import ClusterStats
 
 if TYPE_CHECKING:
     from .exchange import Exchange
@@ -102,6 +103,10 @@ class Cluster:
         outlier = config.outlier_detection
         self.outliers = None if outlier is None else OutlierDetector(outlier, len(self.endpoints), self.name)
         self.failure_statuses = frozenset(config.failure_statuses)
+        self.stats = ClusterStats()
+        #: Endpoints failing their active health checks: no traffic.
+        self.unhealthy: set[Endpoint] = set()
+        self.endpoint_in_flight: dict[Endpoint, int] = dict.fromkeys(self.endpoints, 0)
         #: Whether try outcomes matter (a breaker or outlier detection is on).
         self.judged = self.breakers is not None or self.outliers is not None
 
@@ -126,9 +131,9 @@ class Cluster:
             for endpoint, until in list(down.items()):
                 if until <= now:
                     del down[endpoint]
-        if not self.judged:
+        if not self.judged and not self.unhealthy:
             return down
-        bad = set(down)
+        bad = set(down) | self.unhealthy
         breakers, outliers = self.breakers, self.outliers
         for endpoint in self.endpoints:
             if (outliers is not None and outliers.is_ejected(endpoint, now)) or (
@@ -164,6 +169,39 @@ class Cluster:
         if self.outliers is not None:
             self.outliers.record(endpoint, ok, now)
 
+    def describe(self) -> dict[str, Any]:
+        """The cluster's state for the admin's ``/clusters``."""
+        now = anyio.current_time()
+        endpoints = []
+        for endpoint in self.endpoints:
+            if endpoint in self.unhealthy:
+                health = "unhealthy"
+            elif self.outliers is not None and self.outliers.is_ejected(endpoint, now):
+                health = "ejected"
+            elif endpoint in self.down and self.down[endpoint] > now:
+                health = "unreachable"
+            else:
+                health = "healthy"
+            breaker = None if self.breakers is None else self.breakers[endpoint].state.value
+            endpoints.append(
+                {
+                    "address": endpoint.address,
+                    "weight": endpoint.weight,
+                    "priority": endpoint.priority,
+                    "health": health,
+                    "breaker": breaker,
+                    "in_flight": self.endpoint_in_flight[endpoint],
+                }
+            )
+        return {
+            "lb": self.config.lb,
+            "active_requests": self.active_requests,
+            "connections": self.connection_count(),
+            "pending_requests": self.pending_requests(),
+            "outcomes": dict(self.stats.outcomes),
+            "endpoints": endpoints,
+        }
+
     def pending_requests(self) -> int:
         return sum(len(pool.pending) for pool in self._pools.values())
 
@@ -185,6 +223,7 @@ class Cluster:
     # -- passive health -------------------------------------------------------
 
     def connect_failed(self, endpoint: Endpoint, error: BaseException) -> None:
+        self.stats.connect_failures += 1
         failures = self._failures.get(endpoint, 0) + 1
         self._failures[endpoint] = failures
         backoff = min(DOWN_MAX, DOWN_BASE * 2 ** (failures - 1))

@@ -112,12 +112,7 @@ class BufferedWriter:
         """
         self.write(data)
         reader = self._reader
-        if (
-            reader is not None
-            and self._size < self._high_water
-            and reader.buffered
-            and self._defer_hook is not None
-        ):
+        if reader is not None and self._size < self._high_water and reader.buffered and self._defer_hook is not None:
             self._defer_hook()
             return
         await self.flush()

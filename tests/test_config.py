@@ -53,7 +53,7 @@ BAD: list[tuple[Any, str]] = [
         minimal(clusters=[{"name": "c", "endpoints": [{"address": "localhost"}]}]),
         'clusters[0].endpoints[0].address: expected HOST:PORT, got "localhost"',
     ),
-    (minimal(extra=1), "extra: unknown key (expected one of: listeners, clusters, drain_timeout)"),
+    (minimal(extra=1), "extra: unknown key (expected one of: listeners, clusters, drain_timeout, admin)"),
     ([], "the configuration must be a mapping (listeners, clusters), got a list"),
     (None, "the configuration must be a mapping (listeners, clusters), got null"),
     (
@@ -141,7 +141,11 @@ BAD: list[tuple[Any, str]] = [
         minimal(clusters=[{"name": "c", "endpoints": ["127.0.0.1:1"]}, {"name": "c", "endpoints": ["127.0.0.1:2"]}]),
         'clusters[1].name: duplicate cluster name "c"',
     ),
-    (minimal(admin={"address": "127.0.0.1:9901"}), "admin: the admin endpoint is not available in this version"),
+    (
+        minimal(admin={"address": "10.0.0.1:9901"}),
+        "admin.address: 10.0.0.1:9901 is not loopback; set allow_remote: true to expose the admin",
+    ),
+    (minimal(admin={"port": 9901}), "admin.port: unknown key (expected one of: address, allow_remote)"),
 ]
 
 

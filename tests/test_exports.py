@@ -8,6 +8,8 @@ import pkgutil
 import sota_dispatch
 
 PUBLIC = {
+    "HealthCheckConfig",
+    "AdminConfig",
     "ThresholdsConfig",
     "BreakerConfig",
     "BreakerState",

@@ -125,6 +125,14 @@ class SimpleLineHooks(ProxyHooks[bytes]):
         line = frame[:-2] if frame.endswith(b"\r\n") else frame[:-1]
         return {key: values[0] for key, values in parse_query(line).items()}
 
+    def health_probe(self, send: str | None) -> bytes | None:
+        """The configured query line (``health_check.send``), if any."""
+        return None if send is None else send.encode() + b"\r\n"
+
+    def health_probe_ok(self, frame: bytes) -> bool:
+        """Any answer but an ``error:`` line."""
+        return not frame.startswith(b"error:")
+
     def error_reply(self, request: bytes, failure: Failure, detail: str = "") -> bytes:
         return render_error(f"{failure.value}: {detail}" if detail else failure.value)
 

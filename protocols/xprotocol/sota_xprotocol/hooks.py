@@ -91,6 +91,13 @@ class BoltHooks(XProtocolHooks[bolt.BoltFrame]):
     def error_reply(self, request: bolt.BoltFrame, failure: Failure, detail: str = "") -> bytes:
         return bolt_error_reply(request, failure).encode()
 
+    def health_probe(self, send: str | None) -> bytes:
+        """A bolt heartbeat (what MOSN's keepalive sends)."""
+        return bolt.heartbeat_request(1).encode()
+
+    def health_probe_ok(self, frame: bolt.BoltFrame) -> bool:
+        return frame.is_response and frame.is_heartbeat and frame.status == 0
+
 
 class DubboHooks(XProtocolHooks[dubbo.DubboFrame]):
     name = "dubbo"
@@ -136,6 +143,13 @@ class DubboHooks(XProtocolHooks[dubbo.DubboFrame]):
 
     def error_reply(self, request: dubbo.DubboFrame, failure: Failure, detail: str = "") -> bytes:
         return dubbo_error_reply(request, failure, detail).encode()
+
+    def health_probe(self, send: str | None) -> bytes:
+        """A dubbo heartbeat event."""
+        return dubbo.heartbeat_request(1).encode()
+
+    def health_probe_ok(self, frame: dubbo.DubboFrame) -> bool:
+        return not frame.is_request and frame.is_heartbeat and frame.status == dubbo.DubboStatus.OK
 
 
 BOLT = BoltHooks()

@@ -419,3 +419,20 @@ async def test_bolt_backend_killed_mid_load_then_back() -> None:
                         request_id += 1
                         assert (await c.call(bolt_request("probe", request_id))).status == 0
                         await anyio.sleep(0.05)  # pacing between probes, not a wait for state
+
+
+async def test_bolt_heartbeat_health_checks() -> None:
+    check = {"interval": "100ms", "timeout": "300ms", "unhealthy_threshold": 2}
+    async with scripted() as silent, serving(BoltEchoDispatcher) as echo:
+        assert echo.address is not None
+        async with proxy_for(document("bolt", [echo.address, silent], health_check=check)) as proxy:
+            cluster = proxy.clusters["up"]
+            with anyio.fail_after(10):
+                while not cluster.unhealthy:  # noqa: ASYNC110 - no event marks a health verdict
+                    await anyio.sleep(0.02)
+            # The scripted upstream never answers heartbeats; the echo service does.
+            assert [endpoint.address for endpoint in cluster.unhealthy] == [silent]
+            async with raw_client(proxy, "bolt") as c:
+                replies = [await c.call(bolt_request("x", i)) for i in range(1, 5)]
+            assert [(r.status, r.content) for r in replies] == [(0, b"x")] * 4
+    assert Scripted.seen == []  # nothing but heartbeats ever reached it

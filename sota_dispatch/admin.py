@@ -1,0 +1,253 @@
+"""The admin endpoint: a small HTTP/1.1 server beside the proxy (Envoy's admin).
+
+Loopback only unless the config says ``allow_remote: true``. One request
+per connection (``Connection: close``), GET unless noted:
+
+``/metrics``         Prometheus text exposition (prometheus-client renders it)
+``/clusters``        endpoints with health, weight, priority, breaker, in flight (JSON)
+``/config_dump``     the effective configuration (JSON)
+``/ready``           200 while serving, 503 once draining
+``/logging?level=``  show, or (POST) set, the log level at run time
+``/drain``           (POST) stop accepting and drain, as SIGTERM does
+
+The metrics are read from the proxy's plain counters at scrape time by a
+custom collector, so serving traffic pays nothing for them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+from anyio.abc import ByteStream
+
+from .dispatcher import ConnectionContext, Dispatcher
+from .errors import LimitExceeded, ProtocolError
+from .health import BreakerState
+
+if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
+    from .proxy import Proxy
+
+__all__ = ["AdminConnection", "ProxyCollector", "config_json"]
+
+log = logging.getLogger(__name__)
+
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
+def config_json(value: Any) -> Any:
+    """The config as JSON-ready values (attrs classes, tuples, mappings)."""
+    if attrs.has(type(value)):
+        return {f.name: config_json(getattr(value, f.name)) for f in attrs.fields(type(value))}
+    if isinstance(value, Mapping):
+        return {str(k): config_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [config_json(v) for v in value]
+    if isinstance(value, float) and math.isinf(value):
+        return None
+    return value
+
+
+class ProxyCollector:
+    """Turns the proxy's counters into Prometheus metrics when scraped.
+
+    Labels stay low-cardinality: listener, protocol, cluster, endpoint.
+    """
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        proxy = self.proxy
+        listener_labels = ["listener", "protocol"]
+        connections = CounterMetricFamily(
+            "sota_downstream_connections", "Client connections accepted", labels=listener_labels
+        )
+        active = GaugeMetricFamily(
+            "sota_downstream_connections_active", "Client connections open", labels=listener_labels
+        )
+        refused = CounterMetricFamily(
+            "sota_downstream_connections_refused",
+            "Connections closed at once (max_connections)",
+            labels=listener_labels,
+        )
+        bytes_in = CounterMetricFamily(
+            "sota_downstream_bytes_received", "Bytes read from clients", labels=listener_labels
+        )
+        bytes_out = CounterMetricFamily(
+            "sota_downstream_bytes_sent", "Bytes of answers for clients", labels=listener_labels
+        )
+        decode = CounterMetricFamily(
+            "sota_decode_errors", "Client connections closed for bad bytes", labels=listener_labels
+        )
+        requests = CounterMetricFamily(
+            "sota_downstream_requests", "Frames decoded from clients", labels=listener_labels
+        )
+        local = CounterMetricFamily(
+            "sota_local_replies", "Requests answered by the proxy itself", labels=[*listener_labels, "outcome"]
+        )
+        for listener in proxy.listeners:
+            labels = [listener.name, listener.config.protocol]
+            server, listener_stats = listener.server, listener.stats
+            connections.add_metric(labels, server.connections_total)
+            active.add_metric(labels, server.active_connections)
+            refused.add_metric(labels, server.connections_refused)
+            bytes_in.add_metric(labels, listener_stats.bytes_in)
+            bytes_out.add_metric(labels, listener_stats.bytes_out)
+            decode.add_metric(labels, listener_stats.decode_errors)
+            requests.add_metric(labels, listener_stats.requests)
+            for outcome, count in sorted(listener_stats.local_replies.items()):
+                local.add_metric([*labels, outcome], count)
+        yield from (connections, active, refused, bytes_in, bytes_out, decode, requests, local)
+
+        outcomes = CounterMetricFamily(
+            "sota_upstream_requests", "Requests ended, by outcome", labels=["cluster", "outcome"]
+        )
+        latency = HistogramMetricFamily("sota_request_duration_seconds", "Request latency", labels=["cluster"])
+        retries = CounterMetricFamily("sota_upstream_retries", "Tries after the first", labels=["cluster"])
+        failures = CounterMetricFamily("sota_upstream_connect_failures", "Failed upstream connects", labels=["cluster"])
+        overflows = CounterMetricFamily("sota_upstream_overflows", "Requests over a threshold", labels=["cluster"])
+        ejections = CounterMetricFamily("sota_outlier_ejections", "Outlier ejections", labels=["cluster", "endpoint"])
+        trips = CounterMetricFamily("sota_breaker_trips", "Endpoint breaker openings", labels=["cluster", "endpoint"])
+        in_flight = GaugeMetricFamily(
+            "sota_upstream_requests_active", "Tries in flight", labels=["cluster", "endpoint"]
+        )
+        upstream = GaugeMetricFamily("sota_upstream_connections_active", "Upstream connections", labels=["cluster"])
+        checks = CounterMetricFamily("sota_health_checks", "Active health checks run", labels=["cluster"])
+        check_failures = CounterMetricFamily(
+            "sota_health_check_failures", "Active health checks failed", labels=["cluster"]
+        )
+        for cluster in proxy.clusters.values():
+            stats = cluster.stats
+            for outcome, count in sorted(stats.outcomes.items()):
+                outcomes.add_metric([cluster.name, outcome], count)
+            latency.add_metric([cluster.name], stats.latency.cumulative(), stats.latency.total)
+            retries.add_metric([cluster.name], stats.retries)
+            failures.add_metric([cluster.name], stats.connect_failures)
+            overflows.add_metric([cluster.name], cluster.overflows)
+            upstream.add_metric([cluster.name], cluster.connection_count())
+            checks.add_metric([cluster.name], stats.health_checks)
+            check_failures.add_metric([cluster.name], stats.health_check_failures)
+            for endpoint in cluster.endpoints:
+                labels = [cluster.name, endpoint.address]
+                in_flight.add_metric(labels, cluster.endpoint_in_flight[endpoint])
+                if cluster.outliers is not None:
+                    ejections.add_metric(labels, cluster.outliers.ejections.get(endpoint, 0))
+                if cluster.breakers is not None:
+                    trips.add_metric(labels, cluster.breakers[endpoint].transitions[BreakerState.OPEN])
+        yield from (outcomes, latency, retries, failures, overflows, ejections, trips, in_flight, upstream)
+        yield from (checks, check_failures)
+
+
+class AdminConnection(Dispatcher):
+    """One admin HTTP request and its answer."""
+
+    protocol_name: ClassVar[str] = "admin"
+    linger_timeout = 1.0
+
+    def __init__(self, stream: ByteStream, context: ConnectionContext, *, proxy: Proxy) -> None:
+        super().__init__(stream, context)
+        self.proxy = proxy
+
+    async def serve(self) -> None:
+        try:
+            head = await self.reader.read_until(b"\r\n\r\n", max_bytes=8192)
+        except LimitExceeded:
+            self._answer(400, "request head over 8 KiB\n")
+            return
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = request_line.split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            raise ProtocolError(f"not an HTTP/1.x request line: {request_line[:80]!r}")
+        method, target = parts[0], parts[1]
+        url = urlsplit(target)
+        self._route(method, url.path, parse_qs(url.query))
+
+    def _route(self, method: str, path: str, query: Mapping[str, list[str]]) -> None:
+        handlers = {
+            "/metrics": ("GET", self._metrics),
+            "/clusters": ("GET", self._clusters),
+            "/config_dump": ("GET", self._config_dump),
+            "/ready": ("GET", self._ready),
+            "/drain": ("POST", self._drain),
+        }
+        if path == "/logging":
+            self._logging(method, query)
+            return
+        entry = handlers.get(path)
+        if entry is None:
+            paths = ", ".join(sorted([*handlers, "/logging"]))
+            self._answer(404, f"no such path; try {paths}\n")
+            return
+        wanted, handler = entry
+        if method != wanted:
+            self._answer(405, f"{path} takes {wanted}\n", headers={"Allow": wanted})
+            return
+        handler()
+
+    def _answer(
+        self,
+        status: int,
+        body: str | bytes,
+        content_type: str = "text/plain; charset=utf-8",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        data = body.encode() if isinstance(body, str) else body
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, '')}",
+            f"Content-Type: {content_type}",
+            f"Content-Length: {len(data)}",
+            "Connection: close",
+            *(f"{k}: {v}" for k, v in (headers or {}).items()),
+        ]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
+
+    def _json(self, value: Any) -> None:
+        self._answer(200, json.dumps(value, indent=2, sort_keys=False) + "\n", "application/json")
+
+    def _metrics(self) -> None:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        self._answer(200, generate_latest(self.proxy.metrics), CONTENT_TYPE_LATEST)
+
+    def _clusters(self) -> None:
+        self._json({name: cluster.describe() for name, cluster in self.proxy.clusters.items()})
+
+    def _config_dump(self) -> None:
+        self._json(config_json(self.proxy.config))
+
+    def _ready(self) -> None:
+        if self.proxy.draining:
+            self._answer(503, "draining\n")
+        else:
+            self._answer(200, "ready\n")
+
+    def _drain(self) -> None:
+        log.info("admin: drain requested")
+        self._answer(200, "draining\n")
+        self.proxy.shutdown()
+
+    def _logging(self, method: str, query: Mapping[str, list[str]]) -> None:
+        root = logging.getLogger()
+        levels = query.get("level")
+        if levels:
+            level = levels[-1].lower()
+            if method != "POST":
+                self._answer(405, "setting the level takes POST\n", headers={"Allow": "GET, POST"})
+                return
+            if level not in _LEVELS:
+                self._answer(400, f"unknown level {level!r}; use one of {', '.join(_LEVELS)}\n")
+                return
+            root.setLevel(level.upper())
+            log.warning("admin: log level set to %s", level)
+        self._answer(200, f"level: {logging.getLevelName(root.level).lower()}\n")

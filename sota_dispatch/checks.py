@@ -1,0 +1,95 @@
+"""Active health checks: probe every endpoint of a cluster, on a timer.
+
+One task per checked cluster; each round probes every endpoint at once, on
+a fresh connection (never one that carries requests): connect, for a
+``protocol`` check complete the protocol's handshake and send its probe
+(:meth:`~sota_dispatch.ProxyHooks.health_probe`), then judge the first
+answer. ``unhealthy_threshold`` failures in a row take an endpoint out of
+the balancing; ``healthy_threshold`` successes in a row bring it back.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from .address import parse_address
+from .config import HealthCheckConfig
+from .errors import ProtocolError
+from .proxy_hooks import ProxyHooks
+
+if TYPE_CHECKING:
+    from .balancers import Endpoint
+    from .upstream import Cluster
+
+__all__ = ["probe", "run_health_checks"]
+
+log = logging.getLogger(__name__)
+
+
+async def probe(address: str, check: HealthCheckConfig, hooks: ProxyHooks[Any] | None, options: Any = None) -> bool:
+    """One check of ``address``: True if it passed within ``check.timeout``."""
+    host, port = parse_address(address)
+    with anyio.move_on_after(check.timeout):
+        try:
+            async with await anyio.connect_tcp(host, port) as stream:
+                if check.kind == "tcp" or hooks is None:
+                    return True
+                codec = hooks.upstream_codec(options or {}, 1 << 20)
+                out = codec.data_to_send()
+                if out:
+                    await stream.send(out)
+                frames: list[Any] = []
+                while not codec.ready:
+                    frames = codec.feed(await stream.receive())
+                    out = codec.data_to_send()
+                    if out:
+                        await stream.send(out)
+                request = hooks.health_probe(check.send)
+                if request is None:
+                    return True  # connected (and shook hands): all the protocol can tell
+                await stream.send(request)
+                while not frames:
+                    frames = codec.feed(await stream.receive())
+                return hooks.health_probe_ok(frames[0])
+        except (OSError, ProtocolError, anyio.EndOfStream, anyio.BrokenResourceError):
+            return False
+    return False
+
+
+async def run_health_checks(cluster: Cluster, hooks: ProxyHooks[Any] | None) -> None:
+    """Check ``cluster``'s endpoints every interval, until cancelled."""
+    check = cluster.config.health_check
+    assert check is not None
+    successes: dict[Endpoint, int] = dict.fromkeys(cluster.endpoints, 0)
+    failures: dict[Endpoint, int] = dict.fromkeys(cluster.endpoints, 0)
+
+    async def one(endpoint: Endpoint) -> None:
+        ok = await probe(endpoint.address, check, hooks, cluster.config.options)
+        cluster.stats.health_checks += 1
+        if ok:
+            successes[endpoint] += 1
+            failures[endpoint] = 0
+            if endpoint in cluster.unhealthy and successes[endpoint] >= check.healthy_threshold:
+                cluster.unhealthy.discard(endpoint)
+                log.info("cluster %s: %s passes its health checks again", cluster.name, endpoint.address)
+        else:
+            cluster.stats.health_check_failures += 1
+            failures[endpoint] += 1
+            successes[endpoint] = 0
+            if endpoint not in cluster.unhealthy and failures[endpoint] >= check.unhealthy_threshold:
+                cluster.unhealthy.add(endpoint)
+                log.warning(
+                    "cluster %s: %s failed %d health checks in a row; no traffic until it passes",
+                    cluster.name,
+                    endpoint.address,
+                    failures[endpoint],
+                )
+
+    while True:
+        async with anyio.create_task_group() as round_:
+            for endpoint in cluster.endpoints:
+                round_.start_soon(one, endpoint)
+        await anyio.sleep(check.interval)

@@ -1,0 +1,74 @@
+"""The proxy's counters: plain integers, read only when someone asks.
+
+A Prometheus client counter costs about 0.45 µs an increment here, a
+plain attribute increment a few tens of nanoseconds; so the hot path keeps
+plain numbers (bytes and requests counted per read batch), and the admin
+endpoint's collector turns them into Prometheus metrics at scrape time.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+__all__ = ["LATENCY_BUCKETS", "ClusterStats", "Histogram", "ListenerStats"]
+
+#: Request latency histogram bounds, seconds.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Histogram:
+    """Counts per bucket (not cumulative; the last bucket is +Inf) and a sum."""
+
+    __slots__ = ("bounds", "count", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``(le, count)`` pairs as Prometheus exposes them."""
+        result, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            result.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return result
+
+
+class ClusterStats:
+    """What happened to the requests a cluster served."""
+
+    __slots__ = ("connect_failures", "health_check_failures", "health_checks", "latency", "outcomes", "retries")
+
+    def __init__(self) -> None:
+        #: Ended requests by outcome: ``success`` or a failure's name.
+        self.outcomes: dict[str, int] = {}
+        self.retries = 0
+        self.connect_failures = 0
+        self.health_checks = 0
+        self.health_check_failures = 0
+        self.latency = Histogram()
+
+    def ended(self, outcome: str, seconds: float) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        self.latency.observe(seconds)
+
+
+class ListenerStats:
+    """What a listener's client connections did."""
+
+    __slots__ = ("bytes_in", "bytes_out", "decode_errors", "local_replies", "requests")
+
+    def __init__(self) -> None:
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.requests = 0
+        self.decode_errors = 0
+        #: Requests answered by the proxy itself (no route, codec error).
+        self.local_replies: dict[str, int] = {}
