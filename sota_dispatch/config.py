@@ -228,6 +228,9 @@ class ListenerConfig:
     limits: LimitsConfig = LimitsConfig()
     #: Protocol options for the client connections.
     options: Mapping[str, str] = attrs.field(factory=dict)
+    #: An access log line per request in this ``str.format`` format (see
+    #: ``sota_dispatch.logs.ACCESS_LOG_FORMAT``); None: no access log.
+    access_log: str | None = None
 
 
 @attrs.frozen
@@ -597,7 +600,7 @@ def _listener(value: object, path: str) -> ListenerConfig:
     raw = _mapping(
         value,
         path,
-        ("name", "address", "protocol", "routes", "limits", "options"),
+        ("name", "address", "protocol", "routes", "limits", "options", "access_log"),
         ("name", "address", "protocol", "routes"),
     )
     return ListenerConfig(
@@ -607,7 +610,23 @@ def _listener(value: object, path: str) -> ListenerConfig:
         routes=_items(raw["routes"], f"{path}.routes", _route, non_empty=True),
         limits=_limits(raw.get("limits", {}), f"{path}.limits"),
         options=_options(raw.get("options", {}), f"{path}.options"),
+        access_log=_access_log(raw["access_log"], f"{path}.access_log") if "access_log" in raw else None,
     )
+
+
+def _access_log(value: object, path: str) -> str:
+    """``true`` (the default format) or a format string, checked now."""
+    from .logs import ACCESS_LOG_FORMAT
+
+    if value is True:
+        return ACCESS_LOG_FORMAT
+    text = _str(value, path)
+    fields = dict.fromkeys(("listener", "protocol", "conn", "cluster", "endpoint", "outcome", "bytes"), "x")
+    try:
+        text.format(**fields, attempts=1, duration_ms=1.0)
+    except (KeyError, ValueError, IndexError) as exc:
+        raise ConfigError(path, f"bad format ({exc!r}); fields: {', '.join(fields)}, attempts, duration_ms") from None
+    return text
 
 
 def _unique(names: Sequence[str], path: str, what: str) -> None:
@@ -685,8 +704,10 @@ def _loopback(host: str) -> bool:
 def load_config(path: str | Path) -> ProxyConfig:
     """Read and validate a YAML config file; raises :class:`ConfigError`.
 
-    A key given twice in one mapping is an error (PyYAML would silently
-    keep the last one).
+    The file is the native format, or an Envoy v3 static bootstrap (one
+    with ``static_resources``; see :mod:`sota_dispatch.envoy`). A key given
+    twice in one mapping is an error (PyYAML would silently keep the last
+    one).
     """
     import yaml  # imported here: only the config file needs it
 
@@ -705,6 +726,10 @@ def load_config(path: str | Path) -> ProxyConfig:
         raise ConfigError("", f"{path}: invalid YAML{where}: {problem}") from None
     except RecursionError:
         raise ConfigError("", f"{path}: nested too deeply") from None
+    from .envoy import from_envoy, is_envoy  # envoy.py builds on this module
+
+    if is_envoy(data):
+        return from_envoy(data)
     return parse_config(data)
 
 

@@ -24,6 +24,7 @@ from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 
 from .address import format_address, parse_address
 from .errors import ConnectionLost, ProtocolError
+from .logs import connection_id
 from .multiplexer import StreamMultiplexer
 from .proxy_hooks import ProxyHooks
 from .reader import DEFAULT_READ_SIZE, BufferedReader
@@ -297,6 +298,9 @@ class Dispatcher:
         self._running = True
         if self._finished is None:
             self._finished = anyio.Event()
+        # This task (and the helpers it starts) serves this connection: every
+        # log line written meanwhile carries its id (see sota_dispatch.logs).
+        connection_id.set(self.context.connection_id)
         try:
             async with anyio.create_task_group() as tg:
                 self._task_group = tg

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .balancers import Endpoint
+from .logs import ACCESS_LOG
 from .proxy_hooks import Failure
 
 if TYPE_CHECKING:
@@ -188,7 +189,25 @@ class Exchange:
         self.done = True
         if now is None:
             now = anyio.current_time()
-        self.route.cluster.stats.ended(outcome, now - self.started)
+        cluster = self.route.cluster
+        cluster.stats.ended(outcome, now - self.started)
+        downstream = self.downstream
+        access_log = downstream.listener.config.access_log
+        if access_log is not None:
+            ACCESS_LOG.info(
+                access_log.format(
+                    listener=downstream.listener.name,
+                    protocol=downstream.hooks.name if downstream.hooks is not None else "-",
+                    conn=downstream.context.connection_id,
+                    cluster=cluster.name,
+                    endpoint=self.tried[-1].address if self.tried else "-",
+                    outcome=outcome,
+                    attempts=self.attempt,
+                    duration_ms=(now - self.started) * 1000,
+                    bytes=len(data),
+                ),
+                extra={"conn": downstream.context.connection_id},  # the client's, not this task's
+            )
         if self.upstream is not None or self.endpoint is not None:
             self._end_try(None)
         self.downstream.exchange_done(self, data)

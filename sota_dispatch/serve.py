@@ -32,6 +32,7 @@ if sys.version_info < (3, 11):
 from .address import parse_address
 from .config import ConfigError, ProxyConfig, admin_config, config_from_upstreams, load_config, parse_duration
 from .errors import SotaError
+from .logs import configure_logging
 from .proxy import Proxy
 from .registry import ProtocolInfo, available_protocols, get_protocol
 from .server import Server
@@ -94,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
         type=str.lower,
         choices=("debug", "info", "warning", "error"),
         help="log level (default info; 'listening on' is logged at info)",
+    )
+    p.add_argument(
+        "--log-format", default="text", choices=("text", "json"), help="text lines, or one JSON object per line"
     )
     return p
 
@@ -277,11 +281,7 @@ def _proxy_started(addresses: dict[str, str], proxy: Proxy) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level, args.log_format)
     try:
         if args.list_protocols:
             return _list_protocols()

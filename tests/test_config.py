@@ -44,7 +44,16 @@ def with_route(**fields: Any) -> dict[str, Any]:
     )
 
 
+def with_listener(**fields: Any) -> dict[str, Any]:
+    document = minimal()
+    document["listeners"][0].update(fields)
+    return document
+
+
 BAD: list[tuple[Any, str]] = [
+    (with_listener(access_log="{nope}"), "listeners[0].access_log: bad format (KeyError('nope'))"),
+    (with_listener(limits={"idle_timeout": "soon"}), "listeners[0].limits.idle_timeout: expected a positive duration"),
+    (with_listener(limits={"max_connections": 0}), "listeners[0].limits.max_connections: expected an integer >= 1"),
     (
         minimal(clusters=[{"name": "a", "endpoints": ["127.0.0.1:1"]}, {"name": "c", "endpoints": ["localhost"]}]),
         'clusters[1].endpoints[0]: expected HOST:PORT, got "localhost"',

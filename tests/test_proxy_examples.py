@@ -67,8 +67,9 @@ async def example(name: str) -> AsyncIterator[Proxy]:
                 endpoints.append(attrs.evolve(endpoint, address=server.address))
             clusters.append(attrs.evolve(cluster, endpoints=tuple[EndpointConfig, ...](endpoints)))
         listeners = tuple(attrs.evolve(listener, address="127.0.0.1:0") for listener in config.listeners)
+        admin = None if config.admin is None else attrs.evolve(config.admin, address="127.0.0.1:0")
         proxy = await stack.enter_async_context(
-            running_proxy(attrs.evolve(config, listeners=listeners, clusters=tuple(clusters)))
+            running_proxy(attrs.evolve(config, listeners=listeners, clusters=tuple(clusters), admin=admin))
         )
         yield proxy
 
@@ -107,6 +108,12 @@ def dubbo_request(service: str, argument: str, attachments: dict[str, str]) -> d
 
 async def test_simple_line_example() -> None:
     async with example("simple_line") as proxy:
+        replies = await lines(proxy, "lines", b"service=orders&user=u1", b"a=1")
+    assert replies == [b'receive:{"service":["orders"],"user":["u1"]}', b'receive:{"a":["1"]}']
+
+
+async def test_envoy_example() -> None:
+    async with example("envoy") as proxy:
         replies = await lines(proxy, "lines", b"service=orders&user=u1", b"a=1")
     assert replies == [b'receive:{"service":["orders"],"user":["u1"]}', b'receive:{"a":["1"]}']
 

@@ -1,0 +1,41 @@
+"""Logs of a real proxy process: JSON lines, connection ids, the access log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import pytest
+import yaml
+from test_line_proxy import Client, backends, config
+
+from sota_dispatch.testing import serve_process
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_json_lines_carry_connection_ids_and_the_access_log_has_a_line_per_request(tmp_path: Path) -> None:
+    async with backends("A") as up:
+        document = config([up[0][1]])
+        document["listeners"][0]["access_log"] = "{listener} conn={conn} {cluster} {endpoint} {outcome} {attempts}"
+        document["listeners"][0]["options"] = {"max_line": 32}
+        path = tmp_path / "proxy.yaml"
+        path.write_text(yaml.safe_dump(document))
+        with serve_process(["--config", str(path), "--log-format", "json"]) as proc:
+            async with await anyio.connect_tcp(proc.host, proc.port) as stream:
+                client = Client(stream)
+                assert await client.call(b"n=1", b"n=2") == [b"A:n=1", b"A:n=2"]
+                await client.send(b"x" * 100)  # over max_line: an error line, then the close
+                assert await client.replies(1) == [b"error:line too long (limit 32 bytes)"]
+            await anyio.to_thread.run_sync(proc.wait_for_line, "LimitExceeded", 10)
+            assert proc.stop() == 0
+        entries = [json.loads(line) for line in proc.stderr_lines]  # every line is one JSON object
+        access = [e for e in entries if e["logger"] == "sota_dispatch.access"]
+        assert [e["message"] for e in access] == [
+            f"lines conn={access[0]['conn']} backends {up[0][1]} success 1",
+            f"lines conn={access[0]['conn']} backends {up[0][1]} success 1",
+        ]
+        [closed] = [e for e in entries if "LimitExceeded" in e["message"]]
+        assert closed["conn"] == access[0]["conn"]  # the client connection's id, from the task's context
+        assert closed["level"] == "info"

@@ -1,0 +1,312 @@
+"""Read an Envoy v3 static bootstrap (a subset) as a native configuration.
+
+sota-mesh reads Envoy's own files, so operators keep one format. The subset:
+
+* ``static_resources.listeners[]``: ``name``, ``address.socket_address``
+  and one filter chain with one ``envoy.filters.network.generic_proxy``
+  filter whose ``typed_config`` has ``codec_config.name`` (the protocol, or
+  ``auto``) and a ``route_config`` of ``virtual_hosts[].routes[]`` in
+  Envoy's HTTP route shape: ``match`` (``prefix`` ``""`` or ``"/"``, and
+  ``headers[]`` matching routing attributes: ``string_match`` exact /
+  prefix / safe_regex, ``present_match``), ``route`` (``cluster``,
+  ``timeout``, ``retry_policy``: ``retry_on``, ``num_retries``,
+  ``per_try_timeout``; ``hash_policy[].header.header_name``);
+* ``static_resources.clusters[]``: ``name``, ``connect_timeout``,
+  ``lb_policy``, ``load_assignment.endpoints[]`` (``priority``,
+  ``lb_endpoints[].endpoint.address.socket_address``,
+  ``load_balancing_weight``), ``circuit_breakers.thresholds[0]``,
+  ``outlier_detection`` (``consecutive_5xx``, ``base_ejection_time``,
+  ``max_ejection_time``, ``max_ejection_percent``), ``health_checks[0]``
+  (``interval``, ``timeout``, thresholds, ``tcp_health_check``);
+* ``admin.address.socket_address``.
+
+Anything else is an error naming the field, never ignored. The result is
+the native document, validated by :func:`~sota_dispatch.parse_config`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .config import ConfigError, ProxyConfig, parse_config
+
+__all__ = ["ENVOY_FILTER", "from_envoy", "is_envoy"]
+
+#: The network filter that carries a sota protocol in an Envoy file.
+ENVOY_FILTER = "envoy.filters.network.generic_proxy"
+
+_LB = {
+    "ROUND_ROBIN": "round_robin",
+    "LEAST_REQUEST": "least_request",
+    "RANDOM": "random",
+    "RING_HASH": "ring_hash",
+    "MAGLEV": "maglev",
+}
+_RETRY_ON = {
+    "connect-failure": "connect_failure",
+    "reset": "reset",
+    "per-try-timeout": "per_try_timeout",
+    "retriable-status-codes": "status",
+}
+
+
+def is_envoy(data: object) -> bool:
+    """Does the loaded document look like an Envoy bootstrap?"""
+    return isinstance(data, Mapping) and "static_resources" in data
+
+
+def _map(value: object, path: str, allowed: Sequence[str], required: Sequence[str] = ()) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, "expected a mapping")
+    for key in value:
+        if key not in allowed:
+            raise ConfigError(
+                f"{path}.{key}", f"not supported by sota-dispatch's Envoy subset (supported: {', '.join(allowed)})"
+            )
+    for key in required:
+        if key not in value:
+            raise ConfigError(f"{path}.{key}", "required")
+    return value
+
+
+def _seq(value: object, path: str) -> list[Any]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(path, "expected a non-empty list")
+    return value
+
+
+def _one(value: object, path: str) -> Any:
+    items = _seq(value, path)
+    if len(items) != 1:
+        raise ConfigError(path, f"exactly one entry is supported, got {len(items)}")
+    return items[0]
+
+
+def _socket_address(value: object, path: str) -> str:
+    address = _map(
+        _map(value, path, ("socket_address",), ("socket_address",))["socket_address"],
+        f"{path}.socket_address",
+        ("address", "port_value"),
+        ("address", "port_value"),
+    )
+    host = address["address"]
+    return f"[{host}]:{address['port_value']}" if ":" in str(host) else f"{host}:{address['port_value']}"
+
+
+def _header(value: object, path: str) -> dict[str, Any]:
+    header = _map(
+        value,
+        path,
+        ("name", "string_match", "present_match", "exact_match", "prefix_match", "safe_regex_match"),
+        ("name",),
+    )
+    match: dict[str, Any] = {"attribute": header["name"]}
+    if "string_match" in header:
+        string = _map(header["string_match"], f"{path}.string_match", ("exact", "prefix", "safe_regex"))
+        if "safe_regex" in string:
+            match["regex"] = _map(string["safe_regex"], f"{path}.string_match.safe_regex", ("regex",), ("regex",))[
+                "regex"
+            ]
+        elif "exact" in string:
+            match["exact"] = string["exact"]
+        elif "prefix" in string:
+            match["prefix"] = string["prefix"]
+    elif "exact_match" in header:
+        match["exact"] = header["exact_match"]
+    elif "prefix_match" in header:
+        match["prefix"] = header["prefix_match"]
+    elif "safe_regex_match" in header:
+        match["regex"] = _map(header["safe_regex_match"], f"{path}.safe_regex_match", ("regex",), ("regex",))["regex"]
+    elif "present_match" in header:
+        match["present"] = header["present_match"]
+    else:
+        raise ConfigError(path, "expected string_match, present_match or a legacy *_match field")
+    return match
+
+
+def _route(value: object, path: str) -> dict[str, Any]:
+    route = _map(value, path, ("name", "match", "route"), ("match", "route"))
+    match = _map(route["match"], f"{path}.match", ("prefix", "headers"))
+    if match.get("prefix", "") not in ("", "/"):
+        raise ConfigError(f"{path}.match.prefix", 'only "" or "/" (these protocols have no paths)')
+    action = _map(route["route"], f"{path}.route", ("cluster", "timeout", "retry_policy", "hash_policy"), ("cluster",))
+    native: dict[str, Any] = {
+        "cluster": action["cluster"],
+        "match": [_header(h, f"{path}.match.headers[{i}]") for i, h in enumerate(match.get("headers", []))],
+    }
+    if "timeout" in action:
+        native["timeout"] = action["timeout"]
+    if "retry_policy" in action:
+        policy = _map(
+            action["retry_policy"],
+            f"{path}.route.retry_policy",
+            ("retry_on", "num_retries", "per_try_timeout", "retriable_status_codes"),
+        )
+        retry: dict[str, Any] = {"idempotent": True}  # Envoy retries what its policy names
+        if "retry_on" in policy:
+            kinds = []
+            for kind in str(policy["retry_on"]).split(","):
+                if kind.strip() not in _RETRY_ON:
+                    raise ConfigError(
+                        f"{path}.route.retry_policy.retry_on",
+                        f"{kind.strip()!r} is not supported ({', '.join(_RETRY_ON)})",
+                    )
+                kinds.append(_RETRY_ON[kind.strip()])
+            retry["retry_on"] = kinds
+        if "num_retries" in policy:
+            retry["attempts"] = int(policy["num_retries"]) + 1
+        if "retriable_status_codes" in policy:
+            retry["statuses"] = policy["retriable_status_codes"]
+        native["retry"] = retry
+        if "per_try_timeout" in policy:
+            native["per_try_timeout"] = policy["per_try_timeout"]
+    if "hash_policy" in action:
+        hashed = _one(action["hash_policy"], f"{path}.route.hash_policy")
+        header = _map(
+            _map(hashed, f"{path}.route.hash_policy[0]", ("header",), ("header",))["header"],
+            f"{path}.route.hash_policy[0].header",
+            ("header_name",),
+            ("header_name",),
+        )
+        native["hash_key"] = header["header_name"]
+    return native
+
+
+def _listener(value: object, path: str) -> dict[str, Any]:
+    listener = _map(value, path, ("name", "address", "filter_chains"), ("name", "address", "filter_chains"))
+    chain = _map(
+        _one(listener["filter_chains"], f"{path}.filter_chains"), f"{path}.filter_chains[0]", ("filters",), ("filters",)
+    )
+    fpath = f"{path}.filter_chains[0].filters[0]"
+    filter_ = _map(
+        _one(chain["filters"], f"{path}.filter_chains[0].filters"),
+        fpath,
+        ("name", "typed_config"),
+        ("name", "typed_config"),
+    )
+    if filter_["name"] != ENVOY_FILTER:
+        raise ConfigError(f"{fpath}.name", f"only {ENVOY_FILTER} is supported, got {filter_['name']!r}")
+    typed = _map(
+        filter_["typed_config"],
+        f"{fpath}.typed_config",
+        ("@type", "stat_prefix", "codec_config", "route_config"),
+        ("codec_config", "route_config"),
+    )
+    codec = _map(typed["codec_config"], f"{fpath}.typed_config.codec_config", ("name", "typed_config"), ("name",))
+    rpath = f"{fpath}.typed_config.route_config"
+    route_config = _map(typed["route_config"], rpath, ("name", "virtual_hosts"), ("virtual_hosts",))
+    routes: list[dict[str, Any]] = []
+    for i, host in enumerate(_seq(route_config["virtual_hosts"], f"{rpath}.virtual_hosts")):
+        vpath = f"{rpath}.virtual_hosts[{i}]"
+        vhost = _map(host, vpath, ("name", "domains", "routes"), ("routes",))
+        if vhost.get("domains", ["*"]) != ["*"]:
+            raise ConfigError(f"{vpath}.domains", 'only ["*"] (these protocols have no host names)')
+        routes += [_route(r, f"{vpath}.routes[{j}]") for j, r in enumerate(_seq(vhost["routes"], f"{vpath}.routes"))]
+    return {
+        "name": listener["name"],
+        "address": _socket_address(listener["address"], f"{path}.address"),
+        "protocol": codec["name"],
+        "routes": routes,
+    }
+
+
+def _cluster(value: object, path: str) -> dict[str, Any]:
+    cluster = _map(
+        value,
+        path,
+        (
+            "name",
+            "type",
+            "connect_timeout",
+            "lb_policy",
+            "load_assignment",
+            "circuit_breakers",
+            "outlier_detection",
+            "health_checks",
+        ),
+        ("name", "load_assignment"),
+    )
+    if cluster.get("type", "STATIC") != "STATIC":
+        raise ConfigError(f"{path}.type", "only STATIC clusters are supported")
+    native: dict[str, Any] = {"name": cluster["name"]}
+    if "connect_timeout" in cluster:
+        native["connect_timeout"] = cluster["connect_timeout"]
+    if "lb_policy" in cluster:
+        if cluster["lb_policy"] not in _LB:
+            raise ConfigError(f"{path}.lb_policy", f"expected one of {', '.join(_LB)}, got {cluster['lb_policy']!r}")
+        native["lb"] = _LB[cluster["lb_policy"]]
+    apath = f"{path}.load_assignment"
+    assignment = _map(cluster["load_assignment"], apath, ("cluster_name", "endpoints"), ("endpoints",))
+    endpoints = []
+    for i, group in enumerate(_seq(assignment["endpoints"], f"{apath}.endpoints")):
+        gpath = f"{apath}.endpoints[{i}]"
+        locality = _map(group, gpath, ("priority", "lb_endpoints", "locality"), ("lb_endpoints",))
+        for j, item in enumerate(_seq(locality["lb_endpoints"], f"{gpath}.lb_endpoints")):
+            epath = f"{gpath}.lb_endpoints[{j}]"
+            lb_endpoint = _map(item, epath, ("endpoint", "load_balancing_weight"), ("endpoint",))
+            endpoint = _map(lb_endpoint["endpoint"], f"{epath}.endpoint", ("address",), ("address",))
+            endpoints.append(
+                {
+                    "address": _socket_address(endpoint["address"], f"{epath}.endpoint.address"),
+                    "weight": lb_endpoint.get("load_balancing_weight", 1),
+                    "priority": locality.get("priority", 0),
+                }
+            )
+    native["endpoints"] = endpoints
+    if "circuit_breakers" in cluster:
+        cpath = f"{path}.circuit_breakers"
+        breakers = _map(cluster["circuit_breakers"], cpath, ("thresholds",), ("thresholds",))
+        thresholds = dict(
+            _map(
+                _one(breakers["thresholds"], f"{cpath}.thresholds"),
+                f"{cpath}.thresholds[0]",
+                ("priority", "max_connections", "max_pending_requests", "max_requests", "max_retries"),
+            )
+        )
+        if thresholds.pop("priority", "DEFAULT") != "DEFAULT":
+            raise ConfigError(f"{cpath}.thresholds[0].priority", "only DEFAULT")
+        native["circuit_breakers"] = thresholds
+    if "outlier_detection" in cluster:
+        outlier = _map(
+            cluster["outlier_detection"],
+            f"{path}.outlier_detection",
+            ("consecutive_5xx", "base_ejection_time", "max_ejection_time", "max_ejection_percent"),
+        )
+        native["outlier_detection"] = {
+            {"consecutive_5xx": "consecutive_failures"}.get(k, k): v for k, v in outlier.items()
+        }
+    if "health_checks" in cluster:
+        hpath = f"{path}.health_checks[0]"
+        check = _map(
+            _one(cluster["health_checks"], f"{path}.health_checks"),
+            hpath,
+            ("timeout", "interval", "unhealthy_threshold", "healthy_threshold", "tcp_health_check"),
+        )
+        native["health_check"] = {k: v for k, v in check.items() if k != "tcp_health_check"}
+        if "tcp_health_check" in check:
+            native["health_check"]["kind"] = "tcp"
+    return native
+
+
+def from_envoy(data: Mapping[str, Any]) -> ProxyConfig:
+    """The native configuration an Envoy bootstrap describes (see the module)."""
+    top = _map(data, "(top level)", ("static_resources", "admin"), ("static_resources",))
+    resources = _map(top["static_resources"], "static_resources", ("listeners", "clusters"), ("listeners", "clusters"))
+    native: dict[str, Any] = {
+        "listeners": [
+            _listener(v, f"static_resources.listeners[{i}]")
+            for i, v in enumerate(_seq(resources["listeners"], "static_resources.listeners"))
+        ],
+        "clusters": [
+            _cluster(v, f"static_resources.clusters[{i}]")
+            for i, v in enumerate(_seq(resources["clusters"], "static_resources.clusters"))
+        ],
+    }
+    if "admin" in top:
+        admin = _map(top["admin"], "admin", ("address",), ("address",))
+        native["admin"] = _socket_address(admin["address"], "admin.address")
+    try:
+        return parse_config(native)
+    except ConfigError as exc:
+        raise ConfigError(exc.path, f"{exc.problem} (in the native config made from the Envoy file)") from None

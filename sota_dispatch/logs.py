@@ -1,0 +1,77 @@
+"""Logging: the connection id on every line, a JSON format, the access log.
+
+Each dispatcher runs in its own task and puts its connection id in a
+context variable, so every log line written while serving that connection
+(by the library or by a protocol) carries it, with no logger plumbing. The
+JSON format writes one object per line for log shippers. The access log
+(``sota_dispatch.access``) is off unless a listener sets ``access_log``;
+nothing else logs per message at INFO.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+
+__all__ = ["ACCESS_LOG", "ACCESS_LOG_FORMAT", "ConnectionFilter", "JsonFormatter", "configure_logging", "connection_id"]
+
+#: The id of the connection the current task serves (None outside one).
+connection_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("sota_connection_id", default=None)
+
+#: The access log's logger; one INFO line per request when a listener asks.
+ACCESS_LOG = logging.getLogger("sota_dispatch.access")
+#: The default access log line (``str.format`` fields: listener, protocol,
+#: conn, cluster, endpoint, outcome, attempts, duration_ms, bytes).
+ACCESS_LOG_FORMAT = (
+    "{listener} {protocol} conn={conn} cluster={cluster} endpoint={endpoint} "
+    "outcome={outcome} attempts={attempts} duration_ms={duration_ms:.3f} bytes={bytes}"
+)
+
+_TEXT = "%(asctime)s %(levelname)s %(name)s%(conn_label)s: %(message)s"
+
+
+class ConnectionFilter(logging.Filter):
+    """Adds ``conn`` (the connection id or None) and ``conn_label`` to records;
+    a record that names its connection (``extra={"conn": ...}``) keeps it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        conn = getattr(record, "conn", None)
+        if conn is None:
+            conn = connection_id.get()
+        record.conn = conn
+        record.conn_label = "" if conn is None else f" [conn {conn}]"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, conn, and the
+    exception text when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        conn = getattr(record, "conn", None)
+        if conn is not None:
+            entry["conn"] = conn
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(level: str = "info", fmt: str = "text") -> None:
+    """Log to stderr at ``level`` in ``text`` or ``json`` (the CLI's setup)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ConnectionFilter())
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
