@@ -47,13 +47,17 @@ async def probe(address: str, check: HealthCheckConfig, hooks: ProxyHooks[Any] |
                     out = codec.data_to_send()
                     if out:
                         await stream.send(out)
-                request = hooks.health_probe(check.send)
+                request = hooks.health_probe(check.send, codec)
                 if request is None:
                     return True  # connected (and shook hands): all the protocol can tell
                 await stream.send(request)
-                while not frames:
+                while True:
                     frames = codec.feed(await stream.receive())
-                return hooks.health_probe_ok(frames[0])
+                    if frames:
+                        return hooks.health_probe_ok(frames[0])
+                    verdict = hooks.health_probe_verdict(codec)
+                    if verdict is not None:
+                        return verdict
         except (OSError, ProtocolError, anyio.EndOfStream, anyio.BrokenResourceError):
             return False
     return False

@@ -152,15 +152,21 @@ class ProxyHooks(Generic[F]):
         which gets a :attr:`Failure.CODEC_ERROR` reply."""
         return {}
 
-    def health_probe(self, send: str | None) -> bytes | None:
-        """A health-check request's bytes, sent once the upstream codec is
-        ready; ``send`` is the cluster's configured probe text, if any. None:
-        the protocol has no probe, so a connect (and handshake) is the check."""
+    def health_probe(self, send: str | None, codec: ProxyCodec[F]) -> bytes | None:
+        """A health-check request's bytes, sent once ``codec`` (the probe
+        connection's, handshake done) is ready; ``send`` is the cluster's
+        configured probe text, if any. None: the protocol has no probe for
+        this peer, so the connect (and handshake) is the check."""
         return None
 
     def health_probe_ok(self, frame: F) -> bool:
         """Whether the first frame answering :meth:`health_probe` is healthy."""
         return True
+
+    def health_probe_verdict(self, codec: ProxyCodec[F]) -> bool | None:
+        """A verdict the codec itself holds, for probes answered below the
+        frame level (a ZMTP PONG); None: wait for a frame."""
+        return None
 
     def error_reply(self, request: F, failure: Failure, detail: str = "") -> bytes:
         """The protocol's own error reply to ``request`` for ``failure``."""

@@ -42,6 +42,7 @@ from .dispatcher import ConnectionContext, Dispatcher
 from .errors import ProtocolError
 from .health import EndpointBreaker, OutlierDetector
 from .proxy_hooks import Failure, ProxyHooks
+from .reader import BufferedReader
 from .stats import ClusterStats
 
 if TYPE_CHECKING:
@@ -374,6 +375,11 @@ class UpstreamConnection(Dispatcher):
         config = pool.cluster.config
         context = ConnectionContext.for_stream(stream, protocol=pool.hooks.name, role="client", options=config.options)
         super().__init__(stream, context)
+        # This reader must never wait on a send before reading: an upstream
+        # busy writing answers to us while we wait to write requests to it
+        # would deadlock both (every client's requests with them). Requests
+        # leave through the flusher task instead.
+        self.reader = BufferedReader(stream, read_size=self.read_size)
         self.pool = pool
         self.hooks = pool.hooks
         self.codec = pool.hooks.upstream_codec(config.options, config.max_frame_size)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sota_dispatch import Failure, LimitExceeded, ProxyHooks
+from sota_dispatch import Failure, LimitExceeded, ProxyCodec, ProxyHooks
 
 from .query import parse_query, render_error
 
@@ -125,7 +125,7 @@ class SimpleLineHooks(ProxyHooks[bytes]):
         line = frame[:-2] if frame.endswith(b"\r\n") else frame[:-1]
         return {key: values[0] for key, values in parse_query(line).items()}
 
-    def health_probe(self, send: str | None) -> bytes | None:
+    def health_probe(self, send: str | None, codec: ProxyCodec[bytes]) -> bytes | None:
         """The configured query line (``health_check.send``), if any."""
         return None if send is None else send.encode() + b"\r\n"
 

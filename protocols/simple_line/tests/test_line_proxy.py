@@ -422,7 +422,7 @@ async def test_sigterm_drains_in_flight_requests_then_exits(anyio_backend: str) 
                 await c.send(b"hold=1")
                 await backend.wait_seen(1)
                 proc.process.send_signal(signal.SIGTERM)
-                await anyio.to_thread.run_sync(proc.wait_for_line, "draining", 10)
+                await anyio.to_thread.run_sync(proc.wait_for_line, "no longer accepting", 10)
                 with pytest.raises(OSError, match="connection attempts failed"):  # no longer accepting
                     await (await anyio.connect_tcp(proc.host, proc.port)).aclose()
                 backend.release.set()

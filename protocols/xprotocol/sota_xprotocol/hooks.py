@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
-from sota_dispatch import Failure, ProtocolError, ProxyHooks
+from sota_dispatch import Failure, ProtocolError, ProxyCodec, ProxyHooks
 
 from . import bolt, dubbo
 from .failures import bolt_error_reply, dubbo_error_reply
@@ -91,7 +91,7 @@ class BoltHooks(XProtocolHooks[bolt.BoltFrame]):
     def error_reply(self, request: bolt.BoltFrame, failure: Failure, detail: str = "") -> bytes:
         return bolt_error_reply(request, failure).encode()
 
-    def health_probe(self, send: str | None) -> bytes:
+    def health_probe(self, send: str | None, codec: ProxyCodec[bolt.BoltFrame]) -> bytes:
         """A bolt heartbeat (what MOSN's keepalive sends)."""
         return bolt.heartbeat_request(1).encode()
 
@@ -144,7 +144,7 @@ class DubboHooks(XProtocolHooks[dubbo.DubboFrame]):
     def error_reply(self, request: dubbo.DubboFrame, failure: Failure, detail: str = "") -> bytes:
         return dubbo_error_reply(request, failure, detail).encode()
 
-    def health_probe(self, send: str | None) -> bytes:
+    def health_probe(self, send: str | None, codec: ProxyCodec[dubbo.DubboFrame]) -> bytes:
         """A dubbo heartbeat event."""
         return dubbo.heartbeat_request(1).encode()
 

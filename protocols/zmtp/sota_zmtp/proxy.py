@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sota_dispatch import Failure, ProxyHooks
+from sota_dispatch import Failure, ProxyCodec, ProxyHooks
 
 from .engine import Limits, ZmtpEngine
 from .wire import SocketType, encode_message
@@ -128,6 +128,20 @@ class ZmtpHooks(ProxyHooks[Message]):
         envelope = len(_envelope(frame))
         body = frame[envelope] if envelope < len(frame) else b""
         return {"body": body.decode("utf-8", "replace"), "parts": str(len(frame))}
+
+    def health_probe(self, send: str | None, codec: ProxyCodec[Message]) -> bytes | None:
+        """A PING to a ZMTP 3.1 peer (older peers have none: the handshake
+        is the check)."""
+        assert isinstance(codec, ZmtpEngine)
+        if codec.version != (3, 1):
+            return None
+        codec.ping(0, b"health")
+        return codec.data_to_send()
+
+    def health_probe_verdict(self, codec: ProxyCodec[Message]) -> bool | None:
+        """Healthy once the PONG is in."""
+        assert isinstance(codec, ZmtpEngine)
+        return True if codec.pongs else None
 
     def error_reply(self, request: Message, failure: Failure, detail: str = "") -> bytes:
         return encode_message(zmtp_error_reply(request, failure, detail))

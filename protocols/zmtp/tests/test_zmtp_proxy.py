@@ -293,3 +293,32 @@ async def test_overflow_is_an_error_message_at_once() -> None:
         [b"error:timeout: no answer within 0.5s"],
         [b"queued", b"A"],  # sent once the slow one gave up its place
     ]
+
+
+async def test_zmtp_health_checks_ping_a_libzmq_peer() -> None:
+    """libzmq answers the check's PING with a PONG; a peer that accepts but
+    never completes the handshake fails its checks."""
+
+    async def mute(stream: SocketStream) -> None:
+        async with stream:
+            with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+                while True:
+                    await stream.receive()
+
+    with zmq_backend(zmq.ROUTER, router_echo(b"A")) as healthy:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+        silent = f"127.0.0.1:{listener.extra(SocketAttribute.local_port)}"
+        async with listener, anyio.create_task_group() as tg:
+            tg.start_soon(listener.serve, mute)
+            doc = document([healthy, silent])
+            doc["clusters"][0]["health_check"] = {"interval": "100ms", "timeout": "300ms", "unhealthy_threshold": 2}
+            async with running_proxy(parse_config(doc)) as proxy:
+                cluster = proxy.clusters["services"]
+                with anyio.fail_after(10):
+                    while cluster.stats.health_checks < 6:  # noqa: ASYNC110 - no event marks a health verdict
+                        await anyio.sleep(0.02)
+                assert [endpoint.address for endpoint in cluster.unhealthy] == [silent]
+                assert cluster.stats.health_check_failures == cluster.stats.health_checks // 2  # only the silent one
+                replies = await in_thread(lambda: [one_call(proxy.addresses["zmq"], [b"x%d" % i]) for i in range(4)])
+                assert replies == [[b"x%d" % i, b"A"] for i in range(4)]
+            tg.cancel_scope.cancel()
