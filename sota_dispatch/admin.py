@@ -140,7 +140,7 @@ class ProxyCollector:
             check_failures.add_metric([cluster.name], stats.health_check_failures)
             for endpoint in cluster.endpoints:
                 labels = [cluster.name, endpoint.address]
-                in_flight.add_metric(labels, cluster.endpoint_in_flight[endpoint])
+                in_flight.add_metric(labels, cluster.in_flight(endpoint))
                 if cluster.outliers is not None:
                     ejections.add_metric(labels, cluster.outliers.ejections.get(endpoint, 0))
                 if cluster.breakers is not None:

@@ -11,6 +11,7 @@ abandoned try is dropped because the try number no longer matches.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -112,7 +113,6 @@ class Exchange:
             self.endpoint = None
             cluster = self.route.cluster
             cluster.active_requests -= 1
-            cluster.endpoint_in_flight[endpoint] -= 1
             if self.is_retry:
                 cluster.active_retries -= 1
             if cluster.tracks_load:
@@ -190,7 +190,14 @@ class Exchange:
         if now is None:
             now = anyio.current_time()
         cluster = self.route.cluster
-        cluster.stats.ended(outcome, now - self.started)
+        elapsed = now - self.started
+        stats = cluster.stats  # inline: this runs once per request
+        outcomes = stats.outcomes
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        latency = stats.latency
+        latency.counts[bisect_left(latency.bounds, elapsed)] += 1
+        latency.total += elapsed
+        latency.count += 1
         downstream = self.downstream
         access_log = downstream.listener.config.access_log
         if access_log is not None:
@@ -203,7 +210,7 @@ class Exchange:
                     endpoint=self.tried[-1].address if self.tried else "-",
                     outcome=outcome,
                     attempts=self.attempt,
-                    duration_ms=(now - self.started) * 1000,
+                    duration_ms=elapsed * 1000,
                     bytes=len(data),
                 ),
                 extra={"conn": downstream.context.connection_id},  # the client's, not this task's
@@ -243,7 +250,6 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
         cluster.active_retries += 1
     if exchange.attempt > 1:
         cluster.stats.retries += 1
-    cluster.endpoint_in_flight[endpoint] += 1
     if cluster.tracks_load:
         cluster.try_started(endpoint)
     per_try = route.per_try_timeout

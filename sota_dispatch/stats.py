@@ -55,10 +55,6 @@ class ClusterStats:
         self.health_check_failures = 0
         self.latency = Histogram()
 
-    def ended(self, outcome: str, seconds: float) -> None:
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-        self.latency.observe(seconds)
-
 
 class ListenerStats:
     """What a listener's client connections did."""

@@ -107,7 +107,6 @@ class Cluster:
         self.stats = ClusterStats()
         #: Endpoints failing their active health checks: no traffic.
         self.unhealthy: set[Endpoint] = set()
-        self.endpoint_in_flight: dict[Endpoint, int] = dict.fromkeys(self.endpoints, 0)
         #: Whether try outcomes matter (a breaker or outlier detection is on).
         self.judged = self.breakers is not None or self.outliers is not None
 
@@ -191,7 +190,7 @@ class Cluster:
                     "priority": endpoint.priority,
                     "health": health,
                     "breaker": breaker,
-                    "in_flight": self.endpoint_in_flight[endpoint],
+                    "in_flight": self.in_flight(endpoint),
                 }
             )
         return {
@@ -202,6 +201,15 @@ class Cluster:
             "outcomes": dict(self.stats.outcomes),
             "endpoints": endpoints,
         }
+
+    def in_flight(self, endpoint: Endpoint) -> int:
+        """Requests sent to ``endpoint`` or waiting for a connection to it
+        (read from the pools, so the hot path keeps no extra count)."""
+        return sum(
+            len(pool.pending) + sum(c.load for c in pool.connections)
+            for (ep, _), pool in self._pools.items()
+            if ep == endpoint
+        )
 
     def pending_requests(self) -> int:
         return sum(len(pool.pending) for pool in self._pools.values())
