@@ -621,7 +621,7 @@ def _access_log(value: object, path: str) -> str:
     if value is True:
         return ACCESS_LOG_FORMAT
     text = _str(value, path)
-    fields = dict.fromkeys(("listener", "protocol", "conn", "cluster", "endpoint", "outcome", "bytes"), "x")
+    fields = dict.fromkeys(("listener", "protocol", "conn", "stream", "cluster", "endpoint", "outcome", "bytes"), "x")
     try:
         text.format(**fields, attempts=1, duration_ms=1.0)
     except (KeyError, ValueError, IndexError) as exc:

@@ -46,6 +46,7 @@ class Exchange:
         "reply",
         "route",
         "started",
+        "stream",
         "tried",
         "try_started",
         "upstream",
@@ -61,11 +62,14 @@ class Exchange:
         deadline: float,
         oneway: bool,
         started: float,
+        stream: int = 0,
     ) -> None:
         self.downstream = downstream
         self.frame = frame
         self.route = route
         self.started = started
+        #: The request's number on its client connection (in log lines).
+        self.stream = stream
         #: The hash balancer's key (the route's ``hash_key`` attribute).
         self.key = key
         self.deadline = deadline
@@ -81,6 +85,9 @@ class Exchange:
         self.done = False
         #: The reply, while an ordered client waits for earlier ones.
         self.reply: bytes | None = None
+
+    def _log_ids(self) -> dict[str, int]:
+        return {"conn": self.downstream.context.connection_id, "stream": self.stream}
 
     def live(self, attempt: int) -> bool:
         """Is try ``attempt`` the current one of an unfinished exchange?"""
@@ -168,14 +175,18 @@ class Exchange:
         if self.oneway:
             if not self.done:
                 self.done = True
-                log.debug("oneway request dropped: %s: %s", failure.value, detail)
+                log.debug("oneway request dropped: %s: %s", failure.value, detail, extra=self._log_ids())
             return
         hooks = self.downstream.hooks
         assert hooks is not None
         try:
             data = hooks.error_reply(self.frame, failure, detail)
         except Exception:  # a plugin's bug: no reply can be made, so the client learns from the close
-            log.exception("building the %s error reply failed; closing the client connection", failure.value)
+            log.exception(
+                "building the %s error reply failed; closing the client connection",
+                failure.value,
+                extra=self._log_ids(),
+            )
             self.abandon()
             self.downstream.close_soon()
             return
@@ -206,6 +217,7 @@ class Exchange:
                     listener=downstream.listener.name,
                     protocol=downstream.hooks.name if downstream.hooks is not None else "-",
                     conn=downstream.context.connection_id,
+                    stream=self.stream,
                     cluster=cluster.name,
                     endpoint=self.tried[-1].address if self.tried else "-",
                     outcome=outcome,
@@ -213,7 +225,7 @@ class Exchange:
                     duration_ms=elapsed * 1000,
                     bytes=len(data),
                 ),
-                extra={"conn": downstream.context.connection_id},  # the client's, not this task's
+                extra=self._log_ids(),  # the client's connection, not this task's
             )
         if self.upstream is not None or self.endpoint is not None:
             self._end_try(None)

@@ -1,4 +1,4 @@
-"""Logging: the connection id on every line, a JSON format, the access log.
+"""Logging: connection and stream ids on every line, a JSON format, the access log.
 
 Each dispatcher runs in its own task and puts its connection id in a
 context variable, so every log line written while serving that connection
@@ -24,9 +24,9 @@ connection_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("sota
 #: The access log's logger; one INFO line per request when a listener asks.
 ACCESS_LOG = logging.getLogger("sota_dispatch.access")
 #: The default access log line (``str.format`` fields: listener, protocol,
-#: conn, cluster, endpoint, outcome, attempts, duration_ms, bytes).
+#: conn, stream, cluster, endpoint, outcome, attempts, duration_ms, bytes).
 ACCESS_LOG_FORMAT = (
-    "{listener} {protocol} conn={conn} cluster={cluster} endpoint={endpoint} "
+    "{listener} {protocol} conn={conn} stream={stream} cluster={cluster} endpoint={endpoint} "
     "outcome={outcome} attempts={attempts} duration_ms={duration_ms:.3f} bytes={bytes}"
 )
 
@@ -34,15 +34,24 @@ _TEXT = "%(asctime)s %(levelname)s %(name)s%(conn_label)s: %(message)s"
 
 
 class ConnectionFilter(logging.Filter):
-    """Adds ``conn`` (the connection id or None) and ``conn_label`` to records;
-    a record that names its connection (``extra={"conn": ...}``) keeps it."""
+    """Adds ``conn`` (the connection id or None), ``stream`` (the request's
+    number on its connection, or None) and ``conn_label`` to records; a
+    record that names them (``extra={"conn": ..., "stream": ...}``, as the
+    proxy's lines about one request do) keeps its own."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         conn = getattr(record, "conn", None)
         if conn is None:
             conn = connection_id.get()
+        stream = getattr(record, "stream", None)
         record.conn = conn
-        record.conn_label = "" if conn is None else f" [conn {conn}]"
+        record.stream = stream
+        if conn is None:
+            record.conn_label = ""
+        elif stream is None:
+            record.conn_label = f" [conn {conn}]"
+        else:
+            record.conn_label = f" [conn {conn} stream {stream}]"
         return True
 
 
@@ -57,9 +66,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        conn = getattr(record, "conn", None)
-        if conn is not None:
-            entry["conn"] = conn
+        for key in ("conn", "stream"):
+            value = getattr(record, key, None)
+            if value is not None:
+                entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)

@@ -145,6 +145,7 @@ class ProxyConnection(Dispatcher):
         self._read_scope: anyio.CancelScope | None = None
         self._codec: ProxyCodec[Any] | None = None
         self._idle_timeout: float | None = None
+        self._streams = 0  # requests decoded so far (a request's number is its stream id)
         self._draining = False
 
     # -- life cycle -------------------------------------------------------------
@@ -281,6 +282,8 @@ class ProxyConnection(Dispatcher):
     # -- requests ---------------------------------------------------------------
 
     def _request(self, hooks: ProxyHooks[Any], frame: Any, now: float) -> None:
+        self._streams += 1
+        stream = self._streams
         if hooks.is_heartbeat(frame):
             if hooks.is_request(frame):
                 reply = hooks.heartbeat_reply(frame)
@@ -288,7 +291,7 @@ class ProxyConnection(Dispatcher):
                 self.writer.write(reply)
             return
         if not hooks.is_request(frame):
-            log.debug("conn %d: dropped a response frame from a client", self.context.connection_id)
+            log.debug("dropped a response frame from a client", extra={"stream": stream})
             return
         oneway = hooks.is_oneway(frame)
         attributes: Mapping[str, str] | None = None
@@ -312,7 +315,7 @@ class ProxyConnection(Dispatcher):
                 self._reply_now(hooks.error_reply(frame, Failure.CODEC_ERROR, str(exc)), Failure.CODEC_ERROR)
             return
         except Exception:  # a plugin's bug: this request fails, not the connection
-            log.exception("conn %d: reading the routing attributes failed", self.context.connection_id)
+            log.exception("reading the routing attributes failed", extra={"stream": stream})
             if not oneway:
                 self._reply_now(hooks.error_reply(frame, Failure.CODEC_ERROR), Failure.CODEC_ERROR)
             return
@@ -325,7 +328,7 @@ class ProxyConnection(Dispatcher):
         if own is not None and own < timeout:
             timeout = own
         deadline = now + timeout
-        exchange = Exchange(self, frame, chosen, key, deadline, oneway, now)
+        exchange = Exchange(self, frame, chosen, key, deadline, oneway, now, stream)
         if not oneway:
             self.in_flight += 1
             self._exchanges.add(exchange)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.anyio
 async def test_json_lines_carry_connection_ids_and_the_access_log_has_a_line_per_request(tmp_path: Path) -> None:
     async with backends("A") as up:
         document = config([up[0][1]])
-        document["listeners"][0]["access_log"] = "{listener} conn={conn} {cluster} {endpoint} {outcome} {attempts}"
+        document["listeners"][0]["access_log"] = "{listener} conn={conn} stream={stream} {cluster} {endpoint} {outcome}"
         document["listeners"][0]["options"] = {"max_line": 32}
         path = tmp_path / "proxy.yaml"
         path.write_text(yaml.safe_dump(document))
@@ -32,10 +32,12 @@ async def test_json_lines_carry_connection_ids_and_the_access_log_has_a_line_per
             assert proc.stop() == 0
         entries = [json.loads(line) for line in proc.stderr_lines]  # every line is one JSON object
         access = [e for e in entries if e["logger"] == "sota_dispatch.access"]
+        conn = access[0]["conn"]
         assert [e["message"] for e in access] == [
-            f"lines conn={access[0]['conn']} backends {up[0][1]} success 1",
-            f"lines conn={access[0]['conn']} backends {up[0][1]} success 1",
+            f"lines conn={conn} stream=1 backends {up[0][1]} success",
+            f"lines conn={conn} stream=2 backends {up[0][1]} success",
         ]
+        assert [(e["conn"], e["stream"]) for e in access] == [(conn, 1), (conn, 2)]
         [closed] = [e for e in entries if "LimitExceeded" in e["message"]]
         assert closed["conn"] == access[0]["conn"]  # the client connection's id, from the task's context
         assert closed["level"] == "info"
