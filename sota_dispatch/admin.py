@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
+import anyio
 import attrs
 from anyio.abc import ByteStream
 
@@ -40,6 +41,8 @@ __all__ = ["AdminConnection", "ProxyCollector", "config_json"]
 log = logging.getLogger(__name__)
 
 _LEVELS = ("debug", "info", "warning", "error", "critical")
+#: Seconds a client has to send its request head.
+HEAD_TIMEOUT = 5.0
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
 
@@ -161,10 +164,13 @@ class AdminConnection(Dispatcher):
 
     async def serve(self) -> None:
         try:
-            head = await self.reader.read_until(b"\r\n\r\n", max_bytes=8192)
+            with anyio.fail_after(HEAD_TIMEOUT):
+                head = await self.reader.read_until(b"\r\n\r\n", max_bytes=8192)
         except LimitExceeded:
             self._answer(400, "request head over 8 KiB\n")
             return
+        except TimeoutError:
+            return  # a client that sends no request in time is closed
         request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
         parts = request_line.split()
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):

@@ -71,7 +71,11 @@ async def run_health_checks(cluster: Cluster, hooks: ProxyHooks[Any] | None) -> 
     failures: dict[Endpoint, int] = dict.fromkeys(cluster.endpoints, 0)
 
     async def one(endpoint: Endpoint) -> None:
-        ok = await probe(endpoint.address, check, hooks, cluster.config.options)
+        try:
+            ok = await probe(endpoint.address, check, hooks, cluster.config.options)
+        except Exception:  # a plugin's bug fails the check, not the proxy
+            log.exception("cluster %s: the health check of %s failed", cluster.name, endpoint.address)
+            ok = False
         cluster.stats.health_checks += 1
         if ok:
             successes[endpoint] += 1

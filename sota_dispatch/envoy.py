@@ -22,6 +22,9 @@ sota-mesh reads Envoy's own files, so operators keep one format. The subset:
 
 Anything else is an error naming the field, never ignored. The result is
 the native document, validated by :func:`~sota_dispatch.parse_config`.
+Envoy's defaults are kept where they differ from the native ones: no
+retries without a ``retry_policy`` and one (two tries) without
+``num_retries``, a 5 s ``connect_timeout``, a 10 % ``max_ejection_percent``.
 """
 
 from __future__ import annotations
@@ -102,15 +105,26 @@ def _header(value: object, path: str) -> dict[str, Any]:
         ("name",),
     )
     match: dict[str, Any] = {"attribute": header["name"]}
+    kinds = [
+        k for k in ("string_match", "present_match", "exact_match", "prefix_match", "safe_regex_match") if k in header
+    ]
+    if len(kinds) != 1:
+        raise ConfigError(
+            path, f"expected exactly one of string_match, present_match or a legacy *_match, got {len(kinds)}"
+        )
     if "string_match" in header:
         string = _map(header["string_match"], f"{path}.string_match", ("exact", "prefix", "safe_regex"))
+        if len(string) != 1:
+            raise ConfigError(
+                f"{path}.string_match", f"expected exactly one of exact, prefix, safe_regex, got {len(string)}"
+            )
         if "safe_regex" in string:
             match["regex"] = _map(string["safe_regex"], f"{path}.string_match.safe_regex", ("regex",), ("regex",))[
                 "regex"
             ]
         elif "exact" in string:
             match["exact"] = string["exact"]
-        elif "prefix" in string:
+        else:
             match["prefix"] = string["prefix"]
     elif "exact_match" in header:
         match["exact"] = header["exact_match"]
@@ -118,10 +132,8 @@ def _header(value: object, path: str) -> dict[str, Any]:
         match["prefix"] = header["prefix_match"]
     elif "safe_regex_match" in header:
         match["regex"] = _map(header["safe_regex_match"], f"{path}.safe_regex_match", ("regex",), ("regex",))["regex"]
-    elif "present_match" in header:
-        match["present"] = header["present_match"]
     else:
-        raise ConfigError(path, "expected string_match, present_match or a legacy *_match field")
+        match["present"] = header["present_match"]
     return match
 
 
@@ -137,7 +149,9 @@ def _route(value: object, path: str) -> dict[str, Any]:
     }
     if "timeout" in action:
         native["timeout"] = action["timeout"]
-    if "retry_policy" in action:
+    if "retry_policy" not in action:
+        native["retry"] = {"attempts": 1}  # Envoy retries nothing without a policy
+    else:
         policy = _map(
             action["retry_policy"],
             f"{path}.route.retry_policy",
@@ -154,8 +168,10 @@ def _route(value: object, path: str) -> dict[str, Any]:
                     )
                 kinds.append(_RETRY_ON[kind.strip()])
             retry["retry_on"] = kinds
-        if "num_retries" in policy:
-            retry["attempts"] = int(policy["num_retries"]) + 1
+        retries = policy.get("num_retries", 1)  # Envoy's default
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigError(f"{path}.route.retry_policy.num_retries", f"expected an integer >= 0, got {retries!r}")
+        retry["attempts"] = retries + 1
         if "retriable_status_codes" in policy:
             retry["statuses"] = policy["retriable_status_codes"]
         native["retry"] = retry
@@ -193,7 +209,7 @@ def _listener(value: object, path: str) -> dict[str, Any]:
         ("@type", "stat_prefix", "codec_config", "route_config"),
         ("codec_config", "route_config"),
     )
-    codec = _map(typed["codec_config"], f"{fpath}.typed_config.codec_config", ("name", "typed_config"), ("name",))
+    codec = _map(typed["codec_config"], f"{fpath}.typed_config.codec_config", ("name",), ("name",))
     rpath = f"{fpath}.typed_config.route_config"
     route_config = _map(typed["route_config"], rpath, ("name", "virtual_hosts"), ("virtual_hosts",))
     routes: list[dict[str, Any]] = []
@@ -229,9 +245,7 @@ def _cluster(value: object, path: str) -> dict[str, Any]:
     )
     if cluster.get("type", "STATIC") != "STATIC":
         raise ConfigError(f"{path}.type", "only STATIC clusters are supported")
-    native: dict[str, Any] = {"name": cluster["name"]}
-    if "connect_timeout" in cluster:
-        native["connect_timeout"] = cluster["connect_timeout"]
+    native: dict[str, Any] = {"name": cluster["name"], "connect_timeout": cluster.get("connect_timeout", "5s")}
     if "lb_policy" in cluster:
         if cluster["lb_policy"] not in _LB:
             raise ConfigError(f"{path}.lb_policy", f"expected one of {', '.join(_LB)}, got {cluster['lb_policy']!r}")
@@ -274,7 +288,8 @@ def _cluster(value: object, path: str) -> dict[str, Any]:
             ("consecutive_5xx", "base_ejection_time", "max_ejection_time", "max_ejection_percent"),
         )
         native["outlier_detection"] = {
-            {"consecutive_5xx": "consecutive_failures"}.get(k, k): v for k, v in outlier.items()
+            "max_ejection_percent": 10,  # Envoy's default
+            **{{"consecutive_5xx": "consecutive_failures"}.get(k, k): v for k, v in outlier.items()},
         }
     if "health_checks" in cluster:
         hpath = f"{path}.health_checks[0]"
@@ -285,6 +300,8 @@ def _cluster(value: object, path: str) -> dict[str, Any]:
         )
         native["health_check"] = {k: v for k, v in check.items() if k != "tcp_health_check"}
         if "tcp_health_check" in check:
+            # Only the plain connect check: a send/receive payload is not supported.
+            _map(check["tcp_health_check"] or {}, f"{hpath}.tcp_health_check", ())
             native["health_check"]["kind"] = "tcp"
     return native
 

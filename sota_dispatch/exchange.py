@@ -35,6 +35,7 @@ class Exchange:
 
     __slots__ = (
         "attempt",
+        "breaker_generation",
         "deadline",
         "done",
         "downstream",
@@ -75,6 +76,7 @@ class Exchange:
         self.deadline = deadline
         self.oneway = oneway
         self.attempt = 0
+        self.breaker_generation = 0
         #: Whether the current try is a retry counted against max_retries.
         self.is_retry = False
         self.tried: list[Endpoint] = []
@@ -125,7 +127,8 @@ class Exchange:
             if cluster.tracks_load:
                 cluster.try_ended(endpoint, latency)
             if cluster.judged:
-                cluster.outcome(endpoint, None if failed is None else not failed, anyio.current_time())
+                ok = None if failed is None else not failed
+                cluster.outcome(endpoint, ok, anyio.current_time(), self.breaker_generation)
 
     def _may_retry(self, kind: str) -> bool:
         route = self.route
@@ -257,6 +260,8 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
     exchange.tried.append(endpoint)
     exchange.endpoint = endpoint
     exchange.try_started = now
+    if cluster.breakers is not None:
+        exchange.breaker_generation = cluster.breakers[endpoint].generation
     cluster.active_requests += 1
     if exchange.is_retry:  # set by the failed try that asked for this one
         cluster.active_retries += 1

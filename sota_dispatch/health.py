@@ -56,6 +56,9 @@ class EndpointBreaker:
         self.state = BreakerState.CLOSED
         #: How often it went to each state (the "counted" state changes).
         self.transitions: dict[BreakerState, int] = dict.fromkeys(BreakerState, 0)
+        #: Bumped by every state change: an outcome reported with an older
+        #: generation (a try let through before) changes nothing.
+        self.generation = 0
         self._consecutive = 0
         self._window_start = -math.inf
         self._requests = 0
@@ -66,6 +69,7 @@ class EndpointBreaker:
     def _move(self, state: BreakerState, now: float, why: str) -> None:
         log.warning("breaker %s: %s -> %s (%s)", self.name, self.state.value, state.value, why)
         self.state = state
+        self.generation += 1
         self.transitions[state] += 1
         self._consecutive = self._requests = self._failures = self._probes = 0
         self._window_start = now
@@ -93,14 +97,19 @@ class EndpointBreaker:
             return now - self._opened_at >= self.config.open_timeout
         return self._probes < self.config.half_open_requests
 
-    def release(self) -> None:
+    def release(self, generation: int | None = None) -> None:
         """A try :meth:`allow` let through ended without a verdict (the
         client left, the pool overflowed): a half-open probe goes back."""
+        if generation is not None and generation != self.generation:
+            return
         if self.state is BreakerState.HALF_OPEN and self._probes:
             self._probes -= 1
 
-    def record(self, ok: bool, now: float) -> None:
-        """The outcome of a try that :meth:`allow` let through."""
+    def record(self, ok: bool, now: float, generation: int | None = None) -> None:
+        """The outcome of a try that :meth:`allow` let through (in
+        ``generation``, if given: see :attr:`generation`)."""
+        if generation is not None and generation != self.generation:
+            return  # let through in another state: not this state's verdict
         config = self.config
         if self.state is BreakerState.HALF_OPEN:
             if ok:
@@ -148,6 +157,7 @@ class OutlierDetector:
         #: Ejections so far, per endpoint (the ejection time grows with it).
         self.ejections: dict[object, int] = {}
         self._consecutive: dict[object, int] = {}
+        self._returned: dict[object, float] = {}
 
     @property
     def cap(self) -> int:
@@ -163,16 +173,26 @@ class OutlierDetector:
         if now < until:
             return True
         del self.ejected[endpoint]
+        self._consecutive.pop(endpoint, None)  # a fresh count from its return
+        self._returned[endpoint] = now
         log.info("outlier %s: %s returns", self.name, endpoint)
         return False
 
     def record(self, endpoint: object, ok: bool, now: float) -> None:
+        if self.is_ejected(endpoint, now):
+            return  # answers to tries from before the ejection do not count
         if ok:
             self._consecutive.pop(endpoint, None)
+            returned = self._returned.get(endpoint)
+            if returned is not None and now - returned >= self.config.base_ejection_time:
+                # Healthy for a base ejection time since its return: the
+                # next ejection is one step shorter again (as in Envoy).
+                self.ejections[endpoint] = max(0, self.ejections.get(endpoint, 0) - 1)
+                self._returned[endpoint] = now
             return
         count = self._consecutive.get(endpoint, 0) + 1
         self._consecutive[endpoint] = count
-        if count < self.config.consecutive_failures or self.is_ejected(endpoint, now):
+        if count < self.config.consecutive_failures:
             return
         for other in list(self.ejected):
             self.is_ejected(other, now)  # let the expired ones go first

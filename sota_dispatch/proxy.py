@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 AUTO = "auto"
 #: Bytes read at most while detecting a connection's protocol.
 MAX_SNIFF = 64 * 1024
+#: Admin connections served at once (a scrape or a curl needs one).
+ADMIN_MAX_CONNECTIONS = 64
 
 
 def check_protocols(config: ProxyConfig) -> dict[str, ProtocolInfo | None]:
@@ -222,11 +224,11 @@ class ProxyConnection(Dispatcher):
                 # A handshake or first bytes, then every frame, must arrive
                 # within frame_timeout (no slowloris); a connection with
                 # nothing in flight may sit idle for idle_timeout.
-                deadline = math.inf
+                deadline, slow = math.inf, False
                 if frame_timeout is not None and not (got_bytes and codec.ready):
-                    deadline = connected + frame_timeout
+                    deadline, slow = connected + frame_timeout, True
                 elif frame_timeout is not None and frame_started is not None:
-                    deadline = frame_started + frame_timeout
+                    deadline, slow = frame_started + frame_timeout, True
                 elif self._idle_timeout is not None and not self.in_flight:
                     deadline = anyio.current_time() + self._idle_timeout
                 with anyio.CancelScope(deadline=deadline) as scope:
@@ -237,9 +239,9 @@ class ProxyConnection(Dispatcher):
                         at_eof = True
                 self._read_scope = None
                 if scope.cancelled_caught and not self._draining:
-                    if frame_started is not None or not (got_bytes and codec.ready):
+                    if slow:
                         raise ProtocolError(f"no complete request within {frame_timeout:g}s")
-                    log.debug("conn %d: idle for %gs; closing", self.context.connection_id, self._idle_timeout)
+                    log.debug("idle for %gs; closing", self._idle_timeout)
                     break
                 if not data:
                     break  # the end of input, or drain() ended the wait
@@ -249,20 +251,27 @@ class ProxyConnection(Dispatcher):
                 out = codec.data_to_send()
                 if out:
                     writer.write(out)
+                now = anyio.current_time()  # once per batch: a clock read costs ~1 µs
+                # A partial frame's clock starts with its first byte; bytes that
+                # complete nothing (a handshake in pieces) do not restart it.
+                if not codec.buffered:
+                    frame_started = None
+                elif frames or frame_started is None:
+                    frame_started = now
                 if frames:
                     stats.requests += len(frames)
-                    now = anyio.current_time()  # once per batch: a clock read costs ~1 µs
-                    frame_started = now if codec.buffered else None
                     for frame in frames:
                         self._request(hooks, frame, now)
                         if self.in_flight >= max_in_flight:  # the codec holds the rest meanwhile
                             await self._wait_in_flight(max_in_flight - 1)
                             now = anyio.current_time()
-                elif codec.buffered and frame_started is None:
-                    frame_started = anyio.current_time()
+                            if frame_started is not None:
+                                frame_started = now  # the proxy, not the client, was slow
                 codec.check()
                 if writer.pending >= writer.high_water:
                     await writer.flush()  # a client that does not read is not read from
+                    if frame_started is not None:
+                        frame_started = anyio.current_time()
         except ProtocolError:
             stats.decode_errors += 1
             # The requests before the bad bytes still get their answers,
@@ -437,7 +446,11 @@ class Proxy:
         self.addresses: dict[str, str] = {}
         #: The admin endpoint's bound ``HOST:PORT`` once serving (None: no admin).
         self.admin_address: str | None = None
-        self._admin = None if config.admin is None else Server(self._admin_connection, config.admin.address)
+        self._admin = (
+            None
+            if config.admin is None
+            else Server(self._admin_connection, config.admin.address, max_connections=ADMIN_MAX_CONNECTIONS)
+        )
         self._metrics: Any = None
         self._shutdown = False
 

@@ -157,15 +157,16 @@ class Cluster:
             return None  # its half-open probes are taken
         return endpoint
 
-    def outcome(self, endpoint: Endpoint, ok: bool | None, now: float) -> None:
+    def outcome(self, endpoint: Endpoint, ok: bool | None, now: float, generation: int | None = None) -> None:
         """A try on ``endpoint`` succeeded or failed (for breakers and
-        ejection); None: it ended without a verdict on the endpoint."""
+        ejection); None: it ended without a verdict on the endpoint.
+        ``generation``: the endpoint breaker's when the try was let through."""
         if ok is None:
             if self.breakers is not None:
-                self.breakers[endpoint].release()
+                self.breakers[endpoint].release(generation)
             return
         if self.breakers is not None:
-            self.breakers[endpoint].record(ok, now)
+            self.breakers[endpoint].record(ok, now, generation)
         if self.outliers is not None:
             self.outliers.record(endpoint, ok, now)
 
@@ -212,7 +213,8 @@ class Cluster:
         )
 
     def pending_requests(self) -> int:
-        return sum(len(pool.pending) for pool in self._pools.values())
+        """Requests waiting for a connection (not those that gave up meanwhile)."""
+        return sum(1 for pool in self._pools.values() for exchange, attempt in pool.pending if exchange.live(attempt))
 
     def connection_count(self) -> int:
         return sum(len(pool.connections) + pool.connecting for pool in self._pools.values())
@@ -306,8 +308,11 @@ class Pool:
         task_group = cluster.task_group
         if len(self.connections) + self.connecting >= self.max_connections or task_group is None:
             return
-        if cluster.connection_count() >= cluster.thresholds.max_connections:
-            return  # the cluster's threshold: requests wait for a connection to free up
+        if (self.connections or self.connecting) and cluster.connection_count() >= cluster.thresholds.max_connections:
+            # The cluster's threshold: requests wait for a connection to free
+            # up. A pool with none may always open one (as Envoy does), or a
+            # busy endpoint could starve another of connections for good.
+            return
         self.connecting += 1
         task_group.start_soon(self._connect, name=f"connect {self.endpoint.address}")
 

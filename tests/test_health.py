@@ -106,3 +106,43 @@ def test_a_probe_without_a_verdict_goes_back() -> None:
     breaker.release()  # e.g. the client left before the answer
     assert breaker.available(1.0)
     assert state_of(breaker) is BreakerState.HALF_OPEN
+
+
+def test_failures_reported_while_ejected_do_not_count_after_the_return() -> None:
+    detector = OutlierDetector(OutlierConfig(consecutive_failures=5, base_ejection_time=10), 3)
+    for _ in range(5):
+        detector.record("a", False, 0.0)
+    assert detector.is_ejected("a", 1.0)
+    for _ in range(20):  # answers to tries sent before the ejection
+        detector.record("a", False, 2.0)
+    assert not detector.is_ejected("a", 10.5)  # back
+    detector.record("a", False, 11.0)
+    assert not detector.is_ejected("a", 11.0)  # one failure is not five
+
+
+def test_the_ejection_time_shrinks_again_while_an_endpoint_stays_healthy() -> None:
+    detector = OutlierDetector(OutlierConfig(consecutive_failures=1, base_ejection_time=10, max_ejection_percent=50), 2)
+    detector.record("a", False, 0.0)  # ejected for 10 s
+    detector.record("a", True, 10.0)  # back at 10
+    detector.record("a", False, 11.0)  # ejected for 20 s (second ejection)
+    assert detector.ejected["a"] == 31.0
+    detector.record("a", True, 31.0)  # back at 31
+    detector.record("a", True, 41.0)  # healthy for a base time: one step back
+    detector.record("a", False, 42.0)
+    assert detector.ejected["a"] == 62.0  # 20 s again, not 30 s
+
+
+def test_an_outcome_from_before_the_breaker_opened_does_not_decide_the_probe() -> None:
+    breaker = EndpointBreaker(BreakerConfig(consecutive_failures=1, open_timeout=1, half_open_requests=1))
+    assert breaker.allow(0.0)
+    before = breaker.generation  # a try let through while closed, still out
+    breaker.record(False, 0.1, breaker.generation)
+    breaker.record(False, 0.2, breaker.generation)
+    assert state_of(breaker) is BreakerState.OPEN
+    assert breaker.allow(1.5)  # half-open: the one probe
+    breaker.release(before)  # the old try ends without a verdict: not the probe
+    assert not breaker.allow(1.6)
+    breaker.record(True, 1.7, before)  # nor does its success close the breaker
+    assert state_of(breaker) is BreakerState.HALF_OPEN
+    breaker.record(True, 1.8, breaker.generation)  # the probe's does
+    assert state_of(breaker) is BreakerState.CLOSED

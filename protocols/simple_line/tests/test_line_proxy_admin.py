@@ -11,8 +11,11 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from test_line_proxy import Client, backends, config
+from test_line_proxy_guards import closed_within, connect
 
-from sota_dispatch.testing import ServeProcess, serve_process
+import sota_dispatch.admin
+from sota_dispatch import parse_config
+from sota_dispatch.testing import ServeProcess, running_proxy, serve_process
 
 pytestmark = pytest.mark.anyio
 
@@ -120,3 +123,13 @@ def test_a_remote_admin_address_needs_allow_remote() -> None:
         parse_config(document)
     document["admin"]["allow_remote"] = True
     assert parse_config(document).admin is not None
+
+
+async def test_an_admin_client_that_sends_no_request_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sota_dispatch.admin, "HEAD_TIMEOUT", 0.3)
+    document = config(["127.0.0.1:1"])
+    document["admin"] = "127.0.0.1:0"
+    async with running_proxy(parse_config(document)) as proxy:
+        assert proxy.admin_address is not None
+        async with await connect(proxy.admin_address) as silent:
+            assert await closed_within(silent, 5) < 2

@@ -11,13 +11,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import attrs
 import pytest
+import yaml
 from test_line_proxy import Backend, Client
 
 from sota_dispatch import ConfigError, ProxyConfig, load_config
+from sota_dispatch.envoy import from_envoy
 from sota_dispatch.testing import running_proxy, serving
 
 pytestmark = pytest.mark.anyio
@@ -79,3 +82,64 @@ def test_what_the_envoy_subset_lacks_is_an_error_naming_the_field(tmp_path: Path
     path.write_text(text.replace("name: envoy.filters.network.generic_proxy", "name: envoy.filters.network.tcp_proxy"))
     with pytest.raises(ConfigError, match=r"filters\[0\]\.name: only envoy\.filters\.network\.generic_proxy"):
         load_config(path)
+
+
+def envoy_document(route: dict[str, Any], cluster: dict[str, Any] | None = None) -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load((EXAMPLES / "envoy.yaml").read_text())
+    listener = document["static_resources"]["listeners"][0]
+    typed = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    typed["route_config"]["virtual_hosts"][0]["routes"] = [{"match": {"prefix": ""}, "route": route}]
+    clusters = document["static_resources"]["clusters"]
+    clusters[:] = [{**clusters[0], "name": "c", **(cluster or {})}]
+    clusters[0]["lb_policy"] = "ROUND_ROBIN"
+    del document["admin"]
+    return document
+
+
+def test_envoys_own_defaults_are_kept() -> None:
+    config = from_envoy(envoy_document({"cluster": "c"}, {"outlier_detection": {"consecutive_5xx": 3}}))
+    [route] = config.listeners[0].routes
+    [cluster] = config.clusters
+    assert route.retry.attempts == 1  # no retry_policy: no retries
+    assert cluster.connect_timeout == 5.0
+    assert cluster.outlier_detection is not None
+    assert cluster.outlier_detection.max_ejection_percent == 10
+    config = from_envoy(envoy_document({"cluster": "c", "retry_policy": {"retry_on": "reset"}}))
+    assert config.listeners[0].routes[0].retry.attempts == 2  # num_retries defaults to 1
+
+
+@pytest.mark.parametrize(
+    ("route", "cluster", "message"),
+    [
+        (
+            {"cluster": "c", "retry_policy": {"num_retries": "two"}},
+            None,
+            r"routes\[0\]\.route\.retry_policy\.num_retries: expected an integer >= 0",
+        ),
+        (
+            {"cluster": "c"},
+            {"health_checks": [{"tcp_health_check": {"send": {"text": "00"}}}]},
+            r"tcp_health_check\.send",
+        ),
+    ],
+)
+def test_envoy_fields_outside_the_subset_are_named(
+    route: dict[str, Any], cluster: dict[str, Any] | None, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_envoy(envoy_document(route, cluster))
+
+
+def test_envoy_matchers_and_codec_options_are_not_half_read() -> None:
+    document = envoy_document({"cluster": "c"})
+    filters = document["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    filters["typed_config"]["codec_config"]["typed_config"] = {"max_line": 10}
+    with pytest.raises(ConfigError, match=r"codec_config\.typed_config: not supported"):
+        from_envoy(document)
+    document = envoy_document({"cluster": "c"})
+    routes = document["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    routes["route_config"]["virtual_hosts"][0]["routes"][0]["match"]["headers"] = [
+        {"name": "service", "string_match": {"exact": "a", "prefix": "b"}}
+    ]
+    with pytest.raises(ConfigError, match=r"string_match: expected exactly one of exact, prefix, safe_regex, got 2"):
+        from_envoy(document)

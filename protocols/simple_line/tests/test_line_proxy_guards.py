@@ -4,6 +4,7 @@ clients, and a client that never reads (the proxy's memory stays bounded)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,28 @@ async def test_a_client_that_never_reads_does_not_grow_the_proxys_memory(tmp_pat
             assert sent >= 1 << 20  # it did send more than the buffers hold
             assert peak - baseline < 64 << 10, (baseline, peak)
             assert proc.stop() == 0, "".join(proc.stderr_lines[-30:])
+
+
+async def test_the_frame_clock_stops_while_the_proxy_itself_holds_reading_back() -> None:
+    async with backends("A") as up:
+        document = limited(up[0][1], frame_timeout="300ms", max_in_flight=1)
+        async with proxy_for(document) as proxy, client(proxy) as c:
+            await c.send(b"hold=1", b"n=2")
+            await c.stream.send(b"n=")  # a partial third line, sent at once
+            await up[0][0].wait_seen(1)
+            await anyio.sleep(0.6)  # the proxy holds back (max_in_flight), well past the frame timeout
+            await c.stream.send(b"3\r\n")
+            up[0][0].release.set()
+            assert await c.replies(3) == [b"A:hold=1", b"A:n=2", b"A:n=3"]
+
+
+async def test_an_idle_client_with_a_partial_line_and_no_frame_timeout_is_closed_as_idle(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with backends("A") as up:
+        document = limited(up[0][1], frame_timeout=None, idle_timeout="300ms")
+        async with proxy_for(document) as proxy, await connect(proxy.addresses["lines"]) as stream:
+            await stream.send(b"n=")
+            assert await closed_within(stream, 5) < 2
+            assert proxy.listeners[0].stats.decode_errors == 0  # an idle close, not an error
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -16,6 +16,7 @@ import pytest
 from test_line_proxy import backends, client, config, free_port, proxy_for, tags
 
 from sota_dispatch.health import BreakerState, EndpointBreaker
+from sota_simple_line import SIMPLE_LINE_HOOKS
 
 pytestmark = pytest.mark.anyio
 
@@ -193,3 +194,27 @@ async def test_tcp_checks_find_an_endpoint_nobody_listens_on() -> None:
             assert [e.address for e in cluster.unhealthy] == [dead]
             assert cluster.stats.connect_failures == 0  # no request found it dead: the check did
             assert tags(await c.call(*(b"n=%d" % i for i in range(6)))) == [b"A"] * 6
+
+
+async def test_a_busy_endpoint_cannot_starve_another_of_connections() -> None:
+    async with backends("A", "B") as up:
+        endpoints = [{"address": up[0][1], "weight": 8}, {"address": up[1][1], "weight": 1}]
+        document = config(
+            endpoints, circuit_breakers={"max_connections": 2}, route={"timeout": "2s"}, pool={"mode": "exclusive"}
+        )
+        async with proxy_for(document) as proxy, client(proxy) as c:
+            replies = await c.call(*(b"n=%d" % i for i in range(18)))
+    assert set(tags(replies)) == {b"A", b"B"}  # B got its connection despite the cap
+
+
+async def test_a_plugin_bug_in_a_health_probe_fails_the_check_not_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: object, frame: bytes) -> bool:
+        raise UnicodeDecodeError("utf-8", frame, 0, 1, "a plugin bug")
+
+    monkeypatch.setattr(type(SIMPLE_LINE_HOOKS), "health_probe_ok", broken)
+    check = {"interval": "100ms", "send": "ping=1", "unhealthy_threshold": 1}
+    async with backends("A") as up, proxy_for(config([up[0][1]], health_check=check)) as proxy:
+        cluster = proxy.clusters["backends"]
+        await wait_for(lambda: bool(cluster.unhealthy))  # the check failed, the proxy lives
+        async with client(proxy) as c:
+            assert await c.call(b"n=1") == [NO_ENDPOINT]

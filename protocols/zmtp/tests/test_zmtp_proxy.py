@@ -322,3 +322,31 @@ async def test_zmtp_health_checks_ping_a_libzmq_peer() -> None:
                 replies = await in_thread(lambda: [one_call(proxy.addresses["zmq"], [b"x%d" % i]) for i in range(4)])
                 assert replies == [[b"x%d" % i, b"A"] for i in range(4)]
             tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("split", [True, False], ids=["greeting-in-pieces", "greeting-at-once"])
+async def test_a_client_idle_after_its_handshake_is_not_taken_for_a_slowloris(split: bool) -> None:
+    """libzmq sends its greeting in pieces: the handshake's partial bytes
+    must not leave a frame clock running once the handshake is done."""
+    mechanism = b"NULL".ljust(20, b"\0")
+    ready = b"\x05READY" + b"\x0bSocket-Type" + (6).to_bytes(4, "big") + b"DEALER"
+    signature, rest = (
+        b"\xff" + b"\0" * 8 + b"\x7f",
+        b"\x03\x01" + mechanism + b"\0" * 32 + b"\x04" + bytes([len(ready)]),
+    )
+    doc = document(["127.0.0.1:1"])
+    doc["listeners"][0]["limits"] = {"frame_timeout": "300ms", "idle_timeout": "30s"}
+    async with running_proxy(parse_config(doc)) as proxy:
+        host, _, port = proxy.addresses["zmq"].rpartition(":")
+        async with await anyio.connect_tcp(host, int(port)) as stream:
+            if split:
+                await stream.send(signature)
+                await stream.receive()  # the proxy's signature: it has read ours
+                await stream.send(rest + ready)
+            else:
+                await stream.send(signature + rest + ready)
+            received = b""
+            with anyio.move_on_after(1):  # three frame timeouts, idle
+                while True:
+                    received += await stream.receive()  # EndOfStream here would be the bug
+            assert b"READY" in received
