@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,18 @@ from sota_dispatch.serve import main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples" / "proxy").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def root_logging_restored() -> Iterator[None]:
+    """``main`` sets up logging as the CLI does: a handler on the ``sys.stderr``
+    of the moment, which here is pytest's capture file, closed after the test.
+    Left in place, every later test's log lines hit a closed file."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def minimal(**changes: Any) -> dict[str, Any]:

@@ -185,7 +185,7 @@ async def test_weighted_round_robin_splits_1000_requests_by_weight() -> None:
 
 @pytest.mark.parametrize("lb", ["ring_hash", "maglev"])
 async def test_consistent_hash_keeps_keys_and_moves_about_one_in_n(lb: str) -> None:
-    keys = [b"user=u%d" % i for i in range(300)]
+    keys = [b"user=u%d" % i for i in range(1000)]
     route = {"hash_key": "user"}
     async with backends("A", "B", "C", "D") as up:
         addresses = [a for _, a in up]
@@ -199,7 +199,11 @@ async def test_consistent_hash_keeps_keys_and_moves_about_one_in_n(lb: str) -> N
     moved = [k for k, b, a in zip(keys, before, after, strict=True) if b != a]
     on_removed = [k for k, b in zip(keys, before, strict=True) if b == b"D"]
     assert set(on_removed) <= set(moved)  # D's keys had to move
-    assert len(moved) / len(keys) <= 1 / 4 + 0.06, (len(moved), len(on_removed))  # and hardly any other
+    # ... and hardly any other: ring hash moves none, maglev under 0.5% (200 random port sets).
+    assert len(moved) - len(on_removed) <= len(keys) // 50, (len(moved), len(on_removed))
+    # D's own share is ~1/N; how close depends on where its random port hashes on the ring
+    # (20-31% over 200 port sets with 160 virtual nodes), so the bound is loose on purpose.
+    assert 0.15 <= len(on_removed) / len(keys) <= 0.35, len(on_removed)
 
 
 async def test_routes_match_attributes_first_match_wins() -> None:
