@@ -55,6 +55,7 @@ from .errors import (
 )
 from .health import BreakerConfig, BreakerState, EndpointBreaker, OutlierConfig, OutlierDetector
 from .multiplexer import PendingStream, StreamMultiplexer
+from .outbox import Outbox
 from .proxy import Proxy, ProxyConnection
 from .proxy_hooks import Failure, PoolMode, ProxyCodec, ProxyHooks
 from .reader import BufferedReader
@@ -104,6 +105,7 @@ __all__ = [
     "Match",
     "MatchConfig",
     "ModuloHash",
+    "Outbox",
     "OutlierConfig",
     "OutlierDetector",
     "PendingStream",

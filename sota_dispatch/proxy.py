@@ -32,6 +32,7 @@ from .config import ClusterConfig, ConfigError, ListenerConfig, ProxyConfig
 from .dispatcher import ConnectionContext, Dispatcher
 from .errors import ProtocolError, SotaError
 from .exchange import Exchange, start_try
+from .outbox import Outbox
 from .proxy_hooks import Failure, ProxyCodec, ProxyHooks
 from .registry import Match, ProtocolInfo, available_protocols, get_protocol
 from .routing import Route
@@ -211,6 +212,7 @@ class ProxyConnection(Dispatcher):
         writer.write(codec.data_to_send())
         max_in_flight = limits.max_in_flight
         stats = self.listener.stats
+        outbox = self.listener.proxy.outbox
         frame_timeout, self._idle_timeout = limits.frame_timeout, limits.idle_timeout
         connected = anyio.current_time()
         frame_started: float | None = None  # when the partial frame in the codec began
@@ -260,13 +262,21 @@ class ProxyConnection(Dispatcher):
                     frame_started = now
                 if frames:
                     stats.requests += len(frames)
-                    for frame in frames:
-                        self._request(hooks, frame, now)
-                        if self.in_flight >= max_in_flight:  # the codec holds the rest meanwhile
-                            await self._wait_in_flight(max_in_flight - 1)
-                            now = anyio.current_time()
-                            if frame_started is not None:
-                                frame_started = now  # the proxy, not the client, was slow
+                    outbox.begin()  # each upstream written to gets one send, at the end
+                    try:
+                        for frame in frames:
+                            self._request(hooks, frame, now)
+                            if self.in_flight >= max_in_flight:  # the codec holds the rest meanwhile
+                                outbox.end()  # a batch never spans an await
+                                try:
+                                    await self._wait_in_flight(max_in_flight - 1)
+                                finally:
+                                    outbox.begin()
+                                now = anyio.current_time()
+                                if frame_started is not None:
+                                    frame_started = now  # the proxy, not the client, was slow
+                    finally:
+                        outbox.end()
                 codec.check()
                 if writer.pending >= writer.high_water:
                     await writer.flush()  # a client that does not read is not read from
@@ -400,7 +410,7 @@ class ProxyConnection(Dispatcher):
             self.in_flight -= 1
             self._woken()
             self.writer.write(data)
-        self.flush_soon()
+        self.listener.proxy.outbox.add(self)
 
 
 class Listener:
@@ -441,7 +451,9 @@ class Proxy:
         self.config = config
         protocols = check_protocols(config)
         self.timers = TimerQueue()
-        self.clusters = {c.name: Cluster(c) for c in config.clusters}
+        #: Connections written to during a batch, flushed at its end.
+        self.outbox = Outbox()
+        self.clusters = {c.name: Cluster(c, outbox=self.outbox) for c in config.clusters}
         self.listeners = [Listener(c, self, protocols[c.name]) for c in config.listeners]
         self.addresses: dict[str, str] = {}
         #: The admin endpoint's bound ``HOST:PORT`` once serving (None: no admin).

@@ -41,6 +41,7 @@ from .config import HASH_BALANCERS, ClusterConfig
 from .dispatcher import ConnectionContext, Dispatcher
 from .errors import ProtocolError
 from .health import EndpointBreaker, OutlierDetector
+from .outbox import Outbox
 from .proxy_hooks import Failure, ProxyHooks
 from .reader import BufferedReader
 from .stats import ClusterStats
@@ -73,8 +74,12 @@ class Cluster:
     """A cluster at run time: balancer, endpoint health, one pool per
     endpoint and protocol."""
 
-    def __init__(self, config: ClusterConfig, task_group: TaskGroup | None = None) -> None:
+    def __init__(
+        self, config: ClusterConfig, task_group: TaskGroup | None = None, *, outbox: Outbox | None = None
+    ) -> None:
         self.config = config
+        #: Where upstream connections written to during a batch are noted.
+        self.outbox = Outbox() if outbox is None else outbox
         self.name = config.name
         self.endpoints = tuple(Endpoint(e.address, e.weight, e.priority) for e in config.endpoints)
         self.balancer = _BALANCERS[config.lb](self.endpoints)
@@ -429,7 +434,7 @@ class UpstreamConnection(Dispatcher):
             if not exchange.oneway:
                 self.in_order.append((exchange, attempt))
         self.writer.write(data)
-        self.flush_soon()
+        self.pool.cluster.outbox.add(self)
         if exchange.oneway:
             exchange.sent_oneway()
         else:
@@ -478,15 +483,24 @@ class UpstreamConnection(Dispatcher):
                 raise ProtocolError("no handshake within the connect timeout") from None
             self.ready = self.was_ready = True
             self.pool.ready(self)
+            outbox = self.pool.cluster.outbox
             if frames:
-                self._responses(frames)
+                outbox.begin()
+                try:
+                    self._responses(frames)
+                finally:
+                    outbox.end()
             while True:
                 frames = codec.feed(await reader.read_some())
                 out = codec.data_to_send()
                 if out:
                     writer.write(out)
                 if frames:
-                    self._responses(frames)
+                    outbox.begin()  # the clients answered leave with one send each, from here
+                    try:
+                        self._responses(frames)
+                    finally:
+                        outbox.end()
                 codec.check()
         except BaseException as exc:
             error = exc
@@ -501,7 +515,7 @@ class UpstreamConnection(Dispatcher):
             if hooks.is_heartbeat(response):
                 if hooks.is_request(response):
                     self.writer.write(hooks.heartbeat_reply(response))
-                    self.flush_soon()
+                    self.pool.cluster.outbox.add(self)
                 continue
             if self.multiplexed:
                 upstream_id = hooks.response_id(response)

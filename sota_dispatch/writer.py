@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import ByteSendStream
 
+from .nowait import nowait_sender
+
 if TYPE_CHECKING:
     from .reader import BufferedReader
 
@@ -36,7 +38,7 @@ class BufferedWriter:
     something else).
     """
 
-    __slots__ = ("_defer_hook", "_high_water", "_lock", "_parts", "_reader", "_size", "_stream")
+    __slots__ = ("_defer_hook", "_high_water", "_lock", "_nowait", "_parts", "_reader", "_size", "_stream")
 
     def __init__(
         self,
@@ -54,6 +56,7 @@ class BufferedWriter:
         self._lock = anyio.Lock(fast_acquire=True)
         self._reader = reader
         self._defer_hook: Callable[[], None] | None = None
+        self._nowait = nowait_sender(stream)
 
     @property
     def pending(self) -> int:
@@ -102,6 +105,33 @@ class BufferedWriter:
                 self._parts = []
                 self._size = 0
                 await self._stream.send(data)
+
+    def flush_nowait(self) -> bool:
+        """Hand what is queued to the socket now, without waiting or yielding;
+        True when nothing is left queued.
+
+        For a task flushing *another* connection's writer at the end of its
+        batch: when the socket cannot take it all now (or a :meth:`flush` is
+        under way, or the stream has no non-blocking send, see
+        :mod:`sota_dispatch.nowait`), the rest stays queued for the ordinary
+        :meth:`flush`, so a slow peer never blocks the caller.
+        """
+        parts = self._parts
+        if not parts:
+            return True
+        send = self._nowait
+        if send is None or self._lock.locked():
+            return False
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        sent = send(data)
+        if sent == len(data):
+            self._parts = []
+            self._size = 0
+            return True
+        rest = data[sent:] if sent else data
+        self._parts = [rest]
+        self._size = len(rest)
+        return False
 
     async def send(self, data: bytes) -> None:
         """Queue ``data`` and send it with whatever else is queued.

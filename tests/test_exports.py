@@ -14,6 +14,7 @@ PUBLIC = {
     "BreakerConfig",
     "BreakerState",
     "EndpointBreaker",
+    "Outbox",
     "OutlierConfig",
     "OutlierDetector",
     "ClusterConfig",

@@ -1,0 +1,66 @@
+"""Connections written to during one batch, flushed together at its end.
+
+A proxy task handling a batch (a client's read batch of requests, an
+upstream's read batch of answers) writes into *other* connections' writers.
+Waking each of those connections' flusher tasks costs two task switches per
+hop; instead the batch notes every connection it wrote to, and at the end
+of the batch hands each one's bytes to its socket directly when the socket
+takes them now (:meth:`~sota_dispatch.BufferedWriter.flush_nowait`): still
+one send per connection per batch, and no switch. What a socket cannot take
+now is left to that connection's flusher, so a slow peer never blocks the
+batch. Outside a batch, a write is flushed the ordinary way
+(:meth:`~sota_dispatch.Dispatcher.flush_soon`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .dispatcher import Dispatcher
+
+__all__ = ["Outbox"]
+
+
+class Outbox:
+    """Collects connections to flush at the end of the current batch.
+
+    A batch is the synchronous stretch between :meth:`begin` and :meth:`end`:
+    it must not await (another task could then add to a batch nobody ends
+    until it resumes), so a batch that has to wait ends first and begins
+    again after. Batches nest (only the outermost end flushes).
+    """
+
+    __slots__ = ("_depth", "_dirty")
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._dirty: dict[Dispatcher, None] = {}
+
+    def add(self, connection: Dispatcher) -> None:
+        """``connection``'s writer holds bytes to send: at the end of the
+        batch, or soon if no batch is under way."""
+        if self._depth:
+            self._dirty[connection] = None
+        else:
+            connection.flush_soon()
+
+    def begin(self) -> None:
+        self._depth += 1
+
+    def end(self) -> None:
+        # Never below zero, even if an end() raised and its caller's finally
+        # ends again: a negative depth would hold writes for good.
+        self._depth = max(self._depth - 1, 0)
+        if self._depth:
+            return
+        dirty = self._dirty
+        while dirty:  # flushing may write more (a pool's queue moving on)
+            self._dirty = {}
+            self._depth += 1
+            try:
+                for connection in dirty:
+                    connection.flush_now()
+            finally:
+                self._depth -= 1
+            dirty = self._dirty

@@ -1,0 +1,195 @@
+"""Sending without waiting: BufferedWriter.flush_nowait over real TCP, and the
+proxy's Outbox that flushes every connection written to at the end of a batch."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import anyio
+import pytest
+from anyio.abc import SocketStream
+
+from sota_dispatch import BufferedWriter
+from sota_dispatch.dispatcher import Dispatcher
+from sota_dispatch.nowait import nowait_sender
+from sota_dispatch.outbox import Outbox
+from sota_dispatch.testing import memory_stream_pair
+
+pytestmark = pytest.mark.anyio
+
+
+@asynccontextmanager
+async def tcp_pair() -> AsyncIterator[tuple[SocketStream, SocketStream]]:
+    """Two ends of one real loopback TCP connection."""
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    async with listener:
+        port = listener.extra(anyio.abc.SocketAttribute.local_port)
+        accepted: list[SocketStream] = []
+
+        async def accept() -> None:
+            accepted.append(await listener.listeners[0].accept())  # type: ignore[attr-defined]
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(accept)
+            near = await anyio.connect_tcp("127.0.0.1", port)
+        async with near, accepted[0] as far:
+            yield near, far
+
+
+async def receive_exactly(stream: SocketStream, size: int) -> bytes:
+    data = bytearray()
+    with anyio.fail_after(10):
+        while len(data) < size:
+            data += await stream.receive()
+    return bytes(data)
+
+
+async def test_flush_nowait_hands_everything_to_the_socket_from_the_calling_task() -> None:
+    async with tcp_pair() as (near, far):
+        assert nowait_sender(near) is not None
+        writer = BufferedWriter(near)
+        writer.writelines([b"one ", b"two ", b"three"])
+        assert writer.flush_nowait() is True
+        assert writer.pending == 0
+        assert writer.flush_nowait() is True  # nothing queued: nothing to do
+        assert await receive_exactly(far, 13) == b"one two three"
+
+
+async def test_a_full_socket_keeps_the_rest_queued_and_flush_sends_it_in_order() -> None:
+    chunk = 64 * 1024
+    async with tcp_pair() as (near, far):
+        writer = BufferedWriter(near, high_water=1 << 30)
+        written = 0
+        # The peer reads nothing: the kernel's buffers (a few MiB) fill up and
+        # flush_nowait stops short, never blocking.
+        for i in range(4096):
+            writer.write(bytes([i % 251]) * chunk)
+            written += chunk
+            if not writer.flush_nowait():
+                break
+        else:
+            pytest.fail("256 MiB went out without the peer reading")
+        assert 0 < writer.pending <= written
+        writer.write(b"end")
+        written += 3
+        assert writer.flush_nowait() is False  # still full: still queued, no error
+        received = bytearray()
+
+        async def read_all() -> None:
+            received.extend(await receive_exactly(far, written))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_all)
+            with anyio.fail_after(10):
+                await writer.flush()
+        assert writer.pending == 0
+    expected = b"".join(bytes([i % 251]) * chunk for i in range((written - 3) // chunk)) + b"end"
+    assert bytes(received) == expected
+
+
+async def test_flush_nowait_after_send_eof_leaves_the_bytes_queued_and_raises_nothing() -> None:
+    async with tcp_pair() as (near, _far):
+        await near.send_eof()
+        writer = BufferedWriter(near)
+        writer.write(b"too late")
+        assert writer.flush_nowait() is False
+        assert writer.pending == len(b"too late")
+
+
+async def test_flush_nowait_never_overtakes_a_flush_under_way() -> None:
+    async with tcp_pair() as (near, far):
+        writer = BufferedWriter(near)
+        # A flush holds the writer's lock while its send waits (a full socket):
+        # bytes written meanwhile must not go out ahead of the batch it sends.
+        async with writer._lock:
+            writer.write(b"later")
+            assert writer.flush_nowait() is False
+            assert writer.pending == len(b"later")
+        assert writer.flush_nowait() is True
+        assert await receive_exactly(far, 5) == b"later"
+
+
+async def test_streams_without_a_nowait_sender_keep_their_bytes_for_flush() -> None:
+    a, b = memory_stream_pair()
+    assert nowait_sender(b) is None
+    writer = BufferedWriter(b)
+    assert writer.flush_nowait() is True
+    writer.write(b"kept")
+    assert writer.flush_nowait() is False
+    await writer.flush()
+    assert await a.receive() == b"kept"
+
+
+# -- the outbox ----------------------------------------------------------------
+
+
+class Recorder:
+    """Stands in for a connection: records which flush the outbox asked for."""
+
+    def __init__(self, outbox: Outbox | None = None, then: Recorder | None = None) -> None:
+        self.calls: list[str] = []
+        self._outbox, self._then = outbox, then
+
+    def flush_soon(self) -> None:
+        self.calls.append("soon")
+
+    def flush_now(self) -> None:
+        self.calls.append("now")
+        if self._outbox is not None and self._then is not None:
+            self._outbox.add(cast(Dispatcher, self._then))  # flushing wrote to another connection
+
+
+def conn(recorder: Recorder) -> Any:
+    return cast(Dispatcher, recorder)
+
+
+def test_outside_a_batch_a_write_is_flushed_soon() -> None:
+    outbox, a = Outbox(), Recorder()
+    outbox.add(conn(a))
+    assert a.calls == ["soon"]
+
+
+def test_a_batch_flushes_each_connection_once_at_its_end() -> None:
+    outbox, a, b = Outbox(), Recorder(), Recorder()
+    outbox.begin()
+    for _ in range(100):
+        outbox.add(conn(a))
+    outbox.add(conn(b))
+    assert a.calls == b.calls == []
+    outbox.end()
+    assert a.calls == b.calls == ["now"]
+    outbox.begin()
+    outbox.end()
+    assert a.calls == ["now"]  # a batch that wrote nothing flushes nothing
+
+
+def test_only_the_outermost_end_flushes() -> None:
+    outbox, a = Outbox(), Recorder()
+    outbox.begin()
+    outbox.begin()
+    outbox.add(conn(a))
+    outbox.end()
+    assert a.calls == []
+    outbox.end()
+    assert a.calls == ["now"]
+
+
+def test_writes_made_while_flushing_go_out_in_the_same_end() -> None:
+    outbox = Outbox()
+    b = Recorder()
+    a = Recorder(outbox, then=b)
+    outbox.begin()
+    outbox.add(conn(a))
+    outbox.end()
+    assert (a.calls, b.calls) == (["now"], ["now"])
+    outbox.add(conn(b))
+    assert b.calls == ["now", "soon"]  # and the batch is over
+
+
+def test_an_extra_end_never_holds_later_writes() -> None:
+    outbox, a = Outbox(), Recorder()
+    outbox.end()  # e.g. a caller's finally after an end() that raised
+    outbox.add(conn(a))
+    assert a.calls == ["soon"]
