@@ -32,6 +32,8 @@ __all__ = [
     "Hessian2Error",
     "HessianObject",
     "NeedMoreData",
+    "Reader",
+    "SkippedReference",
     "TypedMap",
     "decode",
     "decode_all",
@@ -120,7 +122,16 @@ class _Decoder:
         while tag == 0x43:  # C: class definitions precede the value they serve
             self.class_def()
             tag = self.byte()
-        if tag <= 0x1F or 0x30 <= tag <= 0x33 or tag in (0x52, 0x53):  # string
+        if tag <= 0x1F:  # a short string: most of a Dubbo call; ASCII is one slice
+            pos = self.pos
+            stop = pos + tag
+            if stop <= self.end:
+                chunk = self.data[pos:stop]
+                if chunk.isascii():
+                    self.pos = stop
+                    return chunk.decode("ascii")
+            return self.string(tag)
+        if 0x30 <= tag <= 0x33 or tag in (0x52, 0x53):  # string
             return self.string(tag)
         if 0x80 <= tag <= 0xBF:
             return tag - 0x90
@@ -347,7 +358,181 @@ class _Decoder:
         index = self.int_value()
         if not 0 <= index < len(self.refs):
             raise Hessian2Error(f"back reference {index} with {len(self.refs)} values to refer to")
-        return self.refs[index]
+        value = self.refs[index]
+        if value is _SKIPPED:
+            raise SkippedReference(f"back reference {index} to a value that was skipped, not decoded")
+        return value
+
+    # -- skipping ------------------------------------------------------------------
+    # Walking over a value costs a fraction of decoding it (no strings, lists
+    # or dicts are built) and keeps the tables later values refer to: class
+    # definitions and type names as decoded, the reference table's length
+    # with a placeholder per skipped list, map or object.
+
+    def skip(self) -> None:
+        tag = self.byte()
+        while tag == 0x43:
+            self.class_def()
+            tag = self.byte()
+        if tag <= 0x1F:  # a short string
+            self.skip_units(tag)
+            return
+        extra = _SCALAR_SIZES.get(tag)
+        if extra is not None:
+            if extra:
+                if self.pos + extra > self.end:
+                    raise NeedMoreData
+                self.pos += extra
+        elif tag <= 0x1F or 0x30 <= tag <= 0x33 or tag in (0x52, 0x53):
+            self.skip_string(tag)
+        elif 0x20 <= tag <= 0x2F or 0x34 <= tag <= 0x37 or tag in (0x41, 0x42):
+            self.skip_binary(tag)
+        elif 0x70 <= tag <= 0x7F or 0x55 <= tag <= 0x58:
+            self.skip_list(tag)
+        elif tag in (0x48, 0x4D):
+            if tag == 0x4D:
+                self.type_name()
+            self.refs.append(_SKIPPED)
+            while self.peek() != 0x5A:
+                self.skip_nested()
+                self.skip_nested()
+            self.pos += 1
+        elif 0x60 <= tag <= 0x6F or tag == 0x4F:
+            index = tag - 0x60 if tag != 0x4F else self.int_value()
+            if not 0 <= index < len(self.classes):
+                raise Hessian2Error(f"object of class {index} with {len(self.classes)} classes defined")
+            self.refs.append(_SKIPPED)
+            for _ in self.classes[index].fields:
+                self.skip_nested()
+        elif tag == 0x51:
+            index = self.int_value()
+            if not 0 <= index < len(self.refs):
+                raise Hessian2Error(f"back reference {index} with {len(self.refs)} values to refer to")
+        else:
+            raise Hessian2Error(f"unknown Hessian 2 tag 0x{tag:02x} at offset {self.pos - 1}")
+
+    def skip_nested(self) -> None:
+        self.depth += 1
+        if self.depth > self.max_depth:
+            raise Hessian2Error(f"nesting deeper than {self.max_depth}")
+        self.skip()
+        self.depth -= 1
+
+    def skip_string(self, tag: int) -> None:
+        total = 0
+        while True:
+            if tag <= 0x1F:
+                units, final = tag, True
+            elif tag <= 0x33:
+                units, final = ((tag - 0x30) << 8) + self.byte(), True
+            else:
+                units, final = _U16.unpack(self.take(2))[0], tag == 0x53
+                if not final and units == 0:
+                    raise Hessian2Error("empty non-final string chunk")
+            self.skip_units(units)
+            total += units
+            if final:
+                return
+            tag = self.byte()
+            if not (tag <= 0x1F or 0x30 <= tag <= 0x33 or tag in (0x52, 0x53)):
+                raise Hessian2Error(f"string chunk followed by tag 0x{tag:02x}")
+            if total > self.max_length:
+                raise Hessian2Error(f"string longer than {self.max_length}")
+
+    def skip_units(self, units: int) -> None:
+        data, pos, end = self.data, self.pos, self.end
+        stop = pos + units
+        if stop <= end and data[pos:stop].isascii():
+            self.pos = stop
+            return
+        counted = 0
+        while counted < units:
+            if pos >= end:
+                raise NeedMoreData
+            lead = data[pos]
+            if lead < 0x80:
+                pos += 1
+            elif 0xC0 <= lead < 0xE0:
+                pos += 2
+            elif 0xE0 <= lead < 0xF0:
+                pos += 3
+            elif 0xF0 <= lead < 0xF8:
+                pos += 4
+                counted += 1
+            else:
+                raise Hessian2Error(f"invalid UTF-8 lead byte 0x{lead:02x} in a string")
+            counted += 1
+        if pos > end:
+            raise NeedMoreData
+        self.pos = pos
+
+    def skip_binary(self, tag: int) -> None:
+        total = 0
+        while True:
+            if 0x20 <= tag <= 0x2F:
+                size, final = tag - 0x20, True
+            elif 0x34 <= tag <= 0x37:
+                size, final = ((tag - 0x34) << 8) + self.byte(), True
+            elif tag in (0x41, 0x42):
+                size, final = _U16.unpack(self.take(2))[0], tag == 0x42
+                if not final and size == 0:
+                    raise Hessian2Error("empty non-final binary chunk")
+            else:
+                raise Hessian2Error(f"binary chunk followed by tag 0x{tag:02x}")
+            total = self.length(total + size, "binary")
+            if self.pos + size > self.end:
+                raise NeedMoreData
+            self.pos += size
+            if final:
+                return
+            tag = self.byte()
+
+    def skip_list(self, tag: int) -> None:
+        if tag in (0x55, 0x56) or 0x70 <= tag <= 0x77:
+            self.type_name()
+        if tag in (0x56, 0x58):
+            size = self.length(self.int_value(), "list")
+        elif tag in (0x55, 0x57):
+            size = -1
+        else:
+            size = (tag - 0x70) if tag <= 0x77 else (tag - 0x78)
+        if size > self.end - self.pos:
+            raise NeedMoreData
+        self.refs.append(_SKIPPED)
+        if size >= 0:
+            for _ in range(size):
+                self.skip_nested()
+            return
+        count = 0
+        while self.peek() != 0x5A:
+            self.skip_nested()
+            count += 1
+            if count > self.max_length:
+                raise Hessian2Error(f"list longer than {self.max_length}")
+        self.pos += 1
+
+
+#: In the reference table, for a list, map or object walked over by skip().
+_SKIPPED: Any = object()
+
+#: Bytes after the tag of each fixed-size scalar (ints, longs, doubles, dates, null, booleans).
+_SCALAR_SIZES: dict[int, int] = {
+    **dict.fromkeys(range(0x80, 0xC0), 0),
+    **dict.fromkeys(range(0xC0, 0xD0), 1),
+    **dict.fromkeys(range(0xD0, 0xD8), 2),
+    **dict.fromkeys(range(0xD8, 0xF0), 0),
+    **dict.fromkeys(range(0xF0, 0x100), 1),
+    **dict.fromkeys(range(0x38, 0x40), 2),
+    0x4E: 0, 0x54: 0, 0x46: 0, 0x5B: 0, 0x5C: 0,
+    0x49: 4, 0x59: 4, 0x4B: 4, 0x5F: 4,
+    0x4C: 8, 0x44: 8, 0x4A: 8,
+    0x5D: 1, 0x5E: 2,
+}  # fmt: skip
+
+
+class SkippedReference(Hessian2Error):
+    """A value refers back to one that :meth:`Reader.skip` walked over: the
+    caller must decode the earlier values instead of skipping them."""
 
 
 def _fixed(value: Any) -> Any:
@@ -431,13 +616,52 @@ def decode_spans(
     return spans
 
 
-def skip(data: bytes, pos: int = 0, **limits: int) -> int:
-    """Walk over one value; return the offset just past it.
+def skip(data: bytes, pos: int = 0, *, max_depth: int = 64, max_length: int = 16 * 1024 * 1024) -> int:
+    """Walk over one value without building it; return the offset just past it."""
+    reader = Reader(data, pos, max_depth=max_depth, max_length=max_length)
+    reader.skip()
+    return reader.pos
 
-    It runs the decoder (class definitions and references must be tracked
-    anyway); a proxy uses it to find the attachments after the arguments.
+
+class Reader:
+    """Consecutive values of one body, sharing one reference table: decode
+    the ones needed, :meth:`skip` the others (a proxy reads a Dubbo call's
+    attachments without building its arguments).
+
+    Skipping is lenient where only decoding can tell (a date out of range),
+    strict on structure. A decoded value that refers back to a skipped one
+    raises :class:`SkippedReference` (then decode from the start).
     """
-    return decode(data, pos, **limits)[1]
+
+    __slots__ = ("_decoder",)
+
+    def __init__(self, data: bytes, pos: int = 0, *, max_depth: int = 64, max_length: int = 16 * 1024 * 1024) -> None:
+        self._decoder = _Decoder(data, pos, len(data), max_depth, max_length)
+
+    @property
+    def pos(self) -> int:
+        """Where the next value starts."""
+        return self._decoder.pos
+
+    @property
+    def at_end(self) -> bool:
+        return self._decoder.pos >= self._decoder.end
+
+    def value(self) -> Any:
+        """Decode the next value."""
+        try:
+            return self._decoder.value()
+        except (OverflowError, ValueError) as exc:
+            raise Hessian2Error(f"value out of range: {exc}") from None
+        except RecursionError:
+            raise Hessian2Error("nesting too deep") from None
+
+    def skip(self) -> None:
+        """Walk over the next value."""
+        try:
+            self._decoder.skip()
+        except RecursionError:
+            raise Hessian2Error("nesting too deep") from None
 
 
 # -- encoding ---------------------------------------------------------------------

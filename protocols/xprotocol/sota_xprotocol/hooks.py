@@ -118,7 +118,7 @@ class DubboHooks(XProtocolHooks[dubbo.DubboFrame]):
     def timeout(self, frame: dubbo.DubboFrame) -> float | None:
         """The ``timeout`` attachment (milliseconds), if the request has one."""
         try:
-            raw = frame.invocation().attachments.get("timeout")
+            raw = frame.call().attachments.get("timeout")
         except (ValueError, ProtocolError):
             return None
         try:
@@ -130,15 +130,15 @@ class DubboHooks(XProtocolHooks[dubbo.DubboFrame]):
         """``service`` (interface), ``path``, ``method``, ``version``, ``group``,
         and every string attachment."""
         try:
-            invocation = frame.invocation()
+            call = frame.call()  # the arguments are walked over, never built
         except ValueError as exc:  # an event, or a response: no invocation to route on
             raise ProtocolError(f"dubbo frame without an invocation: {exc}") from None
-        attributes = {k: v for k, v in invocation.attachments.items() if isinstance(k, str) and isinstance(v, str)}
-        attributes.update(service=invocation.interface, path=invocation.path, method=invocation.method)
-        if invocation.version is not None:
-            attributes["version"] = invocation.version
-        if invocation.group is not None:
-            attributes["group"] = invocation.group
+        attributes = {k: v for k, v in call.attachments.items() if isinstance(k, str) and isinstance(v, str)}
+        attributes.update(service=call.interface, path=call.path, method=call.method)
+        if call.version is not None:
+            attributes["version"] = call.version
+        if call.group is not None:
+            attributes["group"] = call.group
         return attributes
 
     def error_reply(self, request: dubbo.DubboFrame, failure: Failure, detail: str = "") -> bytes:

@@ -13,7 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sota_dispatch import LimitExceeded, ProtocolError
+from sota_xprotocol import hessian2
 from sota_xprotocol.dubbo import (
+    FLAG_REQUEST,
+    FLAG_TWOWAY,
+    HESSIAN2,
     DubboDecoder,
     DubboFrame,
     DubboStatus,
@@ -195,3 +199,83 @@ def test_garbage_raises_only_protocol_errors(data: bytes) -> None:
         return
     with contextlib.suppress(ProtocolError):
         frames[0].invocation()
+    with contextlib.suppress(ProtocolError):
+        frames[0].call()
+
+
+# -- call(): the arguments walked over -------------------------------------------
+
+
+def request_frame(*values: Any) -> DubboFrame:
+    body = b"".join(hessian2.encode(v) for v in values)
+    return DubboFrame(FLAG_REQUEST | FLAG_TWOWAY | HESSIAN2, 0, 1, body)
+
+
+def same_call(frame: DubboFrame) -> None:
+    invocation = DubboFrame(frame.flag, frame.status, frame.request_id, frame.body).invocation()
+    call = frame.call()
+    assert (call.dubbo_version, call.path, call.version, call.method, call.descriptor) == (
+        invocation.dubbo_version,
+        invocation.path,
+        invocation.version,
+        invocation.method,
+        invocation.descriptor,
+    )
+    assert call.argument_count == len(invocation.arguments)
+    assert call.attachments == invocation.attachments
+    assert (call.interface, call.group) == (invocation.interface, invocation.group)
+
+
+@pytest.mark.parametrize("index", sorted(DECODED))
+def test_call_agrees_with_the_full_invocation_on_captured_requests(index: int) -> None:
+    [frame] = DubboDecoder().feed(REQUESTS[index])
+    same_call(frame)
+
+
+def test_call_of_the_truncated_long_string_is_a_protocol_error_too() -> None:
+    [frame] = DubboDecoder().feed(next(r for r in REQUESTS if len(r) > 60000))
+    with pytest.raises(ProtocolError):
+        frame.call()
+
+
+arguments = st.lists(
+    st.recursive(
+        st.none() | st.integers(-(2**31), 2**31 - 1) | st.text(max_size=30) | st.binary(max_size=30),
+        lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+        max_leaves=12,
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=200)
+@given(arguments, st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=4), st.booleans())
+def test_call_agrees_with_the_full_invocation(args: list[Any], attachments: dict[str, str], attach: bool) -> None:
+    descriptor = "Ljava/lang/Object;" * len(args)
+    values = ["2.0.2", "com.example.S", "1.0", "m", descriptor, *args]
+    same_call(request_frame(*values, attachments) if attach else request_frame(*values))
+
+
+def test_attachments_referring_into_an_argument_are_read_by_decoding_everything() -> None:
+    shared = {"k": "v"}
+    body = b"".join(hessian2.encode(v) for v in ("2.0.2", "S", None, "m", "Ljava/util/Map;", shared))
+    body += b"H" + hessian2.encode("shared") + b"\x51\x90" + hessian2.encode("group") + hessian2.encode("g") + b"Z"
+    frame = DubboFrame(FLAG_REQUEST | FLAG_TWOWAY | HESSIAN2, 0, 1, body)
+    call = frame.call()
+    assert call.attachments == {"shared": {"k": "v"}, "group": "g"}
+    assert call.group == "g"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (("2.0.2", "S", None, "m"), "fewer than 5"),
+        (("2.0.2", "S", None, "m", "II", 1), "wants 2 arguments, the body has 1"),
+        (("2.0.2", "S", None, "m", "I", 1, {}, 2), "the body has more values"),
+        (("2.0.2", "S", None, "m", "I", 1, [1]), "attachments are not a map"),
+        (("2.0.2", 5, None, "m", "I", 1), "not strings"),
+    ],
+)
+def test_call_rejects_malformed_bodies(values: tuple[Any, ...], message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        request_frame(*values).call()

@@ -16,11 +16,14 @@ from sota_xprotocol.hessian2 import (
     Hessian2Error,
     HessianObject,
     NeedMoreData,
+    Reader,
+    SkippedReference,
     TypedMap,
     decode,
     decode_all,
     encode,
     encode_long,
+    skip,
 )
 
 VECTORS = dict(
@@ -211,3 +214,69 @@ def test_long_strings_chunk_without_splitting_surrogates(lead: int, middle: list
     data = encode(text)
     assert decode(data)[0] == text
     assert decode(data)[1] == len(data)
+
+
+# -- skipping --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label", sorted(VECTORS))
+def test_skip_walks_over_every_java_vector(label: str) -> None:
+    data = bytes.fromhex(VECTORS[label])
+    assert skip(data) == decode(data)[1] == len(data)
+
+
+@settings(max_examples=300)
+@given(values)
+def test_skip_ends_where_decode_ends(value: Any) -> None:
+    data = encode(value) + b"\x90"  # and not a byte further
+    assert skip(data) == decode(data)[1] == len(data) - 1
+
+
+@settings(max_examples=200)
+@given(values)
+def test_skip_of_a_truncated_value_needs_more_or_is_an_error(value: Any) -> None:
+    data = encode(value)
+    for cut in range(len(data)):
+        with pytest.raises((NeedMoreData, Hessian2Error)):
+            skip(data[:cut])
+
+
+@settings(max_examples=500)
+@given(st.binary(max_size=60))
+def test_skip_of_garbage_raises_only_protocol_errors_or_agrees_with_decode(data: bytes) -> None:
+    try:
+        end = decode(data)[1]
+    except (ProtocolError, NeedMoreData):
+        with contextlib.suppress(ProtocolError, NeedMoreData):
+            skip(data)  # may be more lenient (a date out of range), never another error
+        return
+    assert skip(data) == end
+
+
+def test_values_after_skipped_ones_keep_their_class_definitions_and_references() -> None:
+    point = b"C" + encode("Point") + encode(2) + encode("x") + encode("y")  # class 0: Point(x, y)
+    first = point + b"\x60\x91\x92"  # Point(1, 2), defining the class
+    second = b"\x60\x93\x94"  # Point(3, 4), by class index alone
+    reader = Reader(first + second + b"\x51\x91")  # Q 1: the second point
+    reader.skip()
+    value = reader.value()
+    assert isinstance(value, HessianObject)
+    assert (value.type, value.fields) == ("Point", {"x": 3, "y": 4})
+    assert reader.value() is value
+    assert reader.at_end
+    exception = bytes.fromhex(VECTORS["object:RuntimeException(boom)"])
+    reader = Reader(exception + encode("next"))
+    reader.skip()  # its cause refers to itself: walked over all the same
+    assert reader.value() == "next"
+
+
+def test_a_reference_to_a_skipped_value_asks_for_decoding() -> None:
+    first, second = encode({"a": "1"}), encode({"b": "2"})
+    reader = Reader(first + second + b"\x51\x91")  # Q 1: the second map
+    reader.skip()
+    second_map = reader.value()
+    assert reader.value() is second_map  # references are counted across skipped values
+    reader = Reader(first + b"\x51\x90")  # Q 0: the skipped first map
+    reader.skip()
+    with pytest.raises(SkippedReference):
+        reader.value()
