@@ -76,9 +76,14 @@ class ResponseStatus(enum.IntEnum):
 
 
 #: Fixed header sizes by (proto, is_response).
-_HEADER_SIZE = {(BOLT_V1, False): 22, (BOLT_V1, True): 20, (BOLT_V2, False): 24, (BOLT_V2, True): 22}
 _U32 = struct.Struct(">I")
 _I32 = struct.Struct(">i")
+# The decoder's fixed-header pieces, compiled once (struct's format cache costs
+# a lookup per call, and the decoder runs per frame).
+_CMD = struct.Struct(">HBIB")  # cmdcode, ver2, request id, codec
+_U16 = struct.Struct(">H")
+_LENGTHS = struct.Struct(">HHI")  # class name, header, content
+_TYPES = {int(t): t for t in FrameType}
 
 
 def decode_header_map(data: bytes) -> dict[str, str]:
@@ -170,12 +175,15 @@ class BoltFrame:
     def with_request_id(self, request_id: int) -> bytes:
         """The raw frame with another request id: 4 bytes patched (and the
         CRC, if the frame has one), nothing re-encoded."""
-        raw = bytearray(self.raw or self.encode())
-        offset = self.id_offset
-        raw[offset : offset + 4] = _U32.pack(request_id & 0xFFFFFFFF)
+        data = self.raw or self.encode()
         if self.has_crc:
+            raw = bytearray(data)
+            offset = self.id_offset
+            raw[offset : offset + 4] = _U32.pack(request_id & 0xFFFFFFFF)
             raw[-4:] = _I32.pack(_signed32(zlib.crc32(memoryview(raw)[:-4])))
-        return bytes(raw)
+            return bytes(raw)
+        offset = 5 if self.proto == BOLT_V1 else 6  # the proxy's fast path: no CRC
+        return data[:offset] + _U32.pack(request_id & 0xFFFFFFFF) + data[offset + 4 :]
 
     def encode(self) -> bytes:
         """Encode from the fields (and remember the result in :attr:`raw`)."""
@@ -246,41 +254,42 @@ class BoltDecoder(FrameDecoder[BoltFrame]):
             self._need = 2 if avail else 1
             return None
         proto = work[pos]
-        _check_proto(proto)
-        type_at = pos + (2 if proto == BOLT_V2 else 1)
+        v2 = proto == BOLT_V2
+        if not v2 and proto != BOLT_V1:
+            _check_proto(proto)
+        type_at = pos + (2 if v2 else 1)
         if avail <= type_at - pos:
             self._need = type_at - pos + 1
             return None
-        try:
-            frame_type = FrameType(work[type_at])
-        except ValueError:
-            raise ProtocolError(f"bolt frame type {work[type_at]} is not 0, 1 or 2") from None
+        frame_type = _TYPES.get(work[type_at])
+        if frame_type is None:
+            raise ProtocolError(f"bolt frame type {work[type_at]} is not 0, 1 or 2")
         is_response = frame_type is FrameType.RESPONSE
-        header_size = _HEADER_SIZE[(proto, is_response)]
+        header_size = (22 if v2 else 20) if is_response else (24 if v2 else 22)
         if avail < header_size:
             self._need = header_size
             return None
         head = pos
-        ver1 = work[pos + 1] if proto == BOLT_V2 else 1
+        ver1 = work[pos + 1] if v2 else 1
         p = type_at + 1
-        cmdcode, ver2, request_id, codec = struct.unpack_from(">HBIB", work, p)
+        cmdcode, ver2, request_id, codec = _CMD.unpack_from(work, p)
         p += 8
-        if cmdcode not in (0, 1, 2):
+        if cmdcode > 2:
             raise ProtocolError(f"bolt cmdcode {cmdcode} is not heartbeat, request or response")
         switch = 0
-        if proto == BOLT_V2:
+        if v2:
             switch = work[p]
             p += 1
         timeout, status = -1, 0
         if is_response:
-            status = struct.unpack_from(">H", work, p)[0]
+            status = _U16.unpack_from(work, p)[0]
             p += 2
         else:
             timeout = _I32.unpack_from(work, p)[0]
             p += 4
-        class_len, header_len, content_len = struct.unpack_from(">HHI", work, p)
+        class_len, header_len, content_len = _LENGTHS.unpack_from(work, p)
         p += 8
-        has_crc = proto == BOLT_V2 and ver1 == 2 and bool(switch & _CRC_SWITCH)
+        has_crc = v2 and ver1 == 2 and bool(switch & _CRC_SWITCH)
         total: int = header_size + class_len + header_len + content_len + (4 if has_crc else 0)
         if total > self.max_frame_size:
             raise LimitExceeded(f"bolt frame of {total} bytes", self.max_frame_size)
@@ -295,21 +304,21 @@ class BoltDecoder(FrameDecoder[BoltFrame]):
         c0 = p
         h0 = c0 + class_len
         b0 = h0 + header_len
-        frame = BoltFrame(
+        frame = BoltFrame(  # positional: keywords cost ~0.2 us per frame here
             frame_type,
             cmdcode,
             request_id,
-            codec=codec,
-            timeout=timeout,
-            status=status,
-            class_name=work[c0:h0],
-            header_bytes=work[h0:b0],
-            content=work[b0 : b0 + content_len],
-            proto=proto,
-            ver1=ver1,
-            switch=switch,
-            ver2=ver2,
-            raw=raw,
+            codec,
+            timeout,
+            status,
+            work[c0:h0],  # class_name
+            work[h0:b0],  # header_bytes
+            work[b0 : b0 + content_len],  # content
+            proto,
+            ver1,
+            switch,
+            ver2,
+            raw,
         )
         return frame, total
 

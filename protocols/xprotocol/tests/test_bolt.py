@@ -122,6 +122,16 @@ def test_bolt_v2_with_crc_round_trip_and_id_rewrite() -> None:
     assert BoltDecoder().feed(rewritten)[0].request_id == 99  # the CRC was recomputed
 
 
+def test_bolt_v2_without_crc_id_rewrite_patches_bytes_6_to_10() -> None:
+    frame = v2_frame(crc=False)
+    data = frame.encode()
+    [decoded] = BoltDecoder().feed(data)
+    rewritten = decoded.with_request_id(0x01020304)
+    assert rewritten == data[:6] + b"\x01\x02\x03\x04" + data[10:]
+    again = BoltDecoder().feed(rewritten)[0]
+    assert (again.request_id, again.proto, again.timeout, again.content) == (0x01020304, BOLT_V2, 3000, b"hello")
+
+
 def test_bolt_v2_crc_mismatch_is_a_protocol_error() -> None:
     data = bytearray(v2_frame(crc=True).encode())
     data[-5] ^= 0xFF  # a content byte
