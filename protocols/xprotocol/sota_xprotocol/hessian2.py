@@ -186,27 +186,36 @@ class _Decoder:
             return self.string(tag)
         raise Hessian2Error(f"expected a string, got tag 0x{tag:02x}")
 
+    def string_chunk(self, tag: int) -> tuple[int, bool]:
+        """A string chunk's length in UTF-16 units, and whether it is the last."""
+        if tag <= 0x1F:
+            return tag, True
+        if tag <= 0x33:
+            return ((tag - 0x30) << 8) + self.byte(), True
+        units: int = _U16.unpack(self.take(2))[0]
+        if tag != 0x53 and units == 0:  # Java never writes one; a flood would cost CPU
+            raise Hessian2Error("empty non-final string chunk")
+        return units, tag == 0x53
+
+    def next_string_chunk(self, total: int) -> int:
+        """The tag of the chunk after a non-final one (``total`` units so far)."""
+        tag = self.byte()
+        if not (tag <= 0x1F or 0x30 <= tag <= 0x33 or tag in (0x52, 0x53)):
+            raise Hessian2Error(f"string chunk followed by tag 0x{tag:02x}")
+        if total > self.max_length:
+            raise Hessian2Error(f"string longer than {self.max_length}")
+        return tag
+
     def string(self, tag: int) -> str:
         pieces: list[str] = []
         total = 0
         while True:
-            if tag <= 0x1F:
-                units, final = tag, True
-            elif tag <= 0x33:
-                units, final = ((tag - 0x30) << 8) + self.byte(), True
-            else:
-                units, final = _U16.unpack(self.take(2))[0], tag == 0x53
-                if not final and units == 0:  # Java never writes one; a flood would cost CPU
-                    raise Hessian2Error("empty non-final string chunk")
+            units, final = self.string_chunk(tag)
             pieces.append(self.utf16_units(units))
             total += units
             if final:
                 break
-            tag = self.byte()
-            if not (tag <= 0x1F or 0x30 <= tag <= 0x33 or tag in (0x52, 0x53)):
-                raise Hessian2Error(f"string chunk followed by tag 0x{tag:02x}")
-            if total > self.max_length:
-                raise Hessian2Error(f"string longer than {self.max_length}")
+            tag = self.next_string_chunk(total)
         text = pieces[0] if len(pieces) == 1 else "".join(pieces)
         if not text.isascii():
             # Java writes each UTF-16 unit alone: join surrogate pairs.
@@ -218,14 +227,22 @@ class _Decoder:
 
     def utf16_units(self, units: int) -> str:
         """Read ``units`` UTF-16 units of Java's modified UTF-8."""
-        data, pos, end = self.data, self.pos, self.end
-        stop = pos + units
-        if stop <= end:
-            chunk = data[pos:stop]
+        data, start = self.data, self.pos
+        stop = start + units
+        if stop <= self.end:
+            chunk = data[start:stop]
             if chunk.isascii():  # the common case, one C call
                 self.pos = stop
                 return chunk.decode("ascii")
-        start = pos
+        self.walk_units(units)
+        try:
+            return data[start : self.pos].decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError as exc:
+            raise Hessian2Error(f"invalid UTF-8 in a string: {exc.reason}") from None
+
+    def walk_units(self, units: int) -> None:
+        """Move past ``units`` UTF-16 units, one UTF-8 lead byte at a time."""
+        data, pos, end = self.data, self.pos, self.end
         counted = 0
         while counted < units:
             if pos >= end:
@@ -246,26 +263,28 @@ class _Decoder:
         if pos > end:
             raise NeedMoreData
         self.pos = pos
-        try:
-            return data[start:pos].decode("utf-8", "surrogatepass")
-        except UnicodeDecodeError as exc:
-            raise Hessian2Error(f"invalid UTF-8 in a string: {exc.reason}") from None
+
+    def binary_chunk(self, tag: int, total: int) -> tuple[int, bool]:
+        """A binary chunk's size and whether it is the last (``total``: bytes so far)."""
+        if 0x20 <= tag <= 0x2F:
+            size, final = tag - 0x20, True
+        elif 0x34 <= tag <= 0x37:
+            size, final = ((tag - 0x34) << 8) + self.byte(), True
+        elif tag in (0x41, 0x42):
+            size, final = _U16.unpack(self.take(2))[0], tag == 0x42
+            if not final and size == 0:
+                raise Hessian2Error("empty non-final binary chunk")
+        else:
+            raise Hessian2Error(f"binary chunk followed by tag 0x{tag:02x}")
+        self.length(total + size, "binary")
+        return size, final
 
     def binary(self, tag: int) -> bytes:
         chunks: list[bytes] = []
         total = 0
         while True:
-            if 0x20 <= tag <= 0x2F:
-                size, final = tag - 0x20, True
-            elif 0x34 <= tag <= 0x37:
-                size, final = ((tag - 0x34) << 8) + self.byte(), True
-            elif tag in (0x41, 0x42):
-                size, final = _U16.unpack(self.take(2))[0], tag == 0x42
-                if not final and size == 0:
-                    raise Hessian2Error("empty non-final binary chunk")
-            else:
-                raise Hessian2Error(f"binary chunk followed by tag 0x{tag:02x}")
-            total = self.length(total + size, "binary")
+            size, final = self.binary_chunk(tag, total)
+            total += size
             chunks.append(self.take(size))
             if final:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -421,65 +440,26 @@ class _Decoder:
     def skip_string(self, tag: int) -> None:
         total = 0
         while True:
-            if tag <= 0x1F:
-                units, final = tag, True
-            elif tag <= 0x33:
-                units, final = ((tag - 0x30) << 8) + self.byte(), True
-            else:
-                units, final = _U16.unpack(self.take(2))[0], tag == 0x53
-                if not final and units == 0:
-                    raise Hessian2Error("empty non-final string chunk")
+            units, final = self.string_chunk(tag)
             self.skip_units(units)
             total += units
             if final:
                 return
-            tag = self.byte()
-            if not (tag <= 0x1F or 0x30 <= tag <= 0x33 or tag in (0x52, 0x53)):
-                raise Hessian2Error(f"string chunk followed by tag 0x{tag:02x}")
-            if total > self.max_length:
-                raise Hessian2Error(f"string longer than {self.max_length}")
+            tag = self.next_string_chunk(total)
 
     def skip_units(self, units: int) -> None:
-        data, pos, end = self.data, self.pos, self.end
+        data, pos = self.data, self.pos
         stop = pos + units
-        if stop <= end and data[pos:stop].isascii():
+        if stop <= self.end and data[pos:stop].isascii():
             self.pos = stop
             return
-        counted = 0
-        while counted < units:
-            if pos >= end:
-                raise NeedMoreData
-            lead = data[pos]
-            if lead < 0x80:
-                pos += 1
-            elif 0xC0 <= lead < 0xE0:
-                pos += 2
-            elif 0xE0 <= lead < 0xF0:
-                pos += 3
-            elif 0xF0 <= lead < 0xF8:
-                pos += 4
-                counted += 1
-            else:
-                raise Hessian2Error(f"invalid UTF-8 lead byte 0x{lead:02x} in a string")
-            counted += 1
-        if pos > end:
-            raise NeedMoreData
-        self.pos = pos
+        self.walk_units(units)
 
     def skip_binary(self, tag: int) -> None:
         total = 0
         while True:
-            if 0x20 <= tag <= 0x2F:
-                size, final = tag - 0x20, True
-            elif 0x34 <= tag <= 0x37:
-                size, final = ((tag - 0x34) << 8) + self.byte(), True
-            elif tag in (0x41, 0x42):
-                size, final = _U16.unpack(self.take(2))[0], tag == 0x42
-                if not final and size == 0:
-                    raise Hessian2Error("empty non-final binary chunk")
-            else:
-                raise Hessian2Error(f"binary chunk followed by tag 0x{tag:02x}")
-            total = self.length(total + size, "binary")
+            size, final = self.binary_chunk(tag, total)
+            total += size
             if self.pos + size > self.end:
                 raise NeedMoreData
             self.pos += size
