@@ -22,15 +22,28 @@ from typing import Any
 
 from anyio.abc import SocketAttribute
 
-__all__ = ["NowaitSend", "nowait_sender"]
-
-#: Hand ``data`` to the socket without waiting; returns how many bytes it took
-#: (0 when the caller must send them the ordinary way).
-NowaitSend = Callable[[bytes], int]
+__all__ = ["NowaitSender", "nowait_sender"]
 
 
-def nowait_sender(stream: object) -> NowaitSend | None:
-    """A non-blocking send for ``stream``, or None if it has none."""
+class NowaitSender:
+    """Hands bytes to one stream's socket without awaiting.
+
+    ``send(data)`` returns how many bytes were taken (0: send them the
+    ordinary way). ``busy()`` says whether bytes taken earlier still wait
+    beneath us (asyncio's transport buffer): then a new batch would only be
+    buffered too, and a flush is not finished until they are out, since
+    closing the stream would drop them.
+    """
+
+    __slots__ = ("busy", "send")
+
+    def __init__(self, send: Callable[[bytes], int], busy: Callable[[], bool]) -> None:
+        self.send = send
+        self.busy = busy
+
+
+def nowait_sender(stream: object) -> NowaitSender | None:
+    """A non-blocking sender for ``stream``, or None if it has none."""
     module = type(stream).__module__
     if module == "anyio._backends._asyncio":
         return _asyncio_sender(stream)
@@ -39,17 +52,22 @@ def nowait_sender(stream: object) -> NowaitSend | None:
     return None
 
 
-def _asyncio_sender(stream: Any) -> NowaitSend | None:
+def _asyncio_sender(stream: Any) -> NowaitSender | None:
     transport = getattr(stream, "_transport", None)
     protocol = getattr(stream, "_protocol", None)
     if transport is None or protocol is None or not hasattr(protocol, "write_event"):
         return None
 
+    # anyio sets the transport's high-water mark to 0: its write event is set
+    # only while the transport's own buffer is empty (the event object is
+    # replaced on each pause, so it is looked up every time).
+    def busy() -> bool:
+        return not protocol.write_event.is_set()
+
     def send(data: bytes) -> int:
-        # anyio sets the transport's high-water mark to 0: its write event is
-        # set only while the transport's own buffer is empty. Then write()
-        # tries the socket at once and keeps at most this batch; anything
-        # unusual (closing, an error) is left to the ordinary send to report.
+        # The transport tries the socket at once and keeps at most the rest
+        # of this batch; anything unusual (closing, an error) is left to the
+        # ordinary send to report.
         if (
             not protocol.write_event.is_set()
             or protocol.exception is not None
@@ -63,20 +81,25 @@ def _asyncio_sender(stream: Any) -> NowaitSend | None:
             return 0
         return len(data)
 
-    return send
+    return NowaitSender(send, busy)
 
 
-def _trio_sender(stream: Any) -> NowaitSend | None:
+def _never_busy() -> bool:
+    return False
+
+
+def _trio_sender(stream: Any) -> NowaitSender | None:
     raw = stream.extra(SocketAttribute.raw_socket, None)
     if not isinstance(raw, socket.socket):
         return None
 
     def send(data: bytes) -> int:
         # trio keeps no buffer of its own and its sockets are non-blocking:
-        # whatever the kernel takes now is sent, in order, as trio would.
+        # whatever the kernel takes now is sent, in order, as trio would. A
+        # closed socket's fd is -1 (EBADF), never another connection's.
         try:
             return raw.send(data)
         except OSError:  # full (BlockingIOError) or broken: the ordinary send decides
             return 0
 
-    return send
+    return NowaitSender(send, _never_busy)

@@ -14,12 +14,15 @@ batch. Outside a batch, a write is flushed the ordinary way
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .dispatcher import Dispatcher
 
 __all__ = ["Outbox"]
+
+log = logging.getLogger(__name__)
 
 
 class Outbox:
@@ -60,7 +63,16 @@ class Outbox:
             self._depth += 1
             try:
                 for connection in dirty:
-                    connection.flush_now()
+                    try:
+                        connection.flush_now()
+                    except Exception:
+                        # A plugin's bug (flushed() moving a pool's queue on
+                        # encodes requests): that connection is closed, as a
+                        # failing flusher task would have closed it; the other
+                        # connections of the batch are still flushed.
+                        log.exception("flushing %r failed; closing it", connection)
+                        connection.flush_soon()
+                        connection.close_soon()
             finally:
                 self._depth -= 1
             dirty = self._dirty

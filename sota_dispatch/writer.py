@@ -105,10 +105,19 @@ class BufferedWriter:
                 self._parts = []
                 self._size = 0
                 await self._stream.send(data)
+        nowait = self._nowait
+        if nowait is not None and nowait.busy():
+            # flush_nowait() left bytes in the transport: a flush ends when
+            # they are out too (the stream's send waits for that, as it
+            # does after its own writes), or a close right after would drop them.
+            async with self._lock:
+                if nowait.busy():
+                    await self._stream.send(b"")
 
     def flush_nowait(self) -> bool:
         """Hand what is queued to the socket now, without waiting or yielding;
-        True when nothing is left queued.
+        True when every byte has gone to the kernel (False: some wait, here
+        or in the transport beneath, for the ordinary :meth:`flush`).
 
         For a task flushing *another* connection's writer at the end of its
         batch: when the socket cannot take it all now (or a :meth:`flush` is
@@ -116,18 +125,18 @@ class BufferedWriter:
         :mod:`sota_dispatch.nowait`), the rest stays queued for the ordinary
         :meth:`flush`, so a slow peer never blocks the caller.
         """
+        nowait = self._nowait
         parts = self._parts
         if not parts:
-            return True
-        send = self._nowait
-        if send is None or self._lock.locked():
+            return nowait is None or not nowait.busy()
+        if nowait is None or self._lock.locked() or nowait.busy():
             return False
         data = parts[0] if len(parts) == 1 else b"".join(parts)
-        sent = send(data)
+        sent = nowait.send(data)
         if sent == len(data):
             self._parts = []
             self._size = 0
-            return True
+            return not nowait.busy()  # all taken, and all gone to the kernel?
         rest = data[sent:] if sent else data
         self._parts = [rest]
         self._size = len(rest)
