@@ -389,53 +389,113 @@ class _Decoder:
     # with a placeholder per skipped list, map or object.
 
     def skip(self) -> None:
-        tag = self.byte()
-        while tag == 0x43:
-            self.class_def()
-            tag = self.byte()
-        if tag <= 0x1F:  # a short string
-            self.skip_units(tag)
-            return
-        extra = _SCALAR_SIZES.get(tag)
-        if extra is not None:
-            if extra:
-                if self.pos + extra > self.end:
-                    raise NeedMoreData
-                self.pos += extra
-        elif tag <= 0x1F or 0x30 <= tag <= 0x33 or tag in (0x52, 0x53):
-            self.skip_string(tag)
-        elif 0x20 <= tag <= 0x2F or 0x34 <= tag <= 0x37 or tag in (0x41, 0x42):
-            self.skip_binary(tag)
-        elif 0x70 <= tag <= 0x7F or 0x55 <= tag <= 0x58:
-            self.skip_list(tag)
-        elif tag in (0x48, 0x4D):
+        # One loop with a stack of the open containers, not a call per value
+        # (Python calls are most of a walk's cost). Each entry is what the
+        # container still expects: n > 0 more items, _UNTIL_END items up to
+        # its 'Z', or a map's _KEY / _VALUE (a 'Z' may only come for a key).
+        data, end, sizes = self.data, self.end, _SCALAR_SIZES
+        stack: list[int] = []
+        limit = self.max_depth - self.depth  # open containers allowed around a value
+        pos = self.pos  # kept local; self.pos is synced around the helpers
+        while True:
+            if pos >= end:
+                self.pos = pos
+                raise NeedMoreData
+            tag = data[pos]
+            pos += 1
+            if tag == 0x5A and stack and stack[-1] in _ENDS_AT_Z:
+                stack.pop()  # the container is complete
+            else:
+                if len(stack) > limit:
+                    raise Hessian2Error(f"nesting deeper than {self.max_depth}")
+                extra = sizes.get(tag)
+                if extra is not None:
+                    pos += extra
+                    if pos > end:
+                        self.pos = end
+                        raise NeedMoreData
+                elif tag <= 0x1F:  # a short string, ASCII in one slice
+                    stop = pos + tag
+                    if stop <= end and data[pos:stop].isascii():
+                        pos = stop
+                    else:
+                        self.pos = pos
+                        self.walk_units(tag)
+                        pos = self.pos
+                else:
+                    self.pos = pos
+                    while tag == 0x43:  # C: class definitions precede the value they serve
+                        self.class_def()
+                        tag = self.byte()
+                    if 0x30 <= tag <= 0x33 or tag in (0x52, 0x53) or tag <= 0x1F:
+                        self.skip_string(tag)
+                        expects = 0
+                    elif 0x20 <= tag <= 0x2F or 0x34 <= tag <= 0x37 or tag in (0x41, 0x42):
+                        self.skip_binary(tag)
+                        expects = 0
+                    elif tag in sizes:  # a scalar after class definitions
+                        self.pos += sizes[tag]
+                        if self.pos > end:
+                            raise NeedMoreData
+                        expects = 0
+                    else:
+                        expects = self.open_container(tag)
+                    pos = self.pos
+                    if expects:
+                        stack.append(expects)
+                        continue
+            # A value is complete: it counts for the container around it.
+            while stack:
+                expects = stack[-1]
+                if expects == _UNTIL_END:
+                    break
+                if expects == _KEY:
+                    stack[-1] = _VALUE
+                    break
+                if expects == _VALUE:
+                    stack[-1] = _KEY
+                    break
+                if expects > 1:
+                    stack[-1] = expects - 1
+                    break
+                stack.pop()  # its last item: the container is complete too
+            if not stack:
+                self.pos = pos
+                return
+
+    def open_container(self, tag: int) -> int:
+        """Read a list's, map's or object's head (or a reference): what the
+        container expects next (0: nothing, it is complete)."""
+        if 0x70 <= tag <= 0x7F or 0x55 <= tag <= 0x58:
+            if tag in (0x55, 0x56) or 0x70 <= tag <= 0x77:  # typed
+                self.type_name()
+            if tag in (0x56, 0x58):
+                size = self.length(self.int_value(), "list")
+            elif tag in (0x55, 0x57):
+                size = _UNTIL_END
+            else:
+                size = (tag - 0x70) if tag <= 0x77 else (tag - 0x78)
+            if size > self.end - self.pos:  # every item takes a byte at least
+                raise NeedMoreData
+            self.refs.append(_SKIPPED)
+            return size
+        if tag in (0x48, 0x4D):
             if tag == 0x4D:
                 self.type_name()
             self.refs.append(_SKIPPED)
-            while self.peek() != 0x5A:
-                self.skip_nested()
-                self.skip_nested()
-            self.pos += 1
-        elif 0x60 <= tag <= 0x6F or tag == 0x4F:
+            return _KEY
+        if 0x60 <= tag <= 0x6F or tag == 0x4F:
             index = tag - 0x60 if tag != 0x4F else self.int_value()
             if not 0 <= index < len(self.classes):
                 raise Hessian2Error(f"object of class {index} with {len(self.classes)} classes defined")
             self.refs.append(_SKIPPED)
-            for _ in self.classes[index].fields:
-                self.skip_nested()
-        elif tag == 0x51:
+            return len(self.classes[index].fields)
+        if tag == 0x51:
             index = self.int_value()
             if not 0 <= index < len(self.refs):
                 raise Hessian2Error(f"back reference {index} with {len(self.refs)} values to refer to")
-        else:
-            raise Hessian2Error(f"unknown Hessian 2 tag 0x{tag:02x} at offset {self.pos - 1}")
-
-    def skip_nested(self) -> None:
-        self.depth += 1
-        if self.depth > self.max_depth:
-            raise Hessian2Error(f"nesting deeper than {self.max_depth}")
-        self.skip()
-        self.depth -= 1
+            return 0
+        raise Hessian2Error(f"unknown Hessian 2 tag 0x{tag:02x} at offset {self.pos - 1}")
 
     def skip_string(self, tag: int) -> None:
         total = 0
@@ -467,33 +527,15 @@ class _Decoder:
                 return
             tag = self.byte()
 
-    def skip_list(self, tag: int) -> None:
-        if tag in (0x55, 0x56) or 0x70 <= tag <= 0x77:
-            self.type_name()
-        if tag in (0x56, 0x58):
-            size = self.length(self.int_value(), "list")
-        elif tag in (0x55, 0x57):
-            size = -1
-        else:
-            size = (tag - 0x70) if tag <= 0x77 else (tag - 0x78)
-        if size > self.end - self.pos:
-            raise NeedMoreData
-        self.refs.append(_SKIPPED)
-        if size >= 0:
-            for _ in range(size):
-                self.skip_nested()
-            return
-        count = 0
-        while self.peek() != 0x5A:
-            self.skip_nested()
-            count += 1
-            if count > self.max_length:
-                raise Hessian2Error(f"list longer than {self.max_length}")
-        self.pos += 1
-
 
 #: In the reference table, for a list, map or object walked over by skip().
 _SKIPPED: Any = object()
+
+# What an open container expects next, in skip()'s stack (besides n > 0 items).
+_UNTIL_END = -1  # a variable-length list: items until 'Z'
+_KEY = -2  # a map: a key, or 'Z'
+_VALUE = -3  # a map: the value of the key just read
+_ENDS_AT_Z = (_UNTIL_END, _KEY)
 
 #: Bytes after the tag of each fixed-size scalar (ints, longs, doubles, dates, null, booleans).
 _SCALAR_SIZES: dict[int, int] = {

@@ -280,3 +280,57 @@ def test_a_reference_to_a_skipped_value_asks_for_decoding() -> None:
     reader.skip()
     with pytest.raises(SkippedReference):
         reader.value()
+
+
+def outcome(function: Any, data: bytes) -> Any:
+    """Where ``function`` ends, or the kind of error it raised."""
+    try:
+        result = function(data)
+    except NeedMoreData:
+        return "more"
+    except Hessian2Error:
+        return "error"
+    return result if isinstance(result, int) else result[1]
+
+
+@pytest.mark.parametrize("depth", [1, 63, 64, 65, 200])
+@pytest.mark.parametrize(
+    ("opening", "closing"),
+    [(b"\x79", b""), (b"\x57", b"Z"), (b"H\x91", b"Z"), (b"\x71\x00", b"")],
+    ids=["fixed-list", "variable-list", "map-value", "typed-list"],
+)
+def test_skip_and_decode_agree_on_the_nesting_limit(depth: int, opening: bytes, closing: bytes) -> None:
+    data = opening * depth + b"N" + closing * depth
+    assert outcome(skip, data) == outcome(decode, data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"H" + encode("k") + b"Z",  # a map's 'Z' where a value must be
+        b"\x57\x91\x92Z",  # variable list
+        b"\x55" + encode("java.util.List") + b"\x91Z\x72\x90\x91\x92",  # typed variable, then typed fixed by type ref
+        b"\x56" + encode("[int") + b"\x92\x91\x92",  # typed fixed, length as an int
+        b"\x58\x92\x91\x92",  # untyped fixed, length as an int
+        b"M" + encode("java.util.TreeMap") + encode("a") + b"\x91Z",
+        b"\x7a\x79\x78\x91",  # nested fixed lists: [[[], ...]]: a container completing its parent
+        b"Q\x90",  # a reference to nothing
+        b"\x57" + b"\x91" * 5,  # no 'Z': more data needed
+    ],
+)
+def test_skip_and_decode_agree_on_hand_built_shapes(data: bytes) -> None:
+    assert outcome(skip, data) == outcome(decode, data)
+
+
+@settings(max_examples=400)
+@given(st.sampled_from(sorted(VECTORS)), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=3))
+def test_skip_agrees_with_decode_on_mutated_java_vectors(label: str, edits: list[tuple[int, int]]) -> None:
+    data = bytearray(bytes.fromhex(VECTORS[label]))
+    for where, value in edits:
+        data[where % len(data)] = value
+    decoded = outcome(decode, bytes(data))
+    skipped = outcome(skip, bytes(data))
+    if isinstance(decoded, int):
+        assert skipped == decoded
+    else:  # skipping may accept what only decoding rejects (a date out of range), never crash
+        assert isinstance(skipped, int) or skipped in ("more", "error")
