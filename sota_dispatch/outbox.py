@@ -68,10 +68,10 @@ class Outbox:
                     except Exception:
                         # A plugin's bug (flushed() moving a pool's queue on
                         # encodes requests): that connection is closed, as a
-                        # failing flusher task would have closed it; the other
-                        # connections of the batch are still flushed.
+                        # failing flusher task would have closed it (its close
+                        # flushes what it holds); the other connections of the
+                        # batch are still flushed.
                         log.exception("flushing %r failed; closing it", connection)
-                        connection.flush_soon()
                         connection.close_soon()
             finally:
                 self._depth -= 1

@@ -100,7 +100,7 @@ class BufferedWriter:
             async with self._lock:
                 parts = self._parts
                 if not parts:
-                    return
+                    break  # another flush sent them; the transport check below still applies
                 data = parts[0] if len(parts) == 1 else b"".join(parts)
                 self._parts = []
                 self._size = 0

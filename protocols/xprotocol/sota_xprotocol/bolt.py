@@ -176,6 +176,8 @@ class BoltFrame:
         """The raw frame with another request id: 4 bytes patched (and the
         CRC, if the frame has one), nothing re-encoded."""
         data = self.raw or self.encode()
+        if type(data) is not bytes:  # a caller's bytearray or memoryview: hand back bytes, as ever
+            data = bytes(data)
         if self.has_crc:
             raw = bytearray(data)
             offset = self.id_offset

@@ -132,6 +132,16 @@ def test_bolt_v2_without_crc_id_rewrite_patches_bytes_6_to_10() -> None:
     assert (again.request_id, again.proto, again.timeout, again.content) == (0x01020304, BOLT_V2, 3000, b"hello")
 
 
+@pytest.mark.parametrize("kind", [bytearray, memoryview])
+def test_id_rewrite_hands_back_bytes_whatever_raw_is(kind: type) -> None:
+    frame = BoltDecoder().feed(STREAMS["c2s"])[0]
+    expected = frame.with_request_id(5)
+    frame.raw = kind(frame.raw)
+    rewritten = frame.with_request_id(5)
+    assert type(rewritten) is bytes
+    assert rewritten == expected
+
+
 def test_bolt_v2_crc_mismatch_is_a_protocol_error() -> None:
     data = bytearray(v2_frame(crc=True).encode())
     data[-5] ^= 0xFF  # a content byte
