@@ -21,6 +21,7 @@ from .balancers import (
     hash_key,
     pick_priority,
 )
+from .chunks import ChunkBuffer
 from .config import (
     AdminConfig,
     ClusterConfig,
@@ -83,6 +84,7 @@ __all__ = [
     "BreakerState",
     "BufferedReader",
     "BufferedWriter",
+    "ChunkBuffer",
     "ClusterConfig",
     "ConfigError",
     "ConnectionContext",

@@ -40,6 +40,7 @@ PUBLIC = {
     "Balancer",
     "BufferedReader",
     "BufferedWriter",
+    "ChunkBuffer",
     "ConnectionContext",
     "ConnectionLost",
     "Dispatcher",

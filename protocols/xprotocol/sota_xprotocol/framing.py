@@ -1,9 +1,9 @@
 """The streaming half shared by the bolt and dubbo decoders.
 
 Bytes arrive in chunks of any size; frames are length-prefixed. The
-decoder keeps the chunks of an unfinished frame in a list and joins them
-only once enough has arrived for the frame (so a large frame costs one
-copy, not one per chunk), and hands out the frames that preceded bad bytes
+decoder keeps the chunks of an unfinished frame in a
+:class:`~sota_dispatch.ChunkBuffer`, joined only once enough has arrived
+for the frame (so a large frame costs one copy, not one per chunk), and hands out the frames that preceded bad bytes
 before raising for the bad bytes, so the requests that were fine get their
 answers before the connection closes.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from sota_dispatch import ProtocolError
+from sota_dispatch import ChunkBuffer, ProtocolError
 
 __all__ = ["FrameDecoder"]
 
@@ -30,8 +30,7 @@ class FrameDecoder(Generic[F]):
 
     def __init__(self, *, max_frame_size: int) -> None:
         self.max_frame_size = max_frame_size
-        self._chunks: list[bytes] = []
-        self._buffered = 0
+        self._buffer = ChunkBuffer()
         self._need = 1
         #: An error found after frames that came before it in the same feed;
         #: :meth:`feed` raises it next time (or call :meth:`check`).
@@ -40,7 +39,7 @@ class FrameDecoder(Generic[F]):
     @property
     def buffered(self) -> int:
         """Bytes fed but not yet part of a complete frame."""
-        return self._buffered
+        return len(self._buffer)
 
     def check(self) -> None:
         """Raise the error found after the last frames handed out, if any."""
@@ -54,12 +53,9 @@ class FrameDecoder(Generic[F]):
     def feed(self, data: bytes) -> list[F]:
         """Parse ``data``; return every frame it completed, in order."""
         self.check()
-        if data:
-            self._chunks.append(data)
-            self._buffered += len(data)
-        if self._buffered < self._need:
+        work = self._buffer.take(data, self._need)
+        if work is None:
             return []
-        work = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         frames: list[F] = []
         pos, end = 0, len(work)
         while True:
@@ -75,9 +71,7 @@ class FrameDecoder(Generic[F]):
             frame, size = found
             frames.append(frame)
             pos += size
-        rest = end - pos
-        self._chunks = [work[pos:]] if rest else []
-        self._buffered = rest
+        self._buffer.keep(work, pos)
         return frames
 
     def _frame(self, work: bytes, pos: int, end: int) -> tuple[F, int] | None:

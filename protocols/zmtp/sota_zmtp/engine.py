@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import attrs
 
-from sota_dispatch import LimitExceeded, ProtocolError
+from sota_dispatch import ChunkBuffer, LimitExceeded, ProtocolError
 
 from .wire import (
     COMMAND,
@@ -166,8 +166,7 @@ class ZmtpEngine:
         self._state = _State.SIGNATURE
         self._out = bytearray(signature(len(identity)) + b"\x03")
         # Unparsed input: chunks joined only once enough has arrived.
-        self._chunks: list[bytes] = []
-        self._buffered = 0
+        self._buffer = ChunkBuffer()
         self._need = 11
         self._parts: list[bytes] = []
         self._message_size = 0
@@ -192,7 +191,7 @@ class ZmtpEngine:
     @property
     def buffered(self) -> int:
         """Bytes fed but not yet parsed (a partial frame or greeting)."""
-        return self._buffered
+        return len(self._buffer)
 
     def data_to_send(self) -> bytes:
         """Take the bytes the engine wants sent (greeting, READY, PONG, ...)."""
@@ -235,13 +234,9 @@ class ZmtpEngine:
         is raised by the next call (or by :meth:`check`).
         """
         self.check()
-        if data:
-            self._chunks.append(data)
-            self._buffered += len(data)
-        if self._buffered < self._need:
+        work = self._buffer.take(data, self._need)
+        if work is None:
             return []
-        chunks = self._chunks
-        work = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         messages: list[list[bytes]] = []
         pos = 0
         if self._state is not _State.TRAFFIC:
@@ -254,9 +249,7 @@ class ZmtpEngine:
                     raise
                 self.pending_error = exc  # hand out the good messages first
                 return messages
-        rest = len(work) - pos
-        self._chunks = [work[pos:]] if rest else []
-        self._buffered = rest
+        self._buffer.keep(work, pos)
         return messages
 
     def _handshake(self, work: bytes, messages: list[list[bytes]]) -> int:
