@@ -18,7 +18,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from sota_dispatch import DispatcherFactory, Server
+from sota_dispatch import DispatcherFactory, testing
 from sota_xprotocol import BoltEchoDispatcher, DubboEchoDispatcher, XProtocolEchoDispatcher
 
 pytestmark = pytest.mark.anyio
@@ -26,13 +26,10 @@ pytestmark = pytest.mark.anyio
 
 @asynccontextmanager
 async def serving(factory: DispatcherFactory) -> AsyncIterator[tuple[str, int]]:
-    server = Server(factory, "127.0.0.1:0", drain_timeout=2)
-    async with anyio.create_task_group() as tg:
-        host, _, port = (await tg.start(server.serve)).rpartition(":")
-        try:
-            yield host, int(port)
-        finally:
-            server.shutdown()
+    async with testing.serving(factory) as server:
+        assert server.address is not None
+        host, _, port = server.address.rpartition(":")
+        yield host, int(port)
 
 
 def anthunder_calls(host: str, port: int, bodies: list[bytes]) -> list[bytes]:

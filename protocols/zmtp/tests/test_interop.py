@@ -16,7 +16,7 @@ import pytest
 import zmq
 from anyio.abc import SocketStream
 
-from sota_dispatch import BufferedReader, Server
+from sota_dispatch import BufferedReader, Server, testing
 from sota_zmtp import EchoRouter, Limits, Router, encode_message
 from sota_zmtp.wire import encode_command
 
@@ -28,13 +28,9 @@ TIMEOUT_MS = 10_000
 
 @asynccontextmanager
 async def serving(router: Router) -> AsyncIterator[tuple[Server, str]]:
-    server = Server(router.factory, "127.0.0.1:0", drain_timeout=2)
-    async with anyio.create_task_group() as tg:
-        address = await tg.start(server.serve)
-        try:
-            yield server, address
-        finally:
-            server.shutdown()
+    async with testing.serving(router.factory) as server:
+        assert server.address is not None
+        yield server, server.address
 
 
 async def in_thread(func: Callable[[], T]) -> T:
