@@ -49,9 +49,18 @@ class Outbox:
             connection.flush_soon()
 
     def begin(self) -> None:
+        """A batch starts (see :meth:`end`; ``with outbox:`` does both)."""
         self._depth += 1
 
+    def __enter__(self) -> Outbox:
+        self.begin()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.end()
+
     def end(self) -> None:
+        """The batch ends: flush every connection it wrote to."""
         # Never below zero, even if an end() raised and its caller's finally
         # ends again: a negative depth would hold writes for good.
         self._depth = max(self._depth - 1, 0)

@@ -493,22 +493,16 @@ class UpstreamConnection(Dispatcher):
             self.pool.ready(self)
             outbox = self.pool.cluster.outbox
             if frames:
-                outbox.begin()
-                try:
+                with outbox:
                     self._responses(frames)
-                finally:
-                    outbox.end()
             while True:
                 frames = codec.feed(await reader.read_some())
                 out = codec.data_to_send()
                 if out:
                     writer.write(out)
                 if frames:
-                    outbox.begin()  # the clients answered leave with one send each, from here
-                    try:
+                    with outbox:  # the clients answered leave with one send each, from here
                         self._responses(frames)
-                    finally:
-                        outbox.end()
                 codec.check()
         except BaseException as exc:
             error = exc

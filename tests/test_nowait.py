@@ -168,12 +168,10 @@ def test_a_batch_flushes_each_connection_once_at_its_end() -> None:
 
 def test_only_the_outermost_end_flushes() -> None:
     outbox, a = Outbox(), Recorder()
-    outbox.begin()
-    outbox.begin()
-    outbox.add(conn(a))
-    outbox.end()
-    assert a.calls == []
-    outbox.end()
+    with outbox:
+        with outbox:
+            outbox.add(conn(a))
+        assert a.calls == []
     assert a.calls == ["now"]
 
 
