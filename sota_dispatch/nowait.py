@@ -53,9 +53,13 @@ def nowait_sender(stream: object) -> NowaitSender | None:
 
 
 def _asyncio_sender(stream: Any) -> NowaitSender | None:
-    transport = getattr(stream, "_transport", None)
-    protocol = getattr(stream, "_protocol", None)
-    if transport is None or protocol is None or not hasattr(protocol, "write_event"):
+    # Every private name used below is checked here: with another anyio's
+    # internals the stream simply takes the ordinary path.
+    transport: Any = getattr(stream, "_transport", None)
+    protocol: Any = getattr(stream, "_protocol", None)
+    if transport is None or protocol is None or not hasattr(stream, "_closed"):
+        return None
+    if not (hasattr(protocol, "write_event") and hasattr(protocol, "exception")):
         return None
 
     # anyio sets the transport's high-water mark to 0: its write event is set

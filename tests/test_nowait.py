@@ -123,6 +123,15 @@ async def test_streams_without_a_nowait_sender_keep_their_bytes_for_flush() -> N
     assert await a.receive() == b"kept"
 
 
+def test_another_anyios_internals_mean_no_nowait_sender() -> None:
+    class Renamed:  # what a future anyio's stream might look like
+        __module__ = "anyio._backends._asyncio"
+        _transport = object()
+        _protocol = object()  # no write_event, no exception
+
+    assert nowait_sender(Renamed()) is None
+
+
 # -- the outbox ----------------------------------------------------------------
 
 
