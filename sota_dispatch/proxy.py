@@ -212,7 +212,7 @@ class ProxyConnection(Dispatcher):
         writer.write(codec.data_to_send())
         max_in_flight = limits.max_in_flight
         stats = self.listener.stats
-        outbox = self.listener.proxy.outbox
+        outbox = self.proxy.outbox
         frame_timeout, self._idle_timeout = limits.frame_timeout, limits.idle_timeout
         connected = anyio.current_time()
         frame_started: float | None = None  # when the partial frame in the codec began
@@ -410,7 +410,7 @@ class ProxyConnection(Dispatcher):
             self.in_flight -= 1
             self._woken()
             self.writer.write(data)
-        self.listener.proxy.outbox.add(self)
+        self.proxy.outbox.add(self)
 
 
 class Listener:

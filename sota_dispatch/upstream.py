@@ -409,6 +409,8 @@ class UpstreamConnection(Dispatcher):
         self.pool = pool
         self.hooks = pool.hooks
         self.codec = pool.hooks.upstream_codec(config.options, config.max_frame_size)
+        #: The proxy's batch collector (written per request: one lookup, here).
+        self.outbox = pool.cluster.outbox
         self.multiplexed = pool.mode == "multiplex"
         self.ready = False
         self.was_ready = False
@@ -442,7 +444,7 @@ class UpstreamConnection(Dispatcher):
             if not exchange.oneway:
                 self.in_order.append((exchange, attempt))
         self.writer.write(data)
-        self.pool.cluster.outbox.add(self)
+        self.outbox.add(self)
         if exchange.oneway:
             exchange.sent_oneway()
         else:
@@ -491,7 +493,7 @@ class UpstreamConnection(Dispatcher):
                 raise ProtocolError("no handshake within the connect timeout") from None
             self.ready = self.was_ready = True
             self.pool.ready(self)
-            outbox = self.pool.cluster.outbox
+            outbox = self.outbox
             if frames:
                 with outbox:
                     self._responses(frames)
@@ -517,7 +519,7 @@ class UpstreamConnection(Dispatcher):
             if hooks.is_heartbeat(response):
                 if hooks.is_request(response):
                     self.writer.write(hooks.heartbeat_reply(response))
-                    self.pool.cluster.outbox.add(self)
+                    self.outbox.add(self)
                 continue
             if self.multiplexed:
                 upstream_id = hooks.response_id(response)
