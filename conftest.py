@@ -1,4 +1,4 @@
-"""Shared by every test directory: every async test runs on asyncio and on trio.
+"""Shared by every test directory: every async test runs on asyncio, trio and uvloop.
 
 Modules with async tests set ``pytestmark = pytest.mark.anyio``; collection
 fails for an async test without it, so none can silently run on one backend
@@ -12,10 +12,28 @@ import inspect
 import pytest
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
+@pytest.fixture(params=["asyncio", "trio", "uvloop"])
+def anyio_backend(request: pytest.FixtureRequest) -> str | tuple[str, dict[str, bool]]:
+    """asyncio with its own loop, trio, and asyncio on uvloop (which the
+    bundled server picks whenever it is installed, and whose transports
+    fail in their own ways: a reset peer leaves no socket behind)."""
+    if request.param == "uvloop":
+        pytest.importorskip("uvloop")
+        return ("asyncio", {"use_uvloop": True})
     backend: str = request.param
     return backend
+
+
+@pytest.fixture
+def backend_args(anyio_backend: str | tuple[str, dict[str, bool]]) -> list[str]:
+    """The ``serve`` command-line flags that run the current test's backend
+    in a child process (``--backend asyncio`` alone would pick uvloop)."""
+    backend = anyio_backend
+    if isinstance(backend, tuple):
+        return ["--backend", "asyncio"]
+    if backend == "asyncio":
+        return ["--backend", "asyncio", "--no-uvloop"]
+    return ["--backend", str(backend)]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

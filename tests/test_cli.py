@@ -29,8 +29,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 @pytest.fixture
-def line_server(anyio_backend: str) -> Iterator[ServeProcess]:
-    with serve_process(["--protocol", "simple_line", "--listen", "127.0.0.1:0", "--backend", anyio_backend]) as proc:
+def line_server(backend_args: list[str]) -> Iterator[ServeProcess]:
+    with serve_process(["--protocol", "simple_line", "--listen", "127.0.0.1:0", *backend_args]) as proc:
         yield proc
 
 
@@ -134,12 +134,14 @@ def install_entry_point_plugin(root: Path) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
 
 
-async def test_plugin_installed_only_by_entry_point_is_listed_and_served(tmp_path: Path, anyio_backend: str) -> None:
+async def test_plugin_installed_only_by_entry_point_is_listed_and_served(
+    tmp_path: Path, backend_args: list[str]
+) -> None:
     env = install_entry_point_plugin(tmp_path)
     listed = run_cli("--list-protocols", env=env)
     assert "reverse\tReverses each line." in listed.stdout
     assert "distribution reverse-plugin 1.0" in listed.stdout
-    args = ["--protocol", "reverse", "--listen", "127.0.0.1:0", "--backend", anyio_backend]
+    args = ["--protocol", "reverse", "--listen", "127.0.0.1:0", *backend_args]
     with serve_process(args, env=env) as proc:
         assert await roundtrip(proc.host, proc.port, b"abc\nxy\n", 2) == b"cba\nyx\n"
         assert proc.stop() == 0

@@ -236,15 +236,6 @@ class BigAnswer(Dispatcher):
             await self.writer.flush()
 
 
-@pytest.fixture(params=["asyncio", "trio", "uvloop"])
-def anyio_backend(request: pytest.FixtureRequest) -> Any:
-    """This module also runs on uvloop: its transports buffer like asyncio's."""
-    if request.param == "uvloop":
-        pytest.importorskip("uvloop")
-        return ("asyncio", {"use_uvloop": True})
-    return request.param
-
-
 async def test_a_big_answer_to_a_half_closed_client_is_not_cut_short() -> None:
     # The proxy hands the answer to the client's socket from the upstream's
     # task; asyncio's transport keeps what the kernel cannot take yet. The

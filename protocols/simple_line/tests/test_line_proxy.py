@@ -415,11 +415,11 @@ async def test_killed_backend_gets_no_traffic_then_receives_again_when_back() ->
 # -- drain on SIGTERM --------------------------------------------------------------
 
 
-async def test_sigterm_drains_in_flight_requests_then_exits(anyio_backend: str) -> None:
+async def test_sigterm_drains_in_flight_requests_then_exits(backend_args: list[str]) -> None:
     async with backends("A") as up:
         backend, address = up[0]
         args = ["--protocol", "simple_line", "--upstream", address, "--listen", "127.0.0.1:0"]
-        with serve_process([*args, "--backend", anyio_backend, "--drain-timeout", "10"]) as proc:
+        with serve_process([*args, *backend_args, "--drain-timeout", "10"]) as proc:
             stream = await anyio.connect_tcp(proc.host, proc.port)
             async with stream:
                 c = Client(stream)

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
-def server(anyio_backend: str) -> Iterator[ServeProcess]:
-    args = ["--protocol", "simple_line", "--listen", "127.0.0.1:0", "--backend", anyio_backend, "-o", "max_line=1024"]
+def server(backend_args: list[str]) -> Iterator[ServeProcess]:
+    args = ["--protocol", "simple_line", "--listen", "127.0.0.1:0", *backend_args, "-o", "max_line=1024"]
     with serve_process(args) as proc:
         yield proc
         assert proc.stop() == 0, "".join(proc.stderr_lines)

@@ -29,8 +29,8 @@ def req_round_trip(address: str, frames: list[bytes], **plain: bytes) -> list[by
         ctx.destroy(0)
 
 
-async def test_zmtp_echo_service(anyio_backend: str) -> None:
-    args = ["--protocol", "zmtp", "--listen", "127.0.0.1:0", "--backend", anyio_backend]
+async def test_zmtp_echo_service(backend_args: list[str]) -> None:
+    args = ["--protocol", "zmtp", "--listen", "127.0.0.1:0", *backend_args]
     with serve_process(args) as proc:
         message = [b"hello", b"", b"x" * 70_000]
         assert await anyio.to_thread.run_sync(req_round_trip, proc.address, message) == message
@@ -38,8 +38,8 @@ async def test_zmtp_echo_service(anyio_backend: str) -> None:
     assert "Traceback" not in "".join(proc.stderr_lines)
 
 
-async def test_zmtp_echo_service_with_plain_and_heartbeats(anyio_backend: str) -> None:
-    args = ["--protocol", "zmtp", "--listen", "127.0.0.1:0", "--backend", anyio_backend]
+async def test_zmtp_echo_service_with_plain_and_heartbeats(backend_args: list[str]) -> None:
+    args = ["--protocol", "zmtp", "--listen", "127.0.0.1:0", *backend_args]
     args += ["-o", "plain_user=admin", "-o", "plain_password=secret", "-o", "heartbeat_interval=0.5"]
     with serve_process(args) as proc:
         reply = await anyio.to_thread.run_sync(
