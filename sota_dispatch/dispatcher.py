@@ -92,7 +92,13 @@ class ConnectionContext:
 
 
 def _address_of(stream: ByteStream, attribute: Any) -> str | None:
-    value = stream.extra(attribute, None)
+    # A peer may reset the connection before we look: uvloop then has no
+    # socket left (AttributeError inside anyio) and asyncio's getpeername()
+    # raises ENOTCONN. The connection is dead, not the listener: no address.
+    try:
+        value = stream.extra(attribute, None)
+    except (OSError, AttributeError, RuntimeError):
+        return None
     if isinstance(value, tuple):
         return format_address(value)
     return None if value is None else str(value)

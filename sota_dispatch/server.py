@@ -120,15 +120,18 @@ class Server:
             connections.start_soon(self._handle, stream)
 
     async def _handle(self, stream: SocketStream) -> None:
-        _pause_reading(stream)
         self.connections_total += 1
         self._starting -= 1
-        context = ConnectionContext.for_stream(stream, protocol=self.protocol, options=self.options)
+        # Nothing about one connection may reach the accept loop's task
+        # group: a peer that resets at once, or a factory that fails, costs
+        # that connection only.
         try:
+            _pause_reading(stream)
+            context = ConnectionContext.for_stream(stream, protocol=self.protocol, options=self.options)
             dispatcher = self.factory(stream, context)
         except Exception:
-            log.exception("conn %d: the dispatcher factory of %r failed", context.connection_id, self.protocol)
-            await stream.aclose()
+            log.exception("the dispatcher factory of %r failed for a new connection", self.protocol)
+            await anyio.aclose_forcefully(stream)
             return
         self._dispatchers.add(dispatcher)
         try:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import queue
 import re
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -42,6 +44,7 @@ __all__ = [
     "check_clean_shutdown",
     "check_garbage",
     "check_split_invariance",
+    "connect_and_reset",
     "exchange",
     "memory_stream_pair",
     "running_proxy",
@@ -188,6 +191,26 @@ async def check_clean_shutdown(
     result = await exchange(factory, [requests], options=options)
     assert result.close_reason is None, f"clean EOF closed with {result.close_reason!r}"
     return result
+
+
+def connect_and_reset(address: str, count: int = 1) -> int:
+    """Open ``count`` TCP connections to ``HOST:PORT`` and reset each at once
+    (``SO_LINGER`` 0: an RST, not a FIN), as a crashing or hostile client
+    does. Blocking: from async code, run it with
+    :func:`anyio.to_thread.run_sync`. Returns how many connects succeeded;
+    a refused one ends the storm (the server is gone or refusing).
+    """
+    host, _, port = address.rpartition(":")
+    done = 0
+    for _ in range(count):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            try:
+                sock.connect((host.strip("[]"), int(port)))
+            except OSError:
+                return done
+            done += 1
+    return done
 
 
 _LISTENING = re.compile(r"listening on (\S+)")
