@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .connection import Heartbeat
 from .dealer import Dealer, DealerConnection
-from .engine import Authenticator, Limits, PeerError, ZmtpEngine, generate_identity
+from .engine import Authenticator, DowngradeRefused, Limits, PeerError, ZmtpEngine, generate_identity
 from .proxy import ZMTP_HOOKS, ZmtpHooks, zmtp_error_reply
 from .router import (
     EchoRouter,
@@ -33,6 +33,7 @@ __all__ = [
     "Heartbeat",
     "HighWaterMarkError",
     "Limits",
+    "DowngradeRefused",
     "PeerError",
     "Router",
     "RouterConnection",

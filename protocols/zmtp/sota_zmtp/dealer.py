@@ -5,7 +5,10 @@ the handshake, and reconnects with exponential backoff when the connection
 fails, the way a libzmq socket does (starting at ``reconnect_interval``,
 doubling up to ``reconnect_interval_max``, reset by a successful handshake).
 A peer's ERROR command is final: the dealer stops instead of reconnecting
-into the same refusal, and :meth:`Dealer.send` raises it.
+into the same refusal, and :meth:`Dealer.send` raises it. So is a ZMTP 2.0
+peer when the dealer was given PLAIN credentials: 2.0 has no mechanism, and
+talking on would send messages without the authentication asked for
+(:class:`~sota_zmtp.DowngradeRefused`).
 
 Incoming messages go to :meth:`Dealer.on_message`, in the connection's task;
 the default keeps them for :meth:`Dealer.receive`.
@@ -24,7 +27,7 @@ from anyio.abc import ByteStream, TaskGroup, TaskStatus
 from sota_dispatch import ConnectionContext, ConnectionLost, Dispatcher, parse_address
 
 from .connection import Heartbeat, Liveness, handshake, keepalive, pump
-from .engine import Limits, PeerError, ZmtpEngine
+from .engine import DowngradeRefused, Limits, PeerError, ZmtpEngine
 from .wire import SocketType
 
 __all__ = ["Dealer", "DealerConnection"]
@@ -142,6 +145,12 @@ class Dealer:
                 if isinstance(reason, PeerError):
                     self.error = reason
                     log.warning("zmtp dealer: %s:%d refused us: %s; not reconnecting", *self.address, reason.reason)
+                    return
+                if isinstance(reason, DowngradeRefused):
+                    # We asked for PLAIN; a 2.0 peer cannot give it, and will
+                    # not learn to by the next attempt.
+                    self.error = reason
+                    log.error("zmtp dealer: %s:%d: %s; not reconnecting", *self.address, reason)
                     return
                 if connection.engine.handshake_done:
                     delay = self.reconnect_interval

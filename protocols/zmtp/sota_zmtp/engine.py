@@ -44,7 +44,7 @@ from .wire import (
     signature,
 )
 
-__all__ = ["Authenticator", "Limits", "PeerError", "ZmtpEngine", "generate_identity"]
+__all__ = ["Authenticator", "DowngradeRefused", "Limits", "PeerError", "ZmtpEngine", "generate_identity"]
 
 #: A PLAIN server's check: ``(username, password) -> accepted``.
 Authenticator = Callable[[bytes, bytes], bool]
@@ -65,6 +65,13 @@ class PeerError(ProtocolError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"peer sent ERROR: {reason}")
         self.reason = reason
+
+
+class DowngradeRefused(ProtocolError):
+    """The peer speaks ZMTP 1.0 or 2.0, which have no security mechanism,
+    and this endpoint requires one (PLAIN): talking on would skip the
+    authentication. Final, like :class:`PeerError`: a client does not
+    reconnect into it (libzmq refuses such peers when a mechanism is set)."""
 
 
 @attrs.frozen
@@ -393,6 +400,11 @@ class ZmtpEngine:
             raise ProtocolError(f"not a ZMTP 2.0+ greeting (starts {head[:10].hex()})")
         revision = head[10]
         if revision == 0:
+            if self.mechanism != b"NULL":
+                raise DowngradeRefused(
+                    f"the peer speaks ZMTP 1.0, which has no authentication; this endpoint requires "
+                    f"{self.mechanism.decode()}"
+                )
             raise ProtocolError("ZMTP 1.0 peers are not supported")
         if revision < 3:
             self._downgrade_to_v2()
@@ -404,6 +416,14 @@ class ZmtpEngine:
                 self._v3_greeting_start()
 
     def _downgrade_to_v2(self) -> None:
+        if self.mechanism != b"NULL":
+            # 2.0 has no mechanism: answering in 2.0 would serve (or log in
+            # to) a peer that never authenticated. 2.0 has no ERROR command
+            # either: the refusal is the close.
+            raise DowngradeRefused(
+                f"the peer speaks ZMTP 2.0, which has no authentication; this endpoint requires "
+                f"{self.mechanism.decode()}"
+            )
         # ZMTP 2.0: our socket type, then our identity frame.
         self.version = (2, 0)
         self._out += bytes((self.socket_type,)) + bytes((0, len(self.identity))) + self.identity
