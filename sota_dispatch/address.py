@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["format_address", "parse_address"]
+__all__ = ["format_address", "is_loopback", "parse_address"]
 
 
 def parse_address(text: str | tuple[str, int], *, default_host: str | None = None) -> tuple[str, int]:
@@ -50,3 +50,15 @@ def format_address(address: str | tuple[str, int] | tuple[str, int, int, int]) -
         return address
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP address or ``localhost``) is this machine only."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

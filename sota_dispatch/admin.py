@@ -12,10 +12,20 @@ per connection (``Connection: close``), GET unless noted:
 
 The metrics are read from the proxy's plain counters at scrape time by a
 custom collector, so serving traffic pays nothing for them.
+
+Any web page can make a browser send requests to 127.0.0.1, so the admin
+guards itself like a local service must: a request whose ``Host`` is a DNS
+name other than ``localhost`` is refused (DNS rebinding: a name the attacker
+controls, pointed at us), as is an absolute-form target for another host,
+and a mutating request (POST) carrying an ``Origin`` other than the admin's
+own. Connections still waiting for their request head are bounded: when
+:data:`MAX_WAITING` wait, the oldest is closed, so idle connections cannot
+lock an operator (or a readiness probe) out.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
@@ -36,14 +46,55 @@ if TYPE_CHECKING:
 
     from .proxy import Proxy
 
-__all__ = ["AdminConnection", "ProxyCollector", "config_json"]
+__all__ = ["AdminConnection", "ProxyCollector", "WaitingConnections", "config_json", "host_is_allowed"]
 
 log = logging.getLogger(__name__)
 
 _LEVELS = ("debug", "info", "warning", "error", "critical")
 #: Seconds a client has to send its request head.
 HEAD_TIMEOUT = 5.0
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+#: Admin connections that may wait for their request head at once; one more
+#: closes the one that waited longest.
+MAX_WAITING = 32
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    503: "Service Unavailable",
+}
+#: Methods that change the proxy's state.
+_MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def host_is_allowed(host: str) -> bool:
+    """Whether a ``Host`` value (``name[:port]``) may reach the admin: an IP
+    address or ``localhost``, never another DNS name (DNS rebinding)."""
+    name = _host_name(host)
+    if name is None:
+        return False
+    if name.lower() == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _host_name(host: str) -> str | None:
+    """The name part of ``name[:port]`` or ``[v6]:port``; None if malformed."""
+    host = host.strip()
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0 or (host[end + 1 :] and not host[end + 1 :].startswith(":")):
+            return None
+        return host[1:end]
+    name, _, port = host.partition(":")
+    if port and not port.isdigit():
+        return None
+    return name or None
 
 
 def config_json(value: Any) -> Any:
@@ -152,17 +203,49 @@ class ProxyCollector:
         yield from (checks, check_failures)
 
 
+class WaitingConnections:
+    """The admin connections waiting for their request head, oldest first:
+    at :data:`MAX_WAITING`, a newcomer closes the one that waited longest."""
+
+    def __init__(self, limit: int = MAX_WAITING) -> None:
+        self.limit = limit
+        self._waiting: dict[AdminConnection, None] = {}
+        #: Connections closed to make room.
+        self.evicted = 0
+
+    def add(self, connection: AdminConnection) -> None:
+        while len(self._waiting) >= self.limit:
+            oldest = next(iter(self._waiting))
+            del self._waiting[oldest]
+            self.evicted += 1
+            oldest.abort()
+        self._waiting[connection] = None
+
+    def discard(self, connection: AdminConnection) -> None:
+        self._waiting.pop(connection, None)
+
+
 class AdminConnection(Dispatcher):
     """One admin HTTP request and its answer."""
 
     protocol_name: ClassVar[str] = "admin"
     linger_timeout = 1.0
 
-    def __init__(self, stream: ByteStream, context: ConnectionContext, *, proxy: Proxy) -> None:
+    def __init__(
+        self,
+        stream: ByteStream,
+        context: ConnectionContext,
+        *,
+        proxy: Proxy,
+        waiting: WaitingConnections | None = None,
+    ) -> None:
         super().__init__(stream, context)
         self.proxy = proxy
+        self.waiting = waiting
 
     async def serve(self) -> None:
+        if self.waiting is not None:
+            self.waiting.add(self)
         try:
             with anyio.fail_after(HEAD_TIMEOUT):
                 head = await self.reader.read_until(b"\r\n\r\n", max_bytes=8192)
@@ -171,13 +254,40 @@ class AdminConnection(Dispatcher):
             return
         except TimeoutError:
             return  # a client that sends no request in time is closed
-        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        parts = request_line.split()
+        finally:
+            if self.waiting is not None:
+                self.waiting.discard(self)
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split()
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            raise ProtocolError(f"not an HTTP/1.x request line: {request_line[:80]!r}")
+            raise ProtocolError(f"not an HTTP/1.x request line: {lines[0][:80]!r}")
         method, target = parts[0], parts[1]
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers.setdefault(name.strip().lower(), value.strip())
         url = urlsplit(target)
+        refusal = self._refusal(method, url.netloc, headers)
+        if refusal is not None:
+            log.warning("admin: refused %s %s from %s: %s", method, url.path[:80], self.context.remote_address, refusal)
+            self._answer(403, refusal + "\n")
+            return
         self._route(method, url.path, parse_qs(url.query))
+
+    def _refusal(self, method: str, authority: str, headers: Mapping[str, str]) -> str | None:
+        """Why a request that may come from a web page is refused (None: it is not)."""
+        host = headers.get("host")
+        if authority and (host is None or authority.lower() != host.lower()):
+            return "an absolute-form target must name the Host the request was sent to"
+        if host is not None and not host_is_allowed(host):
+            return "Host must be an IP address or localhost"
+        origin = headers.get("origin")
+        if method in _MUTATING and origin is not None:
+            allowed = host is not None and origin.lower() in (f"http://{host.lower()}", f"https://{host.lower()}")
+            if not allowed:
+                return f"cross-origin {method} (Origin {origin[:80]})"
+        return None
 
     def _route(self, method: str, path: str, query: Mapping[str, list[str]]) -> None:
         handlers = {

@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeAlias, TypeVar, cast, get_args
 
 import attrs
 
-from .address import parse_address
+from .address import is_loopback, parse_address
 from .errors import SotaError
 from .health import BreakerConfig, OutlierConfig
 from .proxy_hooks import PoolMode
@@ -685,20 +685,9 @@ def admin_config(value: object, path: str) -> AdminConfig:
     address = _address(raw.get("address", AdminConfig().address), f"{path}.address")
     allow_remote = _bool(raw.get("allow_remote", False), f"{path}.allow_remote")
     host = parse_address(address)[0]
-    if not allow_remote and not _loopback(host):
+    if not allow_remote and not is_loopback(host):
         raise ConfigError(f"{path}.address", f"{address} is not loopback; set allow_remote: true to expose the admin")
     return AdminConfig(address=address, allow_remote=allow_remote)
-
-
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def load_config(path: str | Path) -> ProxyConfig:

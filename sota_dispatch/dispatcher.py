@@ -169,6 +169,7 @@ class Dispatcher:
         self._running = False
         self._stopping = False
         self._closing = False
+        self._aborting = False
         self._flush_scope: anyio.CancelScope | None = None
         self._close_deadline = math.inf
         self._outer: TaskGroup | None = None
@@ -284,6 +285,13 @@ class Dispatcher:
         if self._serve_scope is not None:
             self._serve_scope.cancel()
 
+    def abort(self) -> None:
+        """Close at once, without the lingering close: for a connection shed
+        to make room (an overload action), whose peer is owed nothing and
+        must not hold its slot while a linger waits for it."""
+        self._aborting = True
+        self.close_soon()
+
     # -- lifecycle -------------------------------------------------------------
 
     async def _flusher(self) -> None:
@@ -356,7 +364,7 @@ class Dispatcher:
         # Linger unless the peer already closed its side (or the connection
         # is broken): replies still in flight must not be destroyed by a
         # reset (see _linger).
-        linger = linger and not self.reader.at_eof and not isinstance(reason, _PEER_GONE)
+        linger = linger and not self._aborting and not self.reader.at_eof and not isinstance(reason, _PEER_GONE)
         self._serve_scope = None
         self._task_group = None
         self.writer.pair(self.reader, None)
@@ -364,7 +372,7 @@ class Dispatcher:
         self.streams.close(reason if isinstance(reason, ConnectionLost) else ConnectionLost(reason))
         self._log_close(reason)
         with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(self.linger_timeout):
+            with anyio.move_on_after(0 if self._aborting else self.linger_timeout):
                 try:
                     await self.writer.flush()
                     if linger:

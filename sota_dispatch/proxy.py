@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 from anyio.abc import ByteStream, TaskStatus
 
+from .address import is_loopback
 from .checks import run_health_checks
 from .config import ClusterConfig, ConfigError, ListenerConfig, ProxyConfig
 from .dispatcher import ConnectionContext, Dispatcher
@@ -49,7 +50,8 @@ log = logging.getLogger(__name__)
 AUTO = "auto"
 #: Bytes read at most while detecting a connection's protocol.
 MAX_SNIFF = 64 * 1024
-#: Admin connections served at once (a scrape or a curl needs one).
+#: Admin connections served at once (a scrape or a curl needs one); of
+#: these, at most ``admin.MAX_WAITING`` may wait for their request head.
 ADMIN_MAX_CONNECTIONS = 64
 
 
@@ -464,6 +466,7 @@ class Proxy:
             else Server(self._admin_connection, config.admin.address, max_connections=ADMIN_MAX_CONNECTIONS)
         )
         self._metrics: Any = None
+        self._admin_waiting: Any = None
         self._shutdown = False
 
     async def serve(self, *, task_status: TaskStatus[dict[str, str]] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -492,6 +495,12 @@ class Proxy:
                         raise ConfigError(
                             "admin.address", f"cannot listen on {self.config.admin.address}: {exc.strerror or exc}"
                         ) from None
+                    if not is_loopback(self._admin.host):
+                        log.warning(
+                            "the admin endpoint listens on %s, beyond this machine: anyone who can reach it "
+                            "can drain the proxy and read its config",
+                            self.admin_address,
+                        )
                 task_status.started(dict(self.addresses))
                 if self._shutdown:
                     self.shutdown()
@@ -531,9 +540,11 @@ class Proxy:
         return self._metrics
 
     def _admin_connection(self, stream: ByteStream, context: ConnectionContext) -> Dispatcher:
-        from .admin import AdminConnection
+        from .admin import AdminConnection, WaitingConnections
 
-        return AdminConnection(stream, context, proxy=self)
+        if self._admin_waiting is None:
+            self._admin_waiting = WaitingConnections()
+        return AdminConnection(stream, context, proxy=self, waiting=self._admin_waiting)
 
     @property
     def drain_timeout(self) -> float:
