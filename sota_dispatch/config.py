@@ -86,8 +86,13 @@ class EndpointConfig:
 class PoolConfig:
     """How a cluster's connections to one endpoint carry requests.
 
-    ``None`` means the protocol's default: its pool mode; 1 connection per
-    endpoint for ``multiplex``, 2 for ``pipeline``, 64 for ``exclusive``;
+    ``None`` means the protocol's default: its pool mode; shared by every
+    client for ``multiplex`` (ids keep the answers apart), one pool per
+    client connection for ``pipeline`` and ``exclusive`` (answers are
+    matched by order alone, so a backend that answers once too often must
+    not be able to hand one client's answer to another); connections per
+    endpoint (per client when not shared): 1 for ``multiplex``, 2 for a
+    shared ``pipeline``, 64 for a shared ``exclusive``, 1 per client;
     requests per connection 10,000 / 1,000 / 1.
     """
 
@@ -96,14 +101,20 @@ class PoolConfig:
     max_requests: int | None = None
     #: Requests waiting for a connection, per endpoint; beyond: overflow.
     max_pending: int = 1024
+    #: Whether client connections share the upstream connections (None: the
+    #: mode's default, shared only for ``multiplex``).
+    shared: bool | None = None
 
-    def resolved(self, default_mode: PoolMode) -> tuple[PoolMode, int, int]:
-        """``(mode, connections, max_requests)`` with the defaults filled in."""
+    def resolved(self, default_mode: PoolMode) -> tuple[PoolMode, int, int, bool]:
+        """``(mode, connections, max_requests, shared)`` with the defaults filled in."""
         mode = self.mode or default_mode
+        shared = self.shared if self.shared is not None else mode == "multiplex"
         connections, max_requests = {"multiplex": (1, 10_000), "pipeline": (2, 1_000), "exclusive": (64, 1)}[mode]
+        if not shared:
+            connections = 1  # a client's own: as many as the client itself opened
         if mode == "exclusive":
-            return mode, self.connections or connections, 1
-        return mode, self.connections or connections, self.max_requests or max_requests
+            return mode, self.connections or connections, 1, shared
+        return mode, self.connections or connections, self.max_requests or max_requests, shared
 
 
 @attrs.frozen
@@ -412,12 +423,13 @@ def _endpoint(value: object, path: str) -> EndpointConfig:
 
 
 def _pool(value: object, path: str) -> PoolConfig:
-    raw = _mapping(value, path, ("mode", "connections", "max_requests", "max_pending"))
+    raw = _mapping(value, path, ("mode", "connections", "max_requests", "max_pending", "shared"))
     return PoolConfig(
         mode=cast(PoolMode, _choice(raw["mode"], f"{path}.mode", _POOL_MODES)) if "mode" in raw else None,
         connections=_int(raw["connections"], f"{path}.connections") if "connections" in raw else None,
         max_requests=_int(raw["max_requests"], f"{path}.max_requests") if "max_requests" in raw else None,
         max_pending=_int(raw.get("max_pending", 1024), f"{path}.max_pending"),
+        shared=_bool(raw["shared"], f"{path}.shared") if "shared" in raw else None,
     )
 
 

@@ -274,4 +274,4 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
         exchange.downstream.proxy.timers.call_at(now + per_try, exchange, exchange.attempt)
     hooks = exchange.downstream.hooks
     assert hooks is not None
-    cluster.pool(endpoint, hooks).submit(exchange)
+    cluster.pool(endpoint, hooks, exchange.downstream).submit(exchange)

@@ -28,6 +28,7 @@ import anyio
 from anyio.abc import ByteStream, TaskStatus
 
 from .address import is_loopback
+from .balancers import Endpoint
 from .checks import run_health_checks
 from .config import ClusterConfig, ConfigError, ListenerConfig, ProxyConfig
 from .dispatcher import ConnectionContext, Dispatcher
@@ -40,7 +41,7 @@ from .routing import Route
 from .server import Server
 from .stats import ListenerStats
 from .timers import TimerQueue
-from .upstream import Cluster
+from .upstream import Cluster, Pool
 
 __all__ = ["AUTO", "Listener", "Proxy", "ProxyConnection", "check_protocols"]
 
@@ -152,6 +153,9 @@ class ProxyConnection(Dispatcher):
         self._idle_timeout: float | None = None
         self._streams = 0  # requests decoded so far (a request's number is its stream id)
         self._draining = False
+        #: This client's own upstream pools (clusters that do not share
+        #: connections between clients), closed with it.
+        self.upstream_pools: dict[tuple[Cluster, Endpoint], Pool] = {}
 
     # -- life cycle -------------------------------------------------------------
 
@@ -170,6 +174,9 @@ class ProxyConnection(Dispatcher):
         for exchange in list(self._exchanges):
             exchange.abandon()
         self._exchanges.clear()
+        for pool in self.upstream_pools.values():
+            pool.close()
+        self.upstream_pools.clear()
 
     async def _wait_in_flight(self, limit: int) -> None:
         while self.in_flight > limit:

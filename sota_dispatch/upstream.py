@@ -3,8 +3,11 @@
 A cluster picks an endpoint with its load balancer (skipping endpoints in
 connect-failure backoff and, for a retry, the ones already tried); the
 endpoint's pool picks one of its connections or opens one. Connections
-open lazily, are shared by every client connection, and are replaced when
-they fail. Nothing here spawns a task per request: sending is a write into
+open lazily and are replaced when they fail. A multiplexed pool is shared
+by every client connection (ids keep the answers apart); pipelined and
+exclusive pools are one per client connection unless configured
+``shared``, because answers matched by order alone would reach another
+client if a backend ever answered once too often. Nothing here spawns a task per request: sending is a write into
 the connection's buffer (one send per batch, by its flusher), and each
 response is handed to its request by the connection's one reader task.
 
@@ -48,6 +51,7 @@ from .stats import ClusterStats
 
 if TYPE_CHECKING:
     from .exchange import Exchange
+    from .proxy import ProxyConnection
 
 __all__ = ["Cluster", "Pool", "UpstreamConnection"]
 
@@ -92,7 +96,16 @@ class Cluster:
         #: Endpoints in connect-failure backoff -> when they may be tried again.
         self.down: dict[Endpoint, float] = {}
         self._failures: dict[Endpoint, int] = {}
+        #: Shared pools, by endpoint and protocol.
         self._pools: dict[tuple[Endpoint, str], Pool] = {}
+        #: Pools of one client connection each (see :meth:`pool`).
+        self._client_pools: set[Pool] = set()
+        self._shared: dict[str, bool] = {}
+        #: Upstream connections open or opening, and requests queued for one
+        #: (counted as they change: a sum over per-client pools would cost a
+        #: walk of them all per queued request).
+        self.open_connections = 0
+        self.queued = 0
         self.task_group = task_group
         #: Envoy's thresholds, and what they are checked against.
         self.thresholds = config.circuit_breakers
@@ -115,16 +128,34 @@ class Cluster:
         #: Whether try outcomes matter (a breaker or outlier detection is on).
         self.judged = self.breakers is not None or self.outliers is not None
 
-    def pool(self, endpoint: Endpoint, hooks: ProxyHooks[Any]) -> Pool:
+    def pool(self, endpoint: Endpoint, hooks: ProxyHooks[Any], owner: ProxyConnection | None = None) -> Pool:
+        """The pool that carries ``owner``'s requests to ``endpoint``: the
+        shared one, or ``owner``'s own if this cluster does not share
+        connections for the protocol."""
         key = (endpoint, hooks.name)
         pool = self._pools.get(key)
-        if pool is None:
+        if pool is not None:
+            return pool
+        shared = self._shared.get(hooks.name)
+        if shared is None:
+            shared = self._shared[hooks.name] = self.config.pool.resolved(hooks.pool_mode)[3]
+        if shared or owner is None:
             pool = self._pools[key] = Pool(self, endpoint, hooks)
+            return pool
+        own = owner.upstream_pools
+        pool = own.get((self, endpoint))
+        if pool is None:
+            pool = own[(self, endpoint)] = Pool(self, endpoint, hooks, owner=owner)
+            self._client_pools.add(pool)
         return pool
+
+    def pool_closed(self, pool: Pool) -> None:
+        """A client connection's own pool is done (its client closed)."""
+        self._client_pools.discard(pool)
 
     @property
     def pools(self) -> list[Pool]:
-        return list(self._pools.values())
+        return [*self._pools.values(), *self._client_pools]
 
     # -- choosing an endpoint -------------------------------------------------
 
@@ -213,21 +244,22 @@ class Cluster:
         (read from the pools, so the hot path keeps no extra count)."""
         return sum(
             len(pool.pending) + sum(c.load for c in pool.connections)
-            for (ep, _), pool in self._pools.items()
-            if ep == endpoint
+            for pool in self.pools
+            if pool.endpoint == endpoint
         )
 
     def pending_requests(self) -> int:
         """Requests waiting for a connection (not those that gave up meanwhile)."""
-        return sum(1 for pool in self._pools.values() for exchange, attempt in pool.pending if exchange.live(attempt))
+        return sum(1 for pool in self.pools for exchange, attempt in pool.pending if exchange.live(attempt))
 
     def queued_requests(self) -> int:
         """Entries in the pools' queues, those that gave up included: an upper
-        bound of :meth:`pending_requests` at the cost of one ``len`` per pool."""
-        return sum(len(pool.pending) for pool in self._pools.values())
+        bound of :meth:`pending_requests`, kept as a count."""
+        return self.queued
 
     def connection_count(self) -> int:
-        return sum(len(pool.connections) + pool.connecting for pool in self._pools.values())
+        """Upstream connections open or being opened, in every pool."""
+        return self.open_connections
 
     def try_started(self, endpoint: Endpoint) -> None:
         """A try on ``endpoint`` began (callers skip this unless :attr:`tracks_load`)."""
@@ -261,13 +293,18 @@ class Cluster:
 
 
 class Pool:
-    """The connections of one cluster to one endpoint, for one protocol."""
+    """The connections of one cluster to one endpoint, for one protocol, and
+    (``owner``) for one client connection only."""
 
-    def __init__(self, cluster: Cluster, endpoint: Endpoint, hooks: ProxyHooks[Any]) -> None:
+    def __init__(
+        self, cluster: Cluster, endpoint: Endpoint, hooks: ProxyHooks[Any], *, owner: ProxyConnection | None = None
+    ) -> None:
         self.cluster = cluster
         self.endpoint = endpoint
         self.hooks = hooks
-        self.mode, self.max_connections, self.max_requests = cluster.config.pool.resolved(hooks.pool_mode)
+        self.owner = owner
+        self.closed = False
+        self.mode, self.max_connections, self.max_requests, _ = cluster.config.pool.resolved(hooks.pool_mode)
         if self.mode == "multiplex":  # never more in flight than there are ids
             self.max_requests = min(self.max_requests, (1 << hooks.id_bits) - 2)
         self.max_pending = cluster.config.pool.max_pending
@@ -284,21 +321,35 @@ class Pool:
         if connection is not None:
             connection.send(exchange)
             return
+        cluster = self.cluster
         if len(self.pending) >= self.max_pending:
             # Requests that timed out while waiting still sit in the queue.
+            before = len(self.pending)
             self.pending = deque(entry for entry in self.pending if entry[0].live(entry[1]))
+            cluster.queued -= before - len(self.pending)
         if len(self.pending) >= self.max_pending:
             exchange.try_failed("overflow", Failure.OVERFLOW, "too many requests waiting for an upstream connection")
             return
-        cluster = self.cluster
         limit = cluster.thresholds.max_pending_requests
         # The exact count walks every queued request: only near the limit
         # (with 1,000 pipelined it was a scan of the queue per request).
-        if cluster.queued_requests() >= limit and cluster.pending_requests() >= limit:
+        if cluster.queued >= limit and cluster.pending_requests() >= limit:
             cluster.overflows += 1
             exchange.try_failed("overflow", Failure.OVERFLOW, f"cluster {cluster.name}: max_pending_requests reached")
             return
+        if (
+            self.owner is not None
+            and not self.connections
+            and not self.connecting
+            and cluster.open_connections >= cluster.thresholds.max_connections
+        ):
+            # A client's own pool cannot wait for another client's connection
+            # to free up: it would wait for good.
+            cluster.overflows += 1
+            exchange.try_failed("overflow", Failure.OVERFLOW, f"cluster {cluster.name}: max_connections reached")
+            return
         self.pending.append((exchange, exchange.attempt))
+        cluster.queued += 1
         if self.connecting == 0 or len(self.pending) > self.connecting * self.max_requests:
             self._open()
 
@@ -319,14 +370,15 @@ class Pool:
     def _open(self) -> None:
         cluster = self.cluster
         task_group = cluster.task_group
-        if len(self.connections) + self.connecting >= self.max_connections or task_group is None:
+        if len(self.connections) + self.connecting >= self.max_connections or task_group is None or self.closed:
             return
-        if (self.connections or self.connecting) and cluster.connection_count() >= cluster.thresholds.max_connections:
+        if (self.connections or self.connecting) and cluster.open_connections >= cluster.thresholds.max_connections:
             # The cluster's threshold: requests wait for a connection to free
             # up. A pool with none may always open one (as Envoy does), or a
             # busy endpoint could starve another of connections for good.
             return
         self.connecting += 1
+        cluster.open_connections += 1
         task_group.start_soon(self._connect, name=f"connect {self.endpoint.address}")
 
     async def _connect(self) -> None:
@@ -336,12 +388,18 @@ class Pool:
                 stream = await anyio.connect_tcp(host, port)
         except (OSError, TimeoutError) as exc:
             self.connecting -= 1
+            self.cluster.open_connections -= 1
             self._connect_failed(exc if str(exc) else TimeoutError("connect timeout"))
             return
         self.connecting -= 1
+        if self.closed:  # its client left meanwhile
+            self.cluster.open_connections -= 1
+            await anyio.aclose_forcefully(stream)
+            return
         try:
             connection = UpstreamConnection(stream, pool=self)
         except Exception as exc:  # a plugin's codec refused its options: fail the queue, not the proxy
+            self.cluster.open_connections -= 1
             log.exception("cluster %s: cannot set up a connection to %s", self.cluster.name, self.endpoint.address)
             await anyio.aclose_forcefully(stream)
             self._connect_failed(exc)
@@ -350,7 +408,20 @@ class Pool:
         self.connections.append(connection)
         await connection.run()
 
+    def close(self) -> None:
+        """Close a client's own pool with its client: its connections carry
+        nothing anyone waits for any more."""
+        self.closed = True
+        self.cluster.queued -= len(self.pending)
+        self.pending.clear()
+        for connection in self.connections:
+            connection.ready = False
+            connection.close_soon()
+        self.cluster.pool_closed(self)
+
     def _connect_failed(self, error: BaseException) -> None:
+        if self.closed:
+            return  # nobody waits, and a client leaving says nothing of the endpoint
         if self.connecting or any(c.ready for c in self.connections):
             # An extra connection failed; the endpoint still serves on the
             # others (the queue drains onto them), so it is not down.
@@ -360,6 +431,7 @@ class Pool:
             return
         self.cluster.connect_failed(self.endpoint, error)
         waiting, self.pending = self.pending, deque()
+        self.cluster.queued -= len(waiting)
         for exchange, attempt in waiting:
             if exchange.live(attempt):
                 exchange.try_failed("connect_failure", Failure.NO_HEALTHY_UPSTREAM, f"{self.endpoint.address}: {error}")
@@ -371,21 +443,25 @@ class Pool:
 
     def drain_queue(self) -> None:
         pending = self.pending
+        cluster = self.cluster
         while pending:
             exchange, attempt = pending[0]
             if not exchange.live(attempt):
                 pending.popleft()
+                cluster.queued -= 1
                 continue
             connection = self._choose()
             if connection is None:
                 return
             pending.popleft()
+            cluster.queued -= 1
             connection.send(exchange)
 
     def lost(self, connection: UpstreamConnection, error: BaseException | None) -> None:
         """``connection`` ended: before its handshake it is a connect failure."""
         if connection in self.connections:
             self.connections.remove(connection)
+            self.cluster.open_connections -= 1
         if not connection.was_ready:
             self._connect_failed(error or ConnectionError("closed during the handshake"))
         elif self.pending:
@@ -524,11 +600,22 @@ class UpstreamConnection(Dispatcher):
             if self.multiplexed:
                 upstream_id = hooks.response_id(response)
                 entry = None if upstream_id is None else self.in_flight.pop(upstream_id, None)
+                if entry is None:
+                    self.unmatched += 1  # e.g. a late answer to a request given up on
+                    continue
+            elif self.in_order:
+                entry = self.in_order.popleft()
             else:
-                entry = self.in_order.popleft() if self.in_order else None
-            if entry is None:
+                # Answers are matched by order alone: one too many means the
+                # upstream and we disagree on which answer is whose. Nothing
+                # more from it can be trusted.
                 self.unmatched += 1
-                continue
+                log.warning(
+                    "cluster %s: %s sent an answer to no request; closing that connection",
+                    self.pool.cluster.name,
+                    self.pool.endpoint.address,
+                )
+                raise ProtocolError("an answer to no request (answers are matched by their order)")
             self.load -= 1
             exchange, attempt = entry
             if not exchange.done and exchange.attempt == attempt:

@@ -125,6 +125,7 @@ BAD: list[tuple[Any, str]] = [
     ),
     (with_cluster(pool={"connections": 0}), "clusters[0].pool.connections: expected an integer >= 1, got 0"),
     (with_cluster(pool={"connections": True}), "clusters[0].pool.connections: expected an integer, got true"),
+    (with_cluster(pool={"shared": "yes"}), 'clusters[0].pool.shared: expected true or false, got "yes"'),
     (
         minimal(clusters=[{"name": "c", "endpoints": [{"address": "127.0.0.1:1", "weight": 0}]}]),
         "clusters[0].endpoints[0].weight: expected an integer >= 1, got 0",
@@ -298,3 +299,15 @@ def test_cli_reports_a_busy_port_as_a_config_error(tmp_path: Path, capsys: pytes
             ["--protocol", "simple_line", "--upstream", "127.0.0.1:1", "--listen", f"127.0.0.1:{port}"], capsys
         )
     assert err.startswith(f"error: --listen: cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_pools_are_per_client_by_default_unless_ids_keep_answers_apart() -> None:
+    from sota_dispatch import PoolConfig
+
+    assert PoolConfig().resolved("multiplex") == ("multiplex", 1, 10_000, True)
+    assert PoolConfig().resolved("pipeline") == ("pipeline", 1, 1_000, False)
+    assert PoolConfig().resolved("exclusive") == ("exclusive", 1, 1, False)
+    assert PoolConfig(shared=True).resolved("pipeline") == ("pipeline", 2, 1_000, True)
+    assert PoolConfig(shared=True).resolved("exclusive") == ("exclusive", 64, 1, True)
+    assert PoolConfig(shared=False, connections=3).resolved("multiplex") == ("multiplex", 3, 10_000, False)
+    assert parse_config(with_cluster(pool={"shared": True})).clusters[0].pool.shared is True

@@ -287,7 +287,7 @@ async def test_upstream_reset_mid_request_is_an_error_line_then_it_reconnects() 
 
 async def test_overflow_is_an_error_line_at_once() -> None:
     async with backends("A") as up:
-        pool = {"mode": "exclusive", "connections": 1, "max_pending": 1}
+        pool = {"mode": "exclusive", "connections": 1, "max_pending": 1, "shared": True}
         proxy_cm = proxy_for(config([up[0][1]], pool=pool))
         async with proxy_cm as proxy, client(proxy) as c1, client(proxy) as c2, client(proxy) as c3:
             await c1.send(b"hold=1")

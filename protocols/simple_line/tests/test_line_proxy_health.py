@@ -137,7 +137,7 @@ async def test_max_pending_requests_overflow_at_once() -> None:
     async with backends("A", "B") as up:
         (a, a_address), (_, b_address) = up
         document = two_clusters(a_address, b_address, {"max_pending_requests": 1, "max_connections": 1})
-        document["clusters"][0]["pool"] = {"mode": "exclusive"}
+        document["clusters"][0]["pool"] = {"mode": "exclusive", "shared": True}
         async with proxy_for(document) as proxy, client(proxy) as c1, client(proxy) as c2, client(proxy) as c3:
             await c1.send(b"to=a&hold=1")  # the one connection allowed is busy
             await a.wait_seen(1)

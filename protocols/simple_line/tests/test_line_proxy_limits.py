@@ -88,7 +88,11 @@ async def test_requests_that_timed_out_in_the_queue_do_not_count_as_waiting() ->
     async with backends("A") as up:
         document = two_routes(up[0][1], up[0][1])
         document["clusters"] = [
-            {"name": "a", "endpoints": [up[0][1]], "pool": {"mode": "exclusive", "connections": 1, "max_pending": 1}}
+            {
+                "name": "a",
+                "endpoints": [up[0][1]],
+                "pool": {"mode": "exclusive", "connections": 1, "max_pending": 1, "shared": True},
+            }
         ]
         routes = document["listeners"][0]["routes"]
         routes[0].update(timeout="5s")
