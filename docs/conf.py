@@ -11,7 +11,7 @@ sys.path[:0] = [str(ROOT)] + [str(ROOT / "protocols" / name) for name in ("simpl
 project = "sota-dispatch"
 author = "the sota-dispatch developers"
 copyright = "2026, the sota-dispatch developers"
-release = "0.1.0"
+release = "0.1.1"
 
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.viewcode"]
 autodoc_member_order = "bysource"

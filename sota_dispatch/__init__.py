@@ -54,7 +54,7 @@ from .errors import (
     UnknownProtocolError,
     UpstreamError,
 )
-from .health import BreakerConfig, BreakerState, EndpointBreaker, OutlierConfig, OutlierDetector
+from .health import BreakerConfig, BreakerState, EndpointBreaker, OutlierConfig, OutlierDetector, ProtocolHealth
 from .multiplexer import PendingStream, StreamMultiplexer
 from .outbox import Outbox
 from .proxy import Proxy, ProxyConnection
@@ -74,7 +74,7 @@ from .registry import (
 from .server import Server
 from .writer import BufferedWriter
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -110,6 +110,7 @@ __all__ = [
     "Outbox",
     "OutlierConfig",
     "OutlierDetector",
+    "ProtocolHealth",
     "PendingStream",
     "PluginLoadError",
     "PoolConfig",

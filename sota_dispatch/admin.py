@@ -192,13 +192,24 @@ class ProxyCollector:
             upstream.add_metric([cluster.name], cluster.connection_count())
             checks.add_metric([cluster.name], stats.health_checks)
             check_failures.add_metric([cluster.name], stats.health_check_failures)
+            protocols = cluster.protocol_health
             for endpoint in cluster.endpoints:
                 labels = [cluster.name, endpoint.address]
                 in_flight.add_metric(labels, cluster.in_flight(endpoint))
-                if cluster.outliers is not None:
-                    ejections.add_metric(labels, cluster.outliers.ejections.get(endpoint, 0))
-                if cluster.breakers is not None:
-                    trips.add_metric(labels, cluster.breakers[endpoint].transitions[BreakerState.OPEN])
+                # Summed over the protocols the endpoint is judged for.
+                if cluster.config.outlier_detection is not None:
+                    ejections.add_metric(
+                        labels, sum(h.outliers.ejections.get(endpoint, 0) for h in protocols if h.outliers is not None)
+                    )
+                if cluster.config.endpoint_breaker is not None:
+                    trips.add_metric(
+                        labels,
+                        sum(
+                            h.breakers[endpoint].transitions[BreakerState.OPEN]
+                            for h in protocols
+                            if h.breakers is not None
+                        ),
+                    )
         yield from (outcomes, latency, retries, failures, overflows, ejections, trips, in_flight, upstream)
         yield from (checks, check_failures)
 

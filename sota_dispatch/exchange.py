@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .balancers import Endpoint
+from .health import ProtocolHealth
 from .logs import ACCESS_LOG
 from .proxy_hooks import Failure
 
@@ -41,6 +42,7 @@ class Exchange:
         "downstream",
         "endpoint",
         "frame",
+        "health",
         "is_retry",
         "key",
         "oneway",
@@ -81,6 +83,8 @@ class Exchange:
         self.is_retry = False
         self.tried: list[Endpoint] = []
         self.endpoint: Endpoint | None = None
+        #: The passive health the current try reports to (its protocol's).
+        self.health: ProtocolHealth[Endpoint] | None = None
         self.try_started = 0.0
         self.upstream: UpstreamConnection | None = None
         self.upstream_id = 0
@@ -126,9 +130,9 @@ class Exchange:
                 cluster.active_retries -= 1
             if cluster.tracks_load:
                 cluster.try_ended(endpoint, latency)
-            if cluster.judged:
+            if cluster.judged and self.health is not None:
                 ok = None if failed is None else not failed
-                cluster.outcome(endpoint, ok, anyio.current_time(), self.breaker_generation)
+                self.health.outcome(endpoint, ok, anyio.current_time(), self.breaker_generation)
 
     def _may_retry(self, kind: str) -> bool:
         route = self.route
@@ -252,7 +256,10 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
         return
     if now is None:
         now = anyio.current_time()
-    endpoint = cluster.pick(exchange.key, exchange.tried, now)
+    hooks = exchange.downstream.hooks
+    assert hooks is not None
+    health = exchange.health = cluster.health(hooks.name)
+    endpoint = cluster.pick(exchange.key, exchange.tried, now, health)
     if endpoint is None:
         exchange.fail(Failure.NO_HEALTHY_UPSTREAM, f"cluster {cluster.name}: no endpoint is up")
         return
@@ -260,8 +267,8 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
     exchange.tried.append(endpoint)
     exchange.endpoint = endpoint
     exchange.try_started = now
-    if cluster.breakers is not None:
-        exchange.breaker_generation = cluster.breakers[endpoint].generation
+    if health.breakers is not None:
+        exchange.breaker_generation = health.breakers[endpoint].generation
     cluster.active_requests += 1
     if exchange.is_retry:  # set by the failed try that asked for this one
         cluster.active_retries += 1
@@ -272,6 +279,4 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
     per_try = route.per_try_timeout
     if per_try is not None and not exchange.oneway and now + per_try < exchange.deadline:
         exchange.downstream.proxy.timers.call_at(now + per_try, exchange, exchange.attempt)
-    hooks = exchange.downstream.hooks
-    assert hooks is not None
     cluster.pool(endpoint, hooks, exchange.downstream).submit(exchange)

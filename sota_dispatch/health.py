@@ -14,6 +14,11 @@ the outcome of every try and asked before every pick:
   ``base_ejection_time`` times the number of its ejections so far (capped
   by ``max_ejection_time``), but never more than ``max_ejection_percent``
   of the cluster, and never every endpoint.
+* :class:`ProtocolHealth` holds both, and the connect-failure backoff, for
+  the traffic of one protocol: an endpoint is judged per protocol spoken to
+  it, so a client of a protocol it does not serve (an ``auto`` listener
+  routes whatever it detects) fails only its own tries and never takes the
+  endpoint away from the protocols it does serve.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from __future__ import annotations
 import enum
 import logging
 import math
+from collections.abc import Hashable, Mapping
+from typing import Generic, TypeVar
 
 import attrs
 
-__all__ = ["BreakerConfig", "BreakerState", "EndpointBreaker", "OutlierConfig", "OutlierDetector"]
+__all__ = ["BreakerConfig", "BreakerState", "EndpointBreaker", "OutlierConfig", "OutlierDetector", "ProtocolHealth"]
 
 log = logging.getLogger(__name__)
 
@@ -204,3 +211,89 @@ class OutlierDetector:
         self.ejected[endpoint] = now + duration
         self._consecutive.pop(endpoint, None)
         log.warning("outlier %s: %s ejected for %gs (%d failures in a row)", self.name, endpoint, duration, count)
+
+
+#: An endpoint whose connect failed gets no traffic for this long, doubling
+#: with each further failure up to :data:`DOWN_MAX` (passive health; active
+#: health checks and outlier detection come on top).
+DOWN_BASE = 0.25
+DOWN_MAX = 10.0
+
+
+E = TypeVar("E", bound=Hashable)
+
+
+class ProtocolHealth(Generic[E]):
+    """What the tries of one protocol have taught a cluster about its endpoints.
+
+    ``endpoints`` maps each endpoint to its name in logs. The breakers and
+    the outlier detector exist only when configured.
+    """
+
+    def __init__(
+        self,
+        protocol: str,
+        endpoints: Mapping[E, str],
+        cluster: str,
+        *,
+        breaker: BreakerConfig | None = None,
+        outlier: OutlierConfig | None = None,
+    ) -> None:
+        self.protocol = protocol
+        label = f"{cluster} ({protocol})" if protocol else cluster
+        #: Endpoints in connect-failure backoff -> when they may be tried again.
+        self.down: dict[E, float] = {}
+        self._connect_failures: dict[E, int] = {}
+        #: sota-mesh's per-endpoint breakers (None: off).
+        self.breakers = (
+            None
+            if breaker is None
+            else {endpoint: EndpointBreaker(breaker, f"{label}/{name}") for endpoint, name in endpoints.items()}
+        )
+        #: Envoy's outlier ejection (None: off).
+        self.outliers = None if outlier is None else OutlierDetector(outlier, len(endpoints), label)
+        #: Whether try outcomes matter (a breaker or outlier detection is on).
+        self.judged = self.breakers is not None or self.outliers is not None
+
+    def unavailable(self, endpoint: E, now: float) -> bool:
+        """In connect backoff, ejected, or behind an open breaker."""
+        until = self.down.get(endpoint)
+        if until is not None and until > now:
+            return True
+        if self.outliers is not None and self.outliers.is_ejected(endpoint, now):
+            return True
+        return self.breakers is not None and not self.breakers[endpoint].available(now)
+
+    def connect_failed(self, endpoint: E, now: float) -> tuple[int, float]:
+        """A connect (or handshake) failed: ``(failures in a row, backoff)``."""
+        failures = self._connect_failures.get(endpoint, 0) + 1
+        self._connect_failures[endpoint] = failures
+        backoff = min(DOWN_MAX, DOWN_BASE * 2 ** (failures - 1))
+        self.down[endpoint] = now + backoff
+        return failures, backoff
+
+    def connected(self, endpoint: E) -> bool:
+        """A connection completed its handshake; True if it had been failing."""
+        self.down.pop(endpoint, None)
+        return bool(self._connect_failures.pop(endpoint, 0))
+
+    def outcome(self, endpoint: E, ok: bool | None, now: float, generation: int | None = None) -> None:
+        """A try succeeded or failed (None: it ended without a verdict on the
+        endpoint). ``generation``: the breaker's when the try was let through."""
+        breakers = self.breakers
+        if ok is None:
+            if breakers is not None:
+                breakers[endpoint].release(generation)
+            return
+        if breakers is not None:
+            breakers[endpoint].record(ok, now, generation)
+        if self.outliers is not None:
+            self.outliers.record(endpoint, ok, now)
+
+    def state(self, endpoint: E, now: float) -> str:
+        """``ejected``, ``unreachable`` or ``healthy``, for the admin."""
+        if self.outliers is not None and self.outliers.is_ejected(endpoint, now):
+            return "ejected"
+        if self.down.get(endpoint, 0.0) > now:
+            return "unreachable"
+        return "healthy"

@@ -43,7 +43,7 @@ from .balancers import (
 from .config import HASH_BALANCERS, ClusterConfig
 from .dispatcher import ConnectionContext, Dispatcher
 from .errors import ProtocolError
-from .health import EndpointBreaker, OutlierDetector
+from .health import BreakerState, ProtocolHealth
 from .outbox import Outbox
 from .proxy_hooks import Failure, ProxyHooks
 from .reader import BufferedReader
@@ -56,12 +56,6 @@ if TYPE_CHECKING:
 __all__ = ["Cluster", "Pool", "UpstreamConnection"]
 
 log = logging.getLogger(__name__)
-
-#: An endpoint whose connect failed gets no traffic for this long, doubling
-#: with each further failure up to :data:`DOWN_MAX` (passive health; active
-#: health checks and outlier detection come on top).
-DOWN_BASE = 0.25
-DOWN_MAX = 10.0
 
 _BALANCERS: Mapping[str, type[Balancer]] = {
     "round_robin": SmoothWeightedRoundRobin,
@@ -76,7 +70,12 @@ _BALANCERS: Mapping[str, type[Balancer]] = {
 
 class Cluster:
     """A cluster at run time: balancer, endpoint health, one pool per
-    endpoint and protocol."""
+    endpoint and protocol (or per client connection, see :meth:`pool`).
+
+    Passive health (connect backoff, endpoint breakers, outlier ejection)
+    is kept per protocol spoken to the cluster (:meth:`health`); active
+    health checks judge the endpoint as a whole.
+    """
 
     def __init__(
         self, config: ClusterConfig, task_group: TaskGroup | None = None, *, outbox: Outbox | None = None
@@ -93,9 +92,8 @@ class Cluster:
         self.tracks_load = isinstance(self.balancer, LeastRequest)
         self._tracks_latency = isinstance(self.balancer, LowestLatency)
         self._priorities = len({e.priority for e in self.endpoints}) > 1
-        #: Endpoints in connect-failure backoff -> when they may be tried again.
-        self.down: dict[Endpoint, float] = {}
-        self._failures: dict[Endpoint, int] = {}
+        self._names = {e: e.address for e in self.endpoints}
+        self._health: dict[str, ProtocolHealth[Endpoint]] = {}
         #: Shared pools, by endpoint and protocol.
         self._pools: dict[tuple[Endpoint, str], Pool] = {}
         #: Pools of one client connection each (see :meth:`pool`).
@@ -112,21 +110,30 @@ class Cluster:
         self.active_requests = 0
         self.active_retries = 0
         self.overflows = 0
-        breaker = config.endpoint_breaker
-        #: sota-mesh's per-endpoint breakers (None: off).
-        self.breakers = (
-            None
-            if breaker is None
-            else {e: EndpointBreaker(breaker, f"{self.name}/{e.address}") for e in self.endpoints}
-        )
-        outlier = config.outlier_detection
-        self.outliers = None if outlier is None else OutlierDetector(outlier, len(self.endpoints), self.name)
         self.failure_statuses = frozenset(config.failure_statuses)
         self.stats = ClusterStats()
         #: Endpoints failing their active health checks: no traffic.
         self.unhealthy: set[Endpoint] = set()
         #: Whether try outcomes matter (a breaker or outlier detection is on).
-        self.judged = self.breakers is not None or self.outliers is not None
+        self.judged = config.endpoint_breaker is not None or config.outlier_detection is not None
+
+    def health(self, protocol: str) -> ProtocolHealth[Endpoint]:
+        """The passive health of the endpoints for ``protocol``'s traffic."""
+        health = self._health.get(protocol)
+        if health is None:
+            health = self._health[protocol] = ProtocolHealth(
+                protocol,
+                self._names,
+                self.name,
+                breaker=self.config.endpoint_breaker,
+                outlier=self.config.outlier_detection,
+            )
+        return health
+
+    @property
+    def protocol_health(self) -> list[ProtocolHealth[Endpoint]]:
+        """The passive health of each protocol that has sent traffic here."""
+        return list(self._health.values())
 
     def pool(self, endpoint: Endpoint, hooks: ProxyHooks[Any], owner: ProxyConnection | None = None) -> Pool:
         """The pool that carries ``owner``'s requests to ``endpoint``: the
@@ -159,29 +166,29 @@ class Cluster:
 
     # -- choosing an endpoint -------------------------------------------------
 
-    def _unavailable(self, now: float) -> set[Endpoint] | dict[Endpoint, float]:
-        """Endpoints not to pick now: in connect backoff, ejected, or behind
-        an open breaker."""
-        down = self.down
+    def _unavailable(self, now: float, health: ProtocolHealth[Endpoint]) -> set[Endpoint] | dict[Endpoint, float]:
+        """Endpoints not to pick now: failing active checks, or for this
+        protocol in connect backoff, ejected, or behind an open breaker."""
+        down = health.down
         if down:
             for endpoint, until in list(down.items()):
                 if until <= now:
                     del down[endpoint]
-        if not self.judged and not self.unhealthy:
+        if not health.judged and not self.unhealthy:
             return down
         bad = set(down) | self.unhealthy
-        breakers, outliers = self.breakers, self.outliers
         for endpoint in self.endpoints:
-            if (outliers is not None and outliers.is_ejected(endpoint, now)) or (
-                breakers is not None and not breakers[endpoint].available(now)
-            ):
+            if health.unavailable(endpoint, now):
                 bad.add(endpoint)
         return bad
 
-    def pick(self, key: str | None, tried: list[Endpoint], now: float) -> Endpoint | None:
-        """The endpoint for a try: available, of the best priority level that
-        has an available one, not tried yet if possible."""
-        exclude = self._unavailable(now)
+    def pick(
+        self, key: str | None, tried: list[Endpoint], now: float, health: ProtocolHealth[Endpoint]
+    ) -> Endpoint | None:
+        """The endpoint for a try of ``health``'s protocol: available, of the
+        best priority level that has an available one, not tried yet if
+        possible."""
+        exclude = self._unavailable(now, health)
         if self._priorities:
             allowed = pick_priority(self.endpoints, [e for e in self.endpoints if e not in exclude])
             exclude = {e for e in self.endpoints if e not in allowed}
@@ -189,45 +196,45 @@ class Cluster:
         endpoint = balancer.pick(key, {*exclude, *tried}) if tried else None
         if endpoint is None:
             endpoint = balancer.pick(key, exclude)
-        if endpoint is not None and self.breakers is not None and not self.breakers[endpoint].allow(now):
+        breakers = health.breakers
+        if endpoint is not None and breakers is not None and not breakers[endpoint].allow(now):
             return None  # its half-open probes are taken
         return endpoint
 
-    def outcome(self, endpoint: Endpoint, ok: bool | None, now: float, generation: int | None = None) -> None:
-        """A try on ``endpoint`` succeeded or failed (for breakers and
-        ejection); None: it ended without a verdict on the endpoint.
-        ``generation``: the endpoint breaker's when the try was let through."""
-        if ok is None:
-            if self.breakers is not None:
-                self.breakers[endpoint].release(generation)
-            return
-        if self.breakers is not None:
-            self.breakers[endpoint].record(ok, now, generation)
-        if self.outliers is not None:
-            self.outliers.record(endpoint, ok, now)
-
     def describe(self) -> dict[str, Any]:
-        """The cluster's state for the admin's ``/clusters``."""
+        """The cluster's state for the admin's ``/clusters``: each endpoint's
+        best state over the protocols that send it traffic (it serves those
+        it is healthy for), and each protocol's own under ``protocols``."""
         now = anyio.current_time()
         endpoints = []
+        ranks = {"healthy": 0, "unreachable": 1, "ejected": 2}
+        breaker_ranks = {"closed": 0, "half-open": 1, "open": 2}
         for endpoint in self.endpoints:
+            by_protocol: dict[str, dict[str, str | None]] = {}
+            for health in self._health.values():
+                breakers = health.breakers
+                by_protocol[health.protocol] = {
+                    "health": health.state(endpoint, now),
+                    "breaker": None if breakers is None else breakers[endpoint].state.value,
+                }
             if endpoint in self.unhealthy:
-                health = "unhealthy"
-            elif self.outliers is not None and self.outliers.is_ejected(endpoint, now):
-                health = "ejected"
-            elif endpoint in self.down and self.down[endpoint] > now:
-                health = "unreachable"
+                state = "unhealthy"
             else:
-                health = "healthy"
-            breaker = None if self.breakers is None else self.breakers[endpoint].state.value
+                healths = [p["health"] or "healthy" for p in by_protocol.values()]
+                state = min(healths, key=ranks.__getitem__, default="healthy")
+            breaker = None
+            if self.config.endpoint_breaker is not None:
+                states = [p["breaker"] or "closed" for p in by_protocol.values()]
+                breaker = min(states, key=breaker_ranks.__getitem__, default=BreakerState.CLOSED.value)
             endpoints.append(
                 {
                     "address": endpoint.address,
                     "weight": endpoint.weight,
                     "priority": endpoint.priority,
-                    "health": health,
+                    "health": state,
                     "breaker": breaker,
                     "in_flight": self.in_flight(endpoint),
+                    "protocols": by_protocol,
                 }
             )
         return {
@@ -275,21 +282,26 @@ class Cluster:
 
     # -- passive health -------------------------------------------------------
 
-    def connect_failed(self, endpoint: Endpoint, error: BaseException) -> None:
+    def connect_failed(self, endpoint: Endpoint, protocol: str, error: BaseException) -> None:
+        """Connecting to ``endpoint`` for ``protocol`` failed (TCP, or the
+        protocol's handshake): no traffic of that protocol for a backoff."""
         self.stats.connect_failures += 1
-        failures = self._failures.get(endpoint, 0) + 1
-        self._failures[endpoint] = failures
-        backoff = min(DOWN_MAX, DOWN_BASE * 2 ** (failures - 1))
-        self.down[endpoint] = anyio.current_time() + backoff
+        failures, backoff = self.health(protocol).connect_failed(endpoint, anyio.current_time())
         level = logging.WARNING if failures == 1 else logging.DEBUG
         log.log(
-            level, "cluster %s: %s unreachable (%s); no traffic for %.2fs", self.name, endpoint.address, error, backoff
+            level,
+            "cluster %s: %s unreachable for %s (%s); no %s traffic for %.2fs",
+            self.name,
+            endpoint.address,
+            protocol,
+            error,
+            protocol,
+            backoff,
         )
 
-    def connected(self, endpoint: Endpoint) -> None:
-        if self._failures.pop(endpoint, 0):
-            log.info("cluster %s: %s reachable again", self.name, endpoint.address)
-        self.down.pop(endpoint, None)
+    def connected(self, endpoint: Endpoint, protocol: str) -> None:
+        if self.health(protocol).connected(endpoint):
+            log.info("cluster %s: %s reachable again for %s", self.name, endpoint.address, protocol)
 
 
 class Pool:
@@ -429,7 +441,7 @@ class Pool:
                 "cluster %s: another connection to %s failed: %s", self.cluster.name, self.endpoint.address, error
             )
             return
-        self.cluster.connect_failed(self.endpoint, error)
+        self.cluster.connect_failed(self.endpoint, self.hooks.name, error)
         waiting, self.pending = self.pending, deque()
         self.cluster.queued -= len(waiting)
         for exchange, attempt in waiting:
@@ -438,7 +450,7 @@ class Pool:
 
     def ready(self, connection: UpstreamConnection) -> None:
         """``connection`` finished its handshake: serve the queue."""
-        self.cluster.connected(self.endpoint)
+        self.cluster.connected(self.endpoint, self.hooks.name)
         self.drain_queue()
 
     def drain_queue(self) -> None:

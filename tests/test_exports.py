@@ -17,6 +17,7 @@ PUBLIC = {
     "Outbox",
     "OutlierConfig",
     "OutlierDetector",
+    "ProtocolHealth",
     "ClusterConfig",
     "ConfigError",
     "EndpointConfig",

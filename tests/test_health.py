@@ -146,3 +146,32 @@ def test_an_outcome_from_before_the_breaker_opened_does_not_decide_the_probe() -
     assert state_of(breaker) is BreakerState.HALF_OPEN
     breaker.record(True, 1.8, breaker.generation)  # the probe's does
     assert state_of(breaker) is BreakerState.CLOSED
+
+
+def test_protocol_health_backs_off_doubling_and_clears_on_a_connect() -> None:
+    from sota_dispatch import ProtocolHealth
+
+    health = ProtocolHealth("bolt", {"a": "a:1", "b": "b:1"}, "c")
+    assert health.connect_failed("a", 100.0) == (1, 0.25)
+    assert health.connect_failed("a", 100.0) == (2, 0.5)
+    assert health.unavailable("a", 100.4)
+    assert not health.unavailable("a", 100.6)
+    assert not health.unavailable("b", 100.0)
+    assert health.state("a", 100.1) == "unreachable"
+    assert health.connected("a") is True
+    assert health.connected("a") is False
+    assert health.state("a", 100.1) == "healthy"
+
+
+def test_each_protocol_judges_an_endpoint_apart() -> None:
+    from sota_dispatch import ProtocolHealth
+
+    outlier = OutlierConfig(consecutive_failures=2, max_ejection_percent=100)
+    zmtp = ProtocolHealth("zmtp", {"a": "a:1", "b": "b:1"}, "c", outlier=outlier)
+    bolt = ProtocolHealth("bolt", {"a": "a:1", "b": "b:1"}, "c", outlier=outlier)
+    for _ in range(2):
+        zmtp.outcome("a", False, 1.0)
+    assert zmtp.unavailable("a", 1.0)
+    assert not bolt.unavailable("a", 1.0)
+    assert bolt.judged
+    assert not ProtocolHealth("x", {}, "c").judged

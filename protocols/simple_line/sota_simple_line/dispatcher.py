@@ -29,7 +29,8 @@ class SimpleLineDispatcher(Dispatcher):
     def sniff(cls, prefix: bytes) -> Match:
         """A printable line containing ``=``; non-printable bytes rule it out."""
         end = prefix.find(b"\n")
-        head = prefix if end < 0 else prefix[:end].removesuffix(b"\r")
+        # The \r of a \r\n may be the last byte seen so far.
+        head = (prefix if end < 0 else prefix[:end]).removesuffix(b"\r")
         if not all(b in _PRINTABLE or b >= 0x80 for b in head):
             return Match.NO
         if end < 0:

@@ -32,8 +32,9 @@ async def test_breaker_closed_open_half_open_closed_open_again() -> None:
     breaker = {"consecutive_failures": 2, "min_requests": 100, "open_timeout": "300ms", "half_open_requests": 1}
     async with backends("A") as up, proxy_for(config([up[0][1]], endpoint_breaker=breaker)) as proxy:
         cluster = proxy.clusters["backends"]
-        assert cluster.breakers is not None
-        [state] = cluster.breakers.values()
+        breakers = cluster.health("simple_line").breakers
+        assert breakers is not None
+        [state] = breakers.values()
         async with client(proxy) as c:
             assert await c.call(b"n=1") == [b"A:n=1"]  # closed
             for _ in range(3):  # three failures in a row: more than 2
@@ -64,7 +65,7 @@ async def test_a_failing_backend_is_ejected_and_returns_after_it_recovers() -> N
         b = up[1][0]
         document = config([address for _, address in up], outlier_detection=outlier, route={"retry": retry})
         async with proxy_for(document) as proxy, client(proxy) as c:
-            detector = proxy.clusters["backends"].outliers
+            detector = proxy.clusters["backends"].health("simple_line").outliers
             assert detector is not None
             b.failing = True
             replies = [reply for i in range(20) for reply in await c.call(b"n=%d" % i)]
@@ -87,7 +88,7 @@ async def test_a_cluster_never_ejects_every_endpoint() -> None:
             for i in range(12):
                 [reply] = await c.call(b"n=%d" % i)
                 assert reply.startswith(b"error:upstream reset")  # errors, but always an endpoint to try
-            detector = proxy.clusters["backends"].outliers
+            detector = proxy.clusters["backends"].health("simple_line").outliers
             assert detector is not None
             assert len(detector.ejected) == 1
 
