@@ -17,7 +17,7 @@ from sota_dispatch import Dispatcher, ProtocolError
 
 from .engine import ZmtpEngine
 
-__all__ = ["Heartbeat", "Liveness", "handshake", "keepalive", "pump"]
+__all__ = ["Heartbeat", "Liveness", "handshake", "keepalive", "pump", "start_keepalive"]
 
 K = TypeVar("K")
 
@@ -54,7 +54,9 @@ class Heartbeat:
     Every ``interval`` seconds we send a PING announcing ``ttl`` (the peer
     may close if it hears nothing from us for that long); a peer silent for
     ``timeout`` seconds (default: three intervals), or for the TTL of its own
-    last PING if shorter, is closed. Only 3.1 peers have PING.
+    last PING if shorter, is closed. Only 3.1 peers have PING, so only they
+    are pinged and timed out: a 2.0 or 3.0 peer cannot show it is alive
+    while idle, and libzmq keeps it (see :func:`start_keepalive`).
     """
 
     interval: float
@@ -112,21 +114,38 @@ async def pump(
                 dispatcher.start_soon(keepalive, dispatcher, engine, None, liveness)
 
 
+def start_keepalive(
+    dispatcher: Dispatcher, engine: ZmtpEngine, heartbeat: Heartbeat | None, liveness: Liveness
+) -> None:
+    """Start :func:`keepalive` after the handshake if our heartbeat applies.
+
+    It applies to ZMTP 3.1 peers only. A 2.0 or 3.0 peer has no PING to
+    answer, so an idle one would look silent and be closed every timeout;
+    it reconnects, and requests in flight meanwhile are lost. libzmq keeps
+    such peers. A PING with a TTL still gets a watcher from :func:`pump`
+    (``liveness.watched`` stays false for it).
+    """
+    if heartbeat is None or engine.version != (3, 1):
+        return
+    liveness.watched = True
+    dispatcher.start_soon(keepalive, dispatcher, engine, heartbeat, liveness)
+
+
 async def keepalive(
     dispatcher: Dispatcher, engine: ZmtpEngine, heartbeat: Heartbeat | None, liveness: Liveness
 ) -> None:
     """Send our PINGs (3.1 peers) and close a silent peer; a connection helper task.
 
     Silent means no input for our timeout, or for the TTL of the peer's last
-    PING if that is shorter. Without a heartbeat of ours, only the peer's
-    TTL counts.
+    PING if that is shorter. Our timeout counts only for a peer we PING (it
+    has something to answer); otherwise only the peer's TTL counts.
     """
     liveness.watched = True
     pings = heartbeat is not None and engine.version == (3, 1)
-    interval = heartbeat.interval if heartbeat is not None else math.inf
+    interval = heartbeat.interval if heartbeat is not None and pings else math.inf
     ttl = 0 if heartbeat is None or heartbeat.ttl is None else min(0xFFFF, round(heartbeat.ttl * 10))
     timeout = math.inf
-    if heartbeat is not None:
+    if heartbeat is not None and pings:
         timeout = heartbeat.timeout if heartbeat.timeout is not None else 3 * heartbeat.interval
     next_ping = anyio.current_time() + interval if pings else math.inf
     while True:

@@ -26,7 +26,7 @@ from anyio.abc import ByteStream, TaskGroup, TaskStatus
 
 from sota_dispatch import ConnectionContext, ConnectionLost, Dispatcher, parse_address
 
-from .connection import Heartbeat, Liveness, handshake, keepalive, pump
+from .connection import Heartbeat, Liveness, handshake, pump, start_keepalive
 from .engine import DowngradeRefused, Limits, PeerError, ZmtpEngine
 from .wire import SocketType
 
@@ -54,9 +54,7 @@ class DealerConnection(Dispatcher):
         messages = await handshake(self, self.engine, self.dealer.limits.handshake_timeout)
         self.dealer._attach(self)
         liveness = Liveness(anyio.current_time())
-        if self.dealer.heartbeat is not None:
-            liveness.watched = True
-            self.start_soon(keepalive, self, self.engine, self.dealer.heartbeat, liveness)
+        start_keepalive(self, self.engine, self.dealer.heartbeat, liveness)
         try:
             await pump(self, self.engine, messages, _deliver, self.dealer, liveness)
         finally:
@@ -74,7 +72,8 @@ class Dealer:
     ``socket_type`` may be DEALER (default) or ROUTER/REQ-compatible types
     the peer accepts; ``identity`` is the routing id announced to the peer;
     ``plain_credentials`` ``(username, password)`` selects the PLAIN mechanism;
-    ``heartbeat`` sends PINGs and drops a silent peer (then reconnects).
+    ``heartbeat`` sends PINGs to a ZMTP 3.1 peer and drops it if it falls
+    silent (then reconnects); an older peer has no PING and is kept.
     """
 
     def __init__(

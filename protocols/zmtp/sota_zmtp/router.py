@@ -22,7 +22,7 @@ from anyio.abc import ByteStream
 
 from sota_dispatch import ConnectionContext, Dispatcher, Match, ProtocolError, SotaError
 
-from .connection import Heartbeat, Liveness, handshake, keepalive, pump
+from .connection import Heartbeat, Liveness, handshake, pump, start_keepalive
 from .engine import Authenticator, Limits, ZmtpEngine, generate_identity
 from .proxy import ZMTP_HOOKS
 from .wire import SocketType, encode_message
@@ -51,10 +51,16 @@ class Router:
     """A ROUTER socket's peer table and routing policy.
 
     ``handover``: a second connection announcing an identity already in use
-    takes it over and the first is closed (libzmq's ``ROUTER_HANDOVER``);
-    otherwise the newcomer gets an ERROR and is closed. ``mandatory``: sending
-    to an unknown identity or a full queue raises instead of dropping
-    (``ROUTER_MANDATORY``). ``send_hwm``: bytes queued per peer at which its
+    takes it over and the first is closed (libzmq's ``ROUTER_HANDOVER``).
+    Otherwise the first keeps the identity, and the newcomer is refused the
+    way that stops it from coming back: a ZMTP 3.x peer gets an ERROR during
+    the handshake and is closed (libzmq takes that as final); a ZMTP 2.0
+    peer, which has no ERROR command and reconnects whenever it is closed
+    (some ten times a second), is kept open and ignored, as libzmq does:
+    nothing it sends is delivered, replies to the identity go to the first
+    peer, and it is logged once and counted in :attr:`duplicates_ignored`.
+    ``mandatory``: sending to an unknown identity or a full queue raises
+    instead of dropping (``ROUTER_MANDATORY``). ``send_hwm``: bytes queued per peer at which its
     queue counts as full (a message is always accepted into a queue below it).
     ``plain_authenticator``: require the PLAIN mechanism and accept a peer
     when ``plain_authenticator(username, password)`` is true; a refused peer
@@ -81,6 +87,8 @@ class Router:
         self.peers: dict[bytes, RouterConnection] = {}
         #: Messages dropped: unknown identity, or the peer's queue full.
         self.dropped = 0
+        #: ZMTP 2.0 connections kept open but ignored: their identity was taken.
+        self.duplicates_ignored = 0
 
     async def on_message(self, identity: bytes, frames: list[bytes]) -> None:
         """Handle one message from peer ``identity``; override this.
@@ -119,7 +127,8 @@ class Router:
         """The dispatcher factory for a :class:`~sota_dispatch.Server`."""
         return RouterConnection(stream, context, router=self)
 
-    def _attach(self, connection: RouterConnection, identity: bytes) -> bytes:
+    def _attach(self, connection: RouterConnection, identity: bytes) -> bytes | None:
+        """Register the peer under its identity; None: a 2.0 duplicate, to ignore."""
         if identity[:1] == b"\x00":
             # RFC 37 reserves a leading zero for generated ids; accepting one
             # from the wire would let a peer impersonate an anonymous peer.
@@ -131,6 +140,16 @@ class Router:
         old = self.peers.get(identity)
         if old is not None:
             if not self.handover:
+                if connection.engine.version == (2, 0):
+                    # Closing it would only start a reconnect storm (no ERROR in 2.0).
+                    self.duplicates_ignored += 1
+                    log.warning(
+                        "zmtp: identity %r is already connected; ignoring ZMTP 2.0 conn %d (nothing it sends "
+                        "is delivered)",
+                        identity,
+                        connection.context.connection_id,
+                    )
+                    return None
                 raise DuplicateIdentityError(identity)
             log.info("zmtp: identity %r handed over to conn %d", identity, connection.context.connection_id)
             old.identity = None
@@ -178,6 +197,9 @@ class RouterConnection(Dispatcher):
         )
         #: The peer's routing identity once the handshake is done.
         self.identity: bytes | None = None
+        #: True for a ZMTP 2.0 peer whose identity another peer has: kept
+        #: open, nothing delivered (see :class:`Router`).
+        self.ignored = False
 
     @classmethod
     def sniff(cls, prefix: bytes) -> Match:
@@ -192,19 +214,27 @@ class RouterConnection(Dispatcher):
         # Called by the engine when the peer's READY (or 2.0 identity frame)
         # arrives, before our READY: a refusal becomes an ERROR in the handshake.
         self.identity = self.router._attach(self, engine.peer_identity)
+        self.ignored = self.identity is None
 
     async def serve(self) -> None:
         try:
             messages = await handshake(self, self.engine, self.router.limits.handshake_timeout)
             liveness = Liveness(anyio.current_time())
-            if self.router.heartbeat is not None:
-                liveness.watched = True
-                self.start_soon(keepalive, self, self.engine, self.router.heartbeat, liveness)
+            start_keepalive(self, self.engine, self.router.heartbeat, liveness)
+            if self.ignored:
+                # Read on (limits still apply, and the close is noticed),
+                # deliver nothing.
+                await pump(self, self.engine, messages, _discard, None, liveness)
+                return
             identity = self.identity
             assert identity is not None  # set by _identify during the handshake
             await pump(self, self.engine, messages, self.router.on_message, identity, liveness)
         finally:
             self.router._detach(self)
+
+
+async def _discard(_key: None, _frames: list[bytes]) -> None:
+    """What an ignored duplicate sends goes nowhere (libzmq's behaviour)."""
 
 
 def _option_limits(options: Mapping[str, str]) -> Limits:
@@ -252,7 +282,7 @@ class ZmtpEchoDispatcher(RouterConnection):
         "plain_user": "require PLAIN with this username (and plain_password)",
         "plain_password": "the PLAIN password for plain_user",
         "heartbeat_interval": "seconds between our PINGs to 3.1 peers (default: none)",
-        "heartbeat_timeout": "close a peer silent this long (default: 3 intervals)",
+        "heartbeat_timeout": "close a 3.1 peer silent this long (default: 3 intervals)",
     }
     #: One router per distinct set of options in this process: the
     #: connections of one server share it, servers configured differently
