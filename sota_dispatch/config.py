@@ -217,8 +217,10 @@ class LimitsConfig:
     """Bounds per listener and per client connection."""
 
     max_frame_size: int = 16 * 1024 * 1024
-    #: Requests in flight per client connection; reading pauses above it.
-    max_in_flight: int = 1024
+    #: Requests in flight per client connection; reading pauses at it. Well
+    #: below a cluster's ``max_requests`` (1024), so that one deep client
+    #: cannot take a whole cluster.
+    max_in_flight: int = 256
     #: Client connections at once; more are closed as soon as accepted.
     max_connections: int | None = None
     #: Seconds a connection may sit with nothing in flight and no input.

@@ -104,12 +104,22 @@ class Exchange:
     def timer_live(self, tag: int) -> bool:
         return not self.done and (tag == 0 or tag == self.attempt)
 
+    def applied_timeout(self) -> float:
+        """The timeout this request got: its route's, or its own when shorter
+        (a dubbo ``timeout`` attachment, a bolt frame's timeout)."""
+        timeout = self.route.timeout
+        hooks = self.downstream.hooks
+        own = None if hooks is None else hooks.timeout(self.frame)
+        return own if own is not None and own < timeout else timeout
+
     def timer_fired(self, tag: int) -> None:
         if tag == 0:
             self._end_try(None, stuck=True, failed=True)
-            self.fail(Failure.TIMEOUT, f"no answer within {self.route.timeout:g}s")
+            # The client learns the deadline that was applied, whichever it was.
+            self.fail(Failure.TIMEOUT, public=f"no answer within {self.applied_timeout():g}s")
         else:
-            self.try_failed("per_try_timeout", Failure.TIMEOUT, f"no answer within {self.route.per_try_timeout:g}s")
+            per_try = self.route.per_try_timeout
+            self.try_failed("per_try_timeout", Failure.TIMEOUT, public=f"no answer within {per_try:g}s (per try)")
 
     # -- outcomes of a try ----------------------------------------------------
 
@@ -126,6 +136,8 @@ class Exchange:
             self.endpoint = None
             cluster = self.route.cluster
             cluster.active_requests -= 1
+            if cluster.waiting:
+                cluster.room_freed()
             if self.is_retry:
                 cluster.active_retries -= 1
             if cluster.tracks_load:
@@ -146,8 +158,9 @@ class Exchange:
             return False
         return anyio.current_time() < self.deadline
 
-    def try_failed(self, kind: str, failure: Failure, detail: str = "") -> None:
-        """The current try failed (``kind`` as in a retry policy's ``retry_on``)."""
+    def try_failed(self, kind: str, failure: Failure, detail: str = "", public: str = "") -> None:
+        """The current try failed (``kind`` as in a retry policy's
+        ``retry_on``); ``detail`` and ``public`` as for :meth:`fail`."""
         if self.done:
             return
         self._end_try(None, stuck=kind == "per_try_timeout", failed=None if kind == "overflow" else True)
@@ -155,7 +168,7 @@ class Exchange:
             self.is_retry = kind != "connect_failure"
             start_try(self)
         else:
-            self.fail(failure, detail)
+            self.fail(failure, detail, public)
 
     def on_response(self, response: Any, now: float) -> None:
         """The upstream answered (``now``: the time of its read batch)."""
@@ -177,17 +190,21 @@ class Exchange:
 
     # -- the end --------------------------------------------------------------
 
-    def fail(self, failure: Failure, detail: str = "") -> None:
-        """End with the protocol's error reply (nothing, for a oneway request)."""
+    def fail(self, failure: Failure, detail: str = "", public: str = "") -> None:
+        """End with the protocol's error reply (nothing, for a oneway request).
+
+        ``detail`` is for the log only: upstream addresses and cluster names
+        are the operator's business, not the client's. The client gets the
+        failure's kind, ``public`` (say, the deadline that was applied) and
+        a reference to quote, which the log line carries too.
+        """
         if self.oneway:
             if not self.done:
                 self.done = True
                 log.debug("oneway request dropped: %s: %s", failure.value, detail, extra=self._log_ids())
             return
-        hooks = self.downstream.hooks
-        assert hooks is not None
         try:
-            data = hooks.error_reply(self.frame, failure, detail)
+            data = self.downstream.error_reply(self.frame, failure, self.stream, public, detail)
         except Exception:  # a plugin's bug: no reply can be made, so the client learns from the close
             log.exception(
                 "building the %s error reply failed; closing the client connection",

@@ -13,10 +13,22 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import math
 import sys
+import time
+from collections.abc import Hashable
 from datetime import datetime, timezone
+from typing import Any
 
-__all__ = ["ACCESS_LOG", "ACCESS_LOG_FORMAT", "ConnectionFilter", "JsonFormatter", "configure_logging", "connection_id"]
+__all__ = [
+    "ACCESS_LOG",
+    "ACCESS_LOG_FORMAT",
+    "ConnectionFilter",
+    "JsonFormatter",
+    "RateLimitedLog",
+    "configure_logging",
+    "connection_id",
+]
 
 #: The id of the connection the current task serves (None outside one).
 connection_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("sota_connection_id", default=None)
@@ -31,6 +43,48 @@ ACCESS_LOG_FORMAT = (
 )
 
 _TEXT = "%(asctime)s %(levelname)s %(name)s%(conn_label)s: %(message)s"
+
+
+class RateLimitedLog:
+    """At most ``burst`` lines per ``interval`` seconds and key, for events
+    that come in storms (overflow under load, a dead upstream): the first
+    ones are logged at once, the rest are counted and reported with the
+    next line logged for that key.
+
+    A log line costs microseconds and a storm has thousands of events a
+    second: logging each would turn an overload into a worse one.
+    """
+
+    def __init__(
+        self, logger: logging.Logger, level: int = logging.WARNING, interval: float = 10.0, burst: int = 1
+    ) -> None:
+        self.logger = logger
+        self.level = level
+        self.interval = interval
+        self.burst = burst
+        self._window: dict[Hashable, tuple[float, int]] = {}
+        self._suppressed: dict[Hashable, int] = {}
+
+    def log(self, key: Hashable, message: str, *args: object, **kwargs: Any) -> bool:
+        """Log ``message % args`` unless ``key`` used its burst within the
+        interval; ``kwargs`` go to :meth:`logging.Logger.log` (``extra``).
+        Returns whether the line was logged."""
+        if not self.logger.isEnabledFor(self.level):
+            return False
+        now = time.monotonic()
+        start, count = self._window.get(key, (-math.inf, 0))
+        if now - start >= self.interval:
+            start, count = now, 0
+        if count >= self.burst:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        self._window[key] = (start, count + 1)
+        suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            message += " (and %d more like it not logged)"
+            args = (*args, suppressed)
+        self.logger.log(self.level, message, *args, **kwargs)
+        return True
 
 
 class ConnectionFilter(logging.Filter):

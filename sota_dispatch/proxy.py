@@ -34,6 +34,7 @@ from .config import ClusterConfig, ConfigError, ListenerConfig, ProxyConfig
 from .dispatcher import ConnectionContext, Dispatcher
 from .errors import ProtocolError, SotaError
 from .exchange import Exchange, start_try
+from .logs import RateLimitedLog
 from .outbox import Outbox
 from .proxy_hooks import Failure, ProxyCodec, ProxyHooks
 from .registry import Match, ProtocolInfo, available_protocols, get_protocol
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 AUTO = "auto"
 #: Bytes read at most while detecting a connection's protocol.
 MAX_SNIFF = 64 * 1024
+
 #: Admin connections served at once (a scrape or a curl needs one); of
 #: these, at most ``admin.MAX_WAITING`` may wait for their request head.
 ADMIN_MAX_CONNECTIONS = 64
@@ -152,6 +154,9 @@ class ProxyConnection(Dispatcher):
         self._codec: ProxyCodec[Any] | None = None
         self._idle_timeout: float | None = None
         self._streams = 0  # requests decoded so far (a request's number is its stream id)
+        #: The cluster that let this connection in after a wait for room,
+        #: for the rest of the read batch (see Cluster.has_room).
+        self._turn: Cluster | None = None
         self._draining = False
         #: This client's own upstream pools (clusters that do not share
         #: connections between clients), closed with it.
@@ -271,10 +276,27 @@ class ProxyConnection(Dispatcher):
                     frame_started = now
                 if frames:
                     stats.requests += len(frames)
+                    self._turn = None
                     outbox.begin()  # each upstream written to gets one send, at the end
                     try:
                         for frame in frames:
-                            self._request(hooks, frame, now)
+                            full = self._request(hooks, frame, now)
+                            if full is not None:
+                                # Its cluster is at max_requests: this client is
+                                # not read from until its turn comes (or the
+                                # request's deadline passes).
+                                cluster, deadline = full
+                                outbox.end()
+                                try:
+                                    room = await cluster.wait_for_room(deadline)
+                                finally:
+                                    outbox.begin()
+                                now = anyio.current_time()
+                                if frame_started is not None:
+                                    frame_started = now  # the proxy, not the client, was slow
+                                self._request(
+                                    hooks, frame, now, admission="admitted" if room else "refused", deadline=deadline
+                                )
                             if self.in_flight >= max_in_flight:  # the codec holds the rest meanwhile
                                 outbox.end()  # a batch never spans an await
                                 try:
@@ -309,18 +331,34 @@ class ProxyConnection(Dispatcher):
 
     # -- requests ---------------------------------------------------------------
 
-    def _request(self, hooks: ProxyHooks[Any], frame: Any, now: float) -> None:
-        self._streams += 1
+    def _request(
+        self,
+        hooks: ProxyHooks[Any],
+        frame: Any,
+        now: float,
+        admission: str = "check",
+        deadline: float | None = None,
+    ) -> tuple[Cluster, float] | None:
+        """Answer, refuse or start one request, without awaiting.
+
+        Returns ``(cluster, deadline)`` instead, with nothing done, when the
+        route's cluster has no room under ``max_requests`` (``admission``
+        ``check``); the caller waits for room, then calls again with that
+        deadline and ``admitted`` (room was found: start it) or ``refused``
+        (the deadline passed first: an overflow reply).
+        """
+        if admission == "check":
+            self._streams += 1
         stream = self._streams
         if hooks.is_heartbeat(frame):
             if hooks.is_request(frame):
                 reply = hooks.heartbeat_reply(frame)
                 self.listener.stats.bytes_out += len(reply)
                 self.writer.write(reply)
-            return
+            return None
         if not hooks.is_request(frame):
             log.debug("dropped a response frame from a client", extra={"stream": stream})
-            return
+            return None
         oneway = hooks.is_oneway(frame)
         attributes: Mapping[str, str] | None = None
         chosen: Route | None = None
@@ -339,23 +377,35 @@ class ProxyConnection(Dispatcher):
                     attributes = hooks.routing_attributes(frame)
                 key = attributes.get(chosen.hash_key)
         except ProtocolError as exc:
-            if not oneway:
-                self._reply_now(hooks.error_reply(frame, Failure.CODEC_ERROR, str(exc)), Failure.CODEC_ERROR)
-            return
+            if not oneway:  # what is wrong with the client's own request is the client's to know
+                self._reply_now(self.error_reply(frame, Failure.CODEC_ERROR, stream, str(exc)), Failure.CODEC_ERROR)
+            return None
         except Exception:  # a plugin's bug: this request fails, not the connection
             log.exception("reading the routing attributes failed", extra={"stream": stream})
             if not oneway:
-                self._reply_now(hooks.error_reply(frame, Failure.CODEC_ERROR), Failure.CODEC_ERROR)
-            return
+                self._reply_now(self.error_reply(frame, Failure.CODEC_ERROR, stream), Failure.CODEC_ERROR)
+            return None
         if chosen is None:
             if not oneway:
-                self._reply_now(hooks.error_reply(frame, Failure.NO_ROUTE), Failure.NO_ROUTE)
-            return
-        timeout = chosen.timeout
-        own = hooks.timeout(frame)
-        if own is not None and own < timeout:
-            timeout = own
-        deadline = now + timeout
+                self._reply_now(self.error_reply(frame, Failure.NO_ROUTE, stream), Failure.NO_ROUTE)
+            return None
+        if deadline is None:
+            timeout = chosen.timeout
+            own = hooks.timeout(frame)
+            if own is not None and own < timeout:
+                timeout = own
+            deadline = now + timeout
+        cluster = chosen.cluster
+        if admission == "admitted":
+            self._turn = cluster  # the rest of this batch may use the room there is
+        elif not cluster.has_room(self._turn is cluster):
+            if admission == "check":
+                return cluster, deadline
+            cluster.overflows += 1
+            if not oneway:
+                detail = f"cluster {cluster.name}: max_requests reached, and stayed so until the request's deadline"
+                self._reply_now(self.error_reply(frame, Failure.OVERFLOW, stream, "", detail), Failure.OVERFLOW)
+            return None
         exchange = Exchange(self, frame, chosen, key, deadline, oneway, now, stream)
         if not oneway:
             self.in_flight += 1
@@ -364,6 +414,29 @@ class ProxyConnection(Dispatcher):
                 self._ordered.append(exchange)
             self.proxy.timers.call_at(deadline, exchange, 0)
         start_try(exchange, now)
+        return None
+
+    def error_reply(self, frame: Any, failure: Failure, stream: int, public: str = "", detail: str = "") -> bytes:
+        """The protocol's error reply to request ``stream`` for ``failure``,
+        logged (rate-limited) with ``detail``, which stays in the log: the
+        client gets the kind, ``public`` and a reference to quote."""
+        ref = f"{self.context.connection_id}.{stream}"
+        ids = {"conn": self.context.connection_id, "stream": stream}
+        listener = self.listener
+        if failure is Failure.OVERFLOW:
+            listener.overflow_log.log(failure, "request %s overflowed: %s", ref, detail or "-", extra=ids)
+        else:
+            listener.failure_log.log(
+                failure,
+                "request %s failed: %s: %s",
+                ref,
+                failure.value,
+                detail or public or "-",
+                extra=ids,
+            )
+        hooks = self.hooks
+        assert hooks is not None
+        return hooks.error_reply(frame, failure, f"{public}; ref {ref}" if public else f"ref {ref}")
 
     def _reply_now(self, data: bytes, failure: Failure) -> None:
         stats = self.listener.stats
@@ -433,6 +506,11 @@ class Listener:
         self.hooks = info.proxy_hooks if info is not None else None
         self.candidates = auto_candidates() if info is None else []
         self.stats = ListenerStats()
+        #: Requests that end in an error reply: at most 20 lines a second per
+        #: kind (a dead upstream fails thousands a second), at INFO; overflow,
+        #: a sign of overload, at WARNING, once per 10 s.
+        self.failure_log = RateLimitedLog(log, logging.INFO, interval=1.0, burst=20)
+        self.overflow_log = RateLimitedLog(log, logging.WARNING, interval=10.0, burst=1)
         self.routes = tuple(Route(route, proxy.clusters[route.cluster]) for route in config.routes)
         self.server = Server(
             self.connection,

@@ -169,5 +169,10 @@ class ProxyHooks(Generic[F]):
         return None
 
     def error_reply(self, request: F, failure: Failure, detail: str = "") -> bytes:
-        """The protocol's own error reply to ``request`` for ``failure``."""
+        """The protocol's own error reply to ``request`` for ``failure``.
+
+        ``detail`` is text for the client where the protocol has room for
+        it: the proxy puts there only what the client may know (a
+        reference to quote, the deadline applied), never upstream
+        addresses or cluster names, which it logs instead."""
         raise NotImplementedError

@@ -50,6 +50,7 @@ __all__ = [
     "running_proxy",
     "serve_process",
     "serving",
+    "without_ref",
 ]
 
 
@@ -191,6 +192,19 @@ async def check_clean_shutdown(
     result = await exchange(factory, [requests], options=options)
     assert result.close_reason is None, f"clean EOF closed with {result.close_reason!r}"
     return result
+
+
+_REF = re.compile(rb"(?:: |; )ref \d+\.\d+$")
+
+
+def without_ref(reply: bytes) -> bytes:
+    """A proxy error text without its reference (``; ref 3.17`` or
+    ``: ref 3.17``: connection 3, request 17), which differs per run.
+
+    The proxy ends every error reply it makes with one, so the client has
+    something to quote and the log line carries the details.
+    """
+    return _REF.sub(b"", reply)
 
 
 def connect_and_reset(address: str, count: int = 1) -> int:

@@ -108,6 +108,8 @@ class Cluster:
         #: Envoy's thresholds, and what they are checked against.
         self.thresholds = config.circuit_breakers
         self.active_requests = 0
+        #: Client connections waiting for room under ``max_requests``, in turn.
+        self.waiting: deque[_Waiter] = deque()
         self.active_retries = 0
         self.overflows = 0
         self.failure_statuses = frozenset(config.failure_statuses)
@@ -116,6 +118,42 @@ class Cluster:
         self.unhealthy: set[Endpoint] = set()
         #: Whether try outcomes matter (a breaker or outlier detection is on).
         self.judged = config.endpoint_breaker is not None or config.outlier_detection is not None
+
+    # -- room under max_requests -------------------------------------------------
+
+    def has_room(self, my_turn: bool = False) -> bool:
+        """Whether a new request may start now: under ``max_requests``, and
+        no client connection is waiting for its turn (unless ``my_turn``:
+        the caller's connection was just let in, and takes what room there
+        is for the rest of its read batch)."""
+        return self.active_requests < self.thresholds.max_requests and (my_turn or not self.waiting)
+
+    async def wait_for_room(self, deadline: float) -> bool:
+        """Wait, in turn with other client connections, until a request may
+        start (True; start it before the next await), or until ``deadline``
+        (False).
+
+        Envoy's ``max_requests`` guards the upstream; a client the proxy can
+        simply stop reading from need not be refused: its connection waits
+        here, unread, while the others take their turns.
+        """
+        waiter = _Waiter()
+        self.waiting.append(waiter)
+        try:
+            with anyio.CancelScope(deadline=deadline):
+                while self.waiting[0] is not waiter or self.active_requests >= self.thresholds.max_requests:
+                    waiter.event = anyio.Event()
+                    await waiter.event.wait()
+                return True
+            return False
+        finally:
+            self.waiting.remove(waiter)
+            self.room_freed()
+
+    def room_freed(self) -> None:
+        """A request ended (or a waiter left): wake the next in turn if it fits."""
+        if self.waiting and self.active_requests < self.thresholds.max_requests:
+            self.waiting[0].event.set()
 
     def health(self, protocol: str) -> ProtocolHealth[Endpoint]:
         """The passive health of the endpoints for ``protocol``'s traffic."""
@@ -240,6 +278,7 @@ class Cluster:
         return {
             "lb": self.config.lb,
             "active_requests": self.active_requests,
+            "waiting_clients": len(self.waiting),
             "connections": self.connection_count(),
             "pending_requests": self.pending_requests(),
             "outcomes": dict(self.stats.outcomes),
@@ -302,6 +341,15 @@ class Cluster:
     def connected(self, endpoint: Endpoint, protocol: str) -> None:
         if self.health(protocol).connected(endpoint):
             log.info("cluster %s: %s reachable again for %s", self.name, endpoint.address, protocol)
+
+
+class _Waiter:
+    """One client connection's place in a cluster's queue for room."""
+
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
 
 
 class Pool:

@@ -31,7 +31,7 @@ from sota_dispatch import (
     Server,
     parse_config,
 )
-from sota_dispatch.testing import running_proxy, serve_process, serving
+from sota_dispatch.testing import running_proxy, serve_process, serving, without_ref
 from sota_simple_line import LineCodec
 
 pytestmark = pytest.mark.anyio
@@ -229,8 +229,8 @@ async def test_routes_match_attributes_first_match_wins() -> None:
                 b"service=pay", b"service=payroll", b"service=orders", b"service=orderbook", b"x=1&debug", b"x=1"
             )
     assert tags(replies[:5]) == [b"A", b"B", b"A", b"error", b"B"]
-    assert replies[3] == b"error:no route"
-    assert replies[5] == b"error:no route"
+    assert without_ref(replies[3]) == b"error:no route"
+    assert without_ref(replies[5]) == b"error:no route"
 
 
 # -- errors are replies ---------------------------------------------------------
@@ -259,7 +259,7 @@ async def test_no_healthy_upstream_is_an_error_line_and_the_connection_stays() -
             with anyio.fail_after(5):
                 first, second, third = await c.call(b"to=dead", b"to=dead&n=2", b"to=live")
     assert first.startswith(b"error:no healthy upstream")
-    assert second == b"error:no healthy upstream: cluster dead: no endpoint is up"  # in backoff: no connect at all
+    assert without_ref(second) == b"error:no healthy upstream"  # in backoff: no connect at all
     assert third == b"A:to=live"
 
 
@@ -271,7 +271,7 @@ async def test_timeout_is_an_error_line_and_the_late_answer_is_dropped() -> None
     ):
         backend = up[0][0]
         start = anyio.current_time()
-        assert await c.call(b"hold=1") == [b"error:timeout: no answer within 0.3s"]
+        assert [without_ref(r) for r in await c.call(b"hold=1")] == [b"error:timeout: no answer within 0.3s"]
         assert 0.25 <= anyio.current_time() - start < 2
         backend.release.set()  # the late answer must not pass for the next one
         assert await c.call(b"n=2") == [b"A:n=2"]
@@ -280,7 +280,7 @@ async def test_timeout_is_an_error_line_and_the_late_answer_is_dropped() -> None
 async def test_upstream_reset_mid_request_is_an_error_line_then_it_reconnects() -> None:
     async with backends("A") as up, proxy_for(config([up[0][1]])) as proxy, client(proxy) as c:
         reset = await c.call(b"close=1")
-        assert reset == [f"error:upstream reset: {up[0][1]} closed the connection".encode()]
+        assert [without_ref(r) for r in reset] == [b"error:upstream reset"]  # the address is for the log
         assert await c.call(b"n=2") == [b"A:n=2"]
         assert up[0][0].connections == 2
 
@@ -294,9 +294,7 @@ async def test_overflow_is_an_error_line_at_once() -> None:
             await up[0][0].wait_seen(1)  # the only connection is busy
             await c2.send(b"n=2")  # waits for it: the one pending slot
             with anyio.fail_after(2):
-                assert await c3.call(b"n=3") == [
-                    b"error:overflow: too many requests waiting for an upstream connection"
-                ]
+                assert [without_ref(r) for r in await c3.call(b"n=3")] == [b"error:overflow"]
             up[0][0].release.set()
             assert await c1.replies(1) == [b"A:hold=1"]
             assert await c2.replies(1) == [b"A:n=2"]
@@ -307,7 +305,8 @@ async def test_unreadable_query_on_an_attribute_route_is_a_codec_error() -> None
         route = {"match": [{"attribute": "service", "present": True}]}
         async with proxy_for(config([up[0][1]], route=route)) as proxy, client(proxy) as c:
             replies = await c.call(b"service=%zz", b"service=ok")
-    assert replies == [b"error:codec error: bad percent escape at offset 8: '%zz'", b"A:service=ok"]
+    expected = [b"error:codec error: bad percent escape at offset 8: '%zz'", b"A:service=ok"]
+    assert [without_ref(r) for r in replies] == expected
 
 
 async def test_over_long_line_gets_an_error_line_then_the_close() -> None:
@@ -368,7 +367,7 @@ async def test_no_retry_after_the_overall_timeout() -> None:
         }
         async with proxy_for(config([a for _, a in up], route=route)) as proxy, client(proxy) as c:
             start = anyio.current_time()
-            assert await c.call(b"hold=1") == [b"error:timeout: no answer within 0.5s"]
+            assert [without_ref(r) for r in await c.call(b"hold=1")] == [b"error:timeout: no answer within 0.5s"]
             elapsed = anyio.current_time() - start
     assert 0.45 <= elapsed < 2
     assert sum(len(backend.seen) for backend, _ in up) == 2  # try 2 began at 0.3s; none after 0.5s

@@ -22,7 +22,7 @@ from anyio.abc import ByteStream, SocketAttribute, SocketStream
 from test_interop import in_thread, zsocket
 
 from sota_dispatch import parse_config
-from sota_dispatch.testing import running_proxy
+from sota_dispatch.testing import running_proxy, without_ref
 
 pytestmark = pytest.mark.anyio
 
@@ -145,8 +145,10 @@ async def test_no_route_keeps_the_envelope_and_adds_an_error_frame() -> None:
     route = {"match": [{"attribute": "body", "exact": "ping"}]}
     with zmq_backend(zmq.ROUTER, router_echo(b"A")) as a:
         async with proxy_for(document([a], route)) as address:
-            assert await in_thread(lambda: one_call(address, [b"", b"pong", b"x"])) == [b"", b"error:no route"]
-            assert await in_thread(lambda: one_call(address, [b"pong"])) == [b"error:no route"]
+            reply = await in_thread(lambda: one_call(address, [b"", b"pong", b"x"]))
+            assert [*reply[:-1], without_ref(reply[-1])] == [b"", b"error:no route"]
+            reply = await in_thread(lambda: one_call(address, [b"pong"]))
+            assert [without_ref(f) for f in reply] == [b"error:no route"]
             assert await in_thread(lambda: one_call(address, [b"", b"ping"])) == [b"", b"ping", b"A"]
 
 
@@ -189,7 +191,9 @@ async def test_timeout_is_an_error_message_and_the_late_reply_is_dropped() -> No
                 finally:
                     ctx.destroy(0)
 
-            assert await in_thread(calls) == [[b"error:timeout: no answer within 0.3s"], [b"fast", b"A"]]
+            replies = await in_thread(calls)
+            expected = [[b"error:timeout: no answer within 0.3s"], [b"fast", b"A"]]
+            assert [[without_ref(f) for f in r] for r in replies] == expected
 
 
 async def test_upstream_reset_is_an_error_message() -> None:
@@ -201,7 +205,7 @@ async def test_upstream_reset_is_an_error_message() -> None:
     with zmq_backend(zmq.ROUTER, close_on_request) as a:
         async with proxy_for(document([a])) as address:
             [reply] = await in_thread(lambda: one_call(address, [b"die"]))
-    assert reply == f"error:upstream reset: {a} closed the connection".encode()
+    assert without_ref(reply) == b"error:upstream reset"  # the address is for the log
 
 
 async def _pipe(source: ByteStream, sink: ByteStream) -> None:
@@ -288,8 +292,8 @@ async def test_overflow_is_an_error_message_at_once() -> None:
                     ctx.destroy(0)
 
             replies = await in_thread(calls)
-    assert replies == [
-        [b"error:overflow: too many requests waiting for an upstream connection"],
+    assert [[without_ref(f) for f in r] for r in replies] == [
+        [b"error:overflow"],
         [b"error:timeout: no answer within 0.5s"],
         [b"queued", b"A"],  # sent once the slow one gave up its place
     ]
