@@ -73,6 +73,10 @@ class ConfigError(SotaError):
         self.problem = problem
 
 
+#: A route's timeout unless it sets one (Envoy's is 15 s too).
+DEFAULT_ROUTE_TIMEOUT = 15.0
+
+
 @attrs.frozen
 class EndpointConfig:
     """One upstream address; ``priority`` 0 is primary, higher is standby."""
@@ -205,7 +209,7 @@ class RouteConfig:
     match: tuple[MatchConfig, ...] = ()
     #: Overall time for the request, retries included; the request's own
     #: timeout wins when the protocol carries one and it is shorter.
-    timeout: float = 15.0
+    timeout: float = DEFAULT_ROUTE_TIMEOUT
     per_try_timeout: float | None = None
     retry: RetryConfig = RetryConfig()
     #: The routing attribute hash balancers hash.
@@ -260,9 +264,17 @@ class ProxyConfig:
 
     listeners: tuple[ListenerConfig, ...]
     clusters: tuple[ClusterConfig, ...]
-    #: Seconds in-flight requests get to finish on shutdown.
-    drain_timeout: float = 10.0
+    #: Seconds in-flight requests get to finish on shutdown (then each
+    #: request still in flight gets a timeout reply). Default: the longest
+    #: route timeout plus one second, so that a shutdown never cuts short a
+    #: request that would have been answered, or timed out, on its own.
+    drain_timeout: float = attrs.field()
     admin: AdminConfig | None = None
+
+    @drain_timeout.default
+    def _longest_route(self) -> float:
+        timeouts = [route.timeout for listener in self.listeners for route in listener.routes]
+        return max(timeouts, default=DEFAULT_ROUTE_TIMEOUT) + 1.0
 
     def cluster(self, name: str) -> ClusterConfig:
         for cluster in self.clusters:
@@ -583,7 +595,7 @@ def _route(value: object, path: str) -> RouteConfig:
     return RouteConfig(
         cluster=_str(raw["cluster"], f"{path}.cluster"),
         match=_items(raw.get("match", []), f"{path}.match", _match),
-        timeout=_duration(raw.get("timeout", 15.0), f"{path}.timeout"),
+        timeout=_duration(raw.get("timeout", DEFAULT_ROUTE_TIMEOUT), f"{path}.timeout"),
         per_try_timeout=(
             _duration(raw["per_try_timeout"], f"{path}.per_try_timeout") if "per_try_timeout" in raw else None
         ),
@@ -688,8 +700,12 @@ def parse_config(data: object) -> ProxyConfig:
     return ProxyConfig(
         listeners=listeners,
         clusters=clusters,
-        drain_timeout=_duration(raw.get("drain_timeout", 10.0), "drain_timeout", allow_zero=True),
         admin=admin_config(raw["admin"], "admin") if "admin" in raw else None,
+        **(
+            {"drain_timeout": _duration(raw["drain_timeout"], "drain_timeout", allow_zero=True)}
+            if "drain_timeout" in raw
+            else {}
+        ),
     )
 
 
@@ -760,7 +776,7 @@ def config_from_upstreams(
     upstreams: Sequence[str],
     *,
     options: Mapping[str, str] | None = None,
-    drain_timeout: float = 10.0,
+    drain_timeout: float | None = None,
     admin: str | None = None,
 ) -> ProxyConfig:
     """The ``--upstream`` shortcut: one listener, one round-robin cluster of
@@ -777,6 +793,6 @@ def config_from_upstreams(
             ),
         ),
         clusters=(ClusterConfig(name="upstream", endpoints=endpoints),),
-        drain_timeout=drain_timeout,
         admin=None if admin is None else admin_config(admin, "--admin"),
+        **({} if drain_timeout is None else {"drain_timeout": drain_timeout}),
     )

@@ -203,6 +203,12 @@ class Dispatcher:
     async def on_close(self, reason: BaseException | None) -> None:
         """Called once the connection is closed; ``reason`` is None for an orderly end."""
 
+    def drain_expired(self) -> None:
+        """The server's drain timeout passed with this connection still
+        open: it is about to be closed. Write what the peer is owed (error
+        replies to the requests still in flight), without awaiting; the
+        close flushes it. The default does nothing."""
+
     def flushed(self) -> None:
         """Called after the connection's flusher sent a batch (see
         :meth:`flush_soon`); a proxy uses it to send what waited for room."""

@@ -157,6 +157,10 @@ class ProxyConnection(Dispatcher):
         #: The cluster that let this connection in after a wait for room,
         #: for the rest of the read batch (see Cluster.has_room).
         self._turn: Cluster | None = None
+        self._room_scope: anyio.CancelScope | None = None
+        #: Set when the drain timeout passed: whatever is decoded from now on
+        #: gets a timeout reply at once.
+        self._expired = False
         self._draining = False
         #: This client's own upstream pools (clusters that do not share
         #: connections between clients), closed with it.
@@ -173,6 +177,17 @@ class ProxyConnection(Dispatcher):
 
     async def on_close(self, reason: BaseException | None) -> None:
         self._abandon()
+
+    def drain_expired(self) -> None:
+        """Shutdown cut the drain short: every request still in flight gets
+        a timeout reply now (in order, for an ordered protocol), instead of
+        a close without an answer."""
+        self._expired = True
+        detail = f"the proxy shut down first (drain timeout {self.proxy.drain_timeout:g}s)"
+        for exchange in list(self._exchanges):
+            exchange.fail(Failure.TIMEOUT, "drain timeout", public=detail)
+        if self._room_scope is not None:
+            self._room_scope.cancel()
 
     def _abandon(self) -> None:
         self.closed = True
@@ -287,9 +302,12 @@ class ProxyConnection(Dispatcher):
                                 # request's deadline passes).
                                 cluster, deadline = full
                                 outbox.end()
+                                room = False
                                 try:
-                                    room = await cluster.wait_for_room(deadline)
+                                    with anyio.CancelScope() as self._room_scope:
+                                        room = await cluster.wait_for_room(deadline)
                                 finally:
+                                    self._room_scope = None
                                     outbox.begin()
                                 now = anyio.current_time()
                                 if frame_started is not None:
@@ -360,6 +378,11 @@ class ProxyConnection(Dispatcher):
             log.debug("dropped a response frame from a client", extra={"stream": stream})
             return None
         oneway = hooks.is_oneway(frame)
+        if self._expired:
+            if not oneway:
+                public = f"the proxy shut down first (drain timeout {self.proxy.drain_timeout:g}s)"
+                self._reply_now(self.error_reply(frame, Failure.TIMEOUT, stream, public), Failure.TIMEOUT)
+            return None
         attributes: Mapping[str, str] | None = None
         chosen: Route | None = None
         try:

@@ -87,7 +87,8 @@ def _parser() -> argparse.ArgumentParser:
         "--drain-timeout",
         type=_seconds,
         metavar="SECONDS",
-        help="drain time on shutdown (default 10, or the config file's drain_timeout)",
+        help="drain time on shutdown; requests still in flight then get a timeout reply (default: the "
+        "config's drain_timeout, else the longest route timeout + 1 s; 10 for a local service)",
     )
     p.add_argument(
         "--log-level",
@@ -237,7 +238,7 @@ def _proxy_config(args: argparse.Namespace) -> ProxyConfig | None:
             args.listen or DEFAULT_LISTEN,
             args.upstream,
             options=options,
-            drain_timeout=_drain_timeout(args, 10.0),
+            drain_timeout=args.drain_timeout,
             admin=args.admin,
         )
     if args.check_config:

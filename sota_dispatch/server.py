@@ -99,6 +99,13 @@ class Server:
                     await self._idle.wait()
             if self._dispatchers:
                 log.warning("drain timeout: closing %d connections", len(self._dispatchers))
+                # Each answers what it still owes (an error reply, say) into
+                # its writer now; the close that follows still sends it.
+                for dispatcher in list(self._dispatchers):
+                    try:
+                        dispatcher.drain_expired()
+                    except Exception:
+                        log.exception("conn %d: drain_expired() failed", dispatcher.context.connection_id)
             connections.cancel_scope.cancel()
 
     async def _accept_loop(self, listener: SocketListener, connections: TaskGroup) -> None:
