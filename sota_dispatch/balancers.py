@@ -45,7 +45,9 @@ class Endpoint:
 def hash_key(key: str | bytes) -> int:
     """A stable 64-bit hash (not Python's salted ``hash``): the same key must
     map to the same endpoint in every process and every restart."""
-    data = key.encode() if isinstance(key, str) else key
+    # surrogatepass: a key read from a Java peer may hold a lone UTF-16
+    # surrogate (hessian2 strings are UTF-16); it still hashes, stably.
+    data = key.encode("utf-8", "surrogatepass") if isinstance(key, str) else key
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 

@@ -126,7 +126,9 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
+        # ASCII only: a message may hold a lone surrogate (a Java peer's string),
+        # which no UTF-8 stream can write; JSON readers decode the escapes.
+        return json.dumps(entry)
 
 
 def configure_logging(level: str = "info", fmt: str = "text") -> None:

@@ -8,7 +8,8 @@ replies). :mod:`~sota_xprotocol.service` holds the echo services
 registered as ``bolt``, ``dubbo`` and ``xprotocol`` (auto-detected), and
 :class:`BoltClient` and :class:`DubboClient` the multiplexed client role;
 :data:`BOLT` and :data:`DUBBO` are the hooks the bundled proxy forwards them
-with.
+with. :class:`JavaDate` is a Java date beyond ``datetime``'s years 1-9999,
+as decoded from (and encoded to) hessian2.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from . import bolt, dubbo, hessian2
 from .client import BoltClient, DubboClient
 from .failures import Failure, bolt_error_reply, dubbo_error_reply
+from .hessian2 import JavaDate
 from .hooks import BOLT, DUBBO, BoltHooks, DubboHooks, XProtocolHooks
 from .service import BoltEchoDispatcher, DubboEchoDispatcher, XProtocolEchoDispatcher
 
@@ -29,6 +31,7 @@ __all__ = [
     "BoltHooks",
     "DubboHooks",
     "XProtocolHooks",
+    "JavaDate",
     "DubboEchoDispatcher",
     "XProtocolEchoDispatcher",
     "bolt_error_reply",

@@ -9,6 +9,12 @@ numbers, dates, chunked strings counted in UTF-16 units with Java's
 surrogate encoding, binaries, typed and untyped lists and maps, class
 definitions and objects, back references.
 
+Whatever Java can send decodes and encodes back to the same bytes, even
+where Python's types are narrower than Java's: a ``java.util.Date`` outside
+``datetime``'s years 1-9999 becomes a :class:`JavaDate` (its epoch
+milliseconds), and a string holding a lone UTF-16 surrogate (a Java
+``String`` may) keeps it as a lone surrogate code point.
+
 Errors: input that ends too early raises :class:`NeedMoreData` (a streaming
 caller reads on; a caller holding a whole frame treats it as malformed);
 anything else wrong raises :class:`Hessian2Error`, a
@@ -31,6 +37,7 @@ from sota_dispatch import ProtocolError
 __all__ = [
     "Hessian2Error",
     "HessianObject",
+    "JavaDate",
     "NeedMoreData",
     "Reader",
     "SkippedReference",
@@ -44,6 +51,10 @@ __all__ = [
 ]
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_MILLISECOND = _dt.timedelta(milliseconds=1)
+#: The epoch milliseconds a ``datetime`` can hold: 0001-01-01 to 9999-12-31 (UTC).
+_DATETIME_MIN_MS = (_dt.datetime.min.replace(tzinfo=_dt.timezone.utc) - _EPOCH) // _MILLISECOND
+_DATETIME_MAX_MS = (_dt.datetime.max.replace(tzinfo=_dt.timezone.utc) - _EPOCH) // _MILLISECOND
 _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
 _F64 = struct.Struct(">d")
@@ -64,6 +75,27 @@ class HessianObject:
 
     type: str
     fields: dict[str, Any]
+
+
+def _check_java_long(instance: Any, attribute: Any, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
+        raise ValueError(f"{attribute.name} must be an int that fits a Java long, got {value!r}")
+
+
+@attrs.frozen
+class JavaDate:
+    """A ``java.util.Date`` that ``datetime`` cannot hold, as its epoch
+    milliseconds (UTC).
+
+    Java's dates span a signed 64-bit count of milliseconds, about 292
+    million years either side of 1970; ``datetime`` stops at the years 1
+    and 9999. Dates inside that range decode to an aware UTC ``datetime``;
+    the others decode to this, so no date a Java peer sends is refused and
+    each encodes back to the bytes it came as. It may also be built to send
+    such a date (or any date by its milliseconds).
+    """
+
+    millis: int = attrs.field(validator=_check_java_long)
 
 
 class TypedMap(dict[Any, Any]):
@@ -218,11 +250,11 @@ class _Decoder:
             tag = self.next_string_chunk(total)
         text = pieces[0] if len(pieces) == 1 else "".join(pieces)
         if not text.isascii():
-            # Java writes each UTF-16 unit alone: join surrogate pairs.
-            try:
-                text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le")
-            except UnicodeDecodeError:
-                raise Hessian2Error("string with an unpaired surrogate") from None
+            # Java writes each UTF-16 unit alone: join surrogate pairs. A
+            # lone surrogate stays a lone code point, as in the Java String
+            # it came from (Java's Hessian2Input and hessian.js accept it
+            # too); the encoder writes it back as the same 3 bytes.
+            text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
         return text
 
     def utf16_units(self, units: int) -> str:
@@ -557,6 +589,14 @@ class SkippedReference(Hessian2Error):
     caller must decode the earlier values instead of skipping them."""
 
 
+def _date(millis: int) -> _dt.datetime | JavaDate:
+    """A date's value: a UTC ``datetime`` where one can hold it, else a
+    :class:`JavaDate` (never an error: Java may send any long)."""
+    if _DATETIME_MIN_MS <= millis <= _DATETIME_MAX_MS:
+        return _EPOCH + _dt.timedelta(milliseconds=millis)
+    return JavaDate(millis)
+
+
 def _fixed(value: Any) -> Any:
     return lambda decoder, tag: value
 
@@ -584,8 +624,8 @@ _TAGS: dict[int, Any] = {
     0x5D: _double_bytes(1, 1),
     0x5E: _double_bytes(2, 1),
     0x5F: _double_bytes(4, 0.001),
-    0x4A: lambda d, t: _EPOCH + _dt.timedelta(milliseconds=_I64.unpack(d.take(8))[0]),  # J
-    0x4B: lambda d, t: _EPOCH + _dt.timedelta(minutes=_I32.unpack(d.take(4))[0]),  # K
+    0x4A: lambda d, t: _date(_I64.unpack(d.take(8))[0]),  # J: milliseconds
+    0x4B: lambda d, t: _date(_I32.unpack(d.take(4))[0] * 60000),  # K: minutes
     0x48: _Decoder.map_,  # H
     0x4D: _Decoder.map_,  # M
     0x55: _Decoder.list_,
@@ -604,7 +644,7 @@ def decode(
     decoder = _Decoder(data, pos, len(data) if end is None else end, max_depth, max_length)
     try:
         return decoder.value(), decoder.pos
-    except (OverflowError, ValueError) as exc:  # e.g. a date out of datetime's range
+    except (OverflowError, ValueError) as exc:  # a backstop: no value Java sends raises these
         raise Hessian2Error(f"value out of range: {exc}") from None
     except RecursionError:  # a backstop: nesting is bounded by max_depth
         raise Hessian2Error("nesting too deep") from None
@@ -650,9 +690,10 @@ class Reader:
     the ones needed, :meth:`skip` the others (a proxy reads a Dubbo call's
     attachments without building its arguments).
 
-    Skipping is lenient where only decoding can tell (a date out of range),
-    strict on structure. A decoded value that refers back to a skipped one
-    raises :class:`SkippedReference` (then decode from the start).
+    Skipping is lenient where only decoding can tell (an unhashable map
+    key, a bad UTF-8 continuation byte), strict on structure. A decoded
+    value that refers back to a skipped one raises
+    :class:`SkippedReference` (then decode from the start).
     """
 
     __slots__ = ("_decoder",)
@@ -783,11 +824,9 @@ def _encode(value: Any, out: bytearray, depth: int) -> None:
     elif isinstance(value, bytes | bytearray | memoryview):
         _encode_binary(bytes(value), out)
     elif isinstance(value, _dt.datetime):
-        millis = round((value - _EPOCH).total_seconds() * 1000)
-        if millis % 60000 == 0 and -(2**31) <= millis // 60000 < 2**31:
-            out += b"K" + _I32.pack(millis // 60000)
-        else:
-            out += b"J" + _I64.pack(millis)
+        _encode_date(round((value - _EPOCH).total_seconds() * 1000), out)
+    elif isinstance(value, JavaDate):
+        _encode_date(value.millis, out)
     elif isinstance(value, Mapping):
         type_name = getattr(value, "type", None)
         if isinstance(type_name, str):
@@ -811,6 +850,19 @@ def _encode(value: Any, out: bytearray, depth: int) -> None:
         raise TypeError(f"cannot encode {type(value).__name__} as Hessian 2")
 
 
+def _encode_date(millis: int, out: bytearray) -> None:
+    """As Java's Hessian2Output.writeUTCDate: ``K`` + int32 minutes when the
+    date is whole minutes that fit, else ``J`` + int64 milliseconds. Every
+    date Java writes thus encodes back to its own bytes."""
+    minutes, rest = divmod(millis, 60000)
+    if rest == 0 and -(2**31) <= minutes < 2**31:
+        out += b"K" + _I32.pack(minutes)
+    elif -(2**63) <= millis < 2**63:
+        out += b"J" + _I64.pack(millis)
+    else:
+        raise ValueError(f"a date {millis} ms from 1970 does not fit a Java long")
+
+
 def _encode_binary(data: bytes, out: bytearray) -> None:
     offset = 0
     while len(data) - offset > 0x8000:
@@ -830,9 +882,11 @@ def encode(value: Any) -> bytes:
     """Encode ``value`` as Java's Hessian2Output would, for reply bodies.
 
     None, bool, int (compact int forms, then long forms beyond 32 bits),
-    float, str, bytes, datetime, mappings (``H``, or ``M`` for a
-    :class:`TypedMap`) and sequences (untyped lists). Integers that fit 32
-    bits are written as Java ints; use :func:`encode_long` for a Java long.
+    float, str (lone surrogates included, as Java writes them), bytes,
+    aware datetime and :class:`JavaDate` (both as Java writes a Date),
+    mappings (``H``, or ``M`` for a :class:`TypedMap`) and sequences
+    (untyped lists). Integers that fit 32 bits are written as Java ints; use
+    :func:`encode_long` for a Java long.
     """
     out = bytearray()
     _encode(value, out, 0)

@@ -11,9 +11,12 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_hessian2 import decoded_date, java_millis, surrogate_text
 
 from sota_dispatch import LimitExceeded, ProtocolError
-from sota_xprotocol import hessian2
+from sota_dispatch.config import MatchConfig
+from sota_dispatch.routing import compile_match
+from sota_xprotocol import DUBBO, JavaDate, hessian2
 from sota_xprotocol.dubbo import (
     FLAG_REQUEST,
     FLAG_TWOWAY,
@@ -240,7 +243,12 @@ def test_call_of_the_truncated_long_string_is_a_protocol_error_too() -> None:
 
 arguments = st.lists(
     st.recursive(
-        st.none() | st.integers(-(2**31), 2**31 - 1) | st.text(max_size=30) | st.binary(max_size=30),
+        st.none()
+        | st.integers(-(2**31), 2**31 - 1)
+        | st.text(max_size=30)
+        | surrogate_text
+        | java_millis.map(decoded_date)
+        | st.binary(max_size=30),
         lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
         max_leaves=12,
     ),
@@ -249,7 +257,7 @@ arguments = st.lists(
 
 
 @settings(max_examples=200)
-@given(arguments, st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=4), st.booleans())
+@given(arguments, st.dictionaries(st.text(max_size=8), st.text(max_size=8) | surrogate_text, max_size=4), st.booleans())
 def test_call_agrees_with_the_full_invocation(args: list[Any], attachments: dict[str, str], attach: bool) -> None:
     descriptor = "Ljava/lang/Object;" * len(args)
     values = ["2.0.2", "com.example.S", "1.0", "m", descriptor, *args]
@@ -279,3 +287,34 @@ def test_attachments_referring_into_an_argument_are_read_by_decoding_everything(
 def test_call_rejects_malformed_bodies(values: tuple[Any, ...], message: str) -> None:
     with pytest.raises(ProtocolError, match=message):
         request_frame(*values).call()
+
+
+# -- what Java may send that Python's types are narrower for ---------------------
+
+
+def test_lone_surrogates_and_far_dates_are_read_where_a_proxy_routes() -> None:
+    # A Java String may hold a lone surrogate, a Date any long of milliseconds:
+    # in the header values, the arguments walked over and the attachments.
+    far = JavaDate(2**62)
+    before_year_1 = decoded_date(-(2**40) * 60000)
+    attachments = {"group": "g\udfff", "traceId": "t-\ud83d", "deadline": far, "since": before_year_1}
+    descriptor = "Ljava/lang/String;Ljava/util/Date;"
+    frame = request_frame("2.7.23", "com.example.S\ud800", "1.0", "m", descriptor, "arg\udc00", far, attachments)
+    call = frame.call()
+    assert (call.path, call.group, call.argument_count, dict(call.attachments)) == (
+        "com.example.S\ud800",
+        "g\udfff",
+        2,
+        attachments,
+    )
+    assert frame.invocation().arguments == ("arg\udc00", far)
+    attributes = DUBBO.routing_attributes(frame)
+    assert (attributes["service"], attributes["group"], attributes["traceId"]) == (
+        "com.example.S\ud800",
+        "g\udfff",
+        "t-\ud83d",
+    )
+    # A route's regex and exact matches work on such text as on any other.
+    assert compile_match(MatchConfig("traceId", regex="t-."))(attributes)
+    assert compile_match(MatchConfig("group", exact="g\udfff"))(attributes)
+    assert not compile_match(MatchConfig("group", regex="g"))(attributes)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import anyio
 import pytest
 from test_dubbo import REQUESTS
+from test_hessian2 import EDGES
 
 from sota_dispatch import LimitExceeded, ProtocolError
 from sota_dispatch.testing import check_garbage, check_split_invariance, exchange
-from sota_xprotocol import BoltEchoDispatcher, DubboEchoDispatcher, XProtocolEchoDispatcher, bolt, dubbo
+from sota_xprotocol import BoltEchoDispatcher, DubboEchoDispatcher, XProtocolEchoDispatcher, bolt, dubbo, hessian2
 
 pytestmark = pytest.mark.anyio
 
@@ -41,6 +42,26 @@ async def test_dubbo_echo_heartbeat_oneway_and_bad_body() -> None:
     assert replies[1].raw == dubbo.heartbeat_response(dubbo.heartbeat_request(7)).encode()
     assert replies[2].status == dubbo.DubboStatus.BAD_REQUEST  # answered; the connection stays
     assert result.close_reason is None
+
+
+async def test_dubbo_echo_answers_far_dates_and_lone_surrogates_byte_exact() -> None:
+    # Java's edge values (dates beyond datetime, strings with lone
+    # surrogates) as arguments, with a lone surrogate in the header and the
+    # attachments too: each call is answered with its argument's own bytes.
+    header = b"".join(
+        hessian2.encode(v) for v in ("2.7.23", "com.example.S\ud800", "1.0.0", "echo", "Ljava/util/Date;")
+    )
+    attachments = hessian2.encode({"group": "g\udfff", "deadline": hessian2.JavaDate(2**62)})
+    arguments = [bytes.fromhex(EDGES[label]) for label in sorted(EDGES)]
+    requests = [
+        dubbo.DubboFrame(0xC2, 0, request_id, header + argument + attachments).encode()
+        for request_id, argument in enumerate(arguments)
+    ]
+    result = await exchange(DubboEchoDispatcher, [b"".join(requests)])
+    replies = dubbo.DubboDecoder().feed(result.output)
+    assert [(r.request_id, r.status, r.body) for r in replies] == [
+        (request_id, dubbo.DubboStatus.OK, b"\x91" + argument) for request_id, argument in enumerate(arguments)
+    ]
 
 
 class QuickClose(XProtocolEchoDispatcher):

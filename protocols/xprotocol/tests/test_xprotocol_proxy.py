@@ -21,7 +21,7 @@ import anyio.to_thread
 import pytest
 from anyio.abc import ByteStream, TaskStatus
 from test_client import SERVICE, UpperService, anthunder_server, request
-from test_peers import anthunder_calls
+from test_peers import DUBBO_CALL_TIMEOUT, anthunder_calls, close_dubbo_connection
 
 from sota_dispatch import BufferedReader, Dispatcher, Proxy, Server, parse_config
 from sota_dispatch.testing import running_proxy, serving
@@ -81,19 +81,17 @@ def dubbo_call_all(addresses: list[str], per_address: int) -> dict[str, list[Any
     """``per_address`` concurrent calls on each address (one dubbo-ssl-python
     connection per address), all at once; returns each caller's answers."""
     from dubbo_ssl.client import DubboClient
-    from dubbo_ssl.connection.connections import connection_pool
 
     clients = {a: DubboClient(INTERFACE, group="g1", version="1.0.0", host=a) for a in addresses}
     jobs = [(a, f"{a}/call-{i}") for a in addresses for i in range(per_address)]
     try:
         with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
-            answers = list(pool.map(lambda job: clients[job[0]].call("echo", (job[1],)), jobs))
+            answers = list(
+                pool.map(lambda job: clients[job[0]].call("echo", (job[1],), timeout=DUBBO_CALL_TIMEOUT), jobs)
+            )
     finally:
         for address in addresses:  # the library never closes its pooled connections
-            connection = connection_pool._connection_pool.get(address)
-            if connection is not None:
-                connection_pool._delete_connection(connection)
-                connection.close()
+            close_dubbo_connection(address)
     result: dict[str, list[Any]] = {a: [] for a in addresses}
     for (address, _), answer in zip(jobs, answers, strict=True):
         result[address].append(answer)
@@ -183,9 +181,12 @@ def bolt_request(word: str, request_id: int, timeout_ms: int = 5000, service: st
     )
 
 
-def dubbo_request(word: str, request_id: int, service: str = INTERFACE) -> dubbo.DubboFrame:
+def dubbo_request(
+    word: str, request_id: int, service: str = INTERFACE, attachments: dict[str, Any] | None = None
+) -> dubbo.DubboFrame:
+    attachments = {"group": "g1"} if attachments is None else attachments
     body = b"".join(
-        hessian2.encode(v) for v in ("2.7.0", service, "1.0.0", "echo", "Ljava/lang/String;", word, {"group": "g1"})
+        hessian2.encode(v) for v in ("2.7.0", service, "1.0.0", "echo", "Ljava/lang/String;", word, attachments)
     )
     flag = dubbo.FLAG_REQUEST | dubbo.FLAG_TWOWAY | dubbo.HESSIAN2
     return dubbo.DubboFrame(flag, 0, request_id, body)
@@ -236,6 +237,8 @@ def expect_dubbo(reply: dubbo.DubboFrame, request_id: int, status: int, message_
     [message] = hessian2.decode_all(reply.body)
     assert isinstance(message, str)
     assert message.startswith(message_start), message
+    assert "127.0.0.1" not in message, message  # internals stay in the log
+    assert "cluster" not in message, message
 
 
 async def test_bolt_error_replies_carry_the_protocols_statuses() -> None:
@@ -277,6 +280,37 @@ async def test_dubbo_error_replies_carry_the_protocols_statuses() -> None:
             assert (reply.request_id, reply.status, hessian2.decode_all(reply.body)) == (4, 20, [1, "fine"])
     async with proxy_for(document("dubbo", [f"127.0.0.1:{free_port()}"])) as proxy, raw_client(proxy, "dubbo") as c:
         expect_dubbo(await c.call(dubbo_request("x", 5)), 5, 60, "502|no healthy upstream")
+
+
+async def test_a_dubbo_timeout_attachment_is_the_deadline_its_reply_names() -> None:
+    async with scripted() as upstream:
+        route = {"match": [{"attribute": "service", "exact": INTERFACE}], "timeout": "15s"}
+        async with proxy_for(document("dubbo", [upstream], route)) as proxy, raw_client(proxy, "dubbo") as c:
+            start = anyio.current_time()
+            reply = await c.call(dubbo_request("hold", 1, attachments={"timeout": "300"}))
+            assert anyio.current_time() - start < 5  # its own 300 ms, not the route's 15 s
+            expect_dubbo(reply, 1, 31, "504|timeout: no answer within 0.3s; ref ")
+
+
+async def test_dubbo_routes_on_attachments_holding_lone_surrogates() -> None:
+    # A Java String may hold a lone surrogate: such an attachment is routed
+    # on (a regex match) and the call forwarded, its bytes unchanged.
+    async with scripted() as upstream:
+        route = {"match": [{"attribute": "traceId", "regex": "t-."}], "timeout": "2s"}
+        async with proxy_for(document("dubbo", [upstream], route)) as proxy, raw_client(proxy, "dubbo") as c:
+            request = dubbo_request("fine\udc00", 7, attachments={"group": "g\udfff", "traceId": "t-\ud800"})
+            reply = await c.call(request)
+            assert (reply.request_id, reply.status, reply.body) == (7, 20, b"\x91" + hessian2.encode("fine\udc00"))
+            missed = await c.call(dubbo_request("x", 8, attachments={"traceId": "u-\ud800"}))
+            expect_dubbo(missed, 8, 60, "404|router unavailable")
+
+
+async def test_dubbo_hash_balances_on_an_attachment_holding_a_lone_surrogate() -> None:
+    async with scripted() as upstream:
+        doc = document("dubbo", [upstream], {"hash_key": "traceId"}, lb="ring_hash")
+        async with proxy_for(doc) as proxy, raw_client(proxy, "dubbo") as c:
+            reply = await c.call(dubbo_request("fine", 1, attachments={"traceId": "t-\ud800"}), timeout=5)
+            assert (reply.request_id, reply.status) == (1, 20)
 
 
 async def test_bolt_status_is_retried_on_another_endpoint_when_configured() -> None:
