@@ -31,6 +31,7 @@ from .config import (
     LimitsConfig,
     ListenerConfig,
     MatchConfig,
+    OverloadConfig,
     PoolConfig,
     ProxyConfig,
     RetryConfig,
@@ -57,9 +58,10 @@ from .errors import (
 from .health import BreakerConfig, BreakerState, EndpointBreaker, OutlierConfig, OutlierDetector, ProtocolHealth
 from .multiplexer import PendingStream, StreamMultiplexer
 from .outbox import Outbox
+from .overload import BufferBudget, FrameRefused
 from .proxy import Proxy, ProxyConnection
 from .proxy_hooks import Failure, PoolMode, ProxyCodec, ProxyHooks
-from .reader import BufferedReader
+from .reader import BufferedReader, FrameTimeout, ReadTimeouts
 from .registry import (
     ENTRY_POINT_GROUP,
     DispatcherFactory,
@@ -83,6 +85,8 @@ __all__ = [
     "BreakerConfig",
     "BreakerState",
     "BufferedReader",
+    "FrameTimeout",
+    "ReadTimeouts",
     "BufferedWriter",
     "ChunkBuffer",
     "ClusterConfig",
@@ -101,6 +105,9 @@ __all__ = [
     "LeastRequest",
     "LimitExceeded",
     "LimitsConfig",
+    "OverloadConfig",
+    "BufferBudget",
+    "FrameRefused",
     "ListenerConfig",
     "LowestLatency",
     "Maglev",

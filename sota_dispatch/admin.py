@@ -164,6 +164,27 @@ class ProxyCollector:
                 local.add_metric([*labels, outcome], count)
         yield from (connections, active, refused, bytes_in, bytes_out, decode, requests, local)
 
+        limit = GaugeMetricFamily(
+            "sota_downstream_connections_limit",
+            "Client connections a listener serves at once (max_connections; absent: none)",
+            labels=listener_labels,
+        )
+        for listener in proxy.listeners:
+            if listener.server.max_connections is not None:
+                limit.add_metric([listener.name, listener.config.protocol], listener.server.max_connections)
+        budget = proxy.budget
+        held = GaugeMetricFamily("sota_buffer_bytes", "Bytes of partial frames all connections hold")
+        held.add_metric([], budget.held)
+        allowed = GaugeMetricFamily("sota_buffer_budget_bytes", "The buffer budget (overload.buffer_budget)")
+        allowed.add_metric([], budget.limit)
+        actions = CounterMetricFamily(
+            "sota_overload_actions", "What the buffer budget did as it filled", labels=["action"]
+        )
+        actions.add_metric(["refuse_large_frame"], budget.frames_refused)
+        actions.add_metric(["shed_connection"], budget.connections_shed)
+        actions.add_metric(["pause_accepting"], budget.accept_pauses)
+        yield from (limit, held, allowed, actions)
+
         outcomes = CounterMetricFamily(
             "sota_upstream_requests", "Requests ended, by outcome", labels=["cluster", "outcome"]
         )

@@ -23,6 +23,7 @@ import attrs
 from .address import is_loopback, parse_address
 from .errors import SotaError
 from .health import BreakerConfig, OutlierConfig
+from .overload import DEFAULT_BUFFER_BUDGET, DEFAULT_LARGE_FRAME
 from .proxy_hooks import PoolMode
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "LimitsConfig",
     "ListenerConfig",
     "MatchConfig",
+    "OverloadConfig",
     "PoolConfig",
     "ProxyConfig",
     "RetryConfig",
@@ -226,7 +228,7 @@ class LimitsConfig:
     #: cannot take a whole cluster.
     max_in_flight: int = 256
     #: Client connections at once; more are closed as soon as accepted.
-    max_connections: int | None = None
+    max_connections: int | None = 10_000
     #: Seconds a connection may sit with nothing in flight and no input.
     idle_timeout: float | None = 3600.0
     #: Seconds from a frame's first byte (or, for the first frame, from the
@@ -259,6 +261,16 @@ class AdminConfig:
 
 
 @attrs.frozen
+class OverloadConfig:
+    """The process-wide buffer budget (see :mod:`sota_dispatch.overload`):
+    bytes of partial frames all connections may hold together, and the size
+    from which a frame counts as large (refused when begun under pressure)."""
+
+    buffer_budget: int = DEFAULT_BUFFER_BUDGET
+    large_frame: int = DEFAULT_LARGE_FRAME
+
+
+@attrs.frozen
 class ProxyConfig:
     """The whole proxy: several listeners and protocols in one process."""
 
@@ -270,6 +282,7 @@ class ProxyConfig:
     #: request that would have been answered, or timed out, on its own.
     drain_timeout: float = attrs.field()
     admin: AdminConfig | None = None
+    overload: OverloadConfig = OverloadConfig()
 
     @drain_timeout.default
     def _longest_route(self) -> float:
@@ -351,6 +364,30 @@ def _int(value: object, path: str, minimum: int = 1, maximum: int | None = None)
     if maximum is not None and value > maximum:
         raise ConfigError(path, f"expected an integer <= {maximum}, got {value}")
     return value
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+_SIZE = re.compile(r"\s*(\d+)\s*([a-zA-Z]*)\s*")
+
+
+def _size(value: object, path: str) -> int:
+    """Bytes: an integer, or a string such as ``128MiB`` or ``512 KiB``."""
+    if isinstance(value, str):
+        found = _SIZE.fullmatch(value)
+        unit = _SIZE_UNITS.get(found.group(2).lower()) if found else None
+        if found is None or unit is None:
+            raise ConfigError(path, f"expected a size (bytes, or e.g. \"128MiB\"), got {_show(value)}")
+        value = int(found.group(1)) * unit
+    return _int(value, path)
+
+
+def _overload(value: object, path: str) -> OverloadConfig:
+    raw = _mapping(value, path, ("buffer_budget", "large_frame"))
+    d = OverloadConfig()
+    return OverloadConfig(
+        buffer_budget=_size(raw.get("buffer_budget", d.buffer_budget), f"{path}.buffer_budget"),
+        large_frame=_size(raw.get("large_frame", d.large_frame), f"{path}.large_frame"),
+    )
 
 
 def _bool(value: object, path: str) -> bool:
@@ -612,7 +649,7 @@ def _limits(value: object, path: str) -> LimitsConfig:
         value = raw.get(name, getattr(defaults, name))
         return None if value is None else _duration(value, f"{path}.{name}")
 
-    max_connections = raw.get("max_connections")
+    max_connections = raw.get("max_connections", defaults.max_connections)  # null: no limit
     return LimitsConfig(
         max_frame_size=_int(raw.get("max_frame_size", defaults.max_frame_size), f"{path}.max_frame_size"),
         max_in_flight=_int(raw.get("max_in_flight", defaults.max_in_flight), f"{path}.max_in_flight"),
@@ -673,7 +710,9 @@ def parse_config(data: object) -> ProxyConfig:
     """
     if not isinstance(data, Mapping):
         raise ConfigError("", f"the configuration must be a mapping (listeners, clusters), got {_show(data)}")
-    raw = _mapping(data, "", ("listeners", "clusters", "drain_timeout", "admin"), ("listeners", "clusters"))
+    raw = _mapping(
+        data, "", ("listeners", "clusters", "drain_timeout", "admin", "overload"), ("listeners", "clusters")
+    )
     listeners = _items(raw["listeners"], "listeners", _listener, non_empty=True)
     clusters = _items(raw["clusters"], "clusters", _cluster, non_empty=True)
     _unique([c.name for c in listeners], "listeners", "listener")
@@ -697,16 +736,15 @@ def parse_config(data: object) -> ProxyConfig:
                     f"{path}.hash_key",
                     f"cluster {_show(cluster.name)} balances by {cluster.lb}, which needs a hash_key",
                 )
-    return ProxyConfig(
+    config = ProxyConfig(
         listeners=listeners,
         clusters=clusters,
         admin=admin_config(raw["admin"], "admin") if "admin" in raw else None,
-        **(
-            {"drain_timeout": _duration(raw["drain_timeout"], "drain_timeout", allow_zero=True)}
-            if "drain_timeout" in raw
-            else {}
-        ),
+        overload=_overload(raw.get("overload", {}), "overload"),
     )
+    if "drain_timeout" in raw:  # else the default: the longest route timeout + 1 s
+        config = attrs.evolve(config, drain_timeout=_duration(raw["drain_timeout"], "drain_timeout", allow_zero=True))
+    return config
 
 
 def admin_config(value: object, path: str) -> AdminConfig:
@@ -778,11 +816,12 @@ def config_from_upstreams(
     options: Mapping[str, str] | None = None,
     drain_timeout: float | None = None,
     admin: str | None = None,
+    limits: LimitsConfig | None = None,
 ) -> ProxyConfig:
     """The ``--upstream`` shortcut: one listener, one round-robin cluster of
     ``upstreams``, one catch-all route."""
     endpoints = tuple(_endpoint(address, f"--upstream[{i}]") for i, address in enumerate(upstreams))
-    return ProxyConfig(
+    config = ProxyConfig(
         listeners=(
             ListenerConfig(
                 name="main",
@@ -790,9 +829,10 @@ def config_from_upstreams(
                 protocol=protocol,
                 routes=(RouteConfig(cluster="upstream"),),
                 options=dict(options or {}),
+                limits=limits or LimitsConfig(),
             ),
         ),
         clusters=(ClusterConfig(name="upstream", endpoints=endpoints),),
         admin=None if admin is None else admin_config(admin, "--admin"),
-        **({} if drain_timeout is None else {"drain_timeout": drain_timeout}),
     )
+    return config if drain_timeout is None else attrs.evolve(config, drain_timeout=drain_timeout)

@@ -9,6 +9,8 @@ connection.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 __all__ = [
     "ConnectionLost",
     "DuplicateProtocolError",
@@ -34,6 +36,13 @@ class ProtocolError(SotaError):
     Codecs raise only this (or a subclass) for malformed input, whatever the
     input is; the dispatcher answers it by closing that one connection.
     """
+
+    #: Whether the close lingers (half-closes and reads out what the peer
+    #: still sends, up to the linger timeout) so that an error reply written
+    #: before it is not destroyed by a reset. False for peers owed nothing:
+    #: one that let a timeout pass, or one shed to save memory, must not hold
+    #: its slot, and what it keeps sending, for a linger.
+    linger: ClassVar[bool] = True
 
 
 class LimitExceeded(ProtocolError):

@@ -22,7 +22,7 @@ from typing import Any
 
 from anyio.abc import SocketAttribute
 
-__all__ = ["NowaitSender", "nowait_sender"]
+__all__ = ["NowaitSender", "discard_input", "input_queued", "nowait_sender"]
 
 
 class NowaitSender:
@@ -40,6 +40,41 @@ class NowaitSender:
     def __init__(self, send: Callable[[bytes], int], busy: Callable[[], bool]) -> None:
         self.send = send
         self.busy = busy
+
+
+def input_queued(stream: object) -> Callable[[], int] | None:
+    """A function telling how many bytes ``stream`` read from its socket
+    ahead of us (None: it keeps none, or is not a stream we know).
+
+    anyio's asyncio streams resume reading for each ``receive()``; until the
+    task runs again, the loop may read more: uvloop reads up to 32 chunks
+    per wake-up, so a fast client got megabytes queued per connection,
+    memory the buffer budget has to count.
+    """
+    if type(stream).__module__ != "anyio._backends._asyncio":
+        return None  # trio reads only what receive() asks for
+    protocol: Any = getattr(stream, "_protocol", None)
+    queue = getattr(protocol, "read_queue", None)
+    if queue is None or not hasattr(queue, "__iter__"):
+        return None
+
+    def queued() -> int:
+        return sum(map(len, queue)) if queue else 0
+
+    return queued
+
+
+def discard_input(stream: object) -> None:
+    """Drop what a closed ``stream`` read ahead (see :func:`input_queued`).
+
+    The stream may outlive its connection for a while (a cancelled task's
+    traceback can hold it until the cyclic garbage collector runs): its
+    read-ahead, megabytes from a fast client, need not.
+    """
+    if type(stream).__module__ == "anyio._backends._asyncio":
+        queue = getattr(getattr(stream, "_protocol", None), "read_queue", None)
+        if queue is not None and hasattr(queue, "clear"):
+            queue.clear()
 
 
 def nowait_sender(stream: object) -> NowaitSender | None:

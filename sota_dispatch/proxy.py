@@ -35,7 +35,9 @@ from .dispatcher import ConnectionContext, Dispatcher
 from .errors import ProtocolError, SotaError
 from .exchange import Exchange, start_try
 from .logs import RateLimitedLog
+from .nowait import input_queued
 from .outbox import Outbox
+from .overload import BufferBudget
 from .proxy_hooks import Failure, ProxyCodec, ProxyHooks
 from .registry import Match, ProtocolInfo, available_protocols, get_protocol
 from .routing import Route
@@ -128,6 +130,12 @@ def auto_candidates() -> list[tuple[str, ProtocolInfo]]:
     return found
 
 
+def _shed(holder: object) -> None:
+    """Close a connection the buffer budget sheds (it holds the most)."""
+    assert isinstance(holder, Dispatcher)
+    holder.abort()
+
+
 class _Reply:
     """An answer made by the proxy itself, queued behind earlier requests."""
 
@@ -161,6 +169,9 @@ class ProxyConnection(Dispatcher):
         #: Set when the drain timeout passed: whatever is decoded from now on
         #: gets a timeout reply at once.
         self._expired = False
+        #: Bytes of a partial frame (and read ahead), as last told to the buffer budget.
+        self._held = 0
+        self._read_ahead = input_queued(stream)
         self._draining = False
         #: This client's own upstream pools (clusters that do not share
         #: connections between clients), closed with it.
@@ -191,6 +202,8 @@ class ProxyConnection(Dispatcher):
 
     def _abandon(self) -> None:
         self.closed = True
+        self.proxy.budget.release(self)
+        self._codec = None  # a partial frame it held goes now, not at the next collection
         for exchange in list(self._exchanges):
             exchange.abandon()
         self._exchanges.clear()
@@ -327,6 +340,10 @@ class ProxyConnection(Dispatcher):
                     finally:
                         outbox.end()
                 codec.check()
+                held = codec.buffered if self._read_ahead is None else codec.buffered + self._read_ahead()
+                if held != self._held:  # the process's buffer budget, once per batch
+                    self._held = held
+                    self.proxy.budget.hold(self, held)  # may refuse a large frame begun under pressure
                 if writer.pending >= writer.high_water:
                     await writer.flush()  # a client that does not read is not read from
                     if frame_started is not None:
@@ -542,6 +559,8 @@ class Listener:
             options=config.options,
             drain_timeout=proxy.config.drain_timeout,
             max_connections=config.limits.max_connections,
+            timeouts=None,  # ProxyConnection keeps the listener's limits itself
+            budget=proxy.budget,
         )
 
     def connection(self, stream: ByteStream, context: ConnectionContext) -> ProxyConnection:
@@ -563,7 +582,10 @@ class Proxy:
         self.timers = TimerQueue()
         #: Connections written to during a batch, flushed at its end.
         self.outbox = Outbox()
-        self.clusters = {c.name: Cluster(c, outbox=self.outbox) for c in config.clusters}
+        overload = config.overload
+        #: What all connections hold of partial frames, against the budget.
+        self.budget = BufferBudget(overload.buffer_budget, large_frame=overload.large_frame, shed=_shed)
+        self.clusters = {c.name: Cluster(c, outbox=self.outbox, budget=self.budget) for c in config.clusters}
         self.listeners = [Listener(c, self, protocols[c.name]) for c in config.listeners]
         self.addresses: dict[str, str] = {}
         #: The admin endpoint's bound ``HOST:PORT`` once serving (None: no admin).
@@ -571,7 +593,9 @@ class Proxy:
         self._admin = (
             None
             if config.admin is None
-            else Server(self._admin_connection, config.admin.address, max_connections=ADMIN_MAX_CONNECTIONS)
+            else Server(
+                self._admin_connection, config.admin.address, max_connections=ADMIN_MAX_CONNECTIONS, timeouts=None
+            )
         )
         self._metrics: Any = None
         self._admin_waiting: Any = None

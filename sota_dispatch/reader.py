@@ -10,21 +10,44 @@ request" into "one send per batch of requests".
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import anyio
+import attrs
 from anyio.abc import ByteReceiveStream
 
-from .errors import IncompleteReadError, LimitExceeded
+from .errors import IncompleteReadError, LimitExceeded, ProtocolError
 
 if TYPE_CHECKING:
     from .writer import BufferedWriter
 
-__all__ = ["DEFAULT_READ_SIZE", "BufferedReader"]
+__all__ = ["DEFAULT_READ_SIZE", "BufferedReader", "FrameTimeout", "ReadTimeouts"]
 
 #: Bytes asked of the socket per receive; large reads are the first speed rule.
 DEFAULT_READ_SIZE = 65536
+
+
+class FrameTimeout(ProtocolError):
+    """A peer took longer than the frame timeout to send a request (or its
+    first bytes): a slowloris, or a peer that connected and said nothing."""
+
+    linger = False
+
+
+@attrs.frozen
+class ReadTimeouts:
+    """How long a peer may keep a connection without sending what it owes.
+
+    ``frame``: from the connect to the first byte, and from a frame's first
+    byte to its last (:class:`FrameTimeout`). ``idle``: between frames, with
+    nothing partly received; the connection then ends as if the peer had
+    closed it. None: no limit.
+    """
+
+    frame: float | None = 30.0
+    idle: float | None = 3600.0
 
 
 class BufferedReader:
@@ -41,7 +64,22 @@ class BufferedReader:
     reported as a truncated frame rather than a clean close.
     """
 
-    __slots__ = ("_buf", "_draining", "_eof", "_pos", "_read_size", "_stream", "_writer", "idle")
+    __slots__ = (
+        "_buf",
+        "_codec_frames",
+        "_connected",
+        "_draining",
+        "_eof",
+        "_frame_start",
+        "_got_bytes",
+        "_last_fill",
+        "_pos",
+        "_read_size",
+        "_stream",
+        "_timeouts",
+        "_writer",
+        "idle",
+    )
 
     def __init__(
         self,
@@ -62,6 +100,13 @@ class BufferedReader:
         #: True while blocked on the socket with nothing buffered: the
         #: connection sits between frames, so a drain may stop it right here.
         self.idle = False
+        self._timeouts: ReadTimeouts | None = None
+        self._connected = 0.0
+        self._got_bytes = False
+        #: When the frame being received began (None: between frames).
+        self._frame_start: float | None = None
+        self._last_fill = 0.0
+        self._codec_frames = False  # frame_state() tells where frames begin
 
     # -- state ---------------------------------------------------------------
 
@@ -79,6 +124,33 @@ class BufferedReader:
         """Stop at the next frame boundary: a read that starts with nothing
         buffered raises :class:`anyio.EndOfStream` instead of waiting."""
         self._draining = True
+
+    def set_timeouts(self, timeouts: ReadTimeouts | None) -> None:
+        """Enforce ``timeouts`` on every wait for input from now on (the
+        server sets its own right after the connect; None: none)."""
+        self._timeouts = timeouts
+        self._connected = self._last_fill = anyio.current_time()
+
+    def frame_state(self, buffered: int, completed: int) -> None:
+        """For a sans-I/O codec fed from :meth:`read_some` or :meth:`chunks`,
+        which the reader cannot see into: after each feed, the bytes the
+        codec holds of a frame not complete yet and the frames the feed
+        completed. The frame timeout then runs from the first byte of the
+        frame in progress (cheap: call it after every feed). Without it,
+        each chunk :meth:`read_some` returns counts as whole frames."""
+        self._codec_frames = True
+        if not buffered:
+            self._frame_start = None
+        elif completed or self._frame_start is None:
+            self._frame_start = self._last_fill  # the partial frame began in the last chunk
+
+    def release(self) -> None:
+        """The connection is closed: drop the bytes not consumed and the
+        writer (the two refer to each other; left so, a closed connection's
+        buffers would wait for the cyclic garbage collector)."""
+        self._buf = bytearray()
+        self._pos = 0
+        self._writer = None
 
     def take_buffer(self) -> bytes:
         """Remove and return every unconsumed byte (for a connection hand-off)."""
@@ -107,7 +179,10 @@ class BufferedReader:
             self._pos = 0
         self.idle = starts_frame and empty
         try:
-            data = await self._stream.receive(self._read_size)
+            if self._timeouts is None:
+                data = await self._stream.receive(self._read_size)
+            else:
+                data = await self._receive_in_time()
         except anyio.EndOfStream:
             self._eof = True
             return False
@@ -115,6 +190,39 @@ class BufferedReader:
             self.idle = False
         self._buf += data
         return True
+
+    async def _receive_in_time(self) -> bytes:
+        # Between frames (no frame begun: set by the read calls, or by
+        # frame_state() for codecs) the idle timeout applies; within one,
+        # the frame timeout from its first byte; before any byte, the frame
+        # timeout from the connect.
+        timeouts = self._timeouts
+        assert timeouts is not None
+        idle = False
+        if self._frame_start is not None:
+            deadline = None if timeouts.frame is None else self._frame_start + timeouts.frame
+        elif not self._got_bytes:  # from the connect to the first byte
+            deadline = None if timeouts.frame is None else self._connected + timeouts.frame
+        else:
+            idle = True
+            deadline = None if timeouts.idle is None else anyio.current_time() + timeouts.idle
+        data = b""
+        with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+            data = await self._stream.receive(self._read_size)
+        if scope.cancelled_caught:
+            if idle:
+                raise anyio.EndOfStream  # idle too long: an orderly end, as if the peer had closed
+            raise FrameTimeout(f"no complete request within {timeouts.frame:g}s")
+        now = self._last_fill = anyio.current_time()
+        self._got_bytes = True
+        if self._frame_start is None:
+            self._frame_start = now  # these bytes begin a frame
+        return data
+
+    def _new_frame(self) -> None:
+        # A read for a new frame: what is buffered (the start of the next
+        # frame, pipelined) arrived with the last chunk at the earliest.
+        self._frame_start = None if self._pos == len(self._buf) else self._last_fill
 
     def _truncated(self, expected: int | None, mid_frame: bool) -> BaseException:
         partial = bytes(self._buf[self._pos :])
@@ -129,6 +237,8 @@ class BufferedReader:
         """Return exactly ``n`` bytes, waiting for them to arrive."""
         if n < 0:
             raise ValueError("n must not be negative")
+        if not mid_frame:
+            self._new_frame()
         starts_frame = not mid_frame and self._pos == len(self._buf)
         while len(self._buf) - self._pos < n:
             if not await self._fill(starts_frame):
@@ -146,6 +256,8 @@ class BufferedReader:
         """
         if not delimiter:
             raise ValueError("delimiter must not be empty")
+        if not mid_frame:
+            self._new_frame()
         buf = self._buf
         dlen = len(delimiter)
         start = self._pos
@@ -170,6 +282,8 @@ class BufferedReader:
 
         Raises :class:`anyio.EndOfStream` at the end of input.
         """
+        if not self._codec_frames:
+            self._frame_start = None
         if self._pos == len(self._buf) and not await self._fill(True):
             raise anyio.EndOfStream
         pos = self._pos

@@ -30,12 +30,21 @@ if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 from .address import parse_address
-from .config import ConfigError, ProxyConfig, admin_config, config_from_upstreams, load_config, parse_duration
+from .config import (
+    ConfigError,
+    LimitsConfig,
+    ProxyConfig,
+    admin_config,
+    config_from_upstreams,
+    load_config,
+    parse_duration,
+)
 from .errors import SotaError
 from .logs import configure_logging
 from .proxy import Proxy
+from .reader import ReadTimeouts
 from .registry import ProtocolInfo, available_protocols, get_protocol
-from .server import Server
+from .server import DEFAULT_MAX_CONNECTIONS, Server
 
 __all__ = ["DEFAULT_LISTEN", "main"]
 
@@ -91,6 +100,25 @@ def _parser() -> argparse.ArgumentParser:
         "config's drain_timeout, else the longest route timeout + 1 s; 10 for a local service)",
     )
     p.add_argument(
+        "--max-connections",
+        type=_count,
+        metavar="N",
+        help=f"connections served at once; more are closed when accepted (default {DEFAULT_MAX_CONNECTIONS:,}; "
+        "0: no limit; with --config, set the listener's limits instead)",
+    )
+    p.add_argument(
+        "--frame-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="a client must send its first bytes, and then each request, within this (default 30; 0: no limit)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="close a connection idle between requests this long (default 3600; 0: no limit)",
+    )
+    p.add_argument(
         "--log-level",
         default="info",
         type=str.lower,
@@ -101,6 +129,27 @@ def _parser() -> argparse.ArgumentParser:
         "--log-format", default="text", choices=("text", "json"), help="text lines, or one JSON object per line"
     )
     return p
+
+
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def _limits(args: argparse.Namespace) -> tuple[int | None, ReadTimeouts]:
+    """``(max_connections, timeouts)`` from the guard flags (0: no limit)."""
+    defaults = ReadTimeouts()
+
+    def given(value: float | None, default: float | None) -> float | None:
+        if value is None:
+            return default
+        return value or None
+
+    count = DEFAULT_MAX_CONNECTIONS if args.max_connections is None else (args.max_connections or None)
+    return count, ReadTimeouts(
+        frame=given(args.frame_timeout, defaults.frame), idle=given(args.idle_timeout, defaults.idle)
+    )
 
 
 def _seconds(text: str) -> float:
@@ -218,6 +267,17 @@ def _proxy_config(args: argparse.Namespace) -> ProxyConfig | None:
         ]
         if clash:
             raise _UsageError(f"--config holds the whole configuration; drop {', '.join(clash)}")
+        guards = [
+            flag
+            for flag, given in (
+                ("--max-connections", args.max_connections),
+                ("--frame-timeout", args.frame_timeout),
+                ("--idle-timeout", args.idle_timeout),
+            )
+            if given is not None
+        ]
+        if guards:
+            raise _UsageError(f"{', '.join(guards)}: set the listeners' limits in the config file instead")
         config = load_config(args.config)
         if args.drain_timeout is not None:
             config = attrs.evolve(config, drain_timeout=_drain_timeout(args, config.drain_timeout))
@@ -233,6 +293,7 @@ def _proxy_config(args: argparse.Namespace) -> ProxyConfig | None:
             options: dict[str, str] = {}
         else:
             options = _parse_options(get_protocol(args.protocol), args.option)
+        max_connections, timeouts = _limits(args)
         return config_from_upstreams(
             args.protocol,
             args.listen or DEFAULT_LISTEN,
@@ -240,6 +301,9 @@ def _proxy_config(args: argparse.Namespace) -> ProxyConfig | None:
             options=options,
             drain_timeout=args.drain_timeout,
             admin=args.admin,
+            limits=LimitsConfig(
+                max_connections=max_connections, frame_timeout=timeouts.frame, idle_timeout=timeouts.idle
+            ),
         )
     if args.check_config:
         raise _UsageError("--check-config needs --config or --upstream")
@@ -309,9 +373,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         info = get_protocol(args.protocol)
         listen = _listen(args)
         options = _parse_options(info, args.option)
+        max_connections, timeouts = _limits(args)
         try:
             server = Server(
-                info.factory, listen, protocol=info.name, options=options, drain_timeout=_drain_timeout(args, 10.0)
+                info.factory,
+                listen,
+                protocol=info.name,
+                options=options,
+                drain_timeout=_drain_timeout(args, 10.0),
+                max_connections=max_connections,
+                timeouts=timeouts,
             )
         except ValueError as exc:
             raise _UsageError(f"--option: {exc}") from None

@@ -17,9 +17,19 @@ from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, 
 
 from .address import format_address, parse_address
 from .dispatcher import ConnectionContext, Dispatcher
+from .overload import BufferBudget
+from .reader import ReadTimeouts
 from .registry import DispatcherFactory
 
-__all__ = ["Server"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_TIMEOUTS", "Server"]
+
+#: Connections a listener serves at once unless told otherwise: a bound
+#: every server needs (idle connections cost memory and descriptors), far
+#: above what one Python process serves well.
+DEFAULT_MAX_CONNECTIONS = 10_000
+#: The read timeouts of a listener unless told otherwise (30 s to send each
+#: request, 1 h idle), as the proxy's listeners have by default.
+DEFAULT_TIMEOUTS = ReadTimeouts()
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +46,12 @@ class Server:
     Start it with ``await task_group.start(server.serve)``, which returns once
     the socket is bound, with the bound ``HOST:PORT``. Raises
     :class:`ValueError` at once for options the factory rejects.
+
+    Guards against peers that hold connections without using them:
+    ``max_connections`` (one more is closed as soon as it is accepted) and
+    ``timeouts`` (:class:`~sota_dispatch.ReadTimeouts`: first bytes and
+    every frame within the frame timeout, closed after the idle timeout),
+    enforced by each dispatcher's reader. None turns either off.
     """
 
     def __init__(
@@ -46,7 +62,9 @@ class Server:
         protocol: str = "",
         options: Mapping[str, str] | None = None,
         drain_timeout: float = 10.0,
-        max_connections: int | None = None,
+        max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
+        timeouts: ReadTimeouts | None = DEFAULT_TIMEOUTS,
+        budget: BufferBudget | None = None,
     ) -> None:
         self.factory = factory
         self.host, self.port = parse_address(listen)
@@ -59,6 +77,10 @@ class Server:
         #: Connections served at once; one more is closed as soon as it is
         #: accepted (None: no limit).
         self.max_connections = max_connections
+        self.timeouts = timeouts
+        #: The process's buffer budget: while it is exceeded, this server
+        #: stops accepting.
+        self.budget = budget
         self.connections_refused = 0
         #: The bound ``HOST:PORT`` once :meth:`serve` has started.
         self.address: str | None = None
@@ -125,6 +147,8 @@ class Server:
                 continue
             self._starting += 1
             connections.start_soon(self._handle, stream)
+            if self.budget is not None and not self.budget.accepting:
+                await self.budget.wait_for_room()  # stop accepting: the next ones wait in the backlog
 
     async def _handle(self, stream: SocketStream) -> None:
         self.connections_total += 1
@@ -136,6 +160,8 @@ class Server:
             _pause_reading(stream)
             context = ConnectionContext.for_stream(stream, protocol=self.protocol, options=self.options)
             dispatcher = self.factory(stream, context)
+            if self.timeouts is not None:
+                dispatcher.reader.set_timeouts(self.timeouts)
         except Exception:
             log.exception("the dispatcher factory of %r failed for a new connection", self.protocol)
             await anyio.aclose_forcefully(stream)

@@ -44,7 +44,9 @@ from .config import HASH_BALANCERS, ClusterConfig
 from .dispatcher import ConnectionContext, Dispatcher
 from .errors import ProtocolError
 from .health import BreakerState, ProtocolHealth
+from .nowait import input_queued
 from .outbox import Outbox
+from .overload import BufferBudget
 from .proxy_hooks import Failure, ProxyHooks
 from .reader import BufferedReader
 from .stats import ClusterStats
@@ -78,9 +80,16 @@ class Cluster:
     """
 
     def __init__(
-        self, config: ClusterConfig, task_group: TaskGroup | None = None, *, outbox: Outbox | None = None
+        self,
+        config: ClusterConfig,
+        task_group: TaskGroup | None = None,
+        *,
+        outbox: Outbox | None = None,
+        budget: BufferBudget | None = None,
     ) -> None:
         self.config = config
+        #: The process's buffer budget, which upstream connections report to.
+        self.budget = BufferBudget() if budget is None else budget
         #: Where upstream connections written to during a batch are noted.
         self.outbox = Outbox() if outbox is None else outbox
         self.name = config.name
@@ -555,6 +564,8 @@ class UpstreamConnection(Dispatcher):
         self.in_flight: dict[int, tuple[Exchange, int]] = {}
         self.in_order: deque[tuple[Exchange, int]] = deque()
         self.unmatched = 0
+        self._held = 0
+        self._read_ahead = input_queued(stream)
         self._id_mask = (1 << pool.hooks.id_bits) - 1
         self._next_id = 1
 
@@ -633,6 +644,7 @@ class UpstreamConnection(Dispatcher):
             if frames:
                 with outbox:
                     self._responses(frames)
+            budget = self.pool.cluster.budget
             while True:
                 frames = codec.feed(await reader.read_some())
                 out = codec.data_to_send()
@@ -642,6 +654,10 @@ class UpstreamConnection(Dispatcher):
                     with outbox:  # the clients answered leave with one send each, from here
                         self._responses(frames)
                 codec.check()
+                held = codec.buffered if self._read_ahead is None else codec.buffered + self._read_ahead()
+                if held != self._held:  # a large answer begun under pressure is refused
+                    self._held = held
+                    budget.hold(self, held)
         except BaseException as exc:
             error = exc
             raise
@@ -690,6 +706,7 @@ class UpstreamConnection(Dispatcher):
 
     def _lost(self, error: BaseException | None) -> None:
         self.ready = False
+        self.pool.cluster.budget.release(self)
         self.pool.lost(self, error)
         entries = [*self.in_flight.values(), *self.in_order]
         self.in_flight.clear()

@@ -68,6 +68,14 @@ class BufferedWriter:
         """The queue size at which :meth:`send` sends instead of deferring."""
         return self._high_water
 
+    def release(self) -> None:
+        """The connection is closed: drop what was never sent and the reader
+        (see :meth:`BufferedReader.release`)."""
+        self._parts.clear()
+        self._size = 0
+        self._reader = None
+        self._defer_hook = None
+
     def pair(self, reader: BufferedReader, defer_hook: Callable[[], None] | None) -> None:
         """Couple with the reader of the same connection (the dispatcher does this).
 

@@ -76,7 +76,12 @@ BAD: list[tuple[Any, str]] = [
         minimal(clusters=[{"name": "c", "endpoints": [{"address": "localhost"}]}]),
         'clusters[0].endpoints[0].address: expected HOST:PORT, got "localhost"',
     ),
-    (minimal(extra=1), "extra: unknown key (expected one of: listeners, clusters, drain_timeout, admin)"),
+    (minimal(extra=1), "extra: unknown key (expected one of: listeners, clusters, drain_timeout, admin, overload)"),
+    (
+        minimal(overload={"buffer_budget": "lots"}),
+        'overload.buffer_budget: expected a size (bytes, or e.g. "128MiB"), got "lots"',
+    ),
+    (minimal(overload={"large_frame": 0}), "overload.large_frame: expected an integer >= 1, got 0"),
     ([], "the configuration must be a mapping (listeners, clusters), got a list"),
     (None, "the configuration must be a mapping (listeners, clusters), got null"),
     (
@@ -311,3 +316,9 @@ def test_pools_are_per_client_by_default_unless_ids_keep_answers_apart() -> None
     assert PoolConfig(shared=True).resolved("exclusive") == ("exclusive", 64, 1, True)
     assert PoolConfig(shared=False, connections=3).resolved("multiplex") == ("multiplex", 3, 10_000, False)
     assert parse_config(with_cluster(pool={"shared": True})).clusters[0].pool.shared is True
+
+
+def test_overload_sizes_take_units() -> None:
+    config = parse_config(minimal(overload={"buffer_budget": "64MiB", "large_frame": "512 KiB"}))
+    assert (config.overload.buffer_budget, config.overload.large_frame) == (64 * 1024**2, 512 * 1024)
+    assert parse_config(minimal(overload={"buffer_budget": 1000})).overload.buffer_budget == 1000

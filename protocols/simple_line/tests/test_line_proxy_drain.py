@@ -26,7 +26,7 @@ async def test_requests_cut_off_by_the_drain_timeout_get_a_timeout_reply() -> No
             await c1.send(b"n=1", *(b"hold=1&n=%d" % i for i in range(2, 101)))
             await c2.send(*(b"hold=1&m=%d" % i for i in range(100)))
             with anyio.fail_after(10):
-                while len(backend.seen) < 200:  # noqa: ASYNC110 - the backend records as lines arrive
+                while len(backend.seen) < 200:
                     await backend.arrived.wait()
                     backend.arrived = anyio.Event()
             proxy.shutdown()

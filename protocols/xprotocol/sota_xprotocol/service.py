@@ -43,8 +43,11 @@ class _CodecService(Dispatcher):
         return self.option("max_frame_size", dubbo.DEFAULT_MAX_FRAME_SIZE, int)
 
     async def _run_codec(self, decoder: _Decoder, handle: Callable[[Any], None]) -> None:
-        async for data in self.reader.chunks():
-            for frame in decoder.feed(data):
+        reader = self.reader
+        async for data in reader.chunks():
+            frames = decoder.feed(data)
+            reader.frame_state(decoder.buffered, len(frames))  # the frame timeout runs from a frame's first byte
+            for frame in frames:
                 handle(frame)
             decoder.check()  # bad bytes after good frames: those were answered first
 

@@ -105,6 +105,7 @@ async def pump(
             liveness.busy = False
             engine.check()  # bad bytes after those messages: close now
         messages = engine.feed(await reader.read_some())
+        reader.frame_state(engine.buffered, len(messages))  # for the server's frame timeout
         liveness.last_input = anyio.current_time()
         out = engine.data_to_send()
         if out:

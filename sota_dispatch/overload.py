@@ -1,0 +1,170 @@
+"""A process-wide budget for the bytes connections hold, and what to do as it fills.
+
+Each connection may buffer up to the frame size limit (16 MiB) of a frame
+not complete yet, so without an overall bound the memory a proxy needs is
+set by its clients' manners, not by its configuration: 32 clients each
+holding most of a 15 MiB frame took a proxy to 574 MB. Envoy's overload
+manager is the model; the actions here, as the budget fills:
+
+* from ``refuse_ratio`` (75 %) on, a *new* large frame is refused: a
+  connection whose partial frame grows past ``large_frame`` (1 MiB) is
+  closed (frames that were large before the pressure may finish);
+* past the budget, the connections holding the most are closed until the
+  holdings are back at ``refuse_ratio``;
+* while still past the budget (bytes of closing connections not released
+  yet), listeners stop accepting: new clients wait in the kernel's backlog
+  for the moments that takes, rather than being turned away.
+
+Connections report what they hold once per read batch (:meth:`BufferBudget.hold`:
+a dict update and two comparisons), so the budget costs nothing per frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable
+
+import anyio
+
+from .errors import LimitExceeded
+from .logs import RateLimitedLog
+
+__all__ = ["DEFAULT_BUFFER_BUDGET", "DEFAULT_LARGE_FRAME", "BufferBudget", "FrameRefused"]
+
+log = logging.getLogger(__name__)
+
+#: Bytes of partial frames all connections may hold together.
+DEFAULT_BUFFER_BUDGET = 128 * 1024 * 1024
+#: A frame this large counts as large (refused when begun under pressure).
+DEFAULT_LARGE_FRAME = 1024 * 1024
+
+
+class FrameRefused(LimitExceeded):
+    """A large frame begun while the process's buffer budget is short."""
+
+    linger = False  # reading out the rest of its frame is what the refusal saves
+
+
+class BufferBudget:
+    """The bytes held by every connection of a process, against ``limit``.
+
+    Holders are any hashable objects (the proxy's connections); ``shed`` is
+    called with each holder to close when the budget is exceeded (the
+    proxy aborts the connection, which then calls :meth:`release`).
+    """
+
+    def __init__(
+        self,
+        limit: int = DEFAULT_BUFFER_BUDGET,
+        *,
+        large_frame: int = DEFAULT_LARGE_FRAME,
+        refuse_ratio: float = 0.75,
+        shed: Callable[[Hashable], None] | None = None,
+    ) -> None:
+        if limit <= 0 or large_frame <= 0:
+            raise ValueError("the budget and the large-frame size must be positive")
+        if not 0 < refuse_ratio <= 1:
+            raise ValueError("refuse_ratio must be within (0, 1]")
+        self.limit = limit
+        self.large_frame = large_frame
+        self.refuse_level = int(limit * refuse_ratio)
+        self.shed = shed
+        #: Bytes held right now, in all.
+        self.held = 0
+        self._by: dict[Hashable, int] = {}
+        #: Holders shed and not closed yet: their bytes count until they close.
+        self._shedding: set[Hashable] = set()
+        #: What each action did so far (for /metrics).
+        self.frames_refused = 0
+        self.connections_shed = 0
+        self.accept_pauses = 0
+        self._room: anyio.Event | None = None
+        self._log = RateLimitedLog(log, logging.WARNING, interval=10.0, burst=1)
+
+    @property
+    def holders(self) -> int:
+        """Connections holding bytes right now."""
+        return len(self._by)
+
+    @property
+    def accepting(self) -> bool:
+        """False while the holdings are over the budget (see :meth:`wait_for_room`)."""
+        return self.held <= self.limit
+
+    async def wait_for_room(self) -> None:
+        """Return once the holdings are within the budget again: a listener
+        stops accepting meanwhile (the connections being shed release their
+        bytes as they close)."""
+        if self.held <= self.limit:
+            return
+        self.accept_pauses += 1
+        self._log.log("accept", "buffer budget: %d of %d bytes held; not accepting for now", self.held, self.limit)
+        while self.held > self.limit:
+            if self._room is None or self._room.is_set():
+                self._room = anyio.Event()
+            with anyio.move_on_after(1.0):  # a re-check, should a holder never report back
+                await self._room.wait()
+
+    def hold(self, holder: Hashable, nbytes: int) -> None:
+        """``holder`` now holds ``nbytes`` of partial frames.
+
+        Raises :class:`FrameRefused` when that is a large frame begun
+        while the budget is short (the caller closes the connection), and
+        sheds the largest holders when the budget is exceeded.
+        """
+        by = self._by
+        before = by.get(holder, 0)
+        if nbytes == before:
+            return
+        if nbytes:
+            by[holder] = nbytes
+        else:
+            del by[holder]
+        self.held += nbytes - before
+        large = self.large_frame
+        if (
+            before < large <= nbytes
+            and self.held - nbytes + before >= self.refuse_level
+            and holder not in self._shedding
+        ):
+            self.release(holder)
+            self.frames_refused += 1
+            self._log.log(
+                "refuse", "buffer budget: %d of %d bytes held; refusing a new large frame", self.held, self.limit
+            )
+            raise FrameRefused("a large frame while the buffer budget is short", large)
+        if self.held > self.limit:
+            self._shed_largest()
+
+    def release(self, holder: Hashable) -> None:
+        """``holder`` holds nothing any more (it closed, or was refused)."""
+        self.held -= self._by.pop(holder, 0)
+        self._shedding.discard(holder)
+        if self._room is not None and self.held <= self.limit:
+            self._room.set()
+
+    def _shed_largest(self) -> None:
+        shedding = self._shedding
+        # What the connections being closed hold is freed once they are closed.
+        remaining = self.held - sum(self._by[h] for h in shedding)
+        if remaining <= self.limit:
+            return
+        ranked = sorted(
+            ((h, n) for h, n in self._by.items() if h not in shedding), key=lambda item: item[1], reverse=True
+        )
+        shed = 0
+        for holder, nbytes in ranked:
+            if remaining <= self.refuse_level:
+                break
+            shedding.add(holder)
+            remaining -= nbytes
+            self.connections_shed += 1
+            shed += 1
+            if self.shed is not None:
+                self.shed(holder)
+        self._log.log(
+            "shed",
+            "buffer budget exceeded (%d bytes allowed): closed the %d connections holding the most",
+            self.limit,
+            shed,
+        )
