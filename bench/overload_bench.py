@@ -52,13 +52,18 @@ def env_for(tree: Path | None) -> dict[str, str]:
     env = dict(os.environ)
     if tree is not None:
         env["PYTHONPATH"] = os.pathsep.join([*(str(tree / lib) for lib in LIBRARIES), env.get("PYTHONPATH", "")])
+        env["SOTA_BENCH_TREE"] = str(tree)
     return env
 
 
 def serve(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # ``-m`` puts the working directory first on sys.path: run from the
+    # tree measured, or the checkout this script sits in would win.
+    tree = env.get("SOTA_BENCH_TREE", str(ROOT))
     process = subprocess.Popen(
         [sys.executable, "-m", "sota_dispatch.serve", *args, "--log-level", "error"],
         env=env,
+        cwd=tree,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -113,7 +118,7 @@ def heartbeat(port: int) -> bool:
         return False
 
 
-def flood(backend: list[str], env: dict[str, str]) -> tuple[int, bool]:
+def flood(backend: list[str], env: dict[str, str], clients: int = 32) -> tuple[int, bool]:
     up, front = free_port(), free_port()
     upstream = serve(["--protocol", "bolt", "--listen", f"{HOST}:{up}", *backend], env)
     proxy = serve(["--protocol", "bolt", "--listen", f"{HOST}:{front}", "--upstream", f"{HOST}:{up}", *backend], env)
@@ -132,7 +137,7 @@ def flood(backend: list[str], env: dict[str, str]) -> tuple[int, bool]:
             except OSError:
                 pass  # closed by the proxy
 
-        threads = [threading.Thread(target=client) for _ in range(32)]
+        threads = [threading.Thread(target=client) for _ in range(clients)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -183,6 +188,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, help="another checkout to measure in the same run")
     parser.add_argument("--output", default=str(ROOT / "bench" / "OVERLOAD_RESULTS.md"), help="report file (- : none)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: asyncio only, 4 flooding clients")
     args = parser.parse_args()
     started = time.monotonic()
     trees: list[tuple[str, Path | None]] = [("this tree", None)]
@@ -191,10 +197,11 @@ def main() -> None:
         head = subprocess.run(["git", "-C", str(base), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
         trees.insert(0, (f"base {head.stdout.strip() or base}", base))
     rows = []
-    for backend, flags in BACKENDS.items():
+    backends = {"asyncio": BACKENDS["asyncio"]} if args.quick else BACKENDS
+    for backend, flags in backends.items():
         for name, tree in trees:
             env = env_for(tree)
-            grown, answered = flood(flags, env)
+            grown, answered = flood(flags, env, 4 if args.quick else 32)
             line20, rss20 = pipeline(flags, env, 20)
             line200, rss200 = pipeline(flags, env, 200)
             rows.append(

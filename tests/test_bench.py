@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
         ("zmtp_bench.py", ["pyzmq-frames", "sota-asyncio"]),
         ("xprotocol_bench.py", ["dubbo-invocation", "bolt-asyncio"]),
         ("proxy_bench.py", ["| simple_line | 100 |", "| zmtp | 1000 |", "added p50"]),
+        ("overload_bench.py", ["| asyncio | this tree |", "10,000 / 10,000", "100,000 / 100,000"]),
     ],
 )
 def test_bench_quick_run_prints_its_tables(script: str, expected: list[str]) -> None:
