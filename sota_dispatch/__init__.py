@@ -45,6 +45,7 @@ from .dispatcher import ConnectionContext, Dispatcher
 from .errors import (
     ConnectionLost,
     DuplicateProtocolError,
+    FrameTimeout,
     IncompleteReadError,
     LimitExceeded,
     PluginLoadError,
@@ -61,7 +62,7 @@ from .outbox import Outbox
 from .overload import BufferBudget, FrameRefused
 from .proxy import Proxy, ProxyConnection
 from .proxy_hooks import Failure, PoolMode, ProxyCodec, ProxyHooks
-from .reader import BufferedReader, FrameTimeout, ReadTimeouts
+from .reader import BufferedReader, ReadTimeouts
 from .registry import (
     ENTRY_POINT_GROUP,
     DispatcherFactory,

@@ -14,6 +14,7 @@ from typing import ClassVar
 __all__ = [
     "ConnectionLost",
     "DuplicateProtocolError",
+    "FrameTimeout",
     "IncompleteReadError",
     "LimitExceeded",
     "PluginLoadError",
@@ -43,6 +44,14 @@ class ProtocolError(SotaError):
     #: one that let a timeout pass, or one shed to save memory, must not hold
     #: its slot, and what it keeps sending, for a linger.
     linger: ClassVar[bool] = True
+
+
+class FrameTimeout(ProtocolError):
+    """A peer took longer than the frame timeout to send a request (or its
+    first bytes), or to read the answers sent to it: a slowloris, a peer
+    that connected and said nothing, or one that stopped reading."""
+
+    linger = False
 
 
 class LimitExceeded(ProtocolError):

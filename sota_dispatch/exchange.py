@@ -187,6 +187,7 @@ class Exchange:
     def sent_oneway(self) -> None:
         self.done = True
         self._end_try(None)
+        self.frame = None  # see abandon()
 
     # -- the end --------------------------------------------------------------
 
@@ -254,12 +255,14 @@ class Exchange:
         if self.upstream is not None or self.endpoint is not None:
             self._end_try(None)
         self.downstream.exchange_done(self, data)
+        self.frame = None  # see abandon()
 
     def abandon(self) -> None:
         """The client is gone: end without a reply."""
         if not self.done:
             self.done = True
             self._end_try(None)
+            self.frame = None  # the timer heap keeps the exchange until its deadline, not its bytes
 
 
 def start_try(exchange: Exchange, now: float | None = None) -> None:

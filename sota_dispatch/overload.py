@@ -74,6 +74,7 @@ class BufferBudget:
         self._by: dict[Hashable, int] = {}
         #: Holders shed and not closed yet: their bytes count until they close.
         self._shedding: set[Hashable] = set()
+        self._exempt: set[Hashable] = set()
         #: What each action did so far (for /metrics).
         self.frames_refused = 0
         self.connections_shed = 0
@@ -105,12 +106,20 @@ class BufferBudget:
             with anyio.move_on_after(1.0):  # a re-check, should a holder never report back
                 await self._room.wait()
 
-    def hold(self, holder: Hashable, nbytes: int) -> None:
-        """``holder`` now holds ``nbytes`` of partial frames.
+    def hold(
+        self, holder: Hashable, nbytes: int, *, new_large_frame: bool | None = None, exempt: bool = False
+    ) -> None:
+        """``holder`` now holds ``nbytes`` (of partial frames, and of
+        requests in flight).
 
-        Raises :class:`FrameRefused` when that is a large frame begun
-        while the budget is short (the caller closes the connection), and
-        sheds the largest holders when the budget is exceeded.
+        Raises :class:`FrameRefused` when a large frame was begun while the
+        budget is short (the caller closes the connection):
+        ``new_large_frame`` says whether the holder's partial frame just
+        grew past :attr:`large_frame` (None: take all of ``nbytes`` for one
+        partial frame). Sheds the largest holders when the budget is
+        exceeded. An ``exempt`` holder counts, but is never refused or
+        shed: a proxy's upstream connection, shared by many clients, whose
+        close would reset every one of them for one large answer.
         """
         by = self._by
         before = by.get(holder, 0)
@@ -120,19 +129,19 @@ class BufferBudget:
             by[holder] = nbytes
         else:
             del by[holder]
+            self._shedding.discard(holder)
         self.held += nbytes - before
-        large = self.large_frame
-        if (
-            before < large <= nbytes
-            and self.held - nbytes + before >= self.refuse_level
-            and holder not in self._shedding
-        ):
+        if new_large_frame is None:
+            new_large_frame = before < self.large_frame <= nbytes
+        if exempt:
+            self._exempt.add(holder)
+        elif new_large_frame and self.held - nbytes + before >= self.refuse_level and holder not in self._shedding:
             self.release(holder)
             self.frames_refused += 1
             self._log.log(
                 "refuse", "buffer budget: %d of %d bytes held; refusing a new large frame", self.held, self.limit
             )
-            raise FrameRefused("a large frame while the buffer budget is short", large)
+            raise FrameRefused("a large frame while the buffer budget is short", self.large_frame)
         if self.held > self.limit:
             self._shed_largest()
 
@@ -140,17 +149,21 @@ class BufferBudget:
         """``holder`` holds nothing any more (it closed, or was refused)."""
         self.held -= self._by.pop(holder, 0)
         self._shedding.discard(holder)
+        self._exempt.discard(holder)
         if self._room is not None and self.held <= self.limit:
             self._room.set()
 
     def _shed_largest(self) -> None:
         shedding = self._shedding
         # What the connections being closed hold is freed once they are closed.
-        remaining = self.held - sum(self._by[h] for h in shedding)
+        remaining = self.held - sum(self._by.get(h, 0) for h in shedding)
         if remaining <= self.limit:
             return
+        exempt = self._exempt
         ranked = sorted(
-            ((h, n) for h, n in self._by.items() if h not in shedding), key=lambda item: item[1], reverse=True
+            ((h, n) for h, n in self._by.items() if h not in shedding and h not in exempt),
+            key=lambda item: item[1],
+            reverse=True,
         )
         shed = 0
         for holder, nbytes in ranked:

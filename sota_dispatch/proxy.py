@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -169,8 +170,13 @@ class ProxyConnection(Dispatcher):
         #: Set when the drain timeout passed: whatever is decoded from now on
         #: gets a timeout reply at once.
         self._expired = False
-        #: Bytes of a partial frame (and read ahead), as last told to the buffer budget.
+        #: What this connection holds, as last told to the buffer budget: its
+        #: partial frame, the loop's read-ahead and its requests in flight.
         self._held = 0
+        self._partial = 0
+        self._inflight_bytes = 0
+        #: This connection's part of the references its error replies carry.
+        self._ref: str | None = None
         self._read_ahead = input_queued(stream)
         self._draining = False
         #: This client's own upstream pools (clusters that do not share
@@ -340,10 +346,22 @@ class ProxyConnection(Dispatcher):
                     finally:
                         outbox.end()
                 codec.check()
-                held = codec.buffered if self._read_ahead is None else codec.buffered + self._read_ahead()
-                if held != self._held:  # the process's buffer budget, once per batch
-                    self._held = held
-                    self.proxy.budget.hold(self, held)  # may refuse a large frame begun under pressure
+                # The process's buffer budget, once per batch: the partial
+                # frame, what the loop read ahead, and the requests in flight
+                # (an average share of the bytes their frames took).
+                partial = codec.buffered
+                if self.in_flight:
+                    self._inflight_bytes += len(data) + self._partial - partial
+                held = partial + self._inflight_bytes
+                if self._read_ahead is not None:
+                    held += self._read_ahead()
+                if held != self._held:
+                    large = self.proxy.budget.large_frame
+                    new_large = self._partial < large <= partial
+                    self._held, self._partial = held, partial
+                    self.proxy.budget.hold(self, held, new_large_frame=new_large)  # may refuse it
+                else:
+                    self._partial = partial
                 if writer.pending >= writer.high_water:
                     await writer.flush()  # a client that does not read is not read from
                     if frame_started is not None:
@@ -460,7 +478,11 @@ class ProxyConnection(Dispatcher):
         """The protocol's error reply to request ``stream`` for ``failure``,
         logged (rate-limited) with ``detail``, which stays in the log: the
         client gets the kind, ``public`` and a reference to quote."""
-        ref = f"{self.context.connection_id}.{stream}"
+        if self._ref is None:
+            # Random, not the connection id: that counter would tell clients
+            # how many connections the proxy has opened.
+            self._ref = secrets.token_hex(3)
+        ref = f"{self._ref}.{stream}"
         ids = {"conn": self.context.connection_id, "stream": stream}
         listener = self.listener
         if failure is Failure.OVERFLOW:
@@ -502,9 +524,20 @@ class ProxyConnection(Dispatcher):
             written += 1
         if written:
             self.in_flight -= written
-            self._woken()
+            self._woken(written)
 
-    def _woken(self) -> None:
+    def _woken(self, released: int) -> None:
+        """``released`` requests left flight: wake the reader if it waits,
+        and give their share of bytes back to the buffer budget."""
+        if self._inflight_bytes:
+            if self.in_flight <= 0:
+                self._inflight_bytes = 0
+            else:
+                self._inflight_bytes -= self._inflight_bytes * released // (self.in_flight + released)
+            held = self._partial + self._inflight_bytes
+            if held < self._held - 65536 or (held == 0 and self._held):  # not per small answer
+                self._held = held
+                self.proxy.budget.hold(self, held, new_large_frame=False)
         wake = self._wake
         if wake is not None:
             wake.set()
@@ -530,7 +563,7 @@ class ProxyConnection(Dispatcher):
             self._write_ordered()
         else:
             self.in_flight -= 1
-            self._woken()
+            self._woken(1)
             self.writer.write(data)
         self.proxy.outbox.add(self)
 

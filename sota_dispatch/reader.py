@@ -18,22 +18,19 @@ import anyio
 import attrs
 from anyio.abc import ByteReceiveStream
 
-from .errors import IncompleteReadError, LimitExceeded, ProtocolError
+from .errors import FrameTimeout, IncompleteReadError, LimitExceeded
 
 if TYPE_CHECKING:
     from .writer import BufferedWriter
 
-__all__ = ["DEFAULT_READ_SIZE", "BufferedReader", "FrameTimeout", "ReadTimeouts"]
+__all__ = ["DEFAULT_READ_SIZE", "BufferedReader", "ReadTimeouts"]
 
 #: Bytes asked of the socket per receive; large reads are the first speed rule.
 DEFAULT_READ_SIZE = 65536
-
-
-class FrameTimeout(ProtocolError):
-    """A peer took longer than the frame timeout to send a request (or its
-    first bytes): a slowloris, or a peer that connected and said nothing."""
-
-    linger = False
+#: A frame clock that starts when the reader next waits for input: the rest
+#: of a pipelined frame is the peer's to send only once we ask for it, so the
+#: time a server spends on the frames before it does not count.
+_ON_NEXT_WAIT = -1.0
 
 
 @attrs.frozen
@@ -130,6 +127,10 @@ class BufferedReader:
         server sets its own right after the connect; None: none)."""
         self._timeouts = timeouts
         self._connected = self._last_fill = anyio.current_time()
+        if self._writer is not None:
+            # A peer that sends but never reads would hold a flush, and the
+            # connection, for good.
+            self._writer.send_timeout = None if timeouts is None else timeouts.frame
 
     def frame_state(self, buffered: int, completed: int) -> None:
         """For a sans-I/O codec fed from :meth:`read_some` or :meth:`chunks`,
@@ -141,7 +142,9 @@ class BufferedReader:
         self._codec_frames = True
         if not buffered:
             self._frame_start = None
-        elif completed or self._frame_start is None:
+        elif completed:
+            self._frame_start = _ON_NEXT_WAIT
+        elif self._frame_start is None:
             self._frame_start = self._last_fill  # the partial frame began in the last chunk
 
     def release(self) -> None:
@@ -199,6 +202,8 @@ class BufferedReader:
         timeouts = self._timeouts
         assert timeouts is not None
         idle = False
+        if self._frame_start == _ON_NEXT_WAIT:
+            self._frame_start = anyio.current_time()
         if self._frame_start is not None:
             deadline = None if timeouts.frame is None else self._frame_start + timeouts.frame
         elif not self._got_bytes:  # from the connect to the first byte
@@ -220,9 +225,9 @@ class BufferedReader:
         return data
 
     def _new_frame(self) -> None:
-        # A read for a new frame: what is buffered (the start of the next
-        # frame, pipelined) arrived with the last chunk at the earliest.
-        self._frame_start = None if self._pos == len(self._buf) else self._last_fill
+        # A read for a new frame: if the start of it is buffered already
+        # (pipelined), its clock starts when we next wait for the rest.
+        self._frame_start = None if self._pos == len(self._buf) else _ON_NEXT_WAIT
 
     def _truncated(self, expected: int | None, mid_frame: bool) -> BaseException:
         partial = bytes(self._buf[self._pos :])

@@ -194,12 +194,13 @@ async def check_clean_shutdown(
     return result
 
 
-_REF = re.compile(rb"(?:: |; )ref \d+\.\d+$")
+_REF = re.compile(rb"(?:: |; )ref [0-9a-f]+\.\d+$")
 
 
 def without_ref(reply: bytes) -> bytes:
-    """A proxy error text without its reference (``; ref 3.17`` or
-    ``: ref 3.17``: connection 3, request 17), which differs per run.
+    """A proxy error text without its reference (``; ref 3f9a1c.17`` or
+    ``: ref 3f9a1c.17``: a random token of the client connection, and the
+    request's number on it), which differs per run.
 
     The proxy ends every error reply it makes with one, so the client has
     something to quote and the log line carries the details.

@@ -207,6 +207,28 @@ class Cluster:
         """A client connection's own pool is done (its client closed)."""
         self._client_pools.discard(pool)
 
+    def close_an_idle_client_connection(self) -> bool:
+        """Make room under ``max_connections`` for a client that has no
+        upstream connection yet: close one that another client holds with
+        nothing in flight. False if every one is busy.
+
+        Idle clients must not pin the cluster's connections (1,024 idle
+        clients would otherwise lock everyone else out); a busy one keeps
+        its own. Runs only at the limit, so the walk costs nothing in the
+        ordinary case.
+        """
+        for pool in self._client_pools:
+            for connection in pool.connections:
+                if connection.ready and not connection.load and not connection.writer.pending:
+                    log.debug("cluster %s: closing an idle client's upstream connection to make room", self.name)
+                    pool.connections.remove(connection)
+                    self.open_connections -= 1  # counted free now: the close runs on its own
+                    connection.retired = True
+                    connection.ready = False
+                    connection.close_soon()
+                    return True
+        return False
+
     @property
     def pools(self) -> list[Pool]:
         return [*self._pools.values(), *self._client_pools]
@@ -411,9 +433,10 @@ class Pool:
             and not self.connections
             and not self.connecting
             and cluster.open_connections >= cluster.thresholds.max_connections
+            and not cluster.close_an_idle_client_connection()
         ):
-            # A client's own pool cannot wait for another client's connection
-            # to free up: it would wait for good.
+            # A client's own pool cannot wait for another client's busy
+            # connection to free up: it would wait for good.
             cluster.overflows += 1
             exchange.try_failed("overflow", Failure.OVERFLOW, f"cluster {cluster.name}: max_connections reached")
             return
@@ -481,8 +504,11 @@ class Pool:
         """Close a client's own pool with its client: its connections carry
         nothing anyone waits for any more."""
         self.closed = True
-        self.cluster.queued -= len(self.pending)
-        self.pending.clear()
+        waiting, self.pending = self.pending, deque()
+        self.cluster.queued -= len(waiting)
+        for exchange, attempt in waiting:
+            if exchange.live(attempt):
+                exchange.abandon()  # its try ends, and gives back its share of max_requests (a oneway too)
         for connection in self.connections:
             connection.ready = False
             connection.close_soon()
@@ -528,6 +554,8 @@ class Pool:
 
     def lost(self, connection: UpstreamConnection, error: BaseException | None) -> None:
         """``connection`` ended: before its handshake it is a connect failure."""
+        if connection.retired:
+            return  # closed to make room: counted and forgotten already
         if connection in self.connections:
             self.connections.remove(connection)
             self.cluster.open_connections -= 1
@@ -559,6 +587,8 @@ class UpstreamConnection(Dispatcher):
         self.multiplexed = pool.mode == "multiplex"
         self.ready = False
         self.was_ready = False
+        #: Closed by its cluster to make room (see Cluster.close_an_idle_client_connection).
+        self.retired = False
         #: Requests sent and not yet answered (abandoned pipeline slots included).
         self.load = 0
         self.in_flight: dict[int, tuple[Exchange, int]] = {}
@@ -655,9 +685,9 @@ class UpstreamConnection(Dispatcher):
                         self._responses(frames)
                 codec.check()
                 held = codec.buffered if self._read_ahead is None else codec.buffered + self._read_ahead()
-                if held != self._held:  # a large answer begun under pressure is refused
+                if held != self._held:  # what the process holds of answers counts in its budget
                     self._held = held
-                    budget.hold(self, held)
+                    budget.hold(self, held, exempt=True)  # counted, never refused or shed: it serves many
         except BaseException as exc:
             error = exc
             raise

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import ByteSendStream
 
+from .errors import FrameTimeout
 from .nowait import nowait_sender
 
 if TYPE_CHECKING:
@@ -38,7 +39,17 @@ class BufferedWriter:
     something else).
     """
 
-    __slots__ = ("_defer_hook", "_high_water", "_lock", "_nowait", "_parts", "_reader", "_size", "_stream")
+    __slots__ = (
+        "_defer_hook",
+        "_high_water",
+        "_lock",
+        "_nowait",
+        "_parts",
+        "_reader",
+        "_size",
+        "_stream",
+        "send_timeout",
+    )
 
     def __init__(
         self,
@@ -57,6 +68,10 @@ class BufferedWriter:
         self._reader = reader
         self._defer_hook: Callable[[], None] | None = None
         self._nowait = nowait_sender(stream)
+        #: Seconds one send may wait for the peer to read (None: forever);
+        #: then :class:`~sota_dispatch.FrameTimeout`. A server sets its
+        #: frame timeout here (see BufferedReader.set_timeouts).
+        self.send_timeout: float | None = None
 
     @property
     def pending(self) -> int:
@@ -112,7 +127,13 @@ class BufferedWriter:
                 data = parts[0] if len(parts) == 1 else b"".join(parts)
                 self._parts = []
                 self._size = 0
-                await self._stream.send(data)
+                if self.send_timeout is None:
+                    await self._stream.send(data)
+                else:
+                    with anyio.move_on_after(self.send_timeout) as scope:
+                        await self._stream.send(data)
+                    if scope.cancelled_caught:
+                        raise FrameTimeout(f"the peer read nothing of its answers for {self.send_timeout:g}s")
         nowait = self._nowait
         if nowait is not None and nowait.busy():
             # flush_nowait() left bytes in the transport: a flush ends when

@@ -186,3 +186,37 @@ async def test_the_bundled_local_service_has_the_guards_by_flag(backend_args: li
             async with await connect(proc.address) as third:
                 assert await closed_within(third, 5) < 1  # two served: the cap
         assert proc.stop() == 0
+
+
+class SlowLineEcho(Recorded):
+    """Takes 0.4 s per line: longer than the frame timeout of these tests."""
+
+    async def serve(self) -> None:
+        while True:
+            line = await self.reader.read_until(b"\n", max_bytes=1024)
+            await anyio.sleep(0.4)
+            await self.writer.send(line + b"\n")
+
+
+async def test_the_servers_own_processing_time_is_not_the_clients_frame_time() -> None:
+    async with guarded(SlowLineEcho, timeouts=SHORT) as (_, address), await connect(address) as client:
+        await client.send(b"a\nb\nc\npart")  # pipelined, the last one in two pieces
+        await anyio.sleep(0.1)
+        await client.send(b"ial\n")
+        reader = BufferedReader(client)
+        with anyio.fail_after(5):
+            assert [await reader.read_until(b"\n", max_bytes=64) for _ in range(4)] == [b"a", b"b", b"c", b"partial"]
+    assert SlowLineEcho.closes == [None]
+
+
+async def test_a_client_that_never_reads_its_answers_is_closed() -> None:
+    async with guarded(LineEcho, timeouts=SHORT) as (_, address), await connect(address) as client:
+        with contextlib.suppress(anyio.BrokenResourceError, OSError):
+            for _ in range(2000):  # ~16 MB of answers it never reads, 256 lines a send
+                await client.send(b"x" * 30 + b"\n" * 1 + (b"y" * 30 + b"\n") * 255)
+                if LineEcho.closes:
+                    break
+        with anyio.fail_after(5):
+            while not LineEcho.closes:  # noqa: ASYNC110 - the server's close has no event here
+                await anyio.sleep(0.05)
+    assert isinstance(LineEcho.closes[0], FrameTimeout)

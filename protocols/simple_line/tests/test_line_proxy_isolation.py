@@ -13,7 +13,7 @@ from __future__ import annotations
 import anyio
 import pytest
 from anyio.abc import ByteStream
-from test_line_proxy import client, config, proxy_for
+from test_line_proxy import backends, client, config, proxy_for
 
 from sota_dispatch import ConnectionContext, Dispatcher, Proxy
 from sota_dispatch.testing import serving, without_ref
@@ -102,13 +102,27 @@ async def test_clients_share_pipelined_connections_only_when_configured_to() -> 
         assert proxy.clusters["backends"].connection_count() == 0
 
 
-async def test_a_client_pool_overflows_at_once_when_the_cluster_has_no_connection_to_spare() -> None:
+async def test_an_idle_client_yields_its_upstream_connection_to_a_new_one() -> None:
+    # 1,024 idle clients once pinned every connection of a cluster.
     async with serving(surplus_factory) as backend:
         assert backend.address is not None
         document = config([backend.address], circuit_breakers={"max_connections": 1})
         async with proxy_for(document) as proxy, client(proxy) as a, client(proxy) as b:
-            assert await a.call(b"a=1") == [b"echo:a=1"]
+            assert await a.call(b"a=1") == [b"echo:a=1"]  # a holds the one connection, idle now
+            assert await b.call(b"b=1") == [b"echo:b=1"]  # b takes its place
+            assert await a.call(b"a=2") == [b"echo:a=2"]  # and a takes it back
+            assert proxy.clusters["backends"].overflows == 0
+
+
+async def test_a_client_pool_overflows_at_once_when_every_connection_is_busy() -> None:
+    async with backends("A") as up:
+        document = config([up[0][1]], circuit_breakers={"max_connections": 1})
+        async with proxy_for(document) as proxy, client(proxy) as a, client(proxy) as b:
+            await a.send(b"hold=1")
+            await up[0][0].wait_seen(1)  # a's connection is busy
             with anyio.fail_after(2):  # at once, not after a wait for a connection that never frees
                 [reply] = await b.call(b"b=1")
                 assert without_ref(reply) == b"error:overflow"
             assert proxy.clusters["backends"].overflows == 1
+            up[0][0].release.set()
+            assert await a.replies(1) == [b"A:hold=1"]
