@@ -7,8 +7,7 @@ buffered reader and writer, the request-id multiplexer, the listener and the
 
 from __future__ import annotations
 
-from .address import format_address, parse_address
-from .balancers import (
+from .cluster.balancers import (
     Balancer,
     Endpoint,
     LeastRequest,
@@ -21,8 +20,8 @@ from .balancers import (
     hash_key,
     pick_priority,
 )
-from .chunks import ChunkBuffer
-from .config import (
+from .cluster.health import BreakerConfig, BreakerState, EndpointBreaker, OutlierConfig, OutlierDetector, ProtocolHealth
+from .config.model import (
     AdminConfig,
     ClusterConfig,
     ConfigError,
@@ -41,7 +40,6 @@ from .config import (
     load_config,
     parse_config,
 )
-from .dispatcher import ConnectionContext, Dispatcher
 from .errors import (
     ConnectionLost,
     DuplicateProtocolError,
@@ -56,14 +54,16 @@ from .errors import (
     UnknownProtocolError,
     UpstreamError,
 )
-from .health import BreakerConfig, BreakerState, EndpointBreaker, OutlierConfig, OutlierDetector, ProtocolHealth
-from .multiplexer import PendingStream, StreamMultiplexer
-from .outbox import Outbox
-from .overload import BufferBudget, FrameRefused
-from .proxy import Proxy, ProxyConnection
-from .proxy_hooks import Failure, PoolMode, ProxyCodec, ProxyHooks
-from .reader import BufferedReader, ReadTimeouts
-from .registry import (
+from .io.address import format_address, parse_address
+from .io.budget import BufferBudget, FrameRefused
+from .io.chunks import ChunkBuffer
+from .io.outbox import Outbox
+from .io.reader import BufferedReader, ReadTimeouts
+from .io.writer import BufferedWriter
+from .protocol.codec import Failure, PoolMode, ProxyCodec, ProxyHooks
+from .protocol.dispatcher import ConnectionContext, Dispatcher
+from .protocol.multiplexer import PendingStream, StreamMultiplexer
+from .protocol.registry import (
     ENTRY_POINT_GROUP,
     DispatcherFactory,
     Match,
@@ -74,8 +74,8 @@ from .registry import (
     sniff,
     unregister_protocol,
 )
-from .server import Server
-from .writer import BufferedWriter
+from .protocol.server import Server
+from .proxy.proxy import Proxy, ProxyConnection
 
 __version__ = "0.1.1"
 

@@ -29,8 +29,7 @@ from anyio.abc import TaskStatus
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-from .address import parse_address
-from .config import (
+from .config.model import (
     ConfigError,
     LimitsConfig,
     ProxyConfig,
@@ -40,11 +39,12 @@ from .config import (
     parse_duration,
 )
 from .errors import SotaError
+from .io.address import parse_address
+from .io.reader import ReadTimeouts
 from .logs import configure_logging
-from .proxy import Proxy
-from .reader import ReadTimeouts
-from .registry import ProtocolInfo, available_protocols, get_protocol
-from .server import DEFAULT_MAX_CONNECTIONS, Server
+from .protocol.registry import ProtocolInfo, available_protocols, get_protocol
+from .protocol.server import DEFAULT_MAX_CONNECTIONS, Server
+from .proxy.proxy import Proxy
 
 __all__ = ["DEFAULT_LISTEN", "main"]
 

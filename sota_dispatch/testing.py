@@ -30,12 +30,12 @@ import attrs
 from anyio.abc import ByteStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .config import ProxyConfig
-from .dispatcher import ConnectionContext
+from .config.model import ProxyConfig
 from .errors import ProtocolError
-from .proxy import Proxy
-from .registry import DispatcherFactory
-from .server import Server
+from .protocol.dispatcher import ConnectionContext
+from .protocol.registry import DispatcherFactory
+from .protocol.server import Server
+from .proxy.proxy import Proxy
 
 __all__ = [
     "Exchange",

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sota_dispatch.balancers import (
+from sota_dispatch.cluster.balancers import (
     Endpoint,
     LeastRequest,
     LowestLatency,
@@ -113,7 +113,7 @@ def test_hash_key_is_stable_across_processes() -> None:
     import subprocess
     import sys
 
-    code = "from sota_dispatch.balancers import hash_key; print(hash_key('user-1'))"
+    code = "from sota_dispatch.cluster.balancers import hash_key; print(hash_key('user-1'))"
     other = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

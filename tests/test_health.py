@@ -3,7 +3,7 @@ clock the test controls (the proxy tests drive them with real traffic)."""
 
 from __future__ import annotations
 
-from sota_dispatch.health import BreakerConfig, BreakerState, EndpointBreaker, OutlierConfig, OutlierDetector
+from sota_dispatch.cluster.health import BreakerConfig, BreakerState, EndpointBreaker, OutlierConfig, OutlierDetector
 
 
 def state_of(breaker: EndpointBreaker) -> BreakerState:

@@ -12,7 +12,7 @@ import pytest
 from anyio.abc import SocketStream
 
 from sota_dispatch import BufferedWriter, Dispatcher, Outbox, parse_config
-from sota_dispatch.nowait import nowait_sender
+from sota_dispatch.io.transport import nowait_sender
 from sota_dispatch.testing import memory_stream_pair, running_proxy, serving
 
 pytestmark = pytest.mark.anyio

@@ -18,7 +18,7 @@ from sota_dispatch import (
     sniff,
     unregister_protocol,
 )
-from sota_dispatch.registry import _Registry
+from sota_dispatch.protocol.registry import _Registry
 
 
 class Magic(Dispatcher):

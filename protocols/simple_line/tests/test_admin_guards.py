@@ -19,7 +19,7 @@ from anyio.abc import SocketStream
 from test_line_proxy import backends, config, proxy_for
 
 from sota_dispatch import Proxy
-from sota_dispatch.admin import MAX_WAITING, host_is_allowed
+from sota_dispatch.admin.server import MAX_WAITING, host_is_allowed
 
 pytestmark = pytest.mark.anyio
 

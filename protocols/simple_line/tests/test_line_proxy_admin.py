@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_line_proxy import Client, backends, config
 from test_line_proxy_guards import closed_within, connect
 
-import sota_dispatch.admin
+import sota_dispatch.admin.server
 from sota_dispatch import parse_config
 from sota_dispatch.testing import ServeProcess, running_proxy, serve_process, without_ref
 
@@ -126,7 +126,7 @@ def test_a_remote_admin_address_needs_allow_remote() -> None:
 
 
 async def test_an_admin_client_that_sends_no_request_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sota_dispatch.admin, "HEAD_TIMEOUT", 0.3)
+    monkeypatch.setattr(sota_dispatch.admin.server, "HEAD_TIMEOUT", 0.3)
     document = config(["127.0.0.1:1"])
     document["admin"] = "127.0.0.1:0"
     async with running_proxy(parse_config(document)) as proxy:

@@ -20,7 +20,7 @@ import yaml
 from test_line_proxy import Backend, Client
 
 from sota_dispatch import ConfigError, ProxyConfig, load_config
-from sota_dispatch.envoy import from_envoy
+from sota_dispatch.config.envoy import from_envoy
 from sota_dispatch.testing import running_proxy, serving
 
 pytestmark = pytest.mark.anyio

@@ -15,7 +15,7 @@ import anyio
 import pytest
 from test_line_proxy import backends, client, config, free_port, proxy_for, tags
 
-from sota_dispatch.health import BreakerState, EndpointBreaker
+from sota_dispatch.cluster.health import BreakerState, EndpointBreaker
 from sota_dispatch.testing import without_ref
 from sota_simple_line import SIMPLE_LINE_HOOKS
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .config import ConfigError, ProxyConfig, parse_config
+from .model import ConfigError, ProxyConfig, parse_config
 
 __all__ = ["ENVOY_FILTER", "from_envoy", "is_envoy"]
 

@@ -26,8 +26,8 @@ from collections.abc import Callable, Hashable
 
 import anyio
 
-from .errors import LimitExceeded
-from .logs import RateLimitedLog
+from ..errors import LimitExceeded
+from ..logs import RateLimitedLog
 
 __all__ = ["DEFAULT_BUFFER_BUDGET", "DEFAULT_LARGE_FRAME", "BufferBudget", "FrameRefused"]
 

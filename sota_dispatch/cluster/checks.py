@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .address import parse_address
-from .config import HealthCheckConfig
-from .errors import ProtocolError
-from .proxy_hooks import ProxyHooks
+from ..config.model import HealthCheckConfig
+from ..errors import ProtocolError
+from ..io.address import parse_address
+from ..protocol.codec import ProxyHooks
 
 if TYPE_CHECKING:
     from .balancers import Endpoint
-    from .upstream import Cluster
+    from .cluster import Cluster
 
 __all__ = ["probe", "run_health_checks"]
 

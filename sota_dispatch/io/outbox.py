@@ -18,7 +18,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .dispatcher import Dispatcher
+    from ..protocol.dispatcher import Dispatcher
 
 __all__ = ["Outbox"]
 

@@ -20,11 +20,11 @@ from typing import Any, Literal, TypeAlias, TypeVar, cast, get_args
 
 import attrs
 
-from .address import is_loopback, parse_address
-from .errors import SotaError
-from .health import BreakerConfig, OutlierConfig
-from .overload import DEFAULT_BUFFER_BUDGET, DEFAULT_LARGE_FRAME
-from .proxy_hooks import PoolMode
+from ..cluster.health import BreakerConfig, OutlierConfig
+from ..errors import SotaError
+from ..io.address import is_loopback, parse_address
+from ..io.budget import DEFAULT_BUFFER_BUDGET, DEFAULT_LARGE_FRAME
+from ..protocol.codec import PoolMode
 
 __all__ = [
     "BALANCERS",
@@ -262,7 +262,7 @@ class AdminConfig:
 
 @attrs.frozen
 class OverloadConfig:
-    """The process-wide buffer budget (see :mod:`sota_dispatch.overload`):
+    """The process-wide buffer budget (see :mod:`sota_dispatch.io.budget`):
     bytes of partial frames all connections may hold together, and the size
     from which a frame counts as large (refused when begun under pressure)."""
 
@@ -679,7 +679,7 @@ def _listener(value: object, path: str) -> ListenerConfig:
 
 def _access_log(value: object, path: str) -> str:
     """``true`` (the default format) or a format string, checked now."""
-    from .logs import ACCESS_LOG_FORMAT
+    from ..logs import ACCESS_LOG_FORMAT
 
     if value is True:
         return ACCESS_LOG_FORMAT
@@ -706,7 +706,7 @@ def parse_config(data: object) -> ProxyConfig:
     Checks the cross references too: every route's cluster exists, a route
     to a hash-balanced cluster names its ``hash_key``. Whether each
     listener's protocol is installed is checked by
-    :func:`~sota_dispatch.proxy.check_protocols` (it needs the registry).
+    :func:`~sota_dispatch.proxy.proxy.check_protocols` (it needs the registry).
     """
     if not isinstance(data, Mapping):
         raise ConfigError("", f"the configuration must be a mapping (listeners, clusters), got {_show(data)}")
@@ -762,7 +762,7 @@ def load_config(path: str | Path) -> ProxyConfig:
     """Read and validate a YAML config file; raises :class:`ConfigError`.
 
     The file is the native format, or an Envoy v3 static bootstrap (one
-    with ``static_resources``; see :mod:`sota_dispatch.envoy`). A key given
+    with ``static_resources``; see :mod:`sota_dispatch.config.envoy`). A key given
     twice in one mapping is an error (PyYAML would silently keep the last
     one).
     """

@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import ByteStream, TaskGroup
 
-from .address import parse_address
+from ..config.model import HASH_BALANCERS, ClusterConfig
+from ..errors import ProtocolError
+from ..io.address import parse_address
+from ..io.budget import BufferBudget
+from ..io.outbox import Outbox
+from ..io.reader import BufferedReader
+from ..io.transport import input_queued
+from ..protocol.codec import Failure, ProxyHooks
+from ..protocol.dispatcher import ConnectionContext, Dispatcher
 from .balancers import (
     Balancer,
     Endpoint,
@@ -40,20 +48,12 @@ from .balancers import (
     SmoothWeightedRoundRobin,
     pick_priority,
 )
-from .config import HASH_BALANCERS, ClusterConfig
-from .dispatcher import ConnectionContext, Dispatcher
-from .errors import ProtocolError
 from .health import BreakerState, ProtocolHealth
-from .nowait import input_queued
-from .outbox import Outbox
-from .overload import BufferBudget
-from .proxy_hooks import Failure, ProxyHooks
-from .reader import BufferedReader
 from .stats import ClusterStats
 
 if TYPE_CHECKING:
-    from .exchange import Exchange
-    from .proxy import ProxyConnection
+    from ..proxy.exchange import Exchange
+    from ..proxy.proxy import ProxyConnection
 
 __all__ = ["Cluster", "Pool", "UpstreamConnection"]
 

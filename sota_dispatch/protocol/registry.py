@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
-from .errors import DuplicateProtocolError, PluginLoadError, UnknownProtocolError
-from .proxy_hooks import ProxyHooks
+from ..errors import DuplicateProtocolError, PluginLoadError, UnknownProtocolError
+from .codec import ProxyHooks
 
 if TYPE_CHECKING:
     from anyio.abc import ByteStream

@@ -15,10 +15,10 @@ from collections.abc import Mapping
 import anyio
 from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
 
-from .address import format_address, parse_address
+from ..io.address import format_address, parse_address
+from ..io.budget import BufferBudget
+from ..io.reader import ReadTimeouts
 from .dispatcher import ConnectionContext, Dispatcher
-from .overload import BufferBudget
-from .reader import ReadTimeouts
 from .registry import DispatcherFactory
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_TIMEOUTS", "Server"]

@@ -37,14 +37,14 @@ import anyio
 import attrs
 from anyio.abc import ByteStream
 
-from .dispatcher import ConnectionContext, Dispatcher
-from .errors import LimitExceeded, ProtocolError
-from .health import BreakerState
+from ..cluster.health import BreakerState
+from ..errors import LimitExceeded, ProtocolError
+from ..protocol.dispatcher import ConnectionContext, Dispatcher
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
-    from .proxy import Proxy
+    from ..proxy.proxy import Proxy
 
 __all__ = ["AdminConnection", "ProxyCollector", "WaitingConnections", "config_json", "host_is_allowed"]
 

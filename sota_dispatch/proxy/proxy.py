@@ -28,24 +28,24 @@ from typing import Any
 import anyio
 from anyio.abc import ByteStream, TaskStatus
 
-from .address import is_loopback
-from .balancers import Endpoint
-from .checks import run_health_checks
-from .config import ClusterConfig, ConfigError, ListenerConfig, ProxyConfig
-from .dispatcher import ConnectionContext, Dispatcher
-from .errors import ProtocolError, SotaError
+from ..cluster.balancers import Endpoint
+from ..cluster.checks import run_health_checks
+from ..cluster.cluster import Cluster, Pool
+from ..cluster.stats import ListenerStats
+from ..config.model import ClusterConfig, ConfigError, ListenerConfig, ProxyConfig
+from ..errors import ProtocolError, SotaError
+from ..io.address import is_loopback
+from ..io.budget import BufferBudget
+from ..io.outbox import Outbox
+from ..io.transport import input_queued
+from ..logs import RateLimitedLog
+from ..protocol.codec import Failure, ProxyCodec, ProxyHooks
+from ..protocol.dispatcher import ConnectionContext, Dispatcher
+from ..protocol.registry import Match, ProtocolInfo, available_protocols, get_protocol
+from ..protocol.server import Server
 from .exchange import Exchange, start_try
-from .logs import RateLimitedLog
-from .nowait import input_queued
-from .outbox import Outbox
-from .overload import BufferBudget
-from .proxy_hooks import Failure, ProxyCodec, ProxyHooks
-from .registry import Match, ProtocolInfo, available_protocols, get_protocol
 from .routing import Route
-from .server import Server
-from .stats import ListenerStats
 from .timers import TimerQueue
-from .upstream import Cluster, Pool
 
 __all__ = ["AUTO", "Listener", "Proxy", "ProxyConnection", "check_protocols"]
 
@@ -698,14 +698,14 @@ class Proxy:
         if self._metrics is None:
             from prometheus_client import CollectorRegistry
 
-            from .admin import ProxyCollector
+            from ..admin.server import ProxyCollector
 
             self._metrics = CollectorRegistry(auto_describe=False)
             self._metrics.register(ProxyCollector(self))
         return self._metrics
 
     def _admin_connection(self, stream: ByteStream, context: ConnectionContext) -> Dispatcher:
-        from .admin import AdminConnection, WaitingConnections
+        from ..admin.server import AdminConnection, WaitingConnections
 
         if self._admin_waiting is None:
             self._admin_waiting = WaitingConnections()

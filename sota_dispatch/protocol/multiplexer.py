@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 import anyio
 
-from .errors import StreamLimitError, StreamTimeout, UpstreamError
+from ..errors import StreamLimitError, StreamTimeout, UpstreamError
 
 __all__ = ["PendingStream", "StreamMultiplexer"]
 

@@ -22,15 +22,15 @@ import anyio
 import attrs
 from anyio.abc import ByteStream, SocketAttribute, TaskGroup
 
-from .address import format_address, parse_address
-from .errors import ConnectionLost, ProtocolError
-from .logs import connection_id
+from ..errors import ConnectionLost, ProtocolError
+from ..io.address import format_address, parse_address
+from ..io.reader import DEFAULT_READ_SIZE, BufferedReader
+from ..io.transport import discard_input
+from ..io.writer import DEFAULT_HIGH_WATER, BufferedWriter
+from ..logs import connection_id
+from .codec import ProxyHooks
 from .multiplexer import StreamMultiplexer
-from .nowait import discard_input
-from .proxy_hooks import ProxyHooks
-from .reader import DEFAULT_READ_SIZE, BufferedReader
 from .registry import Match
-from .writer import DEFAULT_HIGH_WATER, BufferedWriter
 
 if sys.version_info >= (3, 11):
     from typing import TypeVarTuple, Unpack

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .balancers import Endpoint
-from .health import ProtocolHealth
-from .logs import ACCESS_LOG
-from .proxy_hooks import Failure
+from ..cluster.balancers import Endpoint
+from ..cluster.health import ProtocolHealth
+from ..logs import ACCESS_LOG
+from ..protocol.codec import Failure
 
 if TYPE_CHECKING:
+    from ..cluster.cluster import UpstreamConnection
     from .proxy import ProxyConnection
     from .routing import Route
-    from .upstream import UpstreamConnection
 
 __all__ = ["Exchange", "start_try"]
 

@@ -18,7 +18,7 @@ import anyio
 import attrs
 from anyio.abc import ByteReceiveStream
 
-from .errors import FrameTimeout, IncompleteReadError, LimitExceeded
+from ..errors import FrameTimeout, IncompleteReadError, LimitExceeded
 
 if TYPE_CHECKING:
     from .writer import BufferedWriter

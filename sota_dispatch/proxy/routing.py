@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 
-from .config import MatchConfig, RouteConfig
-from .upstream import Cluster
+from ..cluster.cluster import Cluster
+from ..config.model import MatchConfig, RouteConfig
 
 __all__ = ["Route", "compile_match"]
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import ByteSendStream
 
-from .errors import FrameTimeout
-from .nowait import nowait_sender
+from ..errors import FrameTimeout
+from .transport import nowait_sender
 
 if TYPE_CHECKING:
     from .reader import BufferedReader
@@ -151,7 +151,7 @@ class BufferedWriter:
         For a task flushing *another* connection's writer at the end of its
         batch: when the socket cannot take it all now (or a :meth:`flush` is
         under way, or the stream has no non-blocking send, see
-        :mod:`sota_dispatch.nowait`), the rest stays queued for the ordinary
+        :mod:`sota_dispatch.io.transport`), the rest stays queued for the ordinary
         :meth:`flush`, so a slow peer never blocks the caller.
         """
         nowait = self._nowait
