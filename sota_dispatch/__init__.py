@@ -20,9 +20,10 @@ from .cluster.balancers import (
     hash_key,
     pick_priority,
 )
-from .cluster.health import BreakerConfig, BreakerState, EndpointBreaker, OutlierConfig, OutlierDetector, ProtocolHealth
-from .config.model import (
+from .cluster.health import BreakerState, EndpointBreaker, OutlierDetector, ProtocolHealth
+from .config import (
     AdminConfig,
+    BreakerConfig,
     ClusterConfig,
     ConfigError,
     EndpointConfig,
@@ -30,6 +31,7 @@ from .config.model import (
     LimitsConfig,
     ListenerConfig,
     MatchConfig,
+    OutlierConfig,
     OverloadConfig,
     PoolConfig,
     ProxyConfig,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "ConfigError",
     "ConnectionLost",
     "DuplicateProtocolError",
     "FrameTimeout",
@@ -116,3 +117,12 @@ class DuplicateProtocolError(SotaError):
 
 class PluginLoadError(SotaError):
     """An installed protocol plugin failed to import."""
+
+
+class ConfigError(SotaError):
+    """A configuration problem; the message starts with the path of the value."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}" if path else problem)
+        self.path = path
+        self.problem = problem

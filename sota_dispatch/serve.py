@@ -29,7 +29,7 @@ from anyio.abc import TaskStatus
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-from .config.model import (
+from .config import (
     ConfigError,
     LimitsConfig,
     ProxyConfig,

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from sota_dispatch import ConfigError, Proxy, load_config, parse_config
-from sota_dispatch.config.model import config_from_upstreams
+from sota_dispatch.config import config_from_upstreams
 from sota_dispatch.serve import main
 
 ROOT = Path(__file__).resolve().parent.parent

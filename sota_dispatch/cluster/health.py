@@ -29,23 +29,13 @@ import math
 from collections.abc import Hashable, Mapping
 from typing import Generic, TypeVar
 
-import attrs
+from ..config.model import BreakerConfig, OutlierConfig
 
 __all__ = ["BreakerConfig", "BreakerState", "EndpointBreaker", "OutlierConfig", "OutlierDetector", "ProtocolHealth"]
 
 log = logging.getLogger(__name__)
 
 
-@attrs.frozen
-class BreakerConfig:
-    """sota-mesh's per-endpoint circuit breaker (its defaults)."""
-
-    consecutive_failures: int = 5
-    failure_ratio: float = 0.6
-    min_requests: int = 3
-    interval: float = 10.0
-    open_timeout: float = 5.0
-    half_open_requests: int = 1
 
 
 class BreakerState(enum.Enum):
@@ -142,14 +132,6 @@ class EndpointBreaker:
             )
 
 
-@attrs.frozen
-class OutlierConfig:
-    """Envoy's consecutive-failure outlier detection."""
-
-    consecutive_failures: int = 5
-    base_ejection_time: float = 30.0
-    max_ejection_time: float = 300.0
-    max_ejection_percent: float = 50.0
 
 
 class OutlierDetector:

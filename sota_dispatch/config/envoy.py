@@ -32,7 +32,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .model import ConfigError, ProxyConfig, parse_config
+from ..errors import ConfigError
+from .model import ProxyConfig
+from .parse import parse_config
 
 __all__ = ["ENVOY_FILTER", "from_envoy", "is_envoy"]
 

@@ -11,7 +11,7 @@ dispatcher stops reading, and memory stays bounded.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import anyio
 from anyio.abc import ByteSendStream
@@ -19,10 +19,16 @@ from anyio.abc import ByteSendStream
 from ..errors import FrameTimeout
 from .transport import nowait_sender
 
-if TYPE_CHECKING:
-    from .reader import BufferedReader
-
 __all__ = ["DEFAULT_HIGH_WATER", "BufferedWriter"]
+
+class InputBuffer(Protocol):
+    """What the writer asks of its connection's reader: whether input is
+    waiting to be processed (then a reply can leave with that batch).
+    Structural, so that the writer needs nothing from the reader's module."""
+
+    @property
+    def buffered(self) -> int: ...
+
 
 #: Queued bytes at which :meth:`BufferedWriter.send` stops deferring and sends.
 DEFAULT_HIGH_WATER = 256 * 1024
@@ -56,7 +62,7 @@ class BufferedWriter:
         stream: ByteSendStream,
         *,
         high_water: int = DEFAULT_HIGH_WATER,
-        reader: BufferedReader | None = None,
+        reader: InputBuffer | None = None,
     ) -> None:
         if high_water <= 0:
             raise ValueError("high_water must be positive")
@@ -91,7 +97,7 @@ class BufferedWriter:
         self._reader = None
         self._defer_hook = None
 
-    def pair(self, reader: BufferedReader, defer_hook: Callable[[], None] | None) -> None:
+    def pair(self, reader: InputBuffer, defer_hook: Callable[[], None] | None) -> None:
         """Couple with the reader of the same connection (the dispatcher does this).
 
         ``defer_hook`` is called when :meth:`send` defers; it must arrange a

@@ -30,7 +30,7 @@ from ..io.writer import DEFAULT_HIGH_WATER, BufferedWriter
 from ..logs import connection_id
 from .codec import ProxyHooks
 from .multiplexer import StreamMultiplexer
-from .registry import Match
+from .sniff import Match
 
 if sys.version_info >= (3, 11):
     from typing import TypeVarTuple, Unpack

@@ -9,7 +9,6 @@ silently picking one would serve the wrong protocol.
 
 from __future__ import annotations
 
-import enum
 import threading
 from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
@@ -19,6 +18,7 @@ import attrs
 
 from ..errors import DuplicateProtocolError, PluginLoadError, UnknownProtocolError
 from .codec import ProxyHooks
+from .sniff import Match
 
 if TYPE_CHECKING:
     from anyio.abc import ByteStream
@@ -43,14 +43,6 @@ ENTRY_POINT_GROUP = "sota_dispatch.protocols"
 #: Anything that builds the dispatcher of one connection; a
 #: :class:`~sota_dispatch.Dispatcher` subclass is one.
 DispatcherFactory: TypeAlias = "Callable[[ByteStream, ConnectionContext], Dispatcher]"
-
-
-class Match(enum.Enum):
-    """A protocol's verdict on the first bytes of a connection."""
-
-    YES = "yes"
-    NO = "no"
-    NEED_MORE = "need-more"
 
 
 @attrs.frozen

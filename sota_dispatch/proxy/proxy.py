@@ -32,8 +32,8 @@ from ..cluster.balancers import Endpoint
 from ..cluster.checks import run_health_checks
 from ..cluster.cluster import Cluster, Pool
 from ..cluster.stats import ListenerStats
-from ..config.model import ClusterConfig, ConfigError, ListenerConfig, ProxyConfig
-from ..errors import ProtocolError, SotaError
+from ..config.model import ClusterConfig, ListenerConfig, ProxyConfig
+from ..errors import ConfigError, ProtocolError, SotaError
 from ..io.address import is_loopback
 from ..io.budget import BufferBudget
 from ..io.outbox import Outbox
@@ -41,8 +41,9 @@ from ..io.transport import input_queued
 from ..logs import RateLimitedLog
 from ..protocol.codec import Failure, ProxyCodec, ProxyHooks
 from ..protocol.dispatcher import ConnectionContext, Dispatcher
-from ..protocol.registry import Match, ProtocolInfo, available_protocols, get_protocol
+from ..protocol.registry import ProtocolInfo, available_protocols, get_protocol
 from ..protocol.server import Server
+from ..protocol.sniff import Match
 from .exchange import Exchange, start_try
 from .routing import Route
 from .timers import TimerQueue

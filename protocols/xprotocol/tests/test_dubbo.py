@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from test_hessian2 import decoded_date, java_millis, surrogate_text
 
 from sota_dispatch import LimitExceeded, ProtocolError
-from sota_dispatch.config.model import MatchConfig
+from sota_dispatch.config import MatchConfig
 from sota_dispatch.proxy.routing import compile_match
 from sota_xprotocol import DUBBO, JavaDate, hessian2
 from sota_xprotocol.dubbo import (
