@@ -63,7 +63,8 @@ from .io.outbox import Outbox
 from .io.reader import BufferedReader, ReadTimeouts
 from .io.writer import BufferedWriter
 from .protocol.codec import Failure, PoolMode, ProxyCodec, ProxyHooks
-from .protocol.dispatcher import ConnectionContext, Dispatcher
+from .protocol.context import ConnectionContext
+from .protocol.dispatcher import Dispatcher
 from .protocol.multiplexer import PendingStream, StreamMultiplexer
 from .protocol.registry import (
     ENTRY_POINT_GROUP,
@@ -77,7 +78,8 @@ from .protocol.registry import (
     unregister_protocol,
 )
 from .protocol.server import Server
-from .proxy.proxy import Proxy, ProxyConnection
+from .proxy.connection import ProxyConnection
+from .proxy.proxy import Proxy
 
 __version__ = "0.1.1"
 

@@ -32,7 +32,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .config.model import ProxyConfig
 from .errors import ProtocolError
-from .protocol.dispatcher import ConnectionContext
+from .protocol.context import ConnectionContext
 from .protocol.registry import DispatcherFactory
 from .protocol.server import Server
 from .proxy.proxy import Proxy

@@ -21,7 +21,7 @@ import pytest
 from anyio.abc import SocketAttribute, SocketStream
 
 from sota_dispatch import BufferedReader, Match, Proxy, parse_config
-from sota_dispatch.proxy.proxy import auto_candidates
+from sota_dispatch.proxy.listener import auto_candidates
 from sota_dispatch.testing import running_proxy, serving
 from sota_simple_line import SimpleLineDispatcher
 from sota_xprotocol import XProtocolEchoDispatcher, bolt, dubbo, hessian2

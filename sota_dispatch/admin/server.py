@@ -29,33 +29,32 @@ import ipaddress
 import json
 import logging
 import math
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import attrs
 from anyio.abc import ByteStream
 
-from ..cluster.health import BreakerState
 from ..errors import LimitExceeded, ProtocolError
-from ..protocol.dispatcher import ConnectionContext, Dispatcher
+from ..protocol.context import ConnectionContext
+from ..protocol.dispatcher import Dispatcher
+from .view import ProxyView
 
-if TYPE_CHECKING:
-    from prometheus_client.metrics_core import Metric
-
-    from ..proxy.proxy import Proxy
-
-__all__ = ["AdminConnection", "ProxyCollector", "WaitingConnections", "config_json", "host_is_allowed"]
+__all__ = ["HEAD_TIMEOUT", "MAX_WAITING", "AdminConnection", "WaitingConnections", "config_json", "host_is_allowed"]
 
 log = logging.getLogger(__name__)
 
 _LEVELS = ("debug", "info", "warning", "error", "critical")
+
 #: Seconds a client has to send its request head.
 HEAD_TIMEOUT = 5.0
+
 #: Admin connections that may wait for their request head at once; one more
 #: closes the one that waited longest.
 MAX_WAITING = 32
+
 _REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -64,6 +63,7 @@ _REASONS = {
     405: "Method Not Allowed",
     503: "Service Unavailable",
 }
+
 #: Methods that change the proxy's state.
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -110,131 +110,6 @@ def config_json(value: Any) -> Any:
     return value
 
 
-class ProxyCollector:
-    """Turns the proxy's counters into Prometheus metrics when scraped.
-
-    Labels stay low-cardinality: listener, protocol, cluster, endpoint.
-    """
-
-    def __init__(self, proxy: Proxy) -> None:
-        self.proxy = proxy
-
-    def collect(self) -> Iterator[Metric]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
-
-        proxy = self.proxy
-        listener_labels = ["listener", "protocol"]
-        connections = CounterMetricFamily(
-            "sota_downstream_connections", "Client connections accepted", labels=listener_labels
-        )
-        active = GaugeMetricFamily(
-            "sota_downstream_connections_active", "Client connections open", labels=listener_labels
-        )
-        refused = CounterMetricFamily(
-            "sota_downstream_connections_refused",
-            "Connections closed at once (max_connections)",
-            labels=listener_labels,
-        )
-        bytes_in = CounterMetricFamily(
-            "sota_downstream_bytes_received", "Bytes read from clients", labels=listener_labels
-        )
-        bytes_out = CounterMetricFamily(
-            "sota_downstream_bytes_sent", "Bytes of answers for clients", labels=listener_labels
-        )
-        decode = CounterMetricFamily(
-            "sota_decode_errors", "Client connections closed for bad bytes", labels=listener_labels
-        )
-        requests = CounterMetricFamily(
-            "sota_downstream_requests", "Frames decoded from clients", labels=listener_labels
-        )
-        local = CounterMetricFamily(
-            "sota_local_replies", "Requests answered by the proxy itself", labels=[*listener_labels, "outcome"]
-        )
-        for listener in proxy.listeners:
-            labels = [listener.name, listener.config.protocol]
-            server, listener_stats = listener.server, listener.stats
-            connections.add_metric(labels, server.connections_total)
-            active.add_metric(labels, server.active_connections)
-            refused.add_metric(labels, server.connections_refused)
-            bytes_in.add_metric(labels, listener_stats.bytes_in)
-            bytes_out.add_metric(labels, listener_stats.bytes_out)
-            decode.add_metric(labels, listener_stats.decode_errors)
-            requests.add_metric(labels, listener_stats.requests)
-            for outcome, count in sorted(listener_stats.local_replies.items()):
-                local.add_metric([*labels, outcome], count)
-        yield from (connections, active, refused, bytes_in, bytes_out, decode, requests, local)
-
-        limit = GaugeMetricFamily(
-            "sota_downstream_connections_limit",
-            "Client connections a listener serves at once (max_connections; absent: none)",
-            labels=listener_labels,
-        )
-        for listener in proxy.listeners:
-            if listener.server.max_connections is not None:
-                limit.add_metric([listener.name, listener.config.protocol], listener.server.max_connections)
-        budget = proxy.budget
-        held = GaugeMetricFamily("sota_buffer_bytes", "Bytes of partial frames all connections hold")
-        held.add_metric([], budget.held)
-        allowed = GaugeMetricFamily("sota_buffer_budget_bytes", "The buffer budget (overload.buffer_budget)")
-        allowed.add_metric([], budget.limit)
-        actions = CounterMetricFamily(
-            "sota_overload_actions", "What the buffer budget did as it filled", labels=["action"]
-        )
-        actions.add_metric(["refuse_large_frame"], budget.frames_refused)
-        actions.add_metric(["shed_connection"], budget.connections_shed)
-        actions.add_metric(["pause_accepting"], budget.accept_pauses)
-        yield from (limit, held, allowed, actions)
-
-        outcomes = CounterMetricFamily(
-            "sota_upstream_requests", "Requests ended, by outcome", labels=["cluster", "outcome"]
-        )
-        latency = HistogramMetricFamily("sota_request_duration_seconds", "Request latency", labels=["cluster"])
-        retries = CounterMetricFamily("sota_upstream_retries", "Tries after the first", labels=["cluster"])
-        failures = CounterMetricFamily("sota_upstream_connect_failures", "Failed upstream connects", labels=["cluster"])
-        overflows = CounterMetricFamily("sota_upstream_overflows", "Requests over a threshold", labels=["cluster"])
-        ejections = CounterMetricFamily("sota_outlier_ejections", "Outlier ejections", labels=["cluster", "endpoint"])
-        trips = CounterMetricFamily("sota_breaker_trips", "Endpoint breaker openings", labels=["cluster", "endpoint"])
-        in_flight = GaugeMetricFamily(
-            "sota_upstream_requests_active", "Tries in flight", labels=["cluster", "endpoint"]
-        )
-        upstream = GaugeMetricFamily("sota_upstream_connections_active", "Upstream connections", labels=["cluster"])
-        checks = CounterMetricFamily("sota_health_checks", "Active health checks run", labels=["cluster"])
-        check_failures = CounterMetricFamily(
-            "sota_health_check_failures", "Active health checks failed", labels=["cluster"]
-        )
-        for cluster in proxy.clusters.values():
-            stats = cluster.stats
-            for outcome, count in sorted(stats.outcomes.items()):
-                outcomes.add_metric([cluster.name, outcome], count)
-            latency.add_metric([cluster.name], stats.latency.cumulative(), stats.latency.total)
-            retries.add_metric([cluster.name], stats.retries)
-            failures.add_metric([cluster.name], stats.connect_failures)
-            overflows.add_metric([cluster.name], cluster.overflows)
-            upstream.add_metric([cluster.name], cluster.connection_count())
-            checks.add_metric([cluster.name], stats.health_checks)
-            check_failures.add_metric([cluster.name], stats.health_check_failures)
-            protocols = cluster.protocol_health
-            for endpoint in cluster.endpoints:
-                labels = [cluster.name, endpoint.address]
-                in_flight.add_metric(labels, cluster.in_flight(endpoint))
-                # Summed over the protocols the endpoint is judged for.
-                if cluster.config.outlier_detection is not None:
-                    ejections.add_metric(
-                        labels, sum(h.outliers.ejections.get(endpoint, 0) for h in protocols if h.outliers is not None)
-                    )
-                if cluster.config.endpoint_breaker is not None:
-                    trips.add_metric(
-                        labels,
-                        sum(
-                            h.breakers[endpoint].transitions[BreakerState.OPEN]
-                            for h in protocols
-                            if h.breakers is not None
-                        ),
-                    )
-        yield from (outcomes, latency, retries, failures, overflows, ejections, trips, in_flight, upstream)
-        yield from (checks, check_failures)
-
-
 class WaitingConnections:
     """The admin connections waiting for their request head, oldest first:
     at :data:`MAX_WAITING`, a newcomer closes the one that waited longest."""
@@ -268,11 +143,14 @@ class AdminConnection(Dispatcher):
         stream: ByteStream,
         context: ConnectionContext,
         *,
-        proxy: Proxy,
+        proxy: ProxyView,
         waiting: WaitingConnections | None = None,
+        metrics: Any = None,
     ) -> None:
         super().__init__(stream, context)
         self.proxy = proxy
+        #: The prometheus-client registry ``/metrics`` renders.
+        self.metrics = metrics
         self.waiting = waiting
 
     async def serve(self) -> None:
@@ -366,7 +244,7 @@ class AdminConnection(Dispatcher):
     def _metrics(self) -> None:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        self._answer(200, generate_latest(self.proxy.metrics), CONTENT_TYPE_LATEST)
+        self._answer(200, generate_latest(self.metrics), CONTENT_TYPE_LATEST)
 
     def _clusters(self) -> None:
         self._json({name: cluster.describe() for name, cluster in self.proxy.clusters.items()})

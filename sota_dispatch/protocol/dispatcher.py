@@ -10,25 +10,24 @@ in ``serve`` or a helper, never reaches the listener or another connection.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import anyio
-import attrs
-from anyio.abc import ByteStream, SocketAttribute, TaskGroup
+from anyio.abc import ByteStream, TaskGroup
 
 from ..errors import ConnectionLost, ProtocolError
-from ..io.address import format_address, parse_address
+from ..io.address import parse_address
 from ..io.reader import DEFAULT_READ_SIZE, BufferedReader
 from ..io.transport import discard_input
 from ..io.writer import DEFAULT_HIGH_WATER, BufferedWriter
 from ..logs import connection_id
 from .codec import ProxyHooks
+from .context import ConnectionContext
 from .multiplexer import StreamMultiplexer
 from .sniff import Match
 
@@ -48,61 +47,11 @@ __all__ = ["ConnectionContext", "Dispatcher"]
 
 log = logging.getLogger(__name__)
 
-_connection_ids = itertools.count(1)
 T = TypeVar("T")
 PosArgs = TypeVarTuple("PosArgs")
 
 #: Errors that mean "the peer went away", logged quietly.
 _PEER_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError)
-
-
-def _next_connection_id() -> int:
-    return next(_connection_ids)
-
-
-@attrs.frozen
-class ConnectionContext:
-    """What a dispatcher knows about its connection besides the bytes."""
-
-    #: Unique in this process; appears in every log line about the connection.
-    connection_id: int = attrs.field(factory=_next_connection_id)
-    protocol: str = ""
-    role: Literal["server", "client"] = "server"
-    local_address: str | None = None
-    remote_address: str | None = None
-    #: Protocol options (``--option name=value``), as given.
-    options: Mapping[str, str] = attrs.field(factory=dict)
-
-    @classmethod
-    def for_stream(
-        cls,
-        stream: ByteStream,
-        *,
-        protocol: str = "",
-        role: Literal["server", "client"] = "server",
-        options: Mapping[str, str] | None = None,
-    ) -> ConnectionContext:
-        """Build a context, reading the addresses from a socket stream if it is one."""
-        return cls(
-            protocol=protocol,
-            role=role,
-            local_address=_address_of(stream, SocketAttribute.local_address),
-            remote_address=_address_of(stream, SocketAttribute.remote_address),
-            options=dict(options or {}),
-        )
-
-
-def _address_of(stream: ByteStream, attribute: Any) -> str | None:
-    # A peer may reset the connection before we look: uvloop then has no
-    # socket left (AttributeError inside anyio) and asyncio's getpeername()
-    # raises ENOTCONN. The connection is dead, not the listener: no address.
-    try:
-        value = stream.extra(attribute, None)
-    except (OSError, AttributeError, RuntimeError):
-        return None
-    if isinstance(value, tuple):
-        return format_address(value)
-    return None if value is None else str(value)
 
 
 def _primary_error(exc: BaseException) -> BaseException:

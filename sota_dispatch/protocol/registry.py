@@ -23,7 +23,8 @@ from .sniff import Match
 if TYPE_CHECKING:
     from anyio.abc import ByteStream
 
-    from .dispatcher import ConnectionContext, Dispatcher
+    from .context import ConnectionContext
+    from .dispatcher import Dispatcher
 
 __all__ = [
     "ENTRY_POINT_GROUP",

@@ -20,11 +20,11 @@ from ..cluster.balancers import Endpoint
 from ..cluster.health import ProtocolHealth
 from ..logs import ACCESS_LOG
 from ..protocol.codec import Failure
+from .routing import Route
+from .sites import Downstream
 
 if TYPE_CHECKING:
-    from ..cluster.cluster import UpstreamConnection
-    from .proxy import ProxyConnection
-    from .routing import Route
+    from ..cluster.pool import UpstreamConnection
 
 __all__ = ["Exchange", "start_try"]
 
@@ -58,7 +58,7 @@ class Exchange:
 
     def __init__(
         self,
-        downstream: ProxyConnection,
+        downstream: Downstream,
         frame: Any,
         route: Route,
         key: str | None,
@@ -298,5 +298,5 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
         cluster.try_started(endpoint)
     per_try = route.per_try_timeout
     if per_try is not None and not exchange.oneway and now + per_try < exchange.deadline:
-        exchange.downstream.proxy.timers.call_at(now + per_try, exchange, exchange.attempt)
+        exchange.downstream.listener.timers.call_at(now + per_try, exchange, exchange.attempt)
     cluster.pool(endpoint, hooks, exchange.downstream).submit(exchange)

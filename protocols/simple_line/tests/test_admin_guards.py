@@ -116,8 +116,8 @@ async def test_idle_admin_connections_cannot_lock_out_a_readiness_probe() -> Non
             idle.append(await stack.enter_async_context(await anyio.connect_tcp(host, int(port))))
         with anyio.fail_after(2):  # well inside the 5 s head timeout of the idle ones
             assert await request(admin, "GET /ready HTTP/1.1\nHost: {address}\n") == (200, b"ready\n")
-        assert proxy._admin_waiting is not None
-        assert proxy._admin_waiting.evicted >= 2 * MAX_WAITING
+        assert proxy.admin is not None
+        assert proxy.admin.waiting.evicted >= 2 * MAX_WAITING
 
 
 async def test_an_admin_beyond_loopback_is_logged_as_a_warning(caplog: pytest.LogCaptureFixture) -> None:

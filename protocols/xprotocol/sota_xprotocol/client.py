@@ -17,9 +17,9 @@ from typing import ClassVar, Generic, TypeVar
 
 import anyio
 
+import sota_xprotocol.bolt as bolt
+import sota_xprotocol.dubbo as dubbo
 from sota_dispatch import Dispatcher, ProtocolError, StreamLimitError
-
-from . import bolt, dubbo
 
 __all__ = ["BoltClient", "DubboClient"]
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import attrs
 
+import sota_xprotocol.hessian2 as hessian2
 from sota_dispatch import LimitExceeded, ProtocolError
 
-from . import hessian2
 from .framing import FrameDecoder
 
 __all__ = [

@@ -13,9 +13,9 @@ the core's (``sota_dispatch.Failure``), re-exported here.
 
 from __future__ import annotations
 
+import sota_xprotocol.bolt as bolt
+import sota_xprotocol.dubbo as dubbo
 from sota_dispatch import Failure
-
-from . import bolt, dubbo
 
 __all__ = ["Failure", "bolt_error_reply", "dubbo_error_reply"]
 

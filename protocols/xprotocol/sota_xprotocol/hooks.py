@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
+import sota_xprotocol.bolt as bolt
+import sota_xprotocol.dubbo as dubbo
 from sota_dispatch import Failure, ProtocolError, ProxyCodec, ProxyHooks
 
-from . import bolt, dubbo
 from .failures import bolt_error_reply, dubbo_error_reply
 from .framing import FrameDecoder
 

@@ -15,9 +15,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+import sota_xprotocol.bolt as bolt
+import sota_xprotocol.dubbo as dubbo
 from sota_dispatch import Dispatcher, Match, ProtocolError
 
-from . import bolt, dubbo
 from .hooks import BOLT, DUBBO
 
 __all__ = ["BoltEchoDispatcher", "DubboEchoDispatcher", "XProtocolEchoDispatcher"]

@@ -1,0 +1,475 @@
+"""A client connection to the proxy: requests in, answers (or error replies) out.
+
+A :class:`ProxyConnection` decodes the requests of a read batch with its
+protocol's codec, answers heartbeats itself, routes every request and
+starts its first try, all without awaiting; the upstream connections'
+readers write the answers back. It knows the protocol only through its
+:class:`~sota_dispatch.ProxyHooks`, and its listener through
+:class:`~.sites.ListenerSite`.
+
+Errors are replies: no route, no healthy upstream, overflow, timeout, an
+upstream reset each end the request with the protocol's own error reply,
+and the client connection stays up.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+from anyio.abc import ByteStream
+
+from ..cluster.balancers import Endpoint
+from ..cluster.cluster import Cluster
+from ..cluster.pool import Pool
+from ..errors import ProtocolError
+from ..io.transport import input_queued
+from ..protocol.codec import Failure, ProxyCodec, ProxyHooks
+from ..protocol.context import ConnectionContext
+from ..protocol.dispatcher import Dispatcher
+from ..protocol.sniff import Match
+from .exchange import Exchange, start_try
+from .routing import Route
+from .sites import ListenerSite
+
+__all__ = ["MAX_SNIFF", "ProxyConnection"]
+
+log = logging.getLogger(__name__)
+
+#: Bytes read at most while detecting a connection's protocol.
+MAX_SNIFF = 64 * 1024
+
+
+class _Reply:
+    """An answer made by the proxy itself, queued behind earlier requests."""
+
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: bytes) -> None:
+        self.reply: bytes | None = reply
+
+
+class ProxyConnection(Dispatcher):
+    """A client connection: requests in, answers (or error replies) out."""
+
+    def __init__(self, stream: ByteStream, context: ConnectionContext, *, listener: ListenerSite) -> None:
+        super().__init__(stream, context)
+        self.listener = listener
+        self.hooks: ProxyHooks[Any] | None = listener.hooks
+        self.in_flight = 0
+        self.closed = False
+        self._exchanges: set[Exchange] = set()
+        self._ordered: deque[Exchange | _Reply] | None = None
+        self._wake: anyio.Event | None = None
+        self._read_scope: anyio.CancelScope | None = None
+        self._codec: ProxyCodec[Any] | None = None
+        self._idle_timeout: float | None = None
+        self._streams = 0  # requests decoded so far (a request's number is its stream id)
+        #: The cluster that let this connection in after a wait for room,
+        #: for the rest of the read batch (see Cluster.has_room).
+        self._turn: Cluster | None = None
+        self._room_scope: anyio.CancelScope | None = None
+        #: Set when the drain timeout passed: whatever is decoded from now on
+        #: gets a timeout reply at once.
+        self._expired = False
+        #: What this connection holds, as last told to the buffer budget: its
+        #: partial frame, the loop's read-ahead and its requests in flight.
+        self._held = 0
+        self._partial = 0
+        self._inflight_bytes = 0
+        #: This connection's part of the references its error replies carry.
+        self._ref: str | None = None
+        self._read_ahead = input_queued(stream)
+        self._draining = False
+        #: This client's own upstream pools (clusters that do not share
+        #: connections between clients), closed with it.
+        self.upstream_pools: dict[tuple[Cluster, Endpoint], Pool] = {}
+
+    # -- life cycle -------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Stop reading at the next frame boundary, answer what is in flight, close."""
+        self._draining = True
+        codec = self._codec
+        if self._read_scope is not None and self.reader.idle and (codec is None or not codec.buffered):
+            self._read_scope.cancel()
+
+    async def on_close(self, reason: BaseException | None) -> None:
+        self._abandon()
+
+    def drain_expired(self) -> None:
+        """Shutdown cut the drain short: every request still in flight gets
+        a timeout reply now (in order, for an ordered protocol), instead of
+        a close without an answer."""
+        self._expired = True
+        detail = f"the proxy shut down first (drain timeout {self.listener.drain_timeout:g}s)"
+        for exchange in list(self._exchanges):
+            exchange.fail(Failure.TIMEOUT, "drain timeout", public=detail)
+        if self._room_scope is not None:
+            self._room_scope.cancel()
+
+    def _abandon(self) -> None:
+        self.closed = True
+        self.listener.budget.release(self)
+        self._codec = None  # a partial frame it held goes now, not at the next collection
+        for exchange in list(self._exchanges):
+            exchange.abandon()
+        self._exchanges.clear()
+        for pool in self.upstream_pools.values():
+            pool.close()
+        self.upstream_pools.clear()
+
+    async def _wait_in_flight(self, limit: int) -> None:
+        while self.in_flight > limit:
+            self._wake = anyio.Event()
+            await self._wake.wait()
+
+    async def _sniff(self) -> ProxyHooks[Any] | None:
+        candidates = self.listener.candidates
+        want = 1
+        timeout = self.listener.config.limits.frame_timeout
+        deadline = math.inf if timeout is None else anyio.current_time() + timeout
+        # drain() may end the wait; a client silent past frame_timeout is closed.
+        with anyio.CancelScope(deadline=deadline) as self._read_scope:
+            while True:
+                prefix = await self.reader.peek(want)
+                verdicts = [(info, info.sniff(prefix)) for _, info in candidates]
+                for info, verdict in verdicts:
+                    if verdict is Match.YES:
+                        return info.proxy_hooks
+                if not prefix:
+                    return None  # closed before saying anything
+                if len(prefix) < want or all(v is Match.NO for _, v in verdicts):
+                    raise ProtocolError(f"no proxied protocol starts with {prefix[:16]!r}")
+                if len(prefix) >= MAX_SNIFF:
+                    raise ProtocolError(f"no protocol recognised in the first {MAX_SNIFF} bytes")
+                want = len(prefix) + 1
+        return None
+
+    async def serve(self) -> None:
+        hooks = self.hooks
+        if hooks is None:
+            hooks = await self._sniff()
+            self._read_scope = None
+            if hooks is None:
+                return
+            self.hooks = hooks
+        if hooks.ordered:
+            self._ordered = deque()
+        limits = self.listener.config.limits
+        codec = self._codec = hooks.downstream_codec(self.context.options, limits.max_frame_size)
+        reader, writer = self.reader, self.writer
+        writer.write(codec.data_to_send())
+        max_in_flight = limits.max_in_flight
+        stats = self.listener.stats
+        outbox = self.listener.outbox
+        frame_timeout, self._idle_timeout = limits.frame_timeout, limits.idle_timeout
+        connected = anyio.current_time()
+        frame_started: float | None = None  # when the partial frame in the codec began
+        got_bytes = False
+        at_eof = False
+        try:
+            # Draining stops at a frame boundary: a frame half received is
+            # read to its end first (the server's drain timeout bounds that).
+            while not (self._draining and not codec.buffered):
+                data = b""
+                # A handshake or first bytes, then every frame, must arrive
+                # within frame_timeout (no slowloris); a connection with
+                # nothing in flight may sit idle for idle_timeout.
+                deadline, slow = math.inf, False
+                if frame_timeout is not None and not (got_bytes and codec.ready):
+                    deadline, slow = connected + frame_timeout, True
+                elif frame_timeout is not None and frame_started is not None:
+                    deadline, slow = frame_started + frame_timeout, True
+                elif self._idle_timeout is not None and not self.in_flight:
+                    deadline = anyio.current_time() + self._idle_timeout
+                with anyio.CancelScope(deadline=deadline) as scope:
+                    self._read_scope = scope
+                    try:
+                        data = await reader.read_some()
+                    except anyio.EndOfStream:
+                        at_eof = True
+                self._read_scope = None
+                if scope.cancelled_caught and not self._draining:
+                    if slow:
+                        raise ProtocolError(f"no complete request within {frame_timeout:g}s")
+                    log.debug("idle for %gs; closing", self._idle_timeout)
+                    break
+                if not data:
+                    break  # the end of input, or drain() ended the wait
+                got_bytes = True
+                stats.bytes_in += len(data)
+                frames = codec.feed(data)
+                out = codec.data_to_send()
+                if out:
+                    writer.write(out)
+                now = anyio.current_time()  # once per batch: a clock read costs ~1 µs
+                # A partial frame's clock starts with its first byte; bytes that
+                # complete nothing (a handshake in pieces) do not restart it.
+                if not codec.buffered:
+                    frame_started = None
+                elif frames or frame_started is None:
+                    frame_started = now
+                if frames:
+                    stats.requests += len(frames)
+                    self._turn = None
+                    outbox.begin()  # each upstream written to gets one send, at the end
+                    try:
+                        for frame in frames:
+                            full = self._request(hooks, frame, now)
+                            if full is not None:
+                                # Its cluster is at max_requests: this client is
+                                # not read from until its turn comes (or the
+                                # request's deadline passes).
+                                cluster, deadline = full
+                                outbox.end()
+                                room = False
+                                try:
+                                    with anyio.CancelScope() as self._room_scope:
+                                        room = await cluster.wait_for_room(deadline)
+                                finally:
+                                    self._room_scope = None
+                                    outbox.begin()
+                                now = anyio.current_time()
+                                if frame_started is not None:
+                                    frame_started = now  # the proxy, not the client, was slow
+                                self._request(
+                                    hooks, frame, now, admission="admitted" if room else "refused", deadline=deadline
+                                )
+                            if self.in_flight >= max_in_flight:  # the codec holds the rest meanwhile
+                                outbox.end()  # a batch never spans an await
+                                try:
+                                    await self._wait_in_flight(max_in_flight - 1)
+                                finally:
+                                    outbox.begin()
+                                now = anyio.current_time()
+                                if frame_started is not None:
+                                    frame_started = now  # the proxy, not the client, was slow
+                    finally:
+                        outbox.end()
+                codec.check()
+                # The process's buffer budget, once per batch: the partial
+                # frame, what the loop read ahead, and the requests in flight
+                # (an average share of the bytes their frames took).
+                partial = codec.buffered
+                if self.in_flight:
+                    self._inflight_bytes += len(data) + self._partial - partial
+                held = partial + self._inflight_bytes
+                if self._read_ahead is not None:
+                    held += self._read_ahead()
+                if held != self._held:
+                    large = self.listener.budget.large_frame
+                    new_large = self._partial < large <= partial
+                    self._held, self._partial = held, partial
+                    self.listener.budget.hold(self, held, new_large_frame=new_large)  # may refuse it
+                else:
+                    self._partial = partial
+                if writer.pending >= writer.high_water:
+                    await writer.flush()  # a client that does not read is not read from
+                    if frame_started is not None:
+                        frame_started = anyio.current_time()
+        except ProtocolError:
+            stats.decode_errors += 1
+            # The requests before the bad bytes still get their answers,
+            # then whatever the codec says about the bad bytes.
+            with anyio.move_on_after(self.linger_timeout):
+                await self._wait_in_flight(0)
+            writer.write(codec.data_to_send())
+            raise
+        if at_eof:
+            # The client half-closed, or is gone: answers arriving within
+            # the linger time still go out, the rest is abandoned (on_close).
+            with anyio.move_on_after(self.linger_timeout):
+                await self._wait_in_flight(0)
+        else:
+            await self._wait_in_flight(0)  # a drain: the server's drain timeout bounds it
+
+    # -- requests ---------------------------------------------------------------
+
+    def _request(
+        self,
+        hooks: ProxyHooks[Any],
+        frame: Any,
+        now: float,
+        admission: str = "check",
+        deadline: float | None = None,
+    ) -> tuple[Cluster, float] | None:
+        """Answer, refuse or start one request, without awaiting.
+
+        Returns ``(cluster, deadline)`` instead, with nothing done, when the
+        route's cluster has no room under ``max_requests`` (``admission``
+        ``check``); the caller waits for room, then calls again with that
+        deadline and ``admitted`` (room was found: start it) or ``refused``
+        (the deadline passed first: an overflow reply).
+        """
+        if admission == "check":
+            self._streams += 1
+        stream = self._streams
+        if hooks.is_heartbeat(frame):
+            if hooks.is_request(frame):
+                reply = hooks.heartbeat_reply(frame)
+                self.listener.stats.bytes_out += len(reply)
+                self.writer.write(reply)
+            return None
+        if not hooks.is_request(frame):
+            log.debug("dropped a response frame from a client", extra={"stream": stream})
+            return None
+        oneway = hooks.is_oneway(frame)
+        if self._expired:
+            if not oneway:
+                public = f"the proxy shut down first (drain timeout {self.listener.drain_timeout:g}s)"
+                self._reply_now(self.error_reply(frame, Failure.TIMEOUT, stream, public), Failure.TIMEOUT)
+            return None
+        attributes: Mapping[str, str] | None = None
+        chosen: Route | None = None
+        try:
+            for route in self.listener.routes:
+                if route.matchers:
+                    if attributes is None:
+                        attributes = hooks.routing_attributes(frame)
+                    if not route.matches(attributes):
+                        continue
+                chosen = route
+                break
+            key = None
+            if chosen is not None and chosen.hash_key is not None:
+                if attributes is None:
+                    attributes = hooks.routing_attributes(frame)
+                key = attributes.get(chosen.hash_key)
+        except ProtocolError as exc:
+            if not oneway:  # what is wrong with the client's own request is the client's to know
+                self._reply_now(self.error_reply(frame, Failure.CODEC_ERROR, stream, str(exc)), Failure.CODEC_ERROR)
+            return None
+        except Exception:  # a plugin's bug: this request fails, not the connection
+            log.exception("reading the routing attributes failed", extra={"stream": stream})
+            if not oneway:
+                self._reply_now(self.error_reply(frame, Failure.CODEC_ERROR, stream), Failure.CODEC_ERROR)
+            return None
+        if chosen is None:
+            if not oneway:
+                self._reply_now(self.error_reply(frame, Failure.NO_ROUTE, stream), Failure.NO_ROUTE)
+            return None
+        if deadline is None:
+            timeout = chosen.timeout
+            own = hooks.timeout(frame)
+            if own is not None and own < timeout:
+                timeout = own
+            deadline = now + timeout
+        cluster = chosen.cluster
+        if admission == "admitted":
+            self._turn = cluster  # the rest of this batch may use the room there is
+        elif not cluster.has_room(self._turn is cluster):
+            if admission == "check":
+                return cluster, deadline
+            cluster.overflows += 1
+            if not oneway:
+                detail = f"cluster {cluster.name}: max_requests reached, and stayed so until the request's deadline"
+                self._reply_now(self.error_reply(frame, Failure.OVERFLOW, stream, "", detail), Failure.OVERFLOW)
+            return None
+        exchange = Exchange(self, frame, chosen, key, deadline, oneway, now, stream)
+        if not oneway:
+            self.in_flight += 1
+            self._exchanges.add(exchange)
+            if self._ordered is not None:
+                self._ordered.append(exchange)
+            self.listener.timers.call_at(deadline, exchange, 0)
+        start_try(exchange, now)
+        return None
+
+    def error_reply(self, frame: Any, failure: Failure, stream: int, public: str = "", detail: str = "") -> bytes:
+        """The protocol's error reply to request ``stream`` for ``failure``,
+        logged (rate-limited) with ``detail``, which stays in the log: the
+        client gets the kind, ``public`` and a reference to quote."""
+        if self._ref is None:
+            # Random, not the connection id: that counter would tell clients
+            # how many connections the proxy has opened.
+            self._ref = secrets.token_hex(3)
+        ref = f"{self._ref}.{stream}"
+        ids = {"conn": self.context.connection_id, "stream": stream}
+        listener = self.listener
+        if failure is Failure.OVERFLOW:
+            listener.overflow_log.log(failure, "request %s overflowed: %s", ref, detail or "-", extra=ids)
+        else:
+            listener.failure_log.log(
+                failure,
+                "request %s failed: %s: %s",
+                ref,
+                failure.value,
+                detail or public or "-",
+                extra=ids,
+            )
+        hooks = self.hooks
+        assert hooks is not None
+        return hooks.error_reply(frame, failure, f"{public}; ref {ref}" if public else f"ref {ref}")
+
+    def _reply_now(self, data: bytes, failure: Failure) -> None:
+        stats = self.listener.stats
+        stats.local_replies[failure.name.lower()] = stats.local_replies.get(failure.name.lower(), 0) + 1
+        stats.bytes_out += len(data)
+        if self._ordered:  # answers before it are still pending: keep the order
+            self._ordered.append(_Reply(data))
+            self.in_flight += 1  # held replies count against max_in_flight too
+        else:
+            self.writer.write(data)
+
+    def _write_ordered(self) -> None:
+        ordered = self._ordered
+        assert ordered is not None
+        write = self.writer.write
+        written = 0
+        while ordered:
+            reply = ordered[0].reply
+            if reply is None:
+                break
+            write(reply)
+            ordered.popleft()
+            written += 1
+        if written:
+            self.in_flight -= written
+            self._woken(written)
+
+    def _woken(self, released: int) -> None:
+        """``released`` requests left flight: wake the reader if it waits,
+        and give their share of bytes back to the buffer budget."""
+        if self._inflight_bytes:
+            if self.in_flight <= 0:
+                self._inflight_bytes = 0
+            else:
+                self._inflight_bytes -= self._inflight_bytes * released // (self.in_flight + released)
+            held = self._partial + self._inflight_bytes
+            if held < self._held - 65536 or (held == 0 and self._held):  # not per small answer
+                self._held = held
+                self.listener.budget.hold(self, held, new_large_frame=False)
+        wake = self._wake
+        if wake is not None:
+            wake.set()
+        scope = self._read_scope
+        if not self.in_flight and scope is not None and scope.deadline == math.inf and self._idle_timeout is not None:
+            scope.deadline = anyio.current_time() + self._idle_timeout  # idle from now on
+
+    def exchange_done(self, exchange: Exchange, data: bytes) -> None:
+        """An exchange of this connection ended with ``data`` for the client.
+
+        In an ordered connection the exchange stays in flight until its
+        reply is written (it may wait for earlier ones): held replies count
+        against ``max_in_flight``, so they cannot pile up without bound.
+        """
+        if exchange.oneway:
+            return
+        self._exchanges.discard(exchange)
+        if self.closed:
+            return  # the client is gone: a late answer is dropped
+        self.listener.stats.bytes_out += len(data)
+        if self._ordered is not None:
+            exchange.reply = data
+            self._write_ordered()
+        else:
+            self.in_flight -= 1
+            self._woken(1)
+            self.writer.write(data)
+        self.listener.outbox.add(self)

@@ -1,0 +1,151 @@
+"""A proxy's listeners: which protocols they speak, checked against what is installed.
+
+A :class:`Listener` is one listening address at run time: its protocol's
+hooks (or the candidates ``auto`` detects among), its routes, its
+:class:`~sota_dispatch.Server`, and the client connections it accepts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from anyio.abc import ByteStream
+
+from ..cluster.cluster import Cluster
+from ..cluster.stats import ListenerStats
+from ..config.model import ClusterConfig, ListenerConfig, ProxyConfig
+from ..errors import ConfigError, SotaError
+from ..io.budget import BufferBudget
+from ..io.outbox import Outbox
+from ..logs import RateLimitedLog
+from ..protocol.context import ConnectionContext
+from ..protocol.registry import ProtocolInfo, available_protocols, get_protocol
+from ..protocol.server import Server
+from .connection import ProxyConnection
+from .routing import Route
+from .timers import TimerQueue
+
+__all__ = ["AUTO", "Listener", "ListenerOwner", "auto_candidates", "check_protocols"]
+
+log = logging.getLogger(__name__)
+
+#: The listener protocol that detects each connection's protocol.
+AUTO = "auto"
+
+
+def check_protocols(config: ProxyConfig) -> dict[str, ProtocolInfo | None]:
+    """Each listener's protocol, checked against what is installed.
+
+    The protocol must exist and have proxy hooks; the listener's options
+    and the options and pool mode of every cluster it routes to must suit
+    the protocol (for ``auto``, every protocol it may detect). Returns
+    ``{listener name: ProtocolInfo}`` (None for ``auto``); raises
+    :class:`~sota_dispatch.ConfigError` naming the field.
+    """
+    result: dict[str, ProtocolInfo | None] = {}
+    cluster_index = {cluster.name: j for j, cluster in enumerate(config.clusters)}
+    for i, listener in enumerate(config.listeners):
+        path = f"listeners[{i}]"
+        if listener.protocol == AUTO:
+            candidates = auto_candidates()
+            if not candidates:
+                raise ConfigError(f"{path}.protocol", "auto needs an installed protocol with proxy hooks; none is")
+            if listener.options:
+                raise ConfigError(f"{path}.options", "options need a named protocol, not auto")
+            result[listener.name] = None
+            infos = [info for _, info in candidates]
+        else:
+            try:
+                info = get_protocol(listener.protocol)
+            except SotaError as exc:
+                raise ConfigError(f"{path}.protocol", str(exc)) from None
+            if info.proxy_hooks is None:
+                proxiable = ", ".join(name for name, _ in auto_candidates()) or "none"
+                raise ConfigError(
+                    f"{path}.protocol",
+                    f"protocol {info.name!r} cannot be proxied (no proxy hooks); proxiable: {proxiable}",
+                )
+            for name, problem in info.proxy_hooks.option_errors(listener.options).items():
+                raise ConfigError(f"{path}.options.{name}", problem)
+            result[listener.name] = info
+            infos = [info]
+        for route in listener.routes:
+            j = cluster_index[route.cluster]
+            _check_cluster(config.clusters[j], f"clusters[{j}]", infos, listener.name)
+    return result
+
+
+def _check_cluster(cluster: ClusterConfig, path: str, infos: list[ProtocolInfo], listener: str) -> None:
+    for info in infos:
+        hooks = info.proxy_hooks
+        assert hooks is not None
+        mode = cluster.pool.mode
+        if mode is not None and mode not in hooks.pool_modes:
+            modes = ", ".join(sorted(hooks.pool_modes))
+            raise ConfigError(
+                f"{path}.pool.mode", f"{info.name} (listener {listener}) cannot use {mode} pools; it can use {modes}"
+            )
+        for name, problem in hooks.option_errors(cluster.options, upstream=True).items():
+            raise ConfigError(f"{path}.options.{name}", f"{problem} (for {info.name}, listener {listener})")
+
+
+def auto_candidates() -> list[tuple[str, ProtocolInfo]]:
+    """Installed protocols with proxy hooks and a sniffer, for ``auto``."""
+    found = []
+    for name in available_protocols():
+        try:
+            info = get_protocol(name)
+        except SotaError as exc:
+            log.warning("protocol %s is not available for auto-detection: %s", name, exc)
+            continue
+        if info.proxy_hooks is not None and info.sniffer is not None:
+            found.append((name, info))
+    return found
+
+
+class ListenerOwner(Protocol):
+    """The proxy, as its listeners use it."""
+
+    config: ProxyConfig
+    clusters: dict[str, Cluster]
+    timers: TimerQueue
+    outbox: Outbox
+    budget: BufferBudget
+
+
+class Listener:
+    """A listener at run time: its protocol's hooks, routes and server."""
+
+    def __init__(self, config: ListenerConfig, proxy: ListenerOwner, info: ProtocolInfo | None) -> None:
+        self.config = config
+        self.name = config.name
+        self.proxy = proxy
+        self.info = info
+        self.hooks = info.proxy_hooks if info is not None else None
+        self.candidates = auto_candidates() if info is None else []
+        self.stats = ListenerStats()
+        #: Requests that end in an error reply: at most 20 lines a second per
+        #: kind (a dead upstream fails thousands a second), at INFO; overflow,
+        #: a sign of overload, at WARNING, once per 10 s.
+        self.failure_log = RateLimitedLog(log, logging.INFO, interval=1.0, burst=20)
+        self.overflow_log = RateLimitedLog(log, logging.WARNING, interval=10.0, burst=1)
+        self.routes = tuple(Route(route, proxy.clusters[route.cluster]) for route in config.routes)
+        # What its connections need of the proxy (see ListenerSite).
+        self.timers = proxy.timers
+        self.outbox = proxy.outbox
+        self.budget = proxy.budget
+        self.drain_timeout = proxy.config.drain_timeout
+        self.server = Server(
+            self.connection,
+            config.address,
+            protocol=config.protocol,
+            options=config.options,
+            drain_timeout=proxy.config.drain_timeout,
+            max_connections=config.limits.max_connections,
+            timeouts=None,  # ProxyConnection keeps the listener's limits itself
+            budget=proxy.budget,
+        )
+
+    def connection(self, stream: ByteStream, context: ConnectionContext) -> ProxyConnection:
+        return ProxyConnection(stream, context, listener=self)

@@ -1,0 +1,69 @@
+"""What the request path's parts need of one another, declared in one place.
+
+A client connection sees its listener, and an exchange its client
+connection, through these protocols rather than through the classes: the
+modules then import one another only downward (the listener builds its
+connections, a connection its exchanges), and each contract is written
+down where it can be read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from ..cluster.stats import ListenerStats
+from ..config.model import ListenerConfig
+from ..io.budget import BufferBudget
+from ..io.outbox import Outbox
+from ..logs import RateLimitedLog
+from ..protocol.codec import Failure, ProxyHooks
+from ..protocol.context import ConnectionContext
+from ..protocol.registry import ProtocolInfo
+from .routing import Route
+from .timers import TimerQueue
+
+__all__ = ["Downstream", "ListenerSite"]
+
+
+class ListenerSite(Protocol):
+    """A listener, as its client connections use it."""
+
+    name: str
+    config: ListenerConfig
+    #: The listener's protocol (None: ``auto``, detected per connection).
+    hooks: ProxyHooks[Any] | None
+    #: What ``auto`` may detect: ``(name, info)`` of every candidate.
+    candidates: list[tuple[str, ProtocolInfo]]
+    routes: tuple[Route, ...]
+    stats: ListenerStats
+    failure_log: RateLimitedLog
+    overflow_log: RateLimitedLog
+    #: The proxy's, shared by every listener.
+    timers: TimerQueue
+    outbox: Outbox
+    budget: BufferBudget
+    drain_timeout: float
+
+
+class Downstream(Protocol):
+    """A client connection, as its exchanges use it."""
+
+    context: ConnectionContext
+    listener: ListenerSite
+    hooks: ProxyHooks[Any] | None
+    #: True once the client is gone: late answers are dropped.
+    closed: bool
+    #: Its own upstream pools (a :class:`~sota_dispatch.cluster.request.PoolOwner`).
+    upstream_pools: dict[tuple[Any, Any], Any]
+
+    def error_reply(self, frame: Any, failure: Failure, stream: int, public: str = "", detail: str = "") -> bytes:
+        """The protocol's error reply to request ``stream``, logged."""
+        ...
+
+    def exchange_done(self, exchange: Any, data: bytes) -> None:
+        """An exchange ended with ``data`` for the client."""
+        ...
+
+    def close_soon(self) -> None:
+        """Stop serving the client and close its connection."""
+        ...
