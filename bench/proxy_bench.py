@@ -4,7 +4,7 @@ For each protocol (simple_line, bolt, dubbo, zmtp) one backend process runs
 the protocol's local echo service (``python -m sota_dispatch.serve
 --protocol P``) and one proxy process forwards to it (``--upstream``). The
 client, in this process, speaks the protocol through the protocol's own
-proxy hooks (its client-role codec), so it is the same code both ways:
+class (its client-role codec), so it is the same code both ways:
 
 * throughput: requests pipelined over one connection, ``--windows`` in
   flight (100 and 1,000 by default: a small window measures round trips
@@ -35,14 +35,14 @@ import anyio
 from anyio.abc import SocketStream
 
 from harness import machine_lines, positive_int, proc_cpu, publish, report_head, source_line, version
-from sota_dispatch import ProxyHooks, get_protocol
+from sota_dispatch import FrameSemantics, get_protocol
 from sota_dispatch.testing import ServeProcess, serve_process
 
 PROTOCOLS = ("simple_line", "bolt", "dubbo", "zmtp")
 
 
 def sample_request(protocol: str) -> Any:
-    """A small, typical request frame of ``protocol`` (the hooks encode it)."""
+    """A small, typical request frame of ``protocol`` (its class encodes it)."""
     if protocol == "simple_line":
         return b"service=orders&user=u1&op=get\r\n"
     if protocol == "zmtp":
@@ -70,21 +70,21 @@ def sample_request(protocol: str) -> Any:
 
 
 class Client:
-    """One connection speaking ``protocol`` with its hooks' client codec."""
+    """One connection speaking ``protocol`` with its class's client codec."""
 
-    def __init__(self, stream: SocketStream, hooks: ProxyHooks[Any], request: bytes) -> None:
+    def __init__(self, stream: SocketStream, protocol: type[FrameSemantics], request: bytes) -> None:
         self.stream = stream
-        self.codec = hooks.upstream_codec({}, 1 << 24)
+        self.codec = protocol.client_codec(protocol.option_values({}, "cluster"), 1 << 24)
         self.request = request
         self.answers = 0
 
     @classmethod
     async def connect(cls, address: str, protocol: str) -> Client:
-        hooks = get_protocol(protocol).proxy_hooks
-        assert hooks is not None
+        semantics = get_protocol(protocol).protocol_class
+        assert semantics is not None
         host, _, port = address.rpartition(":")
         stream = await anyio.connect_tcp(host, int(port))
-        client = cls(stream, hooks, hooks.encode_request(sample_request(protocol), 1))
+        client = cls(stream, semantics, semantics.encode_request(sample_request(protocol), 1))
         await stream.send(client.codec.data_to_send())
         with anyio.fail_after(10):
             while not client.codec.ready:

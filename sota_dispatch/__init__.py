@@ -62,10 +62,11 @@ from .io.chunks import ChunkBuffer
 from .io.outbox import Outbox
 from .io.reader import BufferedReader, ReadTimeouts
 from .io.writer import BufferedWriter
-from .protocol.codec import Failure, PoolMode, ProxyCodec, ProxyHooks
+from .protocol.codec import Codec, Failure, PoolMode
 from .protocol.context import ConnectionContext
 from .protocol.dispatcher import Dispatcher
 from .protocol.multiplexer import PendingStream, StreamMultiplexer
+from .protocol.options import Option, OptionPlace, OptionSchema
 from .protocol.registry import (
     ENTRY_POINT_GROUP,
     DispatcherFactory,
@@ -77,6 +78,7 @@ from .protocol.registry import (
     sniff,
     unregister_protocol,
 )
+from .protocol.semantics import FrameSemantics
 from .protocol.server import Server
 from .proxy.connection import ProxyConnection
 from .proxy.proxy import Proxy
@@ -94,6 +96,7 @@ __all__ = [
     "ReadTimeouts",
     "BufferedWriter",
     "ChunkBuffer",
+    "Codec",
     "ClusterConfig",
     "ConfigError",
     "ConnectionContext",
@@ -113,12 +116,16 @@ __all__ = [
     "OverloadConfig",
     "BufferBudget",
     "FrameRefused",
+    "FrameSemantics",
     "ListenerConfig",
     "LowestLatency",
     "Maglev",
     "Match",
     "MatchConfig",
     "ModuloHash",
+    "Option",
+    "OptionPlace",
+    "OptionSchema",
     "Outbox",
     "OutlierConfig",
     "OutlierDetector",
@@ -130,10 +137,8 @@ __all__ = [
     "ProtocolError",
     "ProtocolInfo",
     "Proxy",
-    "ProxyCodec",
     "ProxyConfig",
     "ProxyConnection",
-    "ProxyHooks",
     "RandomBalancer",
     "RetryConfig",
     "RingHash",

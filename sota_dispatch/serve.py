@@ -42,6 +42,7 @@ from .errors import SotaError
 from .io.address import parse_address
 from .io.reader import ReadTimeouts
 from .logs import configure_logging
+from .protocol.options import OptionPlace
 from .protocol.registry import ProtocolInfo, available_protocols, get_protocol
 from .protocol.server import DEFAULT_MAX_CONNECTIONS, Server
 from .proxy.proxy import Proxy
@@ -167,20 +168,22 @@ def _list_protocols() -> int:
             print(f"{name}\t(failed to load: {exc})")
             continue
         print(f"{name}\t{info.description}\t[{info.source}]")
-        for option, text in info.options.items():
-            print(f"    -o {option}=...\t{text}")
+        for option, spec in info.options.items():
+            print(f"    -o {option}=...\t{spec.help}\t({', '.join(sorted(spec.places))})")
     return 0
 
 
-def _parse_options(info: ProtocolInfo, items: Sequence[str]) -> dict[str, str]:
+def _parse_options(info: ProtocolInfo, items: Sequence[str], place: OptionPlace) -> dict[str, str]:
     options: dict[str, str] = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise _UsageError(f"--option expects NAME=VALUE, got {item!r}")
-        if name not in info.options:
-            known = ", ".join(info.options) or "none"
-            raise _UsageError(f"protocol {info.name!r} has no option {name!r} (options: {known})")
+        known = info.options.at(place)
+        if name not in known:
+            names = ", ".join(known) or "none"
+            where = "a local service" if place == "service" else "a proxy listener"
+            raise _UsageError(f"protocol {info.name!r} has no option {name!r} for {where} (options: {names})")
         options[name] = value
     return options
 
@@ -292,7 +295,7 @@ def _proxy_config(args: argparse.Namespace) -> ProxyConfig | None:
                 raise _UsageError("--option needs a named protocol, not auto")
             options: dict[str, str] = {}
         else:
-            options = _parse_options(get_protocol(args.protocol), args.option)
+            options = _parse_options(get_protocol(args.protocol), args.option, "listener")
         max_connections, timeouts = _limits(args)
         return config_from_upstreams(
             args.protocol,
@@ -372,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise _UsageError("--protocol is required (see --list-protocols)")
         info = get_protocol(args.protocol)
         listen = _listen(args)
-        options = _parse_options(info, args.option)
+        options = _parse_options(info, args.option, "service")
         max_connections, timeouts = _limits(args)
         try:
             server = Server(
@@ -385,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeouts=timeouts,
             )
         except ValueError as exc:
-            raise _UsageError(f"--option: {exc}") from None
+            raise _UsageError(f"--option {exc}") from None
 
         def started(address: str) -> None:
             log.info("listening on %s (protocol %s)", address, server.protocol)

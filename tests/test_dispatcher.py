@@ -236,7 +236,7 @@ class Upper(Dispatcher):
 class UpperClient(Dispatcher):
     """Client: multiplexes calls on one connection, matching answers by id."""
 
-    stream_id_bits = 16
+    id_bits = 16
 
     async def serve(self) -> None:
         while True:

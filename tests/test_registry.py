@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -10,6 +10,8 @@ from sota_dispatch import (
     Dispatcher,
     DuplicateProtocolError,
     Match,
+    Option,
+    OptionSchema,
     PluginLoadError,
     UnknownProtocolError,
     available_protocols,
@@ -24,7 +26,7 @@ from sota_dispatch.protocol.registry import _Registry
 class Magic(Dispatcher):
     """Speaks only after the magic bytes MG."""
 
-    options: ClassVar[Mapping[str, str]] = {"greeting": "what to say"}
+    options: ClassVar[OptionSchema] = OptionSchema(greeting=Option("what to say"))
 
     @classmethod
     def sniff(cls, prefix: bytes) -> Match:
@@ -47,7 +49,8 @@ def test_registered_protocol_is_found_with_metadata(magic: str) -> None:
     info = get_protocol(magic)
     assert info.factory is Magic
     assert info.description == "Speaks only after the magic bytes MG."
-    assert info.options == {"greeting": "what to say"}
+    assert info.options.help("service") == {"greeting": "what to say"}
+    assert info.protocol_class is None  # no codecs: a local service only
     assert "tests.test_registry.Magic" in info.source or "test_registry.Magic" in info.source
     assert magic in available_protocols()
 

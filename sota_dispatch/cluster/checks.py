@@ -3,7 +3,7 @@
 One task per checked cluster; each round probes every endpoint at once, on
 a fresh connection (never one that carries requests): connect, for a
 ``protocol`` check complete the protocol's handshake and send its probe
-(:meth:`~sota_dispatch.ProxyHooks.health_probe`), then judge the first
+(:meth:`~sota_dispatch.FrameSemantics.health_probe`), then judge the first
 answer. ``unhealthy_threshold`` failures in a row take an endpoint out of
 the balancing; ``healthy_threshold`` successes in a row bring it back.
 """
@@ -18,7 +18,7 @@ import anyio
 from ..config.model import HealthCheckConfig
 from ..errors import ProtocolError
 from ..io.address import parse_address
-from ..protocol.codec import ProxyHooks
+from ..protocol.semantics import FrameSemantics
 
 if TYPE_CHECKING:
     from .balancers import Endpoint
@@ -29,15 +29,20 @@ __all__ = ["probe", "run_health_checks"]
 log = logging.getLogger(__name__)
 
 
-async def probe(address: str, check: HealthCheckConfig, hooks: ProxyHooks[Any] | None, options: Any = None) -> bool:
-    """One check of ``address``: True if it passed within ``check.timeout``."""
+async def probe(
+    address: str, check: HealthCheckConfig, protocol: type[FrameSemantics] | None, options: Any = None
+) -> bool:
+    """One check of ``address``: True if it passed within ``check.timeout``.
+
+    ``options``: the cluster's options (text), for the protocol's client codec.
+    """
     host, port = parse_address(address)
     with anyio.move_on_after(check.timeout):
         try:
             async with await anyio.connect_tcp(host, port) as stream:
-                if check.kind == "tcp" or hooks is None:
+                if check.kind == "tcp" or protocol is None:
                     return True
-                codec = hooks.upstream_codec(options or {}, 1 << 20)
+                codec = protocol.client_codec(protocol.option_values(options or {}, "cluster"), 1 << 20)
                 out = codec.data_to_send()
                 if out:
                     await stream.send(out)
@@ -47,15 +52,15 @@ async def probe(address: str, check: HealthCheckConfig, hooks: ProxyHooks[Any] |
                     out = codec.data_to_send()
                     if out:
                         await stream.send(out)
-                request = hooks.health_probe(check.send, codec)
+                request = protocol.health_probe(check.send, codec)
                 if request is None:
                     return True  # connected (and shook hands): all the protocol can tell
                 await stream.send(request)
                 while True:
                     frames = codec.feed(await stream.receive())
                     if frames:
-                        return hooks.health_probe_ok(frames[0])
-                    verdict = hooks.health_probe_verdict(codec)
+                        return protocol.health_probe_ok(frames[0])
+                    verdict = protocol.health_probe_verdict(codec)
                     if verdict is not None:
                         return verdict
         except (OSError, ProtocolError, anyio.EndOfStream, anyio.BrokenResourceError):
@@ -63,7 +68,7 @@ async def probe(address: str, check: HealthCheckConfig, hooks: ProxyHooks[Any] |
     return False
 
 
-async def run_health_checks(cluster: Cluster, hooks: ProxyHooks[Any] | None) -> None:
+async def run_health_checks(cluster: Cluster, protocol: type[FrameSemantics] | None) -> None:
     """Check ``cluster``'s endpoints every interval, until cancelled."""
     check = cluster.config.health_check
     assert check is not None
@@ -72,7 +77,7 @@ async def run_health_checks(cluster: Cluster, hooks: ProxyHooks[Any] | None) -> 
 
     async def one(endpoint: Endpoint) -> None:
         try:
-            ok = await probe(endpoint.address, check, hooks, cluster.config.options)
+            ok = await probe(endpoint.address, check, protocol, cluster.config.options)
         except Exception:  # a plugin's bug fails the check, not the proxy
             log.exception("cluster %s: the health check of %s failed", cluster.name, endpoint.address)
             ok = False

@@ -11,7 +11,7 @@ client if a backend ever answered once too often. Nothing here spawns a task per
 the connection's buffer (one send per batch, by its flusher), and each
 response is handed to its request by the connection's one reader task.
 
-Three pool modes, from the protocol's hooks unless configured:
+Three pool modes, from the protocol's class unless configured:
 ``multiplex`` (a few connections, many requests each, matched by a fresh
 upstream id), ``pipeline`` (many requests per connection, answered in
 order) and ``exclusive`` (one request per connection at a time).
@@ -30,7 +30,7 @@ from anyio.abc import TaskGroup
 from ..config.model import HASH_BALANCERS, ClusterConfig
 from ..io.budget import BufferBudget
 from ..io.outbox import Outbox
-from ..protocol.codec import ProxyHooks
+from ..protocol.semantics import FrameSemantics
 from .balancers import (
     Balancer,
     Endpoint,
@@ -175,24 +175,24 @@ class Cluster:
         """The passive health of each protocol that has sent traffic here."""
         return list(self._health.values())
 
-    def pool(self, endpoint: Endpoint, hooks: ProxyHooks[Any], owner: PoolOwner | None = None) -> Pool:
+    def pool(self, endpoint: Endpoint, protocol: type[FrameSemantics], owner: PoolOwner | None = None) -> Pool:
         """The pool that carries ``owner``'s requests to ``endpoint``: the
         shared one, or ``owner``'s own if this cluster does not share
         connections for the protocol."""
-        key = (endpoint, hooks.name)
+        key = (endpoint, protocol.protocol_name)
         pool = self._pools.get(key)
         if pool is not None:
             return pool
-        shared = self._shared.get(hooks.name)
+        shared = self._shared.get(protocol.protocol_name)
         if shared is None:
-            shared = self._shared[hooks.name] = self.config.pool.resolved(hooks.pool_mode)[3]
+            shared = self._shared[protocol.protocol_name] = self.config.pool.resolved(protocol.pool_mode)[3]
         if shared or owner is None:
-            pool = self._pools[key] = Pool(self, endpoint, hooks)
+            pool = self._pools[key] = Pool(self, endpoint, protocol)
             return pool
         own = owner.upstream_pools
         pool = own.get((self, endpoint))
         if pool is None:
-            pool = own[(self, endpoint)] = Pool(self, endpoint, hooks, owner=owner)
+            pool = own[(self, endpoint)] = Pool(self, endpoint, protocol, owner=owner)
             self._client_pools.add(pool)
         return pool
 

@@ -25,9 +25,10 @@ from ..errors import ProtocolError
 from ..io.address import parse_address
 from ..io.reader import BufferedReader
 from ..io.transport import input_queued
-from ..protocol.codec import Failure, ProxyHooks
+from ..protocol.codec import Failure
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
+from ..protocol.semantics import FrameSemantics
 from .balancers import Endpoint
 from .request import PoolOwner, PoolSite, Request
 
@@ -41,16 +42,16 @@ class Pool:
     (``owner``) for one client connection only."""
 
     def __init__(
-        self, cluster: PoolSite, endpoint: Endpoint, hooks: ProxyHooks[Any], *, owner: PoolOwner | None = None
+        self, cluster: PoolSite, endpoint: Endpoint, protocol: type[FrameSemantics], *, owner: PoolOwner | None = None
     ) -> None:
         self.cluster = cluster
         self.endpoint = endpoint
-        self.hooks = hooks
+        self.protocol = protocol
         self.owner = owner
         self.closed = False
-        self.mode, self.max_connections, self.max_requests, _ = cluster.config.pool.resolved(hooks.pool_mode)
+        self.mode, self.max_connections, self.max_requests, _ = cluster.config.pool.resolved(protocol.pool_mode)
         if self.mode == "multiplex":  # never more in flight than there are ids
-            self.max_requests = min(self.max_requests, (1 << hooks.id_bits) - 2)
+            self.max_requests = min(self.max_requests, (1 << protocol.id_bits) - 2)
         self.max_pending = cluster.config.pool.max_pending
         self.connections: list[UpstreamConnection] = []
         self.connecting = 0
@@ -177,7 +178,7 @@ class Pool:
                 "cluster %s: another connection to %s failed: %s", self.cluster.name, self.endpoint.address, error
             )
             return
-        self.cluster.connect_failed(self.endpoint, self.hooks.name, error)
+        self.cluster.connect_failed(self.endpoint, self.protocol.protocol_name, error)
         waiting, self.pending = self.pending, deque()
         self.cluster.queued -= len(waiting)
         for exchange, attempt in waiting:
@@ -186,7 +187,7 @@ class Pool:
 
     def ready(self, connection: UpstreamConnection) -> None:
         """``connection`` finished its handshake: serve the queue."""
-        self.cluster.connected(self.endpoint, self.hooks.name)
+        self.cluster.connected(self.endpoint, self.protocol.protocol_name)
         self.drain_queue()
 
     def drain_queue(self) -> None:
@@ -225,7 +226,9 @@ class UpstreamConnection(Dispatcher):
 
     def __init__(self, stream: ByteStream, *, pool: Pool) -> None:
         config = pool.cluster.config
-        context = ConnectionContext.for_stream(stream, protocol=pool.hooks.name, role="client", options=config.options)
+        context = ConnectionContext.for_stream(
+            stream, protocol=pool.protocol.protocol_name, role="client", options=config.options
+        )
         super().__init__(stream, context)
         # This reader must never wait on a send before reading: an upstream
         # busy writing answers to us while we wait to write requests to it
@@ -233,8 +236,10 @@ class UpstreamConnection(Dispatcher):
         # leave through the flusher task instead.
         self.reader = BufferedReader(stream, read_size=self.read_size)
         self.pool = pool
-        self.hooks = pool.hooks
-        self.codec = pool.hooks.upstream_codec(config.options, config.max_frame_size)
+        self.protocol = pool.protocol
+        self.codec = pool.protocol.client_codec(
+            pool.protocol.option_values(config.options, "cluster"), config.max_frame_size
+        )
         #: The proxy's batch collector (written per request: one lookup, here).
         self.outbox = pool.cluster.outbox
         self.multiplexed = pool.mode == "multiplex"
@@ -249,7 +254,7 @@ class UpstreamConnection(Dispatcher):
         self.unmatched = 0
         self._held = 0
         self._read_ahead = input_queued(stream)
-        self._id_mask = (1 << pool.hooks.id_bits) - 1
+        self._id_mask = (1 << pool.protocol.id_bits) - 1
         self._next_id = 1
 
     def _allocate_id(self) -> int:
@@ -265,12 +270,12 @@ class UpstreamConnection(Dispatcher):
         attempt = exchange.attempt
         if self.multiplexed:
             upstream_id = self._allocate_id()
-            data = self.hooks.encode_request(exchange.frame, upstream_id)
+            data = self.protocol.encode_request(exchange.frame, upstream_id)
             if not exchange.oneway:
                 self.in_flight[upstream_id] = (exchange, attempt)
                 exchange.upstream_id = upstream_id
         else:
-            data = self.hooks.encode_request(exchange.frame, 0)
+            data = self.protocol.encode_request(exchange.frame, 0)
             if not exchange.oneway:
                 self.in_order.append((exchange, attempt))
         self.writer.write(data)
@@ -348,16 +353,16 @@ class UpstreamConnection(Dispatcher):
             self._lost(error)
 
     def _responses(self, frames: list[Any]) -> None:
-        hooks = self.hooks
+        protocol = self.protocol
         now = anyio.current_time()
         for response in frames:
-            if hooks.is_heartbeat(response):
-                if hooks.is_request(response):
-                    self.writer.write(hooks.heartbeat_reply(response))
+            if protocol.is_heartbeat(response):
+                if protocol.is_request(response):
+                    self.writer.write(protocol.heartbeat_reply(response))
                     self.outbox.add(self)
                 continue
             if self.multiplexed:
-                upstream_id = hooks.response_id(response)
+                upstream_id = protocol.response_id(response)
                 entry = None if upstream_id is None else self.in_flight.pop(upstream_id, None)
                 if entry is None:
                     self.unmatched += 1  # e.g. a late answer to a request given up on

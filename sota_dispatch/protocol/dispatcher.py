@@ -26,9 +26,9 @@ from ..io.reader import DEFAULT_READ_SIZE, BufferedReader
 from ..io.transport import discard_input
 from ..io.writer import DEFAULT_HIGH_WATER, BufferedWriter
 from ..logs import connection_id
-from .codec import ProxyHooks
 from .context import ConnectionContext
 from .multiplexer import StreamMultiplexer
+from .semantics import FrameSemantics
 from .sniff import Match
 
 if sys.version_info >= (3, 11):
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 __all__ = ["ConnectionContext", "Dispatcher"]
 
 log = logging.getLogger(__name__)
+
+_NO_DEFAULT: Any = object()
 
 T = TypeVar("T")
 PosArgs = TypeVarTuple("PosArgs")
@@ -90,25 +92,21 @@ def _drop_tracebacks(reason: BaseException | None) -> None:
             pending += list(exc.exceptions)
 
 
-class Dispatcher:
-    """One connection, served by a protocol.
+class Dispatcher(FrameSemantics):
+    """One connection, served by a protocol; the protocol's one class.
 
     Subclass it and implement :meth:`serve`; read with :attr:`reader`, answer
     with :attr:`writer`. Class attributes tune the buffers and the
-    multiplexer; :attr:`options` declares the ``--option`` names the protocol
-    accepts (name -> help), whose values arrive in ``context.options``.
+    multiplexer; :attr:`options` declares the protocol's options (an
+    :class:`~sota_dispatch.OptionSchema`), whose text arrives in
+    ``context.options`` and whose values :meth:`option` reads. The frame
+    semantics inherited from :class:`~sota_dispatch.FrameSemantics` (codecs
+    of both sides, ids, heartbeats, error replies) are what the proxy and
+    health checks use: a class that defines its codecs can be proxied.
     """
 
-    #: The name used in logs and as the default registry name.
-    protocol_name: ClassVar[str] = ""
-    #: Options this protocol accepts, name -> one-line help.
-    options: ClassVar[Mapping[str, str]] = {}
-    #: How the bundled proxy forwards this protocol (None: local service only).
-    proxy_hooks: ClassVar[ProxyHooks[Any] | None] = None
     read_size: ClassVar[int] = DEFAULT_READ_SIZE
     write_high_water: ClassVar[int] = DEFAULT_HIGH_WATER
-    #: Width of the protocol's request id, for :attr:`streams`.
-    stream_id_bits: ClassVar[int] = 32
     #: Bound on pending streams of one connection.
     max_in_flight: ClassVar[int] = 1024
     #: Default timeout of a pending stream, seconds (None: none).
@@ -126,7 +124,7 @@ class Dispatcher:
         self.reader = BufferedReader(stream, read_size=self.read_size, writer=self.writer)
         self.writer.pair(self.reader, None)
         self.streams: StreamMultiplexer[Any] = StreamMultiplexer(
-            id_bits=self.stream_id_bits,
+            id_bits=self.id_bits,
             max_in_flight=self.max_in_flight,
             timeout=self.stream_timeout,
         )
@@ -186,20 +184,32 @@ class Dispatcher:
 
     @classmethod
     def validate_options(cls, options: Mapping[str, str]) -> None:
-        """Reject options this protocol does not declare (and, in overrides,
-        bad values) before any connection is served: raise :class:`ValueError`.
-        """
-        unknown = sorted(set(options) - set(cls.options))
-        if unknown:
-            known = ", ".join(cls.options) or "none"
-            raise ValueError(f"{cls.__name__} has no option {unknown[0]!r} (options: {known})")
+        """Refuse a local service's bad options before any connection is
+        served: raise :class:`ValueError` naming every bad option (see
+        :meth:`~sota_dispatch.FrameSemantics.option_errors`)."""
+        errors = cls.option_errors(options, "service")
+        if errors:
+            problems = "; ".join(f"{name}: {problem}" for name, problem in errors.items())
+            raise ValueError(problems)
 
     # -- helpers for subclasses ------------------------------------------------
 
-    def option(self, name: str, default: T, convert: Callable[[str], T]) -> T:
-        """The value of protocol option ``name`` converted, or ``default``."""
+    def option(self, name: str, default: Any = _NO_DEFAULT, convert: Callable[[str], Any] | None = None) -> Any:
+        """The value of option ``name`` for this connection.
+
+        A declared option is read by its schema (its default when absent);
+        ``default`` and ``convert`` serve names the schema does not declare
+        (how 0.1 subclasses read theirs).
+        """
         raw = self.context.options.get(name)
-        return default if raw is None else convert(raw)
+        declared = self.options.get(name)
+        if declared is not None and convert is None:
+            return declared.default if raw is None else declared.read(raw)
+        if raw is None:
+            if default is _NO_DEFAULT:
+                raise KeyError(f"{type(self).__name__} has no option {name!r}")
+            return default
+        return raw if convert is None else convert(raw)
 
     def start_soon(
         self,

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import attrs
 
 from ..errors import DuplicateProtocolError, PluginLoadError, UnknownProtocolError
-from .codec import ProxyHooks
+from .options import OptionSchema
+from .semantics import FrameSemantics
 from .sniff import Match
 
 if TYPE_CHECKING:
@@ -55,12 +56,12 @@ class ProtocolInfo:
     #: Who registered it, for error messages: a module or an entry point.
     source: str
     description: str = ""
-    #: Options the protocol accepts (``--option name=value``), name -> help.
-    options: Mapping[str, str] = attrs.field(factory=dict)
+    #: The protocol's options, for every place they come from.
+    options: OptionSchema = attrs.field(factory=OptionSchema)
     sniffer: Callable[[bytes], Match] | None = None
-    #: What the bundled proxy uses to forward this protocol; None when the
-    #: protocol can only be served locally.
-    proxy_hooks: ProxyHooks[Any] | None = None
+    #: The protocol's class when the bundled proxy can forward it (it
+    #: defines the codecs of both sides); None: served locally only.
+    protocol_class: type[FrameSemantics] | None = None
 
     def sniff(self, prefix: bytes) -> Match:
         """Apply the protocol's sniffer; NO when it has none."""
@@ -71,15 +72,17 @@ def _info(name: str, factory: Any, source: str) -> ProtocolInfo:
     doc = (getattr(factory, "__doc__", None) or "").strip().splitlines()
     sniffer = getattr(factory, "sniff", None)
     options = getattr(factory, "options", None)
-    hooks = getattr(factory, "proxy_hooks", None)
+    if isinstance(options, Mapping) and not isinstance(options, OptionSchema):
+        options = OptionSchema.from_help(options)  # a plain factory's {name: help}
+    proxiable = isinstance(factory, type) and issubclass(factory, FrameSemantics) and factory.proxiable
     return ProtocolInfo(
         name=name,
         factory=factory,
         source=source,
         description=doc[0] if doc else "",
-        options=dict(options) if isinstance(options, Mapping) else {},
+        options=options if isinstance(options, OptionSchema) else OptionSchema(),
         sniffer=sniffer if callable(sniffer) else None,
-        proxy_hooks=hooks if isinstance(hooks, ProxyHooks) else None,
+        protocol_class=factory if proxiable else None,
     )
 
 
@@ -164,7 +167,8 @@ def register_protocol(name: str, factory: DispatcherFactory, *, source: str | No
 
     ``factory`` is usually a :class:`~sota_dispatch.Dispatcher` subclass; its
     ``sniff`` classmethod, ``options`` and docstring become the protocol's
-    sniffer, options and description. Raises
+    sniffer, options and description, and the proxy can forward it when it
+    defines its codecs. Raises
     :class:`~sota_dispatch.DuplicateProtocolError`, naming both sources, when
     the name is taken by another registration or an installed plugin.
     """

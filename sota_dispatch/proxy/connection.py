@@ -4,7 +4,7 @@ A :class:`ProxyConnection` decodes the requests of a read batch with its
 protocol's codec, answers heartbeats itself, routes every request and
 starts its first try, all without awaiting; the upstream connections'
 readers write the answers back. It knows the protocol only through its
-:class:`~sota_dispatch.ProxyHooks`, and its listener through
+:class:`~sota_dispatch.FrameSemantics` of its protocol's class, and its listener through
 :class:`~.sites.ListenerSite`.
 
 Errors are replies: no route, no healthy upstream, overflow, timeout, an
@@ -29,9 +29,10 @@ from ..cluster.cluster import Cluster
 from ..cluster.pool import Pool
 from ..errors import ProtocolError
 from ..io.transport import input_queued
-from ..protocol.codec import Failure, ProxyCodec, ProxyHooks
+from ..protocol.codec import Codec, Failure
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
+from ..protocol.semantics import FrameSemantics
 from ..protocol.sniff import Match
 from .exchange import Exchange, start_try
 from .routing import Route
@@ -60,14 +61,14 @@ class ProxyConnection(Dispatcher):
     def __init__(self, stream: ByteStream, context: ConnectionContext, *, listener: ListenerSite) -> None:
         super().__init__(stream, context)
         self.listener = listener
-        self.hooks: ProxyHooks[Any] | None = listener.hooks
+        self.protocol: type[FrameSemantics] | None = listener.protocol
         self.in_flight = 0
         self.closed = False
         self._exchanges: set[Exchange] = set()
         self._ordered: deque[Exchange | _Reply] | None = None
         self._wake: anyio.Event | None = None
         self._read_scope: anyio.CancelScope | None = None
-        self._codec: ProxyCodec[Any] | None = None
+        self._codec: Codec[Any] | None = None
         self._idle_timeout: float | None = None
         self._streams = 0  # requests decoded so far (a request's number is its stream id)
         #: The cluster that let this connection in after a wait for room,
@@ -129,7 +130,7 @@ class ProxyConnection(Dispatcher):
             self._wake = anyio.Event()
             await self._wake.wait()
 
-    async def _sniff(self) -> ProxyHooks[Any] | None:
+    async def _sniff(self) -> type[FrameSemantics] | None:
         candidates = self.listener.candidates
         want = 1
         timeout = self.listener.config.limits.frame_timeout
@@ -141,7 +142,7 @@ class ProxyConnection(Dispatcher):
                 verdicts = [(info, info.sniff(prefix)) for _, info in candidates]
                 for info, verdict in verdicts:
                     if verdict is Match.YES:
-                        return info.proxy_hooks
+                        return info.protocol_class
                 if not prefix:
                     return None  # closed before saying anything
                 if len(prefix) < want or all(v is Match.NO for _, v in verdicts):
@@ -152,17 +153,18 @@ class ProxyConnection(Dispatcher):
         return None
 
     async def serve(self) -> None:
-        hooks = self.hooks
-        if hooks is None:
-            hooks = await self._sniff()
+        protocol = self.protocol
+        if protocol is None:
+            protocol = await self._sniff()
             self._read_scope = None
-            if hooks is None:
+            if protocol is None:
                 return
-            self.hooks = hooks
-        if hooks.ordered:
+            self.protocol = protocol
+        if protocol.ordered:
             self._ordered = deque()
         limits = self.listener.config.limits
-        codec = self._codec = hooks.downstream_codec(self.context.options, limits.max_frame_size)
+        options = protocol.option_values(self.context.options, "listener")
+        codec = self._codec = protocol.server_codec(options, limits.max_frame_size)
         reader, writer = self.reader, self.writer
         writer.write(codec.data_to_send())
         max_in_flight = limits.max_in_flight
@@ -221,7 +223,7 @@ class ProxyConnection(Dispatcher):
                     outbox.begin()  # each upstream written to gets one send, at the end
                     try:
                         for frame in frames:
-                            full = self._request(hooks, frame, now)
+                            full = self._request(protocol, frame, now)
                             if full is not None:
                                 # Its cluster is at max_requests: this client is
                                 # not read from until its turn comes (or the
@@ -239,7 +241,7 @@ class ProxyConnection(Dispatcher):
                                 if frame_started is not None:
                                     frame_started = now  # the proxy, not the client, was slow
                                 self._request(
-                                    hooks, frame, now, admission="admitted" if room else "refused", deadline=deadline
+                                    protocol, frame, now, admission="admitted" if room else "refused", deadline=deadline
                                 )
                             if self.in_flight >= max_in_flight:  # the codec holds the rest meanwhile
                                 outbox.end()  # a batch never spans an await
@@ -293,7 +295,7 @@ class ProxyConnection(Dispatcher):
 
     def _request(
         self,
-        hooks: ProxyHooks[Any],
+        protocol: type[FrameSemantics],
         frame: Any,
         now: float,
         admission: str = "check",
@@ -310,20 +312,20 @@ class ProxyConnection(Dispatcher):
         if admission == "check":
             self._streams += 1
         stream = self._streams
-        if hooks.is_heartbeat(frame):
-            if hooks.is_request(frame):
-                reply = hooks.heartbeat_reply(frame)
+        if protocol.is_heartbeat(frame):
+            if protocol.is_request(frame):
+                reply = protocol.heartbeat_reply(frame)
                 self.listener.stats.bytes_out += len(reply)
                 self.writer.write(reply)
             return None
-        if not hooks.is_request(frame):
+        if not protocol.is_request(frame):
             log.debug("dropped a response frame from a client", extra={"stream": stream})
             return None
-        oneway = hooks.is_oneway(frame)
+        oneway = protocol.is_oneway(frame)
         if self._expired:
             if not oneway:
                 public = f"the proxy shut down first (drain timeout {self.listener.drain_timeout:g}s)"
-                self._reply_now(self.error_reply(frame, Failure.TIMEOUT, stream, public), Failure.TIMEOUT)
+                self._reply_now(self.failure_reply(frame, Failure.TIMEOUT, stream, public), Failure.TIMEOUT)
             return None
         attributes: Mapping[str, str] | None = None
         chosen: Route | None = None
@@ -331,7 +333,7 @@ class ProxyConnection(Dispatcher):
             for route in self.listener.routes:
                 if route.matchers:
                     if attributes is None:
-                        attributes = hooks.routing_attributes(frame)
+                        attributes = protocol.routing_attributes(frame)
                     if not route.matches(attributes):
                         continue
                 chosen = route
@@ -339,24 +341,24 @@ class ProxyConnection(Dispatcher):
             key = None
             if chosen is not None and chosen.hash_key is not None:
                 if attributes is None:
-                    attributes = hooks.routing_attributes(frame)
+                    attributes = protocol.routing_attributes(frame)
                 key = attributes.get(chosen.hash_key)
         except ProtocolError as exc:
             if not oneway:  # what is wrong with the client's own request is the client's to know
-                self._reply_now(self.error_reply(frame, Failure.CODEC_ERROR, stream, str(exc)), Failure.CODEC_ERROR)
+                self._reply_now(self.failure_reply(frame, Failure.CODEC_ERROR, stream, str(exc)), Failure.CODEC_ERROR)
             return None
         except Exception:  # a plugin's bug: this request fails, not the connection
             log.exception("reading the routing attributes failed", extra={"stream": stream})
             if not oneway:
-                self._reply_now(self.error_reply(frame, Failure.CODEC_ERROR, stream), Failure.CODEC_ERROR)
+                self._reply_now(self.failure_reply(frame, Failure.CODEC_ERROR, stream), Failure.CODEC_ERROR)
             return None
         if chosen is None:
             if not oneway:
-                self._reply_now(self.error_reply(frame, Failure.NO_ROUTE, stream), Failure.NO_ROUTE)
+                self._reply_now(self.failure_reply(frame, Failure.NO_ROUTE, stream), Failure.NO_ROUTE)
             return None
         if deadline is None:
             timeout = chosen.timeout
-            own = hooks.timeout(frame)
+            own = protocol.timeout(frame)
             if own is not None and own < timeout:
                 timeout = own
             deadline = now + timeout
@@ -369,7 +371,7 @@ class ProxyConnection(Dispatcher):
             cluster.overflows += 1
             if not oneway:
                 detail = f"cluster {cluster.name}: max_requests reached, and stayed so until the request's deadline"
-                self._reply_now(self.error_reply(frame, Failure.OVERFLOW, stream, "", detail), Failure.OVERFLOW)
+                self._reply_now(self.failure_reply(frame, Failure.OVERFLOW, stream, "", detail), Failure.OVERFLOW)
             return None
         exchange = Exchange(self, frame, chosen, key, deadline, oneway, now, stream)
         if not oneway:
@@ -381,7 +383,7 @@ class ProxyConnection(Dispatcher):
         start_try(exchange, now)
         return None
 
-    def error_reply(self, frame: Any, failure: Failure, stream: int, public: str = "", detail: str = "") -> bytes:
+    def failure_reply(self, frame: Any, failure: Failure, stream: int, public: str = "", detail: str = "") -> bytes:
         """The protocol's error reply to request ``stream`` for ``failure``,
         logged (rate-limited) with ``detail``, which stays in the log: the
         client gets the kind, ``public`` and a reference to quote."""
@@ -403,9 +405,9 @@ class ProxyConnection(Dispatcher):
                 detail or public or "-",
                 extra=ids,
             )
-        hooks = self.hooks
-        assert hooks is not None
-        return hooks.error_reply(frame, failure, f"{public}; ref {ref}" if public else f"ref {ref}")
+        protocol = self.protocol
+        assert protocol is not None
+        return protocol.error_reply(frame, failure, f"{public}; ref {ref}" if public else f"ref {ref}")
 
     def _reply_now(self, data: bytes, failure: Failure) -> None:
         stats = self.listener.stats

@@ -108,8 +108,8 @@ class Exchange:
         """The timeout this request got: its route's, or its own when shorter
         (a dubbo ``timeout`` attachment, a bolt frame's timeout)."""
         timeout = self.route.timeout
-        hooks = self.downstream.hooks
-        own = None if hooks is None else hooks.timeout(self.frame)
+        protocol = self.downstream.protocol
+        own = None if protocol is None else protocol.timeout(self.frame)
         return own if own is not None and own < timeout else timeout
 
     def timer_fired(self, tag: int) -> None:
@@ -172,17 +172,17 @@ class Exchange:
 
     def on_response(self, response: Any, now: float) -> None:
         """The upstream answered (``now``: the time of its read batch)."""
-        hooks = self.downstream.hooks
-        assert hooks is not None
+        protocol = self.downstream.protocol
+        assert protocol is not None
         failure_statuses = self.route.cluster.failure_statuses
-        failed = bool(failure_statuses) and hooks.status(response) in failure_statuses
+        failed = bool(failure_statuses) and protocol.status(response) in failure_statuses
         self._end_try(now - self.try_started, failed=failed)
         statuses = self.route.retry_statuses
-        if statuses and hooks.status(response) in statuses and self._may_retry("status"):
+        if statuses and protocol.status(response) in statuses and self._may_retry("status"):
             self.is_retry = True
             start_try(self)
             return
-        self.finish(hooks.encode_response(response, self.frame), "success", now)
+        self.finish(protocol.encode_response(response, self.frame), "success", now)
 
     def sent_oneway(self) -> None:
         self.done = True
@@ -205,7 +205,7 @@ class Exchange:
                 log.debug("oneway request dropped: %s: %s", failure.value, detail, extra=self._log_ids())
             return
         try:
-            data = self.downstream.error_reply(self.frame, failure, self.stream, public, detail)
+            data = self.downstream.failure_reply(self.frame, failure, self.stream, public, detail)
         except Exception:  # a plugin's bug: no reply can be made, so the client learns from the close
             log.exception(
                 "building the %s error reply failed; closing the client connection",
@@ -240,7 +240,7 @@ class Exchange:
             ACCESS_LOG.info(
                 access_log.format(
                     listener=downstream.listener.name,
-                    protocol=downstream.hooks.name if downstream.hooks is not None else "-",
+                    protocol=downstream.protocol.protocol_name if downstream.protocol is not None else "-",
                     conn=downstream.context.connection_id,
                     stream=self.stream,
                     cluster=cluster.name,
@@ -276,9 +276,9 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
         return
     if now is None:
         now = anyio.current_time()
-    hooks = exchange.downstream.hooks
-    assert hooks is not None
-    health = exchange.health = cluster.health(hooks.name)
+    protocol = exchange.downstream.protocol
+    assert protocol is not None
+    health = exchange.health = cluster.health(protocol.protocol_name)
     endpoint = cluster.pick(exchange.key, exchange.tried, now, health)
     if endpoint is None:
         exchange.fail(Failure.NO_HEALTHY_UPSTREAM, f"cluster {cluster.name}: no endpoint is up")
@@ -299,4 +299,4 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
     per_try = route.per_try_timeout
     if per_try is not None and not exchange.oneway and now + per_try < exchange.deadline:
         exchange.downstream.listener.timers.call_at(now + per_try, exchange, exchange.attempt)
-    cluster.pool(endpoint, hooks, exchange.downstream).submit(exchange)
+    cluster.pool(endpoint, protocol, exchange.downstream).submit(exchange)

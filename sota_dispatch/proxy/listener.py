@@ -1,7 +1,7 @@
 """A proxy's listeners: which protocols they speak, checked against what is installed.
 
 A :class:`Listener` is one listening address at run time: its protocol's
-hooks (or the candidates ``auto`` detects among), its routes, its
+class (or the candidates ``auto`` detects among), its routes, its
 :class:`~sota_dispatch.Server`, and the client connections it accepts.
 """
 
@@ -37,7 +37,7 @@ AUTO = "auto"
 def check_protocols(config: ProxyConfig) -> dict[str, ProtocolInfo | None]:
     """Each listener's protocol, checked against what is installed.
 
-    The protocol must exist and have proxy hooks; the listener's options
+    The protocol must exist and be proxiable; the listener's options
     and the options and pool mode of every cluster it routes to must suit
     the protocol (for ``auto``, every protocol it may detect). Returns
     ``{listener name: ProtocolInfo}`` (None for ``auto``); raises
@@ -50,7 +50,9 @@ def check_protocols(config: ProxyConfig) -> dict[str, ProtocolInfo | None]:
         if listener.protocol == AUTO:
             candidates = auto_candidates()
             if not candidates:
-                raise ConfigError(f"{path}.protocol", "auto needs an installed protocol with proxy hooks; none is")
+                raise ConfigError(
+                    f"{path}.protocol", "auto needs an installed proxiable protocol with a sniffer; none is"
+                )
             if listener.options:
                 raise ConfigError(f"{path}.options", "options need a named protocol, not auto")
             result[listener.name] = None
@@ -60,13 +62,14 @@ def check_protocols(config: ProxyConfig) -> dict[str, ProtocolInfo | None]:
                 info = get_protocol(listener.protocol)
             except SotaError as exc:
                 raise ConfigError(f"{path}.protocol", str(exc)) from None
-            if info.proxy_hooks is None:
+            if info.protocol_class is None:
                 proxiable = ", ".join(name for name, _ in auto_candidates()) or "none"
                 raise ConfigError(
                     f"{path}.protocol",
-                    f"protocol {info.name!r} cannot be proxied (no proxy hooks); proxiable: {proxiable}",
+                    f"protocol {info.name!r} cannot be proxied (it defines no server and client codecs); "
+                    f"proxiable: {proxiable}",
                 )
-            for name, problem in info.proxy_hooks.option_errors(listener.options).items():
+            for name, problem in info.protocol_class.option_errors(listener.options, "listener").items():
                 raise ConfigError(f"{path}.options.{name}", problem)
             result[listener.name] = info
             infos = [info]
@@ -78,20 +81,20 @@ def check_protocols(config: ProxyConfig) -> dict[str, ProtocolInfo | None]:
 
 def _check_cluster(cluster: ClusterConfig, path: str, infos: list[ProtocolInfo], listener: str) -> None:
     for info in infos:
-        hooks = info.proxy_hooks
-        assert hooks is not None
+        protocol = info.protocol_class
+        assert protocol is not None
         mode = cluster.pool.mode
-        if mode is not None and mode not in hooks.pool_modes:
-            modes = ", ".join(sorted(hooks.pool_modes))
+        if mode is not None and mode not in protocol.pool_modes:
+            modes = ", ".join(sorted(protocol.pool_modes))
             raise ConfigError(
                 f"{path}.pool.mode", f"{info.name} (listener {listener}) cannot use {mode} pools; it can use {modes}"
             )
-        for name, problem in hooks.option_errors(cluster.options, upstream=True).items():
+        for name, problem in protocol.option_errors(cluster.options, "cluster").items():
             raise ConfigError(f"{path}.options.{name}", f"{problem} (for {info.name}, listener {listener})")
 
 
 def auto_candidates() -> list[tuple[str, ProtocolInfo]]:
-    """Installed protocols with proxy hooks and a sniffer, for ``auto``."""
+    """Installed proxiable protocols with a sniffer, for ``auto``."""
     found = []
     for name in available_protocols():
         try:
@@ -99,7 +102,7 @@ def auto_candidates() -> list[tuple[str, ProtocolInfo]]:
         except SotaError as exc:
             log.warning("protocol %s is not available for auto-detection: %s", name, exc)
             continue
-        if info.proxy_hooks is not None and info.sniffer is not None:
+        if info.protocol_class is not None and info.sniffer is not None:
             found.append((name, info))
     return found
 
@@ -115,14 +118,14 @@ class ListenerOwner(Protocol):
 
 
 class Listener:
-    """A listener at run time: its protocol's hooks, routes and server."""
+    """A listener at run time: its protocol's class, routes and server."""
 
     def __init__(self, config: ListenerConfig, proxy: ListenerOwner, info: ProtocolInfo | None) -> None:
         self.config = config
         self.name = config.name
         self.proxy = proxy
         self.info = info
-        self.hooks = info.proxy_hooks if info is not None else None
+        self.protocol = info.protocol_class if info is not None else None
         self.candidates = auto_candidates() if info is None else []
         self.stats = ListenerStats()
         #: Requests that end in an error reply: at most 20 lines a second per

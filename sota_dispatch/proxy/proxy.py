@@ -24,8 +24,8 @@ from ..config.model import ProxyConfig
 from ..errors import ConfigError
 from ..io.budget import BufferBudget
 from ..io.outbox import Outbox
-from ..protocol.codec import ProxyHooks
 from ..protocol.dispatcher import Dispatcher
+from ..protocol.semantics import FrameSemantics
 from .listener import Listener, check_protocols
 from .timers import TimerQueue
 
@@ -108,12 +108,12 @@ class Proxy:
         for listener in self._listeners:
             listener.server.shutdown()
 
-    def _checked_protocol(self, cluster: str) -> ProxyHooks[Any] | None:
-        """The hooks a cluster's health check speaks: the protocol of the
+    def _checked_protocol(self, cluster: str) -> type[FrameSemantics] | None:
+        """The protocol a cluster's health check speaks: the protocol of the
         first named listener routing to it (None: only auto ones, so TCP)."""
         for listener in self._listeners:
-            if listener.hooks is not None and any(route.cluster.name == cluster for route in listener.routes):
-                return listener.hooks
+            if listener.protocol is not None and any(route.cluster.name == cluster for route in listener.routes):
+                return listener.protocol
         return None
 
     @property

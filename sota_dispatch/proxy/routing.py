@@ -1,7 +1,7 @@
 """Routes at run time: compiled matchers, the first match wins.
 
-A route's conditions test the request's routing attributes (the protocol
-hooks compute them, and only when a route or a hash balancer needs them):
+A route's conditions test the request's routing attributes (the protocol's
+class computes them, and only when a route or a hash balancer needs them):
 ``exact``, ``prefix``, ``regex`` (a full match, as Envoy's ``safe_regex``)
 or ``present``. Every condition of a route must hold; a route without
 conditions matches everything.

@@ -16,9 +16,10 @@ from ..config.model import ListenerConfig
 from ..io.budget import BufferBudget
 from ..io.outbox import Outbox
 from ..logs import RateLimitedLog
-from ..protocol.codec import Failure, ProxyHooks
+from ..protocol.codec import Failure
 from ..protocol.context import ConnectionContext
 from ..protocol.registry import ProtocolInfo
+from ..protocol.semantics import FrameSemantics
 from .routing import Route
 from .timers import TimerQueue
 
@@ -30,8 +31,8 @@ class ListenerSite(Protocol):
 
     name: str
     config: ListenerConfig
-    #: The listener's protocol (None: ``auto``, detected per connection).
-    hooks: ProxyHooks[Any] | None
+    #: The listener's protocol class (None: ``auto``, detected per connection).
+    protocol: type[FrameSemantics] | None
     #: What ``auto`` may detect: ``(name, info)`` of every candidate.
     candidates: list[tuple[str, ProtocolInfo]]
     routes: tuple[Route, ...]
@@ -50,13 +51,14 @@ class Downstream(Protocol):
 
     context: ConnectionContext
     listener: ListenerSite
-    hooks: ProxyHooks[Any] | None
+    #: The client's protocol class (None until ``auto`` has detected it).
+    protocol: type[FrameSemantics] | None
     #: True once the client is gone: late answers are dropped.
     closed: bool
     #: Its own upstream pools (a :class:`~sota_dispatch.cluster.request.PoolOwner`).
     upstream_pools: dict[tuple[Any, Any], Any]
 
-    def error_reply(self, frame: Any, failure: Failure, stream: int, public: str = "", detail: str = "") -> bytes:
+    def failure_reply(self, frame: Any, failure: Failure, stream: int, public: str = "", detail: str = "") -> bytes:
         """The protocol's error reply to request ``stream``, logged."""
         ...
 

@@ -6,16 +6,14 @@ Installed, it registers itself as ``simple_line`` through the
 
 from __future__ import annotations
 
+from .codec import LineCodec
 from .dispatcher import DEFAULT_MAX_LINE, SimpleLineDispatcher
-from .proxy import SIMPLE_LINE_HOOKS, LineCodec, SimpleLineHooks
 from .query import QueryError, parse_query, render_error, render_reply
 
 __all__ = [
     "DEFAULT_MAX_LINE",
-    "SIMPLE_LINE_HOOKS",
     "LineCodec",
     "QueryError",
-    "SimpleLineHooks",
     "SimpleLineDispatcher",
     "parse_query",
     "render_error",

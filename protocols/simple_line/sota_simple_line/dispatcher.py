@@ -1,13 +1,21 @@
-"""The simple_line local service: answer each query line with ``receive:``."""
+"""simple_line, the protocol's one class: local service, codec, proxy semantics.
+
+Locally each query line is answered with ``receive:{json}``. Behind the
+proxy: a query line has no id, so upstream connections are pipelined
+(requests go out in order, answers come back in the same order); a client
+may pipeline too, and its requests may go to different backends, so the
+proxy holds early answers until the ones before them are written
+(``ordered``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from sota_dispatch import Dispatcher, LimitExceeded, Match
+from sota_dispatch import Codec, Dispatcher, Failure, LimitExceeded, Match, Option, OptionSchema
 
-from .proxy import SIMPLE_LINE_HOOKS
+from .codec import LineCodec
 from .query import QueryError, parse_query, render_error, render_reply
 
 __all__ = ["DEFAULT_MAX_LINE", "SimpleLineDispatcher"]
@@ -22,8 +30,16 @@ class SimpleLineDispatcher(Dispatcher):
     """Query lines (key=value&key1=value1), answered with receive:{json}."""
 
     protocol_name: ClassVar[str] = "simple_line"
-    options: ClassVar[Mapping[str, str]] = {"max_line": f"longest request line in bytes (default {DEFAULT_MAX_LINE})"}
-    proxy_hooks = SIMPLE_LINE_HOOKS
+    options: ClassVar[OptionSchema] = OptionSchema(
+        max_line=Option(
+            f"longest request line in bytes (default {DEFAULT_MAX_LINE}, or a proxy listener's "
+            "max_frame_size if smaller)",
+            Option.positive_int,
+        )
+    )
+    pool_mode = "pipeline"
+    pool_modes = frozenset({"pipeline", "exclusive"})
+    ordered = True
 
     @classmethod
     def sniff(cls, prefix: bytes) -> Match:
@@ -38,15 +54,44 @@ class SimpleLineDispatcher(Dispatcher):
         return Match.YES if b"=" in head else Match.NO
 
     @classmethod
-    def validate_options(cls, options: Mapping[str, str]) -> None:
-        """``max_line`` must be a positive integer."""
-        super().validate_options(options)
-        raw = options.get("max_line")
-        if raw is not None and not (raw.isdigit() and int(raw) > 0):
-            raise ValueError(f"max_line must be a positive integer, got {raw!r}")
+    def server_codec(cls, options: Mapping[str, Any], max_frame_size: int) -> LineCodec:
+        max_line = options.get("max_line")
+        return LineCodec(max_line if max_line is not None else min(DEFAULT_MAX_LINE, max_frame_size))
+
+    @classmethod
+    def client_codec(cls, options: Mapping[str, Any], max_frame_size: int) -> LineCodec:
+        return LineCodec(max_frame_size, answer_errors=False)
+
+    @classmethod
+    def encode_request(cls, frame: bytes, upstream_id: int) -> bytes:
+        return frame
+
+    @classmethod
+    def encode_response(cls, response: bytes, request: bytes) -> bytes:
+        return response
+
+    @classmethod
+    def routing_attributes(cls, frame: bytes) -> Mapping[str, str]:
+        """The query's keys, each with its first value."""
+        line = frame[:-2] if frame.endswith(b"\r\n") else frame[:-1]
+        return {key: values[0] for key, values in parse_query(line).items()}
+
+    @classmethod
+    def health_probe(cls, send: str | None, codec: Codec[bytes]) -> bytes | None:
+        """The configured query line (``health_check.send``), if any."""
+        return None if send is None else send.encode() + b"\r\n"
+
+    @classmethod
+    def health_probe_ok(cls, frame: bytes) -> bool:
+        """Any answer but an ``error:`` line."""
+        return not frame.startswith(b"error:")
+
+    @classmethod
+    def error_reply(cls, request: bytes, failure: Failure, detail: str = "") -> bytes:
+        return render_error(f"{failure.value}: {detail}" if detail else failure.value)
 
     async def serve(self) -> None:
-        max_line = self.option("max_line", DEFAULT_MAX_LINE, int)
+        max_line = self.option("max_line") or DEFAULT_MAX_LINE
         reader, writer = self.reader, self.writer
         while True:
             try:

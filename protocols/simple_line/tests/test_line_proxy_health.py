@@ -17,7 +17,7 @@ from test_line_proxy import backends, client, config, free_port, proxy_for, tags
 
 from sota_dispatch.cluster.health import BreakerState, EndpointBreaker
 from sota_dispatch.testing import without_ref
-from sota_simple_line import SIMPLE_LINE_HOOKS
+from sota_simple_line import SimpleLineDispatcher
 
 pytestmark = pytest.mark.anyio
 
@@ -233,10 +233,10 @@ async def test_a_busy_endpoint_cannot_starve_another_of_connections() -> None:
 
 
 async def test_a_plugin_bug_in_a_health_probe_fails_the_check_not_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(self: object, frame: bytes) -> bool:
+    def broken(cls: object, frame: bytes) -> bool:
         raise UnicodeDecodeError("utf-8", frame, 0, 1, "a plugin bug")
 
-    monkeypatch.setattr(type(SIMPLE_LINE_HOOKS), "health_probe_ok", broken)
+    monkeypatch.setattr(SimpleLineDispatcher, "health_probe_ok", classmethod(broken))
     check = {"interval": "100ms", "send": "ping=1", "unhealthy_threshold": 1}
     async with backends("A") as up, proxy_for(config([up[0][1]], health_check=check)) as proxy:
         cluster = proxy.clusters["backends"]

@@ -18,7 +18,7 @@ from test_line_proxy import Client, backends, client, config, proxy_for
 
 from sota_dispatch import ConnectionContext, Dispatcher, Failure, Proxy, ProxyConnection, parse_config
 from sota_dispatch.testing import without_ref
-from sota_simple_line import SIMPLE_LINE_HOOKS
+from sota_simple_line import SimpleLineDispatcher
 
 pytestmark = pytest.mark.anyio
 
@@ -146,14 +146,14 @@ async def test_replies_held_behind_a_slow_request_count_against_max_in_flight(fa
 
 
 async def test_a_plugin_bug_in_an_error_reply_closes_one_client_not_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    original = SIMPLE_LINE_HOOKS.error_reply
+    original = SimpleLineDispatcher.error_reply
 
-    def broken(request: bytes, failure: Failure, detail: str = "") -> bytes:
+    def broken(cls: object, request: bytes, failure: Failure, detail: str = "") -> bytes:
         if b"boom" in request:
             raise RuntimeError("a bug in error_reply")
         return original(request, failure, detail)
 
-    monkeypatch.setattr(SIMPLE_LINE_HOOKS, "error_reply", broken)
+    monkeypatch.setattr(SimpleLineDispatcher, "error_reply", classmethod(broken))
     async with (
         backends("A") as up,
         proxy_for(config([up[0][1]], route={"timeout": "200ms"})) as proxy,

@@ -19,7 +19,9 @@ import anyio
 
 import sota_xprotocol.bolt as bolt
 import sota_xprotocol.dubbo as dubbo
-from sota_dispatch import Dispatcher, ProtocolError, StreamLimitError
+from sota_dispatch import ProtocolError, StreamLimitError
+
+from .dispatchers import BoltDispatcher, DubboDispatcher, XProtocolDispatcher
 
 __all__ = ["BoltClient", "DubboClient"]
 
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 F = TypeVar("F", bolt.BoltFrame, dubbo.DubboFrame)
 
 
-class _MultiplexedClient(Dispatcher, Generic[F]):
+class _MultiplexedClient(XProtocolDispatcher, Generic[F]):
     #: Seconds of silence before a keepalive heartbeat (None: never).
     keepalive_interval: ClassVar[float | None] = 15.0
     #: Unanswered heartbeats in a row after which the connection is closed.
@@ -38,26 +40,16 @@ class _MultiplexedClient(Dispatcher, Generic[F]):
     _last_input = 0.0
     missed_heartbeats = 0
 
-    # -- what differs between the protocols -------------------------------------
-
-    def _decoder(self) -> bolt.BoltDecoder | dubbo.DubboDecoder:
-        raise NotImplementedError
-
-    @staticmethod
-    def _is_response(frame: F) -> bool:
-        raise NotImplementedError
-
-    @staticmethod
-    def _is_oneway(frame: F) -> bool:
-        raise NotImplementedError
+    # -- what differs between the protocols (beyond their classes' semantics) ----
 
     @staticmethod
     def _heartbeat_request() -> F:
         raise NotImplementedError
 
-    @staticmethod
-    def _heartbeat_reply(frame: F) -> bytes | None:
-        raise NotImplementedError
+    def _answer_request(self, frame: F) -> bytes | None:
+        """What to send for a request from upstream (b"": nothing); None: a
+        request a client must not get."""
+        return self.heartbeat_reply(frame) if self.is_heartbeat(frame) else None
 
     # -- the shared machinery ---------------------------------------------------
 
@@ -67,15 +59,16 @@ class _MultiplexedClient(Dispatcher, Generic[F]):
             self.start_soon(self._keepalive)
 
     async def serve(self) -> None:
-        decoder = self._decoder()
+        decoder = self.decoder(self.max_frame_size)
         complete = self.streams.complete
+        is_request = self.is_request
         async for data in self.reader.chunks():
             self._last_input = anyio.current_time()
             for frame in decoder.feed(data):
-                if self._is_response(frame):  # type: ignore[arg-type]
+                if not is_request(frame):
                     complete(frame.request_id, frame)
                     continue
-                reply = self._heartbeat_reply(frame)  # type: ignore[arg-type]
+                reply = self._answer_request(frame)
                 if reply is None:
                     raise ProtocolError(f"upstream sent a request (id {frame.request_id}) to a client")
                 if reply:
@@ -94,7 +87,7 @@ class _MultiplexedClient(Dispatcher, Generic[F]):
         except BaseException:
             pending.cancel()
             raise
-        if self._is_oneway(request):
+        if self.is_oneway(request):
             pending.cancel()
             return None
         response: F = await pending.result()
@@ -121,55 +114,22 @@ class _MultiplexedClient(Dispatcher, Generic[F]):
             self._last_input = max(self._last_input, anyio.current_time())
 
 
-class BoltClient(_MultiplexedClient[bolt.BoltFrame]):
+class BoltClient(BoltDispatcher, _MultiplexedClient[bolt.BoltFrame]):
     """A multiplexed bolt connection to an upstream (client role, 32-bit ids)."""
-
-    protocol_name: ClassVar[str] = "bolt"
-    stream_id_bits: ClassVar[int] = 32
-
-    def _decoder(self) -> bolt.BoltDecoder:
-        return bolt.BoltDecoder(max_frame_size=self.max_frame_size)
-
-    @staticmethod
-    def _is_response(frame: bolt.BoltFrame) -> bool:
-        return frame.is_response
-
-    @staticmethod
-    def _is_oneway(frame: bolt.BoltFrame) -> bool:
-        return frame.type is bolt.FrameType.ONEWAY
 
     @staticmethod
     def _heartbeat_request() -> bolt.BoltFrame:
         return bolt.heartbeat_request(0)
 
-    @staticmethod
-    def _heartbeat_reply(frame: bolt.BoltFrame) -> bytes | None:
-        return bolt.heartbeat_ack(frame).encode() if frame.is_heartbeat else None
 
-
-class DubboClient(_MultiplexedClient[dubbo.DubboFrame]):
+class DubboClient(DubboDispatcher, _MultiplexedClient[dubbo.DubboFrame]):
     """A multiplexed dubbo connection to an upstream (client role, 64-bit ids)."""
-
-    protocol_name: ClassVar[str] = "dubbo"
-    stream_id_bits: ClassVar[int] = 64
-
-    def _decoder(self) -> dubbo.DubboDecoder:
-        return dubbo.DubboDecoder(max_frame_size=self.max_frame_size)
-
-    @staticmethod
-    def _is_response(frame: dubbo.DubboFrame) -> bool:
-        return not frame.is_request
-
-    @staticmethod
-    def _is_oneway(frame: dubbo.DubboFrame) -> bool:
-        return not frame.is_twoway
 
     @staticmethod
     def _heartbeat_request() -> dubbo.DubboFrame:
         return dubbo.heartbeat_request(0)
 
-    @staticmethod
-    def _heartbeat_reply(frame: dubbo.DubboFrame) -> bytes | None:
+    def _answer_request(self, frame: dubbo.DubboFrame) -> bytes | None:
         if frame.is_heartbeat and frame.is_twoway:
             return dubbo.heartbeat_response(frame).encode()
         if frame.is_event and not frame.is_twoway:

@@ -12,36 +12,28 @@ without waiting for a full header.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import sota_xprotocol.bolt as bolt
 import sota_xprotocol.dubbo as dubbo
-from sota_dispatch import Dispatcher, Match, ProtocolError
+from sota_dispatch import Dispatcher, Match, OptionSchema, ProtocolError
 
-from .hooks import BOLT, DUBBO
+from .dispatchers import BoltDispatcher, DubboDispatcher, XProtocolDispatcher
 
 __all__ = ["BoltEchoDispatcher", "DubboEchoDispatcher", "XProtocolEchoDispatcher"]
 
 log = logging.getLogger(__name__)
 
 _Decoder = bolt.BoltDecoder | dubbo.DubboDecoder
-_OPTIONS: Mapping[str, str] = {"max_frame_size": "largest frame accepted, bytes (default 8 MiB)"}
 
 
 class _CodecService(Dispatcher):
-    options: ClassVar[Mapping[str, str]] = _OPTIONS
-
-    @classmethod
-    def validate_options(cls, options: Mapping[str, str]) -> None:
-        """``max_frame_size`` must be a positive integer."""
-        super().validate_options(options)
-        raw = options.get("max_frame_size")
-        if raw is not None and not (raw.isdigit() and int(raw) > 0):
-            raise ValueError(f"max_frame_size must be a positive integer, got {raw!r}")
+    options: ClassVar[OptionSchema] = XProtocolDispatcher.options
 
     def _max_frame_size(self) -> int:
-        return self.option("max_frame_size", dubbo.DEFAULT_MAX_FRAME_SIZE, int)
+        value: int = self.option("max_frame_size")
+        return value
 
     async def _run_codec(self, decoder: _Decoder, handle: Callable[[Any], None]) -> None:
         reader = self.reader
@@ -114,42 +106,23 @@ def answer_dubbo(frame: dubbo.DubboFrame, write: Callable[[bytes], None]) -> Non
     write(dubbo.value_response(frame, encoded=first, dubbo_version=invocation.dubbo_version).encode())
 
 
-class BoltEchoDispatcher(_CodecService):
+class BoltEchoDispatcher(BoltDispatcher, _CodecService):
     """SOFA bolt v1/v2 echo: SUCCESS with the request's class and content."""
-
-    protocol_name: ClassVar[str] = "bolt"
-    proxy_hooks = BOLT
-
-    @classmethod
-    def sniff(cls, prefix: bytes) -> Match:
-        """0x01 (bolt v1) or 0x02 (bolt v2) as the first byte."""
-        if not prefix:
-            return Match.NEED_MORE
-        return Match.YES if prefix[0] in (bolt.BOLT_V1, bolt.BOLT_V2) else Match.NO
 
     async def serve(self) -> None:
         await self._serve_bolt()
 
 
-class DubboEchoDispatcher(_CodecService):
+class DubboEchoDispatcher(DubboDispatcher, _CodecService):
     """Dubbo echo: answers each call with its first argument (hessian2)."""
-
-    protocol_name: ClassVar[str] = "dubbo"
-    proxy_hooks = DUBBO
-
-    @classmethod
-    def sniff(cls, prefix: bytes) -> Match:
-        """The magic ``da bb``."""
-        if prefix[:2] == dubbo.MAGIC:
-            return Match.YES
-        return Match.NEED_MORE if prefix == dubbo.MAGIC[: len(prefix)] else Match.NO
 
     async def serve(self) -> None:
         await self._serve_dubbo()
 
 
 class XProtocolEchoDispatcher(_CodecService):
-    """bolt or dubbo, told apart by the first bytes; echo either way."""
+    """bolt or dubbo, told apart by the first bytes; echo either way (a local
+    service only: the proxy detects bolt and dubbo with ``auto``)."""
 
     protocol_name: ClassVar[str] = "xprotocol"
 

@@ -16,7 +16,7 @@ from test_hessian2 import decoded_date, java_millis, surrogate_text
 from sota_dispatch import LimitExceeded, ProtocolError
 from sota_dispatch.config import MatchConfig
 from sota_dispatch.proxy.routing import compile_match
-from sota_xprotocol import DUBBO, JavaDate, hessian2
+from sota_xprotocol import DubboDispatcher, JavaDate, hessian2
 from sota_xprotocol.dubbo import (
     FLAG_REQUEST,
     FLAG_TWOWAY,
@@ -308,7 +308,7 @@ def test_lone_surrogates_and_far_dates_are_read_where_a_proxy_routes() -> None:
         attachments,
     )
     assert frame.invocation().arguments == ("arg\udc00", far)
-    attributes = DUBBO.routing_attributes(frame)
+    attributes = DubboDispatcher.routing_attributes(frame)
     assert (attributes["service"], attributes["group"], attributes["traceId"]) == (
         "com.example.S\ud800",
         "g\udfff",

@@ -1,7 +1,9 @@
 """sota-zmtp: ZeroMQ's ZMTP 2.0 and 3.x in pure Python, as a sota-dispatch plugin.
 
 No libzmq: a sans-I/O :class:`ZmtpEngine` (greeting negotiation the way
-libzmq does it, NULL handshake, framing, PING/PONG), a :class:`Router` for
+libzmq does it, NULL and PLAIN handshakes, framing, PING/PONG), the
+protocol's class :class:`ZmtpDispatcher` (options, codecs and what the
+bundled proxy needs), a :class:`Router` for
 ROUTER sockets served by :class:`sota_dispatch.Server`, and the ``zmtp``
 protocol for ``python -m sota_dispatch.serve``: a ROUTER that echoes every
 message back to its sender. A :class:`Dealer` connects out to ZeroMQ
@@ -12,8 +14,8 @@ from __future__ import annotations
 
 from .connection import Heartbeat
 from .dealer import Dealer, DealerConnection
+from .dispatcher import ZmtpDispatcher, zmtp_error_reply
 from .engine import Authenticator, DowngradeRefused, Limits, PeerError, ZmtpEngine, generate_identity
-from .proxy import ZMTP_HOOKS, ZmtpHooks, zmtp_error_reply
 from .router import (
     EchoRouter,
     HighWaterMarkError,
@@ -25,7 +27,6 @@ from .router import (
 from .wire import SocketType, encode_message
 
 __all__ = [
-    "ZMTP_HOOKS",
     "Authenticator",
     "Dealer",
     "DealerConnection",
@@ -39,9 +40,9 @@ __all__ = [
     "RouterConnection",
     "SocketType",
     "UnroutableError",
+    "ZmtpDispatcher",
     "ZmtpEchoDispatcher",
     "ZmtpEngine",
-    "ZmtpHooks",
     "encode_message",
     "generate_identity",
     "zmtp_error_reply",

@@ -24,9 +24,10 @@ from types import TracebackType
 import anyio
 from anyio.abc import ByteStream, TaskGroup, TaskStatus
 
-from sota_dispatch import ConnectionContext, ConnectionLost, Dispatcher, parse_address
+from sota_dispatch import ConnectionContext, ConnectionLost, parse_address
 
 from .connection import Heartbeat, Liveness, handshake, pump, start_keepalive
+from .dispatcher import ZmtpDispatcher
 from .engine import DowngradeRefused, Limits, PeerError, ZmtpEngine
 from .wire import SocketType
 
@@ -35,10 +36,8 @@ __all__ = ["Dealer", "DealerConnection"]
 log = logging.getLogger(__name__)
 
 
-class DealerConnection(Dispatcher):
+class DealerConnection(ZmtpDispatcher):
     """The connection a :class:`Dealer` currently uses."""
-
-    protocol_name = "zmtp"
 
     def __init__(self, stream: ByteStream, context: ConnectionContext | None = None, *, dealer: Dealer) -> None:
         super().__init__(stream, context)

@@ -12,19 +12,18 @@ dropped (or, in mandatory mode, raise), so it never blocks anyone else.
 
 from __future__ import annotations
 
-import hmac
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import ClassVar
 
 import anyio
 from anyio.abc import ByteStream
 
-from sota_dispatch import ConnectionContext, Dispatcher, Match, ProtocolError, SotaError
+from sota_dispatch import ConnectionContext, ProtocolError, SotaError
 
 from .connection import Heartbeat, Liveness, handshake, pump, start_keepalive
+from .dispatcher import ZmtpDispatcher, heartbeat_of, limits_of, plain_account
 from .engine import Authenticator, Limits, ZmtpEngine, generate_identity
-from .proxy import ZMTP_HOOKS
 from .wire import SocketType, encode_message
 
 __all__ = [
@@ -178,10 +177,8 @@ class EchoRouter(Router):
         self.send([identity, *frames])
 
 
-class RouterConnection(Dispatcher):
+class RouterConnection(ZmtpDispatcher):
     """One peer of a :class:`Router`: handshake, then messages both ways."""
-
-    protocol_name: ClassVar[str] = "zmtp"
 
     def __init__(self, stream: ByteStream, context: ConnectionContext | None = None, *, router: Router) -> None:
         super().__init__(stream, context)
@@ -200,15 +197,6 @@ class RouterConnection(Dispatcher):
         #: True for a ZMTP 2.0 peer whose identity another peer has: kept
         #: open, nothing delivered (see :class:`Router`).
         self.ignored = False
-
-    @classmethod
-    def sniff(cls, prefix: bytes) -> Match:
-        """A ZMTP 2.0+ greeting: ``FF``, 8 bytes, then a byte with bit 0 set."""
-        if prefix[:1] not in (b"", b"\xff"):
-            return Match.NO
-        if len(prefix) < 10:
-            return Match.NEED_MORE
-        return Match.YES if prefix[9] & 0x01 else Match.NO
 
     def _identify(self, engine: ZmtpEngine) -> None:
         # Called by the engine when the peer's READY (or 2.0 identity frame)
@@ -237,53 +225,9 @@ async def _discard(_key: None, _frames: list[bytes]) -> None:
     """What an ignored duplicate sends goes nowhere (libzmq's behaviour)."""
 
 
-def _option_limits(options: Mapping[str, str]) -> Limits:
-    defaults = Limits()
-    return Limits(
-        max_frame_size=int(options.get("max_frame_size", defaults.max_frame_size)),
-        max_message_size=int(options.get("max_message_size", defaults.max_message_size)),
-        max_parts=int(options.get("max_parts", defaults.max_parts)),
-        handshake_timeout=float(options.get("handshake_timeout", defaults.handshake_timeout)),
-    )
-
-
-def _option_heartbeat(options: Mapping[str, str]) -> Heartbeat | None:
-    interval = options.get("heartbeat_interval")
-    if interval is None:
-        return None
-    timeout = options.get("heartbeat_timeout")
-    return Heartbeat(float(interval), None if timeout is None else float(timeout))
-
-
-def _plain_account(options: Mapping[str, str]) -> Authenticator | None:
-    user, password = options.get("plain_user"), options.get("plain_password")
-    if user is None or password is None:
-        return None
-    expected = user.encode() + b"\x00" + password.encode()
-
-    def check(username: bytes, secret: bytes) -> bool:
-        return hmac.compare_digest(username + b"\x00" + secret, expected)
-
-    return check
-
-
 class ZmtpEchoDispatcher(RouterConnection):
     """ZeroMQ ROUTER (ZMTP 2.0/3.x, NULL) echoing every message to its sender."""
 
-    proxy_hooks = ZMTP_HOOKS
-
-    options: ClassVar[Mapping[str, str]] = {
-        "handover": "1: a reused identity takes over the old connection (default 0: refused)",
-        "send_hwm": "bytes queued per peer before messages to it are dropped (default 4 MiB)",
-        "max_frame_size": "largest frame accepted, bytes (default 16 MiB)",
-        "max_message_size": "largest message accepted, bytes (default 64 MiB)",
-        "max_parts": "most parts in one message (default 1024)",
-        "handshake_timeout": "seconds to complete the handshake (default 10)",
-        "plain_user": "require PLAIN with this username (and plain_password)",
-        "plain_password": "the PLAIN password for plain_user",
-        "heartbeat_interval": "seconds between our PINGs to 3.1 peers (default: none)",
-        "heartbeat_timeout": "close a 3.1 peer silent this long (default: 3 intervals)",
-    }
     #: One router per distinct set of options in this process: the
     #: connections of one server share it, servers configured differently
     #: (say, one with PLAIN and one without) never do.
@@ -294,32 +238,13 @@ class ZmtpEchoDispatcher(RouterConnection):
         key = tuple(sorted(options.items()))
         router = ZmtpEchoDispatcher._shared.get(key)
         if router is None:
+            values = self.option_values(options, "service")
             router = EchoRouter(
-                handover=options.get("handover", "0") == "1",
-                send_hwm=int(options.get("send_hwm", 4 * 1024 * 1024)),
-                limits=_option_limits(options),
-                plain_authenticator=_plain_account(options),
-                heartbeat=_option_heartbeat(options),
+                handover=values["handover"],
+                send_hwm=values["send_hwm"],
+                limits=limits_of(values),
+                plain_authenticator=plain_account(values),
+                heartbeat=heartbeat_of(values),
             )
             ZmtpEchoDispatcher._shared[key] = router
         super().__init__(stream, context, router=router)
-
-    @classmethod
-    def validate_options(cls, options: Mapping[str, str]) -> None:
-        """Option values must be numbers (``handover`` 0 or 1)."""
-        super().validate_options(options)
-        try:
-            limits = _option_limits(options)
-            hwm = int(options.get("send_hwm", 1))
-        except ValueError as exc:
-            raise ValueError(f"bad zmtp option value: {exc}") from None
-        if min(limits.max_frame_size, limits.max_message_size, limits.max_parts, hwm) <= 0:
-            raise ValueError("zmtp sizes and counts must be positive")
-        if options.get("handover", "0") not in ("0", "1"):
-            raise ValueError("handover must be 0 or 1")
-        try:
-            _option_heartbeat(options)
-        except ValueError as exc:
-            raise ValueError(f"bad heartbeat option: {exc}") from None
-        if ("plain_user" in options) != ("plain_password" in options):
-            raise ValueError("plain_user and plain_password go together")

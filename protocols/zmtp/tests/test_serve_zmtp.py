@@ -52,11 +52,13 @@ async def test_zmtp_echo_service_with_plain_and_heartbeats(backend_args: list[st
 @pytest.mark.parametrize(
     ("option", "message"),
     [
-        ("handover=2", "handover must be 0 or 1"),
-        ("max_parts=0", "must be positive"),
-        ("send_hwm=lots", "bad zmtp option value"),
-        ("heartbeat_interval=-1", "bad heartbeat option"),
-        ("plain_user=admin", "plain_user and plain_password go together"),
+        ("handover=2", "--option handover: expected 0 or 1, got '2'"),
+        ("max_parts=0", "--option max_parts: expected a positive integer, got '0'"),
+        ("send_hwm=lots", "--option send_hwm: expected a positive integer, got 'lots'"),
+        ("heartbeat_interval=-1", "--option heartbeat_interval: expected a number of seconds above zero"),
+        ("plain_user=admin", "--option plain_password: plain_user and plain_password go together"),
+        ("plain_user=" + "u" * 256, "--option plain_user: at most 255 bytes"),
+        ("identity=me", "has no option 'identity' for a local service"),
     ],
 )
 def test_bad_zmtp_options_exit_2(option: str, message: str) -> None:

@@ -1,14 +1,16 @@
-"""The proxy-facing hooks of bolt and dubbo on captured frames."""
+"""The frame semantics of bolt and dubbo (their classes) on captured frames."""
 
 from __future__ import annotations
 
 from test_bolt import STREAMS
 from test_dubbo import REQUESTS
 
-from sota_xprotocol import BOLT, DUBBO, Failure, bolt, dubbo
+from sota_xprotocol import BoltDispatcher as BOLT
+from sota_xprotocol import DubboDispatcher as DUBBO
+from sota_xprotocol import Failure, bolt, dubbo
 
 
-def test_bolt_hooks() -> None:
+def test_bolt_semantics() -> None:
     frame = BOLT.decoder(1 << 20).feed(STREAMS["c2s"])[0]
     assert BOLT.is_request(frame)
     assert not BOLT.is_oneway(frame)
@@ -24,7 +26,7 @@ def test_bolt_hooks() -> None:
     assert BOLT.id_bits == 32
 
 
-def test_dubbo_hooks() -> None:
+def test_dubbo_semantics() -> None:
     frame = DUBBO.decoder(1 << 20).feed(REQUESTS[0])[0]
     assert DUBBO.is_request(frame)
     assert not DUBBO.is_oneway(frame)

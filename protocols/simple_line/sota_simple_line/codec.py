@@ -1,0 +1,83 @@
+"""The sans-I/O line codec of simple_line, for both sides of a connection.
+
+Lines pass through as they are, line ending included: the proxy forwards
+them without re-encoding.
+"""
+
+from __future__ import annotations
+
+from sota_dispatch import LimitExceeded
+
+from .query import render_error
+
+__all__ = ["LineCodec"]
+
+
+class LineCodec:
+    """Split input into lines of at most ``max_line`` bytes (without the
+    ending); each frame is the raw line with its ``\\n`` or ``\\r\\n``.
+
+    An over-long line queues an ``error:`` line in :meth:`data_to_send`
+    (when ``answer_errors``) and raises :class:`~sota_dispatch.LimitExceeded`,
+    as soon as the limit is passed, without buffering the rest; the lines
+    before it in the same input are returned first, and the error is raised
+    by :meth:`check` (or the next :meth:`feed`).
+    """
+
+    ready = True
+
+    def __init__(self, max_line: int, *, answer_errors: bool = True) -> None:
+        self.max_line = max_line
+        self.answer_errors = answer_errors
+        self._rest = b""
+        self._out = b""
+        self.pending_error: LimitExceeded | None = None
+        self._answered = False
+
+    def check(self) -> None:
+        """Raise the error found after the lines handed out, if any (the
+        ``error:`` line is queued then, after the answers to those lines)."""
+        error = self.pending_error
+        if error is not None:
+            if self.answer_errors and not self._answered:
+                self._answered = True
+                self._out += render_error(f"line too long (limit {self.max_line} bytes)")
+            raise error
+
+    def data_to_send(self) -> bytes:
+        out, self._out = self._out, b""
+        return out
+
+    @property
+    def buffered(self) -> int:
+        """Bytes of a line whose end has not arrived yet."""
+        return len(self._rest)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self.check()
+        buf = self._rest + data if self._rest else data
+        max_line = self.max_line
+        frames: list[bytes] = []
+        pos = 0
+        find = buf.find
+        while True:
+            end = find(b"\n", pos)
+            if end < 0:
+                break
+            size = end - pos  # the line without its \n
+            if size > max_line and not (size == max_line + 1 and buf[end - 1] == 0x0D):
+                return self._fail(frames)
+            frames.append(buf[pos : end + 1])
+            pos = end + 1
+        rest = buf[pos:] if pos else buf
+        if len(rest) > max_line + 1:  # room for the \r of a \r\n
+            return self._fail(frames)
+        self._rest = rest
+        return frames
+
+    def _fail(self, frames: list[bytes]) -> list[bytes]:
+        self._rest = b""
+        self.pending_error = LimitExceeded("request line", self.max_line)
+        if not frames:
+            self.check()
+        return frames  # the good lines first

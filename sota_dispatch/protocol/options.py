@@ -1,0 +1,181 @@
+"""A protocol's options, declared once: name, help, how the text is read,
+default, and where each applies.
+
+A protocol's options arrive as text from three places: ``--option
+name=value`` for a local service (``service``), a proxy listener's
+``options`` (``listener``, the proxy's client-facing connections) and a
+cluster's ``options`` (``cluster``, the proxy's upstream connections). One
+:class:`OptionSchema` on the protocol class serves all three: the same
+readers validate them, and every error names the option. An option a place
+does not use is refused there, never accepted and ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Literal, TypeAlias
+
+import attrs
+
+__all__ = ["ALL_PLACES", "SERVER_SIDE", "Option", "OptionPlace", "OptionSchema"]
+
+#: Where an option's value comes from: ``service`` (``--option`` of a local
+#: service), ``listener`` (a proxy listener's ``options``), ``cluster`` (a
+#: cluster's ``options``, for the proxy's upstream connections).
+OptionPlace: TypeAlias = Literal["service", "listener", "cluster"]
+
+#: The places of an option of the server side of a connection.
+SERVER_SIDE: frozenset[OptionPlace] = frozenset({"service", "listener"})
+#: Every place.
+ALL_PLACES: frozenset[OptionPlace] = frozenset({"service", "listener", "cluster"})
+
+
+def text(raw: str) -> str:
+    """Any text, as it is."""
+    return raw
+
+
+def positive_int(raw: str) -> int:
+    """A decimal integer above zero."""
+    if not (raw.isascii() and raw.isdigit() and int(raw) > 0):
+        raise ValueError(f"expected a positive integer, got {raw!r}")
+    return int(raw)
+
+
+def seconds(raw: str) -> float:
+    """A number of seconds above zero."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"expected a number of seconds above zero, got {raw!r}")
+    return value
+
+
+def flag(raw: str) -> bool:
+    """``1`` (on) or ``0`` (off)."""
+    if raw not in ("0", "1"):
+        raise ValueError(f"expected 0 or 1, got {raw!r}")
+    return raw == "1"
+
+
+def text_of_at_most(limit: int) -> Callable[[str], str]:
+    """A reader of text that is at most ``limit`` bytes in UTF-8."""
+
+    def read(raw: str) -> str:
+        if len(raw.encode("utf-8", "surrogatepass")) > limit:
+            raise ValueError(f"at most {limit} bytes")
+        return raw
+
+    read.__doc__ = f"Text of at most {limit} bytes."
+    return read
+
+
+@attrs.frozen
+class Option:
+    """One option: its help, its reader, its default, where it applies.
+
+    ``read`` turns the text into the value and raises :class:`ValueError`
+    saying what was expected (the usual readers are :meth:`text`,
+    :meth:`positive_int`, :meth:`seconds`, :meth:`flag` and
+    :meth:`text_of_at_most`); ``default`` is the value when the option is
+    not given (None: absent); ``places``, where it applies (by default a
+    local service and a proxy listener).
+    """
+
+    help: str
+    read: Callable[[str], Any] = text
+    default: Any = None
+    places: frozenset[OptionPlace] = SERVER_SIDE
+
+    text = staticmethod(text)
+    positive_int = staticmethod(positive_int)
+    seconds = staticmethod(seconds)
+    flag = staticmethod(flag)
+    text_of_at_most = staticmethod(text_of_at_most)
+
+
+class OptionSchema(Mapping[str, Option]):
+    """The options of one protocol, name -> :class:`Option`; immutable.
+
+    ``OptionSchema(max_line=Option(...))``; ``schema | other`` is a schema
+    with both (``other`` wins), for a subclass that adds options.
+    """
+
+    __slots__ = ("_options",)
+
+    def __init__(self, options: Mapping[str, Option] | None = None, /, **more: Option) -> None:
+        merged = {**(options or {}), **more}
+        for name, option in merged.items():
+            if not isinstance(option, Option):
+                raise TypeError(f"option {name!r}: expected an Option, got {option!r}")
+        self._options: Mapping[str, Option] = merged
+
+    @classmethod
+    def from_help(cls, helps: Mapping[str, str]) -> OptionSchema:
+        """A schema of text options for local services, from name -> help
+        (what a 0.1 ``Dispatcher.options`` mapping was)."""
+        return cls({name: Option(help, places=frozenset({"service"})) for name, help in helps.items()})
+
+    def __getitem__(self, name: str) -> Option:
+        return self._options[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._options)
+
+    def __len__(self) -> int:
+        return len(self._options)
+
+    def __or__(self, other: Mapping[str, Option]) -> OptionSchema:
+        return OptionSchema({**self._options, **other})
+
+    def __repr__(self) -> str:
+        return f"OptionSchema({dict(self._options)!r})"
+
+    def at(self, place: OptionPlace) -> dict[str, Option]:
+        """The options that apply at ``place``."""
+        return {name: option for name, option in self._options.items() if place in option.places}
+
+    def errors(self, raw: Mapping[str, str], place: OptionPlace) -> dict[str, str]:
+        """What is wrong with ``raw`` at ``place``, name -> problem (empty: nothing)."""
+        known = self.at(place)
+        errors: dict[str, str] = {}
+        for name, value in raw.items():
+            option = known.get(name)
+            if option is None:
+                names = ", ".join(known) or "none"
+                elsewhere = self._options.get(name)
+                if elsewhere is not None:
+                    where = ", ".join(sorted(elsewhere.places))
+                    errors[name] = f"not an option of a {place} (it applies to: {where}; options here: {names})"
+                else:
+                    errors[name] = f"unknown option (options: {names})"
+                continue
+            try:
+                option.read(value)
+            except ValueError as exc:
+                errors[name] = str(exc)
+        return errors
+
+    def read(self, raw: Mapping[str, str], place: OptionPlace) -> dict[str, Any]:
+        """Every option of ``place``, read from ``raw`` or defaulted.
+
+        Raises :class:`ValueError` naming the first bad option; check with
+        :meth:`errors` first to get them all.
+        """
+        values: dict[str, Any] = {}
+        for name, option in self.at(place).items():
+            value = raw.get(name)
+            if value is None:
+                values[name] = option.default
+                continue
+            try:
+                values[name] = option.read(value)
+            except ValueError as exc:
+                raise ValueError(f"option {name}: {exc}") from None
+        return values
+
+    def help(self, place: OptionPlace) -> dict[str, str]:
+        """name -> help, for the options of ``place``."""
+        return {name: option.help for name, option in self.at(place).items()}
