@@ -65,6 +65,7 @@ from .io.writer import BufferedWriter
 from .protocol.codec import Codec, Failure, PoolMode
 from .protocol.context import ConnectionContext
 from .protocol.dispatcher import Dispatcher
+from .protocol.loop import CodecLoop
 from .protocol.multiplexer import PendingStream, StreamMultiplexer
 from .protocol.options import Option, OptionPlace, OptionSchema
 from .protocol.registry import (
@@ -97,6 +98,7 @@ __all__ = [
     "BufferedWriter",
     "ChunkBuffer",
     "Codec",
+    "CodecLoop",
     "ClusterConfig",
     "ConfigError",
     "ConnectionContext",

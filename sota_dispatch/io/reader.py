@@ -113,6 +113,12 @@ class BufferedReader:
         return len(self._buf) - self._pos
 
     @property
+    def last_input(self) -> float:
+        """When input last arrived (:func:`anyio.current_time`; the connect
+        or zero before any)."""
+        return self._last_fill
+
+    @property
     def at_eof(self) -> bool:
         """True once the peer closed its side and every byte was consumed."""
         return self._eof and self._pos == len(self._buf)
@@ -184,6 +190,7 @@ class BufferedReader:
         try:
             if self._timeouts is None:
                 data = await self._stream.receive(self._read_size)
+                self._last_fill = anyio.current_time()
             else:
                 data = await self._receive_in_time()
         except anyio.EndOfStream:
@@ -289,7 +296,10 @@ class BufferedReader:
         """
         if not self._codec_frames:
             self._frame_start = None
-        if self._pos == len(self._buf) and not await self._fill(True):
+        # For a codec (frame_state), a frame in progress is no boundary: a
+        # drain must not stop it halfway.
+        starts_frame = self._frame_start is None
+        if self._pos == len(self._buf) and not await self._fill(starts_frame):
             raise anyio.EndOfStream
         pos = self._pos
         end = len(self._buf) if max_bytes is None else min(len(self._buf), pos + max_bytes)

@@ -26,15 +26,16 @@ from ..io.reader import DEFAULT_READ_SIZE, BufferedReader
 from ..io.transport import discard_input
 from ..io.writer import DEFAULT_HIGH_WATER, BufferedWriter
 from ..logs import connection_id
+from .closing import PEER_GONE, drop_tracebacks, linger_out, log_close, primary_error
 from .context import ConnectionContext
+from .loop import CodecLoop
 from .multiplexer import StreamMultiplexer
-from .semantics import FrameSemantics
+from .roles import ProtocolRoles
 from .sniff import Match
 
 if sys.version_info >= (3, 11):
     from typing import TypeVarTuple, Unpack
 else:
-    from exceptiongroup import BaseExceptionGroup
     from typing_extensions import TypeVarTuple, Unpack
 
 if TYPE_CHECKING:
@@ -52,47 +53,7 @@ _NO_DEFAULT: Any = object()
 T = TypeVar("T")
 PosArgs = TypeVarTuple("PosArgs")
 
-#: Errors that mean "the peer went away", logged quietly.
-_PEER_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError)
-
-
-def _primary_error(exc: BaseException) -> BaseException:
-    """The exception that explains a connection's end, out of exception groups.
-
-    A real error wins over the cancellations it caused in sibling tasks.
-    """
-    if isinstance(exc, BaseExceptionGroup):
-        leaves = [_primary_error(e) for e in exc.exceptions]
-        cancelled = anyio.get_cancelled_exc_class()
-        for leaf in leaves:
-            if not isinstance(leaf, cancelled):
-                return leaf
-        return leaves[0]
-    return exc
-
-
-def _drop_tracebacks(reason: BaseException | None) -> None:
-    """Forget the tracebacks of a closed connection's reason (and what caused it).
-
-    Logged already; kept, they hold every frame of the connection's task,
-    and through ``self`` the connection with its buffers, in a reference
-    cycle that only the cyclic garbage collector breaks: megabytes of a
-    client's partial frame outlived its connection until a full collection.
-    """
-    seen: set[int] = set()
-    pending = [reason]
-    while pending:
-        exc = pending.pop()
-        if exc is None or id(exc) in seen:
-            continue
-        seen.add(id(exc))
-        exc.__traceback__ = None
-        pending += [exc.__context__, exc.__cause__]
-        if isinstance(exc, BaseExceptionGroup):
-            pending += list(exc.exceptions)
-
-
-class Dispatcher(FrameSemantics):
+class Dispatcher(ProtocolRoles):
     """One connection, served by a protocol; the protocol's one class.
 
     Subclass it and implement :meth:`serve`; read with :attr:`reader`, answer
@@ -130,6 +91,7 @@ class Dispatcher(FrameSemantics):
         )
         #: Why the connection ended, once it has: None for an orderly close.
         self.close_reason: BaseException | None = None
+        self._loop: CodecLoop[Any] | None = None
         self._task_group: TaskGroup | None = None
         self._serve_scope: anyio.CancelScope | None = None
         self._flush_event: anyio.Event | None = None
@@ -163,11 +125,18 @@ class Dispatcher(FrameSemantics):
     async def serve(self) -> None:
         """The protocol's loop: read requests, write answers.
 
-        Return to close the connection in order. :class:`anyio.EndOfStream`
-        from the reader (the peer closed between frames) ends it quietly; a
-        :class:`~sota_dispatch.ProtocolError` closes it with a log line.
+        The default runs the core's codec loop with the class's codec for
+        the connection's role (:meth:`new_codec`): requests go to
+        :meth:`on_request`, answers to the :meth:`request` waiting for
+        them, heartbeats are answered. Override it for a hand-written
+        protocol. Return to close the connection in order.
+        :class:`anyio.EndOfStream` from the reader (the peer closed between
+        frames) ends it quietly; a :class:`~sota_dispatch.ProtocolError`
+        closes it with a log line.
         """
-        raise NotImplementedError(f"{type(self).__name__} must implement serve()")
+        if not self.proxiable:
+            raise NotImplementedError(f"{type(self).__name__} must implement serve() or define its codecs")
+        await self.serve_frames(self.new_codec())
 
     async def on_close(self, reason: BaseException | None) -> None:
         """Called once the connection is closed; ``reason`` is None for an orderly end."""
@@ -232,6 +201,9 @@ class Dispatcher(FrameSemantics):
         The reader stops at the next frame boundary; an idle connection stops
         at once.
         """
+        if self._loop is not None:
+            self._loop.stop()  # serve() goes on after its loop (answers in flight)
+            return
         self.reader.drain()
         if self.reader.idle and self._serve_scope is not None:
             self._serve_scope.cancel()
@@ -334,7 +306,7 @@ class Dispatcher(FrameSemantics):
                     self._closing_begins()
                 tg.cancel_scope.cancel()
         except BaseException as exc:  # classified below
-            reason = _primary_error(exc)
+            reason = primary_error(exc)
             if isinstance(reason, anyio.get_cancelled_exc_class()):
                 await self._finish(ConnectionLost(reason), linger=False)
                 raise
@@ -350,12 +322,12 @@ class Dispatcher(FrameSemantics):
             reason = None  # an orderly end: the peer's EOF, or our drain
         # Linger unless the peer already closed its side (or the connection
         # is broken): replies still in flight must not be destroyed by a
-        # reset (see _linger).
+        # reset (see closing.linger_out).
         linger = (
             linger
             and not self._aborting
             and not self.reader.at_eof
-            and not isinstance(reason, _PEER_GONE)
+            and not isinstance(reason, PEER_GONE)
             and (not isinstance(reason, ProtocolError) or reason.linger)  # see ProtocolError.linger
         )
         self._serve_scope = None
@@ -363,14 +335,14 @@ class Dispatcher(FrameSemantics):
         self.writer.pair(self.reader, None)
         self.close_reason = reason
         self.streams.close(reason if isinstance(reason, ConnectionLost) else ConnectionLost(reason))
-        self._log_close(reason)
+        log_close(self.context.connection_id, reason)
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(0 if self._aborting else self.linger_timeout):
                 try:
                     await self.writer.flush()
                     if linger:
-                        await self._linger()
-                except (*_PEER_GONE, OSError):
+                        await linger_out(self.stream, self.reader)
+                except (*PEER_GONE, OSError):
                     pass
                 except RuntimeError as exc:  # uvloop: "the handler is closed" on a transport already gone
                     log.debug("conn %d: closing: %s", self.context.connection_id, exc)
@@ -383,39 +355,12 @@ class Dispatcher(FrameSemantics):
             if hook_scope.cancelled_caught:
                 log.warning("conn %d: on_close() took over %.1fs", self.context.connection_id, self.linger_timeout)
             # Whatever still refers to this object, its buffers go now.
-            _drop_tracebacks(reason)
+            drop_tracebacks(reason)
             discard_input(self.stream)
             self.reader.release()
             self.writer.release()
             assert self._finished is not None
             self._finished.set()
-
-    async def _linger(self) -> None:
-        # Half-close, then read out what the peer still sends until it closes:
-        # closing with unread input would make the kernel send a reset that
-        # can destroy the replies just written.
-        if self.reader.at_eof:
-            return
-        try:
-            await self.stream.send_eof()
-        except NotImplementedError:
-            return
-        while True:
-            try:
-                await self.stream.receive(DEFAULT_READ_SIZE)
-            except anyio.EndOfStream:
-                return
-
-    def _log_close(self, reason: BaseException | None) -> None:
-        cid = self.context.connection_id
-        if reason is None:
-            log.debug("conn %d: closed", cid)
-        elif isinstance(reason, ProtocolError):
-            log.info("conn %d: closed: %s: %s", cid, type(reason).__name__, reason)
-        elif isinstance(reason, (*_PEER_GONE, ConnectionLost)):
-            log.debug("conn %d: closed: %s", cid, reason or type(reason).__name__)
-        else:
-            log.error("conn %d: closed by an error in the dispatcher", cid, exc_info=reason)
 
     async def wait_closed(self) -> None:
         """Wait until :meth:`run` has closed the connection (at once if it ended)."""

@@ -46,58 +46,28 @@ class _MultiplexedClient(XProtocolDispatcher, Generic[F]):
     def _heartbeat_request() -> F:
         raise NotImplementedError
 
-    def _answer_request(self, frame: F) -> bytes | None:
-        """What to send for a request from upstream (b"": nothing); None: a
-        request a client must not get."""
-        return self.heartbeat_reply(frame) if self.is_heartbeat(frame) else None
-
-    # -- the shared machinery ---------------------------------------------------
+    # -- the shared machinery (the rest is the core's client role) -------------
 
     async def on_connect(self) -> None:
         self._last_input = anyio.current_time()
         if self.keepalive_interval is not None:
             self.start_soon(self._keepalive)
 
-    async def serve(self) -> None:
-        decoder = self.decoder(self.max_frame_size)
-        complete = self.streams.complete
-        is_request = self.is_request
-        async for data in self.reader.chunks():
-            self._last_input = anyio.current_time()
-            for frame in decoder.feed(data):
-                if not is_request(frame):
-                    complete(frame.request_id, frame)
-                    continue
-                reply = self._answer_request(frame)
-                if reply is None:
-                    raise ProtocolError(f"upstream sent a request (id {frame.request_id}) to a client")
-                if reply:
-                    self.writer.write(reply)  # the upstream checks on us: answer
-            decoder.check()
-
     async def call(self, request: F, *, timeout: float | None = None) -> F | None:
         """Send ``request`` under a fresh id; return the response (None for oneway).
 
         The request's own id and raw bytes are left alone; the caller maps
-        the response back (``response.with_request_id(original_id)``).
+        the response back (``response.with_request_id(original_id)``). The
+        same as :meth:`~sota_dispatch.Dispatcher.request`.
         """
-        pending = self.streams.open(timeout=timeout)
-        try:
-            await self.writer.send(request.with_request_id(pending.stream_id))
-        except BaseException:
-            pending.cancel()
-            raise
-        if self.is_oneway(request):
-            pending.cancel()
-            return None
-        response: F = await pending.result()
+        response: F | None = await self.request(request, timeout=timeout)
         return response
 
     async def _keepalive(self) -> None:
         interval = self.keepalive_interval
         assert interval is not None
         while True:
-            idle_until = self._last_input + interval
+            idle_until = max(self._last_input, self.reader.last_input) + interval
             if anyio.current_time() < idle_until:
                 await anyio.sleep_until(idle_until)
                 continue
@@ -129,12 +99,11 @@ class DubboClient(DubboDispatcher, _MultiplexedClient[dubbo.DubboFrame]):
     def _heartbeat_request() -> dubbo.DubboFrame:
         return dubbo.heartbeat_request(0)
 
-    def _answer_request(self, frame: dubbo.DubboFrame) -> bytes | None:
-        if frame.is_heartbeat and frame.is_twoway:
-            return dubbo.heartbeat_response(frame).encode()
+    def on_request(self, frame: dubbo.DubboFrame) -> bytes | None:
+        """Heartbeats are answered by the core; a oneway event (a provider's
+        READONLY before a graceful shutdown) is logged, and its calls in
+        flight still complete; any other request is a protocol error."""
         if frame.is_event and not frame.is_twoway:
-            # e.g. a provider's READONLY event before a graceful shutdown:
-            # nothing to answer, and its calls in flight will still complete.
             log.info("dubbo upstream event (id %d): %r", frame.request_id, frame.body[:32])
-            return b""
-        return None
+            return None
+        return super().on_request(frame)

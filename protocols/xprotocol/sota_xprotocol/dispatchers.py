@@ -165,7 +165,8 @@ class DubboDispatcher(XProtocolDispatcher):
 
     @classmethod
     def heartbeat_reply(cls, frame: dubbo.DubboFrame) -> bytes:
-        return dubbo.heartbeat_response(frame).encode()
+        """The heartbeat response; none (b"") for a oneway heartbeat event."""
+        return dubbo.heartbeat_response(frame).encode() if frame.is_twoway else b""
 
     @classmethod
     def timeout(cls, frame: dubbo.DubboFrame) -> float | None:

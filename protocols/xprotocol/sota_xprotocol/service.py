@@ -1,10 +1,9 @@
 """The local echo services behind ``--protocol bolt|dubbo|xprotocol``.
 
-Each connection feeds every chunk it reads to the sans-I/O decoder and
-answers every complete frame at once into the writer; the reader flushes
-before it waits again, so a connection with many requests in flight gets
-its answers in one send per batch. Heartbeats are answered here, with the
-canonical reply. ``xprotocol`` picks bolt or dubbo from the first bytes
+Each is the protocol's class plus one method, :meth:`on_request`: the
+core's codec loop feeds every chunk to the decoder, answers heartbeats with
+the canonical reply, and hands every other request of a read batch to
+``on_request``; the answers of a batch leave in one send. ``xprotocol`` picks bolt or dubbo from the first bytes
 (0x01 or 0x02: bolt; ``da bb``: dubbo) and refuses anything else at once,
 without waiting for a full header.
 """
@@ -12,8 +11,7 @@ without waiting for a full header.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import sota_xprotocol.bolt as bolt
 import sota_xprotocol.dubbo as dubbo
@@ -21,52 +19,15 @@ from sota_dispatch import Dispatcher, Match, OptionSchema, ProtocolError
 
 from .dispatchers import BoltDispatcher, DubboDispatcher, XProtocolDispatcher
 
-__all__ = ["BoltEchoDispatcher", "DubboEchoDispatcher", "XProtocolEchoDispatcher"]
+__all__ = ["BoltEchoDispatcher", "DubboEchoDispatcher", "XProtocolEchoDispatcher", "echo_bolt", "echo_dubbo"]
 
 log = logging.getLogger(__name__)
 
-_Decoder = bolt.BoltDecoder | dubbo.DubboDecoder
 
-
-class _CodecService(Dispatcher):
-    options: ClassVar[OptionSchema] = XProtocolDispatcher.options
-
-    def _max_frame_size(self) -> int:
-        value: int = self.option("max_frame_size")
-        return value
-
-    async def _run_codec(self, decoder: _Decoder, handle: Callable[[Any], None]) -> None:
-        reader = self.reader
-        async for data in reader.chunks():
-            frames = decoder.feed(data)
-            reader.frame_state(decoder.buffered, len(frames))  # the frame timeout runs from a frame's first byte
-            for frame in frames:
-                handle(frame)
-            decoder.check()  # bad bytes after good frames: those were answered first
-
-    async def _serve_bolt(self) -> None:
-        write = self.writer.write
-        await self._run_codec(
-            bolt.BoltDecoder(max_frame_size=self._max_frame_size()), lambda frame: answer_bolt(frame, write)
-        )
-
-    async def _serve_dubbo(self) -> None:
-        write = self.writer.write
-        await self._run_codec(
-            dubbo.DubboDecoder(max_frame_size=self._max_frame_size()), lambda frame: answer_dubbo(frame, write)
-        )
-
-
-def answer_bolt(frame: bolt.BoltFrame, write: Callable[[bytes], None]) -> None:
-    """Echo: SUCCESS with the request's class name and content; heartbeats acked."""
-    if frame.is_response:
-        log.debug("bolt: a response (id %d) sent to a server is dropped", frame.request_id)
-        return
-    if frame.is_heartbeat:
-        write(bolt.heartbeat_ack(frame).encode())
-        return
+def echo_bolt(frame: bolt.BoltFrame) -> bytes | None:
+    """Echo: SUCCESS with the request's class name and content (oneway: none)."""
     if frame.type is bolt.FrameType.ONEWAY:
-        return
+        return None
     reply = bolt.BoltFrame(
         bolt.FrameType.RESPONSE,
         bolt.CmdCode.RPC_RESPONSE,
@@ -80,56 +41,48 @@ def answer_bolt(frame: bolt.BoltFrame, write: Callable[[bytes], None]) -> None:
         switch=frame.switch,
         ver2=frame.ver2,
     )
-    write(reply.encode())
+    return reply.encode()
 
 
-def answer_dubbo(frame: dubbo.DubboFrame, write: Callable[[bytes], None]) -> None:
-    """Echo: the first argument back (type "value"); heartbeats answered."""
-    if not frame.is_request:
-        log.debug("dubbo: a response (id %d) sent to a server is dropped", frame.request_id)
-        return
-    if frame.is_event:
-        if frame.is_twoway and frame.is_heartbeat:
-            write(dubbo.heartbeat_response(frame).encode())
-        return
-    if not frame.is_twoway:
-        return
+def echo_dubbo(frame: dubbo.DubboFrame) -> bytes | None:
+    """Echo: the first argument back (type "value"); events and oneway: none."""
+    if frame.is_event or not frame.is_twoway:
+        return None
     try:
         invocation = frame.invocation()
     except ProtocolError as exc:
         # The frame itself was sound; only its body is bad: answer, stay up.
-        write(dubbo.error_response(frame, dubbo.DubboStatus.BAD_REQUEST, f"400|{exc}").encode())
-        return
+        return dubbo.error_response(frame, dubbo.DubboStatus.BAD_REQUEST, f"400|{exc}").encode()
     # The first argument's own bytes go back: unchanged (a long stays a long,
     # an int[] stays typed), and never re-expanded from shared references.
     first = invocation.argument_bytes[0] if invocation.argument_bytes else None
-    write(dubbo.value_response(frame, encoded=first, dubbo_version=invocation.dubbo_version).encode())
+    return dubbo.value_response(frame, encoded=first, dubbo_version=invocation.dubbo_version).encode()
 
 
-class BoltEchoDispatcher(BoltDispatcher, _CodecService):
+class BoltEchoDispatcher(BoltDispatcher):
     """SOFA bolt v1/v2 echo: SUCCESS with the request's class and content."""
 
-    async def serve(self) -> None:
-        await self._serve_bolt()
+    def on_request(self, frame: bolt.BoltFrame) -> bytes | None:
+        return echo_bolt(frame)
 
 
-class DubboEchoDispatcher(DubboDispatcher, _CodecService):
+class DubboEchoDispatcher(DubboDispatcher):
     """Dubbo echo: answers each call with its first argument (hessian2)."""
 
-    async def serve(self) -> None:
-        await self._serve_dubbo()
+    def on_request(self, frame: dubbo.DubboFrame) -> bytes | None:
+        return echo_dubbo(frame)
 
 
-class XProtocolEchoDispatcher(_CodecService):
-    """bolt or dubbo, told apart by the first bytes; echo either way (a local
-    service only: the proxy detects bolt and dubbo with ``auto``)."""
+class XProtocolEchoDispatcher(Dispatcher):
+    """bolt or dubbo, told apart by the first bytes; echo either way."""
 
     protocol_name: ClassVar[str] = "xprotocol"
+    options: ClassVar[OptionSchema] = XProtocolDispatcher.options
 
     @classmethod
     def sniff(cls, prefix: bytes) -> Match:
         """Whatever bolt or dubbo would claim."""
-        verdicts = {BoltEchoDispatcher.sniff(prefix), DubboEchoDispatcher.sniff(prefix)}
+        verdicts = {BoltDispatcher.sniff(prefix), DubboDispatcher.sniff(prefix)}
         if Match.YES in verdicts:
             return Match.YES
         return Match.NEED_MORE if Match.NEED_MORE in verdicts else Match.NO
@@ -138,9 +91,11 @@ class XProtocolEchoDispatcher(_CodecService):
         first = await self.reader.peek(1)
         if not first:
             return
+        limit: int = self.option("max_frame_size")
+        # Same reader: the peeked bytes stay in it.
         if first[0] in (bolt.BOLT_V1, bolt.BOLT_V2):
-            await self._serve_bolt()  # same reader: the peeked bytes stay in it
+            await self.serve_frames(BoltDispatcher.decoder(limit), semantics=BoltDispatcher, on_request=echo_bolt)
         elif first[0] == dubbo.MAGIC[0]:
-            await self._serve_dubbo()
+            await self.serve_frames(DubboDispatcher.decoder(limit), semantics=DubboDispatcher, on_request=echo_dubbo)
         else:
             raise ProtocolError(f"neither bolt nor dubbo: first byte 0x{first[0]:02x}")

@@ -21,7 +21,7 @@ from sota_xprotocol import (
     dubbo_error_reply,
 )
 from sota_xprotocol.failures import BOLT_STATUS, DUBBO_STATUS
-from sota_xprotocol.service import answer_dubbo
+from sota_xprotocol.service import echo_dubbo
 
 pytestmark = pytest.mark.anyio
 
@@ -76,19 +76,19 @@ answered_order: list[int] = []
 class Reversing(DubboEchoDispatcher):
     """Holds the answers until all 50 calls are in, then answers newest first."""
 
-    async def serve(self) -> None:
-        decoder = dubbo.DubboDecoder()
-        held: list[tuple[int, bytes]] = []
-        async for data in self.reader.chunks():
-            for frame in decoder.feed(data):
-                replies: list[bytes] = []
-                answer_dubbo(frame, replies.append)
-                held.extend((frame.request_id, reply) for reply in replies)
-            if len(held) >= 50:
-                for request_id, reply in reversed(held):
-                    answered_order.append(request_id)
-                    self.writer.write(reply)
-                held.clear()
+    held: list[tuple[int, bytes]] | None = None
+
+    def on_request(self, frame: dubbo.DubboFrame) -> bytes | None:
+        held = self.held = self.held or []
+        reply = echo_dubbo(frame)
+        if reply:
+            held.append((frame.request_id, reply))
+        if len(held) >= 50:
+            for request_id, held_reply in reversed(held):
+                answered_order.append(request_id)
+                self.writer.write(held_reply)
+            held.clear()
+        return None
 
 
 async def test_dubbo_ssl_python_50_concurrent_calls_completed_out_of_order() -> None:

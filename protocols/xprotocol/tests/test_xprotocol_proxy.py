@@ -26,7 +26,7 @@ from test_peers import DUBBO_CALL_TIMEOUT, anthunder_calls, close_dubbo_connecti
 from sota_dispatch import BufferedReader, Dispatcher, Proxy, Server, parse_config
 from sota_dispatch.testing import running_proxy, serving
 from sota_xprotocol import BoltEchoDispatcher, DubboEchoDispatcher, bolt, dubbo, hessian2
-from sota_xprotocol.service import answer_bolt, answer_dubbo
+from sota_xprotocol.service import echo_bolt, echo_dubbo
 
 pytestmark = pytest.mark.anyio
 __all__ = ["anthunder_server"]  # a fixture, used by name
@@ -133,8 +133,8 @@ class Scripted(Dispatcher):
     async def serve(self) -> None:
         first = await self.reader.peek(1)
         decoder: Any = bolt.BoltDecoder() if first[:1] in (b"\x01", b"\x02") else dubbo.DubboDecoder()
-        async for data in self.reader.chunks():
-            for frame in decoder.feed(data):
+        async for frames in self.codec_loop(decoder):
+            for frame in frames:
                 if frame.is_heartbeat:
                     continue
                 Scripted.seen.append(frame.request_id)
@@ -153,10 +153,9 @@ class Scripted(Dispatcher):
                     )
                     self.writer.write(busy.encode())
                     continue
-                if isinstance(frame, bolt.BoltFrame):
-                    answer_bolt(frame, self.writer.write)
-                else:
-                    answer_dubbo(frame, self.writer.write)
+                reply = echo_bolt(frame) if isinstance(frame, bolt.BoltFrame) else echo_dubbo(frame)
+                if reply:
+                    self.writer.write(reply)
 
 
 def content_of(frame: bolt.BoltFrame | dubbo.DubboFrame) -> str:

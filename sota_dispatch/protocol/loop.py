@@ -1,0 +1,184 @@
+"""The one loop that drives a sans-I/O codec over a connection.
+
+Every role runs it: a local service, a client, the proxy's client-facing and
+upstream connections, a health probe. ``async for frames in loop`` yields
+each read batch's complete frames; the loop does the rest once, for all of
+them: the handshake (within its timeout, frames that came with it kept for
+the first batch), large reads, feeding the codec, writing what the codec
+must send itself (handshake, PONG, an error before the close), telling the
+reader where frames begin (its frame and idle timeouts), raising the
+codec's error only after the frames before the bad bytes were handed out,
+and stopping at a frame boundary when the connection drains.
+
+The caller's loop body is where a role differs: answer, forward, complete a
+pending request. Its awaits are the backpressure: the next read waits for
+the body, so a client whose requests cannot be taken is not read from.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Generic, TypeVar
+
+import anyio
+
+from ..errors import ProtocolError
+from ..io.reader import BufferedReader
+from ..io.writer import BufferedWriter
+from .codec import Codec
+
+__all__ = ["CodecLoop"]
+
+F = TypeVar("F")
+
+
+class CodecLoop(Generic[F]):
+    """``async for frames in CodecLoop(reader, writer, codec)``: the frames
+    of each read batch, until the peer closes or the connection drains.
+
+    ``handshake_timeout``: seconds for the codec to become ready (None: the
+    reader's frame timeout alone). ``last_words``: on a codec error, write
+    what the codec queued (an error line, a ZMTP ERROR) before raising;
+    False leaves that to the caller, who may owe answers to earlier frames
+    first. ``empty_batches``: also yield reads that completed no frame (a
+    caller watching the peer's liveness sees every read).
+    """
+
+    __slots__ = (
+        "_frames",
+        "_read_scope",
+        "_stopping",
+        "codec",
+        "empty_batches",
+        "handshake_timeout",
+        "last_words",
+        "reader",
+        "received",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        reader: BufferedReader,
+        writer: BufferedWriter,
+        codec: Codec[F],
+        *,
+        handshake_timeout: float | None = None,
+        last_words: bool = True,
+        empty_batches: bool = False,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.codec = codec
+        self.handshake_timeout = handshake_timeout
+        self.last_words = last_words
+        self.empty_batches = empty_batches
+        #: Bytes of the last chunk read (for a caller's accounting).
+        self.received = 0
+        self._frames: list[F] | None = None
+        self._stopping = False
+        self._read_scope: anyio.CancelScope | None = None
+
+    def stop(self) -> None:
+        """End the iteration at the next frame boundary: at once if the loop
+        waits for input between frames, else once the frame in progress is
+        complete (the reader's frame timeout bounds that)."""
+        self._stopping = True
+        self.reader.drain()
+        scope = self._read_scope
+        if scope is not None and self.reader.idle and not self.codec.buffered:
+            scope.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopping
+
+    async def handshake(self) -> list[F]:
+        """Run the codec's handshake to the end (at once for a codec without
+        one); the frames that arrived with it are the first batch."""
+        if self._frames is not None:
+            return self._frames
+        codec, writer = self.codec, self.writer
+        frames: list[F] = []
+        writer.write(codec.data_to_send())
+        timeout = math.inf if self.handshake_timeout is None else self.handshake_timeout
+        with anyio.move_on_after(timeout) as scope:
+            while not codec.ready:
+                await writer.flush()  # our greeting first: the peer may wait for it
+                data = await self._read()
+                if data is None:
+                    raise anyio.EndOfStream
+                frames = self._feed(data)
+        if scope.cancelled_caught:
+            raise ProtocolError(f"no handshake within {self.handshake_timeout:g}s")
+        self._frames = frames
+        return frames
+
+    def __aiter__(self) -> CodecLoop[F]:
+        return self
+
+    async def __anext__(self) -> list[F]:
+        if self._frames is None:
+            try:
+                await self.handshake()
+            except anyio.EndOfStream:
+                raise StopAsyncIteration from None
+        frames, self._frames = self._frames, []
+        if frames:
+            return frames
+        codec = self.codec
+        while True:
+            self._check()  # bad bytes after the frames handed out last: raise now
+            if self._stopping and not codec.buffered:
+                raise StopAsyncIteration
+            data = await self._read()
+            if data is None:
+                raise StopAsyncIteration
+            frames = self._feed(data)
+            if frames or self.empty_batches:
+                return frames
+
+    async def _read(self) -> bytes | None:
+        """The next chunk; None at the end of input or when stopped."""
+        with anyio.CancelScope() as scope:
+            self._read_scope = scope
+            try:
+                data = await self.reader.read_some()
+            except anyio.EndOfStream:
+                return None
+            finally:
+                self._read_scope = None
+        if scope.cancelled_caught:
+            return None
+        self.received = len(data)
+        return data
+
+    def _feed(self, data: bytes) -> list[F]:
+        codec = self.codec
+        try:
+            frames = codec.feed(data)
+        except ProtocolError:
+            self._say_last_words()
+            raise
+        # An unfinished handshake counts as a frame in progress: its clock
+        # runs from the first byte, and a drain waits for its end.
+        self.reader.frame_state(codec.buffered if codec.ready else max(1, codec.buffered), len(frames))
+        out = codec.data_to_send()
+        if out:
+            self.writer.write(out)
+        return frames
+
+    def _check(self) -> None:
+        try:
+            self.codec.check()
+        except ProtocolError:
+            self._say_last_words()
+            raise
+
+    def _say_last_words(self) -> None:
+        if self.last_words:
+            out = self.codec.data_to_send()
+            if out:
+                self.writer.write(out)
+

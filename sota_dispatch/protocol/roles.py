@@ -1,0 +1,179 @@
+"""What a protocol class gets from the core in each role, on the one loop.
+
+A local service answers requests (:meth:`Dispatcher.on_request
+<sota_dispatch.Dispatcher.on_request>`); a client sends its own and gets
+the answers matched back by id through the connection's
+:class:`~sota_dispatch.StreamMultiplexer`
+(:meth:`Dispatcher.request <sota_dispatch.Dispatcher.request>`). Either
+way heartbeats are answered here, from the class's frame semantics, and
+the frames come from :class:`~.loop.CodecLoop`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, ClassVar, Protocol
+
+from ..errors import ProtocolError
+from ..io.reader import BufferedReader
+from ..io.writer import BufferedWriter
+from .codec import Codec
+from .context import ConnectionContext
+from .loop import CodecLoop
+from .multiplexer import StreamMultiplexer
+from .semantics import FrameSemantics
+
+__all__ = ["ProtocolRoles"]
+
+log = logging.getLogger(__name__)
+
+#: Answers one request now (bytes), or not (None: oneway, or answered later).
+RequestHandler = Callable[[Any], "bytes | None"]
+
+
+class RoleConnection(Protocol):
+    """What the role loops need of a connection (a Dispatcher)."""
+
+    writer: BufferedWriter
+    streams: StreamMultiplexer[Any]
+
+    def flush_soon(self) -> None: ...
+
+
+async def _serve_frames(
+    connection: RoleConnection,
+    loop: CodecLoop[Any],
+    semantics: type[FrameSemantics],
+    on_request: RequestHandler,
+) -> None:
+    """Serve every frame ``loop`` yields: heartbeats answered, other
+    requests to ``on_request``, responses to the request waiting for them
+    (one nobody waits for is counted in ``streams.unmatched`` and dropped)."""
+    write = connection.writer.write
+    is_heartbeat, is_request = semantics.is_heartbeat, semantics.is_request
+    response_id, complete = semantics.response_id, connection.streams.complete
+    async for frames in loop:
+        for frame in frames:
+            if is_request(frame):
+                reply = semantics.heartbeat_reply(frame) if is_heartbeat(frame) else on_request(frame)
+                if reply:
+                    write(reply)  # sent with the batch: the reader flushes before it waits
+                continue
+            stream_id = response_id(frame)
+            # An answer to a request given up on, or to none, is counted
+            # (streams.unmatched) and dropped.
+            if stream_id is None:
+                connection.streams.unmatched += 1
+            elif not complete(stream_id, frame):
+                log.debug("an answer (id %d) that no request waits for is dropped", stream_id)
+
+
+async def _send_request(
+    connection: RoleConnection, semantics: type[FrameSemantics], frame: Any, timeout: float | None
+) -> Any:
+    """Send ``frame`` under a fresh id and wait for its answer (None for a
+    oneway request); see :meth:`Dispatcher.request
+    <sota_dispatch.Dispatcher.request>`."""
+    pending = connection.streams.open(timeout=timeout)
+    try:
+        writer = connection.writer
+        writer.write(semantics.encode_request(frame, pending.stream_id))
+        if writer.pending >= writer.high_water:
+            await writer.flush()  # a peer that does not read holds its callers, not our memory
+        else:
+            connection.flush_soon()  # the requests of this tick leave in one send
+    except BaseException:
+        pending.cancel()
+        raise
+    if semantics.is_oneway(frame):
+        pending.cancel()
+        return None
+    return await pending.result()
+
+
+class ProtocolRoles(FrameSemantics):
+    """The roles a protocol class plays on the core's loop; a
+    :class:`~sota_dispatch.Dispatcher` is one. Its frame semantics decide;
+    this drives the connection (see :class:`~sota_dispatch.Dispatcher` for
+    the attributes used here)."""
+
+    #: Largest frame the codec accepts, unless a ``max_frame_size`` option
+    #: of the connection's place says otherwise.
+    max_frame_size: ClassVar[int] = 16 * 1024 * 1024
+    #: Seconds for a codec's handshake (None: the reader's frame timeout alone).
+    handshake_timeout: ClassVar[float | None] = None
+
+    # Set by the Dispatcher.
+    context: ConnectionContext
+    reader: BufferedReader
+    writer: BufferedWriter
+    streams: StreamMultiplexer[Any]
+    _loop: CodecLoop[Any] | None
+    _stopping: bool
+
+    def flush_soon(self) -> None:
+        raise NotImplementedError
+
+    def on_request(self, frame: Any) -> bytes | None:
+        """Answer one request (the local service role): its reply's bytes,
+        or None (a oneway request; or one answered later, written to
+        :attr:`writer` by a helper task with :meth:`flush_soon`).
+
+        Called in the connection's task, once per request of a read batch;
+        every reply of the batch leaves in one send. Do not block here:
+        start a helper (:meth:`start_soon`) for slow work."""
+        if self.context.role == "client":
+            raise ProtocolError(f"the peer sent a request to a {self.protocol_name} client")
+        raise NotImplementedError(f"{type(self).__name__} must implement on_request()")
+
+    def new_codec(self) -> Codec[Any]:
+        """The class's codec for this connection's role (client: the
+        ``cluster`` place's options; else the ``service`` place's)."""
+        client = self.context.role == "client"
+        values = self.option_values(self.context.options, "cluster" if client else "service")
+        limit = values.get("max_frame_size") or self.max_frame_size
+        return self.client_codec(values, limit) if client else self.server_codec(values, limit)
+
+    def codec_loop(self, codec: Codec[Any], **kwargs: Any) -> CodecLoop[Any]:
+        """The core's loop over ``codec`` on this connection (see
+        :class:`~sota_dispatch.CodecLoop`); :meth:`drain` stops it at a frame
+        boundary. ``kwargs`` go to the loop (``handshake_timeout`` defaults
+        to the class's)."""
+        kwargs.setdefault("handshake_timeout", self.handshake_timeout)
+        loop: CodecLoop[Any] = CodecLoop(self.reader, self.writer, codec, **kwargs)
+        self._loop = loop
+        if self._stopping:
+            loop.stop()
+        return loop
+
+    async def serve_frames(
+        self,
+        codec: Codec[Any],
+        *,
+        semantics: type[FrameSemantics] | None = None,
+        on_request: Callable[[Any], bytes | None] | None = None,
+    ) -> None:
+        """Serve ``codec``'s frames with the core's loop (what the default
+        :meth:`serve` does): requests to ``on_request`` (default
+        :meth:`on_request`), heartbeats answered, answers matched to
+        :meth:`request`. ``semantics``: another protocol class's frame
+        semantics (a service speaking several protocols)."""
+        semantics = semantics or type(self)
+        await _serve_frames(self, self.codec_loop(codec), semantics, on_request or self.on_request)
+
+    async def request(self, frame: Any, *, timeout: float | None = None) -> Any:
+        """Send ``frame`` under a fresh id from :attr:`streams` and return
+        its answer (None for a oneway request), the client role.
+
+        Many requests may be in flight on one connection; each is written
+        with the id rewritten in its raw bytes (:meth:`encode_request`) and
+        the requests of one tick leave in one send. The serving loop
+        (:meth:`serve`) must run: use the connection as an async context
+        manager. Raises :class:`TimeoutError` after ``timeout`` seconds
+        (default :attr:`stream_timeout`), :class:`~sota_dispatch.ConnectionLost`
+        when the connection ends first, and
+        :class:`~sota_dispatch.StreamLimitError` when :attr:`max_in_flight`
+        requests wait already."""
+        return await _send_request(self, type(self), frame, timeout)
+
