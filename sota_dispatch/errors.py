@@ -9,6 +9,7 @@ connection.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar
 
 __all__ = [
@@ -120,9 +121,35 @@ class PluginLoadError(SotaError):
 
 
 class ConfigError(SotaError):
-    """A configuration problem; the message starts with the path of the value."""
+    """A configuration problem; the message starts with the path of the value.
+
+    A configuration with several problems raises one ConfigError for all of
+    them (:meth:`combine`): its :attr:`errors` are the problems, each one
+    with its own ``path`` and ``problem``, and its message lists them one
+    per line, after a first line counting them (its own ``path`` is empty).
+    """
 
     def __init__(self, path: str, problem: str) -> None:
         super().__init__(f"{path}: {problem}" if path else problem)
         self.path = path
         self.problem = problem
+        self._errors: tuple[ConfigError, ...] = ()
+
+    @property
+    def errors(self) -> tuple[ConfigError, ...]:
+        """Every problem: this error alone, or each of those it combines."""
+        return self._errors or (self,)
+
+    @classmethod
+    def combine(cls, errors: Iterable[ConfigError]) -> ConfigError:
+        """One error for the problems of ``errors`` (combined ones flattened,
+        order kept): the only one itself, or one listing them all."""
+        flat = tuple(problem for error in errors for problem in error.errors)
+        if not flat:
+            raise ValueError("no configuration errors to combine")
+        if len(flat) == 1:
+            return flat[0]
+        listing = "\n".join(f"  {error}" for error in flat)
+        combined = cls("", f"{len(flat)} configuration problems:\n{listing}")
+        combined._errors = flat
+        return combined

@@ -1,7 +1,9 @@
-"""The proxy's configuration: immutable, validated values (:mod:`.model`),
-read from a mapping (:mod:`.parse`) or a YAML file in the native shape or as
-an Envoy v3 bootstrap (:mod:`.load`, :mod:`.envoy`). Every error is a
-:class:`~sota_dispatch.ConfigError` naming the path of the value.
+"""The proxy's configuration: immutable, hashable values checked when they
+are built (:mod:`.model`, with the rules of :mod:`.values`), read from a
+mapping (:mod:`.parse`) or a YAML file in the native shape or as an Envoy v3
+bootstrap (:mod:`.load`, :mod:`.envoy`). Every error is a
+:class:`~sota_dispatch.ConfigError` naming the path of the value, and a
+configuration with several problems reports them all in one.
 
 This package's face is the public config namespace.
 """
@@ -9,6 +11,7 @@ This package's face is the public config namespace.
 from __future__ import annotations
 
 from ..errors import ConfigError
+from .frozen import FrozenMap
 from .load import config_from_upstreams, load_config
 from .model import (
     BALANCERS,
@@ -44,6 +47,7 @@ __all__ = [
     "ClusterConfig",
     "ConfigError",
     "EndpointConfig",
+    "FrozenMap",
     "HealthCheckConfig",
     "LimitsConfig",
     "ListenerConfig",

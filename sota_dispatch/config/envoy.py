@@ -20,26 +20,46 @@ sota-mesh reads Envoy's own files, so operators keep one format. The subset:
   (``interval``, ``timeout``, thresholds, ``tcp_health_check``);
 * ``admin.address.socket_address``.
 
-Anything else is an error naming the field, never ignored. The result is
-the native document, validated by :func:`~sota_dispatch.parse_config`.
-Envoy's defaults are kept where they differ from the native ones: no
-retries without a ``retry_policy`` and one (two tries) without
-``num_retries``, a 5 s ``connect_timeout``, a 10 % ``max_ejection_percent``.
+Anything else is an error naming the field, never ignored; the problems of
+every listener and cluster are reported at once. The result is the native
+document, validated by :func:`~sota_dispatch.parse_config` (a field Envoy
+leaves out gets the native default). Envoy's defaults are kept where they
+differ from the native ones: no retries without a ``retry_policy`` and one
+(two tries) without ``num_retries``, a 5 s ``connect_timeout``, a 10 %
+``max_ejection_percent``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import sota_dispatch.config.values as cv
 
 from ..errors import ConfigError
 from .model import ProxyConfig
 from .parse import parse_config
 
-__all__ = ["ENVOY_FILTER", "from_envoy", "is_envoy"]
+__all__ = [
+    "ENVOY_CONNECT_TIMEOUT",
+    "ENVOY_FILTER",
+    "ENVOY_MAX_EJECTION_PERCENT",
+    "ENVOY_NUM_RETRIES",
+    "from_envoy",
+    "is_envoy",
+]
 
 #: The network filter that carries a sota protocol in an Envoy file.
 ENVOY_FILTER = "envoy.filters.network.generic_proxy"
+
+# Envoy's defaults where they differ from the native ones (the native ones
+# are the model's: a field left out of the native document gets its default).
+#: A cluster's ``connect_timeout``.
+ENVOY_CONNECT_TIMEOUT = "5s"
+#: A ``retry_policy``'s ``num_retries``.
+ENVOY_NUM_RETRIES = 1
+#: ``outlier_detection.max_ejection_percent``.
+ENVOY_MAX_EJECTION_PERCENT = 10
 
 _LB = {
     "ROUND_ROBIN": "round_robin",
@@ -152,7 +172,7 @@ def _route(value: object, path: str) -> dict[str, Any]:
     if "timeout" in action:
         native["timeout"] = action["timeout"]
     if "retry_policy" not in action:
-        native["retry"] = {"attempts": 1}  # Envoy retries nothing without a policy
+        native["retry"] = {"attempts": 1}  # one try: Envoy retries nothing without a policy
     else:
         policy = _map(
             action["retry_policy"],
@@ -170,7 +190,7 @@ def _route(value: object, path: str) -> dict[str, Any]:
                     )
                 kinds.append(_RETRY_ON[kind.strip()])
             retry["retry_on"] = kinds
-        retries = policy.get("num_retries", 1)  # Envoy's default
+        retries = policy.get("num_retries", ENVOY_NUM_RETRIES)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ConfigError(f"{path}.route.retry_policy.num_retries", f"expected an integer >= 0, got {retries!r}")
         retry["attempts"] = retries + 1
@@ -247,7 +267,10 @@ def _cluster(value: object, path: str) -> dict[str, Any]:
     )
     if cluster.get("type", "STATIC") != "STATIC":
         raise ConfigError(f"{path}.type", "only STATIC clusters are supported")
-    native: dict[str, Any] = {"name": cluster["name"], "connect_timeout": cluster.get("connect_timeout", "5s")}
+    native: dict[str, Any] = {
+        "name": cluster["name"],
+        "connect_timeout": cluster.get("connect_timeout", ENVOY_CONNECT_TIMEOUT),
+    }
     if "lb_policy" in cluster:
         if cluster["lb_policy"] not in _LB:
             raise ConfigError(f"{path}.lb_policy", f"expected one of {', '.join(_LB)}, got {cluster['lb_policy']!r}")
@@ -262,13 +285,12 @@ def _cluster(value: object, path: str) -> dict[str, Any]:
             epath = f"{gpath}.lb_endpoints[{j}]"
             lb_endpoint = _map(item, epath, ("endpoint", "load_balancing_weight"), ("endpoint",))
             endpoint = _map(lb_endpoint["endpoint"], f"{epath}.endpoint", ("address",), ("address",))
-            endpoints.append(
-                {
-                    "address": _socket_address(endpoint["address"], f"{epath}.endpoint.address"),
-                    "weight": lb_endpoint.get("load_balancing_weight", 1),
-                    "priority": locality.get("priority", 0),
-                }
-            )
+            native_endpoint = {"address": _socket_address(endpoint["address"], f"{epath}.endpoint.address")}
+            if "load_balancing_weight" in lb_endpoint:
+                native_endpoint["weight"] = lb_endpoint["load_balancing_weight"]
+            if "priority" in locality:
+                native_endpoint["priority"] = locality["priority"]
+            endpoints.append(native_endpoint)
     native["endpoints"] = endpoints
     if "circuit_breakers" in cluster:
         cpath = f"{path}.circuit_breakers"
@@ -290,7 +312,7 @@ def _cluster(value: object, path: str) -> dict[str, Any]:
             ("consecutive_5xx", "base_ejection_time", "max_ejection_time", "max_ejection_percent"),
         )
         native["outlier_detection"] = {
-            "max_ejection_percent": 10,  # Envoy's default
+            "max_ejection_percent": ENVOY_MAX_EJECTION_PERCENT,
             **{{"consecutive_5xx": "consecutive_failures"}.get(k, k): v for k, v in outlier.items()},
         }
     if "health_checks" in cluster:
@@ -312,20 +334,30 @@ def from_envoy(data: Mapping[str, Any]) -> ProxyConfig:
     """The native configuration an Envoy bootstrap describes (see the module)."""
     top = _map(data, "(top level)", ("static_resources", "admin"), ("static_resources",))
     resources = _map(top["static_resources"], "static_resources", ("listeners", "clusters"), ("listeners", "clusters"))
-    native: dict[str, Any] = {
-        "listeners": [
-            _listener(v, f"static_resources.listeners[{i}]")
-            for i, v in enumerate(_seq(resources["listeners"], "static_resources.listeners"))
-        ],
-        "clusters": [
-            _cluster(v, f"static_resources.clusters[{i}]")
-            for i, v in enumerate(_seq(resources["clusters"], "static_resources.clusters"))
-        ],
-    }
+    errors: list[ConfigError] = []
+
+    def each(name: str, translate: Callable[[object, str], dict[str, Any]]) -> list[dict[str, Any]]:
+        translated = []
+        for i, value in enumerate(_seq(resources[name], f"static_resources.{name}")):
+            try:
+                translated.append(translate(value, f"static_resources.{name}[{i}]"))
+            except ConfigError as exc:  # reported with the others' problems
+                errors.extend(exc.errors)
+        return translated
+
+    native: dict[str, Any] = {"listeners": each("listeners", _listener), "clusters": each("clusters", _cluster)}
     if "admin" in top:
-        admin = _map(top["admin"], "admin", ("address",), ("address",))
-        native["admin"] = _socket_address(admin["address"], "admin.address")
+        try:
+            admin = _map(top["admin"], "admin", ("address",), ("address",))
+            native["admin"] = _socket_address(admin["address"], "admin.address")
+        except ConfigError as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise ConfigError.combine(cv.in_file_order(errors, data))
     try:
         return parse_config(native)
     except ConfigError as exc:
-        raise ConfigError(exc.path, f"{exc.problem} (in the native config made from the Envoy file)") from None
+        raise ConfigError.combine(
+            ConfigError(error.path, f"{error.problem} (in the native config made from the Envoy file)")
+            for error in exc.errors
+        ) from None

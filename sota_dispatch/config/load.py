@@ -25,7 +25,9 @@ def load_config(path: str | Path) -> ProxyConfig:
     The file is the native format, or an Envoy v3 static bootstrap (one
     with ``static_resources``; see :mod:`sota_dispatch.config.envoy`). A key given
     twice in one mapping is an error (PyYAML would silently keep the last
-    one).
+    one). A file with several problems raises one error listing them all,
+    in the file's order (:attr:`~sota_dispatch.ConfigError.errors`); only
+    a file that is not YAML at all stops at its first.
     """
     import yaml  # imported here: only the config file needs it
 
@@ -80,7 +82,7 @@ def config_from_upstreams(
 ) -> ProxyConfig:
     """The ``--upstream`` shortcut: one listener, one round-robin cluster of
     ``upstreams``, one catch-all route."""
-    endpoints = tuple(endpoint_config(address, f"--upstream[{i}]") for i, address in enumerate(upstreams))
+    endpoints = cv.items(list(upstreams), "--upstream", endpoint_config)
     config = ProxyConfig(
         listeners=(
             ListenerConfig(
@@ -88,7 +90,7 @@ def config_from_upstreams(
                 address=cv.address(listen, "--listen"),
                 protocol=protocol,
                 routes=(RouteConfig(cluster="upstream"),),
-                options=dict(options or {}),
+                options=options or {},
                 limits=limits or LimitsConfig(),
             ),
         ),

@@ -1,26 +1,40 @@
 """The proxy's configuration: listeners, routes, clusters, as immutable values.
 
 Names follow Envoy and MOSN so their users feel at home. The values are
-frozen attrs classes, read from YAML or any mapping by :mod:`.parse` (every
-problem a :class:`~sota_dispatch.ConfigError` naming its path). Frozen
-values can be swapped whole at run time later (an xDS client), which is why
-nothing here holds state.
+frozen attrs classes, hashable (tuples, not lists; a
+:class:`~.frozen.FrozenMap`, not a dict) and checked when they are built:
+each field's rule is its attrs validator (:class:`~.values.Rule`), the
+rules across the fields of one object are checked after them, and those
+across objects (a route naming a cluster) by :class:`ProxyConfig`; every
+problem is a :class:`~sota_dispatch.ConfigError` naming its field. The
+parser (:mod:`.parse`) reads YAML or any mapping with the same rules, and
+the defaults are the ones written here. Frozen values can be swapped whole
+at run time later (an xDS client), which is why nothing here holds state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal, TypeAlias, get_args
 
 import attrs
 
+import sota_dispatch.config.values as cv
+
+from ..errors import ConfigError
+from ..io.address import is_loopback, parse_address
 from ..io.budget import DEFAULT_BUFFER_BUDGET, DEFAULT_LARGE_FRAME
 from ..protocol.codec import PoolMode
+from ..protocol.server import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUTS
+from .frozen import FrozenMap
 
 __all__ = [
     "BALANCERS",
+    "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_ROUTE_TIMEOUT",
     "HASH_BALANCERS",
+    "HEALTH_CHECK_KINDS",
+    "MATCH_TESTS",
     "MAX_WEIGHT",
     "RETRY_ON",
     "AdminConfig",
@@ -38,6 +52,7 @@ __all__ = [
     "RetryConfig",
     "RouteConfig",
     "ThresholdsConfig",
+    "reference_problems",
 ]
 
 #: Load-balancer names (Envoy's ``lb_policy`` values, lower case).
@@ -55,42 +70,72 @@ RETRY_ON = ("connect_failure", "reset", "per_try_timeout", "status")
 
 _POOL_MODES: tuple[str, ...] = get_args(PoolMode)
 
+#: What a health check does: connect only, or speak the protocol.
+HealthCheckKind: TypeAlias = Literal["tcp", "protocol"]
+
+HEALTH_CHECK_KINDS: tuple[str, ...] = get_args(HealthCheckKind)
+
+#: The tests a route's match may make (exactly one each).
+MATCH_TESTS = ("exact", "prefix", "regex", "present")
+
 #: Largest endpoint weight: a ring hash holds 160 points per unit of weight.
 MAX_WEIGHT = 1000
 
 #: A route's timeout unless it sets one (Envoy's is 15 s too).
 DEFAULT_ROUTE_TIMEOUT = 15.0
 
+#: Largest frame a listener's clients, or a cluster's endpoints, may send.
+DEFAULT_MAX_FRAME_SIZE = 16 * 1024 * 1024
+
+# The rules of the fields (see values.Rule), named once where shared.
+_COUNT = cv.Rule(cv.integer)  # >= 1
+_MAYBE_COUNT = cv.Rule(cv.integer, optional=True)
+_AT_LEAST_0 = cv.Rule(cv.integer, minimum=0)
+_SECONDS = cv.Rule(cv.duration, kind="seconds (a number)")
+_MAYBE_SECONDS = cv.Rule(cv.duration, optional=True, kind="seconds (a number)")
+_NAME = cv.Rule(cv.string)
+_FLAG = cv.Rule(cv.boolean)
+_OPTIONS = cv.Rule(cv.options, kind="a mapping of option names to strings")
+_STATUSES = cv.Rule(cv.items, parse=cv.Rule(cv.integer, minimum=0).check)
+
+
+def _frozen_options(value: Mapping[str, str]) -> FrozenMap[str, str]:
+    """The converter of ``options``: a dict given in Python becomes a FrozenMap."""
+    if isinstance(value, FrozenMap) or not isinstance(value, Mapping):
+        return value  # a FrozenMap, or what the rule refuses
+    return FrozenMap(value)
+
 
 @attrs.frozen
 class BreakerConfig:
     """sota-mesh's per-endpoint circuit breaker (its defaults)."""
 
-    consecutive_failures: int = 5
-    failure_ratio: float = 0.6
-    min_requests: int = 3
-    interval: float = 10.0
-    open_timeout: float = 5.0
-    half_open_requests: int = 1
+    #: Failures in a row the breaker tolerates (0: the first one opens it).
+    consecutive_failures: int = attrs.field(default=5, validator=_AT_LEAST_0)
+    failure_ratio: float = attrs.field(default=0.6, validator=cv.Rule(cv.fraction))
+    min_requests: int = attrs.field(default=3, validator=_COUNT)
+    interval: float = attrs.field(default=10.0, validator=_SECONDS)
+    open_timeout: float = attrs.field(default=5.0, validator=_SECONDS)
+    half_open_requests: int = attrs.field(default=1, validator=_COUNT)
 
 
 @attrs.frozen
 class OutlierConfig:
     """Envoy's consecutive-failure outlier detection."""
 
-    consecutive_failures: int = 5
-    base_ejection_time: float = 30.0
-    max_ejection_time: float = 300.0
-    max_ejection_percent: float = 50.0
+    consecutive_failures: int = attrs.field(default=5, validator=_COUNT)
+    base_ejection_time: float = attrs.field(default=30.0, validator=_SECONDS)
+    max_ejection_time: float = attrs.field(default=300.0, validator=_SECONDS)
+    max_ejection_percent: float = attrs.field(default=50.0, validator=cv.Rule(cv.percent))
 
 
 @attrs.frozen
 class EndpointConfig:
     """One upstream address; ``priority`` 0 is primary, higher is standby."""
 
-    address: str
-    weight: int = 1
-    priority: int = 0
+    address: str = attrs.field(validator=cv.Rule(cv.address, endpoint=True))
+    weight: int = attrs.field(default=1, validator=cv.Rule(cv.integer, maximum=MAX_WEIGHT))
+    priority: int = attrs.field(default=0, validator=_AT_LEAST_0)
 
 
 @attrs.frozen
@@ -107,14 +152,14 @@ class PoolConfig:
     requests per connection 10,000 / 1,000 / 1.
     """
 
-    mode: PoolMode | None = None
-    connections: int | None = None
-    max_requests: int | None = None
+    mode: PoolMode | None = attrs.field(default=None, validator=cv.Rule(cv.choice, choices=_POOL_MODES, optional=True))
+    connections: int | None = attrs.field(default=None, validator=_MAYBE_COUNT)
+    max_requests: int | None = attrs.field(default=None, validator=_MAYBE_COUNT)
     #: Requests waiting for a connection, per endpoint; beyond: overflow.
-    max_pending: int = 1024
+    max_pending: int = attrs.field(default=1024, validator=_COUNT)
     #: Whether client connections share the upstream connections (None: the
     #: mode's default, shared only for ``multiplex``).
-    shared: bool | None = None
+    shared: bool | None = attrs.field(default=None, validator=cv.Rule(cv.boolean, optional=True))
 
     def resolved(self, default_mode: PoolMode) -> tuple[PoolMode, int, int, bool]:
         """``(mode, connections, max_requests, shared)`` with the defaults filled in."""
@@ -134,10 +179,10 @@ class ThresholdsConfig:
     request gets the protocol's overflow reply at once (no retry beyond
     ``max_retries`` retries at a time)."""
 
-    max_connections: int = 1024
-    max_pending_requests: int = 1024
-    max_requests: int = 1024
-    max_retries: int = 3
+    max_connections: int = attrs.field(default=1024, validator=_AT_LEAST_0)
+    max_pending_requests: int = attrs.field(default=1024, validator=_AT_LEAST_0)
+    max_requests: int = attrs.field(default=1024, validator=_AT_LEAST_0)
+    max_retries: int = attrs.field(default=3, validator=_AT_LEAST_0)
 
 
 @attrs.frozen
@@ -149,46 +194,63 @@ class HealthCheckConfig:
     simple_line); ``tcp`` checks only connect.
     """
 
-    interval: float = 5.0
-    timeout: float = 1.0
-    healthy_threshold: int = 2
-    unhealthy_threshold: int = 3
-    kind: Literal["tcp", "protocol"] = "protocol"
-    send: str | None = None
+    interval: float = attrs.field(default=5.0, validator=_SECONDS)
+    timeout: float = attrs.field(default=1.0, validator=_SECONDS)
+    healthy_threshold: int = attrs.field(default=2, validator=_COUNT)
+    unhealthy_threshold: int = attrs.field(default=3, validator=_COUNT)
+    kind: HealthCheckKind = attrs.field(default="protocol", validator=cv.Rule(cv.choice, choices=HEALTH_CHECK_KINDS))
+    send: str | None = attrs.field(default=None, validator=cv.Rule(cv.string, optional=True))
 
 
 @attrs.frozen
 class ClusterConfig:
     """A named set of endpoints, a load balancer and a connection pool."""
 
-    name: str
-    endpoints: tuple[EndpointConfig, ...]
-    lb: BalancerName = "round_robin"
-    pool: PoolConfig = PoolConfig()
-    connect_timeout: float = 1.0
+    name: str = attrs.field(validator=_NAME)
+    endpoints: tuple[EndpointConfig, ...] = attrs.field(
+        validator=cv.Rule(cv.items, parse=cv.instance(EndpointConfig), non_empty=True)
+    )
+    lb: BalancerName = attrs.field(default="round_robin", validator=cv.Rule(cv.choice, choices=BALANCERS))
+    pool: PoolConfig = attrs.field(default=PoolConfig(), validator=cv.Rule(cv.instance(PoolConfig)))
+    connect_timeout: float = attrs.field(default=1.0, validator=_SECONDS)
     #: Largest response frame accepted from these endpoints, bytes.
-    max_frame_size: int = 16 * 1024 * 1024
-    #: Protocol options for the upstream connections (e.g. ZMTP PLAIN).
-    options: Mapping[str, str] = attrs.field(factory=dict)
-    circuit_breakers: ThresholdsConfig = ThresholdsConfig()
+    max_frame_size: int = attrs.field(default=DEFAULT_MAX_FRAME_SIZE, validator=_COUNT)
+    #: Protocol options for the upstream connections (e.g. ZMTP PLAIN); a
+    #: mapping given in Python is made a FrozenMap.
+    options: FrozenMap[str, str] = attrs.field(default=FrozenMap(), converter=_frozen_options, validator=_OPTIONS)
+    circuit_breakers: ThresholdsConfig = attrs.field(
+        default=ThresholdsConfig(), validator=cv.Rule(cv.instance(ThresholdsConfig))
+    )
     #: sota-mesh's per-endpoint breaker; None: off.
-    endpoint_breaker: BreakerConfig | None = None
-    outlier_detection: OutlierConfig | None = None
+    endpoint_breaker: BreakerConfig | None = attrs.field(
+        default=None, validator=cv.Rule(cv.instance(BreakerConfig), optional=True)
+    )
+    outlier_detection: OutlierConfig | None = attrs.field(
+        default=None, validator=cv.Rule(cv.instance(OutlierConfig), optional=True)
+    )
     #: Response statuses that count as the endpoint's failure (for the
     #: breaker and outlier detection), besides resets and timeouts.
-    failure_statuses: tuple[int, ...] = ()
-    health_check: HealthCheckConfig | None = None
+    failure_statuses: tuple[int, ...] = attrs.field(default=(), validator=_STATUSES)
+    health_check: HealthCheckConfig | None = attrs.field(
+        default=None, validator=cv.Rule(cv.instance(HealthCheckConfig), optional=True)
+    )
 
 
 @attrs.frozen
 class MatchConfig:
     """One condition on a routing attribute; exactly one test is set."""
 
-    attribute: str
-    exact: str | None = None
-    prefix: str | None = None
-    regex: str | None = None
-    present: bool | None = None
+    attribute: str = attrs.field(validator=_NAME)
+    exact: str | None = attrs.field(default=None, validator=cv.Rule(cv.text, optional=True))
+    prefix: str | None = attrs.field(default=None, validator=cv.Rule(cv.text, optional=True))
+    #: A full match of the attribute's value.
+    regex: str | None = attrs.field(default=None, validator=cv.Rule(cv.regex, optional=True))
+    present: bool | None = attrs.field(default=None, validator=cv.Rule(cv.boolean, optional=True))
+
+    def __attrs_post_init__(self) -> None:
+        given = [test for test in MATCH_TESTS if getattr(self, test) is not None]
+        if len(given) != 1:
+            raise ConfigError("", f"expected exactly one of {', '.join(MATCH_TESTS)}, got {len(given)}")
 
 
 @attrs.frozen
@@ -201,68 +263,85 @@ class RetryConfig:
     never after the route's overall timeout.
     """
 
-    attempts: int = 3
-    retry_on: tuple[str, ...] = ("connect_failure",)
+    attempts: int = attrs.field(default=3, validator=_COUNT)
+    retry_on: tuple[str, ...] = attrs.field(
+        default=("connect_failure",), validator=cv.Rule(cv.items, parse=cv.Rule(cv.choice, choices=RETRY_ON).check)
+    )
     #: Protocol statuses retried when ``retry_on`` has ``status``.
-    statuses: tuple[int, ...] = ()
-    idempotent: bool = False
+    statuses: tuple[int, ...] = attrs.field(default=(), validator=_STATUSES)
+    idempotent: bool = attrs.field(default=False, validator=_FLAG)
+
+    def __attrs_post_init__(self) -> None:
+        if self.statuses and "status" not in self.retry_on:
+            raise ConfigError("statuses", 'statuses are retried only with "status" in retry_on')
 
 
 @attrs.frozen
 class RouteConfig:
     """Where matching requests go; every condition must hold (none: catch-all)."""
 
-    cluster: str
-    match: tuple[MatchConfig, ...] = ()
+    cluster: str = attrs.field(validator=_NAME)
+    match: tuple[MatchConfig, ...] = attrs.field(
+        default=(), validator=cv.Rule(cv.items, parse=cv.instance(MatchConfig))
+    )
     #: Overall time for the request, retries included; the request's own
     #: timeout wins when the protocol carries one and it is shorter.
-    timeout: float = DEFAULT_ROUTE_TIMEOUT
-    per_try_timeout: float | None = None
-    retry: RetryConfig = RetryConfig()
+    timeout: float = attrs.field(default=DEFAULT_ROUTE_TIMEOUT, validator=_SECONDS)
+    per_try_timeout: float | None = attrs.field(default=None, validator=_MAYBE_SECONDS)
+    retry: RetryConfig = attrs.field(default=RetryConfig(), validator=cv.Rule(cv.instance(RetryConfig)))
     #: The routing attribute hash balancers hash.
-    hash_key: str | None = None
+    hash_key: str | None = attrs.field(default=None, validator=cv.Rule(cv.string, optional=True))
 
 
 @attrs.frozen
 class LimitsConfig:
     """Bounds per listener and per client connection."""
 
-    max_frame_size: int = 16 * 1024 * 1024
+    max_frame_size: int = attrs.field(default=DEFAULT_MAX_FRAME_SIZE, validator=_COUNT)
     #: Requests in flight per client connection; reading pauses at it. Well
     #: below a cluster's ``max_requests`` (1024), so that one deep client
     #: cannot take a whole cluster.
-    max_in_flight: int = 256
-    #: Client connections at once; more are closed as soon as accepted.
-    max_connections: int | None = 10_000
+    max_in_flight: int = attrs.field(default=256, validator=_COUNT)
+    #: Client connections at once; more are closed as soon as accepted (None: no limit).
+    max_connections: int | None = attrs.field(default=DEFAULT_MAX_CONNECTIONS, validator=_MAYBE_COUNT)
     #: Seconds a connection may sit with nothing in flight and no input.
-    idle_timeout: float | None = 3600.0
+    idle_timeout: float | None = attrs.field(default=DEFAULT_TIMEOUTS.idle, validator=_MAYBE_SECONDS)
     #: Seconds from a frame's first byte (or, for the first frame, from the
     #: connect) to its last: a client that sends nothing, or dribbles, is closed.
-    frame_timeout: float | None = 30.0
+    frame_timeout: float | None = attrs.field(default=DEFAULT_TIMEOUTS.frame, validator=_MAYBE_SECONDS)
 
 
 @attrs.frozen
 class ListenerConfig:
     """An address, the protocol spoken there (or ``auto``) and its routes."""
 
-    name: str
-    address: str
-    protocol: str
-    routes: tuple[RouteConfig, ...]
-    limits: LimitsConfig = LimitsConfig()
-    #: Protocol options for the client connections.
-    options: Mapping[str, str] = attrs.field(factory=dict)
+    name: str = attrs.field(validator=_NAME)
+    address: str = attrs.field(validator=cv.Rule(cv.address))
+    protocol: str = attrs.field(validator=_NAME)
+    routes: tuple[RouteConfig, ...] = attrs.field(
+        validator=cv.Rule(cv.items, parse=cv.instance(RouteConfig), non_empty=True)
+    )
+    limits: LimitsConfig = attrs.field(default=LimitsConfig(), validator=cv.Rule(cv.instance(LimitsConfig)))
+    #: Protocol options for the client connections; a mapping given in
+    #: Python is made a FrozenMap.
+    options: FrozenMap[str, str] = attrs.field(default=FrozenMap(), converter=_frozen_options, validator=_OPTIONS)
     #: An access log line per request in this ``str.format`` format (see
     #: ``sota_dispatch.logs.ACCESS_LOG_FORMAT``); None: no access log.
-    access_log: str | None = None
+    access_log: str | None = attrs.field(
+        default=None, validator=cv.Rule(cv.access_log, optional=True, kind="a format string")
+    )
 
 
 @attrs.frozen
 class AdminConfig:
     """The admin HTTP endpoint; loopback only unless ``allow_remote``."""
 
-    address: str = "127.0.0.1:9901"
-    allow_remote: bool = False
+    address: str = attrs.field(default="127.0.0.1:9901", validator=cv.Rule(cv.address))
+    allow_remote: bool = attrs.field(default=False, validator=_FLAG)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.allow_remote and not is_loopback(parse_address(self.address)[0]):
+            raise ConfigError("address", f"{self.address} is not loopback; set allow_remote: true to expose the admin")
 
 
 @attrs.frozen
@@ -271,31 +350,112 @@ class OverloadConfig:
     bytes of partial frames all connections may hold together, and the size
     from which a frame counts as large (refused when begun under pressure)."""
 
-    buffer_budget: int = DEFAULT_BUFFER_BUDGET
-    large_frame: int = DEFAULT_LARGE_FRAME
+    buffer_budget: int = attrs.field(default=DEFAULT_BUFFER_BUDGET, validator=cv.Rule(cv.size))
+    large_frame: int = attrs.field(default=DEFAULT_LARGE_FRAME, validator=cv.Rule(cv.size))
 
 
 @attrs.frozen
 class ProxyConfig:
-    """The whole proxy: several listeners and protocols in one process."""
+    """The whole proxy: several listeners and protocols in one process.
 
-    listeners: tuple[ListenerConfig, ...]
-    clusters: tuple[ClusterConfig, ...]
+    Besides each field's rules, the checks across objects (see
+    :func:`reference_problems`) run when it is built, every problem
+    reported in one :class:`~sota_dispatch.ConfigError`.
+    """
+
+    listeners: tuple[ListenerConfig, ...] = attrs.field(
+        validator=cv.Rule(cv.items, parse=cv.instance(ListenerConfig), non_empty=True)
+    )
+    clusters: tuple[ClusterConfig, ...] = attrs.field(
+        validator=cv.Rule(cv.items, parse=cv.instance(ClusterConfig), non_empty=True)
+    )
     #: Seconds in-flight requests get to finish on shutdown (then each
     #: request still in flight gets a timeout reply). Default: the longest
     #: route timeout plus one second, so that a shutdown never cuts short a
     #: request that would have been answered, or timed out, on its own.
-    drain_timeout: float = attrs.field()
-    admin: AdminConfig | None = None
-    overload: OverloadConfig = OverloadConfig()
+    drain_timeout: float = attrs.field(validator=cv.Rule(cv.duration, allow_zero=True, kind="seconds (a number)"))
+    admin: AdminConfig | None = attrs.field(default=None, validator=cv.Rule(cv.instance(AdminConfig), optional=True))
+    overload: OverloadConfig = attrs.field(default=OverloadConfig(), validator=cv.Rule(cv.instance(OverloadConfig)))
 
     @drain_timeout.default
     def _longest_route(self) -> float:
-        timeouts = [route.timeout for listener in self.listeners for route in listener.routes]
+        # Runs before the validators: skips what they will refuse.
+        listeners = self.listeners if isinstance(self.listeners, tuple) else ()
+        timeouts = [
+            route.timeout for listener in listeners if isinstance(listener, ListenerConfig) for route in listener.routes
+        ]
         return max(timeouts, default=DEFAULT_ROUTE_TIMEOUT) + 1.0
+
+    def __attrs_post_init__(self) -> None:
+        problems = reference_problems(self.listeners, self.clusters)
+        if problems:
+            raise ConfigError.combine(problems)
 
     def cluster(self, name: str) -> ClusterConfig:
         for cluster in self.clusters:
             if cluster.name == name:
                 return cluster
         raise KeyError(name)
+
+
+def reference_problems(
+    listeners: Sequence[ListenerConfig | None],
+    clusters: Sequence[ClusterConfig | str | None],
+    routes: Iterable[tuple[str, RouteConfig]] = (),
+) -> list[ConfigError]:
+    """The problems across the objects of a configuration, with their paths:
+    names given twice, two listeners on one address, a route to a cluster
+    that does not exist, or to a hash-balanced one without a ``hash_key``.
+
+    An entry that could not be read is None (its own problems are reported
+    already), or, for a cluster, the name it gives itself (routes to it are
+    not reported as unknown). ``routes``: more routes to check, with their
+    paths (those read from listeners that could not be).
+    """
+    problems: list[ConfigError] = []
+
+    def unique(names: Sequence[str | None], path: str, what: str) -> None:
+        seen: set[str] = set()
+        for i, name in enumerate(names):
+            if name is None:
+                continue
+            if name in seen:
+                problems.append(ConfigError(f"{path}[{i}].name", f"duplicate {what} name {cv.show(name)}"))
+            seen.add(name)
+
+    cluster_names = [cluster.name if isinstance(cluster, ClusterConfig) else cluster for cluster in clusters]
+    unique([None if listener is None else listener.name for listener in listeners], "listeners", "listener")
+    unique(cluster_names, "clusters", "cluster")
+    bound: dict[tuple[str, int], int] = {}
+    for i, listener in enumerate(listeners):
+        if listener is None:
+            continue
+        host, port = parse_address(listener.address)
+        if port and (host, port) in bound:
+            problems.append(
+                ConfigError(f"listeners[{i}].address", f"{listener.address} is also listeners[{bound[host, port]}]'s")
+            )
+        bound.setdefault((host, port), i)
+    by_name = {cluster.name: cluster for cluster in clusters if isinstance(cluster, ClusterConfig)}
+    known = ", ".join(dict.fromkeys(name for name in cluster_names if name is not None))
+    every_route = [
+        (f"listeners[{i}].routes[{j}]", route)
+        for i, listener in enumerate(listeners)
+        if listener is not None
+        for j, route in enumerate(listener.routes)
+    ]
+    for path, route in [*every_route, *routes]:
+        cluster = by_name.get(route.cluster)
+        if cluster is None:
+            if route.cluster not in cluster_names:
+                problems.append(
+                    ConfigError(f"{path}.cluster", f"unknown cluster {cv.show(route.cluster)} (clusters: {known})")
+                )
+        elif cluster.lb in HASH_BALANCERS and route.hash_key is None:
+            problems.append(
+                ConfigError(
+                    f"{path}.hash_key",
+                    f"cluster {cv.show(cluster.name)} balances by {cluster.lb}, which needs a hash_key",
+                )
+            )
+    return problems

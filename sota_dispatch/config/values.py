@@ -1,6 +1,14 @@
-"""Readers of raw configuration values: each checks one value of a loaded
-document and raises :class:`~sota_dispatch.ConfigError` naming its path
+"""Rules of single configuration values, and the readers that apply them.
+
+A reader takes a value as loaded (from YAML, or given in Python) and the
+path that names it, and returns the value read (``"250ms"`` -> ``0.25``) or
+raises :class:`~sota_dispatch.ConfigError` naming that path
 (``clusters[1].endpoints[0].address: expected HOST:PORT, got "localhost"``).
+A :class:`Rule` binds a reader to a field of the model: as the field's
+attrs validator it checks every value a config object is built with, and
+the parser reads the field's YAML value with it, so each rule is written
+once. Readers of several values (lists, mappings) report every problem in
+them at once.
 """
 
 from __future__ import annotations
@@ -8,30 +16,41 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, cast
+
+import attrs
 
 from ..errors import ConfigError
 from ..io.address import parse_address
+from ..logs import ACCESS_LOG_FORMAT
+from .frozen import FrozenMap
 
 __all__ = [
+    "Rule",
+    "access_log",
     "address",
     "boolean",
     "choice",
     "duration",
+    "fields",
     "fraction",
+    "in_file_order",
+    "instance",
     "integer",
     "items",
     "join",
     "key_text",
     "list_of",
-    "mapping",
     "options",
     "parse_duration",
+    "percent",
+    "regex",
     "show",
     "size",
     "string",
-    "unique",
+    "text",
+    "within",
 ]
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
@@ -40,7 +59,50 @@ _SIZE_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb":
 
 _SIZE = re.compile(r"\s*(\d+)\s*([a-zA-Z]*)\s*")
 
+#: The fields an access log format may use (see ``sota_dispatch.logs``).
+_ACCESS_LOG_FIELDS = ("listener", "protocol", "conn", "stream", "cluster", "endpoint", "outcome", "bytes")
+
 T = TypeVar("T")
+
+
+class Rule:
+    """The rule of one config field, and its attrs validator.
+
+    ``read(value, path, **kwargs)`` returns the value read or raises
+    :class:`~sota_dispatch.ConfigError` at ``path``. The parser reads a
+    field's YAML value with :meth:`check`; as a validator, a value passes
+    when reading it gives it back unchanged, since a config object holds
+    values already read (``0.25``, not ``"250ms"``; a tuple, not a list).
+    ``optional``: None is a value (a YAML ``null`` reads as None). ``kind``
+    says what a value read differently should have been (default: the type
+    of the value read).
+    """
+
+    __slots__ = ("kind", "kwargs", "optional", "read")
+
+    def __init__(
+        self, read: Callable[..., Any], *, optional: bool = False, kind: str | None = None, **kwargs: Any
+    ) -> None:
+        self.read = read
+        self.optional = optional
+        self.kind = kind
+        self.kwargs = kwargs
+
+    def check(self, value: object, path: str, **overrides: Any) -> Any:
+        """``value`` read by the rule (``overrides`` replace the reader's
+        arguments, e.g. ``parse``, the reader of a list's entries)."""
+        if value is None and self.optional:
+            return None
+        return self.read(value, path, **{**self.kwargs, **overrides})
+
+    def __call__(self, instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        read = self.check(value, attribute.name)
+        if read != value:
+            raise ConfigError(attribute.name, f"expected {self.kind or type(read).__name__}, got {show(value)}")
+
+    def __repr__(self) -> str:
+        arguments = "".join(f", {name}={value!r}" for name, value in self.kwargs.items())
+        return f"Rule({getattr(self.read, '__name__', self.read)}{arguments})"
 
 
 def show(value: object) -> str:
@@ -67,37 +129,97 @@ def key_text(key: object) -> str:
     return text if text.isprintable() and "." not in text else json.dumps(text, ensure_ascii=False)
 
 
-def mapping(value: object, path: str, allowed: Sequence[str], required: Sequence[str] = ()) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(path, f"expected a mapping, got {show(value)}")
-    for key in value:
-        if not isinstance(key, str):
-            hint = " (YAML reads unquoted on/off/yes/no as booleans: quote the key)" if isinstance(key, bool) else ""
-            raise ConfigError(path, f"unknown key {show(key)}{hint} (expected one of: {', '.join(allowed)})")
-        if key not in allowed:
-            raise ConfigError(join(path, key_text(key)), f"unknown key (expected one of: {', '.join(allowed)})")
-    for key in required:
-        if key not in value:
-            raise ConfigError(join(path, key), "required")
-    return dict(value)
-
-
 def join(path: str, key: str) -> str:
+    """``key`` within ``path`` (an empty key: the path itself)."""
+    if not key:
+        return path
     return f"{path}.{key}" if path else key
 
 
-def list_of(value: object, path: str, *, non_empty: bool = False) -> list[Any]:
-    if not isinstance(value, list):
+def within(error: ConfigError, path: str) -> ConfigError:
+    """``error`` (every problem of it) with its paths taken as relative to ``path``."""
+    return ConfigError.combine(ConfigError(join(path, each.path), each.problem) for each in error.errors)
+
+
+def fields(
+    value: object, path: str, allowed: Sequence[str], required: Sequence[str] = ()
+) -> tuple[dict[str, Any], list[ConfigError]]:
+    """A mapping's known keys and values, and its problems (unknown keys,
+    required ones missing); raises if it is not a mapping at all."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, f"expected a mapping, got {show(value)}")
+    known: dict[str, Any] = {}
+    errors: list[ConfigError] = []
+    expected = f"expected one of: {', '.join(allowed)}"
+    for key, item in value.items():
+        if not isinstance(key, str):
+            hint = " (YAML reads unquoted on/off/yes/no as booleans: quote the key)" if isinstance(key, bool) else ""
+            errors.append(ConfigError(path, f"unknown key {show(key)}{hint} ({expected})"))
+        elif key not in allowed:
+            errors.append(ConfigError(join(path, key_text(key)), f"unknown key ({expected})"))
+        else:
+            known[key] = item
+    errors += [ConfigError(join(path, key), "required") for key in required if key not in value]
+    return known, errors
+
+
+def list_of(value: object, path: str, *, non_empty: bool = False) -> Sequence[Any]:
+    if not isinstance(value, (list, tuple)):
         raise ConfigError(path, f"expected a list, got {show(value)}")
     if non_empty and not value:
         raise ConfigError(path, "expected at least one entry")
     return value
 
 
+def items(value: object, path: str, parse: Callable[[object, str], T], *, non_empty: bool = False) -> tuple[T, ...]:
+    """A list read entry by entry (``path[i]``), every entry's problems reported."""
+    read: list[T] = []
+    errors: list[ConfigError] = []
+    for i, entry in enumerate(list_of(value, path, non_empty=non_empty)):
+        try:
+            read.append(parse(entry, f"{path}[{i}]"))
+        except ConfigError as exc:
+            errors += exc.errors
+    if errors:
+        raise ConfigError.combine(errors)
+    return tuple(read)
+
+
+def instance(cls: type[T]) -> Callable[[object, str], T]:
+    """A reader of an object of ``cls`` (a config object within another)."""
+
+    article = "an" if cls.__name__[:1] in "AEIOU" else "a"
+
+    def read(value: object, path: str) -> T:
+        if not isinstance(value, cls):
+            raise ConfigError(path, f"expected {article} {cls.__name__}, got {show(value)}")
+        return value
+
+    read.__name__ = f"instance_of_{cls.__name__}"
+    return read
+
+
 def string(value: object, path: str) -> str:
     if not isinstance(value, str) or not value:
         raise ConfigError(path, f"expected a non-empty string, got {show(value)}")
     return value
+
+
+def text(value: object, path: str) -> str:
+    """Any string, the empty one too."""
+    if not isinstance(value, str):
+        raise ConfigError(path, f"expected a string, got {show(value)}")
+    return value
+
+
+def regex(value: object, path: str) -> str:
+    """A regular expression that compiles."""
+    pattern = text(value, path)
+    try:
+        re.compile(pattern)
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise ConfigError(path, f"invalid regular expression: {exc}") from None
+    return pattern
 
 
 def integer(value: object, path: str, minimum: int = 1, maximum: int | None = None) -> int:
@@ -176,32 +298,70 @@ def choice(value: object, path: str, choices: Sequence[str]) -> str:
     return cast(str, value)
 
 
-def options(value: object, path: str) -> dict[str, str]:
+def options(value: object, path: str) -> FrozenMap[str, str]:
+    """Protocol options: names to scalar values, read as text (YAML's
+    ``true`` as ``"true"``); each protocol reads its own."""
     if not isinstance(value, Mapping):
         raise ConfigError(path, f"expected a mapping of option names to values, got {show(value)}")
     result: dict[str, str] = {}
+    errors: list[ConfigError] = []
     for key, item in value.items():
         if not isinstance(key, str):
-            raise ConfigError(path, f"option names are strings, got {show(key)}")
-        if isinstance(item, (Mapping, list)) or item is None:
-            raise ConfigError(join(path, key_text(key)), f"expected a scalar option value, got {show(item)}")
-        result[key] = str(item).lower() if isinstance(item, bool) else str(item)
-    return result
-
-
-def items(value: object, path: str, parse: Callable[[object, str], T], *, non_empty: bool = False) -> tuple[T, ...]:
-    return tuple(parse(item, f"{path}[{i}]") for i, item in enumerate(list_of(value, path, non_empty=non_empty)))
-
-
-def unique(names: Sequence[str], path: str, what: str) -> None:
-    seen: set[str] = set()
-    for i, name in enumerate(names):
-        if name in seen:
-            raise ConfigError(f"{path}[{i}].name", f"duplicate {what} name {show(name)}")
-        seen.add(name)
+            errors.append(ConfigError(path, f"option names are strings, got {show(key)}"))
+        elif isinstance(item, (Mapping, list, tuple)) or item is None:
+            errors.append(ConfigError(join(path, key_text(key)), f"expected a scalar option value, got {show(item)}"))
+        else:
+            result[key] = str(item).lower() if isinstance(item, bool) else str(item)
+    if errors:
+        raise ConfigError.combine(errors)
+    return FrozenMap(result)
 
 
 def fraction(value: object, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise ConfigError(path, f"expected a number in (0, 1], got {show(value)}")
     return float(value)
+
+
+def percent(value: object, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+        raise ConfigError(path, f"expected a number from 0 to 100, got {show(value)}")
+    return float(value)
+
+
+def access_log(value: object, path: str) -> str:
+    """``true`` (the default format) or a ``str.format`` format, checked now."""
+    if value is True:
+        return ACCESS_LOG_FORMAT
+    form = string(value, path)
+    try:
+        form.format(**dict.fromkeys(_ACCESS_LOG_FIELDS, "x"), attempts=1, duration_ms=1.0)
+    except (KeyError, ValueError, IndexError) as exc:
+        names = ", ".join(_ACCESS_LOG_FIELDS)
+        raise ConfigError(path, f"bad format ({exc!r}); fields: {names}, attempts, duration_ms") from None
+    return form
+
+
+def in_file_order(errors: Iterable[ConfigError], document: object) -> list[ConfigError]:
+    """``errors`` sorted by where their paths are in ``document`` (a loaded
+    file: its mappings keep the file's order); a path the document lacks
+    (a required key) counts where its nearest enclosing value is."""
+    order: dict[str, int] = {}
+    stack: list[tuple[str, object]] = [("", document)]
+    while stack:  # depth first, in document order; no recursion limit
+        path, value = stack.pop()
+        order.setdefault(path, len(order))
+        if isinstance(value, Mapping):
+            children = [(join(path, key_text(key)), item) for key, item in value.items()]
+        elif isinstance(value, (list, tuple)):
+            children = [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+        else:
+            continue
+        stack += reversed(children)
+
+    def position(path: str) -> int:
+        while path and path not in order:
+            path = path[: max(path.rfind("."), path.rfind("["), 0)]
+        return order.get(path, 0)
+
+    return sorted(errors, key=lambda error: position(error.path))
