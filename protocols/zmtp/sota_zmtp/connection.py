@@ -1,7 +1,10 @@
-"""The I/O steps every ZMTP connection shares: handshake, then the message pump.
+"""The I/O steps every ZMTP connection shares, on the core's codec loop.
 
-Both take the dispatcher and its :class:`~sota_zmtp.ZmtpEngine`; the ROUTER
-and DEALER roles differ only in what they do with a message.
+The handshake, large reads, PONGs and ERRORs written for the engine, the
+frame timeout and the drain at a message boundary are the core's
+:class:`~sota_dispatch.CodecLoop`; here is what only ZMTP has: delivering
+messages to a ROUTER or DEALER, and heartbeats (our PINGs, the peer's TTL).
+The ROUTER and DEALER roles differ only in what they do with a message.
 """
 
 from __future__ import annotations
@@ -13,38 +16,22 @@ from typing import TypeVar
 import anyio
 import attrs
 
-from sota_dispatch import Dispatcher, ProtocolError
+from sota_dispatch import CodecLoop, Dispatcher, ProtocolError
 
 from .engine import ZmtpEngine
 
-__all__ = ["Heartbeat", "Liveness", "handshake", "keepalive", "pump", "start_keepalive"]
+__all__ = ["Heartbeat", "Liveness", "keepalive", "open_loop", "pump", "start_keepalive"]
 
 K = TypeVar("K")
 
 
-async def handshake(dispatcher: Dispatcher, engine: ZmtpEngine, timeout: float) -> list[list[bytes]]:
-    """Exchange greetings and READY within ``timeout`` seconds.
-
-    Returns the messages that arrived together with the handshake. On a
-    protocol error the engine's ERROR command (if it queued one) is written
-    before the error propagates, so the dispatcher flushes it before closing.
-    """
-    reader, writer = dispatcher.reader, dispatcher.writer
-    messages: list[list[bytes]] = []
-    writer.write(engine.data_to_send())
-    try:
-        with anyio.fail_after(timeout):
-            while not engine.handshake_done:
-                await writer.flush()
-                messages = engine.feed(await reader.read_some())
-                writer.write(engine.data_to_send())
-    except TimeoutError:
-        raise ProtocolError(f"no ZMTP handshake within {timeout}s") from None
-    except ProtocolError:
-        writer.write(engine.data_to_send())
-        raise
-    await writer.flush()
-    return messages
+def open_loop(dispatcher: Dispatcher, engine: ZmtpEngine, timeout: float) -> CodecLoop[list[bytes]]:
+    """The core's loop over ``engine`` on ``dispatcher``'s connection: the
+    handshake within ``timeout`` seconds (``await loop.handshake()`` returns
+    the messages that came with it), then every read batch, even one that
+    completed no message (the heartbeat watcher counts any input)."""
+    loop: CodecLoop[list[bytes]] = dispatcher.codec_loop(engine, handshake_timeout=timeout, empty_batches=True)
+    return loop
 
 
 @attrs.frozen
@@ -83,36 +70,31 @@ class Liveness:
 
 async def pump(
     dispatcher: Dispatcher,
-    engine: ZmtpEngine,
-    messages: list[list[bytes]],
+    loop: CodecLoop[list[bytes]],
     deliver: Callable[[K, list[bytes]], Awaitable[None]],
     key: K,
     liveness: Liveness,
 ) -> None:
-    """Deliver every message as ``deliver(key, frames)`` until the peer closes.
+    """Deliver every message as ``deliver(key, frames)`` until the peer
+    closes or the connection drains (the loop's handshake must be done).
 
     One read serves every message in it; PONGs the engine queued go out with
     the next flush, which the reader does before it waits for more input. A
     peer whose PING carries a TTL gets a watcher even if we configured no
     heartbeat: libzmq arms that timer from any PING.
     """
-    reader, writer = dispatcher.reader, dispatcher.writer
-    while True:
+    engine = loop.codec
+    assert isinstance(engine, ZmtpEngine)
+    async for messages in loop:
+        liveness.last_input = anyio.current_time()
         if messages:
             liveness.busy = True
             for message in messages:
                 await deliver(key, message)
             liveness.busy = False
-            engine.check()  # bad bytes after those messages: close now
-        messages = engine.feed(await reader.read_some())
-        reader.frame_state(engine.buffered, len(messages))  # for the server's frame timeout
-        liveness.last_input = anyio.current_time()
-        out = engine.data_to_send()
-        if out:
-            writer.write(out)
-            if engine.peer_ttl is not None and not liveness.watched:
-                liveness.watched = True
-                dispatcher.start_soon(keepalive, dispatcher, engine, None, liveness)
+        if engine.peer_ttl is not None and not liveness.watched:
+            liveness.watched = True
+            dispatcher.start_soon(keepalive, dispatcher, engine, None, liveness)
 
 
 def start_keepalive(

@@ -26,7 +26,7 @@ from anyio.abc import ByteStream, TaskGroup, TaskStatus
 
 from sota_dispatch import ConnectionContext, ConnectionLost, parse_address
 
-from .connection import Heartbeat, Liveness, handshake, pump, start_keepalive
+from .connection import Heartbeat, Liveness, open_loop, pump, start_keepalive
 from .dispatcher import ZmtpDispatcher
 from .engine import DowngradeRefused, Limits, PeerError, ZmtpEngine
 from .wire import SocketType
@@ -50,12 +50,13 @@ class DealerConnection(ZmtpDispatcher):
         )
 
     async def serve(self) -> None:
-        messages = await handshake(self, self.engine, self.dealer.limits.handshake_timeout)
+        loop = open_loop(self, self.engine, self.dealer.limits.handshake_timeout)
+        await loop.handshake()
         self.dealer._attach(self)
         liveness = Liveness(anyio.current_time())
         start_keepalive(self, self.engine, self.dealer.heartbeat, liveness)
         try:
-            await pump(self, self.engine, messages, _deliver, self.dealer, liveness)
+            await pump(self, loop, _deliver, self.dealer, liveness)
         finally:
             self.dealer._detach(self)
 
@@ -150,7 +151,7 @@ class Dealer:
                     self.error = reason
                     log.error("zmtp dealer: %s:%d: %s; not reconnecting", *self.address, reason)
                     return
-                if connection.engine.handshake_done:
+                if connection.engine.ready:
                     delay = self.reconnect_interval
             await anyio.sleep(delay)  # backoff before the next attempt
             delay = min(delay * 2, self.reconnect_interval_max)

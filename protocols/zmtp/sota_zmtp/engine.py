@@ -17,74 +17,54 @@ that: two engines that both waited would deadlock.
 Every size is checked against :class:`Limits` as soon as its header is read,
 before anything is buffered for it; anything malformed raises
 :class:`~sota_dispatch.ProtocolError` (or a subclass) and nothing else.
+
+This module is the state machine: which step comes next, and what to send
+and to check at each. The bytes each step reads and writes are in the
+modules below it, each importing only downward: :mod:`.greeting` (signature,
+version negotiation), :mod:`.mechanisms` (NULL and PLAIN commands, ERROR),
+:mod:`.frames` (the frame reader, the hot loop), :mod:`.wire` (encoders),
+:mod:`.limits` and :mod:`.errors`. The names other modules import from here
+(:class:`Limits`, :class:`PeerError`, :class:`DowngradeRefused`,
+:data:`Authenticator`, :func:`generate_identity`) are re-exported.
 """
 
 from __future__ import annotations
 
 import enum
-import itertools
-import random
 from collections.abc import Callable
-
-import attrs
 
 from sota_dispatch import ChunkBuffer, LimitExceeded, ProtocolError
 
-from .wire import (
-    COMMAND,
-    COMPATIBLE_PEERS,
-    LONG,
-    MORE,
-    SocketType,
-    encode_command,
-    encode_message,
-    encode_properties,
-    parse_command,
-    parse_properties,
-    signature,
+from .errors import DowngradeRefused, PeerError
+from .frames import V2_RESERVED, FrameReader
+from .greeting import (
+    START_SIZE,
+    V3_REST_SIZE,
+    greeting_start,
+    opens_identity_frame,
+    peer_revision,
+    read_v3_rest,
+    v2_rest,
+    v2_socket_type,
+    v3_rest,
 )
+from .identity import generate_identity
+from .limits import Limits
+from .mechanisms import (
+    Authenticator,
+    compatible_peer_type,
+    error_command,
+    error_reason,
+    hello_command,
+    metadata,
+    parse_hello,
+)
+from .wire import COMMAND, SocketType, encode_command, encode_message, parse_command, parse_properties
 
 __all__ = ["Authenticator", "DowngradeRefused", "Limits", "PeerError", "ZmtpEngine", "generate_identity"]
 
-#: A PLAIN server's check: ``(username, password) -> accepted``.
-Authenticator = Callable[[bytes, bytes], bool]
-
-_MECHANISM_SIZE = 20
-#: Largest frame accepted before the handshake is complete (READY, HELLO,
-#: INITIATE, the 2.0 identity frame): metadata is small, and nothing that
-#: large is buffered for a peer that has not authenticated.
-_HANDSHAKE_FRAME_MAX = 65536
-_GREETING_V3 = 64
 #: Longest PING context echoed in a PONG (zeromq/rfc#130).
 MAX_PING_CONTEXT = 16
-
-
-class PeerError(ProtocolError):
-    """The peer sent an ERROR command: fatal, and not worth a reconnect."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"peer sent ERROR: {reason}")
-        self.reason = reason
-
-
-class DowngradeRefused(ProtocolError):
-    """The peer speaks ZMTP 1.0 or 2.0, which have no security mechanism,
-    and this endpoint requires one (PLAIN): talking on would skip the
-    authentication. Final, like :class:`PeerError`: a client does not
-    reconnect into it (libzmq refuses such peers when a mechanism is set)."""
-
-
-@attrs.frozen
-class Limits:
-    """Bounds on what a peer may make us buffer (checked before allocating)."""
-
-    max_frame_size: int = 16 * 1024 * 1024
-    max_message_size: int = 64 * 1024 * 1024
-    max_parts: int = 1024
-    #: Longest peer identity accepted (RFC 37 says 255).
-    max_identity_size: int = 255
-    #: Seconds from connect to a completed handshake (enforced by the dispatcher).
-    handshake_timeout: float = 10.0
 
 
 class _State(enum.Enum):
@@ -98,17 +78,6 @@ class _State(enum.Enum):
     PLAIN_WELCOME = "plain-welcome"
     PLAIN_INITIATE = "plain-initiate"
     TRAFFIC = "traffic"
-
-
-_id_counter = itertools.count(random.getrandbits(32))
-
-
-def generate_identity() -> bytes:
-    """A routing id for a peer that chose none: ``00`` + a 32-bit counter.
-
-    libzmq's shape: 5 bytes, the leading zero marking it as generated.
-    """
-    return b"\x00" + (next(_id_counter) & 0xFFFFFFFF).to_bytes(4, "big")
 
 
 _EXPECTED = {
@@ -171,23 +140,16 @@ class ZmtpEngine:
         self.pending_error: ProtocolError | None = None
         self._peer_major = 0
         self._state = _State.SIGNATURE
-        self._out = bytearray(signature(len(identity)) + b"\x03")
-        # Unparsed input: chunks joined only once enough has arrived.
+        self._out = bytearray(greeting_start(len(identity)))
+        # Unparsed input: chunks joined only once the reader's ``need`` has arrived.
         self._buffer = ChunkBuffer()
-        self._need = 11
-        self._parts: list[bytes] = []
-        self._message_size = 0
+        self._reader = FrameReader(self.limits, START_SIZE)
 
     # -- state ---------------------------------------------------------------
 
     @property
-    def handshake_done(self) -> bool:
-        """True once messages may flow (the peer's READY has arrived)."""
-        return self._state is _State.TRAFFIC
-
-    @property
     def ready(self) -> bool:
-        """Same as :attr:`handshake_done` (the :class:`~sota_dispatch.ProxyCodec` name)."""
+        """True once messages may flow (the peer's READY has arrived)."""
         return self._state is _State.TRAFFIC
 
     def check(self) -> None:
@@ -230,7 +192,7 @@ class ZmtpEngine:
         """The ERROR command to send before closing (3.x; empty for 2.0)."""
         if self.version is not None and self.version < (3, 0):
             return b""
-        return encode_command(b"ERROR", _short(reason.encode("utf-8", "replace")))
+        return error_command(reason)
 
     # -- incoming --------------------------------------------------------------
 
@@ -241,7 +203,8 @@ class ZmtpEngine:
         is raised by the next call (or by :meth:`check`).
         """
         self.check()
-        work = self._buffer.take(data, self._need)
+        reader = self._reader
+        work = self._buffer.take(data, reader.need)
         if work is None:
             return []
         messages: list[list[bytes]] = []
@@ -250,7 +213,11 @@ class ZmtpEngine:
             pos = self._handshake(work, messages)
         if self._state is _State.TRAFFIC:
             try:
-                pos = self._frames(work, pos, messages)
+                pos = reader.read(work, pos, messages)
+                while reader.command is not None:  # it stopped at a command
+                    command, reader.command = reader.command, None
+                    self._command(command)
+                    pos = reader.read(work, pos, messages)
             except ProtocolError as exc:
                 if not messages:
                     raise
@@ -261,21 +228,22 @@ class ZmtpEngine:
 
     def _handshake(self, work: bytes, messages: list[list[bytes]]) -> int:
         """Advance through the greeting and handshake; return the bytes used."""
+        reader = self._reader
         pos = 0
         while self._state is not _State.TRAFFIC:
             avail = len(work) - pos
             state = self._state
             if state is _State.SIGNATURE:
-                if avail < 11:
-                    self._need = 11
+                if avail < START_SIZE:
+                    reader.need = START_SIZE
                     return pos
-                self._signature(work[pos : pos + 11])
-                pos += 11
+                self._signature(work[pos : pos + START_SIZE])
+                pos += START_SIZE
             elif state is _State.V3_PROBE:
                 if avail < 2:
-                    self._need = 2
+                    reader.need = 2
                     return pos
-                if work[pos + 1] in (0, MORE):
+                if opens_identity_frame(work[pos + 1]):
                     # Byte 12 opens an identity frame, not a mechanism name:
                     # a peer that took us for 2.0 (as libzmq does facing a
                     # revision-1 server) sent its socket type as byte 11.
@@ -284,18 +252,20 @@ class ZmtpEngine:
                     self._v3_greeting_start()
             elif state is _State.V2_SOCKET_TYPE:
                 if avail < 1:
-                    self._need = 1
+                    reader.need = 1
                     return pos
-                self._v2_socket_type(work[pos])
+                # libzmq does not check 2.0 socket types; neither do we, but we record it.
+                self.peer_socket_type = v2_socket_type(work[pos])
+                self._state = _State.V2_IDENTITY
                 pos += 1
             elif state is _State.V3_GREETING:
-                if avail < _GREETING_V3 - 11:
-                    self._need = _GREETING_V3 - 11
+                if avail < V3_REST_SIZE:
+                    reader.need = V3_REST_SIZE
                     return pos
-                self._v3_greeting(work[pos : pos + _GREETING_V3 - 11])
-                pos += _GREETING_V3 - 11
+                self._v3_greeting(work[pos : pos + V3_REST_SIZE])
+                pos += V3_REST_SIZE
             else:  # a frame: the v2 identity frame, or the v3 READY command
-                frame = self._one_frame(work, pos)
+                frame = reader.read_one(work, pos)
                 if frame is None:
                     return pos
                 flags, body, pos = frame
@@ -303,102 +273,13 @@ class ZmtpEngine:
                     self._v2_identity(flags, body)
                 else:
                     self._v3_handshake_frame(flags, body)
-        self._need = 2
-        return pos
-
-    def _one_frame(self, work: bytes, pos: int) -> tuple[int, bytes, int] | None:
-        avail = len(work) - pos
-        if avail < 2:
-            self._need = 2
-            return None
-        flags = work[pos]
-        if flags & LONG:
-            if avail < 9:
-                self._need = 9
-                return None
-            size = int.from_bytes(work[pos + 1 : pos + 9], "big")
-            header = 9
-        else:
-            size = work[pos + 1]
-            header = 2
-        self._check_frame(flags, size)
-        if size > _HANDSHAKE_FRAME_MAX:  # before authentication: no 16 MiB buffers
-            raise LimitExceeded(f"handshake frame of {size} bytes", _HANDSHAKE_FRAME_MAX)
-        end = pos + header + size
-        if end > len(work):
-            self._need = end - pos
-            return None
-        return flags, work[pos + header : end], end
-
-    def _check_frame(self, flags: int, size: int) -> None:
-        reserved = 0xFC if self.version == (2, 0) else 0xF8
-        if flags & reserved:
-            raise ProtocolError(f"frame flags 0x{flags:02x} set reserved bits")
-        if size > self.limits.max_frame_size:
-            raise LimitExceeded(f"frame of {size} bytes", self.limits.max_frame_size)
-        if flags & COMMAND and flags & MORE:
-            raise ProtocolError("a command frame with the MORE flag")
-
-    def _frames(self, work: bytes, pos: int, messages: list[list[bytes]]) -> int:
-        """The hot loop: parse every complete frame in ``work`` from ``pos``."""
-        end_of_data = len(work)
-        limits = self.limits
-        max_frame, max_message, max_parts = limits.max_frame_size, limits.max_message_size, limits.max_parts
-        reserved = 0xFC if self.version == (2, 0) else 0xF8
-        parts = self._parts
-        message_size = self._message_size
-        try:
-            while True:
-                avail = end_of_data - pos
-                if avail < 2:
-                    self._need = 2
-                    break
-                flags = work[pos]
-                if flags & LONG:
-                    if avail < 9:
-                        self._need = 9
-                        break
-                    size = int.from_bytes(work[pos + 1 : pos + 9], "big")
-                    start = pos + 9
-                else:
-                    size = work[pos + 1]
-                    start = pos + 2
-                if flags & reserved or size > max_frame:
-                    self._check_frame(flags, size)
-                if message_size + size > max_message and not flags & COMMAND:
-                    # On the header, before the frame is buffered.
-                    raise LimitExceeded(f"message of {message_size + size}+ bytes", max_message)
-                end = start + size
-                if end > end_of_data:
-                    self._need = end - pos
-                    break
-                pos = end
-                if flags & COMMAND:
-                    if flags & MORE:
-                        raise ProtocolError("a command frame with the MORE flag")
-                    if parts:
-                        raise ProtocolError("a command frame inside a multipart message")
-                    self._command(work[start:end])
-                    continue
-                parts.append(work[start:end])
-                message_size += size
-                if not flags & MORE:
-                    messages.append(parts)
-                    parts = []
-                    message_size = 0
-                elif len(parts) >= max_parts:
-                    raise LimitExceeded(f"message of more than {max_parts} parts", max_parts)
-        finally:
-            self._parts = parts
-            self._message_size = message_size
+        reader.need = 2
         return pos
 
     # -- greeting and handshake steps -----------------------------------------
 
     def _signature(self, head: bytes) -> None:
-        if head[0] != 0xFF or not head[9] & 0x01:
-            raise ProtocolError(f"not a ZMTP 2.0+ greeting (starts {head[:10].hex()})")
-        revision = head[10]
+        revision = peer_revision(head)
         if revision == 0:
             if self.mechanism != b"NULL":
                 raise DowngradeRefused(
@@ -426,21 +307,13 @@ class ZmtpEngine:
             )
         # ZMTP 2.0: our socket type, then our identity frame.
         self.version = (2, 0)
-        self._out += bytes((self.socket_type,)) + bytes((0, len(self.identity))) + self.identity
+        self._reader.reserved = V2_RESERVED
+        self._out += v2_rest(self.socket_type, self.identity)
         self._state = _State.V2_SOCKET_TYPE
 
     def _v3_greeting_start(self) -> None:
-        as_server = self.plain_authenticator is not None
-        self._out += b"\x01" + self.mechanism.ljust(_MECHANISM_SIZE, b"\x00") + bytes((as_server,)) + bytes(31)
+        self._out += v3_rest(self.mechanism, self.plain_authenticator is not None)
         self._state = _State.V3_GREETING
-
-    def _v2_socket_type(self, value: int) -> None:
-        # libzmq does not check 2.0 socket types; neither do we, but we record it.
-        try:
-            self.peer_socket_type = SocketType(value)
-        except ValueError:
-            self.peer_socket_type = None
-        self._state = _State.V2_IDENTITY
 
     def _v2_identity(self, flags: int, body: bytes) -> None:
         if flags & COMMAND:
@@ -459,17 +332,12 @@ class ZmtpEngine:
                 raise
 
     def _v3_greeting(self, rest: bytes) -> None:
-        minor = rest[0]
-        self.version = (3, 0) if self._peer_major == 3 and minor == 0 else (3, 1)
-        mechanism = rest[1 : 1 + _MECHANISM_SIZE].rstrip(b"\x00")
+        self.version, mechanism = read_v3_rest(self._peer_major, rest)
         if mechanism != self.mechanism:
             self._out += self.error("unsupported mechanism")
             raise ProtocolError(f"peer wants mechanism {mechanism!r}; this endpoint speaks {self.mechanism.decode()}")
-        # The peer's as-server byte is not checked: libzmq 4.3.5's PLAIN server
-        # sends 0 there (seen on the wire), so roles come from configuration.
         if self.plain_credentials is not None:
-            user, password = self.plain_credentials
-            self._out += encode_command(b"HELLO", bytes((len(user),)) + user + bytes((len(password),)) + password)
+            self._out += hello_command(*self.plain_credentials)
             self._state = _State.PLAIN_WELCOME
         elif self.plain_authenticator is not None:
             self._state = _State.PLAIN_HELLO
@@ -482,17 +350,14 @@ class ZmtpEngine:
             self._state = _State.V3_READY
 
     def _metadata(self) -> bytes:
-        properties = [("Socket-Type", self.socket_type.name.encode())]
-        if self.socket_type in (SocketType.DEALER, SocketType.REQ, SocketType.ROUTER):
-            properties.append(("Identity", self.identity))
-        return encode_properties(properties)
+        return metadata(self.socket_type, self.identity)
 
     def _v3_handshake_frame(self, flags: int, body: bytes) -> None:
         if not flags & COMMAND:
             raise ProtocolError("a message frame before the handshake completed")
         name, data = parse_command(body)
         if name == b"ERROR":
-            raise PeerError(_error_reason(data))
+            raise PeerError(error_reason(data))
         state = self._state
         expected = _EXPECTED[state]
         if name != expected:
@@ -507,7 +372,7 @@ class ZmtpEngine:
             self._out += encode_command(b"INITIATE", self._metadata())
             self._state = _State.V3_READY
         elif state is _State.PLAIN_HELLO:
-            user, password = _plain_hello(data)
+            user, password = parse_hello(data)
             assert self.plain_authenticator is not None
             if not self.plain_authenticator(user, password):
                 self._out += self.error("invalid username or password")
@@ -526,11 +391,8 @@ class ZmtpEngine:
         self.peer_properties = properties
         raw_type = properties.get("socket-type")
         if raw_type is not None:
-            try:
-                peer_type = SocketType[raw_type.decode("ascii")]
-            except (KeyError, UnicodeDecodeError):
-                peer_type = None
-            if peer_type is None or peer_type not in COMPATIBLE_PEERS.get(self.socket_type, frozenset()):
+            peer_type = compatible_peer_type(raw_type, self.socket_type)
+            if peer_type is None:
                 self._out += self.error("invalid socket type")
                 raise ProtocolError(f"a {raw_type!r} peer cannot talk to a {self.socket_type.name}")
             self.peer_socket_type = peer_type
@@ -540,6 +402,8 @@ class ZmtpEngine:
         if len(identity) > self.limits.max_identity_size:
             raise LimitExceeded(f"identity of {len(identity)} bytes", self.limits.max_identity_size)
         self.peer_identity = identity
+
+    # -- commands after the handshake -------------------------------------------
 
     def _command(self, body: bytes) -> None:
         """A command after the handshake: PING is answered, PONG noted,
@@ -555,25 +419,4 @@ class ZmtpEngine:
             self.pongs.append(data[:MAX_PING_CONTEXT])
             del self.pongs[:-8]
         elif name == b"ERROR":
-            raise PeerError(_error_reason(data))
-
-
-def _plain_hello(data: bytes) -> tuple[bytes, bytes]:
-    """``u8 len, username, u8 len, password`` (RFC 24's ABNF, not its prose)."""
-    if not data:
-        raise ProtocolError("malformed PLAIN HELLO")
-    user_end = 1 + data[0]
-    if user_end >= len(data) or user_end + 1 + data[user_end] != len(data):
-        raise ProtocolError("malformed PLAIN HELLO")
-    return data[1:user_end], data[user_end + 1 :]
-
-
-def _short(text: bytes) -> bytes:
-    text = text[:255]
-    return bytes((len(text),)) + text
-
-
-def _error_reason(data: bytes) -> str:
-    if data and 1 + data[0] <= len(data):
-        return data[1 : 1 + data[0]].decode("utf-8", "replace")
-    return data.decode("utf-8", "replace")
+            raise PeerError(error_reason(data))

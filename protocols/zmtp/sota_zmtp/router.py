@@ -21,7 +21,7 @@ from anyio.abc import ByteStream
 
 from sota_dispatch import ConnectionContext, ProtocolError, SotaError
 
-from .connection import Heartbeat, Liveness, handshake, pump, start_keepalive
+from .connection import Heartbeat, Liveness, open_loop, pump, start_keepalive
 from .dispatcher import ZmtpDispatcher, heartbeat_of, limits_of, plain_account
 from .engine import Authenticator, Limits, ZmtpEngine, generate_identity
 from .wire import SocketType, encode_message
@@ -206,17 +206,18 @@ class RouterConnection(ZmtpDispatcher):
 
     async def serve(self) -> None:
         try:
-            messages = await handshake(self, self.engine, self.router.limits.handshake_timeout)
+            loop = open_loop(self, self.engine, self.router.limits.handshake_timeout)
+            await loop.handshake()
             liveness = Liveness(anyio.current_time())
             start_keepalive(self, self.engine, self.router.heartbeat, liveness)
             if self.ignored:
                 # Read on (limits still apply, and the close is noticed),
                 # deliver nothing.
-                await pump(self, self.engine, messages, _discard, None, liveness)
+                await pump(self, loop, _discard, None, liveness)
                 return
             identity = self.identity
             assert identity is not None  # set by _identify during the handshake
-            await pump(self, self.engine, messages, self.router.on_message, identity, liveness)
+            await pump(self, loop, self.router.on_message, identity, liveness)
         finally:
             self.router._detach(self)
 

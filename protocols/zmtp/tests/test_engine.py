@@ -67,7 +67,7 @@ def test_libzmq_dealer_3x_handshake_then_message() -> None:
     engine.data_to_send()
     assert ready(identity=b"client-1") == LIBZMQ_DEALER_READY
     messages = engine.feed(v3_greeting(pad=9) + LIBZMQ_DEALER_READY + encode_message([b"a", b"b" * 300]))
-    assert engine.handshake_done
+    assert engine.ready
     assert engine.version == (3, 1)
     assert engine.peer_socket_type is SocketType.DEALER
     assert engine.peer_identity == b"client-1"
@@ -316,8 +316,8 @@ def test_two_engines_complete_the_handshake_without_deadlock() -> None:
     for _ in range(10):  # bounded ping-pong of whatever each side has to say
         server.feed(client.data_to_send())
         client.feed(server.data_to_send())
-    assert server.handshake_done
-    assert client.handshake_done
+    assert server.ready
+    assert client.ready
     assert server.peer_identity == b"me"
     assert client.feed(server.encode([b"hi"])) == [[b"hi"]]
 
@@ -349,8 +349,8 @@ def exchange_until_quiet(a: ZmtpEngine, b: ZmtpEngine) -> None:
 def test_plain_handshake_both_ways() -> None:
     server, client = plain_pair()
     exchange_until_quiet(client, server)
-    assert server.handshake_done
-    assert client.handshake_done
+    assert server.ready
+    assert client.ready
     assert server.user_id == b"admin"
     assert server.peer_identity == b"c"
     assert server.feed(client.encode([b"x"])) == [[b"x"]]

@@ -74,7 +74,7 @@ def test_a_plain_server_engine_refuses_an_older_peer(greeting: bytes) -> None:
     data = greeting if greeting != b"\x00" else V1_PEER
     with pytest.raises(DowngradeRefused, match="no authentication"):
         engine.feed(data)
-    assert not engine.handshake_done
+    assert not engine.ready
 
 
 def test_a_plain_client_engine_refuses_a_2_0_server() -> None:
