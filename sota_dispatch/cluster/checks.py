@@ -2,7 +2,8 @@
 
 One task per checked cluster; each round probes every endpoint at once, on
 a fresh connection (never one that carries requests): connect, for a
-``protocol`` check complete the protocol's handshake and send its probe
+``protocol`` check run the core's codec loop through the protocol's
+handshake and send its probe
 (:meth:`~sota_dispatch.FrameSemantics.health_probe`), then judge the first
 answer. ``unhealthy_threshold`` failures in a row take an endpoint out of
 the balancing; ``healthy_threshold`` successes in a row bring it back.
@@ -18,6 +19,9 @@ import anyio
 from ..config.model import HealthCheckConfig
 from ..errors import ProtocolError
 from ..io.address import parse_address
+from ..io.reader import BufferedReader
+from ..io.writer import BufferedWriter
+from ..protocol.loop import CodecLoop
 from ..protocol.semantics import FrameSemantics
 
 if TYPE_CHECKING:
@@ -30,11 +34,16 @@ log = logging.getLogger(__name__)
 
 
 async def probe(
-    address: str, check: HealthCheckConfig, protocol: type[FrameSemantics] | None, options: Any = None
+    address: str,
+    check: HealthCheckConfig,
+    protocol: type[FrameSemantics] | None,
+    options: Any = None,
+    max_frame_size: int = 1 << 20,
 ) -> bool:
     """One check of ``address``: True if it passed within ``check.timeout``.
 
-    ``options``: the cluster's options (text), for the protocol's client codec.
+    ``options``: the cluster's options (text), for the protocol's client
+    codec; ``max_frame_size``: the cluster's, for the answers.
     """
     host, port = parse_address(address)
     with anyio.move_on_after(check.timeout):
@@ -42,27 +51,22 @@ async def probe(
             async with await anyio.connect_tcp(host, port) as stream:
                 if check.kind == "tcp" or protocol is None:
                     return True
-                codec = protocol.client_codec(protocol.option_values(options or {}, "cluster"), 1 << 20)
-                out = codec.data_to_send()
-                if out:
-                    await stream.send(out)
-                frames: list[Any] = []
-                while not codec.ready:
-                    frames = codec.feed(await stream.receive())
-                    out = codec.data_to_send()
-                    if out:
-                        await stream.send(out)
+                codec = protocol.client_codec(protocol.option_values(options or {}, "cluster"), max_frame_size)
+                writer = BufferedWriter(stream)
+                loop = CodecLoop(BufferedReader(stream, writer=writer), writer, codec, empty_batches=True)
+                early = await loop.handshake()  # frames sent before the probe answer nothing
                 request = protocol.health_probe(check.send, codec)
                 if request is None:
                     return True  # connected (and shook hands): all the protocol can tell
-                await stream.send(request)
-                while True:
-                    frames = codec.feed(await stream.receive())
-                    if frames:
+                writer.write(request)
+                await writer.flush()
+                async for frames in loop:
+                    if frames and frames is not early:
                         return protocol.health_probe_ok(frames[0])
                     verdict = protocol.health_probe_verdict(codec)
                     if verdict is not None:
                         return verdict
+                return False  # closed without an answer
         except (OSError, ProtocolError, anyio.EndOfStream, anyio.BrokenResourceError):
             return False
     return False
@@ -77,7 +81,9 @@ async def run_health_checks(cluster: Cluster, protocol: type[FrameSemantics] | N
 
     async def one(endpoint: Endpoint) -> None:
         try:
-            ok = await probe(endpoint.address, check, protocol, cluster.config.options)
+            ok = await probe(
+                endpoint.address, check, protocol, cluster.config.options, cluster.config.max_frame_size
+            )
         except Exception:  # a plugin's bug fails the check, not the proxy
             log.exception("cluster %s: the health check of %s failed", cluster.name, endpoint.address)
             ok = False

@@ -28,6 +28,7 @@ from ..io.transport import input_queued
 from ..protocol.codec import Failure
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
+from ..protocol.multiplexer import StreamMultiplexer
 from ..protocol.semantics import FrameSemantics
 from .balancers import Endpoint
 from .request import PoolOwner, PoolSite, Request
@@ -249,30 +250,25 @@ class UpstreamConnection(Dispatcher):
         self.retired = False
         #: Requests sent and not yet answered (abandoned pipeline slots included).
         self.load = 0
-        self.in_flight: dict[int, tuple[Request, int]] = {}
+        #: Requests in flight by upstream id (multiplex mode): the core's
+        #: multiplexer allocates the ids and holds ``(request, try)``.
+        self.streams = StreamMultiplexer(id_bits=pool.protocol.id_bits, max_in_flight=max(1, pool.max_requests))
+        #: Requests in the order they were sent (pipeline, exclusive).
         self.in_order: deque[tuple[Request, int]] = deque()
+        #: Answers to no request in order (pipeline, exclusive).
         self.unmatched = 0
         self._held = 0
         self._read_ahead = input_queued(stream)
-        self._id_mask = (1 << pool.protocol.id_bits) - 1
-        self._next_id = 1
-
-    def _allocate_id(self) -> int:
-        in_flight = self.in_flight
-        upstream_id = self._next_id
-        while upstream_id in in_flight or upstream_id == 0:
-            upstream_id = (upstream_id + 1) & self._id_mask
-        self._next_id = (upstream_id + 1) & self._id_mask
-        return upstream_id
 
     def send(self, exchange: Request) -> None:
         """Write the request (it leaves with this batch's flush)."""
         attempt = exchange.attempt
         if self.multiplexed:
-            upstream_id = self._allocate_id()
-            data = self.protocol.encode_request(exchange.frame, upstream_id)
-            if not exchange.oneway:
-                self.in_flight[upstream_id] = (exchange, attempt)
+            if exchange.oneway:
+                data = self.protocol.encode_request(exchange.frame, self.streams.unused_id())
+            else:
+                upstream_id = self.streams.add((exchange, attempt))
+                data = self.protocol.encode_request(exchange.frame, upstream_id)
                 exchange.upstream_id = upstream_id
         else:
             data = self.protocol.encode_request(exchange.frame, 0)
@@ -301,9 +297,10 @@ class UpstreamConnection(Dispatcher):
         the requests behind it get a reset (retried when allowed).
         """
         if self.multiplexed:
-            entry = self.in_flight.get(exchange.upstream_id)
+            streams = self.streams
+            entry = streams.get(exchange.upstream_id)
             if entry is not None and entry[0] is exchange:
-                del self.in_flight[exchange.upstream_id]
+                streams.discard(exchange.upstream_id)
                 self.load -= 1
                 if self.pool.pending:
                     self.pool.drain_queue()
@@ -313,35 +310,27 @@ class UpstreamConnection(Dispatcher):
             self.close_soon()
 
     async def serve(self) -> None:
-        codec, reader, writer = self.codec, self.reader, self.writer
-        frames: list[Any] = []
         error: BaseException | None = None
         try:
-            writer.write(codec.data_to_send())
-            try:
-                with anyio.fail_after(self.pool.cluster.config.connect_timeout):
-                    while not codec.ready:
-                        await writer.flush()
-                        frames = codec.feed(await reader.read_some())
-                        writer.write(codec.data_to_send())
-            except TimeoutError:
-                raise ProtocolError("no handshake within the connect timeout") from None
+            # Answers owed to nobody here: a codec error closes the connection
+            # without last words to the upstream.
+            loop = self.codec_loop(
+                self.codec,
+                handshake_timeout=self.pool.cluster.config.connect_timeout,
+                last_words=False,
+                empty_batches=True,
+            )
+            frames = await loop.handshake()
             self.ready = self.was_ready = True
             self.pool.ready(self)
-            outbox = self.outbox
+            outbox, codec, budget = self.outbox, self.codec, self.pool.cluster.budget
             if frames:
                 with outbox:
                     self._responses(frames)
-            budget = self.pool.cluster.budget
-            while True:
-                frames = codec.feed(await reader.read_some())
-                out = codec.data_to_send()
-                if out:
-                    writer.write(out)
+            async for frames in loop:
                 if frames:
                     with outbox:  # the clients answered leave with one send each, from here
                         self._responses(frames)
-                codec.check()
                 held = codec.buffered if self._read_ahead is None else codec.buffered + self._read_ahead()
                 if held != self._held:  # what the process holds of answers counts in its budget
                     self._held = held
@@ -353,7 +342,7 @@ class UpstreamConnection(Dispatcher):
             self._lost(error)
 
     def _responses(self, frames: list[Any]) -> None:
-        protocol = self.protocol
+        protocol, take = self.protocol, self.streams.take
         now = anyio.current_time()
         for response in frames:
             if protocol.is_heartbeat(response):
@@ -363,9 +352,12 @@ class UpstreamConnection(Dispatcher):
                 continue
             if self.multiplexed:
                 upstream_id = protocol.response_id(response)
-                entry = None if upstream_id is None else self.in_flight.pop(upstream_id, None)
+                # None (counted as unmatched): e.g. a late answer to a request given up on.
+                if upstream_id is None:
+                    self.streams.unmatched += 1
+                    continue
+                entry = take(upstream_id)
                 if entry is None:
-                    self.unmatched += 1  # e.g. a late answer to a request given up on
                     continue
             elif self.in_order:
                 entry = self.in_order.popleft()
@@ -396,8 +388,7 @@ class UpstreamConnection(Dispatcher):
         self.ready = False
         self.pool.cluster.budget.release(self)
         self.pool.lost(self, error)
-        entries = [*self.in_flight.values(), *self.in_order]
-        self.in_flight.clear()
+        entries = [*self.streams.take_all(), *self.in_order]
         self.in_order.clear()
         self.load = 0
         for exchange, attempt in entries:

@@ -11,7 +11,7 @@ request" into "one send per batch of requests".
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -39,8 +39,8 @@ class ReadTimeouts:
 
     ``frame``: from the connect to the first byte, and from a frame's first
     byte to its last (:class:`FrameTimeout`). ``idle``: between frames, with
-    nothing partly received; the connection then ends as if the peer had
-    closed it. None: no limit.
+    nothing partly received (or anywhere, with no frame timeout); the
+    connection then ends as if the peer had closed it. None: no limit.
     """
 
     frame: float | None = 30.0
@@ -63,12 +63,14 @@ class BufferedReader:
 
     __slots__ = (
         "_buf",
+        "_busy",
         "_codec_frames",
         "_connected",
         "_draining",
         "_eof",
         "_frame_start",
         "_got_bytes",
+        "_idle_scope",
         "_last_fill",
         "_pos",
         "_read_size",
@@ -98,6 +100,8 @@ class BufferedReader:
         #: connection sits between frames, so a drain may stop it right here.
         self.idle = False
         self._timeouts: ReadTimeouts | None = None
+        self._busy: Callable[[], bool] | None = None
+        self._idle_scope: anyio.CancelScope | None = None
         self._connected = 0.0
         self._got_bytes = False
         #: When the frame being received began (None: between frames).
@@ -128,15 +132,27 @@ class BufferedReader:
         buffered raises :class:`anyio.EndOfStream` instead of waiting."""
         self._draining = True
 
-    def set_timeouts(self, timeouts: ReadTimeouts | None) -> None:
+    def set_timeouts(self, timeouts: ReadTimeouts | None, *, busy: Callable[[], bool] | None = None) -> None:
         """Enforce ``timeouts`` on every wait for input from now on (the
-        server sets its own right after the connect; None: none)."""
+        server sets its own right after the connect; None: none).
+
+        ``busy``: True while the connection owes the peer answers (a
+        proxy's requests in flight); the idle timeout does not run then, and
+        :meth:`idle_from_now` starts it when the last answer is out."""
         self._timeouts = timeouts
+        self._busy = busy
         self._connected = self._last_fill = anyio.current_time()
         if self._writer is not None:
             # A peer that sends but never reads would hold a flush, and the
             # connection, for good.
             self._writer.send_timeout = None if timeouts is None else timeouts.frame
+
+    def idle_from_now(self) -> None:
+        """The connection is no longer busy (see :meth:`set_timeouts`): a
+        wait for input between frames is idle from now on."""
+        scope, timeouts = self._idle_scope, self._timeouts
+        if scope is not None and timeouts is not None and timeouts.idle is not None:
+            scope.deadline = anyio.current_time() + timeouts.idle
 
     def frame_state(self, buffered: int, completed: int) -> None:
         """For a sans-I/O codec fed from :meth:`read_some` or :meth:`chunks`,
@@ -211,16 +227,25 @@ class BufferedReader:
         idle = False
         if self._frame_start == _ON_NEXT_WAIT:
             self._frame_start = anyio.current_time()
-        if self._frame_start is not None:
-            deadline = None if timeouts.frame is None else self._frame_start + timeouts.frame
-        elif not self._got_bytes:  # from the connect to the first byte
-            deadline = None if timeouts.frame is None else self._connected + timeouts.frame
-        else:
+        if timeouts.frame is not None and self._frame_start is not None:
+            deadline = self._frame_start + timeouts.frame
+        elif timeouts.frame is not None and not self._got_bytes:  # from the connect to the first byte
+            deadline = self._connected + timeouts.frame
+        else:  # between frames, or with no frame timeout: a silent peer is idle
             idle = True
-            deadline = None if timeouts.idle is None else anyio.current_time() + timeouts.idle
+            busy = self._busy
+            if timeouts.idle is None or (busy is not None and busy()):
+                deadline = None
+            else:
+                deadline = anyio.current_time() + timeouts.idle
         data = b""
         with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
-            data = await self._stream.receive(self._read_size)
+            if idle:
+                self._idle_scope = scope
+            try:
+                data = await self._stream.receive(self._read_size)
+            finally:
+                self._idle_scope = None
         if scope.cancelled_caught:
             if idle:
                 raise anyio.EndOfStream  # idle too long: an orderly end, as if the peer had closed

@@ -359,6 +359,7 @@ class Dispatcher(ProtocolRoles):
             discard_input(self.stream)
             self.reader.release()
             self.writer.release()
+            self._loop = None  # and its codec's partial frame
             assert self._finished is not None
             self._finished.set()
 

@@ -12,7 +12,7 @@ caller that actually has to wait.
 from __future__ import annotations
 
 import math
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 
@@ -165,6 +165,51 @@ class StreamMultiplexer(Generic[V]):
         pending[stream_id] = stream
         return stream
 
+    def add(self, entry: object) -> int:
+        """Allocate the next free id for ``entry``, a caller's own record of
+        a request that it answers itself (the proxy's upstream connections:
+        no :class:`PendingStream`, no event); :meth:`take` gets it back.
+
+        A multiplexer holds either such entries or pending streams, never
+        both: :meth:`complete` and :meth:`fail` are for the streams.
+        """
+        if self._closed is not None:
+            raise self._closed.with_traceback(None)
+        pending = self._pending
+        if len(pending) >= self.max_in_flight:
+            raise StreamLimitError(f"{len(pending)} streams in flight (max_in_flight={self.max_in_flight})")
+        stream_id = self._allocate()
+        pending[stream_id] = entry  # type: ignore[assignment]
+        return stream_id
+
+    def take(self, stream_id: int) -> Any:
+        """The entry :meth:`add` stored under ``stream_id``, removed; None
+        (counted in :attr:`unmatched`) when no such id is in flight."""
+        entry = self._pending.pop(stream_id, None)
+        if entry is None:
+            self.unmatched += 1
+        return entry
+
+    def unused_id(self) -> int:
+        """The next id not in flight, not held (a oneway request: nobody
+        waits for an answer; one that comes anyway matches nothing)."""
+        return self._allocate()
+
+    def get(self, stream_id: int) -> Any:
+        """The entry :meth:`add` stored under ``stream_id`` (None if none)."""
+        return self._pending.get(stream_id)
+
+    def discard(self, stream_id: int) -> bool:
+        """Give up on the entry under ``stream_id`` (a later answer then
+        counts as unmatched); False if none is in flight."""
+        return self._pending.pop(stream_id, None) is not None
+
+    def take_all(self) -> list[Any]:
+        """Every entry still in flight, removed (the connection is gone)."""
+        entries = list(self._pending.values())
+        self._pending.clear()
+        return entries
+
     def complete(self, stream_id: int, value: V) -> bool:
         """Deliver the answer for ``stream_id``.
 
@@ -194,7 +239,8 @@ class StreamMultiplexer(Generic[V]):
         pending = self._pending
         self._pending = {}
         for stream in pending.values():
-            stream._resolve(None, error)
+            if isinstance(stream, PendingStream):  # not an entry of add()
+                stream._resolve(None, error)
         return len(pending)
 
     def close(self, error: BaseException) -> None:

@@ -15,7 +15,6 @@ and the client connection stays up.
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 from collections import deque
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from ..cluster.balancers import Endpoint
 from ..cluster.cluster import Cluster
 from ..cluster.pool import Pool
 from ..errors import ProtocolError
+from ..io.reader import ReadTimeouts
 from ..io.transport import input_queued
 from ..protocol.codec import Codec, Failure
 from ..protocol.context import ConnectionContext
@@ -69,7 +69,6 @@ class ProxyConnection(Dispatcher):
         self._wake: anyio.Event | None = None
         self._read_scope: anyio.CancelScope | None = None
         self._codec: Codec[Any] | None = None
-        self._idle_timeout: float | None = None
         self._streams = 0  # requests decoded so far (a request's number is its stream id)
         #: The cluster that let this connection in after a wait for room,
         #: for the rest of the read batch (see Cluster.has_room).
@@ -86,7 +85,6 @@ class ProxyConnection(Dispatcher):
         #: This connection's part of the references its error replies carry.
         self._ref: str | None = None
         self._read_ahead = input_queued(stream)
-        self._draining = False
         #: This client's own upstream pools (clusters that do not share
         #: connections between clients), closed with it.
         self.upstream_pools: dict[tuple[Cluster, Endpoint], Pool] = {}
@@ -95,9 +93,8 @@ class ProxyConnection(Dispatcher):
 
     def drain(self) -> None:
         """Stop reading at the next frame boundary, answer what is in flight, close."""
-        self._draining = True
-        codec = self._codec
-        if self._read_scope is not None and self.reader.idle and (codec is None or not codec.buffered):
+        super().drain()
+        if self._read_scope is not None:  # still detecting the protocol
             self._read_scope.cancel()
 
     async def on_close(self, reason: BaseException | None) -> None:
@@ -117,7 +114,8 @@ class ProxyConnection(Dispatcher):
     def _abandon(self) -> None:
         self.closed = True
         self.listener.budget.release(self)
-        self._codec = None  # a partial frame it held goes now, not at the next collection
+        # A partial frame the codec held goes now, not at the next collection.
+        self._codec = self._loop = None
         for exchange in list(self._exchanges):
             exchange.abandon()
         self._exchanges.clear()
@@ -133,10 +131,8 @@ class ProxyConnection(Dispatcher):
     async def _sniff(self) -> type[FrameSemantics] | None:
         candidates = self.listener.candidates
         want = 1
-        timeout = self.listener.config.limits.frame_timeout
-        deadline = math.inf if timeout is None else anyio.current_time() + timeout
-        # drain() may end the wait; a client silent past frame_timeout is closed.
-        with anyio.CancelScope(deadline=deadline) as self._read_scope:
+        # drain() may end the wait; the reader's frame timeout bounds it.
+        with anyio.CancelScope() as self._read_scope:
             while True:
                 prefix = await self.reader.peek(want)
                 verdicts = [(info, info.sniff(prefix)) for _, info in candidates]
@@ -153,6 +149,11 @@ class ProxyConnection(Dispatcher):
         return None
 
     async def serve(self) -> None:
+        limits = self.listener.config.limits
+        # A handshake or first bytes, then every frame, must arrive within
+        # frame_timeout (no slowloris); a connection with nothing in flight
+        # may sit idle for idle_timeout, then ends as if the client closed.
+        self.reader.set_timeouts(ReadTimeouts(limits.frame_timeout, limits.idle_timeout), busy=self._busy)
         protocol = self.protocol
         if protocol is None:
             protocol = await self._sniff()
@@ -162,62 +163,23 @@ class ProxyConnection(Dispatcher):
             self.protocol = protocol
         if protocol.ordered:
             self._ordered = deque()
-        limits = self.listener.config.limits
         options = protocol.option_values(self.context.options, "listener")
         codec = self._codec = protocol.server_codec(options, limits.max_frame_size)
-        reader, writer = self.reader, self.writer
-        writer.write(codec.data_to_send())
+        # Every read, even one that completes no frame: the budget counts a
+        # partial frame as it grows. A codec error waits for the answers
+        # owed to the requests before it (below).
+        loop = self.codec_loop(codec, last_words=False, empty_batches=True)
+        writer = self.writer
         max_in_flight = limits.max_in_flight
         stats = self.listener.stats
         outbox = self.listener.outbox
-        frame_timeout, self._idle_timeout = limits.frame_timeout, limits.idle_timeout
-        connected = anyio.current_time()
-        frame_started: float | None = None  # when the partial frame in the codec began
-        got_bytes = False
-        at_eof = False
+        budget = self.listener.budget
         try:
-            # Draining stops at a frame boundary: a frame half received is
-            # read to its end first (the server's drain timeout bounds that).
-            while not (self._draining and not codec.buffered):
-                data = b""
-                # A handshake or first bytes, then every frame, must arrive
-                # within frame_timeout (no slowloris); a connection with
-                # nothing in flight may sit idle for idle_timeout.
-                deadline, slow = math.inf, False
-                if frame_timeout is not None and not (got_bytes and codec.ready):
-                    deadline, slow = connected + frame_timeout, True
-                elif frame_timeout is not None and frame_started is not None:
-                    deadline, slow = frame_started + frame_timeout, True
-                elif self._idle_timeout is not None and not self.in_flight:
-                    deadline = anyio.current_time() + self._idle_timeout
-                with anyio.CancelScope(deadline=deadline) as scope:
-                    self._read_scope = scope
-                    try:
-                        data = await reader.read_some()
-                    except anyio.EndOfStream:
-                        at_eof = True
-                self._read_scope = None
-                if scope.cancelled_caught and not self._draining:
-                    if slow:
-                        raise ProtocolError(f"no complete request within {frame_timeout:g}s")
-                    log.debug("idle for %gs; closing", self._idle_timeout)
-                    break
-                if not data:
-                    break  # the end of input, or drain() ended the wait
-                got_bytes = True
-                stats.bytes_in += len(data)
-                frames = codec.feed(data)
-                out = codec.data_to_send()
-                if out:
-                    writer.write(out)
-                now = anyio.current_time()  # once per batch: a clock read costs ~1 µs
-                # A partial frame's clock starts with its first byte; bytes that
-                # complete nothing (a handshake in pieces) do not restart it.
-                if not codec.buffered:
-                    frame_started = None
-                elif frames or frame_started is None:
-                    frame_started = now
+            async for frames in loop:
+                received = loop.received
+                stats.bytes_in += received
                 if frames:
+                    now = anyio.current_time()  # once per batch: a clock read costs ~1 µs
                     stats.requests += len(frames)
                     self._turn = None
                     outbox.begin()  # each upstream written to gets one send, at the end
@@ -227,7 +189,8 @@ class ProxyConnection(Dispatcher):
                             if full is not None:
                                 # Its cluster is at max_requests: this client is
                                 # not read from until its turn comes (or the
-                                # request's deadline passes).
+                                # request's deadline passes). The frame clock
+                                # restarts at the next read: the proxy was slow.
                                 cluster, deadline = full
                                 outbox.end()
                                 room = False
@@ -238,8 +201,6 @@ class ProxyConnection(Dispatcher):
                                     self._room_scope = None
                                     outbox.begin()
                                 now = anyio.current_time()
-                                if frame_started is not None:
-                                    frame_started = now  # the proxy, not the client, was slow
                                 self._request(
                                     protocol, frame, now, admission="admitted" if room else "refused", deadline=deadline
                                 )
@@ -250,31 +211,25 @@ class ProxyConnection(Dispatcher):
                                 finally:
                                     outbox.begin()
                                 now = anyio.current_time()
-                                if frame_started is not None:
-                                    frame_started = now  # the proxy, not the client, was slow
                     finally:
                         outbox.end()
-                codec.check()
                 # The process's buffer budget, once per batch: the partial
                 # frame, what the loop read ahead, and the requests in flight
                 # (an average share of the bytes their frames took).
                 partial = codec.buffered
                 if self.in_flight:
-                    self._inflight_bytes += len(data) + self._partial - partial
+                    self._inflight_bytes += received + self._partial - partial
                 held = partial + self._inflight_bytes
                 if self._read_ahead is not None:
                     held += self._read_ahead()
                 if held != self._held:
-                    large = self.listener.budget.large_frame
-                    new_large = self._partial < large <= partial
+                    new_large = self._partial < budget.large_frame <= partial
                     self._held, self._partial = held, partial
-                    self.listener.budget.hold(self, held, new_large_frame=new_large)  # may refuse it
+                    budget.hold(self, held, new_large_frame=new_large)  # may refuse it
                 else:
                     self._partial = partial
                 if writer.pending >= writer.high_water:
                     await writer.flush()  # a client that does not read is not read from
-                    if frame_started is not None:
-                        frame_started = anyio.current_time()
         except ProtocolError:
             stats.decode_errors += 1
             # The requests before the bad bytes still get their answers,
@@ -283,13 +238,17 @@ class ProxyConnection(Dispatcher):
                 await self._wait_in_flight(0)
             writer.write(codec.data_to_send())
             raise
-        if at_eof:
-            # The client half-closed, or is gone: answers arriving within
-            # the linger time still go out, the rest is abandoned (on_close).
+        if loop.stopping:
+            await self._wait_in_flight(0)  # a drain: the server's drain timeout bounds it
+        else:
+            # The client half-closed, is gone, or was idle too long: answers
+            # arriving within the linger time still go out, the rest is
+            # abandoned (on_close).
             with anyio.move_on_after(self.linger_timeout):
                 await self._wait_in_flight(0)
-        else:
-            await self._wait_in_flight(0)  # a drain: the server's drain timeout bounds it
+
+    def _busy(self) -> bool:
+        return self.in_flight > 0
 
     # -- requests ---------------------------------------------------------------
 
@@ -450,9 +409,8 @@ class ProxyConnection(Dispatcher):
         wake = self._wake
         if wake is not None:
             wake.set()
-        scope = self._read_scope
-        if not self.in_flight and scope is not None and scope.deadline == math.inf and self._idle_timeout is not None:
-            scope.deadline = anyio.current_time() + self._idle_timeout  # idle from now on
+        if not self.in_flight:
+            self.reader.idle_from_now()
 
     def exchange_done(self, exchange: Exchange, data: bytes) -> None:
         """An exchange of this connection ended with ``data`` for the client.
