@@ -12,10 +12,12 @@ the frames come from :class:`~.loop.CodecLoop`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ClassVar, Protocol
 
-from ..errors import ProtocolError
+import anyio
+
+from ..errors import ProtocolError, StreamLimitError
 from ..io.reader import BufferedReader
 from ..io.writer import BufferedWriter
 from .codec import Codec
@@ -103,6 +105,13 @@ class ProtocolRoles(FrameSemantics):
     max_frame_size: ClassVar[int] = 16 * 1024 * 1024
     #: Seconds for a codec's handshake (None: the reader's frame timeout alone).
     handshake_timeout: ClassVar[float | None] = None
+    #: Client role: seconds without input before a heartbeat request
+    #: (:meth:`heartbeat_request`) is sent (None: never).
+    keepalive_interval: ClassVar[float | None] = None
+    #: Client role: unanswered heartbeats in a row that close the connection.
+    max_missed_heartbeats: ClassVar[int] = 3
+    #: Heartbeats unanswered in a row so far.
+    missed_heartbeats: int = 0
 
     # Set by the Dispatcher.
     context: ConnectionContext
@@ -113,6 +122,9 @@ class ProtocolRoles(FrameSemantics):
     _stopping: bool
 
     def flush_soon(self) -> None:
+        raise NotImplementedError
+
+    def start_soon(self, func: Callable[..., Coroutine[Any, Any, Any]], *args: Any, name: object = None) -> None:
         raise NotImplementedError
 
     def on_request(self, frame: Any) -> bytes | None:
@@ -160,7 +172,35 @@ class ProtocolRoles(FrameSemantics):
         :meth:`request`. ``semantics``: another protocol class's frame
         semantics (a service speaking several protocols)."""
         semantics = semantics or type(self)
-        await _serve_frames(self, self.codec_loop(codec), semantics, on_request or self.on_request)
+        loop = self.codec_loop(codec)
+        interval = self.keepalive_interval
+        if self.context.role == "client" and interval is not None and semantics.heartbeat_request() is not None:
+            self.start_soon(self._keepalive, semantics, interval)
+        await _serve_frames(self, loop, semantics, on_request or self.on_request)
+
+    async def _keepalive(self, semantics: type[FrameSemantics], interval: float) -> None:
+        """The client role's keepalive: a heartbeat request after
+        ``interval`` seconds without input; the connection closes after
+        :attr:`max_missed_heartbeats` unanswered in a row. A connection
+        busy with answers never looks quiet, and one whose ids are all in
+        flight is busy, not dead."""
+        answered = anyio.current_time()
+        while True:
+            quiet_until = max(answered, self.reader.last_input) + interval
+            if anyio.current_time() < quiet_until:
+                await anyio.sleep_until(quiet_until)
+                continue
+            try:
+                await _send_request(self, semantics, semantics.heartbeat_request(), interval)
+                self.missed_heartbeats = 0
+            except StreamLimitError:
+                pass  # every id is taken by requests in flight
+            except TimeoutError:
+                self.missed_heartbeats += 1
+                log.info("%r: heartbeat %d unanswered", self, self.missed_heartbeats)
+                if self.missed_heartbeats >= self.max_missed_heartbeats:
+                    raise ProtocolError(f"{self.missed_heartbeats} heartbeats unanswered") from None
+            answered = anyio.current_time()
 
     async def request(self, frame: Any, *, timeout: float | None = None) -> Any:
         """Send ``frame`` under a fresh id from :attr:`streams` and return

@@ -131,6 +131,13 @@ class FrameSemantics:
         raise NotImplementedError(f"{cls.__qualname__} has heartbeats but no reply")
 
     @classmethod
+    def heartbeat_request(cls) -> Any:
+        """A heartbeat request frame, which the client role's keepalive
+        sends with :meth:`~sota_dispatch.Dispatcher.request` on a quiet
+        connection; None (the default): the protocol has none."""
+        return None
+
+    @classmethod
     def encode_request(cls, frame: Any, upstream_id: int) -> bytes:
         """The request's bytes for upstream, carrying ``upstream_id`` (which a
         protocol without ids ignores); ids are rewritten in the raw bytes."""

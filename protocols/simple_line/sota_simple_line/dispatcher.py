@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from sota_dispatch import Codec, Dispatcher, Failure, LimitExceeded, Match, Option, OptionSchema
+from sota_dispatch import Codec, Dispatcher, Failure, Match, Option, OptionSchema
 
 from .codec import LineCodec
 from .query import QueryError, parse_query, render_error, render_reply
@@ -90,24 +90,14 @@ class SimpleLineDispatcher(Dispatcher):
     def error_reply(cls, request: bytes, failure: Failure, detail: str = "") -> bytes:
         return render_error(f"{failure.value}: {detail}" if detail else failure.value)
 
-    async def serve(self) -> None:
-        max_line = self.option("max_line") or DEFAULT_MAX_LINE
-        reader, writer = self.reader, self.writer
-        while True:
-            try:
-                # +1 leaves room for the '\r' of a '\r\n' ending.
-                line = await reader.read_until(b"\n", max_bytes=max_line + 1)
-            except LimitExceeded:
-                writer.write(render_error(f"line too long (limit {max_line} bytes)"))
-                raise  # the dispatcher flushes the error line, then closes
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if len(line) > max_line:
-                writer.write(render_error(f"line too long (limit {max_line} bytes)"))
-                raise LimitExceeded("request line", max_line)
-            try:
-                writer.write(render_reply(parse_query(line)))
-            except QueryError as exc:
-                writer.write(render_error(str(exc)))
-            # No send per line: the reader flushes every reply of this batch
-            # before it waits for more input.
+    def on_request(self, frame: bytes) -> bytes:
+        """The local service: the query's ``receive:{json}``, or an
+        ``error:`` line for a malformed query (the connection stays up).
+
+        An over-long line is the codec's: it queues the ``error:`` line and
+        ends the connection, after the answers to the lines before it."""
+        line = frame[:-2] if frame.endswith(b"\r\n") else frame[:-1]
+        try:
+            return render_reply(parse_query(line))
+        except QueryError as exc:
+            return render_error(str(exc))

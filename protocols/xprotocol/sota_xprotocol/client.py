@@ -15,11 +15,8 @@ from __future__ import annotations
 import logging
 from typing import ClassVar, Generic, TypeVar
 
-import anyio
-
 import sota_xprotocol.bolt as bolt
 import sota_xprotocol.dubbo as dubbo
-from sota_dispatch import ProtocolError, StreamLimitError
 
 from .dispatchers import BoltDispatcher, DubboDispatcher, XProtocolDispatcher
 
@@ -31,27 +28,10 @@ F = TypeVar("F", bolt.BoltFrame, dubbo.DubboFrame)
 
 
 class _MultiplexedClient(XProtocolDispatcher, Generic[F]):
-    #: Seconds of silence before a keepalive heartbeat (None: never).
+    #: Seconds of silence before a keepalive heartbeat (None: never); the
+    #: core's client role sends it (see Dispatcher.keepalive_interval).
     keepalive_interval: ClassVar[float | None] = 15.0
-    #: Unanswered heartbeats in a row after which the connection is closed.
-    max_missed_heartbeats: ClassVar[int] = 3
     max_frame_size: ClassVar[int] = bolt.DEFAULT_MAX_FRAME_SIZE
-
-    _last_input = 0.0
-    missed_heartbeats = 0
-
-    # -- what differs between the protocols (beyond their classes' semantics) ----
-
-    @staticmethod
-    def _heartbeat_request() -> F:
-        raise NotImplementedError
-
-    # -- the shared machinery (the rest is the core's client role) -------------
-
-    async def on_connect(self) -> None:
-        self._last_input = anyio.current_time()
-        if self.keepalive_interval is not None:
-            self.start_soon(self._keepalive)
 
     async def call(self, request: F, *, timeout: float | None = None) -> F | None:
         """Send ``request`` under a fresh id; return the response (None for oneway).
@@ -63,41 +43,13 @@ class _MultiplexedClient(XProtocolDispatcher, Generic[F]):
         response: F | None = await self.request(request, timeout=timeout)
         return response
 
-    async def _keepalive(self) -> None:
-        interval = self.keepalive_interval
-        assert interval is not None
-        while True:
-            idle_until = max(self._last_input, self.reader.last_input) + interval
-            if anyio.current_time() < idle_until:
-                await anyio.sleep_until(idle_until)
-                continue
-            try:
-                await self.call(self._heartbeat_request(), timeout=interval)
-                self.missed_heartbeats = 0
-            except StreamLimitError:
-                pass  # every id is taken by calls in flight: busy, not dead; next tick
-            except TimeoutError:
-                self.missed_heartbeats += 1
-                log.info("%r: heartbeat %d unanswered", self, self.missed_heartbeats)
-                if self.missed_heartbeats >= self.max_missed_heartbeats:
-                    raise ProtocolError(f"{self.missed_heartbeats} heartbeats unanswered") from None
-            self._last_input = max(self._last_input, anyio.current_time())
-
 
 class BoltClient(BoltDispatcher, _MultiplexedClient[bolt.BoltFrame]):
     """A multiplexed bolt connection to an upstream (client role, 32-bit ids)."""
 
-    @staticmethod
-    def _heartbeat_request() -> bolt.BoltFrame:
-        return bolt.heartbeat_request(0)
-
 
 class DubboClient(DubboDispatcher, _MultiplexedClient[dubbo.DubboFrame]):
     """A multiplexed dubbo connection to an upstream (client role, 64-bit ids)."""
-
-    @staticmethod
-    def _heartbeat_request() -> dubbo.DubboFrame:
-        return dubbo.heartbeat_request(0)
 
     def on_request(self, frame: dubbo.DubboFrame) -> bytes | None:
         """Heartbeats are answered by the core; a oneway event (a provider's

@@ -129,6 +129,10 @@ class BoltDispatcher(XProtocolDispatcher):
         return bolt_error_reply(request, failure).encode()
 
     @classmethod
+    def heartbeat_request(cls) -> bolt.BoltFrame:
+        return bolt.heartbeat_request(0)
+
+    @classmethod
     def health_probe(cls, send: str | None, codec: Codec[bolt.BoltFrame]) -> bytes:
         """A bolt heartbeat (what MOSN's keepalive sends)."""
         return bolt.heartbeat_request(1).encode()
@@ -199,6 +203,10 @@ class DubboDispatcher(XProtocolDispatcher):
     @classmethod
     def error_reply(cls, request: dubbo.DubboFrame, failure: Failure, detail: str = "") -> bytes:
         return dubbo_error_reply(request, failure, detail).encode()
+
+    @classmethod
+    def heartbeat_request(cls) -> dubbo.DubboFrame:
+        return dubbo.heartbeat_request(0)
 
     @classmethod
     def health_probe(cls, send: str | None, codec: Codec[dubbo.DubboFrame]) -> bytes:
