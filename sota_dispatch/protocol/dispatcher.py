@@ -84,11 +84,10 @@ class Dispatcher(ProtocolRoles):
         self.writer = BufferedWriter(stream, high_water=self.write_high_water)
         self.reader = BufferedReader(stream, read_size=self.read_size, writer=self.writer)
         self.writer.pair(self.reader, None)
-        self.streams: StreamMultiplexer[Any] = StreamMultiplexer(
-            id_bits=self.id_bits,
-            max_in_flight=self.max_in_flight,
-            timeout=self.stream_timeout,
-        )
+        # Made on first use: most connections (a proxy's client side, a
+        # local service, the admin) never send a request of their own.
+        self._mux: StreamMultiplexer[Any] | None = None
+        self._mux_closed: ConnectionLost | None = None
         #: Why the connection ended, once it has: None for an orderly close.
         self.close_reason: BaseException | None = None
         self._loop: CodecLoop[Any] | None = None
@@ -179,6 +178,24 @@ class Dispatcher(ProtocolRoles):
                 raise KeyError(f"{type(self).__name__} has no option {name!r}")
             return default
         return raw if convert is None else convert(raw)
+
+    @property
+    def streams(self) -> StreamMultiplexer[Any]:
+        """The connection's requests in flight by id (the client role's
+        :meth:`request`), with :attr:`id_bits`, :attr:`max_in_flight` and
+        :attr:`stream_timeout`; made on first use."""
+        streams = self._mux
+        if streams is None:
+            streams = self._mux = StreamMultiplexer(
+                id_bits=self.id_bits, max_in_flight=self.max_in_flight, timeout=self.stream_timeout
+            )
+            if self._mux_closed is not None:
+                streams.close(self._mux_closed)
+        return streams
+
+    @streams.setter
+    def streams(self, streams: StreamMultiplexer[Any]) -> None:
+        self._mux = streams
 
     def start_soon(
         self,
@@ -334,7 +351,10 @@ class Dispatcher(ProtocolRoles):
         self._task_group = None
         self.writer.pair(self.reader, None)
         self.close_reason = reason
-        self.streams.close(reason if isinstance(reason, ConnectionLost) else ConnectionLost(reason))
+        error = reason if isinstance(reason, ConnectionLost) else ConnectionLost(reason)
+        self._mux_closed = error  # a request() after the close fails as one before it
+        if self._mux is not None:
+            self._mux.close(error)
         log_close(self.context.connection_id, reason)
         with anyio.CancelScope(shield=True):
             with anyio.move_on_after(0 if self._aborting else self.linger_timeout):

@@ -124,7 +124,6 @@ class Listener:
         self.config = config
         self.name = config.name
         self.proxy = proxy
-        self.info = info
         self.protocol = info.protocol_class if info is not None else None
         self.candidates = auto_candidates() if info is None else []
         self.stats = ListenerStats()

@@ -51,7 +51,6 @@ class Route:
         "hash_key",
         "idempotent",
         "matchers",
-        "needs_attributes",
         "per_try_timeout",
         "retry_on",
         "retry_statuses",
@@ -63,7 +62,6 @@ class Route:
         self.cluster = cluster
         self.matchers: Sequence[Matcher] = tuple(compile_match(m) for m in config.match)
         self.hash_key = config.hash_key
-        self.needs_attributes = bool(self.matchers) or self.hash_key is not None
         self.timeout = config.timeout
         self.per_try_timeout = config.per_try_timeout
         self.attempts = config.retry.attempts
