@@ -111,4 +111,4 @@ async def run_health_checks(cluster: Cluster, protocol: type[FrameSemantics] | N
         async with anyio.create_task_group() as round_:
             for endpoint in cluster.endpoints:
                 round_.start_soon(one, endpoint)
-        await anyio.sleep(check.interval)
+        await cluster.clock.sleep_until(cluster.clock.now() + check.interval)

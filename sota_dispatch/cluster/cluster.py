@@ -29,6 +29,7 @@ from anyio.abc import TaskGroup
 
 from ..config.model import HASH_BALANCERS, ClusterConfig
 from ..io.budget import BufferBudget
+from ..io.clock import SYSTEM_CLOCK, Clock
 from ..io.outbox import Outbox
 from ..protocol.semantics import FrameSemantics
 from .balancers import (
@@ -79,8 +80,11 @@ class Cluster:
         *,
         outbox: Outbox | None = None,
         budget: BufferBudget | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.config = config
+        #: What its breakers, ejections, backoffs and health checks run on.
+        self.clock = clock
         #: The process's buffer budget, which upstream connections report to.
         self.budget = BufferBudget() if budget is None else budget
         #: Where upstream connections written to during a batch are noted.
@@ -142,12 +146,13 @@ class Cluster:
         waiter = _Waiter()
         self.waiting.append(waiter)
         try:
-            with anyio.CancelScope(deadline=deadline):
-                while self.waiting[0] is not waiter or self.active_requests >= self.thresholds.max_requests:
-                    waiter.event = anyio.Event()
-                    await waiter.event.wait()
-                return True
-            return False
+            clock = self.clock
+            while self.waiting[0] is not waiter or self.active_requests >= self.thresholds.max_requests:
+                if clock.now() >= deadline:
+                    return False
+                waiter.event = anyio.Event()
+                await clock.wait(waiter.event, deadline)
+            return True
         finally:
             self.waiting.remove(waiter)
             self.room_freed()
@@ -267,7 +272,7 @@ class Cluster:
         """The cluster's state for the admin's ``/clusters``: each endpoint's
         best state over the protocols that send it traffic (it serves those
         it is healthy for), and each protocol's own under ``protocols``."""
-        now = anyio.current_time()
+        now = self.clock.now()
         endpoints = []
         ranks = {"healthy": 0, "unreachable": 1, "ejected": 2}
         breaker_ranks = {"closed": 0, "half-open": 1, "open": 2}
@@ -349,7 +354,7 @@ class Cluster:
         """Connecting to ``endpoint`` for ``protocol`` failed (TCP, or the
         protocol's handshake): no traffic of that protocol for a backoff."""
         self.stats.connect_failures += 1
-        failures, backoff = self.health(protocol).connect_failed(endpoint, anyio.current_time())
+        failures, backoff = self.health(protocol).connect_failed(endpoint, self.clock.now())
         level = logging.WARNING if failures == 1 else logging.DEBUG
         log.log(
             level,

@@ -343,7 +343,7 @@ class UpstreamConnection(Dispatcher):
 
     def _responses(self, frames: list[Any]) -> None:
         protocol, take = self.protocol, self.streams.take
-        now = anyio.current_time()
+        now = self.pool.cluster.clock.now()
         for response in frames:
             if protocol.is_heartbeat(response):
                 if protocol.is_request(response):

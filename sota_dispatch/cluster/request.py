@@ -15,6 +15,7 @@ from anyio.abc import TaskGroup
 
 from ..config.model import ClusterConfig, ThresholdsConfig
 from ..io.budget import BufferBudget
+from ..io.clock import Clock
 from ..io.outbox import Outbox
 from .balancers import Endpoint
 
@@ -74,6 +75,8 @@ class PoolSite(Protocol):
     outbox: Outbox
     #: The process's buffer budget (upstream connections count in it).
     budget: BufferBudget
+    #: What answers are timed on.
+    clock: Clock
     #: Where connections run (None until the proxy starts).
     task_group: TaskGroup | None
     #: Kept exact by the pools: connections open or opening, requests queued.

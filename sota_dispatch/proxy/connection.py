@@ -174,12 +174,13 @@ class ProxyConnection(Dispatcher):
         stats = self.listener.stats
         outbox = self.listener.outbox
         budget = self.listener.budget
+        clock = self.listener.clock
         try:
             async for frames in loop:
                 received = loop.received
                 stats.bytes_in += received
                 if frames:
-                    now = anyio.current_time()  # once per batch: a clock read costs ~1 µs
+                    now = clock.now()  # once per batch
                     stats.requests += len(frames)
                     self._turn = None
                     outbox.begin()  # each upstream written to gets one send, at the end
@@ -200,7 +201,7 @@ class ProxyConnection(Dispatcher):
                                 finally:
                                     self._room_scope = None
                                     outbox.begin()
-                                now = anyio.current_time()
+                                now = clock.now()
                                 self._request(
                                     protocol, frame, now, admission="admitted" if room else "refused", deadline=deadline
                                 )
@@ -210,7 +211,7 @@ class ProxyConnection(Dispatcher):
                                     await self._wait_in_flight(max_in_flight - 1)
                                 finally:
                                     outbox.begin()
-                                now = anyio.current_time()
+                                now = clock.now()
                     finally:
                         outbox.end()
                 # The process's buffer budget, once per batch: the partial

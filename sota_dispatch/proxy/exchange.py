@@ -14,8 +14,6 @@ import logging
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
-import anyio
-
 from ..cluster.balancers import Endpoint
 from ..cluster.health import ProtocolHealth
 from ..logs import ACCESS_LOG
@@ -144,7 +142,7 @@ class Exchange:
                 cluster.try_ended(endpoint, latency)
             if cluster.judged and self.health is not None:
                 ok = None if failed is None else not failed
-                self.health.outcome(endpoint, ok, anyio.current_time(), self.breaker_generation)
+                self.health.outcome(endpoint, ok, cluster.clock.now(), self.breaker_generation)
 
     def _may_retry(self, kind: str) -> bool:
         route = self.route
@@ -156,7 +154,7 @@ class Exchange:
             # Envoy's max_retries (retries at once, per cluster) guards the
             # upstreams against retry storms; a connect failure sent nothing.
             return False
-        return anyio.current_time() < self.deadline
+        return route.cluster.clock.now() < self.deadline
 
     def try_failed(self, kind: str, failure: Failure, detail: str = "", public: str = "") -> None:
         """The current try failed (``kind`` as in a retry policy's
@@ -223,9 +221,9 @@ class Exchange:
         if self.done:
             return
         self.done = True
-        if now is None:
-            now = anyio.current_time()
         cluster = self.route.cluster
+        if now is None:
+            now = cluster.clock.now()
         elapsed = now - self.started
         stats = cluster.stats  # inline: this runs once per request
         outcomes = stats.outcomes
@@ -275,7 +273,7 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
         exchange.fail(Failure.OVERFLOW, f"cluster {cluster.name}: max_requests reached")
         return
     if now is None:
-        now = anyio.current_time()
+        now = cluster.clock.now()
     protocol = exchange.downstream.protocol
     assert protocol is not None
     health = exchange.health = cluster.health(protocol.protocol_name)

@@ -135,6 +135,7 @@ class Listener:
         self.routes = tuple(Route(route, proxy.clusters[route.cluster]) for route in config.routes)
         # What its connections need of the proxy (see ListenerSite).
         self.timers = proxy.timers
+        self.clock = proxy.timers.clock
         self.outbox = proxy.outbox
         self.budget = proxy.budget
         self.drain_timeout = proxy.config.drain_timeout

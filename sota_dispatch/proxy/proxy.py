@@ -23,6 +23,7 @@ from ..cluster.cluster import Cluster
 from ..config.model import ProxyConfig
 from ..errors import ConfigError
 from ..io.budget import BufferBudget
+from ..io.clock import SYSTEM_CLOCK, Clock
 from ..io.outbox import Outbox
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.semantics import FrameSemantics
@@ -49,16 +50,20 @@ class Proxy:
     once for a protocol that is not installed or cannot be proxied.
     """
 
-    def __init__(self, config: ProxyConfig) -> None:
+    def __init__(self, config: ProxyConfig, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
         protocols = check_protocols(config)
-        self.timers = TimerQueue()
+        #: What deadlines, breakers, ejections, retries and health checks run on.
+        self.clock = clock
+        self.timers = TimerQueue(clock)
         #: Connections written to during a batch, flushed at its end.
         self.outbox = Outbox()
         overload = config.overload
         #: What all connections hold of partial frames, against the budget.
         self.budget = BufferBudget(overload.buffer_budget, large_frame=overload.large_frame, shed=_shed)
-        self.clusters = {c.name: Cluster(c, outbox=self.outbox, budget=self.budget) for c in config.clusters}
+        self.clusters = {
+            c.name: Cluster(c, outbox=self.outbox, budget=self.budget, clock=clock) for c in config.clusters
+        }
         self._listeners = [Listener(c, self, protocols[c.name]) for c in config.listeners]
         self.addresses: dict[str, str] = {}
         #: The admin endpoint (None: not configured).

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from ..cluster.stats import ListenerStats
 from ..config.model import ListenerConfig
 from ..io.budget import BufferBudget
+from ..io.clock import Clock
 from ..io.outbox import Outbox
 from ..logs import RateLimitedLog
 from ..protocol.codec import Failure
@@ -41,6 +42,7 @@ class ListenerSite(Protocol):
     overflow_log: RateLimitedLog
     #: The proxy's, shared by every listener.
     timers: TimerQueue
+    clock: Clock
     outbox: Outbox
     budget: BufferBudget
     drain_timeout: float

@@ -18,6 +18,8 @@ from typing import Protocol
 
 import anyio
 
+from ..io.clock import SYSTEM_CLOCK, Clock
+
 __all__ = ["TimerQueue", "TimerTarget"]
 
 log = logging.getLogger(__name__)
@@ -33,12 +35,13 @@ class TimerTarget(Protocol):
 
 
 class TimerQueue:
-    """Deadlines on :func:`anyio.current_time`; run :meth:`run` in a task."""
+    """Deadlines on ``clock`` (default anyio's); run :meth:`run` in a task."""
 
     #: Below this many entries the heap is never rebuilt.
     compact_floor = 4096
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.clock = clock
         self._heap: list[tuple[float, int, TimerTarget, int]] = []
         self._seq = itertools.count()
         self._next = math.inf
@@ -65,7 +68,7 @@ class TimerQueue:
     async def run(self) -> None:
         """Fire due timers forever (cancel the task to stop)."""
         while True:
-            now = anyio.current_time()
+            now = self.clock.now()
             heap = self._heap
             while heap and heap[0][0] <= now:
                 _, _, target, tag = heapq.heappop(heap)
@@ -77,5 +80,4 @@ class TimerQueue:
                 heap = self._heap  # a callback may have compacted it
             self._next = heap[0][0] if heap else math.inf
             self._wake = anyio.Event()
-            with anyio.CancelScope(deadline=self._next):
-                await self._wake.wait()
+            await self.clock.wait(self._wake, self._next)

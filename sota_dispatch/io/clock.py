@@ -1,0 +1,108 @@
+"""The clock the proxy's time-based decisions run on.
+
+Request deadlines, per-try timeouts, retry budgets, circuit breakers,
+outlier ejections, connect backoffs and health-check rounds all read the
+time and wait through one :class:`Clock`, given to the
+:class:`~sota_dispatch.Proxy` (default: :data:`SYSTEM_CLOCK`, anyio's
+monotonic clock). A test passes a
+:class:`~sota_dispatch.testing.ManualClock` instead and moves time itself:
+"the breaker's open timeout passes" becomes a call, not a sleep, and the
+test neither waits nor depends on the machine's speed.
+
+Read-level timeouts of a connection (frame, idle, linger) stay on anyio's
+clock: they guard sockets, not routing decisions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import anyio
+
+__all__ = ["SYSTEM_CLOCK", "Clock", "ManualClock", "SystemClock"]
+
+
+class Clock(Protocol):
+    """What the proxy needs of time: read it, and wait for a moment."""
+
+    def now(self) -> float:
+        """Seconds on a monotonic scale (only differences mean anything)."""
+        ...
+
+    async def wait(self, event: anyio.Event, deadline: float) -> None:
+        """Return once ``event`` is set or ``deadline`` (:meth:`now`'s
+        scale) has passed, whichever comes first."""
+        ...
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Return once ``deadline`` has passed."""
+        ...
+
+
+class SystemClock:
+    """anyio's clock: :func:`anyio.current_time` and cancel-scope deadlines."""
+
+    __slots__ = ()
+
+    def now(self) -> float:
+        return anyio.current_time()
+
+    async def wait(self, event: anyio.Event, deadline: float) -> None:
+        with anyio.CancelScope(deadline=deadline):
+            await event.wait()
+
+    async def sleep_until(self, deadline: float) -> None:
+        await anyio.sleep_until(deadline)
+
+
+#: The clock of every proxy not given another.
+SYSTEM_CLOCK = SystemClock()
+
+
+class ManualClock:
+    """A clock that moves only when told to (:meth:`advance`), for tests.
+
+    Waits on it end when their event is set or when :meth:`advance` moves
+    the time past their deadline, never on their own: a test drives a
+    breaker's open timeout or a health-check round with one call.
+    """
+
+    __slots__ = ("_now", "_sleepers")
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+        self._sleepers: list[tuple[float, anyio.Event]] = []
+
+    def now(self) -> float:
+        return self._now
+
+    async def wait(self, event: anyio.Event, deadline: float) -> None:
+        if self._now >= deadline:
+            return
+        entry = (deadline, event)
+        if deadline != math.inf:
+            self._sleepers.append(entry)
+        try:
+            await event.wait()
+        finally:
+            if entry in self._sleepers:
+                self._sleepers.remove(entry)
+
+    async def sleep_until(self, deadline: float) -> None:
+        await self.wait(anyio.Event(), deadline)
+
+    @property
+    def waiting(self) -> int:
+        """Waits in progress with a deadline (a test can wait for them to begin)."""
+        return len(self._sleepers)
+
+    def advance(self, seconds: float) -> None:
+        """Move the time forward; waits whose deadline passed end (at their
+        tasks' next turn)."""
+        if seconds < 0:
+            raise ValueError("a monotonic clock does not go back")
+        self._now += seconds
+        for deadline, event in list(self._sleepers):
+            if deadline <= self._now:
+                event.set()
