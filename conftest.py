@@ -2,14 +2,19 @@
 
 Modules with async tests set ``pytestmark = pytest.mark.anyio``; collection
 fails for an async test without it, so none can silently run on one backend
-(or not at all).
+(or not at all). ``echo_lines`` registers the core's test protocol
+(:class:`sota_dispatch.testing.EchoLines`) for a test that needs one.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
 
 import pytest
+
+from sota_dispatch import register_protocol, unregister_protocol
+from sota_dispatch.testing import EchoLines
 
 
 @pytest.fixture(params=["asyncio", "trio", "uvloop"])
@@ -34,6 +39,15 @@ def backend_args(anyio_backend: str | tuple[str, dict[str, bool]]) -> list[str]:
     if backend == "asyncio":
         return ["--backend", "asyncio", "--no-uvloop"]
     return ["--backend", str(backend)]
+
+
+@pytest.fixture
+def echo_lines() -> Iterator[str]:
+    """EchoLines registered as ``echo_lines`` for the test (auto-detection
+    offers it then); its name."""
+    register_protocol("echo_lines", EchoLines)
+    yield "echo_lines"
+    unregister_protocol("echo_lines")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -6,13 +6,25 @@ chunk boundaries, so a test controls exactly what each ``receive()`` returns.
 output and close reason. The ``check_*`` functions are the conformance checks
 a plugin author runs (ideally under hypothesis): the same output whatever the
 chunking, nothing but :class:`~sota_dispatch.ProtocolError` for garbage, and a
-clean close when the peer closes between requests. :func:`serving` and
-:func:`running_proxy` run a server or a whole proxy on 127.0.0.1 for the
-length of a block, for tests against real sockets and real peers.
+clean close when the peer closes between requests; :func:`check_sniff`, that
+``auto`` detection picks the protocol however its first bytes arrive.
+:func:`serving` and :func:`running_proxy` run a server or a whole proxy on
+127.0.0.1 for the length of a block, for tests against real sockets and real
+peers; :func:`running_with_backends` runs a shipped config that way, with
+local backends. :func:`connect`, :func:`send_bytewise`, :func:`closed_within`
+and :func:`free_port` are the small socket chores of such tests.
+
+:class:`EchoLines` is a protocol of the smallest kind the proxy forwards,
+for tests that need one and should not need a plugin installed: the core's
+own tests, and a plugin's tests that need a second protocol (auto-detection
+among several, a client speaking the wrong protocol). It is not installed;
+register it for a test (``register_protocol("echo_lines", EchoLines)``), or
+declare it in an entry point for a child process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -23,31 +35,45 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from typing import Any, ClassVar
 
 import anyio
 import attrs
-from anyio.abc import ByteStream
+from anyio.abc import ByteStream, SocketAttribute, SocketStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .config.model import ProxyConfig
+from .config.model import EndpointConfig, ProxyConfig
 from .errors import ProtocolError
+from .io.address import parse_address
+from .protocol.codec import Failure
 from .protocol.context import ConnectionContext
-from .protocol.registry import DispatcherFactory
+from .protocol.dispatcher import Dispatcher
+from .protocol.options import Option, OptionSchema
+from .protocol.registry import DispatcherFactory, Match
 from .protocol.server import Server
+from .proxy.listener import auto_candidates
 from .proxy.proxy import Proxy
 
 __all__ = [
+    "ECHO_MARK",
+    "EchoLines",
     "Exchange",
     "MemoryByteStream",
     "ServeProcess",
     "check_clean_shutdown",
     "check_garbage",
+    "check_sniff",
     "check_split_invariance",
+    "closed_within",
+    "connect",
     "connect_and_reset",
     "exchange",
+    "free_port",
     "memory_stream_pair",
     "running_proxy",
+    "running_with_backends",
+    "send_bytewise",
     "serve_process",
     "serving",
     "without_ref",
@@ -194,6 +220,33 @@ async def check_clean_shutdown(
     return result
 
 
+def check_sniff(protocol: str, data: bytes) -> int:
+    """Assert that ``auto`` detection picks ``protocol`` for a connection
+    that starts with ``data``, however its first bytes arrive.
+
+    The proxy peeks one byte more each time no protocol has claimed the
+    prefix, so the verdicts on every prefix decide it: among the protocols
+    ``auto`` chooses from (installed or registered, proxiable, with a
+    sniffer), ``protocol`` must be the only one to claim the first prefix
+    anyone claims, and must ask for more until then. Returns the length of
+    that prefix.
+    """
+    candidates = dict(auto_candidates())
+    assert protocol in candidates, (
+        f"{protocol!r} is not one auto chooses from ({', '.join(candidates) or 'none'}): "
+        "not registered, not proxiable or without a sniffer"
+    )
+    for size in range(1, len(data) + 1):
+        verdicts = {name: info.sniff(data[:size]) for name, info in candidates.items()}
+        claimed = [name for name, verdict in verdicts.items() if verdict is Match.YES]
+        if claimed:
+            assert claimed == [protocol], f"the first {size} bytes are claimed by {claimed}: {verdicts}"
+            return size
+        # Nothing claimed yet: the right one must still be waiting for more.
+        assert verdicts[protocol] is Match.NEED_MORE, f"{protocol!r} gave up after {size} bytes: {verdicts}"
+    raise AssertionError(f"{protocol!r} never claimed the {len(data)} bytes")
+
+
 _REF = re.compile(rb"(?:: |; )ref [0-9a-f]+\.\d+$")
 
 
@@ -226,6 +279,44 @@ def connect_and_reset(address: str, count: int = 1) -> int:
                 return done
             done += 1
     return done
+
+
+async def connect(address: str) -> SocketStream:
+    """A TCP connection to ``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
+    host, port = parse_address(address)
+    return await anyio.connect_tcp(host, port)
+
+
+async def send_bytewise(stream: SocketStream, data: bytes) -> None:
+    """Send ``data`` one byte a write, with ``TCP_NODELAY``: a segment per
+    byte as far as TCP allows, the worst split a peer's sniffer and codec
+    can be handed."""
+    stream.extra(SocketAttribute.raw_socket).setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for i in range(len(data)):
+        await stream.send(data[i : i + 1])
+
+
+async def closed_within(stream: ByteStream, seconds: float) -> float:
+    """Seconds until the peer closes ``stream`` (a FIN or a reset); whatever
+    it sends meanwhile is read and dropped. :class:`TimeoutError` after
+    ``seconds``."""
+    start = anyio.current_time()
+    with (
+        anyio.fail_after(seconds),
+        contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError),
+    ):
+        while True:
+            await stream.receive()
+    return anyio.current_time() - start
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nobody listens on (bound, then closed):
+    an endpoint that refuses connections, or an address to listen on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 _LISTENING = re.compile(r"listening on (\S+)")
@@ -365,3 +456,129 @@ async def running_proxy(config: ProxyConfig) -> AsyncIterator[Proxy]:
             yield proxy
         finally:
             proxy.shutdown()
+
+
+@asynccontextmanager
+async def running_with_backends(config: ProxyConfig, backends: Mapping[str, DispatcherFactory]) -> AsyncIterator[Proxy]:
+    """Run ``config`` on this machine alone, whatever addresses it names:
+    each listener (and the admin endpoint) on a free port of 127.0.0.1, and
+    each endpoint of cluster ``name`` a local server of ``backends[name]``
+    (see :func:`serving`). For running a shipped example config in a test;
+    ``proxy.addresses`` maps each listener's name to its bound address."""
+    async with AsyncExitStack() as stack:
+        clusters = []
+        for cluster in config.clusters:
+            endpoints: list[EndpointConfig] = []
+            for endpoint in cluster.endpoints:
+                server = await stack.enter_async_context(serving(backends[cluster.name]))
+                assert server.address is not None
+                endpoints.append(attrs.evolve(endpoint, address=server.address))
+            clusters.append(attrs.evolve(cluster, endpoints=tuple(endpoints)))
+        listeners = tuple(attrs.evolve(listener, address="127.0.0.1:0") for listener in config.listeners)
+        admin = None if config.admin is None else attrs.evolve(config.admin, address="127.0.0.1:0")
+        local = attrs.evolve(config, listeners=listeners, clusters=tuple(clusters), admin=admin)
+        yield await stack.enter_async_context(running_proxy(local))
+
+
+#: What every :class:`EchoLines` request line starts with (its sniffer's mark).
+ECHO_MARK = b"echo:"
+_DEFAULT_MAX_LINE = 65536
+
+
+class EchoLines(Dispatcher):
+    """Lines that start with echo:, each answered with itself (a test protocol).
+
+    A line has no id: upstream connections are pipelined, and a client's
+    answers are written in the order of its requests (``ordered``). On the
+    server side, bytes that cannot start an ``echo:`` line end the
+    connection with a :class:`~sota_dispatch.ProtocolError` as soon as they
+    arrive, as a service does with a client of another protocol. The
+    proxy's error replies are ``error:`` lines; routes can match the
+    ``echo`` attribute, the text after the mark. Option ``max_line``.
+    """
+
+    protocol_name: ClassVar[str] = "echo_lines"
+    options: ClassVar[OptionSchema] = OptionSchema(
+        max_line=Option(f"longest line in bytes (default {_DEFAULT_MAX_LINE})", Option.positive_int)
+    )
+    pool_mode = "pipeline"
+    pool_modes = frozenset({"pipeline", "exclusive"})
+    ordered = True
+
+    @classmethod
+    def sniff(cls, prefix: bytes) -> Match:
+        head = prefix[: len(ECHO_MARK)]
+        if not ECHO_MARK.startswith(head):
+            return Match.NO
+        return Match.YES if head == ECHO_MARK else Match.NEED_MORE
+
+    @classmethod
+    def server_codec(cls, options: Mapping[str, Any], max_frame_size: int) -> _EchoCodec:
+        return _EchoCodec(options.get("max_line") or min(_DEFAULT_MAX_LINE, max_frame_size), marked=True)
+
+    @classmethod
+    def client_codec(cls, options: Mapping[str, Any], max_frame_size: int) -> _EchoCodec:
+        return _EchoCodec(max_frame_size, marked=False)  # answers: any line
+
+    @classmethod
+    def encode_request(cls, frame: bytes, upstream_id: int) -> bytes:
+        return frame
+
+    @classmethod
+    def encode_response(cls, response: bytes, request: bytes) -> bytes:
+        return response
+
+    @classmethod
+    def routing_attributes(cls, frame: bytes) -> Mapping[str, str]:
+        return {"echo": frame[len(ECHO_MARK) :].rstrip(b"\r\n").decode(errors="replace")}
+
+    @classmethod
+    def error_reply(cls, request: bytes, failure: Failure, detail: str = "") -> bytes:
+        return f"error:{failure.value}{': ' + detail if detail else ''}\n".encode()
+
+    def on_request(self, frame: bytes) -> bytes:
+        return frame
+
+
+class _EchoCodec:
+    """:class:`EchoLines`' codec: each frame is a line, its ``\\n`` included."""
+
+    ready = True
+
+    def __init__(self, max_line: int, *, marked: bool) -> None:
+        self.max_line = max_line
+        self.marked = marked  # every line must start with ECHO_MARK
+        self._buffer = bytearray()
+        self._scanned = 0  # no line end in the buffer before this offset
+        self._error: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self.check()
+        buffer = self._buffer
+        buffer += data
+        lines: list[bytes] = []
+        start = 0
+        while (end := buffer.find(b"\n", max(start, self._scanned))) >= 0:
+            lines.append(bytes(buffer[start : end + 1]))
+            start = end + 1
+        del buffer[:start]
+        self._scanned = len(buffer)
+        for i, line in enumerate([*lines, bytes(buffer[: len(ECHO_MARK)])]):
+            size = len(line) - 1 if i < len(lines) else len(buffer)
+            if size > self.max_line + 1 or (self.marked and EchoLines.sniff(line) is Match.NO):
+                # The lines before it first; check() raises next.
+                self._error = ProtocolError(f"not an echo line of at most {self.max_line} bytes: {line[:16]!r}")
+                del buffer[:]
+                return lines[:i]
+        return lines
+
+    def data_to_send(self) -> bytes:
+        return b""
+
+    def check(self) -> None:
+        if self._error is not None:
+            raise self._error

@@ -1,4 +1,8 @@
-"""The serve command line, run as a real child process."""
+"""The serve command line, run as a real child process.
+
+The child serves echo_lines (sota_dispatch.testing.EchoLines), installed for
+it as a plugin is (see ``echo_lines_env``): the core needs no plugin here.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import anyio
 import pytest
@@ -29,8 +32,10 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 
 @pytest.fixture
-def line_server(backend_args: list[str]) -> Iterator[ServeProcess]:
-    with serve_process(["--protocol", "simple_line", "--listen", "127.0.0.1:0", *backend_args]) as proc:
+def line_server(backend_args: list[str], echo_lines_env: dict[str, str]) -> Iterator[ServeProcess]:
+    with serve_process(
+        ["--protocol", "echo_lines", "--listen", "127.0.0.1:0", *backend_args], env=echo_lines_env
+    ) as proc:
         yield proc
 
 
@@ -46,20 +51,20 @@ async def roundtrip(host: str, port: int, data: bytes, replies: int) -> bytes:
 
 async def test_logs_one_listening_line_with_the_real_port(line_server: ServeProcess) -> None:
     assert line_server.port != 0
-    assert await roundtrip(line_server.host, line_server.port, b"a=1\r\n", 1) == b'receive:{"a":["1"]}\r\n'
+    assert await roundtrip(line_server.host, line_server.port, b"echo:a=1\r\n", 1) == b"echo:a=1\r\n"
     assert line_server.stop() == 0
     listening = [line for line in line_server.stderr_lines if "listening on" in line]
     assert len(listening) == 1
     assert f"listening on 127.0.0.1:{line_server.port}" in listening[0]
-    assert "simple_line" in listening[0]
+    assert "echo_lines" in listening[0]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_signal_drains_and_exits_zero(line_server: ServeProcess, signum: int) -> None:
     async with await anyio.connect_tcp(line_server.host, line_server.port) as stream:
-        await stream.send(b"x=1\n")
+        await stream.send(b"echo:x=1\n")
         with anyio.fail_after(10):
-            assert await stream.receive() == b'receive:{"x":["1"]}\r\n'
+            assert await stream.receive() == b"echo:x=1\n"
         line_server.process.send_signal(signum)
         # The idle connection is closed as part of the drain...
         with anyio.fail_after(10), pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
@@ -71,10 +76,10 @@ async def test_signal_drains_and_exits_zero(line_server: ServeProcess, signum: i
     assert "Traceback" not in text
 
 
-def test_list_protocols_shows_installed_plugins() -> None:
-    result = run_cli("--list-protocols")
+def test_list_protocols_shows_installed_plugins(echo_lines_env: dict[str, str]) -> None:
+    result = run_cli("--list-protocols", env=echo_lines_env)
     assert result.returncode == 0
-    assert "simple_line" in result.stdout
+    assert "echo_lines\tLines that start with echo:, each answered with itself" in result.stdout
     assert "max_line" in result.stdout
 
 
@@ -83,22 +88,22 @@ def test_list_protocols_shows_installed_plugins() -> None:
     [
         (["--protocol", "nope"], "error: unknown protocol 'nope'; available: "),
         (
-            ["--protocol", "simple_line", "--listen", "localhost"],
+            ["--protocol", "echo_lines", "--listen", "localhost"],
             'error: --listen: expected HOST:PORT, got "localhost"',
         ),
-        (["--protocol", "simple_line", "--listen", "127.0.0.1:99999"], "error: --listen: port must be within"),
-        (["--protocol", "simple_line", "-o", "nope=1"], "has no option 'nope' for a local service (options: max_line)"),
-        (["--protocol", "simple_line", "-o", "max_line"], "--option expects NAME=VALUE"),
+        (["--protocol", "echo_lines", "--listen", "127.0.0.1:99999"], "error: --listen: port must be within"),
+        (["--protocol", "echo_lines", "-o", "nope=1"], "has no option 'nope' for a local service (options: max_line)"),
+        (["--protocol", "echo_lines", "-o", "max_line"], "--option expects NAME=VALUE"),
         (
-            ["--protocol", "simple_line", "-o", "max_line=lots"],
+            ["--protocol", "echo_lines", "-o", "max_line=lots"],
             "error: --option max_line: expected a positive integer, got 'lots'",
         ),
         ([], "error: --protocol is required"),
-        (["--protocol", "simple_line", "--drain-timeout", "nan"], "expected seconds >= 0"),
+        (["--protocol", "echo_lines", "--drain-timeout", "nan"], "expected seconds >= 0"),
     ],
 )
-def test_operator_errors_are_one_line_and_exit_2(args: list[str], message: str) -> None:
-    result = run_cli(*args)
+def test_operator_errors_are_one_line_and_exit_2(args: list[str], message: str, echo_lines_env: dict[str, str]) -> None:
+    result = run_cli(*args, env=echo_lines_env)
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
@@ -106,8 +111,8 @@ def test_operator_errors_are_one_line_and_exit_2(args: list[str], message: str) 
         assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_port_in_use_is_exit_2(line_server: ServeProcess) -> None:
-    result = run_cli("--protocol", "simple_line", "--listen", line_server.address)
+def test_port_in_use_is_exit_2(line_server: ServeProcess, echo_lines_env: dict[str, str]) -> None:
+    result = run_cli("--protocol", "echo_lines", "--listen", line_server.address, env=echo_lines_env)
     assert result.returncode == 2
     assert f"error: cannot listen on {line_server.address}" in result.stderr
     assert "Traceback" not in result.stderr
@@ -127,20 +132,10 @@ class Reverse(Dispatcher):
 '''
 
 
-def install_entry_point_plugin(root: Path) -> dict[str, str]:
-    """Install a plugin the way pip would leave it: a module plus dist-info."""
-    (root / "reverse_plugin.py").write_text(PLUGIN)
-    info = root / "reverse_plugin-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: reverse-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[sota_dispatch.protocols]\nreverse = reverse_plugin:Reverse\n")
-    return {"PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-
-
 async def test_plugin_installed_only_by_entry_point_is_listed_and_served(
-    tmp_path: Path, backend_args: list[str]
+    install_plugin: Callable[..., dict[str, str]], backend_args: list[str]
 ) -> None:
-    env = install_entry_point_plugin(tmp_path)
+    env = install_plugin("reverse-plugin", {"reverse": "reverse_plugin:Reverse"}, modules={"reverse_plugin": PLUGIN})
     listed = run_cli("--list-protocols", env=env)
     assert "reverse\tReverses each line." in listed.stdout
     assert "distribution reverse-plugin 1.0" in listed.stdout
@@ -150,7 +145,7 @@ async def test_plugin_installed_only_by_entry_point_is_listed_and_served(
         assert proc.stop() == 0
 
 
-def test_no_uvloop_flag_and_log_level() -> None:
-    args = ["--protocol", "simple_line", "--listen", "127.0.0.1:0", "--no-uvloop", "--log-level", "debug"]
-    with serve_process(args) as proc:
+def test_no_uvloop_flag_and_log_level(echo_lines_env: dict[str, str]) -> None:
+    args = ["--protocol", "echo_lines", "--listen", "127.0.0.1:0", "--no-uvloop", "--log-level", "debug"]
+    with serve_process(args, env=echo_lines_env) as proc:
         assert proc.stop() == 0

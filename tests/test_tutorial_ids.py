@@ -8,34 +8,13 @@ the replies.
 
 from __future__ import annotations
 
-import socket
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from anyio.abc import ByteStream
-
-from sota_dispatch import (
-    Failure,
-    HealthCheckConfig,
-    Match,
-    ProtocolError,
-    ProxyConfig,
-    parse_config,
-    register_protocol,
-    sniff,
-    unregister_protocol,
-)
-from sota_dispatch.cluster.checks import probe
-from sota_dispatch.testing import running_proxy, serving, without_ref
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-sys.path.append(str(EXAMPLES))  # the example is a module of its own, as a reader would copy it
-
-from idproto import (  # noqa: E402
+from idproto import (
     HEARTBEAT,
     HEARTBEAT_REPLY,
     OK,
@@ -47,6 +26,21 @@ from idproto import (  # noqa: E402
     IdProto,
 )
 
+from sota_dispatch import (
+    Failure,
+    HealthCheckConfig,
+    Match,
+    ProtocolError,
+    ProxyConfig,
+    parse_config,
+    sniff,
+    testing,
+)
+from sota_dispatch.cluster.checks import probe
+from sota_dispatch.testing import free_port, running_proxy, serving, without_ref
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"  # on sys.path (see conftest)
+
 pytestmark = pytest.mark.anyio
 
 #: The status a backend going down answers with (any status but OK would do).
@@ -55,8 +49,7 @@ UNAVAILABLE = STATUS[Failure.NO_HEALTHY_UPSTREAM]
 
 async def connect(address: str | None) -> ByteStream:
     assert address is not None
-    host, _, port = address.rpartition(":")
-    return await anyio.connect_tcp(host, int(port))
+    return await testing.connect(address)
 
 
 async def read_frames(stream: ByteStream, count: int) -> list[Frame]:
@@ -110,14 +103,6 @@ class Draining(IdProto):
         return Frame.make(RESPONSE, frame.request_id, b"draining", UNAVAILABLE).raw
 
 
-@pytest.fixture
-def registered() -> Iterator[str]:
-    """idproto registered for this process, as an installed plugin's entry point would."""
-    register_protocol("idproto", IdProto)
-    yield "idproto"
-    unregister_protocol("idproto")
-
-
 def proxy_config(endpoints: list[str | None], **cluster: Any) -> ProxyConfig:
     return parse_config(
         {
@@ -158,9 +143,9 @@ def test_bad_bytes_raise_once_the_frames_before_them_are_out() -> None:
         IdCodec(10).feed(Frame.make(REQUEST, 1, b"x" * 11).raw[:11])
 
 
-def test_auto_detection_knows_idproto_by_its_first_byte(registered: str) -> None:
+def test_auto_detection_knows_idproto_by_its_first_byte(idproto: str) -> None:
     verdicts = sniff(Frame.make(REQUEST, 1, b"hello").raw)
-    assert [name for name, verdict in verdicts.items() if verdict is Match.YES] == [registered]
+    assert [name for name, verdict in verdicts.items() if verdict is Match.YES] == [idproto]
     assert IdProto.sniff(b"") is Match.NEED_MORE
 
 
@@ -217,7 +202,7 @@ async def test_a_client_sends_100_concurrent_requests_on_one_connection() -> Non
 # -- the proxy ------------------------------------------------------------------------
 
 
-async def test_the_proxy_gives_two_clients_with_the_same_id_their_own_answers(registered: str) -> None:
+async def test_the_proxy_gives_two_clients_with_the_same_id_their_own_answers(idproto: str) -> None:
     Swapping.seen = []
     answers: dict[bytes, Frame] = {}
     async with serving(Swapping) as backend, running_proxy(proxy_config([backend.address])) as proxy:
@@ -240,12 +225,10 @@ async def test_the_proxy_gives_two_clients_with_the_same_id_their_own_answers(re
 
 
 def closed_port() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
+    return f"127.0.0.1:{free_port()}"
 
 
-async def test_the_proxys_failures_are_idproto_error_replies(registered: str) -> None:
+async def test_the_proxys_failures_are_idproto_error_replies(idproto: str) -> None:
     async with running_proxy(proxy_config([closed_port()])) as proxy:  # nobody listens there
         reply = await call(proxy.addresses["ids"], Frame.make(REQUEST, 42, b"anyone?"))
     # The client's own id, the status of the failure, its text and a reference to quote.
@@ -267,7 +250,7 @@ async def test_the_health_probe_tells_a_healthy_endpoint_from_an_error_status() 
         assert not await probe(closed_port(), check, IdProto)
 
 
-async def test_a_cluster_stops_sending_to_an_endpoint_its_probes_find_down(registered: str) -> None:
+async def test_a_cluster_stops_sending_to_an_endpoint_its_probes_find_down(idproto: str) -> None:
     probed = 0
     judged = anyio.Event()
 

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 from anyio.abc import SocketStream
-from test_line_proxy import backends, config, proxy_for
+from simple_line_support import backends, config, proxy_for
 
 from sota_dispatch import Proxy
 from sota_dispatch.admin.server import MAX_WAITING, host_is_allowed

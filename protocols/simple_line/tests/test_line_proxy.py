@@ -1,164 +1,29 @@
 """simple_line through the bundled proxy, against real backends on 127.0.0.1.
 
-The backends are tagged line services: each answers ``<tag>:<line>``, so a
-reply says which backend served it; ``hold=1`` makes a backend wait for a
-test's signal before answering, ``close=1`` makes it drop the connection.
-Every error case is asserted on the bytes the client receives.
+The backends are tagged line services (see simple_line_support). Every
+error case is asserted on the bytes the client receives.
 """
 
 from __future__ import annotations
 
 import signal
-import socket
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
 
 import anyio
 import pytest
-from anyio.abc import ByteStream, SocketStream, TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.abc import TaskStatus
 from hypothesis import given
 from hypothesis import strategies as st
+from simple_line_support import Backend, Client, backends, client, config, proxy_for, tags
 
 from sota_dispatch import (
-    BufferedReader,
-    ConnectionContext,
-    Dispatcher,
     ProtocolError,
-    Proxy,
     Server,
-    parse_config,
 )
-from sota_dispatch.testing import running_proxy, serve_process, serving, without_ref
+from sota_dispatch.testing import free_port, serve_process, serving, without_ref
 from sota_simple_line import LineCodec
 
 pytestmark = pytest.mark.anyio
-
-
-class TaggedBackend(Dispatcher):
-    """Answers each line with ``<tag>:<line>``, in order; records every line
-    as it arrives, even while an answer is held back."""
-
-    def __init__(self, stream: ByteStream, context: ConnectionContext, *, backend: Backend) -> None:
-        super().__init__(stream, context)
-        self.backend = backend
-
-    async def serve(self) -> None:
-        backend = self.backend
-        send, receive = anyio.create_memory_object_stream[bytes](10_000)
-        self.start_soon(self._answer, receive)
-        async with send:
-            while True:
-                line = (await self.reader.read_until(b"\n", max_bytes=65536)).rstrip(b"\r")
-                backend.seen.append(line)
-                backend.arrived.set()
-                if b"close=1" in line or backend.failing:
-                    return
-                await send.send(line)
-
-    async def _answer(self, receive: MemoryObjectReceiveStream[bytes]) -> None:
-        async with receive:
-            async for line in receive:
-                if b"hold=1" in line:
-                    await self.backend.release.wait()
-                self.writer.write(self.backend.tag + b":" + line + b"\r\n")
-                self.flush_soon()
-
-
-class Backend:
-    def __init__(self, tag: str) -> None:
-        self.tag = tag.encode()
-        self.seen: list[bytes] = []
-        self.arrived = anyio.Event()
-        self.release = anyio.Event()
-        self.connections = 0
-        #: While True, every request makes it drop the connection.
-        self.failing = False
-
-    def factory(self, stream: ByteStream, context: ConnectionContext) -> TaggedBackend:
-        self.connections += 1
-        return TaggedBackend(stream, context, backend=self)
-
-    async def wait_seen(self, count: int) -> None:
-        with anyio.fail_after(10):
-            while len(self.seen) < count:
-                self.arrived = anyio.Event()
-                await self.arrived.wait()
-
-
-@asynccontextmanager
-async def backends(*tags: str) -> AsyncIterator[list[tuple[Backend, str]]]:
-    async with AsyncExitStack() as stack:
-        result = []
-        for tag in tags:
-            backend = Backend(tag)
-            server = await stack.enter_async_context(serving(backend.factory, drain_timeout=0.5))
-            assert server.address is not None
-            result.append((backend, server.address))
-        yield result
-        for backend, _ in result:
-            backend.release.set()
-
-
-def free_port() -> int:
-    """A port nobody listens on (bound, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def config(
-    endpoints: list[Any], *, lb: str = "round_robin", route: dict[str, Any] | None = None, **cluster: Any
-) -> dict[str, Any]:
-    return {
-        "listeners": [
-            {
-                "name": "lines",
-                "address": "127.0.0.1:0",
-                "protocol": "simple_line",
-                "routes": [{"cluster": "backends", **(route or {})}],
-            }
-        ],
-        "clusters": [{"name": "backends", "endpoints": endpoints, "lb": lb, **cluster}],
-    }
-
-
-@asynccontextmanager
-async def proxy_for(document: dict[str, Any]) -> AsyncIterator[Proxy]:
-    async with running_proxy(parse_config(document)) as proxy:
-        yield proxy
-
-
-class Client:
-    def __init__(self, stream: SocketStream) -> None:
-        self.stream = stream
-        self.reader = BufferedReader(stream)
-
-    async def send(self, *lines: bytes) -> None:
-        await self.stream.send(b"".join(line + b"\r\n" for line in lines))
-
-    async def replies(self, count: int, timeout: float = 10) -> list[bytes]:
-        with anyio.fail_after(timeout):
-            return [await self.reader.read_until(b"\r\n", max_bytes=1 << 20) for _ in range(count)]
-
-    async def call(self, *lines: bytes) -> list[bytes]:
-        await self.send(*lines)
-        return await self.replies(len(lines))
-
-
-@asynccontextmanager
-async def client(proxy: Proxy, listener: str = "lines") -> AsyncIterator[Client]:
-    host, _, port = proxy.addresses[listener].rpartition(":")
-    stream = await anyio.connect_tcp(host, int(port))
-    async with stream:
-        yield Client(stream)
-
-
-def tags(replies: list[bytes]) -> list[bytes]:
-    return [reply.partition(b":")[0] for reply in replies]
 
 
 # -- routing and balancing ------------------------------------------------------

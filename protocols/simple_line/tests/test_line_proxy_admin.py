@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import anyio
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from test_line_proxy import Client, backends, config
-from test_line_proxy_guards import closed_within, connect
+from simple_line_support import Client, admin_of, backends, config, curl
 
 import sota_dispatch.admin.server
 from sota_dispatch import parse_config
-from sota_dispatch.testing import ServeProcess, running_proxy, serve_process, without_ref
+from sota_dispatch.testing import closed_within, connect, running_proxy, serve_process, without_ref
 
 pytestmark = pytest.mark.anyio
-
-
-async def curl(url: str, *options: str) -> tuple[int, str]:
-    """``curl`` the URL: (HTTP status, body)."""
-    done = await anyio.run_process(
-        ["curl", "-s", "-S", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", *options, url], check=True
-    )
-    body, _, status = done.stdout.decode().rpartition("\n")
-    return int(status), body
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -40,13 +29,6 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def labels(**values: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(values.items()))
-
-
-async def admin_of(proc: ServeProcess) -> str:
-    line = await anyio.to_thread.run_sync(proc.wait_for_line, "admin endpoint on", 20)
-    found = re.search(r"http://(\S+)/", line)
-    assert found is not None, line
-    return f"http://{found.group(1)}"
 
 
 async def test_every_admin_path_answers_what_it_promises(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from test_line_proxy import backends, client, config, proxy_for
+from simple_line_support import backends, client, config, proxy_for
 
 from sota_dispatch import config_from_upstreams, parse_config
 from sota_dispatch.testing import without_ref

@@ -17,7 +17,7 @@ import anyio
 import attrs
 import pytest
 import yaml
-from test_line_proxy import Backend, Client
+from simple_line_support import Backend, Client
 
 from sota_dispatch import ConfigError, ProxyConfig, load_config
 from sota_dispatch.config.envoy import from_envoy

@@ -15,7 +15,7 @@ import logging
 
 import anyio
 import pytest
-from test_line_proxy import client, proxy_for
+from simple_line_support import client, proxy_for
 
 from sota_dispatch import Proxy, config_from_upstreams
 from sota_dispatch.logs import RateLimitedLog

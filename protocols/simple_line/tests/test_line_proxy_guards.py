@@ -12,9 +12,9 @@ import anyio
 import pytest
 import yaml
 from anyio.abc import SocketStream
-from test_line_proxy import Client, backends, client, config, proxy_for
+from simple_line_support import Client, backends, client, config, proxy_for
 
-from sota_dispatch.testing import serve_process
+from sota_dispatch.testing import closed_within, connect, serve_process
 
 pytestmark = pytest.mark.anyio
 
@@ -23,23 +23,6 @@ def limited(address: str, **limits: Any) -> dict[str, Any]:
     document = config([address])
     document["listeners"][0]["limits"] = limits
     return document
-
-
-async def closed_within(stream: SocketStream, seconds: float) -> float:
-    """Seconds until the proxy closes ``stream`` (reading whatever it sends)."""
-    start = anyio.current_time()
-    with (
-        anyio.fail_after(seconds),
-        contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError),
-    ):
-        while True:
-            await stream.receive()
-    return anyio.current_time() - start
-
-
-async def connect(address: str) -> SocketStream:
-    host, _, port = address.rpartition(":")
-    return await anyio.connect_tcp(host, int(port))
 
 
 async def test_a_client_that_sends_nothing_is_closed_after_the_frame_timeout() -> None:

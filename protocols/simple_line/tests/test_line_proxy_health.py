@@ -13,10 +13,10 @@ from typing import Any
 
 import anyio
 import pytest
-from test_line_proxy import backends, client, config, free_port, proxy_for, tags
+from simple_line_support import backends, client, config, proxy_for, tags
 
 from sota_dispatch.cluster.health import BreakerState, EndpointBreaker
-from sota_dispatch.testing import without_ref
+from sota_dispatch.testing import free_port, without_ref
 from sota_simple_line import SimpleLineDispatcher
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ import struct
 
 import anyio
 import pytest
-from test_line_proxy import backends, client, config, proxy_for
+from simple_line_support import backends, client, config, proxy_for
 
 from sota_dispatch.testing import connect_and_reset
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import anyio
 import pytest
 from anyio.abc import ByteStream
-from test_line_proxy import backends, client, config, proxy_for
+from simple_line_support import backends, client, config, proxy_for
 
 from sota_dispatch import ConnectionContext, Dispatcher, Proxy
 from sota_dispatch.testing import serving, without_ref

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import ByteStream, SocketStream, TaskStatus
-from test_line_proxy import Client, backends, client, config, proxy_for
+from simple_line_support import Client, backends, client, config, proxy_for
 
 from sota_dispatch import ConnectionContext, Dispatcher, Failure, Proxy, ProxyConnection, parse_config
 from sota_dispatch.testing import without_ref

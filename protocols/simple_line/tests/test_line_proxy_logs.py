@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 import yaml
-from test_line_proxy import Client, backends, config
+from simple_line_support import Client, backends, config
 
 from sota_dispatch.testing import serve_process
 

@@ -16,8 +16,7 @@ from typing import Any
 import anyio
 import pytest
 import yaml
-from test_line_proxy import Backend, Client, backends, config
-from test_line_proxy_admin import admin_of, curl
+from simple_line_support import Backend, Client, admin_of, backends, config, curl
 
 from sota_dispatch.testing import serve_process, without_ref
 

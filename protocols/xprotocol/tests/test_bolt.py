@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import struct
 import zlib
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from xprotocol_support import STREAMS
 
 from sota_dispatch import LimitExceeded, ProtocolError
 from sota_xprotocol.bolt import (
@@ -26,10 +25,6 @@ from sota_xprotocol.bolt import (
     heartbeat_ack,
     heartbeat_request,
 )
-
-VECTORS = Path(__file__).parent / "vectors" / "bolt_anthunder.jsonl"  # anthunder 0.8.1, captured on loopback
-ROWS = [json.loads(line) for line in VECTORS.read_text().splitlines()]
-STREAMS = {d: b"".join(bytes.fromhex(r["hex"]) for r in ROWS if r["dir"] == d) for d in ("c2s", "s2c")}
 
 
 @pytest.mark.parametrize("direction", ["c2s", "s2c"])
@@ -158,9 +153,16 @@ def test_v1_and_v2_frames_on_one_connection() -> None:
 def test_null_header_pairs_are_dropped_without_desynchronising() -> None:
     null = b"\xff\xff\xff\xff"
     data = (
-        struct.pack(">I", 1) + b"a" + null  # null value: the pair is dropped
-        + null + struct.pack(">I", 1) + b"x"  # null key: dropped too
-        + struct.pack(">I", 7) + b"service" + struct.pack(">I", 3) + b"a.B"
+        struct.pack(">I", 1)
+        + b"a"
+        + null  # null value: the pair is dropped
+        + null
+        + struct.pack(">I", 1)
+        + b"x"  # null key: dropped too
+        + struct.pack(">I", 7)
+        + b"service"
+        + struct.pack(">I", 3)
+        + b"a.B"
     )
     assert decode_header_map(data) == {"service": "a.B"}
 

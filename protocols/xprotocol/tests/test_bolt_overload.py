@@ -15,10 +15,9 @@ from pathlib import Path
 import anyio
 import pytest
 import yaml
-from anyio.abc import SocketStream
 
 from sota_dispatch import BufferedReader, Proxy, parse_config
-from sota_dispatch.testing import running_proxy, serve_process, serving
+from sota_dispatch.testing import connect, running_proxy, serve_process, serving
 from sota_xprotocol import BoltEchoDispatcher, bolt
 
 pytestmark = pytest.mark.anyio
@@ -46,11 +45,6 @@ def document(upstream: str, **overload: object) -> dict[str, object]:
     if overload:
         doc["overload"] = overload
     return doc
-
-
-async def connect(address: str) -> SocketStream:
-    host, _, port = address.rpartition(":")
-    return await anyio.connect_tcp(host, int(port))
 
 
 class Holders:

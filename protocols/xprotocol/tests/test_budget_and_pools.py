@@ -20,7 +20,7 @@ import pytest
 from anyio.abc import SocketStream
 
 from sota_dispatch import BufferedReader, Dispatcher, parse_config
-from sota_dispatch.testing import running_proxy, serving
+from sota_dispatch.testing import connect, running_proxy, serving
 from sota_xprotocol import BoltEchoDispatcher, bolt
 
 pytestmark = pytest.mark.anyio
@@ -32,11 +32,6 @@ def request(request_id: int, content: bytes, kind: bolt.FrameType = bolt.FrameTy
     return bolt.BoltFrame(
         kind, bolt.CmdCode.RPC_REQUEST, request_id, codec=11, timeout=30_000, class_name=b"x", content=content
     ).encode()
-
-
-async def connect(address: str) -> SocketStream:
-    host, _, port = address.rpartition(":")
-    return await anyio.connect_tcp(host, int(port))
 
 
 async def read_frames(stream: SocketStream, count: int, timeout: float = 10) -> list[bolt.BoltFrame]:

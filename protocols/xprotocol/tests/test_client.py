@@ -4,68 +4,26 @@ service for anthunder's sync client, and its multiplexing and keepalive."""
 from __future__ import annotations
 
 import contextlib
-import threading
-from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
-from test_peers import anthunder_calls, serving
+from xprotocol_support import (
+    Reversing,
+    UpperService,
+    anthunder_calls,
+    anthunder_server,
+    dubbo_request,
+    request,
+    serving,
+)
 
 from sota_dispatch import ConnectionLost, Dispatcher, Server
 from sota_xprotocol import BoltClient, BoltEchoDispatcher, DubboClient, DubboEchoDispatcher, bolt, dubbo
 
 pytestmark = pytest.mark.anyio
-
-SERVICE = "com.example.EchoService:1.0"
-
-
-class UpperService:
-    """An anthunder service: answers with the body upper-cased."""
-
-    def __init__(self, ctx: Any) -> None:
-        self.ctx = ctx
-
-    def echo(self, body: bytes) -> bytes:
-        return body.upper()
-
-
-@pytest.fixture
-def anthunder_server() -> Iterator[tuple[str, int, Any]]:
-    """anthunder 0.8.1's AioListener in a thread of its own."""
-    import socket
-
-    from anthunder import AioListener
-
-    with socket.socket() as probe:  # pick a free port for it
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    listener = AioListener(("127.0.0.1", port), "sota-tests")
-    listener.handler.register_interface(SERVICE, UpperService)
-    thread = threading.Thread(target=listener.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield "127.0.0.1", port, listener
-    finally:
-        listener._loop.call_soon_threadsafe(listener._loop.stop)
-        thread.join(10)
-        listener.shutdown()
-
-
-def request(content: bytes, request_id: int = 7) -> bolt.BoltFrame:
-    header = {"service": SERVICE, "sofa_head_target_service": SERVICE, "sofa_head_method_name": "echo"}
-    return bolt.BoltFrame(
-        bolt.FrameType.REQUEST,
-        bolt.CmdCode.RPC_REQUEST,
-        request_id,
-        codec=11,
-        timeout=5000,
-        class_name=b"com.alipay.sofa.rpc.core.request.SofaRequest",
-        header_bytes=bolt.encode_header_map(header),
-        content=content,
-    )
 
 
 async def connect_with_retry(address: str) -> BoltClient:
@@ -80,23 +38,23 @@ async def connect_with_retry(address: str) -> BoltClient:
     raise AssertionError("unreachable")
 
 
-async def test_our_client_calls_anthunders_aio_listener_concurrently(anthunder_server: tuple[str, int, Any]) -> None:
-    host, port, _ = anthunder_server
-    client = await connect_with_retry(f"{host}:{port}")
-    async with client:
-        results: dict[int, bolt.BoltFrame | None] = {}
+async def test_our_client_calls_anthunders_aio_listener_concurrently() -> None:
+    with anthunder_server() as (host, port, _):
+        client = await connect_with_retry(f"{host}:{port}")
+        async with client:
+            results: dict[int, bolt.BoltFrame | None] = {}
 
-        async def one(i: int) -> None:
-            results[i] = await client.call(request(b"msg %d" % i, request_id=1), timeout=10)
+            async def one(i: int) -> None:
+                results[i] = await client.call(request(b"msg %d" % i, request_id=1), timeout=10)
 
-        async with anyio.create_task_group() as tg:
-            for i in range(20):
-                tg.start_soon(one, i)
-    for i, response in results.items():
-        assert response is not None
-        assert response.status == bolt.ResponseStatus.SUCCESS
-        assert response.content == b"MSG %d" % i
-    assert client.streams.unmatched == 0
+            async with anyio.create_task_group() as tg:
+                for i in range(20):
+                    tg.start_soon(one, i)
+        for i, response in results.items():
+            assert response is not None
+            assert response.status == bolt.ResponseStatus.SUCCESS
+            assert response.content == b"MSG %d" % i
+        assert client.streams.unmatched == 0
 
 
 class Forwarder(Dispatcher):
@@ -127,17 +85,15 @@ def forwarding(upstream: BoltClient) -> AbstractAsyncContextManager[tuple[str, i
     return serving(factory)
 
 
-async def test_anthunder_client_through_our_client_role_to_anthunders_server(
-    anthunder_server: tuple[str, int, Any],
-) -> None:
-    host, port, listener = anthunder_server
-    upstream = await connect_with_retry(f"{host}:{port}")
-    async with upstream, forwarding(upstream) as (fhost, fport):
-        # anthunder_calls names the service after the port it dials.
-        listener.handler.register_interface(f"com.example.EchoService{fport}:1.0", UpperService)
-        bodies = [b"through the proxy", b"second call"]
-        replies = await anyio.to_thread.run_sync(anthunder_calls, fhost, fport, bodies)
-    assert replies == [b.upper() for b in bodies]
+async def test_anthunder_client_through_our_client_role_to_anthunders_server() -> None:
+    with anthunder_server() as (host, port, listener):
+        upstream = await connect_with_retry(f"{host}:{port}")
+        async with upstream, forwarding(upstream) as (fhost, fport):
+            # anthunder_calls names the service after the port it dials.
+            listener.handler.register_interface(f"com.example.EchoService{fport}:1.0", UpperService)
+            bodies = [b"through the proxy", b"second call"]
+            replies = await anyio.to_thread.run_sync(anthunder_calls, fhost, fport, bodies)
+        assert replies == [b.upper() for b in bodies]
 
 
 async def test_connection_loss_fails_pending_calls() -> None:
@@ -177,19 +133,7 @@ async def test_keepalive_heartbeats_and_missed_acks() -> None:
             server.shutdown()
 
 
-def dubbo_request(argument: Any) -> dubbo.DubboFrame:
-    from sota_xprotocol import hessian2
-
-    body = b"".join(
-        hessian2.encode(v)
-        for v in ("2.7.23", "com.example.EchoService", "1.0.0", "echo", "Ljava/lang/Object;", argument, {"group": "g1"})
-    )
-    return dubbo.DubboFrame(dubbo.FLAG_REQUEST | dubbo.FLAG_TWOWAY | dubbo.HESSIAN2, 0, 0, body)
-
-
 async def test_dubbo_client_matches_50_concurrent_calls_answered_out_of_order() -> None:
-    from test_failures import Reversing
-
     server = Server(Reversing, "127.0.0.1:0")
     arguments = [f"a{i}" for i in range(50)]
     async with anyio.create_task_group() as tg:

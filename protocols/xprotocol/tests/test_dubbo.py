@@ -5,13 +5,12 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_hessian2 import decoded_date, java_millis, surrogate_text
+from xprotocol_support import DUBBO_ROWS, REQUESTS, decoded_date, java_millis, surrogate_text
 
 from sota_dispatch import LimitExceeded, ProtocolError
 from sota_dispatch.config import MatchConfig
@@ -33,9 +32,7 @@ from sota_xprotocol.dubbo import (
 )
 from sota_xprotocol.hessian2 import HessianObject
 
-VECTORS = Path(__file__).parent / "vectors" / "dubbo_ssl_python.jsonl"  # dubbo-ssl-python 0.9.6 on loopback
-ROWS = [json.loads(line) for line in VECTORS.read_text().splitlines()]
-REQUESTS = [bytes.fromhex(r["hex"]) for r in ROWS if r["kind"] == "client->server"]
+ROWS = DUBBO_ROWS
 REPLIES = [bytes.fromhex(r["hex"]) for r in ROWS if r["kind"] == "server->client"]
 # Each "decoded" row describes the request just before it.
 DECODED = {

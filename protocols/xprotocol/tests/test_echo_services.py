@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from test_dubbo import REQUESTS
-from test_hessian2 import EDGES
+from xprotocol_support import EDGES, REQUESTS
 
 from sota_dispatch import LimitExceeded, ProtocolError
 from sota_dispatch.testing import check_garbage, check_split_invariance, exchange

@@ -8,11 +8,10 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from test_peers import anthunder_calls, dubbo_calls, serving
+from xprotocol_support import Reversing, answered_order, anthunder_calls, dubbo_calls, serving
 
 from sota_dispatch import Dispatcher
 from sota_xprotocol import (
-    DubboEchoDispatcher,
     Failure,
     XProtocolEchoDispatcher,
     bolt,
@@ -21,7 +20,6 @@ from sota_xprotocol import (
     dubbo_error_reply,
 )
 from sota_xprotocol.failures import BOLT_STATUS, DUBBO_STATUS
-from sota_xprotocol.service import echo_dubbo
 
 pytestmark = pytest.mark.anyio
 
@@ -68,27 +66,6 @@ async def test_dubbo_ssl_python_sees_the_error_status_and_message(failure: Failu
     async with serving(Failing) as (host, port):
         with pytest.raises(DubboResponseException, match=DUBBO_STATUS[failure][1].replace("|", r"\|")):
             await anyio.to_thread.run_sync(dubbo_calls, host, port, ["x"])
-
-
-answered_order: list[int] = []
-
-
-class Reversing(DubboEchoDispatcher):
-    """Holds the answers until all 50 calls are in, then answers newest first."""
-
-    held: list[tuple[int, bytes]] | None = None
-
-    def on_request(self, frame: dubbo.DubboFrame) -> bytes | None:
-        held = self.held = self.held or []
-        reply = echo_dubbo(frame)
-        if reply:
-            held.append((frame.request_id, reply))
-        if len(held) >= 50:
-            for request_id, held_reply in reversed(held):
-                answered_order.append(request_id)
-                self.writer.write(held_reply)
-            held.clear()
-        return None
 
 
 async def test_dubbo_ssl_python_50_concurrent_calls_completed_out_of_order() -> None:

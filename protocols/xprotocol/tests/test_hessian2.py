@@ -10,6 +10,12 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from xprotocol_support import (
+    EDGES,
+    decoded_date,
+    java_millis,
+    surrogate_text,
+)
 
 from sota_dispatch import ProtocolError
 from sota_xprotocol.hessian2 import (
@@ -130,13 +136,6 @@ def test_long_encoder_reproduces_java_bytes(label: str) -> None:
 
 # -- what Python's types are narrower for: dates beyond datetime, lone surrogates --
 
-# Caucho 4.0.38 on OpenJDK 17, each value read back and re-written by Java
-# itself (vectors/Hessian2Edges.java writes this file).
-EDGES = dict(
-    line.rstrip("\n").split("\t")
-    for line in (Path(__file__).parent / "vectors" / "hessian2_java_edges.tsv").read_text().splitlines()
-    if line.strip()
-)
 X32767 = "x" * 32767
 EDGE_STRINGS = {
     "string:\\uD800": "\ud800",
@@ -147,15 +146,6 @@ EDGE_STRINGS = {
     "string:x*32767+\\uDC00+y": X32767 + "\udc00y",
     "string:\\uDBFF*40": "\udbff" * 40,
 }
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-FIRST_DATETIME_MS, LAST_DATETIME_MS = -62135596800000, 253402300799999  # 0001-01-01, 9999-12-31T23:59:59.999
-
-
-def decoded_date(millis: int) -> dt.datetime | JavaDate:
-    """What a date decodes to: a UTC datetime in years 1-9999, else a JavaDate."""
-    if FIRST_DATETIME_MS <= millis <= LAST_DATETIME_MS:
-        return EPOCH + dt.timedelta(milliseconds=millis)
-    return JavaDate(millis)
 
 
 def java_date_bytes(millis: int) -> bytes:
@@ -205,15 +195,6 @@ def test_a_java_date_holds_a_java_long_only(millis: Any) -> None:
         JavaDate(millis)
 
 
-java_millis = (
-    st.integers(-(2**63), 2**63 - 1)
-    | st.integers(-(2**31), 2**31 - 1).map(lambda minutes: minutes * 60000)  # the 'K' form
-    | st.integers(FIRST_DATETIME_MS - 10**6, FIRST_DATETIME_MS + 10**6)  # datetime's ends
-    | st.integers(LAST_DATETIME_MS - 10**6, LAST_DATETIME_MS + 10**6)
-    | st.sampled_from([-(2**63), 2**63 - 1, -(2**31) * 60000, (2**31 - 1) * 60000, 2**31 * 60000])
-)
-
-
 @settings(max_examples=1000)
 @given(java_millis)
 def test_any_java_date_round_trips_byte_exact(millis: int) -> None:
@@ -223,16 +204,6 @@ def test_any_java_date_round_trips_byte_exact(millis: int) -> None:
     assert encode(value) == data
     assert encode(JavaDate(millis)) == data  # the same bytes, however the date is held
     assert skip(data) == len(data)
-
-
-def java_string(text: str) -> str:
-    """``text`` as a Java String comes back: adjacent surrogates joined into
-    one code point, lone ones kept."""
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
-
-
-#: Text with lone surrogates (which st.text() never generates), as decoded.
-surrogate_text = st.text(st.characters() | st.integers(0xD800, 0xDFFF).map(chr), max_size=40).map(java_string)
 
 
 @settings(max_examples=500)

@@ -9,41 +9,19 @@ asked for dubbo version 2.0.x.
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import socket
 import threading
-import weakref
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import anyio.to_thread
 import pytest
+from xprotocol_support import anthunder_calls, close_dubbo_connection, dubbo_calls, serving
 
-from sota_dispatch import DispatcherFactory, testing
+from sota_dispatch import DispatcherFactory
 from sota_xprotocol import BoltEchoDispatcher, DubboEchoDispatcher, XProtocolEchoDispatcher
 
 pytestmark = pytest.mark.anyio
-
-
-@asynccontextmanager
-async def serving(factory: DispatcherFactory) -> AsyncIterator[tuple[str, int]]:
-    async with testing.serving(factory) as server:
-        assert server.address is not None
-        host, _, port = server.address.rpartition(":")
-        yield host, int(port)
-
-
-def anthunder_calls(host: str, port: int, bodies: list[bytes]) -> list[bytes]:
-    from anthunder import SERVICE_MAP, Client
-    from mytracer import SpanContext
-
-    service = f"com.example.EchoService{port}:1.0"  # SERVICE_MAP entries cannot be changed
-    SERVICE_MAP[service] = (host, port)
-    client = Client("sota-tests")
-    return [client.invoke_sync(service, "echo", body, spanctx=SpanContext(), timeout_ms=5000) for body in bodies]
 
 
 @pytest.mark.parametrize("factory", [BoltEchoDispatcher, XProtocolEchoDispatcher], ids=["bolt", "xprotocol"])
@@ -54,64 +32,6 @@ async def test_anthunder_sync_client_gets_its_content_back(factory: DispatcherFa
 
 
 ARGUMENTS: list[Any] = ["hello", 42, -7, 2**40, 1.5, True, False, [1, 2, 3], ["a", "b"], "\u4e2d\u6587", "q" * 5000]
-
-
-#: Seconds a dubbo-ssl-python call may wait for its answer. The library's
-#: default is forever: were its reader thread ever lost, a test would hang
-#: (a worker thread cannot be cancelled) instead of failing.
-DUBBO_CALL_TIMEOUT = 30
-
-
-def close_dubbo_connection(address: str, pool: Any = None) -> None:
-    """Close dubbo-ssl-python's pooled connection to ``address`` (``host:port``)
-    in a way its reader thread survives.
-
-    The library (0.9.6) keeps one connection per address in a pool (by
-    default its global ``connection_pool``) and never closes them. One
-    thread per pool reads them all, forever: it select()s on the pool's
-    connections and reads the ready ones. Closing a socket that thread is
-    about to select() on kills it: select() gets -1 from the closed
-    socket's fileno() (a ValueError) or a descriptor closed under it (EBADF,
-    on which the loop quietly ends). Every later call in the process then
-    waits for an answer nobody reads (a run of the suite hung so).
-
-    So: take the connection out of the pool (in a new dict: the library's
-    heartbeat thread may be iterating the old one), shut the socket down,
-    which wakes a select() holding it with the end of stream the library's
-    own close path handles, and close its descriptor only once nothing
-    refers to the connection any more, the reader thread included.
-    """
-    if pool is None:
-        from dubbo_ssl.connection.connections import connection_pool
-
-        pool = connection_pool
-    with pool._conn_lock:
-        connection = pool._connection_pool.get(address)
-        if connection is None:
-            return
-        pool._connection_pool = {key: value for key, value in pool._connection_pool.items() if key != address}
-    sock: socket.socket = connection._Connection__sock
-    weakref.finalize(connection, sock.close)
-    with contextlib.suppress(OSError):  # the peer may have gone already
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-def dubbo_calls(host: str, port: int, arguments: list[Any], concurrency: int = 1) -> list[Any]:
-    from dubbo_ssl.client import DubboClient
-
-    address = f"{host}:{port}"
-    client = DubboClient("com.example.EchoService", group="g1", version="1.0.0", host=address)
-
-    def call(argument: Any) -> Any:
-        return client.call("echo", (argument,), timeout=DUBBO_CALL_TIMEOUT)
-
-    try:
-        if concurrency == 1:
-            return [call(argument) for argument in arguments]
-        with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-            return list(pool.map(call, arguments))
-    finally:
-        close_dubbo_connection(address)  # so the server need not wait for it
 
 
 @pytest.mark.parametrize("factory", [DubboEchoDispatcher, XProtocolEchoDispatcher], ids=["dubbo", "xprotocol"])

@@ -6,7 +6,7 @@ import time
 
 import anyio
 import pytest
-from test_client import dubbo_request
+from xprotocol_support import dubbo_request
 
 from sota_dispatch import Server
 from sota_dispatch.testing import exchange

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from test_bolt import STREAMS
-from test_dubbo import REQUESTS
+from xprotocol_support import REQUESTS, STREAMS
 
 from sota_xprotocol import BoltDispatcher as BOLT
 from sota_xprotocol import DubboDispatcher as DUBBO

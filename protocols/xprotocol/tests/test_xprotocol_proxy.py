@@ -20,25 +20,23 @@ import anyio
 import anyio.to_thread
 import pytest
 from anyio.abc import ByteStream, TaskStatus
-from test_client import SERVICE, UpperService, anthunder_server, request
-from test_peers import DUBBO_CALL_TIMEOUT, anthunder_calls, close_dubbo_connection
+from xprotocol_support import (
+    DUBBO_CALL_TIMEOUT,
+    SERVICE,
+    UpperService,
+    anthunder_calls,
+    anthunder_server,
+    close_dubbo_connection,
+    request,
+)
 
 from sota_dispatch import BufferedReader, Dispatcher, Proxy, Server, parse_config
-from sota_dispatch.testing import running_proxy, serving
+from sota_dispatch.testing import free_port, running_proxy, serving
 from sota_xprotocol import BoltEchoDispatcher, DubboEchoDispatcher, bolt, dubbo, hessian2
 from sota_xprotocol.service import echo_bolt, echo_dubbo
 
 pytestmark = pytest.mark.anyio
-__all__ = ["anthunder_server"]  # a fixture, used by name
-
 INTERFACE = "com.example.EchoService"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def document(protocol: str, endpoints: list[str], route: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
@@ -64,17 +62,15 @@ async def proxy_for(doc: dict[str, Any]) -> AsyncIterator[Proxy]:
 # -- real peers -------------------------------------------------------------------
 
 
-async def test_anthunder_client_through_the_proxy_to_anthunders_aio_listener(
-    anthunder_server: tuple[str, int, Any],
-) -> None:
-    host, port, listener = anthunder_server
-    async with proxy_for(document("bolt", [f"{host}:{port}"])) as proxy:
-        proxy_host, _, proxy_port = proxy.addresses["rpc"].rpartition(":")
-        # anthunder's SERVICE_MAP cannot be changed: each test port gets its own name.
-        listener.handler.register_interface(f"com.example.EchoService{proxy_port}:1.0", UpperService)
-        bodies = [b"hello bolt", b"x" * 70_000]  # not b"": AioListener never answers an empty result
-        replies = await anyio.to_thread.run_sync(anthunder_calls, proxy_host, int(proxy_port), bodies)
-    assert replies == [b.upper() for b in bodies]
+async def test_anthunder_client_through_the_proxy_to_anthunders_aio_listener() -> None:
+    with anthunder_server() as (host, port, listener):
+        async with proxy_for(document("bolt", [f"{host}:{port}"])) as proxy:
+            proxy_host, _, proxy_port = proxy.addresses["rpc"].rpartition(":")
+            # anthunder's SERVICE_MAP cannot be changed: each test port gets its own name.
+            listener.handler.register_interface(f"com.example.EchoService{proxy_port}:1.0", UpperService)
+            bodies = [b"hello bolt", b"x" * 70_000]  # not b"": AioListener never answers an empty result
+            replies = await anyio.to_thread.run_sync(anthunder_calls, proxy_host, int(proxy_port), bodies)
+        assert replies == [b.upper() for b in bodies]
 
 
 def dubbo_call_all(addresses: list[str], per_address: int) -> dict[str, list[Any]]:

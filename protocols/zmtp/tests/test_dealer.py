@@ -11,6 +11,7 @@ import pytest
 import zmq
 
 from sota_dispatch import Server
+from sota_dispatch.testing import free_port
 from sota_zmtp import Dealer, EchoRouter, PeerError, Router
 
 pytestmark = pytest.mark.anyio
@@ -79,15 +80,8 @@ async def our_router(router: Router, listen: str) -> AsyncIterator[Server]:
             server.shutdown()
 
 
-async def free_port() -> int:
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
-    port: int = listener.extra(anyio.abc.SocketAttribute.local_port)
-    await listener.aclose()
-    return port
-
-
 async def test_dealer_waits_for_the_server_and_reconnects_after_it_restarts() -> None:
-    port = await free_port()
+    port = free_port()
     dealer = Dealer(f"127.0.0.1:{port}", identity=b"d1", reconnect_interval=0.01, reconnect_interval_max=0.05)
     async with dealer:
         assert dealer.connection is None  # nothing listens yet: it keeps trying
@@ -105,7 +99,7 @@ async def test_dealer_waits_for_the_server_and_reconnects_after_it_restarts() ->
 
 
 async def test_refused_dealer_does_not_reconnect() -> None:
-    port = await free_port()
+    port = free_port()
     async with our_router(EchoRouter(), f"127.0.0.1:{port}"), Dealer(f"127.0.0.1:{port}", identity=b"same") as first:
         await first.send([b"hello"])
         with anyio.fail_after(10):
@@ -132,7 +126,7 @@ def test_dealer_must_be_running() -> None:
 
 
 async def test_concurrent_receivers_each_get_a_message() -> None:
-    port = await free_port()
+    port = free_port()
     async with our_router(EchoRouter(), f"127.0.0.1:{port}"), Dealer(f"127.0.0.1:{port}") as dealer:
         got: list[list[bytes]] = []
 
@@ -150,7 +144,7 @@ async def test_concurrent_receivers_each_get_a_message() -> None:
 
 
 async def test_a_stopped_dealer_raises_instead_of_blocking() -> None:
-    port = await free_port()
+    port = free_port()
     dealer = Dealer(f"127.0.0.1:{port}", reconnect_interval=0.01)
     pending: list[BaseException] = []
 
@@ -177,7 +171,7 @@ async def test_receive_hwm_applies_backpressure_instead_of_buffering() -> None:
             for i in range(5000):
                 self.send([identity, b"%d" % i])
 
-    port = await free_port()
+    port = free_port()
     async with our_router(Flood(send_hwm=1 << 30), f"127.0.0.1:{port}"), Dealer(
         f"127.0.0.1:{port}", receive_hwm=10
     ) as dealer:

@@ -6,7 +6,7 @@ import anyio
 import anyio.to_thread
 import pytest
 import zmq
-from test_interop import connect, handshake, ready, serving, v3_greeting
+from zmtp_support import connect, handshake, ready, serving, v3_greeting
 
 from sota_zmtp import Dealer, EchoRouter, Heartbeat
 from sota_zmtp.wire import encode_command, encode_message

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 from anyio.abc import SocketAttribute, SocketStream
-from test_interop import RawPeer, connect, handshake, ready, v3_greeting
+from zmtp_support import RawPeer, connect, handshake, ready, v3_greeting
 
 from sota_dispatch import BufferedReader, DispatcherFactory, IncompleteReadError, testing
 from sota_zmtp import Dealer, EchoRouter, Heartbeat, ZmtpEchoDispatcher, encode_message

@@ -19,7 +19,7 @@ import anyio.to_thread
 import pytest
 import zmq
 from anyio.abc import ByteStream, SocketAttribute, SocketStream
-from test_interop import in_thread, zsocket
+from zmtp_support import in_thread, zsocket
 
 from sota_dispatch import parse_config
 from sota_dispatch.testing import running_proxy, without_ref

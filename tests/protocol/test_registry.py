@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -20,7 +20,9 @@ from sota_dispatch import (
     sniff,
     unregister_protocol,
 )
+from sota_dispatch.protocol import registry
 from sota_dispatch.protocol.registry import _Registry
+from sota_dispatch.testing import EchoLines
 
 
 class Magic(Dispatcher):
@@ -36,6 +38,16 @@ class Magic(Dispatcher):
 
     async def serve(self) -> None:
         await self.reader.read_exactly(2)
+
+
+@pytest.fixture
+def installed(install_plugin: Callable[..., dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """echo_lines installed as a plugin is, by its entry point, and a fresh
+    process-wide registry that sees it; its name."""
+    install_plugin("echo-lines", {"echo_lines": "sota_dispatch.testing:EchoLines"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_REGISTRY", _Registry())
+    return "echo_lines"
 
 
 @pytest.fixture
@@ -63,22 +75,23 @@ def test_duplicate_name_names_both_sources(magic: str) -> None:
     assert "second registration" in message
 
 
-def test_duplicate_of_an_installed_plugin_names_the_entry_point() -> None:
-    with pytest.raises(DuplicateProtocolError, match=r"entry point 'sota_simple_line:SimpleLineDispatcher'"):
-        register_protocol("simple_line", Magic)
+def test_duplicate_of_an_installed_plugin_names_the_entry_point(installed: str) -> None:
+    with pytest.raises(DuplicateProtocolError, match=r"entry point 'sota_dispatch.testing:EchoLines'"):
+        register_protocol(installed, Magic)
 
 
-def test_unknown_protocol_lists_the_available_ones() -> None:
+def test_unknown_protocol_lists_the_available_ones(installed: str) -> None:
     with pytest.raises(UnknownProtocolError) as info:
         get_protocol("nope")
     assert "'nope'" in str(info.value)
-    assert "simple_line" in str(info.value)
+    assert installed in str(info.value)
 
 
-def test_installed_plugin_is_discovered_through_its_entry_point() -> None:
-    info = get_protocol("simple_line")
-    assert info.source.startswith("entry point 'sota_simple_line:SimpleLineDispatcher'")
-    assert "distribution sota-simple-line" in info.source
+def test_installed_plugin_is_discovered_through_its_entry_point(installed: str) -> None:
+    info = get_protocol(installed)
+    assert info.source.startswith("entry point 'sota_dispatch.testing:EchoLines'")
+    assert "distribution echo-lines 1.0" in info.source
+    assert (info.factory, info.protocol_class) == (EchoLines, EchoLines)
     assert "max_line" in info.options
 
 
@@ -88,12 +101,12 @@ def test_invalid_names_are_rejected(name: str) -> None:
         register_protocol(name, Magic)
 
 
-def test_sniff_reports_each_protocol(magic: str) -> None:
+def test_sniff_reports_each_protocol(installed: str, magic: str) -> None:
     assert sniff(b"M", [magic])[magic] is Match.NEED_MORE
     assert sniff(b"MG\x00", [magic])[magic] is Match.YES
     assert sniff(b"xx", [magic])[magic] is Match.NO
-    verdicts = sniff(b"a=1\r\n")
-    assert verdicts["simple_line"] is Match.YES
+    verdicts = sniff(b"echo:1\r\n")
+    assert verdicts[installed] is Match.YES
     assert verdicts[magic] is Match.NO
 
 
@@ -109,12 +122,11 @@ def test_a_dispatcher_without_sniffer_never_claims_a_connection() -> None:
         unregister_protocol("test_plain")
 
 
-def test_broken_plugin_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "broken_plugin.py").write_text("raise ImportError('missing dependency xyz')\n")
-    info = tmp_path / "broken_plugin-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[sota_dispatch.protocols]\nbroken = broken_plugin:Broken\n")
+def test_broken_plugin_is_a_clear_error(
+    install_plugin: Callable[..., dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = {"broken_plugin": "raise ImportError('missing dependency xyz')\n"}
+    install_plugin("broken-plugin", {"broken": "broken_plugin:Broken"}, modules=broken)
     monkeypatch.syspath_prepend(str(tmp_path))
     fresh = _Registry()  # the process-wide registry has scanned already
     assert "broken" in fresh.names()
@@ -122,12 +134,11 @@ def test_broken_plugin_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monk
         fresh.get("broken")
 
 
-def test_two_plugins_with_one_name_name_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_plugins_with_one_name_name_both(
+    install_plugin: Callable[..., dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for dist in ("one", "two"):
-        info = tmp_path / f"{dist}-1.0.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
-        (info / "entry_points.txt").write_text(f"[sota_dispatch.protocols]\nsame = {dist}_mod:Cls\n")
+        install_plugin(dist, {"same": f"{dist}_mod:Cls"})
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(DuplicateProtocolError) as raised:
         _Registry().names()

@@ -35,7 +35,7 @@ from sota_dispatch import (
 )
 from sota_dispatch.config import FrozenMap
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples" / "proxy").glob("*.yaml"))
 
 

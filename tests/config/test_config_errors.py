@@ -3,8 +3,6 @@ with its path, in the file's order; one mistake keeps its one-line message."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +11,10 @@ import yaml
 from sota_dispatch import ConfigError, load_config, parse_config
 from sota_dispatch.serve import main
 
-ROOT = Path(__file__).resolve().parent.parent
+# ``main`` sets up logging as the CLI does (see the fixture).
+pytestmark = pytest.mark.usefixtures("root_logging_restored")
+
+ROOT = Path(__file__).resolve().parents[2]
 
 #: Mistakes in two clusters, two listeners, three routes and at the top,
 #: clusters before listeners.
@@ -64,16 +65,6 @@ EXPECTED = [
     ("drain_timeout", 'expected a duration >= 0 (seconds, or e.g. "250ms"), got -1'),
     ("extra", "unknown key (expected one of: listeners, clusters, drain_timeout, admin, overload)"),
 ]
-
-
-@pytest.fixture(autouse=True)
-def root_logging_restored() -> Iterator[None]:
-    """``main`` sets up logging on the ``sys.stderr`` of the moment (see test_config)."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def test_every_mistake_of_a_file_is_reported_in_file_order(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 from anyio.abc import SocketStream
 
 from sota_dispatch import BufferedReader, ChunkBuffer, Dispatcher, FrameTimeout, ReadTimeouts, Server
-from sota_dispatch.testing import serve_process
+from sota_dispatch.testing import closed_within, connect, serve_process
 
 pytestmark = pytest.mark.anyio
 
@@ -71,22 +71,6 @@ async def guarded(
             yield server, address
         finally:
             server.shutdown()
-
-
-async def connect(address: str) -> SocketStream:
-    host, _, port = address.rpartition(":")
-    return await anyio.connect_tcp(host, int(port))
-
-
-async def closed_within(stream: SocketStream, seconds: float) -> float:
-    start = anyio.current_time()
-    with (
-        anyio.fail_after(seconds),
-        contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError),
-    ):
-        while True:
-            await stream.receive()
-    return anyio.current_time() - start
 
 
 SHORT = ReadTimeouts(frame=0.3, idle=0.6)
@@ -167,22 +151,24 @@ async def test_connections_over_the_cap_are_closed_at_once() -> None:
         assert server.connections_refused == 1
 
 
-async def test_the_bundled_local_service_has_the_guards_by_flag(backend_args: list[str]) -> None:
-    args = ["--protocol", "simple_line", "--listen", "127.0.0.1:0", *backend_args]
-    with serve_process([*args, "--frame-timeout", "300ms", "--idle-timeout", "0"]) as proc:
+async def test_the_serve_command_gives_a_local_service_the_guards_by_flag(
+    backend_args: list[str], echo_lines_env: dict[str, str]
+) -> None:
+    args = ["--protocol", "echo_lines", "--listen", "127.0.0.1:0", *backend_args]
+    with serve_process([*args, "--frame-timeout", "300ms", "--idle-timeout", "0"], env=echo_lines_env) as proc:
         async with await connect(proc.address) as silent, await connect(proc.address) as idle:
-            await idle.send(b"a=1\r\n")
-            assert (await idle.receive()).startswith(b"receive:")
+            await idle.send(b"echo:a=1\r\n")
+            assert await idle.receive() == b"echo:a=1\r\n"
             assert 0.2 < await closed_within(silent, 5) < 2
             with anyio.move_on_after(0.5):  # idle timeout 0: never closed for idling
                 await idle.receive()
                 pytest.fail("closed while idle though --idle-timeout is 0")
         assert proc.stop() == 0
-    with serve_process([*args, "--max-connections", "2"]) as proc:
+    with serve_process([*args, "--max-connections", "2"], env=echo_lines_env) as proc:
         async with await connect(proc.address) as first, await connect(proc.address) as second:
             for client in (first, second):
-                await client.send(b"b=2\r\n")
-                assert (await client.receive()).startswith(b"receive:")
+                await client.send(b"echo:b=2\r\n")
+                assert await client.receive() == b"echo:b=2\r\n"
             async with await connect(proc.address) as third:
                 assert await closed_within(third, 5) < 1  # two served: the cap
         assert proc.stop() == 0

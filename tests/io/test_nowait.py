@@ -236,7 +236,7 @@ class BigAnswer(Dispatcher):
             await self.writer.flush()
 
 
-async def test_a_big_answer_to_a_half_closed_client_is_not_cut_short() -> None:
+async def test_a_big_answer_to_a_half_closed_client_is_not_cut_short(echo_lines: str) -> None:
     # The proxy hands the answer to the client's socket from the upstream's
     # task; asyncio's transport keeps what the kernel cannot take yet. The
     # client has half-closed, so the proxy closes the connection as soon as
@@ -245,14 +245,14 @@ async def test_a_big_answer_to_a_half_closed_client_is_not_cut_short() -> None:
     async with serving(BigAnswer) as upstream:
         document = {
             "listeners": [
-                {"name": "l", "address": "127.0.0.1:0", "protocol": "simple_line", "routes": [{"cluster": "b"}]}
+                {"name": "l", "address": "127.0.0.1:0", "protocol": echo_lines, "routes": [{"cluster": "b"}]}
             ],
             "clusters": [{"name": "b", "endpoints": [upstream.address]}],
         }
         async with running_proxy(parse_config(document)) as proxy:
             host, _, port = proxy.addresses["l"].rpartition(":")
             async with await anyio.connect_tcp(host, int(port)) as stream:
-                await stream.send(b"q=1\r\n")
+                await stream.send(b"echo:q=1\r\n")
                 await stream.send_eof()
                 received = 0
                 with anyio.fail_after(20):
