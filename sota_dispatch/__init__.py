@@ -59,6 +59,7 @@ from .errors import (
 from .io.address import format_address, parse_address
 from .io.budget import BufferBudget, FrameRefused
 from .io.chunks import ChunkBuffer
+from .io.clock import Clock
 from .io.outbox import Outbox
 from .io.reader import BufferedReader, ReadTimeouts
 from .io.writer import BufferedWriter
@@ -99,6 +100,7 @@ __all__ = [
     "ChunkBuffer",
     "Codec",
     "CodecLoop",
+    "Clock",
     "ClusterConfig",
     "ConfigError",
     "ConnectionContext",

@@ -46,6 +46,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .config.model import EndpointConfig, ProxyConfig
 from .errors import ProtocolError
 from .io.address import parse_address
+from .io.clock import SYSTEM_CLOCK, Clock, ManualClock
 from .protocol.codec import Failure
 from .protocol.context import ConnectionContext
 from .protocol.dispatcher import Dispatcher
@@ -56,6 +57,7 @@ from .proxy.listener import auto_candidates
 from .proxy.proxy import Proxy
 
 __all__ = [
+    "ManualClock",
     "ECHO_MARK",
     "EchoLines",
     "Exchange",
@@ -446,10 +448,11 @@ async def serving(
 
 
 @asynccontextmanager
-async def running_proxy(config: ProxyConfig) -> AsyncIterator[Proxy]:
+async def running_proxy(config: ProxyConfig, *, clock: Clock = SYSTEM_CLOCK) -> AsyncIterator[Proxy]:
     """Run a proxy for the block; ``proxy.addresses`` maps each listener's
-    name to its bound ``HOST:PORT``. Leaving the block drains it."""
-    proxy = Proxy(config)
+    name to its bound ``HOST:PORT``. Leaving the block drains it. ``clock``:
+    a :class:`ManualClock` lets the test move the proxy's time."""
+    proxy = Proxy(config, clock=clock)
     async with anyio.create_task_group() as tg:
         await tg.start(proxy.serve)
         try:

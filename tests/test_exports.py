@@ -35,6 +35,7 @@ PUBLIC = {
     "load_config",
     "parse_config",
     "Codec",
+    "Clock",
     "CodecLoop",
     "Failure",
     "FrameSemantics",

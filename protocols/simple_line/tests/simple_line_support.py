@@ -26,6 +26,7 @@ from sota_dispatch import (
     Proxy,
     parse_config,
 )
+from sota_dispatch.io.clock import SYSTEM_CLOCK, Clock
 from sota_dispatch.testing import ServeProcess, connect, running_proxy, serving
 
 
@@ -111,8 +112,8 @@ def config(
 
 
 @asynccontextmanager
-async def proxy_for(document: dict[str, Any]) -> AsyncIterator[Proxy]:
-    async with running_proxy(parse_config(document)) as proxy:
+async def proxy_for(document: dict[str, Any], clock: Clock = SYSTEM_CLOCK) -> AsyncIterator[Proxy]:
+    async with running_proxy(parse_config(document), clock=clock) as proxy:
         yield proxy
 
 

@@ -16,7 +16,7 @@ import pytest
 from simple_line_support import backends, client, config, proxy_for, tags
 
 from sota_dispatch.cluster.health import BreakerState, EndpointBreaker
-from sota_dispatch.testing import free_port, without_ref
+from sota_dispatch.testing import ManualClock, free_port, without_ref
 from sota_simple_line import SimpleLineDispatcher
 
 pytestmark = pytest.mark.anyio
@@ -31,7 +31,8 @@ NO_ENDPOINT = b"error:no healthy upstream"
 
 async def test_breaker_closed_open_half_open_closed_open_again() -> None:
     breaker = {"consecutive_failures": 2, "min_requests": 100, "open_timeout": "300ms", "half_open_requests": 1}
-    async with backends("A") as up, proxy_for(config([up[0][1]], endpoint_breaker=breaker)) as proxy:
+    clock = ManualClock()  # the test moves the proxy's time
+    async with backends("A") as up, proxy_for(config([up[0][1]], endpoint_breaker=breaker), clock) as proxy:
         cluster = proxy.clusters["backends"]
         breakers = cluster.health("simple_line").breakers
         assert breakers is not None
@@ -45,13 +46,15 @@ async def test_breaker_closed_open_half_open_closed_open_again() -> None:
             start = anyio.current_time()
             assert [without_ref(r) for r in await c.call(b"n=2")] == [NO_ENDPOINT]  # open: refused at once
             assert anyio.current_time() - start < 0.2
-            await anyio.sleep(0.35)  # the open timeout passes (time, not a state to poll)
+            clock.advance(0.29)
+            assert [without_ref(r) for r in await c.call(b"n=2")] == [NO_ENDPOINT]  # still open
+            clock.advance(0.02)  # the open timeout passes
             assert await c.call(b"n=3") == [b"A:n=3"]  # the half-open probe succeeds ...
             assert state_of(state) is BreakerState.CLOSED  # ... and closes it
             for _ in range(3):
                 await c.call(b"close=1")
             assert state_of(state) is BreakerState.OPEN
-            await anyio.sleep(0.35)
+            clock.advance(0.31)
             [reply] = await c.call(b"close=1")  # the probe fails ...
             assert reply.startswith(b"error:upstream reset")
             assert state_of(state) is BreakerState.OPEN  # ... and opens it again
@@ -65,7 +68,8 @@ async def test_a_failing_backend_is_ejected_and_returns_after_it_recovers() -> N
     async with backends("A", "B") as up:
         b = up[1][0]
         document = config([address for _, address in up], outlier_detection=outlier, route={"retry": retry})
-        async with proxy_for(document) as proxy, client(proxy) as c:
+        clock = ManualClock()
+        async with proxy_for(document, clock) as proxy, client(proxy) as c:
             detector = proxy.clusters["backends"].health("simple_line").outliers
             assert detector is not None
             b.failing = True
@@ -74,7 +78,10 @@ async def test_a_failing_backend_is_ejected_and_returns_after_it_recovers() -> N
             assert len(b.seen) == 3  # then B was ejected: no more traffic
             assert len(detector.ejected) == 1
             b.failing = False  # B recovers ...
-            await anyio.sleep(0.55)  # ... and its ejection time passes
+            clock.advance(0.45)
+            replies = [reply for i in range(4) for reply in await c.call(b"k=%d" % i)]
+            assert tags(replies) == [b"A"] * 4  # still ejected
+            clock.advance(0.1)  # ... and its ejection time passes
             replies = [reply for i in range(4) for reply in await c.call(b"m=%d" % i)]
             assert set(tags(replies)) == {b"A", b"B"}  # it gets traffic again
 
