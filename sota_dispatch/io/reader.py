@@ -71,11 +71,13 @@ class BufferedReader:
         "_frame_start",
         "_got_bytes",
         "_idle_scope",
+        "_interrupted",
         "_last_fill",
         "_pos",
         "_read_size",
         "_stream",
         "_timeouts",
+        "_wait_scope",
         "_writer",
         "idle",
     )
@@ -102,6 +104,8 @@ class BufferedReader:
         self._timeouts: ReadTimeouts | None = None
         self._busy: Callable[[], bool] | None = None
         self._idle_scope: anyio.CancelScope | None = None
+        self._wait_scope: anyio.CancelScope | None = None
+        self._interrupted = False
         self._connected = 0.0
         self._got_bytes = False
         #: When the frame being received began (None: between frames).
@@ -146,6 +150,19 @@ class BufferedReader:
             # A peer that sends but never reads would hold a flush, and the
             # connection, for good.
             self._writer.send_timeout = None if timeouts is None else timeouts.frame
+
+    def interrupt(self) -> bool:
+        """End a wait for the first bytes of a frame as if the peer had
+        closed (a drain of an idle connection), without a cancel scope of
+        the caller's around every read. True if such a wait was ended; the
+        reader can interrupt only under timeouts (:meth:`set_timeouts`),
+        whose waits have a scope anyway."""
+        scope = self._wait_scope
+        if scope is None or not self.idle:
+            return False
+        self._interrupted = True
+        scope.cancel()
+        return True
 
     def idle_from_now(self) -> None:
         """The connection is no longer busy (see :meth:`set_timeouts`): a
@@ -240,14 +257,15 @@ class BufferedReader:
                 deadline = anyio.current_time() + timeouts.idle
         data = b""
         with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
+            self._wait_scope = scope
             if idle:
                 self._idle_scope = scope
             try:
                 data = await self._stream.receive(self._read_size)
             finally:
-                self._idle_scope = None
+                self._idle_scope = self._wait_scope = None
         if scope.cancelled_caught:
-            if idle:
+            if idle or self._interrupted:
                 raise anyio.EndOfStream  # idle too long: an orderly end, as if the peer had closed
             raise FrameTimeout(f"no complete request within {timeouts.frame:g}s")
         now = self._last_fill = anyio.current_time()

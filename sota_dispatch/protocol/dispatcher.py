@@ -218,9 +218,8 @@ class Dispatcher(ProtocolRoles):
         The reader stops at the next frame boundary; an idle connection stops
         at once.
         """
-        if self._loop is not None:
-            self._loop.stop()  # serve() goes on after its loop (answers in flight)
-            return
+        if self._loop is not None and self._loop.stop():
+            return  # serve() goes on after its loop (answers in flight)
         self.reader.drain()
         if self.reader.idle and self._serve_scope is not None:
             self._serve_scope.cancel()

@@ -46,7 +46,6 @@ class CodecLoop(Generic[F]):
 
     __slots__ = (
         "_frames",
-        "_read_scope",
         "_stopping",
         "codec",
         "empty_batches",
@@ -77,17 +76,22 @@ class CodecLoop(Generic[F]):
         self.received = 0
         self._frames: list[F] | None = None
         self._stopping = False
-        self._read_scope: anyio.CancelScope | None = None
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
         """End the iteration at the next frame boundary: at once if the loop
         waits for input between frames, else once the frame in progress is
-        complete (the reader's frame timeout bounds that)."""
+        complete (the reader's frame timeout bounds that).
+
+        False when the loop waits between frames on a reader without
+        timeouts, which cannot be interrupted (a read holds no cancel scope
+        of its own: one per read costs microseconds); the caller then
+        cancels the connection's task."""
         self._stopping = True
-        self.reader.drain()
-        scope = self._read_scope
-        if scope is not None and self.reader.idle and not self.codec.buffered:
-            scope.cancel()
+        reader = self.reader
+        reader.drain()
+        if not reader.idle or self.codec.buffered:
+            return True
+        return reader.interrupt()
 
     @property
     def stopping(self) -> bool:
@@ -141,15 +145,9 @@ class CodecLoop(Generic[F]):
 
     async def _read(self) -> bytes | None:
         """The next chunk; None at the end of input or when stopped."""
-        with anyio.CancelScope() as scope:
-            self._read_scope = scope
-            try:
-                data = await self.reader.read_some()
-            except anyio.EndOfStream:
-                return None
-            finally:
-                self._read_scope = None
-        if scope.cancelled_caught:
+        try:
+            data = await self.reader.read_some()
+        except anyio.EndOfStream:
             return None
         self.received = len(data)
         return data

@@ -134,7 +134,10 @@ class ProtocolRoles(FrameSemantics):
 
         Called in the connection's task, once per request of a read batch;
         every reply of the batch leaves in one send. Do not block here:
-        start a helper (:meth:`start_soon`) for slow work."""
+        start a helper (:meth:`start_soon`) for slow work. A client
+        connection calls it too, for requests its peer sends (heartbeats
+        are answered before it): the default refuses them there, and an
+        override that serves both roles checks ``self.context.role``."""
         if self.context.role == "client":
             raise ProtocolError(f"the peer sent a request to a {self.protocol_name} client")
         raise NotImplementedError(f"{type(self).__name__} must implement on_request()")
