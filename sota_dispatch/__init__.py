@@ -1,48 +1,25 @@
 """sota-dispatch: the dispatcher SDK for custom-protocol proxies.
 
-Subclass :class:`Dispatcher`, implement ``serve()``, and the SDK provides the
-buffered reader and writer, the request-id multiplexer, the listener and the
+Subclass :class:`Dispatcher`, declare its codec and frame semantics (or
+implement ``serve()``), and the SDK provides the buffered reader and writer,
+the core's codec loop, the request-id multiplexer, the listener and the
 ``python -m sota_dispatch.serve`` command line.
+
+Public namespaces, each name exported from exactly one of them: this one
+(the SDK: protocol classes, I/O, registry, server, errors),
+:mod:`sota_dispatch.config` (the proxy's configuration),
+:mod:`sota_dispatch.proxy` (the proxy, its balancers and health) and
+:mod:`sota_dispatch.testing` (helpers for protocol authors).
 """
 
 from __future__ import annotations
 
-from .cluster.balancers import (
-    Balancer,
-    Endpoint,
-    LeastRequest,
-    LowestLatency,
-    Maglev,
-    ModuloHash,
-    RandomBalancer,
-    RingHash,
-    SmoothWeightedRoundRobin,
-    hash_key,
-    pick_priority,
-)
-from .cluster.health import BreakerState, EndpointBreaker, OutlierDetector, ProtocolHealth
-from .config import (
-    AdminConfig,
-    BreakerConfig,
-    ClusterConfig,
-    ConfigError,
-    EndpointConfig,
-    HealthCheckConfig,
-    LimitsConfig,
-    ListenerConfig,
-    MatchConfig,
-    OutlierConfig,
-    OverloadConfig,
-    PoolConfig,
-    ProxyConfig,
-    RetryConfig,
-    RouteConfig,
-    ThresholdsConfig,
-    config_from_upstreams,
-    load_config,
-    parse_config,
-)
+import importlib
+import warnings
+from typing import Any
+
 from .errors import (
+    ConfigError,
     ConnectionLost,
     DuplicateProtocolError,
     FrameTimeout,
@@ -57,7 +34,7 @@ from .errors import (
     UpstreamError,
 )
 from .io.address import format_address, parse_address
-from .io.budget import BufferBudget, FrameRefused
+from .io.budget import FrameRefused
 from .io.chunks import ChunkBuffer
 from .io.clock import Clock
 from .io.outbox import Outbox
@@ -82,90 +59,111 @@ from .protocol.registry import (
 )
 from .protocol.semantics import FrameSemantics
 from .protocol.server import Server
-from .proxy.connection import ProxyConnection
-from .proxy.proxy import Proxy
 
 __version__ = "0.1.1"
 
 __all__ = [
     "ENTRY_POINT_GROUP",
-    "AdminConfig",
-    "Balancer",
-    "BreakerConfig",
-    "BreakerState",
     "BufferedReader",
-    "FrameTimeout",
-    "ReadTimeouts",
     "BufferedWriter",
     "ChunkBuffer",
+    "Clock",
     "Codec",
     "CodecLoop",
-    "Clock",
-    "ClusterConfig",
     "ConfigError",
     "ConnectionContext",
     "ConnectionLost",
     "Dispatcher",
     "DispatcherFactory",
     "DuplicateProtocolError",
-    "Endpoint",
-    "EndpointBreaker",
-    "EndpointConfig",
     "Failure",
-    "HealthCheckConfig",
-    "IncompleteReadError",
-    "LeastRequest",
-    "LimitExceeded",
-    "LimitsConfig",
-    "OverloadConfig",
-    "BufferBudget",
     "FrameRefused",
     "FrameSemantics",
-    "ListenerConfig",
-    "LowestLatency",
-    "Maglev",
+    "FrameTimeout",
+    "IncompleteReadError",
+    "LimitExceeded",
     "Match",
-    "MatchConfig",
-    "ModuloHash",
     "Option",
     "OptionPlace",
     "OptionSchema",
     "Outbox",
-    "OutlierConfig",
-    "OutlierDetector",
-    "ProtocolHealth",
     "PendingStream",
     "PluginLoadError",
-    "PoolConfig",
     "PoolMode",
     "ProtocolError",
     "ProtocolInfo",
-    "Proxy",
-    "ProxyConfig",
-    "ProxyConnection",
-    "RandomBalancer",
-    "RetryConfig",
-    "RingHash",
-    "RouteConfig",
+    "ReadTimeouts",
     "Server",
-    "SmoothWeightedRoundRobin",
     "SotaError",
     "StreamLimitError",
     "StreamMultiplexer",
     "StreamTimeout",
-    "ThresholdsConfig",
     "UnknownProtocolError",
     "UpstreamError",
     "available_protocols",
-    "config_from_upstreams",
     "format_address",
     "get_protocol",
-    "hash_key",
-    "load_config",
     "parse_address",
-    "parse_config",
-    "pick_priority",
     "register_protocol",
     "sniff",
     "unregister_protocol",
 ]
+
+#: 0.1 exported the proxy's and the config's names here too; they still
+#: resolve, with a DeprecationWarning naming their one home.
+_MOVED = {
+    **dict.fromkeys(
+        [
+            "AdminConfig",
+            "BreakerConfig",
+            "ClusterConfig",
+            "EndpointConfig",
+            "HealthCheckConfig",
+            "LimitsConfig",
+            "ListenerConfig",
+            "MatchConfig",
+            "OutlierConfig",
+            "OverloadConfig",
+            "PoolConfig",
+            "ProxyConfig",
+            "RetryConfig",
+            "RouteConfig",
+            "ThresholdsConfig",
+            "config_from_upstreams",
+            "load_config",
+            "parse_config",
+        ],
+        "sota_dispatch.config",
+    ),
+    **dict.fromkeys(
+        [
+            "Proxy",
+            "ProxyConnection",
+            "BufferBudget",
+            "Balancer",
+            "Endpoint",
+            "LeastRequest",
+            "LowestLatency",
+            "Maglev",
+            "ModuloHash",
+            "RandomBalancer",
+            "RingHash",
+            "SmoothWeightedRoundRobin",
+            "hash_key",
+            "pick_priority",
+            "BreakerState",
+            "EndpointBreaker",
+            "OutlierDetector",
+            "ProtocolHealth",
+        ],
+        "sota_dispatch.proxy",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _MOVED.get(name)
+    if home is None:
+        raise AttributeError(f"module 'sota_dispatch' has no attribute {name!r}")
+    warnings.warn(f"sota_dispatch.{name} is now {home}.{name}", DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(home), name)

@@ -30,7 +30,6 @@ if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 from .config import (
-    ConfigError,
     LimitsConfig,
     ProxyConfig,
     admin_config,
@@ -38,7 +37,7 @@ from .config import (
     load_config,
     parse_duration,
 )
-from .errors import SotaError
+from .errors import ConfigError, SotaError
 from .io.address import parse_address
 from .io.reader import ReadTimeouts
 from .logs import configure_logging

@@ -18,7 +18,9 @@ import anyio
 import anyio.to_thread
 import pytest
 
-from sota_dispatch import Proxy, Server, available_protocols, load_config
+from sota_dispatch import Server, available_protocols
+from sota_dispatch.config import load_config
+from sota_dispatch.proxy import Proxy
 from sota_dispatch.serve import main
 from sota_dispatch.testing import exchange
 

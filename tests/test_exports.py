@@ -5,96 +5,159 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-import sota_dispatch
+import pytest
 
-PUBLIC = {
-    "HealthCheckConfig",
-    "AdminConfig",
-    "ThresholdsConfig",
-    "BreakerConfig",
-    "BreakerState",
-    "EndpointBreaker",
-    "Outbox",
-    "OutlierConfig",
-    "OutlierDetector",
-    "ProtocolHealth",
-    "ClusterConfig",
-    "ConfigError",
-    "EndpointConfig",
-    "LimitsConfig",
-    "OverloadConfig",
-    "BufferBudget",
-    "FrameRefused",
-    "ListenerConfig",
-    "MatchConfig",
-    "PoolConfig",
-    "ProxyConfig",
-    "RetryConfig",
-    "RouteConfig",
-    "config_from_upstreams",
-    "load_config",
-    "parse_config",
-    "Codec",
-    "Clock",
-    "CodecLoop",
-    "Failure",
-    "FrameSemantics",
-    "Option",
-    "OptionPlace",
-    "OptionSchema",
-    "PoolMode",
-    "Proxy",
-    "ProxyConnection",
-    "ENTRY_POINT_GROUP",
-    "Balancer",
-    "BufferedReader",
-    "FrameTimeout",
-    "ReadTimeouts",
-    "BufferedWriter",
-    "ChunkBuffer",
-    "ConnectionContext",
-    "ConnectionLost",
-    "Dispatcher",
-    "DispatcherFactory",
-    "DuplicateProtocolError",
-    "Endpoint",
-    "IncompleteReadError",
-    "LeastRequest",
-    "LimitExceeded",
-    "LowestLatency",
-    "Maglev",
-    "Match",
-    "ModuloHash",
-    "PendingStream",
-    "PluginLoadError",
-    "ProtocolError",
-    "ProtocolInfo",
-    "RandomBalancer",
-    "RingHash",
-    "Server",
-    "SmoothWeightedRoundRobin",
-    "SotaError",
-    "StreamLimitError",
-    "StreamMultiplexer",
-    "StreamTimeout",
-    "UnknownProtocolError",
-    "UpstreamError",
-    "available_protocols",
-    "format_address",
-    "get_protocol",
-    "hash_key",
-    "parse_address",
-    "pick_priority",
-    "register_protocol",
-    "sniff",
-    "unregister_protocol",
+import sota_dispatch
+import sota_dispatch.config
+import sota_dispatch.proxy
+
+#: Each public namespace and the names it exports; a name is exported from
+#: exactly one of them.
+PUBLIC: dict[str, set[str]] = {
+    "sota_dispatch": {
+        "BufferedReader",
+        "BufferedWriter",
+        "ChunkBuffer",
+        "Clock",
+        "Codec",
+        "CodecLoop",
+        "ConfigError",
+        "ConnectionContext",
+        "ConnectionLost",
+        "Dispatcher",
+        "DispatcherFactory",
+        "DuplicateProtocolError",
+        "ENTRY_POINT_GROUP",
+        "Failure",
+        "FrameRefused",
+        "FrameSemantics",
+        "FrameTimeout",
+        "IncompleteReadError",
+        "LimitExceeded",
+        "Match",
+        "Option",
+        "OptionPlace",
+        "OptionSchema",
+        "Outbox",
+        "PendingStream",
+        "PluginLoadError",
+        "PoolMode",
+        "ProtocolError",
+        "ProtocolInfo",
+        "ReadTimeouts",
+        "Server",
+        "SotaError",
+        "StreamLimitError",
+        "StreamMultiplexer",
+        "StreamTimeout",
+        "UnknownProtocolError",
+        "UpstreamError",
+        "available_protocols",
+        "format_address",
+        "get_protocol",
+        "parse_address",
+        "register_protocol",
+        "sniff",
+        "unregister_protocol",
+    },
+    "sota_dispatch.config": {
+        "AdminConfig",
+        "BALANCERS",
+        "BreakerConfig",
+        "ClusterConfig",
+        "DEFAULT_ROUTE_TIMEOUT",
+        "EndpointConfig",
+        "FrozenMap",
+        "HASH_BALANCERS",
+        "HealthCheckConfig",
+        "LimitsConfig",
+        "ListenerConfig",
+        "MatchConfig",
+        "OutlierConfig",
+        "OverloadConfig",
+        "PoolConfig",
+        "ProxyConfig",
+        "RETRY_ON",
+        "RetryConfig",
+        "RouteConfig",
+        "ThresholdsConfig",
+        "admin_config",
+        "config_from_upstreams",
+        "load_config",
+        "parse_config",
+        "parse_duration",
+    },
+    "sota_dispatch.proxy": {
+        "Balancer",
+        "BreakerState",
+        "BufferBudget",
+        "Endpoint",
+        "EndpointBreaker",
+        "LeastRequest",
+        "LowestLatency",
+        "Maglev",
+        "ModuloHash",
+        "OutlierDetector",
+        "ProtocolHealth",
+        "Proxy",
+        "ProxyConnection",
+        "RandomBalancer",
+        "RingHash",
+        "SmoothWeightedRoundRobin",
+        "hash_key",
+        "pick_priority",
+    },
+    "sota_dispatch.testing": {
+        "ECHO_MARK",
+        "EchoLines",
+        "Exchange",
+        "ManualClock",
+        "MemoryByteStream",
+        "ServeProcess",
+        "check_clean_shutdown",
+        "check_garbage",
+        "check_sniff",
+        "check_split_invariance",
+        "closed_within",
+        "connect",
+        "connect_and_reset",
+        "exchange",
+        "free_port",
+        "memory_stream_pair",
+        "running_proxy",
+        "running_with_backends",
+        "send_bytewise",
+        "serve_process",
+        "serving",
+        "without_ref",
+    },
 }
 
 
 def test_public_api_is_pinned() -> None:
-    assert set(sota_dispatch.__all__) == PUBLIC
-    for name in PUBLIC:
-        assert hasattr(sota_dispatch, name), name
+    for namespace, names in PUBLIC.items():
+        module = importlib.import_module(namespace)
+        assert set(module.__all__) == names, namespace
+        for name in names:
+            assert hasattr(module, name), f"{namespace}.{name}"
+
+
+def test_each_public_name_is_exported_once() -> None:
+    seen: dict[str, str] = {}
+    for namespace, names in PUBLIC.items():
+        for name in names:
+            assert name not in seen, f"{name} is exported by {seen[name]} and {namespace}"
+            seen[name] = namespace
+
+
+def test_the_0_1_top_level_names_resolve_with_a_deprecation_warning() -> None:
+    with pytest.warns(DeprecationWarning, match="sota_dispatch.ProxyConfig is now sota_dispatch.config.ProxyConfig"):
+        moved = sota_dispatch.ProxyConfig
+    assert moved is sota_dispatch.config.ProxyConfig
+    with pytest.warns(DeprecationWarning, match="sota_dispatch.proxy.Proxy"):
+        assert sota_dispatch.Proxy is sota_dispatch.proxy.Proxy
+    with pytest.raises(AttributeError, match="no attribute 'Nonesuch'"):
+        sota_dispatch.Nonesuch  # noqa: B018
 
 
 def test_every_module_declares_all_and_exports_exist() -> None:
@@ -108,7 +171,7 @@ def test_every_module_declares_all_and_exports_exist() -> None:
 
 
 def test_errors_share_one_root() -> None:
-    for name in PUBLIC:
+    for name in PUBLIC["sota_dispatch"]:
         obj = getattr(sota_dispatch, name)
         if isinstance(obj, type) and issubclass(obj, Exception):
             assert issubclass(obj, sota_dispatch.SotaError), name

@@ -26,17 +26,9 @@ from idproto import (
     IdProto,
 )
 
-from sota_dispatch import (
-    Failure,
-    HealthCheckConfig,
-    Match,
-    ProtocolError,
-    ProxyConfig,
-    parse_config,
-    sniff,
-    testing,
-)
+from sota_dispatch import Failure, Match, ProtocolError, sniff, testing
 from sota_dispatch.cluster.checks import probe
+from sota_dispatch.config import HealthCheckConfig, ProxyConfig, parse_config
 from sota_dispatch.testing import free_port, running_proxy, serving, without_ref
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"  # on sys.path (see conftest)

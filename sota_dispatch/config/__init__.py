@@ -10,7 +10,6 @@ This package's face is the public config namespace.
 
 from __future__ import annotations
 
-from ..errors import ConfigError
 from .frozen import FrozenMap
 from .load import config_from_upstreams, load_config
 from .model import (
@@ -45,7 +44,6 @@ __all__ = [
     "AdminConfig",
     "BreakerConfig",
     "ClusterConfig",
-    "ConfigError",
     "EndpointConfig",
     "FrozenMap",
     "HealthCheckConfig",

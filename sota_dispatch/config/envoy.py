@@ -22,7 +22,7 @@ sota-mesh reads Envoy's own files, so operators keep one format. The subset:
 
 Anything else is an error naming the field, never ignored; the problems of
 every listener and cluster are reported at once. The result is the native
-document, validated by :func:`~sota_dispatch.parse_config` (a field Envoy
+document, validated by :func:`~sota_dispatch.config.parse_config` (a field Envoy
 leaves out gets the native default). Envoy's defaults are kept where they
 differ from the native ones: no retries without a ``retry_policy`` and one
 (two tries) without ``num_retries``, a 5 s ``connect_timeout``, a 10 %

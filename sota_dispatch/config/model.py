@@ -391,12 +391,6 @@ class ProxyConfig:
         if problems:
             raise ConfigError.combine(problems)
 
-    def cluster(self, name: str) -> ClusterConfig:
-        for cluster in self.clusters:
-            if cluster.name == name:
-                return cluster
-        raise KeyError(name)
-
 
 def reference_problems(
     listeners: Sequence[ListenerConfig | None],

@@ -3,7 +3,7 @@
 Request deadlines, per-try timeouts, retry budgets, circuit breakers,
 outlier ejections, connect backoffs and health-check rounds all read the
 time and wait through one :class:`Clock`, given to the
-:class:`~sota_dispatch.Proxy` (default: :data:`SYSTEM_CLOCK`, anyio's
+:class:`~sota_dispatch.proxy.Proxy` (default: :data:`SYSTEM_CLOCK`, anyio's
 monotonic clock). A test passes a
 :class:`~sota_dispatch.testing.ManualClock` instead and moves time itself:
 "the breaker's open timeout passes" becomes a call, not a sleep, and the

@@ -1,6 +1,6 @@
 """The whole proxy process: its listeners, clusters, timers and admin endpoint.
 
-:class:`Proxy` runs a :class:`~sota_dispatch.ProxyConfig`: one
+:class:`Proxy` runs a :class:`~sota_dispatch.config.ProxyConfig`: one
 :class:`~.listener.Listener` (and :class:`~sota_dispatch.Server`) per
 listener, the clusters and their upstream connections, the timer task, and
 the admin endpoint if configured. On shutdown, listeners stop accepting,

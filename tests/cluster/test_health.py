@@ -149,7 +149,7 @@ def test_an_outcome_from_before_the_breaker_opened_does_not_decide_the_probe() -
 
 
 def test_protocol_health_backs_off_doubling_and_clears_on_a_connect() -> None:
-    from sota_dispatch import ProtocolHealth
+    from sota_dispatch.proxy import ProtocolHealth
 
     health = ProtocolHealth("bolt", {"a": "a:1", "b": "b:1"}, "c")
     assert health.connect_failed("a", 100.0) == (1, 0.25)
@@ -164,7 +164,7 @@ def test_protocol_health_backs_off_doubling_and_clears_on_a_connect() -> None:
 
 
 def test_each_protocol_judges_an_endpoint_apart() -> None:
-    from sota_dispatch import ProtocolHealth
+    from sota_dispatch.proxy import ProtocolHealth
 
     outlier = OutlierConfig(consecutive_failures=2, max_ejection_percent=100)
     zmtp = ProtocolHealth("zmtp", {"a": "a:1", "b": "b:1"}, "c", outlier=outlier)

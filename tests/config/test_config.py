@@ -20,12 +20,11 @@ from sota_dispatch import (
     Option,
     OptionPlace,
     OptionSchema,
-    Proxy,
-    parse_config,
     register_protocol,
     unregister_protocol,
 )
-from sota_dispatch.config import config_from_upstreams
+from sota_dispatch.config import config_from_upstreams, parse_config
+from sota_dispatch.proxy import Proxy
 from sota_dispatch.serve import main
 from sota_dispatch.testing import EchoLines
 
@@ -342,7 +341,7 @@ def test_cli_reports_a_busy_port_as_a_config_error(echo_lines: str, capsys: pyte
 
 
 def test_pools_are_per_client_by_default_unless_ids_keep_answers_apart() -> None:
-    from sota_dispatch import PoolConfig
+    from sota_dispatch.config import PoolConfig
 
     assert PoolConfig().resolved("multiplex") == ("multiplex", 1, 10_000, True)
     assert PoolConfig().resolved("pipeline") == ("pipeline", 1, 1_000, False)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sota_dispatch import ConfigError, load_config, parse_config
+from sota_dispatch import ConfigError
+from sota_dispatch.config import load_config, parse_config
 from sota_dispatch.serve import main
 
 # ``main`` sets up logging as the CLI does (see the fixture).

@@ -13,12 +13,13 @@ import attrs
 import pytest
 import yaml
 
-from sota_dispatch import (
+from sota_dispatch import ConfigError
+from sota_dispatch.config import (
     AdminConfig,
     BreakerConfig,
     ClusterConfig,
-    ConfigError,
     EndpointConfig,
+    FrozenMap,
     HealthCheckConfig,
     LimitsConfig,
     ListenerConfig,
@@ -33,7 +34,6 @@ from sota_dispatch import (
     load_config,
     parse_config,
 )
-from sota_dispatch.config import FrozenMap
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples" / "proxy").glob("*.yaml"))
@@ -298,9 +298,10 @@ def test_a_breaker_may_open_on_the_first_failure_in_yaml_as_in_python() -> None:
 
 def test_envoy_import_leaves_the_native_defaults_to_the_model(tmp_path: Path) -> None:
     config = load_config(ROOT / "examples" / "proxy" / "envoy.yaml")
-    orders = config.cluster("orders")
+    clusters = {cluster.name: cluster for cluster in config.clusters}
+    orders = clusters["orders"]
     assert {(e.weight, e.priority) for e in orders.endpoints} == {(EndpointConfig("127.0.0.1:1").weight, 0)}
     assert orders.connect_timeout == 5.0  # Envoy's own default, not the native one
-    assert config.cluster("default").outlier_detection == OutlierConfig(
+    assert clusters["default"].outlier_detection == OutlierConfig(
         consecutive_failures=5, base_ejection_time=30.0, max_ejection_percent=50
     )

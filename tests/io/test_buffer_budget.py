@@ -6,7 +6,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from sota_dispatch import BufferBudget, FrameRefused
+from sota_dispatch import FrameRefused
+from sota_dispatch.proxy import BufferBudget
 
 pytestmark = pytest.mark.anyio
 

@@ -11,7 +11,8 @@ import anyio
 import pytest
 from anyio.abc import SocketStream
 
-from sota_dispatch import BufferedWriter, Dispatcher, Outbox, parse_config
+from sota_dispatch import BufferedWriter, Dispatcher, Outbox
+from sota_dispatch.config import parse_config
 from sota_dispatch.io.transport import nowait_sender
 from sota_dispatch.testing import memory_stream_pair, running_proxy, serving
 

@@ -20,7 +20,9 @@ import anyio
 import pytest
 from idproto import REQUEST, RESPONSE, Frame, IdProto
 
-from sota_dispatch import BufferedReader, Proxy, parse_config
+from sota_dispatch import BufferedReader
+from sota_dispatch.config import parse_config
+from sota_dispatch.proxy import Proxy
 from sota_dispatch.testing import EchoLines, check_sniff, connect, running_with_backends, send_bytewise
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("echo_lines", "idproto")]

@@ -18,7 +18,8 @@ import anyio
 import pytest
 from idproto import OK, REQUEST, Frame, IdProto
 
-from sota_dispatch import Proxy, parse_config
+from sota_dispatch.config import parse_config
+from sota_dispatch.proxy import Proxy
 from sota_dispatch.testing import connect, running_proxy, serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("echo_lines", "idproto")]

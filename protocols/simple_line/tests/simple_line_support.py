@@ -19,14 +19,10 @@ import anyio
 from anyio.abc import ByteStream, SocketStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from sota_dispatch import (
-    BufferedReader,
-    ConnectionContext,
-    Dispatcher,
-    Proxy,
-    parse_config,
-)
+from sota_dispatch import BufferedReader, ConnectionContext, Dispatcher
+from sota_dispatch.config import parse_config
 from sota_dispatch.io.clock import SYSTEM_CLOCK, Clock
+from sota_dispatch.proxy import Proxy
 from sota_dispatch.testing import ServeProcess, connect, running_proxy, serving
 
 

@@ -18,8 +18,8 @@ import pytest
 from anyio.abc import SocketStream
 from simple_line_support import backends, config, proxy_for
 
-from sota_dispatch import Proxy
 from sota_dispatch.admin.server import MAX_WAITING, host_is_allowed
+from sota_dispatch.proxy import Proxy
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from sota_dispatch import BufferedReader, Proxy, load_config
+from sota_dispatch import BufferedReader
+from sota_dispatch.config import load_config
+from sota_dispatch.proxy import Proxy
 from sota_dispatch.testing import connect, running_with_backends
 from sota_simple_line import SimpleLineDispatcher
 

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from simple_line_support import Client, admin_of, backends, config, curl
 
 import sota_dispatch.admin.server
-from sota_dispatch import parse_config
+from sota_dispatch.config import parse_config
 from sota_dispatch.testing import closed_within, connect, running_proxy, serve_process, without_ref
 
 pytestmark = pytest.mark.anyio
@@ -97,7 +97,8 @@ async def test_every_admin_path_answers_what_it_promises(tmp_path: Path) -> None
 
 
 def test_a_remote_admin_address_needs_allow_remote() -> None:
-    from sota_dispatch import ConfigError, parse_config
+    from sota_dispatch import ConfigError
+    from sota_dispatch.config import parse_config
 
     document = config(["127.0.0.1:1"])
     document["admin"] = {"address": "0.0.0.0:9901"}

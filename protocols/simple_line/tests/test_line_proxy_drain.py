@@ -11,7 +11,7 @@ import anyio
 import pytest
 from simple_line_support import backends, client, config, proxy_for
 
-from sota_dispatch import config_from_upstreams, parse_config
+from sota_dispatch.config import config_from_upstreams, parse_config
 from sota_dispatch.testing import without_ref
 
 pytestmark = pytest.mark.anyio

@@ -19,7 +19,8 @@ import pytest
 import yaml
 from simple_line_support import Backend, Client
 
-from sota_dispatch import ConfigError, ProxyConfig, load_config
+from sota_dispatch import ConfigError
+from sota_dispatch.config import ProxyConfig, load_config
 from sota_dispatch.config.envoy import from_envoy
 from sota_dispatch.testing import running_proxy, serving
 

@@ -17,8 +17,9 @@ import anyio
 import pytest
 from simple_line_support import client, proxy_for
 
-from sota_dispatch import Proxy, config_from_upstreams
+from sota_dispatch.config import config_from_upstreams
 from sota_dispatch.logs import RateLimitedLog
+from sota_dispatch.proxy import Proxy
 from sota_dispatch.testing import running_proxy, serving
 from sota_simple_line import SimpleLineDispatcher
 

@@ -15,7 +15,8 @@ import pytest
 from anyio.abc import ByteStream
 from simple_line_support import backends, client, config, proxy_for
 
-from sota_dispatch import ConnectionContext, Dispatcher, Proxy
+from sota_dispatch import ConnectionContext, Dispatcher
+from sota_dispatch.proxy import Proxy
 from sota_dispatch.testing import serving, without_ref
 
 pytestmark = pytest.mark.anyio

@@ -16,7 +16,9 @@ import pytest
 from anyio.abc import ByteStream, SocketStream, TaskStatus
 from simple_line_support import Client, backends, client, config, proxy_for
 
-from sota_dispatch import ConnectionContext, Dispatcher, Failure, Proxy, ProxyConnection, parse_config
+from sota_dispatch import ConnectionContext, Dispatcher, Failure
+from sota_dispatch.config import parse_config
+from sota_dispatch.proxy import Proxy, ProxyConnection
 from sota_dispatch.testing import without_ref
 from sota_simple_line import SimpleLineDispatcher
 

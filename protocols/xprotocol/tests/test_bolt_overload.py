@@ -16,7 +16,9 @@ import anyio
 import pytest
 import yaml
 
-from sota_dispatch import BufferedReader, Proxy, parse_config
+from sota_dispatch import BufferedReader
+from sota_dispatch.config import parse_config
+from sota_dispatch.proxy import Proxy
 from sota_dispatch.testing import connect, running_proxy, serve_process, serving
 from sota_xprotocol import BoltEchoDispatcher, bolt
 

@@ -19,7 +19,8 @@ import anyio
 import pytest
 from anyio.abc import SocketStream
 
-from sota_dispatch import BufferedReader, Dispatcher, parse_config
+from sota_dispatch import BufferedReader, Dispatcher
+from sota_dispatch.config import parse_config
 from sota_dispatch.testing import connect, running_proxy, serving
 from sota_xprotocol import BoltEchoDispatcher, bolt
 

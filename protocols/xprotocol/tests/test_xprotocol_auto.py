@@ -13,7 +13,8 @@ from collections.abc import Callable
 import anyio
 import pytest
 
-from sota_dispatch import BufferedReader, parse_config
+from sota_dispatch import BufferedReader
+from sota_dispatch.config import parse_config
 from sota_dispatch.testing import check_sniff, connect, running_with_backends, send_bytewise
 from sota_xprotocol import XProtocolEchoDispatcher, bolt, dubbo, hessian2
 

@@ -30,7 +30,9 @@ from xprotocol_support import (
     request,
 )
 
-from sota_dispatch import BufferedReader, Dispatcher, Proxy, Server, parse_config
+from sota_dispatch import BufferedReader, Dispatcher, Server
+from sota_dispatch.config import parse_config
+from sota_dispatch.proxy import Proxy
 from sota_dispatch.testing import free_port, running_proxy, serving
 from sota_xprotocol import BoltEchoDispatcher, DubboEchoDispatcher, bolt, dubbo, hessian2
 from sota_xprotocol.service import echo_bolt, echo_dubbo

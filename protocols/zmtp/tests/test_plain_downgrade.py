@@ -18,7 +18,7 @@ import anyio
 import pytest
 from anyio.abc import SocketStream
 
-from sota_dispatch import parse_config
+from sota_dispatch.config import parse_config
 from sota_dispatch.testing import running_proxy, serving
 from sota_zmtp import Dealer, DowngradeRefused, Router, SocketType, ZmtpEchoDispatcher, ZmtpEngine, encode_message
 

@@ -16,7 +16,9 @@ from collections.abc import Callable
 import anyio
 import pytest
 
-from sota_dispatch import BufferedReader, Proxy, parse_config
+from sota_dispatch import BufferedReader
+from sota_dispatch.config import parse_config
+from sota_dispatch.proxy import Proxy
 from sota_dispatch.testing import (
     EchoLines,
     check_sniff,

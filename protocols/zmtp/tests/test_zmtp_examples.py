@@ -13,7 +13,8 @@ import anyio.to_thread
 import pytest
 import zmq
 
-from sota_dispatch import Server, load_config
+from sota_dispatch import Server
+from sota_dispatch.config import load_config
 from sota_dispatch.testing import running_with_backends
 from sota_zmtp import ZmtpEchoDispatcher
 

@@ -21,7 +21,7 @@ import zmq
 from anyio.abc import ByteStream, SocketAttribute, SocketStream
 from zmtp_support import in_thread, zsocket
 
-from sota_dispatch import parse_config
+from sota_dispatch.config import parse_config
 from sota_dispatch.testing import running_proxy, without_ref
 
 pytestmark = pytest.mark.anyio
