@@ -168,7 +168,9 @@ class BufferedReader:
         """The connection is no longer busy (see :meth:`set_timeouts`): a
         wait for input between frames is idle from now on."""
         scope, timeouts = self._idle_scope, self._timeouts
-        if scope is not None and timeouts is not None and timeouts.idle is not None:
+        # Only a wait that began busy has no deadline; moving one that has
+        # would cost a timer handle per answer.
+        if scope is not None and scope.deadline == math.inf and timeouts is not None and timeouts.idle is not None:
             scope.deadline = anyio.current_time() + timeouts.idle
 
     def frame_state(self, buffered: int, completed: int) -> None:
