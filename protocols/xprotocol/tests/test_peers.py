@@ -67,10 +67,17 @@ def test_closing_a_dubbo_connection_leaves_the_librarys_reader_thread_alive() ->
     from dubbo_ssl.connection.connections import Connection, SelectConnectionPool
 
     pool = SelectConnectionPool()
-    with socket.create_server(("127.0.0.1", 0)) as server:
+    # The next connection goes to a second listener: the reader thread drops a
+    # connection that reached end of stream by its address (`host:port`), and
+    # when it gets round to the first one it would take a successor at the
+    # same address out of the pool with it (the run that failed CI so: the
+    # successor, unreferenced, was collected and its socket reset).
+    with socket.create_server(("127.0.0.1", 0)) as server, socket.create_server(("127.0.0.1", 0)) as next_server:
         server.settimeout(10)
+        next_server.settimeout(10)
         host, port = server.getsockname()[:2]
-        address = f"{host}:{port}"
+        next_port = next_server.getsockname()[1]
+        address, next_address = f"{host}:{port}", f"{host}:{next_port}"
         first = Connection(host, port, None)
         in_select, closed = threading.Event(), threading.Event()
         real_fileno = first.fileno
@@ -87,9 +94,9 @@ def test_closing_a_dubbo_connection_leaves_the_librarys_reader_thread_alive() ->
         assert in_select.wait(10)
         close_dubbo_connection(address, pool)
         closed.set()
-        pool._connection_pool = {address: Connection(host, port, None)}
+        pool._connection_pool = {next_address: Connection(host, next_port, None)}
         first_peer, _ = server.accept()
-        second_peer, _ = server.accept()
+        second_peer, _ = next_server.accept()
         with first_peer, second_peer:
             second_peer.settimeout(10)
             second_peer.sendall(HEARTBEAT_REQUEST)
@@ -99,4 +106,4 @@ def test_closing_a_dubbo_connection_leaves_the_librarys_reader_thread_alive() ->
                 assert chunk, "dubbo-ssl-python closed the connection"
                 answer += chunk
             assert answer == HEARTBEAT_ANSWER  # answered by the reader thread: it lives
-        close_dubbo_connection(address, pool)
+        close_dubbo_connection(next_address, pool)
