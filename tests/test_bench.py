@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
         ["sota_simple_line", "sota_xprotocol", "sota_zmtp"],
         ["| simple_line | 100 |", "| zmtp | 1000 |", "added p50"],
     ),
+    ("proxy_instructions.py", ["sota_simple_line"], ["| simple_line | 10 |", "Instructions per proxied request"]),
     (
         "overload_bench.py",
         ["sota_simple_line", "sota_xprotocol"],
@@ -33,6 +35,8 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
 def test_bench_quick_run_prints_its_tables(script: str, needs: list[str], expected: list[str]) -> None:
     for module in needs:  # the benches measure the plugins: without them there is nothing to run
         pytest.importorskip(module)
+    if script == "proxy_instructions.py" and shutil.which("callgrind_control") is None:
+        pytest.skip("needs valgrind (callgrind)")
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / script), "--quick", "--output", "-"],
         capture_output=True,

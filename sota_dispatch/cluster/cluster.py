@@ -31,7 +31,7 @@ from ..config.model import HASH_BALANCERS, ClusterConfig
 from ..io.budget import BufferBudget
 from ..io.clock import SYSTEM_CLOCK, Clock
 from ..io.outbox import Outbox
-from ..protocol.semantics import FrameSemantics
+from ..protocol.semantics import BoundSemantics
 from .balancers import (
     Balancer,
     Endpoint,
@@ -180,17 +180,19 @@ class Cluster:
         """The passive health of each protocol that has sent traffic here."""
         return list(self._health.values())
 
-    def pool(self, endpoint: Endpoint, protocol: type[FrameSemantics], owner: PoolOwner | None = None) -> Pool:
-        """The pool that carries ``owner``'s requests to ``endpoint``: the
-        shared one, or ``owner``'s own if this cluster does not share
-        connections for the protocol."""
-        key = (endpoint, protocol.protocol_name)
+    def pool(self, endpoint: Endpoint, semantics: BoundSemantics, owner: PoolOwner | None = None) -> Pool:
+        """The pool that carries ``owner``'s requests to ``endpoint`` in the
+        protocol of ``semantics``: the shared one, or ``owner``'s own if this
+        cluster does not share connections for the protocol."""
+        name = semantics.protocol_name  # per request: no class attribute lookup
+        key = (endpoint, name)
         pool = self._pools.get(key)
         if pool is not None:
             return pool
-        shared = self._shared.get(protocol.protocol_name)
+        protocol = semantics.protocol
+        shared = self._shared.get(name)
         if shared is None:
-            shared = self._shared[protocol.protocol_name] = self.config.pool.resolved(protocol.pool_mode)[3]
+            shared = self._shared[name] = self.config.pool.resolved(protocol.pool_mode)[3]
         if shared or owner is None:
             pool = self._pools[key] = Pool(self, endpoint, protocol)
             return pool

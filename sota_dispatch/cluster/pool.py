@@ -238,6 +238,7 @@ class UpstreamConnection(Dispatcher):
         self.reader = BufferedReader(stream, read_size=self.read_size)
         self.pool = pool
         self.protocol = pool.protocol
+        self._frames = pool.protocol.bound_semantics()
         self.codec = pool.protocol.client_codec(
             pool.protocol.option_values(config.options, "cluster"), config.max_frame_size
         )
@@ -252,7 +253,9 @@ class UpstreamConnection(Dispatcher):
         self.load = 0
         #: Requests in flight by upstream id (multiplex mode): the core's
         #: multiplexer allocates the ids and holds ``(request, try)``.
-        self.streams = StreamMultiplexer(id_bits=pool.protocol.id_bits, max_in_flight=max(1, pool.max_requests))
+        ids: StreamMultiplexer[tuple[Request, int]]
+        ids = StreamMultiplexer(id_bits=pool.protocol.id_bits, max_in_flight=max(1, pool.max_requests))
+        self.streams = self._ids = ids  # per request through the plain attribute, not the property
         #: Requests in the order they were sent (pipeline, exclusive).
         self.in_order: deque[tuple[Request, int]] = deque()
         #: Answers to no request in order (pipeline, exclusive).
@@ -265,13 +268,13 @@ class UpstreamConnection(Dispatcher):
         attempt = exchange.attempt
         if self.multiplexed:
             if exchange.oneway:
-                data = self.protocol.encode_request(exchange.frame, self.streams.unused_id())
+                data = self._frames.encode_request(exchange.frame, self._ids.unused_id())
             else:
-                upstream_id = self.streams.add((exchange, attempt))
-                data = self.protocol.encode_request(exchange.frame, upstream_id)
+                upstream_id = self._ids.add((exchange, attempt))
+                data = self._frames.encode_request(exchange.frame, upstream_id)
                 exchange.upstream_id = upstream_id
         else:
-            data = self.protocol.encode_request(exchange.frame, 0)
+            data = self._frames.encode_request(exchange.frame, 0)
             if not exchange.oneway:
                 self.in_order.append((exchange, attempt))
         self.writer.write(data)
@@ -342,19 +345,20 @@ class UpstreamConnection(Dispatcher):
             self._lost(error)
 
     def _responses(self, frames: list[Any]) -> None:
-        protocol, take = self.protocol, self.streams.take
+        protocol, take = self._frames, self._ids.take
+        is_heartbeat, response_id = protocol.is_heartbeat, protocol.response_id  # once per batch
         now = self.pool.cluster.clock.now()
         for response in frames:
-            if protocol.is_heartbeat(response):
+            if is_heartbeat(response):
                 if protocol.is_request(response):
                     self.writer.write(protocol.heartbeat_reply(response))
                     self.outbox.add(self)
                 continue
             if self.multiplexed:
-                upstream_id = protocol.response_id(response)
+                upstream_id = response_id(response)
                 # None (counted as unmatched): e.g. a late answer to a request given up on.
                 if upstream_id is None:
-                    self.streams.unmatched += 1
+                    self._ids.unmatched += 1
                     continue
                 entry = take(upstream_id)
                 if entry is None:

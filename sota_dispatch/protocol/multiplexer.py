@@ -173,12 +173,16 @@ class StreamMultiplexer(Generic[V]):
         A multiplexer holds either such entries or pending streams, never
         both: :meth:`complete` and :meth:`fail` are for the streams.
         """
-        if self._closed is not None:
-            raise self._closed.with_traceback(None)
         pending = self._pending
-        if len(pending) >= self.max_in_flight:
+        if len(pending) >= self.max_in_flight or self._closed is not None:
+            if self._closed is not None:
+                raise self._closed.with_traceback(None)
             raise StreamLimitError(f"{len(pending)} streams in flight (max_in_flight={self.max_in_flight})")
-        stream_id = self._allocate()
+        stream_id = self._next
+        if stream_id in pending:  # per request on the proxy: the usual case inline
+            stream_id = self._allocate()
+        else:
+            self._next = stream_id + 1 if stream_id < self._max_id else self._first_id
         pending[stream_id] = entry  # type: ignore[assignment]
         return stream_id
 

@@ -32,7 +32,7 @@ from ..io.transport import input_queued
 from ..protocol.codec import Codec, Failure
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
-from ..protocol.semantics import FrameSemantics
+from ..protocol.semantics import BoundSemantics, FrameSemantics
 from ..protocol.sniff import Match
 from .exchange import Exchange, start_try
 from .routing import Route
@@ -62,6 +62,8 @@ class ProxyConnection(Dispatcher):
         super().__init__(stream, context)
         self.listener = listener
         self.protocol: type[FrameSemantics] | None = listener.protocol
+        #: The protocol's per-frame methods, bound (set with :attr:`protocol`).
+        self.semantics: BoundSemantics | None = None
         self.in_flight = 0
         self.closed = False
         self._exchanges: set[Exchange] = set()
@@ -161,6 +163,7 @@ class ProxyConnection(Dispatcher):
             if protocol is None:
                 return
             self.protocol = protocol
+        semantics = self.semantics = protocol.bound_semantics()
         if protocol.ordered:
             self._ordered = deque()
         options = protocol.option_values(self.context.options, "listener")
@@ -186,7 +189,7 @@ class ProxyConnection(Dispatcher):
                     outbox.begin()  # each upstream written to gets one send, at the end
                     try:
                         for frame in frames:
-                            full = self._request(protocol, frame, now)
+                            full = self._request(semantics, frame, now)
                             if full is not None:
                                 # Its cluster is at max_requests: this client is
                                 # not read from until its turn comes (or the
@@ -203,7 +206,11 @@ class ProxyConnection(Dispatcher):
                                     outbox.begin()
                                 now = clock.now()
                                 self._request(
-                                    protocol, frame, now, admission="admitted" if room else "refused", deadline=deadline
+                                    semantics,
+                                    frame,
+                                    now,
+                                    admission="admitted" if room else "refused",
+                                    deadline=deadline,
                                 )
                             if self.in_flight >= max_in_flight:  # the codec holds the rest meanwhile
                                 outbox.end()  # a batch never spans an await
@@ -255,7 +262,7 @@ class ProxyConnection(Dispatcher):
 
     def _request(
         self,
-        protocol: type[FrameSemantics],
+        semantics: BoundSemantics,
         frame: Any,
         now: float,
         admission: str = "check",
@@ -272,16 +279,16 @@ class ProxyConnection(Dispatcher):
         if admission == "check":
             self._streams += 1
         stream = self._streams
-        if protocol.is_heartbeat(frame):
-            if protocol.is_request(frame):
-                reply = protocol.heartbeat_reply(frame)
+        if semantics.is_heartbeat(frame):
+            if semantics.is_request(frame):
+                reply = semantics.heartbeat_reply(frame)
                 self.listener.stats.bytes_out += len(reply)
                 self.writer.write(reply)
             return None
-        if not protocol.is_request(frame):
+        if not semantics.is_request(frame):
             log.debug("dropped a response frame from a client", extra={"stream": stream})
             return None
-        oneway = protocol.is_oneway(frame)
+        oneway = semantics.is_oneway(frame)
         if self._expired:
             if not oneway:
                 public = f"the proxy shut down first (drain timeout {self.listener.drain_timeout:g}s)"
@@ -293,7 +300,7 @@ class ProxyConnection(Dispatcher):
             for route in self.listener.routes:
                 if route.matchers:
                     if attributes is None:
-                        attributes = protocol.routing_attributes(frame)
+                        attributes = semantics.routing_attributes(frame)
                     if not route.matches(attributes):
                         continue
                 chosen = route
@@ -301,7 +308,7 @@ class ProxyConnection(Dispatcher):
             key = None
             if chosen is not None and chosen.hash_key is not None:
                 if attributes is None:
-                    attributes = protocol.routing_attributes(frame)
+                    attributes = semantics.routing_attributes(frame)
                 key = attributes.get(chosen.hash_key)
         except ProtocolError as exc:
             if not oneway:  # what is wrong with the client's own request is the client's to know
@@ -318,7 +325,7 @@ class ProxyConnection(Dispatcher):
             return None
         if deadline is None:
             timeout = chosen.timeout
-            own = protocol.timeout(frame)
+            own = semantics.timeout(frame)
             if own is not None and own < timeout:
                 timeout = own
             deadline = now + timeout

@@ -106,8 +106,8 @@ class Exchange:
         """The timeout this request got: its route's, or its own when shorter
         (a dubbo ``timeout`` attachment, a bolt frame's timeout)."""
         timeout = self.route.timeout
-        protocol = self.downstream.protocol
-        own = None if protocol is None else protocol.timeout(self.frame)
+        semantics = self.downstream.semantics
+        own = None if semantics is None else semantics.timeout(self.frame)
         return own if own is not None and own < timeout else timeout
 
     def timer_fired(self, tag: int) -> None:
@@ -170,7 +170,7 @@ class Exchange:
 
     def on_response(self, response: Any, now: float) -> None:
         """The upstream answered (``now``: the time of its read batch)."""
-        protocol = self.downstream.protocol
+        protocol = self.downstream.semantics
         assert protocol is not None
         failure_statuses = self.route.cluster.failure_statuses
         failed = bool(failure_statuses) and protocol.status(response) in failure_statuses
@@ -274,9 +274,9 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
         return
     if now is None:
         now = cluster.clock.now()
-    protocol = exchange.downstream.protocol
-    assert protocol is not None
-    health = exchange.health = cluster.health(protocol.protocol_name)
+    semantics = exchange.downstream.semantics
+    assert semantics is not None
+    health = exchange.health = cluster.health(semantics.protocol_name)
     endpoint = cluster.pick(exchange.key, exchange.tried, now, health)
     if endpoint is None:
         exchange.fail(Failure.NO_HEALTHY_UPSTREAM, f"cluster {cluster.name}: no endpoint is up")
@@ -297,4 +297,4 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
     per_try = route.per_try_timeout
     if per_try is not None and not exchange.oneway and now + per_try < exchange.deadline:
         exchange.downstream.listener.timers.call_at(now + per_try, exchange, exchange.attempt)
-    cluster.pool(endpoint, protocol, exchange.downstream).submit(exchange)
+    cluster.pool(endpoint, semantics, exchange.downstream).submit(exchange)

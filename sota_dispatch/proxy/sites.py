@@ -20,7 +20,7 @@ from ..logs import RateLimitedLog
 from ..protocol.codec import Failure
 from ..protocol.context import ConnectionContext
 from ..protocol.registry import ProtocolInfo
-from ..protocol.semantics import FrameSemantics
+from ..protocol.semantics import BoundSemantics, FrameSemantics
 from .routing import Route
 from .timers import TimerQueue
 
@@ -55,6 +55,8 @@ class Downstream(Protocol):
     listener: ListenerSite
     #: The client's protocol class (None until ``auto`` has detected it).
     protocol: type[FrameSemantics] | None
+    #: Its per-frame methods, bound (None as long as :attr:`protocol` is).
+    semantics: BoundSemantics | None
     #: True once the client is gone: late answers are dropped.
     closed: bool
     #: Its own upstream pools (a :class:`~sota_dispatch.cluster.request.PoolOwner`).

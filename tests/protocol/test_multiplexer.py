@@ -196,3 +196,62 @@ def test_allocation_cycles_through_the_whole_space(bits: int, opens: int) -> Non
             assert stream_id == (last + 1) % 2**bits
         mux.complete(stream_id, 0)
         last = stream_id
+
+
+# -- add/take: the proxy's entries, ids allocated inline ----------------------
+
+
+def test_add_wraps_at_width_and_skips_ids_in_flight() -> None:
+    mux: StreamMultiplexer[str] = StreamMultiplexer(id_bits=3, first_id=1, max_in_flight=6)
+    assert [mux.add("x") for _ in range(5)] == [1, 2, 3, 4, 5]
+    assert mux.take(2) == "x"
+    assert mux.add("y") == 6
+    assert mux.add("z") == 7
+    assert mux.take(7) == "z"
+    # 7 is the largest 3-bit id: wrap to first_id, skipping 1 (in flight), reuse 2.
+    assert mux.add("w") == 2
+    assert mux.take(1) == "x"
+    assert mux.take(1) is None
+    assert mux.unmatched == 1
+
+
+@given(
+    st.lists(
+        st.sampled_from(["add", "add", "take"]).flatmap(
+            lambda kind: st.just(kind) if kind == "add" else st.integers(min_value=0, max_value=15)
+        ),
+        min_size=40,
+        max_size=200,
+    )
+)
+def test_add_and_take_never_hand_out_an_id_in_flight(steps: list[str | int]) -> None:
+    """The proxy's path (add, take by id) on a 4-bit space that wraps often:
+    an id is never given twice while held, take returns what add stored and
+    counts an unknown id, and the limit holds."""
+    mux: StreamMultiplexer[str] = StreamMultiplexer(id_bits=4, first_id=1, max_in_flight=10)
+    held: dict[int, str] = {}
+    for number, step in enumerate(steps):
+        if step == "add":
+            if len(held) >= 10:
+                with pytest.raises(StreamLimitError):
+                    mux.add("over")
+                continue
+            stream_id = mux.add(f"entry {number}")
+            assert 1 <= stream_id <= 15
+            assert stream_id not in held, f"id {stream_id} handed out while in flight"
+            held[stream_id] = f"entry {number}"
+        else:
+            assert isinstance(step, int)
+            unmatched = mux.unmatched
+            expected = held.pop(step, None)
+            assert mux.take(step) == expected
+            assert mux.unmatched == unmatched + (expected is None)
+        assert mux.in_flight == len(held)
+
+
+def test_add_after_close_raises_the_close_reason() -> None:
+    mux: StreamMultiplexer[str] = StreamMultiplexer()
+    assert mux.add("a") == 1
+    mux.close(UpstreamError("gone"))
+    with pytest.raises(UpstreamError, match="gone"):
+        mux.add("b")

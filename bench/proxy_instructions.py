@@ -1,0 +1,220 @@
+"""Proxy CPU work per request in instructions (callgrind): an A/B that noise cannot move.
+
+proxy_bench.py measures the proxy's CPU time per request, which on a shared
+machine moves by 10-20% between runs of the same code. This script counts
+what the proxy *does* instead: the proxy process runs under valgrind's
+callgrind, its counters are zeroed after a warm-up, the same client as
+proxy_bench.py (this checkout's) pipelines ``--count`` requests through it,
+and the instructions the proxy executed meanwhile are divided by the count.
+The same code on the same input gives the same number to within a fraction
+of a percent, whatever else the machine is doing.
+
+``--side NAME=PYTHON`` (repeatable) names the Python environments whose
+proxy is measured, e.g. a worktree of an older commit with its own venv
+installed in editable mode; the backend (the protocol's local echo service)
+and the client are this checkout's, the same for every side. With two or
+more sides the report gives each side's count over the first side's. The
+sides of one case run at the same time (one proxy each).
+
+Instructions are not time: they miss cache misses and system calls, and
+weigh every instruction alike. Use it to compare two builds of the same
+Python code; use proxy_bench.py for what a user sees. Needs valgrind
+(``apt-get install valgrind``); CPython under callgrind runs about 50 times
+slower, so a case takes tens of seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+from proxy_bench import PROTOCOLS, Client
+
+from harness import machine_lines, positive_int, publish, report_head, source_line, version
+
+_LISTENING = re.compile(r"listening on (\S+?),? ")
+
+
+def _start(command: Sequence[str], timeout: float) -> tuple[subprocess.Popen[str], str]:
+    """Start a ``serve`` command; return it and the address it logs."""
+    process = subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stderr is not None
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:  # readline blocks; the process ends its stderr if it dies
+        line = process.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        found = _LISTENING.search(line + " ")
+        if found:
+            return process, found.group(1)
+    process.kill()
+    process.wait()
+    raise RuntimeError(f"{command[0]} did not start: {''.join(lines)[-2000:]}")
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(120)  # callgrind writes its last dump on the way out
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _measured_total(out: Path) -> int:
+    """The instruction total of the dump ``callgrind_control`` asked for
+    (the one whose trigger is ``measured``; the exit writes another)."""
+    dumps = [p for p in out.parent.glob(out.name + ".*") if "measured" in p.read_text(errors="replace")[:2000]]
+    if len(dumps) != 1:
+        raise RuntimeError(f"expected one 'measured' dump of {out}, found {len(dumps)}")
+    for line in dumps[0].read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"{dumps[0]}: no summary line")
+
+
+async def measure_side(protocol: str, window: int, side: int, args: argparse.Namespace, work: Path) -> float:
+    """Instructions per request of side ``side``'s proxy in front of this checkout's backend."""
+    python = args.sides[side][1]
+    common = ["--protocol", protocol, "--listen", "127.0.0.1:0"]
+    backend, backend_address = await anyio.to_thread.run_sync(
+        _start, [sys.executable, "-m", "sota_dispatch.serve", *common], 60
+    )
+    out = work / f"callgrind.{protocol}.{window}.{side}"
+    try:
+        proxy, address = await anyio.to_thread.run_sync(
+            _start,
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                python,
+                "-m",
+                "sota_dispatch.serve",
+                *common,
+                "--upstream",
+                backend_address,
+            ],
+            600,
+        )
+        try:
+            client = await Client.connect(address, protocol)
+            await client.pipelined(args.warmup, window)
+            await anyio.run_process(["callgrind_control", "--zero", str(proxy.pid)])
+            await client.pipelined(args.count, window)
+            await anyio.run_process(["callgrind_control", "--dump=measured", str(proxy.pid)])
+            await client.stream.aclose()
+        finally:
+            await anyio.to_thread.run_sync(_stop, proxy)
+    finally:
+        await anyio.to_thread.run_sync(_stop, backend)
+    count: int = args.count
+    return await anyio.to_thread.run_sync(_measured_total, out) / count
+
+
+async def run(args: argparse.Namespace, work: Path) -> dict[tuple[str, int], list[float]]:
+    results: dict[tuple[str, int], list[float]] = {}
+    for protocol in args.protocols:
+        for window in args.windows:
+            counts = [0.0] * len(args.sides)
+
+            async def one(
+                index: int, protocol: str = protocol, window: int = window, counts: list[float] = counts
+            ) -> None:
+                counts[index] = await measure_side(protocol, window, index, args, work)
+
+            with anyio.fail_after(args.timeout):
+                async with anyio.create_task_group() as tasks:
+                    for index in range(len(args.sides)):
+                        tasks.start_soon(one, index)
+            results[protocol, window] = counts
+            print(f"{protocol} {window}: " + ", ".join(f"{c:,.0f}" for c in counts), file=sys.stderr)
+    return results
+
+
+def report(results: dict[tuple[str, int], list[float]], args: argparse.Namespace, command: str) -> str:
+    lines = report_head("Proxy instructions per request (callgrind)", "bench/proxy_instructions.py", command)
+    valgrind = subprocess.run(["valgrind", "--version"], capture_output=True, text=True, check=False).stdout.strip()
+    lines += machine_lines(f"anyio {version('anyio')}, uvloop {version('uvloop')}, {valgrind}")
+    lines += [source_line(["sota_dispatch", "protocols"]), ""]
+    lines += ["## Sides", ""] + [f"- {name}: `{python}`" for name, python in args.sides] + [""]
+    lines += [
+        "## Instructions per proxied request",
+        "",
+        f"{args.count:,} requests pipelined on one connection after {args.warmup:,} of warm-up; "
+        "the proxy's instructions in between, over the count.",
+        "",
+    ]
+    names = [name for name, _ in args.sides]
+    ratios = [f"{name} / {names[0]}" for name in names[1:]]
+    lines.append("| protocol | in flight | " + " | ".join(names + ratios) + " |")
+    lines.append("|---|---:|" + "---:|" * (len(names) + len(ratios)))
+    for (protocol, window), counts in results.items():
+        cells = [f"{c:,.0f}" for c in counts] + [f"{c / counts[0]:.3f}" for c in counts[1:]]
+        lines.append(f"| {protocol} | {window} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _side(text: str) -> tuple[str, str]:
+    name, sep, python = text.partition("=")
+    if not sep or not name or not python:
+        raise argparse.ArgumentTypeError(f"expected NAME=PYTHON, got {text!r}")
+    return name, python
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--protocols", default=",".join(PROTOCOLS), help="comma-separated (default: all)")
+    parser.add_argument("--windows", default="100,1000", help="comma-separated requests in flight (default 100,1000)")
+    parser.add_argument("--count", type=positive_int, default=30_000, help="measured requests per case")
+    parser.add_argument("--warmup", type=positive_int, default=3_000, help="requests before the counters are zeroed")
+    parser.add_argument(
+        "--side",
+        dest="sides",
+        type=_side,
+        action="append",
+        help="NAME=PYTHON whose proxy to measure (repeatable; default: this=the running Python)",
+    )
+    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per case at most")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: simple_line, tiny counts")
+    parser.add_argument("--output", default="-", help="report file ('-', the default: print only)")
+    args = parser.parse_args()
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        parser.error("needs valgrind and callgrind_control on PATH (apt-get install valgrind)")
+    if args.quick:
+        args.protocols, args.windows, args.count, args.warmup = "simple_line", "10", 200, 100
+    args.sides = args.sides or [("this", sys.executable)]
+    try:
+        args.windows = [positive_int(w) for w in args.windows.split(",") if w.strip()]
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"--windows: {exc}")
+    args.protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    unknown = sorted(set(args.protocols) - set(PROTOCOLS))
+    if unknown or not args.protocols or not args.windows:
+        parser.error(f"choose protocols from {', '.join(PROTOCOLS)} and at least one window")
+    started = time.monotonic()
+    command = "python bench/proxy_instructions.py " + " ".join(sys.argv[1:])
+    with tempfile.TemporaryDirectory(prefix="proxy-instructions-") as work:
+        results = anyio.run(run, args, Path(work))
+    publish(report(results, args, command.strip()), args.output, started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
