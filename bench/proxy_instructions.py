@@ -45,10 +45,14 @@ from harness import machine_lines, positive_int, publish, report_head, source_li
 _LISTENING = re.compile(r"listening on (\S+?),? ")
 
 
-def _start(command: Sequence[str], timeout: float) -> tuple[subprocess.Popen[str], str]:
-    """Start a ``serve`` command; return it and the address it logs."""
+def _start(command: Sequence[str], timeout: float, cwd: Path) -> tuple[subprocess.Popen[str], str]:
+    """Start a ``serve`` command in ``cwd``; return it and the address it logs.
+
+    Never in a checkout: ``python -m`` puts the working directory first on
+    ``sys.path``, so another side's proxy would import this checkout's
+    ``sota_dispatch`` instead of its own."""
     process = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=cwd
     )
     assert process.stderr is not None
     deadline = time.monotonic() + timeout
@@ -93,7 +97,7 @@ async def measure_side(protocol: str, window: int, side: int, args: argparse.Nam
     python = args.sides[side][1]
     common = ["--protocol", protocol, "--listen", "127.0.0.1:0"]
     backend, backend_address = await anyio.to_thread.run_sync(
-        _start, [sys.executable, "-m", "sota_dispatch.serve", *common], 60
+        _start, [sys.executable, "-m", "sota_dispatch.serve", *common], 60, work
     )
     out = work / f"callgrind.{protocol}.{window}.{side}"
     try:
@@ -111,6 +115,7 @@ async def measure_side(protocol: str, window: int, side: int, args: argparse.Nam
                 backend_address,
             ],
             600,
+            work,
         )
         try:
             client = await Client.connect(address, protocol)
