@@ -16,6 +16,10 @@ and the client are this checkout's, the same for every side. With two or
 more sides the report gives each side's count over the first side's. The
 sides of one case run at the same time (one proxy each).
 
+``--target service`` measures the protocol's local echo service instead
+(``python -m sota_dispatch.serve --protocol P``, what a user runs), driven
+by the same client.
+
 Instructions are not time: they miss cache misses and system calls, and
 weigh every instruction alike. Use it to compare two builds of the same
 Python code; use proxy_bench.py for what a user sees. Needs valgrind
@@ -93,12 +97,17 @@ def _measured_total(out: Path) -> int:
 
 
 async def measure_side(protocol: str, window: int, side: int, args: argparse.Namespace, work: Path) -> float:
-    """Instructions per request of side ``side``'s proxy in front of this checkout's backend."""
+    """Instructions per request of side ``side``'s proxy in front of this
+    checkout's backend (``--target service``: of its local echo service)."""
     python = args.sides[side][1]
     common = ["--protocol", protocol, "--listen", "127.0.0.1:0"]
-    backend, backend_address = await anyio.to_thread.run_sync(
-        _start, [sys.executable, "-m", "sota_dispatch.serve", *common], 60, work
-    )
+    backend: subprocess.Popen[str] | None = None
+    upstream: list[str] = []
+    if args.target == "proxy":
+        backend, backend_address = await anyio.to_thread.run_sync(
+            _start, [sys.executable, "-m", "sota_dispatch.serve", *common], 60, work
+        )
+        upstream = ["--upstream", backend_address]
     out = work / f"callgrind.{protocol}.{window}.{side}"
     try:
         proxy, address = await anyio.to_thread.run_sync(
@@ -111,8 +120,7 @@ async def measure_side(protocol: str, window: int, side: int, args: argparse.Nam
                 "-m",
                 "sota_dispatch.serve",
                 *common,
-                "--upstream",
-                backend_address,
+                *upstream,
             ],
             600,
             work,
@@ -127,7 +135,8 @@ async def measure_side(protocol: str, window: int, side: int, args: argparse.Nam
         finally:
             await anyio.to_thread.run_sync(_stop, proxy)
     finally:
-        await anyio.to_thread.run_sync(_stop, backend)
+        if backend is not None:
+            await anyio.to_thread.run_sync(_stop, backend)
     count: int = args.count
     return await anyio.to_thread.run_sync(_measured_total, out) / count
 
@@ -159,10 +168,11 @@ def report(results: dict[tuple[str, int], list[float]], args: argparse.Namespace
     lines += [source_line(["sota_dispatch", "protocols"]), ""]
     lines += ["## Sides", ""] + [f"- {name}: `{python}`" for name, python in args.sides] + [""]
     lines += [
-        "## Instructions per proxied request",
+        "## Instructions per proxied request" if args.target == "proxy" else "## Instructions per request served",
         "",
         f"{args.count:,} requests pipelined on one connection after {args.warmup:,} of warm-up; "
-        "the proxy's instructions in between, over the count.",
+        f"the {'proxy' if args.target == 'proxy' else 'local echo service'}'s instructions in between, "
+        "over the count.",
         "",
     ]
     names = [name for name, _ in args.sides]
@@ -195,6 +205,12 @@ def main() -> int:
         type=_side,
         action="append",
         help="NAME=PYTHON whose proxy to measure (repeatable; default: this=the running Python)",
+    )
+    parser.add_argument(
+        "--target",
+        choices=("proxy", "service"),
+        default="proxy",
+        help="what is measured: the proxy (default), or the protocol's local echo service (serve --protocol P)",
     )
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per case at most")
     parser.add_argument("--quick", action="store_true", help="a smoke run: simple_line, tiny counts")
