@@ -11,8 +11,7 @@ from sota_dispatch import ChunkBuffer, Codec, Dispatcher, Failure, Match, Protoc
 HEADER = struct.Struct(">BBBII")  # magic, kind, status, request id, body length
 MAGIC, OK = 0xA5, 0  # the first byte of every frame; the status of a success
 REQUEST, RESPONSE, HEARTBEAT, HEARTBEAT_REPLY = 0, 1, 2, 3  # kinds: bit 0 a response, bit 1 a heartbeat
-STATUS = {Failure.CODEC_ERROR: 1, Failure.NO_ROUTE: 2, Failure.NO_HEALTHY_UPSTREAM: 3,  # of each error reply
-          Failure.UPSTREAM_RESET: 4, Failure.OVERFLOW: 5, Failure.TIMEOUT: 6}  # fmt: skip
+STATUS = {failure: status for status, failure in enumerate(Failure, start=1)}  # of each error reply
 
 
 class Frame(NamedTuple):

@@ -14,7 +14,6 @@ them at once.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, cast
@@ -24,6 +23,7 @@ import attrs
 from ..errors import ConfigError
 from ..io.address import parse_address
 from ..logs import ACCESS_LOG_FORMAT
+from ..protocol.options import parse_duration
 from .frozen import FrozenMap
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "choice",
     "duration",
     "fields",
+    "filter_options",
     "fraction",
     "in_file_order",
     "instance",
@@ -52,8 +53,6 @@ __all__ = [
     "text",
     "within",
 ]
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
 
 _SIZE_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
 
@@ -258,24 +257,6 @@ def duration(value: object, path: str, *, allow_zero: bool = False) -> float:
     return seconds
 
 
-def parse_duration(value: object) -> float | None:
-    """Seconds from a number or a string like ``250ms``, ``1.5s``, ``2m``,
-    ``1e3ms``; None unless finite and not negative (the CLI shares it)."""
-    seconds: float | None = None
-    try:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            seconds = float(value)
-        elif isinstance(value, str):
-            match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\s*(ms|s|m)?\s*", value)
-            if match:
-                seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    except OverflowError:
-        return None
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return None
-    return seconds
-
-
 def address(value: object, path: str, *, endpoint: bool = False) -> str:
     text = value.strip() if isinstance(value, str) else None
     port = -1
@@ -312,6 +293,26 @@ def options(value: object, path: str) -> FrozenMap[str, str]:
             errors.append(ConfigError(join(path, key_text(key)), f"expected a scalar option value, got {show(item)}"))
         else:
             result[key] = str(item).lower() if isinstance(item, bool) else str(item)
+    if errors:
+        raise ConfigError.combine(errors)
+    return FrozenMap(result)
+
+
+def filter_options(value: object, path: str) -> FrozenMap[str, FrozenMap[str, str]]:
+    """``per_filter_config``: filter names to their options (each as
+    :func:`options` reads them)."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, f"expected a mapping of stream filter names to options, got {show(value)}")
+    result: dict[str, FrozenMap[str, str]] = {}
+    errors: list[ConfigError] = []
+    for key, item in value.items():
+        if not isinstance(key, str) or not key:
+            errors.append(ConfigError(path, f"stream filter names are non-empty strings, got {show(key)}"))
+            continue
+        try:
+            result[key] = options({} if item is None else item, join(path, key_text(key)))
+        except ConfigError as exc:
+            errors += exc.errors
     if errors:
         raise ConfigError.combine(errors)
     return FrozenMap(result)

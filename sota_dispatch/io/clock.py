@@ -68,11 +68,12 @@ class ManualClock:
     breaker's open timeout or a health-check round with one call.
     """
 
-    __slots__ = ("_now", "_sleepers")
+    __slots__ = ("_began", "_now", "_sleepers")
 
     def __init__(self, start: float = 1000.0) -> None:
         self._now = start
         self._sleepers: list[tuple[float, anyio.Event]] = []
+        self._began: anyio.Event | None = None
 
     def now(self) -> float:
         return self._now
@@ -83,6 +84,9 @@ class ManualClock:
         entry = (deadline, event)
         if deadline != math.inf:
             self._sleepers.append(entry)
+            if self._began is not None:
+                self._began.set()
+                self._began = None
         try:
             await event.wait()
         finally:
@@ -96,6 +100,15 @@ class ManualClock:
     def waiting(self) -> int:
         """Waits in progress with a deadline (a test can wait for them to begin)."""
         return len(self._sleepers)
+
+    async def until_waiting(self, count: int = 1) -> None:
+        """Return once at least ``count`` waits with a deadline are in
+        progress: a test learns that the code under test began to wait
+        without polling for it."""
+        while len(self._sleepers) < count:
+            if self._began is None:
+                self._began = anyio.Event()
+            await self._began.wait()
 
     def advance(self, seconds: float) -> None:
         """Move the time forward; waits whose deadline passed end (at their

@@ -31,6 +31,12 @@ class Failure(enum.Enum):
     TIMEOUT = "timeout"
     UPSTREAM_RESET = "upstream reset"
     CODEC_ERROR = "codec error"
+    #: A stream filter refused the request (``rbac``).
+    DENIED = "denied"
+    #: A stream filter shed the request over a rate (``local_rate_limit``).
+    RATE_LIMITED = "rate limited"
+    #: The proxy itself failed on this request (a stream filter raised).
+    INTERNAL = "internal error"
 
 
 class Codec(Protocol[F]):

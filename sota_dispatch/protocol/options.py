@@ -7,27 +7,36 @@ name=value`` for a local service (``service``), a proxy listener's
 cluster's ``options`` (``cluster``, the proxy's upstream connections). One
 :class:`OptionSchema` on the protocol class serves all three: the same
 readers validate them, and every error names the option. An option a place
-does not use is refused there, never accepted and ignored.
+does not use is refused there, never accepted and ignored. A stream
+filter's options are declared the same way, at the place ``filter`` (its
+``config`` in a listener's ``stream_filters``, or a route's
+``per_filter_config``).
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, TypeAlias
 
 import attrs
 
-__all__ = ["ALL_PLACES", "SERVER_SIDE", "Option", "OptionPlace", "OptionSchema"]
+__all__ = ["ALL_PLACES", "FILTER", "SERVER_SIDE", "Option", "OptionPlace", "OptionSchema", "parse_duration"]
 
 #: Where an option's value comes from: ``service`` (``--option`` of a local
 #: service), ``listener`` (a proxy listener's ``options``), ``cluster`` (a
 #: cluster's ``options``, for the proxy's upstream connections).
-OptionPlace: TypeAlias = Literal["service", "listener", "cluster"]
+OptionPlace: TypeAlias = Literal["service", "listener", "cluster", "filter"]
 
 #: The places of an option of the server side of a connection.
 SERVER_SIDE: frozenset[OptionPlace] = frozenset({"service", "listener"})
-#: Every place.
+#: Every place of a protocol's option.
 ALL_PLACES: frozenset[OptionPlace] = frozenset({"service", "listener", "cluster"})
+#: The place of a stream filter's option.
+FILTER: frozenset[OptionPlace] = frozenset({"filter"})
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0}
 
 
 def text(raw: str) -> str:
@@ -54,10 +63,72 @@ def seconds(raw: str) -> float:
 
 
 def flag(raw: str) -> bool:
-    """``1`` (on) or ``0`` (off)."""
-    if raw not in ("0", "1"):
+    """``1`` or ``true`` (on), ``0`` or ``false`` (off): a config file's
+    ``true`` reaches an option as the text ``true``."""
+    if raw not in ("0", "1", "true", "false"):
         raise ValueError(f"expected 0 or 1, got {raw!r}")
-    return raw == "1"
+    return raw in ("1", "true")
+
+
+def parse_duration(value: object) -> float | None:
+    """Seconds from a number or a string like ``250ms``, ``1.5s``, ``2m``,
+    ``1e3ms``; None unless finite and not negative (the config, the CLI and
+    option readers share it)."""
+    seconds: float | None = None
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        elif isinstance(value, str):
+            match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)\s*(ms|s|m)?\s*", value)
+            if match:
+                seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    except OverflowError:
+        return None
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def duration(raw: str) -> float:
+    """A duration of zero or more: seconds, or with a unit (``250ms``, ``1.5s``, ``2m``)."""
+    seconds = parse_duration(raw)
+    if seconds is None:
+        raise ValueError(f'expected a duration (seconds, or e.g. "250ms"), got {raw!r}')
+    return seconds
+
+
+def percent(raw: str) -> float:
+    """A percentage, from 0 to 100."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 100:
+        raise ValueError(f"expected a percentage from 0 to 100, got {raw!r}")
+    return value
+
+
+def positive_number(raw: str) -> float:
+    """A finite number above zero."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ValueError(f"expected a number above zero, got {raw!r}")
+    return value
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    """A reader of one of ``choices``."""
+
+    def read(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {raw!r}")
+        return raw
+
+    read.__doc__ = f"One of {', '.join(choices)}."
+    return read
 
 
 def text_of_at_most(limit: int) -> Callable[[str], str]:
@@ -78,7 +149,8 @@ class Option:
 
     ``read`` turns the text into the value and raises :class:`ValueError`
     saying what was expected (the usual readers are :meth:`text`,
-    :meth:`positive_int`, :meth:`seconds`, :meth:`flag` and
+    :meth:`positive_int`, :meth:`positive_number`, :meth:`seconds`,
+    :meth:`duration`, :meth:`percent`, :meth:`flag`, :meth:`one_of` and
     :meth:`text_of_at_most`); ``default`` is the value when the option is
     not given (None: absent); ``places``, where it applies (by default a
     local service and a proxy listener).
@@ -91,8 +163,12 @@ class Option:
 
     text = staticmethod(text)
     positive_int = staticmethod(positive_int)
+    positive_number = staticmethod(positive_number)
     seconds = staticmethod(seconds)
+    duration = staticmethod(duration)
+    percent = staticmethod(percent)
     flag = staticmethod(flag)
+    one_of = staticmethod(one_of)
     text_of_at_most = staticmethod(text_of_at_most)
 
 

@@ -1,23 +1,22 @@
 """Which protocols exist: explicit registrations plus installed plugins.
 
 A plugin distribution declares its dispatcher under the entry-point group
-``sota_dispatch.protocols``; the registry scans that group once per process,
-lazily (a scan costs about 2 ms), and imports a plugin only when it is asked
-for. Two sources claiming one name is an error that names both, because
-silently picking one would serve the wrong protocol.
+``sota_dispatch.protocols``; :class:`~.plugins.PluginRegistry` scans it once
+per process and imports a plugin only when it is asked for. Two sources
+claiming one name is an error that names both, because silently picking
+one would serve the wrong protocol.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
-from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
-from ..errors import DuplicateProtocolError, PluginLoadError, UnknownProtocolError
+from ..errors import DuplicateProtocolError, UnknownProtocolError
 from .options import OptionSchema
+from .plugins import PluginRegistry
 from .semantics import FrameSemantics
 from .sniff import Match
 
@@ -86,80 +85,12 @@ def _info(name: str, factory: Any, source: str) -> ProtocolInfo:
     )
 
 
-class _Registry:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._explicit: dict[str, ProtocolInfo] = {}
-        self._entry_points: dict[str, EntryPoint] | None = None
-        self._scan_error: DuplicateProtocolError | None = None
-        self._loaded: dict[str, ProtocolInfo] = {}
-
-    def _scan(self) -> dict[str, EntryPoint]:
-        with self._lock:
-            if self._scan_error is not None:
-                raise self._scan_error.with_traceback(None)
-            if self._entry_points is None:
-                found: dict[str, EntryPoint] = {}
-                for ep in entry_points(group=ENTRY_POINT_GROUP):
-                    other = found.get(ep.name)
-                    if other is not None and other.value != ep.value:
-                        # Remembered: the installed set is wrong until the
-                        # process restarts, and a rescan costs ~2 ms a call.
-                        self._scan_error = DuplicateProtocolError(
-                            f"protocol {ep.name!r} is declared by {_describe(other)} and by {_describe(ep)}"
-                        )
-                        raise self._scan_error
-                    found[ep.name] = ep
-                self._entry_points = found
-            return self._entry_points
-
-    def register(self, info: ProtocolInfo) -> None:
-        eps = self._scan()
-        existing = self._explicit.get(info.name)
-        if existing is None and info.name in eps:
-            existing = self._loaded.get(info.name) or ProtocolInfo(
-                name=info.name, factory=_unloaded, source=_describe(eps[info.name])
-            )
-        if existing is not None:
-            raise DuplicateProtocolError(
-                f"protocol {info.name!r} is already registered by {existing.source}; {info.source} registers it again"
-            )
-        self._explicit[info.name] = info
-
-    def unregister(self, name: str) -> None:
-        self._explicit.pop(name, None)
-
-    def names(self) -> list[str]:
-        return sorted(set(self._explicit) | set(self._scan()))
-
-    def get(self, name: str) -> ProtocolInfo:
-        info = self._explicit.get(name) or self._loaded.get(name)
-        if info is not None:
-            return info
-        ep = self._scan().get(name)
-        if ep is None:
-            available = ", ".join(self.names()) or "none installed"
-            raise UnknownProtocolError(f"unknown protocol {name!r}; available: {available}")
-        try:
-            factory = ep.load()
-        except Exception as exc:
-            raise PluginLoadError(f"protocol {name!r} ({_describe(ep)}) failed to load: {exc!r}") from exc
-        info = _info(name, factory, _describe(ep))
-        self._loaded[name] = info
-        return info
+def _new_registry() -> PluginRegistry[ProtocolInfo]:
+    """A registry of protocols that has not scanned yet (the process has one)."""
+    return PluginRegistry(ENTRY_POINT_GROUP, "protocol", _info, UnknownProtocolError, DuplicateProtocolError)
 
 
-def _describe(ep: EntryPoint) -> str:
-    dist = getattr(ep, "dist", None)
-    where = f" in distribution {dist.name} {dist.version}" if dist is not None else ""
-    return f"entry point {ep.value!r}{where}"
-
-
-def _unloaded(stream: ByteStream, context: ConnectionContext) -> Dispatcher:  # pragma: no cover
-    raise AssertionError("placeholder factory is never called")
-
-
-_REGISTRY = _Registry()
+_REGISTRY = _new_registry()
 
 
 def register_protocol(name: str, factory: DispatcherFactory, *, source: str | None = None) -> ProtocolInfo:

@@ -21,7 +21,7 @@ from sota_dispatch import (
     unregister_protocol,
 )
 from sota_dispatch.protocol import registry
-from sota_dispatch.protocol.registry import _Registry
+from sota_dispatch.protocol.registry import _new_registry
 from sota_dispatch.testing import EchoLines
 
 
@@ -46,7 +46,7 @@ def installed(install_plugin: Callable[..., dict[str, str]], tmp_path: Path, mon
     process-wide registry that sees it; its name."""
     install_plugin("echo-lines", {"echo_lines": "sota_dispatch.testing:EchoLines"})
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(registry, "_REGISTRY", _Registry())
+    monkeypatch.setattr(registry, "_REGISTRY", _new_registry())
     return "echo_lines"
 
 
@@ -128,7 +128,7 @@ def test_broken_plugin_is_a_clear_error(
     broken = {"broken_plugin": "raise ImportError('missing dependency xyz')\n"}
     install_plugin("broken-plugin", {"broken": "broken_plugin:Broken"}, modules=broken)
     monkeypatch.syspath_prepend(str(tmp_path))
-    fresh = _Registry()  # the process-wide registry has scanned already
+    fresh = _new_registry()  # the process-wide registry has scanned already
     assert "broken" in fresh.names()
     with pytest.raises(PluginLoadError, match=r"'broken'.*broken-plugin 1.0.*missing dependency xyz"):
         fresh.get("broken")
@@ -141,7 +141,7 @@ def test_two_plugins_with_one_name_name_both(
         install_plugin(dist, {"same": f"{dist}_mod:Cls"})
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(DuplicateProtocolError) as raised:
-        _Registry().names()
+        _new_registry().names()
     message = str(raised.value)
     assert "'same'" in message
     assert "one_mod:Cls" in message

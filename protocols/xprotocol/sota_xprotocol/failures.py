@@ -7,7 +7,12 @@ mapping (xprotocol-notes, "Hijack") where it is precise, and departs from it
 where a more exact status exists: an upstream reset is bolt
 CONNECTION_CLOSED (MOSN: UNKNOWN or NO_PROCESSOR), a timeout is dubbo
 SERVER_TIMEOUT (the proxy is the server to its client; MOSN: CLIENT_TIMEOUT),
-and an undecodable request is dubbo BAD_REQUEST. :class:`Failure` itself is
+and an undecodable request is dubbo BAD_REQUEST. A stream filter's refusals:
+a denied request is bolt ERROR and dubbo BAD_REQUEST ("403"), a
+rate-limited one bolt SERVER_THREADPOOL_BUSY and dubbo
+SERVER_THREADPOOL_EXHAUSTED_ERROR (what a SOFA or dubbo server sheds load
+with, which their clients know to retry elsewhere), and the proxy's own
+failure bolt SERVER_EXCEPTION and dubbo SERVER_ERROR. :class:`Failure` itself is
 the core's (``sota_dispatch.Failure``), re-exported here.
 """
 
@@ -27,6 +32,9 @@ BOLT_STATUS: dict[Failure, bolt.ResponseStatus] = {
     Failure.TIMEOUT: bolt.ResponseStatus.TIMEOUT,
     Failure.UPSTREAM_RESET: bolt.ResponseStatus.CONNECTION_CLOSED,
     Failure.CODEC_ERROR: bolt.ResponseStatus.CODEC_EXCEPTION,
+    Failure.DENIED: bolt.ResponseStatus.ERROR,
+    Failure.RATE_LIMITED: bolt.ResponseStatus.SERVER_THREADPOOL_BUSY,
+    Failure.INTERNAL: bolt.ResponseStatus.SERVER_EXCEPTION,
 }
 
 DUBBO_STATUS: dict[Failure, tuple[dubbo.DubboStatus, str]] = {
@@ -36,6 +44,9 @@ DUBBO_STATUS: dict[Failure, tuple[dubbo.DubboStatus, str]] = {
     Failure.TIMEOUT: (dubbo.DubboStatus.SERVER_TIMEOUT, "504|timeout"),
     Failure.UPSTREAM_RESET: (dubbo.DubboStatus.SERVICE_ERROR, "502|upstream connection reset"),
     Failure.CODEC_ERROR: (dubbo.DubboStatus.BAD_REQUEST, "400|codec error"),
+    Failure.DENIED: (dubbo.DubboStatus.BAD_REQUEST, "403|denied"),
+    Failure.RATE_LIMITED: (dubbo.DubboStatus.SERVER_THREADPOOL_EXHAUSTED_ERROR, "429|rate limited"),
+    Failure.INTERNAL: (dubbo.DubboStatus.SERVER_ERROR, "500|internal error"),
 }
 
 
