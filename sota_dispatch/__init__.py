@@ -21,6 +21,7 @@ from typing import Any
 from .errors import (
     ConfigError,
     ConnectionLost,
+    DuplicateFilterError,
     DuplicateProtocolError,
     FrameTimeout,
     IncompleteReadError,
@@ -30,6 +31,7 @@ from .errors import (
     SotaError,
     StreamLimitError,
     StreamTimeout,
+    UnknownFilterError,
     UnknownProtocolError,
     UpstreamError,
 )
@@ -75,6 +77,7 @@ __all__ = [
     "ConnectionLost",
     "Dispatcher",
     "DispatcherFactory",
+    "DuplicateFilterError",
     "DuplicateProtocolError",
     "Failure",
     "FrameRefused",
@@ -98,6 +101,7 @@ __all__ = [
     "StreamLimitError",
     "StreamMultiplexer",
     "StreamTimeout",
+    "UnknownFilterError",
     "UnknownProtocolError",
     "UpstreamError",
     "available_protocols",

@@ -15,6 +15,7 @@ from typing import ClassVar
 __all__ = [
     "ConfigError",
     "ConnectionLost",
+    "DuplicateFilterError",
     "DuplicateProtocolError",
     "FrameTimeout",
     "IncompleteReadError",
@@ -24,6 +25,7 @@ __all__ = [
     "SotaError",
     "StreamLimitError",
     "StreamTimeout",
+    "UnknownFilterError",
     "UnknownProtocolError",
     "UpstreamError",
 ]
@@ -116,8 +118,16 @@ class DuplicateProtocolError(SotaError):
     """Two sources registered the same protocol name."""
 
 
+class UnknownFilterError(SotaError, LookupError):
+    """No stream filter of that name is registered or installed."""
+
+
+class DuplicateFilterError(SotaError):
+    """Two sources registered the same stream filter name."""
+
+
 class PluginLoadError(SotaError):
-    """An installed protocol plugin failed to import."""
+    """An installed plugin (a protocol or a stream filter) failed to import."""
 
 
 class ConfigError(SotaError):

@@ -38,6 +38,7 @@ from .config import (
     parse_duration,
 )
 from .errors import ConfigError, SotaError
+from .filters.registry import available_filters, get_filter
 from .io.address import parse_address
 from .io.reader import ReadTimeouts
 from .logs import configure_logging
@@ -90,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
         help="protocol option (repeatable; --list-protocols shows each protocol's options)",
     )
     p.add_argument("--list-protocols", action="store_true", help="list installed protocols and exit")
+    p.add_argument(
+        "--list-filters", action="store_true", help="list installed stream filters and their options, and exit"
+    )
     p.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="async backend")
     p.add_argument("--no-uvloop", action="store_true", help="do not use uvloop even if installed")
     p.add_argument(
@@ -157,6 +161,19 @@ def _seconds(text: str) -> float:
     if value is None:
         raise argparse.ArgumentTypeError(f'expected seconds >= 0 (or e.g. "250ms"), got {text!r}')
     return value
+
+
+def _list_filters() -> int:
+    for name in available_filters():
+        try:
+            info = get_filter(name)
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
+            print(f"{name}\t(failed to load: {exc})")
+            continue
+        print(f"{name}\t{info.description}\t[{info.source}]")
+        for option, spec in info.options.items():
+            print(f"    {option}: ...\t{spec.help}")
+    return 0
 
 
 def _list_protocols() -> int:
@@ -352,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.list_protocols:
             return _list_protocols()
+        if args.list_filters:
+            return _list_filters()
         backend_options: dict[str, object] = {}
         if args.backend == "asyncio" and not args.no_uvloop and importlib.util.find_spec("uvloop") is not None:
             backend_options["use_uvloop"] = True

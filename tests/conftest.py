@@ -42,19 +42,25 @@ def idproto() -> Iterator[str]:
 def install_plugin(tmp_path: Path) -> InstallPlugin:
     """Installs a plugin distribution into ``tmp_path`` as pip would leave
     it: its modules (name -> source) and a dist-info declaring its protocols
-    in the entry-point group. Returns the environment of a child process that
+    in the entry-point group (``group``: another, e.g. stream filters').
+    Returns the environment of a child process that
     has it installed (PYTHONPATH). This process sees it once ``tmp_path`` is
     on ``sys.path`` and a registry scans afresh (the process-wide one has
     scanned already)."""
 
-    def install(dist: str, protocols: Mapping[str, str], modules: Mapping[str, str] | None = None) -> dict[str, str]:
+    def install(
+        dist: str,
+        protocols: Mapping[str, str],
+        modules: Mapping[str, str] | None = None,
+        group: str = "sota_dispatch.protocols",
+    ) -> dict[str, str]:
         for module, source in (modules or {}).items():
             (tmp_path / f"{module}.py").write_text(source)
         info = tmp_path / f"{dist.replace('-', '_')}-1.0.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
         declared = "".join(f"{name} = {target}\n" for name, target in protocols.items())
-        (info / "entry_points.txt").write_text(f"[sota_dispatch.protocols]\n{declared}")
+        (info / "entry_points.txt").write_text(f"[{group}]\n{declared}")
         return {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
 
     return install

@@ -31,6 +31,7 @@ from .model import (
     ProxyConfig,
     RetryConfig,
     RouteConfig,
+    StreamFilterConfig,
     ThresholdsConfig,
 )
 from .parse import admin_config, parse_config
@@ -56,6 +57,7 @@ __all__ = [
     "ProxyConfig",
     "RetryConfig",
     "RouteConfig",
+    "StreamFilterConfig",
     "ThresholdsConfig",
     "admin_config",
     "config_from_upstreams",

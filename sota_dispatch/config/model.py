@@ -99,6 +99,13 @@ _OPTIONS = cv.Rule(cv.options, kind="a mapping of option names to strings")
 _STATUSES = cv.Rule(cv.items, parse=cv.Rule(cv.integer, minimum=0).check)
 
 
+def _frozen_filter_options(value: Mapping[str, Mapping[str, str]]) -> FrozenMap[str, FrozenMap[str, str]]:
+    """The converter of ``per_filter_config``: dicts given in Python become FrozenMaps."""
+    if isinstance(value, FrozenMap) or not isinstance(value, Mapping):
+        return value
+    return FrozenMap({name: _frozen_options(options) for name, options in value.items()})
+
+
 def _frozen_options(value: Mapping[str, str]) -> FrozenMap[str, str]:
     """The converter of ``options``: a dict given in Python becomes a FrozenMap."""
     if isinstance(value, FrozenMap) or not isinstance(value, Mapping):
@@ -291,6 +298,23 @@ class RouteConfig:
     retry: RetryConfig = attrs.field(default=RetryConfig(), validator=cv.Rule(cv.instance(RetryConfig)))
     #: The routing attribute hash balancers hash.
     hash_key: str | None = attrs.field(default=None, validator=cv.Rule(cv.string, optional=True))
+    #: Options of the listener's stream filters for this route's requests,
+    #: by filter name (a filter the listener has), replacing the listener's.
+    per_filter_config: FrozenMap[str, FrozenMap[str, str]] = attrs.field(
+        default=FrozenMap(), converter=_frozen_filter_options, validator=cv.Rule(cv.filter_options)
+    )
+
+
+@attrs.frozen
+class StreamFilterConfig:
+    """One stream filter of a listener: its registered name and its options."""
+
+    type: str = attrs.field(validator=_NAME)
+    #: Its name in the chain, which ``per_filter_config`` refers to
+    #: (default: its type); unique within a listener.
+    name: str | None = attrs.field(default=None, validator=cv.Rule(cv.string, optional=True))
+    #: The filter's options, read as text (YAML's ``true`` as ``"true"``).
+    config: FrozenMap[str, str] = attrs.field(default=FrozenMap(), converter=_frozen_options, validator=_OPTIONS)
 
 
 @attrs.frozen
@@ -329,6 +353,10 @@ class ListenerConfig:
     #: ``sota_dispatch.logs.ACCESS_LOG_FORMAT``); None: no access log.
     access_log: str | None = attrs.field(
         default=None, validator=cv.Rule(cv.access_log, optional=True, kind="a format string")
+    )
+    #: The stream filters every request passes, in order (none: no cost).
+    stream_filters: tuple[StreamFilterConfig, ...] = attrs.field(
+        default=(), validator=cv.Rule(cv.items, parse=cv.instance(StreamFilterConfig))
     )
 
 

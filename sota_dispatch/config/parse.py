@@ -35,6 +35,7 @@ from .model import (
     ProxyConfig,
     RetryConfig,
     RouteConfig,
+    StreamFilterConfig,
     ThresholdsConfig,
     reference_problems,
 )
@@ -139,7 +140,8 @@ def _route(value: object, path: str) -> RouteConfig:
 
 
 def _listener(value: object, path: str) -> ListenerConfig:
-    return _object(ListenerConfig, value, path, {"limits": _reader(LimitsConfig)}, {"routes": _route})
+    entries = {"routes": _route, "stream_filters": _reader(StreamFilterConfig)}
+    return _object(ListenerConfig, value, path, {"limits": _reader(LimitsConfig)}, entries)
 
 
 def admin_config(value: object, path: str) -> AdminConfig:

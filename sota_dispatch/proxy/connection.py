@@ -15,9 +15,8 @@ and the client connection stays up.
 from __future__ import annotations
 
 import logging
-import secrets
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import anyio
@@ -27,35 +26,24 @@ from ..cluster.balancers import Endpoint
 from ..cluster.cluster import Cluster
 from ..cluster.pool import Pool
 from ..errors import ProtocolError
+from ..filters.api import FilterRequest, LocalReply, StreamFilter
 from ..io.reader import ReadTimeouts
 from ..io.transport import input_queued
 from ..protocol.codec import Codec, Failure
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.semantics import BoundSemantics, FrameSemantics
-from ..protocol.sniff import Match
 from .exchange import Exchange, start_try
+from .replies import Replies, Slot
 from .routing import Route
 from .sites import ListenerSite
+from .sniffing import MAX_SNIFF, sniff_protocol
 
 __all__ = ["MAX_SNIFF", "ProxyConnection"]
 
 log = logging.getLogger(__name__)
 
-#: Bytes read at most while detecting a connection's protocol.
-MAX_SNIFF = 64 * 1024
-
-
-class _Reply:
-    """An answer made by the proxy itself, queued behind earlier requests."""
-
-    __slots__ = ("reply",)
-
-    def __init__(self, reply: bytes) -> None:
-        self.reply: bytes | None = reply
-
-
-class ProxyConnection(Dispatcher):
+class ProxyConnection(Replies, Dispatcher):
     """A client connection: requests in, answers (or error replies) out."""
 
     def __init__(self, stream: ByteStream, context: ConnectionContext, *, listener: ListenerSite) -> None:
@@ -67,7 +55,7 @@ class ProxyConnection(Dispatcher):
         self.in_flight = 0
         self.closed = False
         self._exchanges: set[Exchange] = set()
-        self._ordered: deque[Exchange | _Reply] | None = None
+        self._ordered: deque[Exchange | Slot] | None = None
         self._wake: anyio.Event | None = None
         self._read_scope: anyio.CancelScope | None = None
         self._codec: Codec[Any] | None = None
@@ -131,23 +119,9 @@ class ProxyConnection(Dispatcher):
             await self._wake.wait()
 
     async def _sniff(self) -> type[FrameSemantics] | None:
-        candidates = self.listener.candidates
-        want = 1
         # drain() may end the wait; the reader's frame timeout bounds it.
         with anyio.CancelScope() as self._read_scope:
-            while True:
-                prefix = await self.reader.peek(want)
-                verdicts = [(info, info.sniff(prefix)) for _, info in candidates]
-                for info, verdict in verdicts:
-                    if verdict is Match.YES:
-                        return info.protocol_class
-                if not prefix:
-                    return None  # closed before saying anything
-                if len(prefix) < want or all(v is Match.NO for _, v in verdicts):
-                    raise ProtocolError(f"no proxied protocol starts with {prefix[:16]!r}")
-                if len(prefix) >= MAX_SNIFF:
-                    raise ProtocolError(f"no protocol recognised in the first {MAX_SNIFF} bytes")
-                want = len(prefix) + 1
+            return await sniff_protocol(self.reader, self.listener.candidates)
         return None
 
     async def serve(self) -> None:
@@ -195,7 +169,7 @@ class ProxyConnection(Dispatcher):
                                 # not read from until its turn comes (or the
                                 # request's deadline passes). The frame clock
                                 # restarts at the next read: the proxy was slow.
-                                cluster, deadline = full
+                                cluster, deadline, filtered = full
                                 outbox.end()
                                 room = False
                                 try:
@@ -211,6 +185,7 @@ class ProxyConnection(Dispatcher):
                                     now,
                                     admission="admitted" if room else "refused",
                                     deadline=deadline,
+                                    filtered=filtered,
                                 )
                             if self.in_flight >= max_in_flight:  # the codec holds the rest meanwhile
                                 outbox.end()  # a batch never spans an await
@@ -267,18 +242,23 @@ class ProxyConnection(Dispatcher):
         now: float,
         admission: str = "check",
         deadline: float | None = None,
-    ) -> tuple[Cluster, float] | None:
+        filtered: FilterRequest | None = None,
+        slot: Slot | None = None,
+    ) -> tuple[Cluster, float, FilterRequest | None] | None:
         """Answer, refuse or start one request, without awaiting.
 
-        Returns ``(cluster, deadline)`` instead, with nothing done, when the
-        route's cluster has no room under ``max_requests`` (``admission``
-        ``check``); the caller waits for room, then calls again with that
-        deadline and ``admitted`` (room was found: start it) or ``refused``
-        (the deadline passed first: an overflow reply).
+        Returns ``(cluster, deadline, filtered)`` instead, with nothing
+        done, when the route's cluster has no room under ``max_requests``
+        (``admission`` ``check``, or ``filtered``: the request's filters
+        ran already); the caller waits for room, then calls again with that
+        deadline, the request's :class:`FilterRequest` and ``admitted``
+        (room was found: start it) or ``refused`` (the deadline passed
+        first: an overflow reply). ``slot``: the place the request holds
+        already (its filters made it wait; see :mod:`.waiting`).
         """
         if admission == "check":
             self._streams += 1
-        stream = self._streams
+        stream = self._streams if filtered is None else filtered.stream
         if semantics.is_heartbeat(frame):
             if semantics.is_request(frame):
                 reply = semantics.heartbeat_reply(frame)
@@ -292,36 +272,55 @@ class ProxyConnection(Dispatcher):
         if self._expired:
             if not oneway:
                 public = f"the proxy shut down first (drain timeout {self.listener.drain_timeout:g}s)"
-                self._reply_now(self.failure_reply(frame, Failure.TIMEOUT, stream, public), Failure.TIMEOUT)
+                self._local_reply(frame, Failure.TIMEOUT, stream, filtered, slot, public)
             return None
-        attributes: Mapping[str, str] | None = None
+        if admission == "check":
+            chain = self.listener.filters
+            if chain is not None:  # a listener without filters pays this test, nothing more
+                filtered = FilterRequest(frame, semantics, self.listener.name, self.context, stream)
+                verdict = chain.run(filtered, self._route_filters)
+                if verdict is not None:
+                    if isinstance(verdict, LocalReply):
+                        if not oneway:
+                            failure, public, detail = verdict.failure, verdict.public, verdict.detail
+                            self._local_reply(frame, failure, stream, filtered, None, public, detail)
+                        return None
+                    self._wait_for_filters(semantics, filtered, verdict, oneway)
+                    return None
         chosen: Route | None = None
         try:
-            for route in self.listener.routes:
-                if route.matchers:
+            if filtered is not None:  # the filters may have changed the attributes
+                chosen = filtered.matched(self._match)
+                key = None
+                if chosen is not None and chosen.hash_key is not None:
+                    key = filtered.attributes.get(chosen.hash_key)
+            else:
+                attributes: Mapping[str, str] | None = None
+                for route in self.listener.routes:
+                    if route.matchers:
+                        if attributes is None:
+                            attributes = semantics.routing_attributes(frame)
+                        if not route.matches(attributes):
+                            continue
+                    chosen = route
+                    break
+                key = None
+                if chosen is not None and chosen.hash_key is not None:
                     if attributes is None:
                         attributes = semantics.routing_attributes(frame)
-                    if not route.matches(attributes):
-                        continue
-                chosen = route
-                break
-            key = None
-            if chosen is not None and chosen.hash_key is not None:
-                if attributes is None:
-                    attributes = semantics.routing_attributes(frame)
-                key = attributes.get(chosen.hash_key)
+                    key = attributes.get(chosen.hash_key)
         except ProtocolError as exc:
             if not oneway:  # what is wrong with the client's own request is the client's to know
-                self._reply_now(self.failure_reply(frame, Failure.CODEC_ERROR, stream, str(exc)), Failure.CODEC_ERROR)
+                self._local_reply(frame, Failure.CODEC_ERROR, stream, filtered, slot, str(exc))
             return None
         except Exception:  # a plugin's bug: this request fails, not the connection
             log.exception("reading the routing attributes failed", extra={"stream": stream})
             if not oneway:
-                self._reply_now(self.failure_reply(frame, Failure.CODEC_ERROR, stream), Failure.CODEC_ERROR)
+                self._local_reply(frame, Failure.CODEC_ERROR, stream, filtered, slot)
             return None
         if chosen is None:
             if not oneway:
-                self._reply_now(self.failure_reply(frame, Failure.NO_ROUTE, stream), Failure.NO_ROUTE)
+                self._local_reply(frame, Failure.NO_ROUTE, stream, filtered, slot)
             return None
         if deadline is None:
             timeout = chosen.timeout
@@ -333,74 +332,86 @@ class ProxyConnection(Dispatcher):
         if admission == "admitted":
             self._turn = cluster  # the rest of this batch may use the room there is
         elif not cluster.has_room(self._turn is cluster):
-            if admission == "check":
-                return cluster, deadline
+            if admission == "check" or admission == "filtered":
+                return cluster, deadline, filtered
             cluster.overflows += 1
             if not oneway:
                 detail = f"cluster {cluster.name}: max_requests reached, and stayed so until the request's deadline"
-                self._reply_now(self.failure_reply(frame, Failure.OVERFLOW, stream, "", detail), Failure.OVERFLOW)
+                self._local_reply(frame, Failure.OVERFLOW, stream, filtered, slot, "", detail)
             return None
         exchange = Exchange(self, frame, chosen, key, deadline, oneway, now, stream)
         if not oneway:
-            self.in_flight += 1
+            exchange.filtered = filtered
             self._exchanges.add(exchange)
-            if self._ordered is not None:
-                self._ordered.append(exchange)
+            if slot is None:
+                self.in_flight += 1
+                if self._ordered is not None:
+                    self._ordered.append(exchange)
+            elif self._ordered is not None:  # the exchange takes the place its filters held
+                self._ordered[self._ordered.index(slot)] = exchange
             self.listener.timers.call_at(deadline, exchange, 0)
         start_try(exchange, now)
         return None
 
-    def failure_reply(self, frame: Any, failure: Failure, stream: int, public: str = "", detail: str = "") -> bytes:
-        """The protocol's error reply to request ``stream`` for ``failure``,
-        logged (rate-limited) with ``detail``, which stays in the log: the
-        client gets the kind, ``public`` and a reference to quote."""
-        if self._ref is None:
-            # Random, not the connection id: that counter would tell clients
-            # how many connections the proxy has opened.
-            self._ref = secrets.token_hex(3)
-        ref = f"{self._ref}.{stream}"
-        ids = {"conn": self.context.connection_id, "stream": stream}
-        listener = self.listener
-        if failure is Failure.OVERFLOW:
-            listener.overflow_log.log(failure, "request %s overflowed: %s", ref, detail or "-", extra=ids)
-        else:
-            listener.failure_log.log(
-                failure,
-                "request %s failed: %s: %s",
-                ref,
-                failure.value,
-                detail or public or "-",
-                extra=ids,
-            )
-        protocol = self.protocol
-        assert protocol is not None
-        return protocol.error_reply(frame, failure, f"{public}; ref {ref}" if public else f"ref {ref}")
+    def _wait_for_filters(
+        self,
+        semantics: BoundSemantics,
+        filtered: FilterRequest,
+        verdict: Coroutine[Any, Any, LocalReply | None],
+        oneway: bool,
+    ) -> None:
+        """The request's filters made it wait: it holds its place (its
+        answer's position in an ordered client's order, a place under
+        ``max_in_flight``) while a task of its own finishes the chain, then
+        goes on as any request does. Only this request waits."""
+        slot = None
+        if not oneway:
+            slot = Slot(None)
+            self.in_flight += 1
+            if self._ordered is not None:
+                self._ordered.append(slot)
+        self.start_soon(self._after_filters, semantics, filtered, verdict, oneway, slot)
 
-    def _reply_now(self, data: bytes, failure: Failure) -> None:
-        stats = self.listener.stats
-        stats.local_replies[failure.name.lower()] = stats.local_replies.get(failure.name.lower(), 0) + 1
-        stats.bytes_out += len(data)
-        if self._ordered:  # answers before it are still pending: keep the order
-            self._ordered.append(_Reply(data))
-            self.in_flight += 1  # held replies count against max_in_flight too
-        else:
-            self.writer.write(data)
+    async def _after_filters(
+        self,
+        semantics: BoundSemantics,
+        filtered: FilterRequest,
+        verdict: Coroutine[Any, Any, LocalReply | None],
+        oneway: bool,
+        slot: Slot | None,
+    ) -> None:
+        reply = await verdict
+        outbox, clock, frame = self.listener.outbox, self.listener.clock, filtered.frame
+        outbox.begin()  # what this request writes leaves in one send
+        try:
+            if reply is not None:
+                if not oneway:
+                    self._local_reply(frame, reply.failure, filtered.stream, filtered, slot, reply.public, reply.detail)
+                return
+            full = self._request(semantics, frame, clock.now(), "filtered", None, filtered, slot)
+            if full is not None:  # its cluster is full: this request waits for room, not the connection
+                cluster, deadline, _ = full
+                outbox.end()
+                try:
+                    room = await cluster.wait_for_room(deadline)
+                finally:
+                    outbox.begin()
+                admission = "admitted" if room else "refused"
+                self._request(semantics, frame, clock.now(), admission, deadline, filtered, slot)
+        finally:
+            outbox.end()
 
-    def _write_ordered(self) -> None:
-        ordered = self._ordered
-        assert ordered is not None
-        write = self.writer.write
-        written = 0
-        while ordered:
-            reply = ordered[0].reply
-            if reply is None:
-                break
-            write(reply)
-            ordered.popleft()
-            written += 1
-        if written:
-            self.in_flight -= written
-            self._woken(written)
+    def _match(self, attributes: Mapping[str, str]) -> Route | None:
+        """The first route ``attributes`` match."""
+        for route in self.listener.routes:
+            if not route.matchers or route.matches(attributes):
+                return route
+        return None
+
+    def _route_filters(self, request: FilterRequest) -> Mapping[str, StreamFilter]:
+        """The filters the request's route overrides (matched once, kept)."""
+        route: Route | None = request.matched(self._match)
+        return route.filters if route is not None else {}
 
     def _woken(self, released: int) -> None:
         """``released`` requests left flight: wake the reader if it waits,

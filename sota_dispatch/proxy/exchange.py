@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..cluster.balancers import Endpoint
 from ..cluster.health import ProtocolHealth
+from ..filters.api import FilterRequest
 from ..logs import ACCESS_LOG
 from ..protocol.codec import Failure
 from .routing import Route
@@ -39,6 +40,7 @@ class Exchange:
         "done",
         "downstream",
         "endpoint",
+        "filtered",
         "frame",
         "health",
         "is_retry",
@@ -89,6 +91,8 @@ class Exchange:
         self.done = False
         #: The reply, while an ordered client waits for earlier ones.
         self.reply: bytes | None = None
+        #: The request as its listener's stream filters saw it (None: no filters).
+        self.filtered: FilterRequest | None = None
 
     def _log_ids(self) -> dict[str, int]:
         return {"conn": self.downstream.context.connection_id, "stream": self.stream}
@@ -180,6 +184,8 @@ class Exchange:
             self.is_retry = True
             start_try(self)
             return
+        if self.filtered is not None:
+            self.filtered.response = response
         self.finish(protocol.encode_response(response, self.frame), "success", now)
 
     def sent_oneway(self) -> None:
@@ -213,6 +219,8 @@ class Exchange:
             self.abandon()
             self.downstream.close_soon()
             return
+        if self.filtered is not None:
+            self.filtered.failure = failure
         self.finish(data, failure.name.lower())
 
     def finish(self, data: bytes, outcome: str, now: float | None = None) -> None:
@@ -252,6 +260,12 @@ class Exchange:
             )
         if self.upstream is not None or self.endpoint is not None:
             self._end_try(None)
+        filtered = self.filtered
+        if filtered is not None:  # the filters hear of the answer before it is written
+            filtered.outcome = outcome
+            chain = downstream.listener.filters
+            assert chain is not None
+            chain.responded(filtered)
         self.downstream.exchange_done(self, data)
         self.frame = None  # see abandon()
 

@@ -23,6 +23,7 @@ from ..protocol.context import ConnectionContext
 from ..protocol.registry import ProtocolInfo, available_protocols, get_protocol
 from ..protocol.server import Server
 from .connection import ProxyConnection
+from .filtering import build_chain
 from .routing import Route
 from .timers import TimerQueue
 
@@ -136,6 +137,7 @@ class Listener:
         # What its connections need of the proxy (see ListenerSite).
         self.timers = proxy.timers
         self.clock = proxy.timers.clock
+        self.filters = build_chain(config, self.routes, self.clock)
         self.outbox = proxy.outbox
         self.budget = proxy.budget
         self.drain_timeout = proxy.config.drain_timeout

@@ -27,6 +27,7 @@ from ..io.clock import SYSTEM_CLOCK, Clock
 from ..io.outbox import Outbox
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.semantics import FrameSemantics
+from .filtering import check_filters
 from .listener import Listener, check_protocols
 from .timers import TimerQueue
 
@@ -53,6 +54,7 @@ class Proxy:
     def __init__(self, config: ProxyConfig, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.config = config
         protocols = check_protocols(config)
+        check_filters(config)
         #: What deadlines, breakers, ejections, retries and health checks run on.
         self.clock = clock
         self.timers = TimerQueue(clock)

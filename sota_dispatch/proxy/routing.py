@@ -1,44 +1,22 @@
 """Routes at run time: compiled matchers, the first match wins.
 
 A route's conditions test the request's routing attributes (the protocol's
-class computes them, and only when a route or a hash balancer needs them):
-``exact``, ``prefix``, ``regex`` (a full match, as Envoy's ``safe_regex``)
-or ``present``. Every condition of a route must hold; a route without
-conditions matches everything.
+class computes them, and only when a route or a hash balancer needs them),
+compiled by :func:`~sota_dispatch.config.matching.compile_match`. Every
+condition of a route must hold; a route without conditions matches
+everything.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from ..cluster.cluster import Cluster
-from ..config.model import MatchConfig, RouteConfig
+from ..config.matching import Matcher, compile_match
+from ..config.model import RouteConfig
+from ..filters.api import StreamFilter
 
-__all__ = ["Route", "compile_match"]
-
-Matcher = Callable[[Mapping[str, str]], bool]
-
-
-def compile_match(match: MatchConfig) -> Matcher:
-    """One condition as a function of the attributes."""
-    name = match.attribute
-    if match.exact is not None:
-        exact = match.exact
-        return lambda attributes: attributes.get(name) == exact
-    if match.prefix is not None:
-        prefix = match.prefix
-
-        def has_prefix(attributes: Mapping[str, str]) -> bool:
-            value = attributes.get(name)
-            return value is not None and value.startswith(prefix)
-
-        return has_prefix
-    if match.regex is not None:
-        pattern = re.compile(match.regex)
-        return lambda attributes: name in attributes and pattern.fullmatch(attributes[name]) is not None
-    present = bool(match.present)
-    return lambda attributes: (name in attributes) is present
+__all__ = ["Route"]
 
 
 class Route:
@@ -48,6 +26,7 @@ class Route:
         "attempts",
         "cluster",
         "config",
+        "filters",
         "hash_key",
         "idempotent",
         "matchers",
@@ -68,6 +47,9 @@ class Route:
         self.retry_on = frozenset(config.retry.retry_on)
         self.retry_statuses = frozenset(config.retry.statuses) if "status" in self.retry_on else frozenset()
         self.idempotent = config.retry.idempotent
+        #: The stream filters this route overrides (``per_filter_config``),
+        #: by name; the listener builds them.
+        self.filters: Mapping[str, StreamFilter] = {}
 
     def matches(self, attributes: Mapping[str, str]) -> bool:
         return all(matcher(attributes) for matcher in self.matchers)

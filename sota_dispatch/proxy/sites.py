@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from ..cluster.stats import ListenerStats
 from ..config.model import ListenerConfig
+from ..filters.chain import FilterChain
 from ..io.budget import BufferBudget
 from ..io.clock import Clock
 from ..io.outbox import Outbox
@@ -37,6 +38,8 @@ class ListenerSite(Protocol):
     #: What ``auto`` may detect: ``(name, info)`` of every candidate.
     candidates: list[tuple[str, ProtocolInfo]]
     routes: tuple[Route, ...]
+    #: The listener's stream filters (None: it has none, and pays nothing).
+    filters: FilterChain | None
     stats: ListenerStats
     failure_log: RateLimitedLog
     overflow_log: RateLimitedLog

@@ -14,7 +14,7 @@ from xprotocol_support import DUBBO_ROWS, REQUESTS, decoded_date, java_millis, s
 
 from sota_dispatch import LimitExceeded, ProtocolError
 from sota_dispatch.config import MatchConfig
-from sota_dispatch.proxy.routing import compile_match
+from sota_dispatch.config.matching import compile_match
 from sota_xprotocol import DubboDispatcher, JavaDate, hessian2
 from sota_xprotocol.dubbo import (
     FLAG_REQUEST,

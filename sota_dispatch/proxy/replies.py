@@ -1,0 +1,143 @@
+"""A proxy connection's own answers: error replies, their log lines, their order.
+
+When the proxy answers a request itself (no route, overflow, timeout, a
+stream filter's refusal), the client gets its protocol's error reply with
+a reference to quote, and the log gets the detail under the same
+reference. For a protocol whose client expects answers in request order
+(simple_line), an answer made early waits behind the requests before it;
+a request its filters made wait holds its place (a :class:`Slot`) meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections import deque
+from typing import TYPE_CHECKING, Any, cast
+
+from ..filters.api import FilterRequest
+from ..io.writer import BufferedWriter
+from ..protocol.codec import Failure
+from ..protocol.context import ConnectionContext
+from ..protocol.semantics import FrameSemantics
+from .sites import ListenerSite
+
+if TYPE_CHECKING:
+    from ..protocol.dispatcher import Dispatcher
+    from .exchange import Exchange
+
+__all__ = ["Replies", "Slot"]
+
+log = logging.getLogger(__name__)
+
+
+class Slot:
+    """An answer's place in a client's order: made by the proxy itself
+    (``reply`` set at once), or held by a request its filters made wait."""
+
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: bytes | None) -> None:
+        self.reply = reply
+
+
+class Replies:
+    """The part of :class:`~.connection.ProxyConnection` that answers
+    requests itself (a mixin: it works on the connection's own state)."""
+
+    listener: ListenerSite
+    context: ConnectionContext
+    protocol: type[FrameSemantics] | None
+    writer: BufferedWriter
+    in_flight: int
+    _ordered: deque[Exchange | Slot] | None
+    _ref: str | None
+
+    def _woken(self, released: int) -> None:
+        raise NotImplementedError
+
+    def _local_reply(
+        self,
+        frame: Any,
+        failure: Failure,
+        stream: int,
+        filtered: FilterRequest | None,
+        slot: Slot | None,
+        public: str = "",
+        detail: str = "",
+    ) -> None:
+        """Answer a request with the protocol's error reply for ``failure``
+        (its filters hear of it first), in its place if it holds one."""
+        data = self.failure_reply(frame, failure, stream, public, detail)
+        if filtered is not None:
+            filtered.outcome, filtered.failure = failure.name.lower(), failure
+            chain = self.listener.filters
+            assert chain is not None
+            chain.responded(filtered)
+        if slot is None:
+            self._reply_now(data, failure)
+            return
+        self._count_reply(data, failure)
+        if self._ordered is not None:
+            slot.reply = data
+            self._write_ordered()
+        else:
+            self.writer.write(data)
+            self.in_flight -= 1
+            self._woken(1)
+        self.listener.outbox.add(cast("Dispatcher", self))  # a mixin of ProxyConnection
+
+    def failure_reply(self, frame: Any, failure: Failure, stream: int, public: str = "", detail: str = "") -> bytes:
+        """The protocol's error reply to request ``stream`` for ``failure``,
+        logged (rate-limited) with ``detail``, which stays in the log: the
+        client gets the kind, ``public`` and a reference to quote."""
+        if self._ref is None:
+            # Random, not the connection id: that counter would tell clients
+            # how many connections the proxy has opened.
+            self._ref = secrets.token_hex(3)
+        ref = f"{self._ref}.{stream}"
+        ids = {"conn": self.context.connection_id, "stream": stream}
+        listener = self.listener
+        if failure is Failure.OVERFLOW:
+            listener.overflow_log.log(failure, "request %s overflowed: %s", ref, detail or "-", extra=ids)
+        else:
+            listener.failure_log.log(
+                failure,
+                "request %s failed: %s: %s",
+                ref,
+                failure.value,
+                detail or public or "-",
+                extra=ids,
+            )
+        protocol = self.protocol
+        assert protocol is not None
+        return protocol.error_reply(frame, failure, f"{public}; ref {ref}" if public else f"ref {ref}")
+
+    def _count_reply(self, data: bytes, failure: Failure) -> None:
+        stats = self.listener.stats
+        stats.local_replies[failure.name.lower()] = stats.local_replies.get(failure.name.lower(), 0) + 1
+        stats.bytes_out += len(data)
+
+    def _reply_now(self, data: bytes, failure: Failure) -> None:
+        self._count_reply(data, failure)
+        if self._ordered:  # answers before it are still pending: keep the order
+            self._ordered.append(Slot(data))
+            self.in_flight += 1  # held replies count against max_in_flight too
+        else:
+            self.writer.write(data)
+
+    def _write_ordered(self) -> None:
+        ordered = self._ordered
+        assert ordered is not None
+        write = self.writer.write
+        written = 0
+        while ordered:
+            reply = ordered[0].reply
+            if reply is None:
+                break
+            write(reply)
+            ordered.popleft()
+            written += 1
+        if written:
+            self.in_flight -= written
+            self._woken(written)
