@@ -144,6 +144,7 @@ PUBLIC: dict[str, set[str]] = {
         "exchange",
         "free_port",
         "memory_stream_pair",
+        "pipelined",
         "running_proxy",
         "running_with_backends",
         "send_bytewise",

@@ -33,7 +33,7 @@ from ..protocol.codec import Codec, Failure
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.semantics import BoundSemantics, FrameSemantics
-from .exchange import Exchange, start_try
+from .exchange import Exchange, FilteredExchange, start_try
 from .replies import Replies, Slot
 from .routing import Route
 from .sites import ListenerSite
@@ -43,6 +43,7 @@ __all__ = ["MAX_SNIFF", "ProxyConnection"]
 
 log = logging.getLogger(__name__)
 
+
 class ProxyConnection(Replies, Dispatcher):
     """A client connection: requests in, answers (or error replies) out."""
 
@@ -50,6 +51,7 @@ class ProxyConnection(Replies, Dispatcher):
         super().__init__(stream, context)
         self.listener = listener
         self.protocol: type[FrameSemantics] | None = listener.protocol
+        self._filters = listener.filters
         #: The protocol's per-frame methods, bound (set with :attr:`protocol`).
         self.semantics: BoundSemantics | None = None
         self.in_flight = 0
@@ -258,7 +260,9 @@ class ProxyConnection(Replies, Dispatcher):
         """
         if admission == "check":
             self._streams += 1
-        stream = self._streams if filtered is None else filtered.stream
+            stream = self._streams
+        else:
+            stream = self._streams if filtered is None else filtered.stream
         if semantics.is_heartbeat(frame):
             if semantics.is_request(frame):
                 reply = semantics.heartbeat_reply(frame)
@@ -274,19 +278,18 @@ class ProxyConnection(Replies, Dispatcher):
                 public = f"the proxy shut down first (drain timeout {self.listener.drain_timeout:g}s)"
                 self._local_reply(frame, Failure.TIMEOUT, stream, filtered, slot, public)
             return None
-        if admission == "check":
-            chain = self.listener.filters
-            if chain is not None:  # a listener without filters pays this test, nothing more
-                filtered = FilterRequest(frame, semantics, self.listener.name, self.context, stream)
-                verdict = chain.run(filtered, self._route_filters)
-                if verdict is not None:
-                    if isinstance(verdict, LocalReply):
-                        if not oneway:
-                            failure, public, detail = verdict.failure, verdict.public, verdict.detail
-                            self._local_reply(frame, failure, stream, filtered, None, public, detail)
-                        return None
-                    self._wait_for_filters(semantics, filtered, verdict, oneway)
+        chain = self._filters
+        if chain is not None and admission == "check":  # a listener without filters pays this test
+            filtered = FilterRequest(frame, semantics, self.listener.name, self.context, stream)
+            verdict = chain.run(filtered, self._route_filters)
+            if verdict is not None:
+                if isinstance(verdict, LocalReply):
+                    if not oneway:
+                        failure, public, detail = verdict.failure, verdict.public, verdict.detail
+                        self._local_reply(frame, failure, stream, filtered, None, public, detail)
                     return None
+                self._wait_for_filters(semantics, filtered, verdict, oneway)
+                return None
         chosen: Route | None = None
         try:
             if filtered is not None:  # the filters may have changed the attributes
@@ -339,9 +342,11 @@ class ProxyConnection(Replies, Dispatcher):
                 detail = f"cluster {cluster.name}: max_requests reached, and stayed so until the request's deadline"
                 self._local_reply(frame, Failure.OVERFLOW, stream, filtered, slot, "", detail)
             return None
-        exchange = Exchange(self, frame, chosen, key, deadline, oneway, now, stream)
+        if filtered is None:
+            exchange = Exchange(self, frame, chosen, key, deadline, oneway, now, stream)
+        else:
+            exchange = FilteredExchange(self, frame, chosen, key, deadline, oneway, now, stream, filtered=filtered)
         if not oneway:
-            exchange.filtered = filtered
             self._exchanges.add(exchange)
             if slot is None:
                 self.in_flight += 1

@@ -25,7 +25,7 @@ from .sites import Downstream
 if TYPE_CHECKING:
     from ..cluster.pool import UpstreamConnection
 
-__all__ = ["Exchange", "start_try"]
+__all__ = ["Exchange", "FilteredExchange", "start_try"]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ class Exchange:
         "done",
         "downstream",
         "endpoint",
-        "filtered",
         "frame",
         "health",
         "is_retry",
@@ -91,8 +90,6 @@ class Exchange:
         self.done = False
         #: The reply, while an ordered client waits for earlier ones.
         self.reply: bytes | None = None
-        #: The request as its listener's stream filters saw it (None: no filters).
-        self.filtered: FilterRequest | None = None
 
     def _log_ids(self) -> dict[str, int]:
         return {"conn": self.downstream.context.connection_id, "stream": self.stream}
@@ -184,8 +181,6 @@ class Exchange:
             self.is_retry = True
             start_try(self)
             return
-        if self.filtered is not None:
-            self.filtered.response = response
         self.finish(protocol.encode_response(response, self.frame), "success", now)
 
     def sent_oneway(self) -> None:
@@ -219,8 +214,6 @@ class Exchange:
             self.abandon()
             self.downstream.close_soon()
             return
-        if self.filtered is not None:
-            self.filtered.failure = failure
         self.finish(data, failure.name.lower())
 
     def finish(self, data: bytes, outcome: str, now: float | None = None) -> None:
@@ -260,12 +253,6 @@ class Exchange:
             )
         if self.upstream is not None or self.endpoint is not None:
             self._end_try(None)
-        filtered = self.filtered
-        if filtered is not None:  # the filters hear of the answer before it is written
-            filtered.outcome = outcome
-            chain = downstream.listener.filters
-            assert chain is not None
-            chain.responded(filtered)
         self.downstream.exchange_done(self, data)
         self.frame = None  # see abandon()
 
@@ -312,3 +299,33 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
     if per_try is not None and not exchange.oneway and now + per_try < exchange.deadline:
         exchange.downstream.listener.timers.call_at(now + per_try, exchange, exchange.attempt)
     cluster.pool(endpoint, semantics, exchange.downstream).submit(exchange)
+
+
+class FilteredExchange(Exchange):
+    """An exchange of a listener with stream filters: they see its upstream
+    answer or failure before the reply is written. A listener without
+    filters makes plain :class:`Exchange` objects and pays nothing for this."""
+
+    __slots__ = ("filtered",)
+
+    def __init__(self, *args: Any, filtered: FilterRequest) -> None:
+        super().__init__(*args)
+        #: The request as the listener's stream filters saw it.
+        self.filtered = filtered
+
+    def on_response(self, response: Any, now: float) -> None:
+        self.filtered.response = response
+        super().on_response(response, now)
+
+    def fail(self, failure: Failure, detail: str = "", public: str = "") -> None:
+        self.filtered.failure = failure
+        super().fail(failure, detail, public)
+
+    def finish(self, data: bytes, outcome: str, now: float | None = None) -> None:
+        if not self.done:  # the filters hear of the answer before it is written
+            filtered = self.filtered
+            filtered.outcome = outcome
+            chain = self.downstream.listener.filters
+            assert chain is not None
+            chain.responded(filtered)
+        super().finish(data, outcome, now)

@@ -12,7 +12,8 @@ clean close when the peer closes between requests; :func:`check_sniff`, that
 127.0.0.1 for the length of a block, for tests against real sockets and real
 peers; :func:`running_with_backends` runs a shipped config that way, with
 local backends. :func:`connect`, :func:`send_bytewise`, :func:`closed_within`
-and :func:`free_port` are the small socket chores of such tests.
+and :func:`free_port` are the small socket chores of such tests;
+:func:`pipelined` is a load client for any proxiable protocol.
 
 :class:`EchoLines` is a protocol of the smallest kind the proxy forwards,
 for tests that need one and should not need a plugin installed: the core's
@@ -25,6 +26,7 @@ declare it in an entry point for a child process.
 from __future__ import annotations
 
 from ..io.clock import ManualClock
+from .clients import pipelined
 from .echo_lines import ECHO_MARK, EchoLines
 from .memory import (
     Exchange,
@@ -57,6 +59,7 @@ __all__ = [
     "exchange",
     "free_port",
     "memory_stream_pair",
+    "pipelined",
     "running_proxy",
     "running_with_backends",
     "send_bytewise",
