@@ -42,7 +42,7 @@ from .filters.registry import available_filters, get_filter
 from .io.address import parse_address
 from .io.reader import ReadTimeouts
 from .logs import configure_logging
-from .protocol.options import OptionPlace
+from .protocol.options import Option, OptionPlace
 from .protocol.registry import ProtocolInfo, available_protocols, get_protocol
 from .protocol.server import DEFAULT_MAX_CONNECTIONS, Server
 from .proxy.proxy import Proxy
@@ -163,30 +163,29 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _list_filters() -> int:
-    for name in available_filters():
+def _list_plugins(names: list[str], get: Callable[[str], Any], option_line: Callable[[str, Option], str]) -> int:
+    """One line per installed protocol or filter, then one per option."""
+    for name in names:
         try:
-            info = get_filter(name)
+            info = get(name)
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
             print(f"{name}\t(failed to load: {exc})")
             continue
         print(f"{name}\t{info.description}\t[{info.source}]")
         for option, spec in info.options.items():
-            print(f"    {option}: ...\t{spec.help}")
+            print(option_line(option, spec))
     return 0
+
+
+def _list_filters() -> int:
+    return _list_plugins(available_filters(), get_filter, lambda option, spec: f"    {option}: ...\t{spec.help}")
 
 
 def _list_protocols() -> int:
-    for name in available_protocols():
-        try:
-            info = get_protocol(name)
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
-            print(f"{name}\t(failed to load: {exc})")
-            continue
-        print(f"{name}\t{info.description}\t[{info.source}]")
-        for option, spec in info.options.items():
-            print(f"    -o {option}=...\t{spec.help}\t({', '.join(sorted(spec.places))})")
-    return 0
+    def line(option: str, spec: Option) -> str:
+        return f"    -o {option}=...\t{spec.help}\t({', '.join(sorted(spec.places))})"
+
+    return _list_plugins(available_protocols(), get_protocol, line)
 
 
 def _parse_options(info: ProtocolInfo, items: Sequence[str], place: OptionPlace) -> dict[str, str]:

@@ -97,26 +97,24 @@ def duration(raw: str) -> float:
     return seconds
 
 
-def percent(raw: str) -> float:
-    """A percentage, from 0 to 100."""
+def _number(raw: str, within: Callable[[float], bool], expected: str) -> float:
     try:
         value = float(raw)
     except ValueError:
-        value = math.nan
-    if not 0 <= value <= 100:
-        raise ValueError(f"expected a percentage from 0 to 100, got {raw!r}")
+        value = math.nan  # within() is false for it
+    if not within(value):
+        raise ValueError(f"expected {expected}, got {raw!r}")
     return value
+
+
+def percent(raw: str) -> float:
+    """A percentage, from 0 to 100."""
+    return _number(raw, lambda value: 0 <= value <= 100, "a percentage from 0 to 100")
 
 
 def positive_number(raw: str) -> float:
     """A finite number above zero."""
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise ValueError(f"expected a number above zero, got {raw!r}")
-    return value
+    return _number(raw, lambda value: 0 < value < math.inf, "a number above zero")
 
 
 def one_of(*choices: str) -> Callable[[str], str]:
