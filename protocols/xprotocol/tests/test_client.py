@@ -15,6 +15,7 @@ from xprotocol_support import (
     UpperService,
     anthunder_calls,
     anthunder_server,
+    anthunder_service,
     dubbo_request,
     request,
     serving,
@@ -89,10 +90,10 @@ async def test_anthunder_client_through_our_client_role_to_anthunders_server() -
     with anthunder_server() as (host, port, listener):
         upstream = await connect_with_retry(f"{host}:{port}")
         async with upstream, forwarding(upstream) as (fhost, fport):
-            # anthunder_calls names the service after the port it dials.
-            listener.handler.register_interface(f"com.example.EchoService{fport}:1.0", UpperService)
+            service = anthunder_service()
+            listener.handler.register_interface(service, UpperService)
             bodies = [b"through the proxy", b"second call"]
-            replies = await anyio.to_thread.run_sync(anthunder_calls, fhost, fport, bodies)
+            replies = await anyio.to_thread.run_sync(anthunder_calls, fhost, fport, bodies, service)
         assert replies == [b.upper() for b in bodies]
 
 

@@ -26,6 +26,7 @@ from xprotocol_support import (
     UpperService,
     anthunder_calls,
     anthunder_server,
+    anthunder_service,
     close_dubbo_connection,
     request,
 )
@@ -68,10 +69,10 @@ async def test_anthunder_client_through_the_proxy_to_anthunders_aio_listener() -
     with anthunder_server() as (host, port, listener):
         async with proxy_for(document("bolt", [f"{host}:{port}"])) as proxy:
             proxy_host, _, proxy_port = proxy.addresses["rpc"].rpartition(":")
-            # anthunder's SERVICE_MAP cannot be changed: each test port gets its own name.
-            listener.handler.register_interface(f"com.example.EchoService{proxy_port}:1.0", UpperService)
+            service = anthunder_service()
+            listener.handler.register_interface(service, UpperService)
             bodies = [b"hello bolt", b"x" * 70_000]  # not b"": AioListener never answers an empty result
-            replies = await anyio.to_thread.run_sync(anthunder_calls, proxy_host, int(proxy_port), bodies)
+            replies = await anyio.to_thread.run_sync(anthunder_calls, proxy_host, int(proxy_port), bodies, service)
         assert replies == [b.upper() for b in bodies]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime as dt
+import itertools
 import json
 import socket
 import threading
@@ -39,11 +40,21 @@ async def serving(factory: DispatcherFactory) -> AsyncIterator[tuple[str, int]]:
         yield host, int(port)
 
 
-def anthunder_calls(host: str, port: int, bodies: list[bytes]) -> list[bytes]:
+_SERVICE_NUMBERS = itertools.count(1)
+
+
+def anthunder_service() -> str:
+    """A service name no call in this process used: anthunder's SERVICE_MAP
+    refuses to map a name again (once a port named it, a later test that got
+    the same port from the OS failed with a KeyError)."""
+    return f"com.example.EchoService{next(_SERVICE_NUMBERS)}:1.0"
+
+
+def anthunder_calls(host: str, port: int, bodies: list[bytes], service: str | None = None) -> list[bytes]:
     from anthunder import SERVICE_MAP, Client
     from mytracer import SpanContext
 
-    service = f"com.example.EchoService{port}:1.0"  # SERVICE_MAP entries cannot be changed
+    service = service or anthunder_service()
     SERVICE_MAP[service] = (host, port)
     client = Client("sota-tests")
     return [client.invoke_sync(service, "echo", body, spanctx=SpanContext(), timeout_ms=5000) for body in bodies]
