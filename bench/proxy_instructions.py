@@ -16,6 +16,10 @@ and the client are this checkout's, the same for every side. With two or
 more sides the report gives each side's count over the first side's. The
 sides of one case run at the same time (one proxy each).
 
+``--side NAME=PYTHON+filters`` runs that side's proxy with the three
+built-in stream filters chained (each letting every request through): the
+cost of running a chain.
+
 ``--target service`` measures the protocol's local echo service instead
 (``python -m sota_dispatch.serve --protocol P``, what a user runs), driven
 by the same client.
@@ -99,7 +103,7 @@ def _measured_total(out: Path) -> int:
 async def measure_side(protocol: str, window: int, side: int, args: argparse.Namespace, work: Path) -> float:
     """Instructions per request of side ``side``'s proxy in front of this
     checkout's backend (``--target service``: of its local echo service)."""
-    python = args.sides[side][1]
+    python, filtered = _python_of(args.sides[side][1])
     common = ["--protocol", protocol, "--listen", "127.0.0.1:0"]
     backend: subprocess.Popen[str] | None = None
     upstream: list[str] = []
@@ -108,6 +112,10 @@ async def measure_side(protocol: str, window: int, side: int, args: argparse.Nam
             _start, [sys.executable, "-m", "sota_dispatch.serve", *common], 60, work
         )
         upstream = ["--upstream", backend_address]
+        if filtered is not None:
+            config = work / f"filters.{protocol}.{window}.{side}.yaml"
+            config.write_text(FILTERED_CONFIG.format(protocol=protocol, backend=backend_address, filters=filtered))
+            common, upstream = [], ["--config", str(config)]
     out = work / f"callgrind.{protocol}.{window}.{side}"
     try:
         proxy, address = await anyio.to_thread.run_sync(
@@ -189,8 +197,38 @@ def report(results: dict[tuple[str, int], list[float]], args: argparse.Namespace
 def _side(text: str) -> tuple[str, str]:
     name, sep, python = text.partition("=")
     if not sep or not name or not python:
-        raise argparse.ArgumentTypeError(f"expected NAME=PYTHON, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected NAME=PYTHON or NAME=PYTHON+filters, got {text!r}")
     return name, python
+
+
+#: A side's proxy with the three built-in stream filters chained, each
+#: letting every request through (the cost of running them, not of refusing).
+FILTERED_CONFIG = """
+listeners:
+  - name: bench
+    address: 127.0.0.1:0
+    protocol: {protocol}
+    stream_filters: {filters}
+    routes: [{{cluster: backend}}]
+clusters:
+  - name: backend
+    endpoints: [{backend}]
+"""
+
+BUILTIN_FILTERS = """
+      - {type: rbac, config: {action: allow, source: "127.0.0.0/8,::1"}}
+      - {type: local_rate_limit, config: {tokens_per_second: 1000000000}}
+      - {type: fault_inject, config: {abort_percent: 0}}"""
+
+
+def _python_of(side: str) -> tuple[str, str | None]:
+    """A side's Python, and the filters its proxy runs from a config file:
+    ``+filters`` the three built-ins, ``+config`` none (the baseline for
+    ``+filters``: a config file instead of ``--upstream``), else no file."""
+    for suffix, filters in (("+filters", BUILTIN_FILTERS), ("+config", "[]")):
+        if side.endswith(suffix):
+            return side.removesuffix(suffix), filters
+    return side, None
 
 
 def main() -> int:
@@ -204,7 +242,9 @@ def main() -> int:
         dest="sides",
         type=_side,
         action="append",
-        help="NAME=PYTHON whose proxy to measure (repeatable; default: this=the running Python)",
+        help="NAME=PYTHON whose proxy to measure (repeatable; default: this=the running Python); "
+        "NAME=PYTHON+filters: that proxy with the three built-in stream filters chained "
+        "(+config: from a config file, without filters)",
     )
     parser.add_argument(
         "--target",

@@ -91,15 +91,25 @@ class FilterRequest:
         "frame",
         "listener",
         "metadata",
+        "now",
         "outcome",
         "response",
         "stream",
     )
 
     def __init__(
-        self, frame: Any, semantics: BoundSemantics, listener: str, connection: ConnectionContext, stream: int
+        self,
+        frame: Any,
+        semantics: BoundSemantics,
+        listener: str,
+        connection: ConnectionContext,
+        stream: int,
+        now: float = 0.0,
     ) -> None:
         self.frame = frame
+        #: When the request was read, on the proxy's clock (what a filter
+        #: that reads the time per request can use instead of the clock).
+        self.now = now
         self._semantics = semantics
         self.listener = listener
         self.connection = connection
@@ -140,13 +150,14 @@ class FilterRequest:
             attributes[name] = value
         self._route = _UNMATCHED
 
-    def matched(self, match: Callable[[Mapping[str, str]], Any]) -> Any:
-        """``match(attributes)``, kept until an attribute changes: the proxy
+    def matched(self, match: Callable[[FilterRequest], Any]) -> Any:
+        """``match(self)``, kept until an attribute changes: the proxy
         matches the request's route once, whether a filter's override or
-        the routing asks first."""
+        the routing asks first (and reads the attributes only if a route
+        has conditions)."""
         route = self._route
         if route is _UNMATCHED:
-            route = self._route = match(self.attributes)
+            route = self._route = match(self)
         return route
 
     @property
@@ -172,6 +183,13 @@ class StreamFilter:
 
     #: The filter's options (every one with place ``filter``).
     options: ClassVar[OptionSchema] = OptionSchema()
+    #: Whether the class defines :meth:`on_response` (computed): the chain
+    #: calls only those that listen.
+    hears_responses: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.hears_responses = cls.on_response is not StreamFilter.on_response
 
     @classmethod
     def check_options(cls, values: Mapping[str, Any]) -> dict[str, str]:

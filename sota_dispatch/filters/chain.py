@@ -63,7 +63,8 @@ class FilterChain:
             index += 1
             if name in self.overridden:
                 instance = route_filters(request).get(name, instance)
-            ran.append(instance)
+            if instance.hears_responses:
+                ran.append(instance)  # told of the answer later
             try:
                 result = instance.on_request(request)
             except Exception as exc:  # noqa: BLE001  (a filter's bug fails its request, logged in _failed)
@@ -112,7 +113,8 @@ class FilterChain:
 
     def responded(self, request: FilterRequest) -> None:
         """The request is answered (its ``outcome``, ``failure`` and
-        ``response`` set): each filter that saw it is told, in reverse order."""
+        ``response`` set): each filter that saw it and defines
+        ``on_response`` is told, in reverse order."""
         ran, request._ran = request._ran, []
         for instance in reversed(ran):
             try:

@@ -280,7 +280,7 @@ class ProxyConnection(Replies, Dispatcher):
             return None
         chain = self._filters
         if chain is not None and admission == "check":  # a listener without filters pays this test
-            filtered = FilterRequest(frame, semantics, self.listener.name, self.context, stream)
+            filtered = FilterRequest(frame, semantics, self.listener.name, self.context, stream, now)
             verdict = chain.run(filtered, self._route_filters)
             if verdict is not None:
                 if isinstance(verdict, LocalReply):
@@ -406,10 +406,11 @@ class ProxyConnection(Replies, Dispatcher):
         finally:
             outbox.end()
 
-    def _match(self, attributes: Mapping[str, str]) -> Route | None:
-        """The first route ``attributes`` match."""
+    def _match(self, request: FilterRequest) -> Route | None:
+        """The first route the request matches (its attributes are read
+        only when a route has conditions)."""
         for route in self.listener.routes:
-            if not route.matchers or route.matches(attributes):
+            if not route.matchers or route.matches(request.attributes):
                 return route
         return None
 

@@ -308,8 +308,19 @@ class FilteredExchange(Exchange):
 
     __slots__ = ("filtered",)
 
-    def __init__(self, *args: Any, filtered: FilterRequest) -> None:
-        super().__init__(*args)
+    def __init__(
+        self,
+        downstream: Downstream,
+        frame: Any,
+        route: Route,
+        key: str | None,
+        deadline: float,
+        oneway: bool,
+        started: float,
+        stream: int,
+        filtered: FilterRequest,
+    ) -> None:
+        super().__init__(downstream, frame, route, key, deadline, oneway, started, stream)
         #: The request as the listener's stream filters saw it.
         self.filtered = filtered
 

@@ -28,10 +28,9 @@ from sota_dispatch.testing import EchoLines, ManualClock
 pytestmark = pytest.mark.anyio
 
 
-def make_request(echo: str = "hello", peer: str | None = "10.1.2.3:4") -> FilterRequest:
-    return FilterRequest(
-        b"echo:%s\n" % echo.encode(), EchoLines.bound_semantics(), "l", ConnectionContext(remote_address=peer), 1
-    )
+def make_request(echo: str = "hello", peer: str | None = "10.1.2.3:4", now: float = 0.0) -> FilterRequest:
+    context = ConnectionContext(remote_address=peer)
+    return FilterRequest(b"echo:%s\n" % echo.encode(), EchoLines.bound_semantics(), "l", context, 1, now)
 
 
 def build(cls: type[StreamFilter], options: Mapping[str, str], clock: ManualClock | None = None) -> Any:
@@ -106,15 +105,15 @@ def test_fault_inject_options_are_checked() -> None:
 def test_the_bucket_serves_its_burst_then_its_rate() -> None:
     clock = ManualClock()
     limit = build(LocalRateLimit, {"tokens_per_second": "10", "burst": "5"}, clock)
-    answers = [limit.on_request(make_request()) for _ in range(8)]
+    answers = [limit.on_request(make_request(now=clock.now())) for _ in range(8)]
     assert answers[:5] == [None] * 5
     assert all(isinstance(a, LocalReply) and a.failure is Failure.RATE_LIMITED for a in answers[5:])
     assert answers[5] is not None
     assert answers[5].public == "over 10 requests/s"
     clock.advance(0.25)  # 2.5 tokens come back
-    assert [limit.on_request(make_request()) is None for _ in range(3)] == [True, True, False]
+    assert [limit.on_request(make_request(now=clock.now())) is None for _ in range(3)] == [True, True, False]
     clock.advance(100)  # never more than the burst
-    assert sum(limit.on_request(make_request()) is None for _ in range(10)) == 5
+    assert sum(limit.on_request(make_request(now=clock.now())) is None for _ in range(10)) == 5
 
 
 def test_the_bucket_holds_one_second_by_default() -> None:

@@ -227,9 +227,9 @@ def test_request_attributes_are_read_once_and_can_be_changed() -> None:
     assert req.peer_address == "10.1.2.3:4"
     matched: list[Mapping[str, str]] = []
 
-    def match(attributes: Mapping[str, str]) -> str:
-        matched.append(dict(attributes))
-        return attributes.get("echo", "none")
+    def match(request: FilterRequest) -> str:
+        matched.append(dict(request.attributes))
+        return request.attributes.get("echo", "none")
 
     assert req.matched(match) == "hello"
     assert req.matched(match) == "hello"  # kept
