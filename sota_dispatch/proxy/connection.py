@@ -66,6 +66,8 @@ class ProxyConnection(Replies, Dispatcher):
         #: for the rest of the read batch (see Cluster.has_room).
         self._turn: Cluster | None = None
         self._room_scope: anyio.CancelScope | None = None
+        #: The waits of requests their stream filters hold (see _after_filters).
+        self._filtering: dict[anyio.CancelScope, tuple[FilterRequest, Slot | None]] = {}
         #: Set when the drain timeout passed: whatever is decoded from now on
         #: gets a timeout reply at once.
         self._expired = False
@@ -102,6 +104,11 @@ class ProxyConnection(Replies, Dispatcher):
             exchange.fail(Failure.TIMEOUT, "drain timeout", public=detail)
         if self._room_scope is not None:
             self._room_scope.cancel()
+        for waiting, (filtered, slot) in list(self._filtering.items()):  # held by their filters
+            waiting.cancel()
+            if slot is not None:  # not a oneway request
+                self._local_reply(filtered.frame, Failure.TIMEOUT, filtered.stream, filtered, slot, detail)
+        self._filtering.clear()
 
     def _abandon(self) -> None:
         self.closed = True
@@ -256,7 +263,7 @@ class ProxyConnection(Replies, Dispatcher):
         deadline, the request's :class:`FilterRequest` and ``admitted``
         (room was found: start it) or ``refused`` (the deadline passed
         first: an overflow reply). ``slot``: the place the request holds
-        already (its filters made it wait; see :mod:`.waiting`).
+        already (its filters made it wait; see :meth:`_wait_for_filters`).
         """
         if admission == "check":
             self._streams += 1
@@ -375,7 +382,9 @@ class ProxyConnection(Replies, Dispatcher):
             self.in_flight += 1
             if self._ordered is not None:
                 self._ordered.append(slot)
-        self.start_soon(self._after_filters, semantics, filtered, verdict, oneway, slot)
+        waiting = anyio.CancelScope()  # drain_expired() answers it and ends the wait, even before it starts
+        self._filtering[waiting] = (filtered, slot)
+        self.start_soon(self._after_filters, semantics, filtered, verdict, oneway, slot, waiting)
 
     async def _after_filters(
         self,
@@ -384,8 +393,17 @@ class ProxyConnection(Replies, Dispatcher):
         verdict: Coroutine[Any, Any, LocalReply | None],
         oneway: bool,
         slot: Slot | None,
+        waiting: anyio.CancelScope,
     ) -> None:
-        reply = await verdict
+        reply = None
+        with waiting:
+            try:
+                reply = await verdict
+            finally:
+                self._filtering.pop(waiting, None)
+        if waiting.cancel_called:
+            verdict.close()  # never started, if the drain came first
+            return
         outbox, clock, frame = self.listener.outbox, self.listener.clock, filtered.frame
         outbox.begin()  # what this request writes leaves in one send
         try:

@@ -190,6 +190,23 @@ async def test_a_waiting_filter_holds_only_its_request_and_keeps_the_order(hold:
             assert await read_lines(stream, 2) == [b"echo:slow\n", b"echo:fast\n"]
 
 
+async def test_requests_held_by_a_filter_get_a_timeout_reply_at_the_drain_timeout(hold: str) -> None:
+    async with serving(EchoLines) as backend:
+        assert backend.address is not None
+        document_ = document(backend.address, [{"type": hold}])
+        document_["drain_timeout"] = "300ms"
+        async with running_proxy(parse_config(document_)) as proxy, await connect(proxy.addresses["in"]) as stream:
+            await stream.send(b"echo:first\necho:slow\necho:after\n")
+            with anyio.fail_after(10):
+                await Hold.began.wait()
+                await Hold.answered.wait()
+            proxy.shutdown()  # the slow one is never released
+            answers = await read_lines(stream, 3)
+    assert answers[0] == b"echo:first\n"
+    assert answers[1].startswith(b"error:timeout: the proxy shut down first (drain timeout 0.3s)"), answers
+    assert answers[2] == b"echo:after\n"  # answered upstream before, written after the held one's
+
+
 @pytest.fixture
 def idproto_backend() -> Iterator[None]:
     from sota_dispatch import register_protocol, unregister_protocol
