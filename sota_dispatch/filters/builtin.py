@@ -106,6 +106,8 @@ class LocalRateLimit(StreamFilter):
     def on_request(self, request: FilterRequest) -> FilterResult:
         now = request.now  # when it was read, on the proxy's clock: no clock call per request
         stamp = now if self._stamp is None else self._stamp
+        if now < stamp:  # read before a request already counted (it waited in an earlier filter)
+            now = stamp  # time does not go backwards for the bucket: it has what it has
         tokens = min(self.burst, self.tokens + (now - stamp) * self.rate)
         self._stamp = now
         if tokens < 1:

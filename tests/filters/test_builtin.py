@@ -116,6 +116,18 @@ def test_the_bucket_serves_its_burst_then_its_rate() -> None:
     assert sum(limit.on_request(make_request(now=clock.now())) is None for _ in range(10)) == 5
 
 
+def test_a_request_read_earlier_is_counted_at_the_time_already_reached() -> None:
+    # A request that waited in an earlier filter reaches the bucket with the
+    # time it was read, before requests already counted: no time went
+    # backwards for the bucket, so the tokens there are are still there.
+    limit = build(LocalRateLimit, {"tokens_per_second": "10", "burst": "10"})
+    assert limit.on_request(make_request(now=101.0)) is None  # 9 tokens left
+    assert limit.on_request(make_request(now=100.0)) is None  # read a second earlier: one of the 9
+    assert limit.tokens == 8
+    assert limit.on_request(make_request(now=101.1)) is None  # 8 + 1 token since 101.0, minus 1
+    assert limit.tokens == pytest.approx(8)
+
+
 def test_the_bucket_holds_one_second_by_default() -> None:
     limit = build(LocalRateLimit, {"tokens_per_second": "200"})
     assert sum(limit.on_request(make_request()) is None for _ in range(1000)) == 200
