@@ -82,6 +82,44 @@ async def test_the_tutorial_filter_is_listed_and_routes_and_refuses(
                 assert reply.startswith(answer), (zones, reply)
 
 
+ORDERED = """
+listeners:
+  - name: front
+    address: 127.0.0.1:0
+    protocol: echo_lines
+    stream_filters: {chain}
+    routes:
+      - cluster: local
+        match: [{{attribute: echo, prefix: vip}}]
+        per_filter_config:
+          zone_tag: {{zones: "127.0.0.0/8=trusted"}}
+      - cluster: local
+clusters:
+  - name: local
+    endpoints: [{backend}]
+"""
+
+#: rbac refuses requests tagged ``local``; it sees the tag only when zone_tag ran before it.
+ZONE_TAG = '{type: zone_tag, config: {zones: "127.0.0.0/8=local"}}'
+NO_LOCALS = "{type: rbac, config: {attribute: zone, exact: local}}"
+
+
+async def test_the_chain_runs_in_its_order_and_a_route_overrides_the_tutorial_filter(
+    zone_tag_env: dict[str, str], tmp_path: Path
+) -> None:
+    async with serving(EchoLines) as backend:
+        for chain, plain in [
+            (f"[{ZONE_TAG}, {NO_LOCALS}]", b"error:denied: ref "),  # tagged, then refused
+            (f"[{NO_LOCALS}, {ZONE_TAG}]", b"echo:plain\n"),  # rbac ran before the tag existed
+        ]:
+            path = tmp_path / "proxy.yaml"
+            path.write_text(ORDERED.format(chain=chain, backend=backend.address))
+            with serve_process(["--config", str(path)], env=zone_tag_env) as proxy:
+                assert (await ask(proxy.address, b"echo:plain\n")).startswith(plain), chain
+                # The vip route's own zone_tag tags loopback "trusted": never refused.
+                assert await ask(proxy.address, b"echo:vip\n") == b"echo:vip\n", chain
+
+
 def test_the_tutorial_filter_is_listed_and_checks_its_options(zone_tag_env: dict[str, str], tmp_path: Path) -> None:
     listed = subprocess.run(
         [sys.executable, "-m", "sota_dispatch.serve", "--list-filters"],
