@@ -64,8 +64,6 @@ class FilterContext:
     listener: str
     route: int | None = None
     clock: Clock = SYSTEM_CLOCK
-    #: The config path of the filter's options, for messages.
-    path: str = ""
 
 
 class FilterRequest:

@@ -46,9 +46,6 @@ class FilterChain:
         self.overridden = overridden
         self._errors = RateLimitedLog(log, logging.ERROR)
 
-    def __len__(self) -> int:
-        return len(self.filters)
-
     def run(self, request: FilterRequest, route_filters: RouteFilters) -> Verdict:
         """Run the chain on ``request``: None (route it), a
         :class:`LocalReply`, or a coroutine to await for one of those."""

@@ -9,12 +9,14 @@ own entry points; the test filters are registered for the test.
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import anyio
 import pytest
-from anyio.abc import ByteStream
+from anyio.abc import ByteStream, SocketAttribute
 from idproto import OK, REQUEST, Frame, IdProto
 
 from sota_dispatch.config import parse_config
@@ -205,6 +207,27 @@ async def test_requests_held_by_a_filter_get_a_timeout_reply_at_the_drain_timeou
     assert answers[0] == b"echo:first\n"
     assert answers[1].startswith(b"error:timeout: the proxy shut down first (drain timeout 0.3s)"), answers
     assert answers[2] == b"echo:after\n"  # answered upstream before, written after the held one's
+
+
+async def test_a_client_that_resets_while_its_request_is_held_harms_nobody(hold: str) -> None:
+    # Hostile: requests are held in their filter, the client resets (RST,
+    # not FIN) without reading; the held tasks end with the connection and
+    # the next client is served.
+    async with serving(EchoLines) as backend:
+        assert backend.address is not None
+        async with running_proxy(parse_config(document(backend.address, [{"type": hold}]))) as proxy:
+            stream = await connect(proxy.addresses["in"])
+            await stream.send(b"echo:slow 1\necho:slow 2\necho:fast\n" * 50)
+            with anyio.fail_after(10):
+                await Hold.began.wait()
+            raw = stream.extra(SocketAttribute.raw_socket)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await stream.aclose()  # an RST
+            [listener] = proxy.listeners
+            assert await ask(proxy, b"echo:next\n") == [b"echo:next\n"]
+            Hold.release.set()  # the held tasks' connection is gone: nothing to write to
+            assert await ask(proxy, b"echo:after\n") == [b"echo:after\n"]
+            assert listener.stats.decode_errors == 0
 
 
 @pytest.fixture

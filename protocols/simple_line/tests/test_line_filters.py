@@ -18,7 +18,7 @@ import pytest
 
 from sota_dispatch.config import parse_config
 from sota_dispatch.proxy import Proxy
-from sota_dispatch.testing import pipelined, running_proxy, serving
+from sota_dispatch.testing import pipelined, running_with_backends
 from sota_simple_line import SimpleLineDispatcher
 
 pytestmark = pytest.mark.anyio
@@ -29,22 +29,14 @@ SERVED = b'receive:{"service":["orders"],"user":["u1"]}\r\n'
 
 @asynccontextmanager
 async def proxied(filters: list[dict[str, Any]]) -> AsyncIterator[Proxy]:
-    async with serving(SimpleLineDispatcher) as backend:
-        assert backend.address is not None
-        document = {
-            "listeners": [
-                {
-                    "name": "lines",
-                    "address": "127.0.0.1:0",
-                    "protocol": "simple_line",
-                    "routes": [{"cluster": "up"}],
-                    "stream_filters": filters,
-                }
-            ],
-            "clusters": [{"name": "up", "endpoints": [backend.address]}],
-        }
-        async with running_proxy(parse_config(document)) as proxy:
-            yield proxy
+    """A proxy with ``filters`` in front of a local SimpleLineDispatcher."""
+    listener = {"name": "lines", "address": "127.0.0.1:0", "protocol": "simple_line", "stream_filters": filters}
+    document = {
+        "listeners": [{**listener, "routes": [{"cluster": "up"}]}],
+        "clusters": [{"name": "up", "endpoints": ["127.0.0.1:1"]}],
+    }
+    async with running_with_backends(parse_config(document), {"up": SimpleLineDispatcher}) as proxy:
+        yield proxy
 
 
 async def test_fault_inject_aborts_20_percent_with_error_lines() -> None:

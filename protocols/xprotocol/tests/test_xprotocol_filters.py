@@ -20,7 +20,7 @@ from xprotocol_support import dubbo_request, request
 from sota_dispatch import FrameSemantics, get_protocol
 from sota_dispatch.config import parse_config
 from sota_dispatch.proxy import Proxy
-from sota_dispatch.testing import pipelined, running_proxy, serving
+from sota_dispatch.testing import pipelined, running_with_backends
 from sota_xprotocol import BoltEchoDispatcher, DubboEchoDispatcher, bolt, dubbo
 
 pytestmark = pytest.mark.anyio
@@ -69,23 +69,14 @@ def protocol(request: pytest.FixtureRequest) -> str:
 
 @asynccontextmanager
 async def proxied(protocol: str, filters: list[dict[str, Any]]) -> AsyncIterator[Proxy]:
-    factory = CASES[protocol][0]
-    async with serving(factory) as backend:
-        assert backend.address is not None
-        document = {
-            "listeners": [
-                {
-                    "name": "rpc",
-                    "address": "127.0.0.1:0",
-                    "protocol": protocol,
-                    "routes": [{"cluster": "up"}],
-                    "stream_filters": filters,
-                }
-            ],
-            "clusters": [{"name": "up", "endpoints": [backend.address]}],
-        }
-        async with running_proxy(parse_config(document)) as proxy:
-            yield proxy
+    """A proxy with ``filters`` in front of the protocol's local echo service."""
+    listener = {"name": "rpc", "address": "127.0.0.1:0", "protocol": protocol, "stream_filters": filters}
+    document = {
+        "listeners": [{**listener, "routes": [{"cluster": "up"}]}],
+        "clusters": [{"name": "up", "endpoints": ["127.0.0.1:1"]}],
+    }
+    async with running_with_backends(parse_config(document), {"up": CASES[protocol][0]}) as proxy:
+        yield proxy
 
 
 def semantics(protocol: str) -> type[FrameSemantics]:

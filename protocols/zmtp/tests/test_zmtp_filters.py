@@ -18,7 +18,7 @@ import pytest
 
 from sota_dispatch.config import parse_config
 from sota_dispatch.proxy import Proxy
-from sota_dispatch.testing import pipelined, running_proxy, serving
+from sota_dispatch.testing import pipelined, running_with_backends
 from sota_zmtp import ZmtpEchoDispatcher
 
 pytestmark = pytest.mark.anyio
@@ -28,22 +28,14 @@ MESSAGE = [b"", b"x" * 64]
 
 @asynccontextmanager
 async def proxied(filters: list[dict[str, Any]]) -> AsyncIterator[Proxy]:
-    async with serving(ZmtpEchoDispatcher) as backend:
-        assert backend.address is not None
-        document = {
-            "listeners": [
-                {
-                    "name": "zmq",
-                    "address": "127.0.0.1:0",
-                    "protocol": "zmtp",
-                    "routes": [{"cluster": "up"}],
-                    "stream_filters": filters,
-                }
-            ],
-            "clusters": [{"name": "up", "endpoints": [backend.address]}],
-        }
-        async with running_proxy(parse_config(document)) as proxy:
-            yield proxy
+    """A proxy with ``filters`` in front of a local ZmtpEchoDispatcher."""
+    listener = {"name": "zmq", "address": "127.0.0.1:0", "protocol": "zmtp", "stream_filters": filters}
+    document = {
+        "listeners": [{**listener, "routes": [{"cluster": "up"}]}],
+        "clusters": [{"name": "up", "endpoints": ["127.0.0.1:1"]}],
+    }
+    async with running_with_backends(parse_config(document), {"up": ZmtpEchoDispatcher}) as proxy:
+        yield proxy
 
 
 def body(answer: list[bytes]) -> bytes:
