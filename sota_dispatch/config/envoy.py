@@ -10,7 +10,14 @@ sota-mesh reads Envoy's own files, so operators keep one format. The subset:
   ``headers[]`` matching routing attributes: ``string_match`` exact /
   prefix / safe_regex, ``present_match``), ``route`` (``cluster``,
   ``timeout``, ``retry_policy``: ``retry_on``, ``num_retries``,
-  ``per_try_timeout``; ``hash_policy[].header.header_name``);
+  ``per_try_timeout``; ``hash_policy[].header.header_name``;
+  ``per_filter_config``, generic proxy's name, or HTTP's
+  ``typed_per_filter_config`` on the route); and ``filters``: the stream
+  filters, each ``{name, typed_config}`` whose ``typed_config`` is a
+  ``TypedStruct`` (``xds.type.v3`` or ``udpa.type.v1``) with ``type_url``
+  ``.../sota_dispatch.filters.<type>`` and the filter's options as
+  ``value``, optionally ended by Envoy's terminal
+  ``envoy.filters.generic.router``;
 * ``static_resources.clusters[]``: ``name``, ``connect_timeout``,
   ``lb_policy``, ``load_assignment.endpoints[]`` (``priority``,
   ``lb_endpoints[].endpoint.address.socket_address``,
@@ -45,12 +52,20 @@ __all__ = [
     "ENVOY_FILTER",
     "ENVOY_MAX_EJECTION_PERCENT",
     "ENVOY_NUM_RETRIES",
+    "ENVOY_ROUTER",
+    "FILTER_TYPE_PREFIX",
     "from_envoy",
     "is_envoy",
 ]
 
 #: The network filter that carries a sota protocol in an Envoy file.
 ENVOY_FILTER = "envoy.filters.network.generic_proxy"
+
+#: Envoy generic proxy's terminal filter, the router: the last of ``filters``.
+ENVOY_ROUTER = "envoy.filters.generic.router"
+#: How a ``TypedStruct``'s ``type_url`` names a sota stream filter (after the last ``/``).
+FILTER_TYPE_PREFIX = "sota_dispatch.filters."
+_TYPED_STRUCTS = ("type.googleapis.com/xds.type.v3.TypedStruct", "type.googleapis.com/udpa.type.v1.TypedStruct")
 
 # Envoy's defaults where they differ from the native ones (the native ones
 # are the model's: a field left out of the native document gets its default).
@@ -159,16 +174,95 @@ def _header(value: object, path: str) -> dict[str, Any]:
     return match
 
 
-def _route(value: object, path: str) -> dict[str, Any]:
-    route = _map(value, path, ("name", "match", "route"), ("match", "route"))
+def _typed_struct(value: object, path: str) -> tuple[str, object]:
+    """The filter type and options a ``TypedStruct`` carries.
+
+    Envoy's generic proxy has no fault, rate-limit or RBAC filter of its
+    own, and a sota filter has no protobuf message: ``TypedStruct`` is the
+    type Envoy (and xDS) defines for an extension configured by a plain
+    struct, so a file naming our filters stays valid protobuf JSON.
+    """
+    typed = _map(value, path, ("@type", "type_url", "value"), ("@type",))
+    if typed["@type"] not in _TYPED_STRUCTS:
+        raise ConfigError(
+            f"{path}.@type",
+            f"a sota stream filter is a TypedStruct ({' or '.join(_TYPED_STRUCTS)}), got {typed['@type']!r}",
+        )
+    if "type_url" not in typed:
+        raise ConfigError(f"{path}.type_url", "required")
+    name = str(typed["type_url"]).rpartition("/")[2]
+    if not name.startswith(FILTER_TYPE_PREFIX) or name == FILTER_TYPE_PREFIX:
+        raise ConfigError(
+            f"{path}.type_url",
+            f"expected type.googleapis.com/{FILTER_TYPE_PREFIX}<filter type>, got {typed['type_url']!r}",
+        )
+    return name[len(FILTER_TYPE_PREFIX) :], typed.get("value") or {}
+
+
+def _filters(value: object, path: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The native ``stream_filters`` of a generic proxy's ``filters``, and each one's type by name."""
+    native: list[dict[str, Any]] = []
+    types: dict[str, str] = {}
+    items = _seq(value, path)
+    for i, item in enumerate(items):
+        fpath = f"{path}[{i}]"
+        entry = _map(item, fpath, ("name", "typed_config"), ("name",))
+        if entry["name"] == ENVOY_ROUTER:
+            if i != len(items) - 1:
+                raise ConfigError(fpath, f"{ENVOY_ROUTER} is the terminal filter: it must be the last")
+            continue  # routing is the proxy's own: the router's config has nothing to add
+        if "typed_config" not in entry:
+            raise ConfigError(f"{fpath}.typed_config", "required")
+        kind, options = _typed_struct(entry["typed_config"], f"{fpath}.typed_config")
+        native.append({"type": kind, "name": entry["name"], "config": options})
+        types[str(entry["name"])] = kind
+    return native, types
+
+
+def _per_filter_config(value: object, path: str, types: Mapping[str, str]) -> dict[str, object]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, "expected a mapping of filter names to their TypedStruct")
+    native: dict[str, object] = {}
+    for name, typed in value.items():
+        if name not in types:
+            raise ConfigError(
+                f"{path}.{name}",
+                f"the generic proxy has no filter named {name!r} (it has: {', '.join(types) or 'none'})",
+            )
+        kind, options = _typed_struct(typed, f"{path}.{name}")
+        if kind != types[name]:
+            raise ConfigError(f"{path}.{name}.type_url", f"the filter {name!r} is a {types[name]!r}, not a {kind!r}")
+        native[name] = options
+    return native
+
+
+def _route(value: object, path: str, filters: Mapping[str, str]) -> dict[str, Any]:
+    route = _map(value, path, ("name", "match", "route", "typed_per_filter_config"), ("match", "route"))
     match = _map(route["match"], f"{path}.match", ("prefix", "headers"))
     if match.get("prefix", "") not in ("", "/"):
         raise ConfigError(f"{path}.match.prefix", 'only "" or "/" (these protocols have no paths)')
-    action = _map(route["route"], f"{path}.route", ("cluster", "timeout", "retry_policy", "hash_policy"), ("cluster",))
+    action = _map(
+        route["route"],
+        f"{path}.route",
+        ("cluster", "timeout", "retry_policy", "hash_policy", "per_filter_config"),
+        ("cluster",),
+    )
     native: dict[str, Any] = {
         "cluster": action["cluster"],
         "match": [_header(h, f"{path}.match.headers[{i}]") for i, h in enumerate(match.get("headers", []))],
     }
+    if "per_filter_config" in action and "typed_per_filter_config" in route:
+        raise ConfigError(
+            f"{path}.typed_per_filter_config", "give either this or route.per_filter_config (the same thing), not both"
+        )
+    if "per_filter_config" in action:
+        native["per_filter_config"] = _per_filter_config(
+            action["per_filter_config"], f"{path}.route.per_filter_config", filters
+        )
+    elif "typed_per_filter_config" in route:
+        native["per_filter_config"] = _per_filter_config(
+            route["typed_per_filter_config"], f"{path}.typed_per_filter_config", filters
+        )
     if "timeout" in action:
         native["timeout"] = action["timeout"]
     if "retry_policy" not in action:
@@ -228,9 +322,13 @@ def _listener(value: object, path: str) -> dict[str, Any]:
     typed = _map(
         filter_["typed_config"],
         f"{fpath}.typed_config",
-        ("@type", "stat_prefix", "codec_config", "route_config"),
+        ("@type", "stat_prefix", "codec_config", "route_config", "filters"),
         ("codec_config", "route_config"),
     )
+    stream_filters: list[dict[str, Any]] = []
+    filter_types: dict[str, str] = {}
+    if "filters" in typed:
+        stream_filters, filter_types = _filters(typed["filters"], f"{fpath}.typed_config.filters")
     codec = _map(typed["codec_config"], f"{fpath}.typed_config.codec_config", ("name",), ("name",))
     rpath = f"{fpath}.typed_config.route_config"
     route_config = _map(typed["route_config"], rpath, ("name", "virtual_hosts"), ("virtual_hosts",))
@@ -240,13 +338,19 @@ def _listener(value: object, path: str) -> dict[str, Any]:
         vhost = _map(host, vpath, ("name", "domains", "routes"), ("routes",))
         if vhost.get("domains", ["*"]) != ["*"]:
             raise ConfigError(f"{vpath}.domains", 'only ["*"] (these protocols have no host names)')
-        routes += [_route(r, f"{vpath}.routes[{j}]") for j, r in enumerate(_seq(vhost["routes"], f"{vpath}.routes"))]
-    return {
+        routes += [
+            _route(r, f"{vpath}.routes[{j}]", filter_types)
+            for j, r in enumerate(_seq(vhost["routes"], f"{vpath}.routes"))
+        ]
+    native: dict[str, Any] = {
         "name": listener["name"],
         "address": _socket_address(listener["address"], f"{path}.address"),
         "protocol": codec["name"],
         "routes": routes,
     }
+    if stream_filters:
+        native["stream_filters"] = stream_filters
+    return native
 
 
 def _cluster(value: object, path: str) -> dict[str, Any]:
