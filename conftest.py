@@ -3,13 +3,16 @@
 Modules with async tests set ``pytestmark = pytest.mark.anyio``; collection
 fails for an async test without it, so none can silently run on one backend
 (or not at all). ``echo_lines`` registers the core's test protocol
-(:class:`sota_dispatch.testing.EchoLines`) for a test that needs one.
+(:class:`sota_dispatch.testing.EchoLines`) for a test that needs one;
+``tls_files`` makes certificates (trustme) for the TLS tests.
 """
 
 from __future__ import annotations
 
 import inspect
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +59,50 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         is_async = function is not None and inspect.iscoroutinefunction(function)
         if is_async and item.get_closest_marker("anyio") is None:
             raise pytest.UsageError(f"{item.nodeid}: async test without pytestmark = pytest.mark.anyio")
+
+
+class TlsFiles:
+    """Certificates of a test CA (trustme) as PEM files.
+
+    ``cert_chain``/``private_key``: a server certificate for ``localhost``
+    and ``127.0.0.1``; ``client_chain``/``client_key``: a client
+    certificate for ``client.example``; ``issue()`` makes more from the
+    same CA, ``stranger`` is another CA whose certificates nobody trusts.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        import trustme
+
+        self.directory = directory
+        self.ca = trustme.CA()
+        self.stranger = trustme.CA()
+        self.ca_file = self._write("ca.pem", self.ca.cert_pem.bytes())
+        self.cert_chain, self.private_key = self.issue("server", "localhost", "127.0.0.1")
+        self.client_chain, self.client_key = self.issue("client", "client.example")
+
+    def _write(self, name: str, data: bytes) -> str:
+        path = self.directory / name
+        path.write_bytes(data)
+        return str(path)
+
+    def issue(self, stem: str, *names: str, ca: object = None) -> tuple[str, str]:
+        """A certificate for ``names`` (from ``ca``, default the test CA): its chain and key files."""
+        issuer = self.ca if ca is None else ca
+        cert = issuer.issue_cert(*names)  # type: ignore[attr-defined]
+        chain = b"".join(blob.bytes() for blob in cert.cert_chain_pems)
+        return self._write(f"{stem}.pem", chain), self._write(f"{stem}.key", cert.private_key_pem.bytes())
+
+    def client_context(
+        self, *, certificate: tuple[str, str] | None = None, ca_file: str | None = None
+    ) -> ssl.SSLContext:
+        """A client's context trusting the test CA (or ``ca_file``), with ``certificate`` if given."""
+        context = ssl.create_default_context(cafile=ca_file or self.ca_file)
+        if certificate is not None:
+            context.load_cert_chain(*certificate)
+        return context
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> TlsFiles:
+    """Fresh certificates in ``tmp_path`` (see :class:`TlsFiles`)."""
+    return TlsFiles(tmp_path)

@@ -41,6 +41,7 @@ from .io.chunks import ChunkBuffer
 from .io.clock import Clock
 from .io.outbox import Outbox
 from .io.reader import BufferedReader, ReadTimeouts
+from .io.tls import ClientTLS, PeerRefused, ServerTLS
 from .io.writer import BufferedWriter
 from .protocol.codec import Codec, Failure, PoolMode
 from .protocol.context import ConnectionContext
@@ -69,6 +70,7 @@ __all__ = [
     "BufferedReader",
     "BufferedWriter",
     "ChunkBuffer",
+    "ClientTLS",
     "Clock",
     "Codec",
     "CodecLoop",
@@ -90,6 +92,7 @@ __all__ = [
     "OptionPlace",
     "OptionSchema",
     "Outbox",
+    "PeerRefused",
     "PendingStream",
     "PluginLoadError",
     "PoolMode",
@@ -97,6 +100,7 @@ __all__ = [
     "ProtocolInfo",
     "ReadTimeouts",
     "Server",
+    "ServerTLS",
     "SotaError",
     "StreamLimitError",
     "StreamMultiplexer",

@@ -10,6 +10,9 @@ Every failure an operator can cause (unknown protocol, bad address, port in
 use, bad option, bad config) is one ``error:`` line on stderr and exit code
 2, never a traceback. SIGINT or SIGTERM stops accepting, drains in-flight
 requests within the drain timeout and exits 0; a second signal stops at once.
+SIGHUP reads the TLS certificate files again (``--tls-cert``, or every
+listener's and cluster's ``tls``): new connections use them, open ones
+keep theirs.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from .errors import ConfigError, SotaError
 from .filters.registry import available_filters, get_filter
 from .io.address import parse_address
 from .io.reader import ReadTimeouts
+from .io.tls import ServerTLS
 from .logs import configure_logging
 from .protocol.options import Option, OptionPlace
 from .protocol.registry import ProtocolInfo, available_protocols, get_protocol
@@ -122,6 +126,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="close a connection idle between requests this long (default 3600; 0: no limit)",
     )
+    p.add_argument("--tls-cert", metavar="FILE", help="serve over TLS with this certificate chain (PEM; local service)")
+    p.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    p.add_argument(
+        "--tls-client-ca",
+        metavar="FILE",
+        help="require client certificates signed by a CA in this bundle (mutual TLS; with --tls-cert)",
+    )
+    p.add_argument(
+        "--tls-allow-name",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="accept only client certificates naming this (SAN or common name; repeatable; with --tls-client-ca)",
+    )
     p.add_argument(
         "--log-level",
         default="info",
@@ -154,6 +172,25 @@ def _limits(args: argparse.Namespace) -> tuple[int | None, ReadTimeouts]:
     return count, ReadTimeouts(
         frame=given(args.frame_timeout, defaults.frame), idle=given(args.idle_timeout, defaults.idle)
     )
+
+
+def _service_tls(args: argparse.Namespace) -> ServerTLS | None:
+    """The local service's TLS from ``--tls-*`` (None: plaintext)."""
+    if args.tls_cert is None and args.tls_key is None and args.tls_client_ca is None and not args.tls_allow_name:
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise _UsageError("--tls-cert and --tls-key go together")
+    try:
+        return ServerTLS(
+            [(args.tls_cert, args.tls_key, ())],
+            ca_file=args.tls_client_ca,
+            require_client_certificate=args.tls_client_ca is not None,
+            allowed_names=args.tls_allow_name,
+        )
+    except ConfigError as exc:
+        flags = {"ca_file": "--tls-client-ca", "certificates[0].private_key": "--tls-key"}
+        flag = flags.get(exc.path, "--tls-cert")
+        raise _UsageError(f"{flag}: {exc.problem}") from None
 
 
 def _seconds(text: str) -> float:
@@ -213,6 +250,8 @@ class _Service(Protocol):
 
     def shutdown(self) -> None: ...
 
+    def reload_certificates(self) -> list[ConfigError]: ...
+
 
 async def _run(service: _Service, started: Callable[[Any], None], where: str) -> int:
     try:
@@ -230,7 +269,7 @@ async def _run(service: _Service, started: Callable[[Any], None], where: str) ->
 async def _run_group(service: _Service, started: Callable[[Any], None], where: str) -> int:
     # Handlers go in before the "listening on" line: a signal sent as soon
     # as that line appears must drain, not kill.
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as received:
         async with anyio.create_task_group() as tg:
 
             async def serve_then_stop(*, task_status: TaskStatus[Any]) -> None:
@@ -249,7 +288,12 @@ async def _run_group(service: _Service, started: Callable[[Any], None], where: s
 async def _watch_signals(server: _Service, received: AsyncIterator[int], scope: anyio.CancelScope) -> None:
     first = True
     async for signum in received:
-        if first:
+        if signum == signal.SIGHUP:
+            # Certificates rotate without a restart; problems are logged
+            # where they are found and the old certificates stay.
+            log.info("SIGHUP: reloading certificates")
+            server.reload_certificates()
+        elif first:
             log.info("%s: draining (up to %.1fs)", signal.Signals(signum).name, server.drain_timeout)
             server.shutdown()
             first = False
@@ -394,6 +438,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         listen = _listen(args)
         options = _parse_options(info, args.option, "service")
         max_connections, timeouts = _limits(args)
+        tls = _service_tls(args)
         try:
             server = Server(
                 info.factory,
@@ -403,6 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 drain_timeout=_drain_timeout(args, 10.0),
                 max_connections=max_connections,
                 timeouts=timeouts,
+                tls=tls,
             )
         except ValueError as exc:
             raise _UsageError(f"--option {exc}") from None

@@ -9,6 +9,7 @@ per connection (``Connection: close``), GET unless noted:
 ``/ready``           200 while serving, 503 once draining
 ``/logging?level=``  show, or (POST) set, the log level at run time
 ``/drain``           (POST) stop accepting and drain, as SIGTERM does
+``/reload_certificates``  (POST) read the TLS files again, as SIGHUP does
 
 The metrics are read from the proxy's plain counters at scrape time by a
 custom collector, so serving traffic pays nothing for them.
@@ -206,6 +207,7 @@ class AdminConnection(Dispatcher):
             "/config_dump": ("GET", self._config_dump),
             "/ready": ("GET", self._ready),
             "/drain": ("POST", self._drain),
+            "/reload_certificates": ("POST", self._reload_certificates),
         }
         if path == "/logging":
             self._logging(method, query)
@@ -262,6 +264,14 @@ class AdminConnection(Dispatcher):
         log.info("admin: drain requested")
         self._answer(200, "draining\n")
         self.proxy.shutdown()
+
+    def _reload_certificates(self) -> None:
+        problems = self.proxy.reload_certificates()
+        if problems:
+            listing = "".join(f"{problem}\n" for problem in problems)
+            self._answer(500, f"not reloaded (the old certificates stay):\n{listing}")
+        else:
+            self._answer(200, "reloaded\n")
 
     def _logging(self, method: str, query: Mapping[str, list[str]]) -> None:
         root = logging.getLogger()

@@ -13,6 +13,7 @@ from typing import Protocol
 from ..cluster.cluster import Cluster
 from ..cluster.stats import ListenerStats
 from ..config.model import ListenerConfig, ProxyConfig
+from ..errors import ConfigError
 from ..io.budget import BufferBudget
 from ..protocol.server import Server
 
@@ -30,7 +31,7 @@ class ListenerView(Protocol):
 
 class ProxyView(Protocol):
     """A proxy: what ``/metrics``, ``/clusters``, ``/config_dump``,
-    ``/ready`` and ``/drain`` read or do."""
+    ``/ready``, ``/drain`` and ``/reload_certificates`` read or do."""
 
     config: ProxyConfig
     clusters: dict[str, Cluster]
@@ -43,3 +44,5 @@ class ProxyView(Protocol):
     def draining(self) -> bool: ...
 
     def shutdown(self) -> None: ...
+
+    def reload_certificates(self) -> list[ConfigError]: ...

@@ -20,6 +20,7 @@ from ..config.model import HealthCheckConfig
 from ..errors import ProtocolError
 from ..io.address import parse_address
 from ..io.reader import BufferedReader
+from ..io.tls import ClientTLS, open_connection
 from ..io.writer import BufferedWriter
 from ..protocol.loop import CodecLoop
 from ..protocol.semantics import FrameSemantics
@@ -39,16 +40,18 @@ async def probe(
     protocol: type[FrameSemantics] | None,
     options: Any = None,
     max_frame_size: int = 1 << 20,
+    tls: ClientTLS | None = None,
 ) -> bool:
     """One check of ``address``: True if it passed within ``check.timeout``.
 
     ``options``: the cluster's options (text), for the protocol's client
-    codec; ``max_frame_size``: the cluster's, for the answers.
+    codec; ``max_frame_size``: the cluster's, for the answers; ``tls``: the
+    cluster's TLS (a handshake that fails fails the check).
     """
     host, port = parse_address(address)
     with anyio.move_on_after(check.timeout):
         try:
-            async with await anyio.connect_tcp(host, port) as stream:
+            async with await open_connection(host, port, tls) as stream:
                 if check.kind == "tcp" or protocol is None:
                     return True
                 codec = protocol.client_codec(protocol.option_values(options or {}, "cluster"), max_frame_size)
@@ -82,7 +85,7 @@ async def run_health_checks(cluster: Cluster, protocol: type[FrameSemantics] | N
     async def one(endpoint: Endpoint) -> None:
         try:
             ok = await probe(
-                endpoint.address, check, protocol, cluster.config.options, cluster.config.max_frame_size
+                endpoint.address, check, protocol, cluster.config.options, cluster.config.max_frame_size, cluster.tls
             )
         except Exception:  # a plugin's bug fails the check, not the proxy
             log.exception("cluster %s: the health check of %s failed", cluster.name, endpoint.address)

@@ -31,6 +31,7 @@ from ..config.model import HASH_BALANCERS, ClusterConfig
 from ..io.budget import BufferBudget
 from ..io.clock import SYSTEM_CLOCK, Clock
 from ..io.outbox import Outbox
+from ..io.tls import ClientTLS
 from ..protocol.semantics import BoundSemantics
 from .balancers import (
     Balancer,
@@ -81,8 +82,12 @@ class Cluster:
         outbox: Outbox | None = None,
         budget: BufferBudget | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        tls: ClientTLS | None = None,
     ) -> None:
         self.config = config
+        #: TLS to the endpoints (made from ``config.tls`` unless given, as
+        #: the proxy does to reload it): None for plaintext.
+        self.tls = tls if tls is not None or config.tls is None else config.tls.client_tls()
         #: What its breakers, ejections, backoffs and health checks run on.
         self.clock = clock
         #: The process's buffer budget, which upstream connections report to.

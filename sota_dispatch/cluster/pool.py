@@ -24,6 +24,7 @@ from anyio.abc import ByteStream
 from ..errors import ProtocolError
 from ..io.address import parse_address
 from ..io.reader import BufferedReader
+from ..io.tls import open_connection
 from ..io.transport import input_queued
 from ..protocol.codec import Failure
 from ..protocol.context import ConnectionContext
@@ -132,7 +133,7 @@ class Pool:
         host, port = parse_address(self.endpoint.address)
         try:
             with anyio.fail_after(self.cluster.config.connect_timeout):
-                stream = await anyio.connect_tcp(host, port)
+                stream = await open_connection(host, port, self.cluster.tls)
         except (OSError, TimeoutError) as exc:
             self.connecting -= 1
             self.cluster.open_connections -= 1

@@ -17,6 +17,7 @@ from ..config.model import ClusterConfig, ThresholdsConfig
 from ..io.budget import BufferBudget
 from ..io.clock import Clock
 from ..io.outbox import Outbox
+from ..io.tls import ClientTLS
 from .balancers import Endpoint
 
 __all__ = ["PoolOwner", "PoolSite", "Request"]
@@ -77,6 +78,8 @@ class PoolSite(Protocol):
     budget: BufferBudget
     #: What answers are timed on.
     clock: Clock
+    #: TLS to the endpoints (None: plaintext).
+    tls: ClientTLS | None
     #: Where connections run (None until the proxy starts).
     task_group: TaskGroup | None
     #: Kept exact by the pools: connections open or opening, requests queued.

@@ -35,6 +35,7 @@ from .model import (
     ThresholdsConfig,
 )
 from .parse import admin_config, parse_config
+from .tls import ListenerTlsConfig, TlsCertificateConfig, UpstreamTlsConfig
 from .values import parse_duration
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "HealthCheckConfig",
     "LimitsConfig",
     "ListenerConfig",
+    "ListenerTlsConfig",
     "MatchConfig",
     "OutlierConfig",
     "OverloadConfig",
@@ -59,6 +61,8 @@ __all__ = [
     "RouteConfig",
     "StreamFilterConfig",
     "ThresholdsConfig",
+    "TlsCertificateConfig",
+    "UpstreamTlsConfig",
     "admin_config",
     "config_from_upstreams",
     "load_config",

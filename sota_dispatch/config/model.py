@@ -27,6 +27,7 @@ from ..io.budget import DEFAULT_BUFFER_BUDGET, DEFAULT_LARGE_FRAME
 from ..protocol.codec import PoolMode
 from ..protocol.server import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUTS
 from .frozen import FrozenMap
+from .tls import ListenerTlsConfig, UpstreamTlsConfig
 
 __all__ = [
     "BALANCERS",
@@ -241,6 +242,10 @@ class ClusterConfig:
     health_check: HealthCheckConfig | None = attrs.field(
         default=None, validator=cv.Rule(cv.instance(HealthCheckConfig), optional=True)
     )
+    #: TLS to the endpoints (None: plaintext).
+    tls: UpstreamTlsConfig | None = attrs.field(
+        default=None, validator=cv.Rule(cv.instance(UpstreamTlsConfig), optional=True)
+    )
 
 
 @attrs.frozen
@@ -357,6 +362,10 @@ class ListenerConfig:
     #: The stream filters every request passes, in order (none: no cost).
     stream_filters: tuple[StreamFilterConfig, ...] = attrs.field(
         default=(), validator=cv.Rule(cv.items, parse=cv.instance(StreamFilterConfig))
+    )
+    #: TLS termination (None: plaintext).
+    tls: ListenerTlsConfig | None = attrs.field(
+        default=None, validator=cv.Rule(cv.instance(ListenerTlsConfig), optional=True)
     )
 
 

@@ -39,6 +39,7 @@ from .model import (
     ThresholdsConfig,
     reference_problems,
 )
+from .tls import ListenerTlsConfig, TlsCertificateConfig, UpstreamTlsConfig
 
 __all__ = ["admin_config", "endpoint_config", "parse_config"]
 
@@ -128,7 +129,12 @@ _cluster_parts = {
     "endpoint_breaker": _reader(BreakerConfig, null_is_default=True),
     "outlier_detection": _reader(OutlierConfig, null_is_default=True),
     "health_check": _reader(HealthCheckConfig, null_is_default=True),
+    "tls": _reader(UpstreamTlsConfig),
 }
+
+
+def _listener_tls(value: object, path: str) -> ListenerTlsConfig:
+    return _object(ListenerTlsConfig, value, path, entries={"certificates": _reader(TlsCertificateConfig)})
 
 
 def _cluster(value: object, path: str) -> ClusterConfig:
@@ -141,7 +147,7 @@ def _route(value: object, path: str) -> RouteConfig:
 
 def _listener(value: object, path: str) -> ListenerConfig:
     entries = {"routes": _route, "stream_filters": _reader(StreamFilterConfig)}
-    return _object(ListenerConfig, value, path, {"limits": _reader(LimitsConfig)}, entries)
+    return _object(ListenerConfig, value, path, {"limits": _reader(LimitsConfig), "tls": _listener_tls}, entries)
 
 
 def admin_config(value: object, path: str) -> AdminConfig:

@@ -196,6 +196,11 @@ class BufferedReader:
         self._pos = 0
         self._writer = None
 
+    def push_back(self, data: bytes) -> None:
+        """Put bytes read from the stream before this reader (to tell TLS
+        from plaintext, say) in front of everything else."""
+        self._buf[self._pos : self._pos] = data
+
     def take_buffer(self) -> bytes:
         """Remove and return every unconsumed byte (for a connection hand-off)."""
         data = bytes(self._buf[self._pos :])

@@ -13,11 +13,13 @@ import logging
 from collections.abc import Mapping
 
 import anyio
-from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
+from anyio.abc import ByteStream, SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
 
+from ..errors import ConfigError
 from ..io.address import format_address, parse_address
 from ..io.budget import BufferBudget
 from ..io.reader import ReadTimeouts
+from ..io.tls import TLS_RECORD, PeerRefused, PrefixedStream, ServerTLS
 from .dispatcher import ConnectionContext, Dispatcher
 from .registry import DispatcherFactory
 
@@ -52,6 +54,10 @@ class Server:
     ``timeouts`` (:class:`~sota_dispatch.ReadTimeouts`: first bytes and
     every frame within the frame timeout, closed after the idle timeout),
     enforced by each dispatcher's reader. None turns either off.
+
+    ``tls``: terminate TLS (:class:`~sota_dispatch.ServerTLS`); the
+    handshake runs in the connection's task within its timeout, and a
+    connection counts against ``max_connections`` from its accept.
     """
 
     def __init__(
@@ -65,8 +71,10 @@ class Server:
         max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
         timeouts: ReadTimeouts | None = DEFAULT_TIMEOUTS,
         budget: BufferBudget | None = None,
+        tls: ServerTLS | None = None,
     ) -> None:
         self.factory = factory
+        self.tls = tls
         self.host, self.port = parse_address(listen)
         self.protocol = protocol or getattr(factory, "protocol_name", "") or ""
         self.options = dict(options or {})
@@ -150,16 +158,29 @@ class Server:
             if self.budget is not None and not self.budget.accepting:
                 await self.budget.wait_for_room()  # stop accepting: the next ones wait in the backlog
 
-    async def _handle(self, stream: SocketStream) -> None:
+    async def _handle(self, accepted: SocketStream) -> None:
         self.connections_total += 1
-        self._starting -= 1
+        _pause_reading(accepted)
+        stream: ByteStream = accepted
+        early = b""
+        if self.tls is not None:
+            try:
+                secured = await self._secure(accepted, self.tls)
+            finally:
+                self._starting -= 1
+            if secured is None:
+                return
+            stream, early = secured
+        else:
+            self._starting -= 1
         # Nothing about one connection may reach the accept loop's task
         # group: a peer that resets at once, or a factory that fails, costs
         # that connection only.
         try:
-            _pause_reading(stream)
             context = ConnectionContext.for_stream(stream, protocol=self.protocol, options=self.options)
             dispatcher = self.factory(stream, context)
+            if early:
+                dispatcher.reader.push_back(early)
             if self.timeouts is not None:
                 dispatcher.reader.set_timeouts(self.timeouts)
         except Exception:
@@ -175,6 +196,47 @@ class Server:
             self._dispatchers.discard(dispatcher)
             if not self._dispatchers and self._idle is not None:
                 self._idle.set()
+
+    async def _secure(self, stream: SocketStream, tls: ServerTLS) -> tuple[ByteStream, bytes] | None:
+        """The connection's stream after its TLS handshake, or the plaintext
+        stream and the bytes read to tell (``allow_plaintext``); None when
+        the peer failed (closed, counted, logged at debug level only: a
+        scanner must not flood the log)."""
+        wrapping = False  # a failure in the handshake is counted by tls.wrap itself
+        try:
+            if tls.allow_plaintext:
+                with anyio.fail_after(tls.handshake_timeout):
+                    first = await stream.receive()
+                if first[0] != TLS_RECORD:
+                    return stream, first
+                wrapping = True
+                return await tls.wrap(PrefixedStream(stream, first)), b""
+            wrapping = True
+            return await tls.wrap(stream), b""
+        except (OSError, TimeoutError, PeerRefused, anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+            if not wrapping:
+                tls.handshake_failures += 1
+            try:
+                peer = stream.extra(SocketAttribute.remote_address, None)
+            except (OSError, AttributeError, RuntimeError):  # reset already
+                peer = None
+            log.debug("%s: TLS handshake with %s failed: %r", self.address, peer, exc)
+            await anyio.aclose_forcefully(stream)
+            return None
+
+    def reload_certificates(self) -> list[ConfigError]:
+        """Read the TLS files again (SIGHUP): new connections get the new
+        certificates, open ones keep theirs; a problem is logged and
+        returned, and the old certificates stay."""
+        if self.tls is None:
+            return []
+        try:
+            self.tls.reload()
+        except ConfigError as exc:
+            log.error("%s: TLS not reloaded (the old certificates stay): %s", self.address, exc)
+            return [exc]
+        log.info("%s: TLS reloaded (generation %d)", self.address, self.tls.generation)
+        return []
 
     def shutdown(self) -> None:
         """Stop accepting and drain every connection (see :attr:`drain_timeout`)."""

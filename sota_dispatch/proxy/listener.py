@@ -25,6 +25,7 @@ from ..protocol.server import Server
 from .connection import ProxyConnection
 from .filtering import build_chain
 from .routing import Route
+from .security import ProxyTLS
 from .timers import TimerQueue
 
 __all__ = ["AUTO", "Listener", "ListenerOwner", "auto_candidates", "check_protocols"]
@@ -116,6 +117,7 @@ class ListenerOwner(Protocol):
     timers: TimerQueue
     outbox: Outbox
     budget: BufferBudget
+    tls: ProxyTLS
 
 
 class Listener:
@@ -150,6 +152,7 @@ class Listener:
             max_connections=config.limits.max_connections,
             timeouts=None,  # ProxyConnection keeps the listener's limits itself
             budget=proxy.budget,
+            tls=proxy.tls.listeners.get(config.name),
         )
 
     def connection(self, stream: ByteStream, context: ConnectionContext) -> ProxyConnection:

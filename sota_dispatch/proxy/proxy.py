@@ -29,6 +29,7 @@ from ..protocol.dispatcher import Dispatcher
 from ..protocol.semantics import FrameSemantics
 from .filtering import check_filters
 from .listener import Listener, check_protocols
+from .security import ProxyTLS
 from .timers import TimerQueue
 
 __all__ = ["Proxy"]
@@ -55,6 +56,8 @@ class Proxy:
         self.config = config
         protocols = check_protocols(config)
         check_filters(config)
+        #: Every listener's and cluster's TLS (files read now: a problem is a ConfigError).
+        self.tls = ProxyTLS.load(config)
         #: What deadlines, breakers, ejections, retries and health checks run on.
         self.clock = clock
         self.timers = TimerQueue(clock)
@@ -64,7 +67,8 @@ class Proxy:
         #: What all connections hold of partial frames, against the budget.
         self.budget = BufferBudget(overload.buffer_budget, large_frame=overload.large_frame, shed=_shed)
         self.clusters = {
-            c.name: Cluster(c, outbox=self.outbox, budget=self.budget, clock=clock) for c in config.clusters
+            c.name: Cluster(c, outbox=self.outbox, budget=self.budget, clock=clock, tls=self.tls.clusters.get(c.name))
+            for c in config.clusters
         }
         self._listeners = [Listener(c, self, protocols[c.name]) for c in config.listeners]
         self.addresses: dict[str, str] = {}
@@ -108,6 +112,13 @@ class Proxy:
             # Every client connection is closed: late upstream answers have
             # nobody to go to, so the upstream connections go too.
             upstream.cancel_scope.cancel()
+
+    def reload_certificates(self) -> list[ConfigError]:
+        """Read every TLS file again (SIGHUP, the admin's
+        ``/reload_certificates``): new connections use the new
+        certificates, open ones go on with theirs. Returns the problems
+        (each keeps the old certificates where it failed)."""
+        return self.tls.reload()
 
     def shutdown(self) -> None:
         """Stop accepting; let in-flight requests finish (up to the drain timeout)."""

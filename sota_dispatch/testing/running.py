@@ -10,6 +10,7 @@ import attrs
 
 from ..config.model import EndpointConfig, ProxyConfig
 from ..io.clock import SYSTEM_CLOCK, Clock
+from ..io.tls import ServerTLS
 from ..protocol.registry import DispatcherFactory
 from ..protocol.server import Server
 from ..proxy.proxy import Proxy
@@ -24,10 +25,12 @@ async def serving(
     *,
     options: Mapping[str, str] | None = None,
     drain_timeout: float = 2.0,
+    tls: ServerTLS | None = None,
 ) -> AsyncIterator[Server]:
     """Serve ``factory`` for the block; ``server.address`` is the bound
-    ``HOST:PORT``. Leaving the block drains (up to ``drain_timeout``)."""
-    server = Server(factory, listen, options=options, drain_timeout=drain_timeout)
+    ``HOST:PORT``. Leaving the block drains (up to ``drain_timeout``).
+    ``tls``: serve over TLS."""
+    server = Server(factory, listen, options=options, drain_timeout=drain_timeout, tls=tls)
     async with anyio.create_task_group() as tg:
         await tg.start(server.serve)
         try:
