@@ -100,11 +100,14 @@ def close_dubbo_connection(address: str, pool: Any = None) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-def dubbo_calls(host: str, port: int, arguments: list[Any], concurrency: int = 1) -> list[Any]:
+def dubbo_calls(
+    host: str, port: int, arguments: list[Any], concurrency: int = 1, verify: str | None = None
+) -> list[Any]:
+    """Calls through dubbo-ssl-python; ``verify``: over TLS, trusting this CA file."""
     from dubbo_ssl.client import DubboClient
 
     address = f"{host}:{port}"
-    client = DubboClient("com.example.EchoService", group="g1", version="1.0.0", host=address)
+    client = DubboClient("com.example.EchoService", group="g1", version="1.0.0", host=address, verify=verify)
 
     def call(argument: Any) -> Any:
         return client.call("echo", (argument,), timeout=DUBBO_CALL_TIMEOUT)
