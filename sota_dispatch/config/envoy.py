@@ -25,6 +25,8 @@ sota-mesh reads Envoy's own files, so operators keep one format. The subset:
   ``outlier_detection`` (``consecutive_5xx``, ``base_ejection_time``,
   ``max_ejection_time``, ``max_ejection_percent``), ``health_checks[0]``
   (``interval``, ``timeout``, thresholds, ``tcp_health_check``);
+* ``transport_socket`` on a listener's filter chain and on a cluster: TLS
+  (see :mod:`sota_dispatch.config.envoy_tls`);
 * ``admin.address.socket_address``.
 
 Anything else is an error naming the field, never ignored; the problems of
@@ -44,6 +46,7 @@ from typing import Any
 import sota_dispatch.config.values as cv
 
 from ..errors import ConfigError
+from .envoy_tls import downstream_tls, upstream_tls
 from .model import ProxyConfig
 from .parse import parse_config
 
@@ -308,7 +311,10 @@ def _route(value: object, path: str, filters: Mapping[str, str]) -> dict[str, An
 def _listener(value: object, path: str) -> dict[str, Any]:
     listener = _map(value, path, ("name", "address", "filter_chains"), ("name", "address", "filter_chains"))
     chain = _map(
-        _one(listener["filter_chains"], f"{path}.filter_chains"), f"{path}.filter_chains[0]", ("filters",), ("filters",)
+        _one(listener["filter_chains"], f"{path}.filter_chains"),
+        f"{path}.filter_chains[0]",
+        ("filters", "transport_socket"),
+        ("filters",),
     )
     fpath = f"{path}.filter_chains[0].filters[0]"
     filter_ = _map(
@@ -350,6 +356,8 @@ def _listener(value: object, path: str) -> dict[str, Any]:
     }
     if stream_filters:
         native["stream_filters"] = stream_filters
+    if "transport_socket" in chain:
+        native["tls"] = downstream_tls(_map, chain["transport_socket"], f"{path}.filter_chains[0].transport_socket")
     return native
 
 
@@ -366,6 +374,7 @@ def _cluster(value: object, path: str) -> dict[str, Any]:
             "circuit_breakers",
             "outlier_detection",
             "health_checks",
+            "transport_socket",
         ),
         ("name", "load_assignment"),
     )
@@ -431,6 +440,8 @@ def _cluster(value: object, path: str) -> dict[str, Any]:
             # Only the plain connect check: a send/receive payload is not supported.
             _map(check["tcp_health_check"] or {}, f"{hpath}.tcp_health_check", ())
             native["health_check"]["kind"] = "tcp"
+    if "transport_socket" in cluster:
+        native["tls"] = upstream_tls(_map, cluster["transport_socket"], f"{path}.transport_socket")
     return native
 
 
