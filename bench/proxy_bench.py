@@ -24,6 +24,7 @@ and is stopped at the end.
 from __future__ import annotations
 
 import argparse
+import ssl
 import statistics
 import sys
 import time
@@ -32,7 +33,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import anyio
-from anyio.abc import SocketStream
+from anyio.abc import ByteStream
 
 from harness import machine_lines, positive_int, proc_cpu, publish, report_head, source_line, version
 from sota_dispatch import FrameSemantics, get_protocol
@@ -72,18 +73,25 @@ def sample_request(protocol: str) -> Any:
 class Client:
     """One connection speaking ``protocol`` with its class's client codec."""
 
-    def __init__(self, stream: SocketStream, protocol: type[FrameSemantics], request: bytes) -> None:
+    def __init__(self, stream: ByteStream, protocol: type[FrameSemantics], request: bytes) -> None:
         self.stream = stream
         self.codec = protocol.client_codec(protocol.option_values({}, "cluster"), 1 << 24)
         self.request = request
         self.answers = 0
 
     @classmethod
-    async def connect(cls, address: str, protocol: str) -> Client:
+    async def connect(cls, address: str, protocol: str, *, ssl_context: ssl.SSLContext | None = None) -> Client:
+        """A connection to ``address``; over TLS when ``ssl_context`` is given."""
         semantics = get_protocol(protocol).protocol_class
         assert semantics is not None
         host, _, port = address.rpartition(":")
-        stream = await anyio.connect_tcp(host, int(port))
+        stream: ByteStream
+        if ssl_context is None:
+            stream = await anyio.connect_tcp(host, int(port))
+        else:
+            stream = await anyio.connect_tcp(
+                host, int(port), tls=True, ssl_context=ssl_context, tls_standard_compatible=False
+            )
         client = cls(stream, semantics, semantics.encode_request(sample_request(protocol), 1))
         await stream.send(client.codec.data_to_send())
         with anyio.fail_after(10):
