@@ -55,6 +55,7 @@ class BufferedWriter:
         "_size",
         "_stream",
         "send_timeout",
+        "transform",
     )
 
     def __init__(
@@ -78,6 +79,10 @@ class BufferedWriter:
         #: then :class:`~sota_dispatch.FrameTimeout`. A server sets its
         #: frame timeout here (see BufferedReader.set_timeouts).
         self.send_timeout: float | None = None
+        #: Applied to every chunk :meth:`write` queues (None: nothing): how a
+        #: codec that encrypts after its handshake (ZMTP CURVE) seals what
+        #: every writer of the connection writes, once, in write order.
+        self.transform: Callable[[bytes], bytes] | None = None
 
     @property
     def pending(self) -> int:
@@ -109,6 +114,8 @@ class BufferedWriter:
     def write(self, data: bytes) -> None:
         """Queue ``data``; it goes out with the next flush. Never waits."""
         if data:
+            if self.transform is not None:
+                data = self.transform(data)
             self._parts.append(data)
             self._size += len(data)
 

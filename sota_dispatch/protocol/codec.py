@@ -47,6 +47,12 @@ class Codec(Protocol[F]):
     ``feed``). ``data_to_send`` hands out bytes the codec itself must send
     (a handshake, a PONG, an error line before a close); ``ready`` is False
     until a handshake, if the protocol has one, is complete.
+
+    A codec whose connection is encrypted after its handshake (ZMTP CURVE)
+    also has ``output_sealing()``: :class:`~sota_dispatch.CodecLoop` calls
+    it once the handshake is done, and the callable it returns (None: no
+    sealing) becomes the writer's :attr:`~sota_dispatch.BufferedWriter.transform`;
+    the codec's own output is plaintext from then on.
     """
 
     @property

@@ -116,6 +116,12 @@ class CodecLoop(Generic[F]):
                 frames = self._feed(data)
         if scope.cancelled_caught:
             raise ProtocolError(f"no handshake within {self.handshake_timeout:g}s")
+        sealing = getattr(codec, "output_sealing", None)
+        if sealing is not None:
+            # A codec that encrypts after its handshake (ZMTP CURVE): from
+            # now on the writer seals what anyone writes (the codec, the
+            # protocol's encoders, the proxy), so each frame is sealed once.
+            writer.transform = sealing()
         self._frames = frames
         return frames
 

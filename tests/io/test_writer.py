@@ -134,3 +134,59 @@ def test_rejects_bad_high_water() -> None:
     _, server = memory_stream_pair()
     with pytest.raises(ValueError, match="high_water"):
         BufferedWriter(server, high_water=0)
+
+
+async def test_a_transform_applies_to_each_write_once_in_order() -> None:
+    client, server = counting_pair()
+    writer = BufferedWriter(server)
+    writer.write(b"plain ")  # before the transform: as written
+    calls: list[bytes] = []
+
+    def seal(data: bytes) -> bytes:
+        calls.append(data)
+        return data.upper()
+
+    writer.transform = seal
+    writer.writelines([b"one ", b"two"])
+    writer.write(b"")  # nothing to seal
+    await writer.flush()
+    assert calls == [b"one ", b"two"]
+    assert await client.receive() == b"plain ONE TWO"
+
+
+async def test_the_codec_loop_hands_a_codecs_sealing_to_the_writer_after_its_handshake() -> None:
+    from sota_dispatch import BufferedReader, CodecLoop
+
+    class Sealing:
+        """A codec ready after one byte, whose output is sealed from then on."""
+
+        ready = False
+        buffered = 0
+
+        def feed(self, data: bytes) -> list[bytes]:
+            if not self.ready:
+                self.ready = True
+                data = data[1:]
+            return [data] if data else []
+
+        def data_to_send(self) -> bytes:
+            return b"" if self.ready else b"hello "
+
+        def check(self) -> None:
+            pass
+
+        def output_sealing(self) -> object:
+            return lambda data: b"[" + data + b"]"
+
+    client, server = memory_stream_pair()
+    writer = BufferedWriter(server)
+    loop: CodecLoop[bytes] = CodecLoop(BufferedReader(server, writer=writer), writer, Sealing())
+    await client.send(b"!frame")
+    assert await loop.handshake() == [b"frame"]
+    writer.write(b"answer")
+    await writer.flush()
+    data = b""
+    with anyio.fail_after(5):
+        while not data.endswith(b"]"):
+            data += await client.receive()
+    assert data == b"hello [answer]"

@@ -27,6 +27,7 @@ from anyio.abc import ByteStream, TaskGroup, TaskStatus
 from sota_dispatch import ConnectionContext, ConnectionLost, parse_address
 
 from .connection import Heartbeat, Liveness, open_loop, pump, start_keepalive
+from .curve import CurveClientKeys
 from .dispatcher import ZmtpDispatcher
 from .engine import DowngradeRefused, Limits, PeerError, ZmtpEngine
 from .wire import SocketType
@@ -47,6 +48,7 @@ class DealerConnection(ZmtpDispatcher):
             identity=dealer.identity,
             limits=dealer.limits,
             plain_credentials=dealer.plain_credentials,
+            curve_client=dealer.curve,
         )
 
     async def serve(self) -> None:
@@ -71,7 +73,10 @@ class Dealer:
     Use it as an async context manager, or run :meth:`run` in a task group.
     ``socket_type`` may be DEALER (default) or ROUTER/REQ-compatible types
     the peer accepts; ``identity`` is the routing id announced to the peer;
-    ``plain_credentials`` ``(username, password)`` selects the PLAIN mechanism;
+    ``plain_credentials`` ``(username, password)`` selects the PLAIN mechanism,
+    ``curve`` (:class:`~sota_zmtp.curve.CurveClientKeys`: the server's public
+    key, our key pair) CURVE; with either, a peer offering ZMTP 2.0 or
+    another mechanism is refused, never talked to;
     ``heartbeat`` sends PINGs to a ZMTP 3.1 peer and drops it if it falls
     silent (then reconnects); an older peer has no PING and is kept.
     """
@@ -87,9 +92,11 @@ class Dealer:
         reconnect_interval_max: float = 5.0,
         connect_timeout: float = 10.0,
         plain_credentials: tuple[bytes, bytes] | None = None,
+        curve: CurveClientKeys | None = None,
         heartbeat: Heartbeat | None = None,
         receive_hwm: int = 1000,
     ) -> None:
+        self.curve = curve
         if receive_hwm < 1:
             raise ValueError("receive_hwm must be at least 1")
         self.receive_hwm = receive_hwm

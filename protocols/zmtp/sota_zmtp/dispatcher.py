@@ -32,10 +32,19 @@ from typing import Any, ClassVar
 from sota_dispatch import Codec, Dispatcher, Failure, Match, Option, OptionSchema
 
 from .connection import Heartbeat
+from .curve import CurveClientKeys, CurveServerKeys, curve_available, curve_key
 from .engine import Authenticator, Limits, ZmtpEngine
 from .wire import SocketType, encode_message
 
-__all__ = ["ZmtpDispatcher", "heartbeat_of", "limits_of", "plain_account", "zmtp_error_reply"]
+__all__ = [
+    "ZmtpDispatcher",
+    "curve_client_of",
+    "curve_server_of",
+    "heartbeat_of",
+    "limits_of",
+    "plain_account",
+    "zmtp_error_reply",
+]
 
 Message = list[bytes]
 
@@ -87,6 +96,36 @@ def plain_account(options: Mapping[str, Any]) -> Authenticator | None:
     return check
 
 
+def _key(text: str) -> bytes:
+    """An option's CURVE key (Z85, 40 characters; or 64 hex digits)."""
+    return curve_key(text.strip())
+
+
+def _keys(text: str) -> tuple[bytes, ...]:
+    """Comma-separated CURVE public keys."""
+    return tuple(_key(item) for item in text.split(",") if item.strip())
+
+
+def curve_server_of(options: Mapping[str, Any]) -> CurveServerKeys | None:
+    """A CURVE server from option values (None: no ``curve_secret_key``):
+    clients must present one of ``curve_clients`` when that is given."""
+    secret = options.get("curve_secret_key")
+    if secret is None:
+        return None
+    allowed = options.get("curve_clients")
+    check = None if allowed is None else frozenset(allowed).__contains__
+    return CurveServerKeys(secret, check)
+
+
+def curve_client_of(options: Mapping[str, Any]) -> CurveClientKeys | None:
+    """A CURVE client from option values (None: no ``curve_server_key``)."""
+    server = options.get("curve_server_key")
+    if server is None:
+        return None
+    secret = options.get("curve_secret_key")
+    return CurveClientKeys(server) if secret is None else CurveClientKeys(server, secret)
+
+
 class ZmtpDispatcher(Dispatcher):
     """ZMTP 2.0/3.x: ROUTER to clients, DEALER upstream, ids as an envelope frame.
 
@@ -133,6 +172,22 @@ class ZmtpDispatcher(Dispatcher):
         plain_password=Option(
             "the PLAIN password for plain_user", _PLAIN_FIELD, places=frozenset({"service", "listener", "cluster"})
         ),
+        curve_secret_key=Option(
+            "CURVE: this end's long-term secret key (Z85): a service or listener then requires CURVE "
+            "from its peers; a cluster's connections use it as their client key",
+            _key,
+            places=frozenset({"service", "listener", "cluster"}),
+        ),
+        curve_clients=Option(
+            "CURVE: the public keys (Z85, comma separated) a service or listener accepts (default: any)",
+            _keys,
+            places=_SERVER_SIDE,
+        ),
+        curve_server_key=Option(
+            "CURVE: the public key (Z85) of a cluster's endpoints; the connections then log in with CURVE",
+            _key,
+            places=frozenset({"cluster"}),
+        ),
         heartbeat_interval=Option(
             "seconds between our PINGs to 3.1 peers (default: none)", Option.seconds, None, _SERVICE
         ),
@@ -152,6 +207,14 @@ class ZmtpDispatcher(Dispatcher):
         if (values.get("plain_user") is None) != (values.get("plain_password") is None):
             missing = "plain_user" if values.get("plain_user") is None else "plain_password"
             return {missing: "plain_user and plain_password go together"}
+        curve = values.get("curve_secret_key") is not None or values.get("curve_server_key") is not None
+        if curve and values.get("plain_user") is not None:
+            return {"plain_user": "a connection uses PLAIN or CURVE, not both"}
+        if values.get("curve_clients") is not None and values.get("curve_secret_key") is None:
+            return {"curve_clients": "needs curve_secret_key (the server's own key)"}
+        if curve and not curve_available():
+            name = "curve_secret_key" if values.get("curve_secret_key") is not None else "curve_server_key"
+            return {name: "CURVE needs PyNaCl: pip install 'sota-zmtp[curve]'"}
         return {}
 
     @classmethod
@@ -172,6 +235,7 @@ class ZmtpDispatcher(Dispatcher):
             limits=limits_of(options, max_frame_size),
             probe_downgrade=True,
             plain_authenticator=plain_account(options),
+            curve_server=curve_server_of(options),
         )
 
     @classmethod
@@ -184,6 +248,7 @@ class ZmtpDispatcher(Dispatcher):
             identity=(options.get("identity") or "").encode(),
             limits=Limits(max_frame_size=max_frame_size),
             plain_credentials=credentials,
+            curve_client=curve_client_of(options),
         )
 
     @classmethod

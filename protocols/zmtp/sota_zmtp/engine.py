@@ -22,6 +22,7 @@ This module is the state machine: which step comes next, and what to send
 and to check at each. The bytes each step reads and writes are in the
 modules below it, each importing only downward: :mod:`.greeting` (signature,
 version negotiation), :mod:`.mechanisms` (NULL and PLAIN commands, ERROR),
+:mod:`.curve` (CURVE's commands, crypto and sealed traffic),
 :mod:`.frames` (the frame reader, the hot loop), :mod:`.wire` (encoders),
 :mod:`.limits` and :mod:`.errors`. The names other modules import from here
 (:class:`Limits`, :class:`PeerError`, :class:`DowngradeRefused`,
@@ -30,11 +31,11 @@ version negotiation), :mod:`.mechanisms` (NULL and PLAIN commands, ERROR),
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable
 
 from sota_dispatch import ChunkBuffer, LimitExceeded, ProtocolError
 
+from .curve import CurveClient, CurveClientKeys, CurveServer, CurveServerKeys, CurveSession, SealedReader, z85_encode
 from .errors import DowngradeRefused, PeerError
 from .frames import V2_RESERVED, FrameReader
 from .greeting import (
@@ -48,6 +49,7 @@ from .greeting import (
     v2_socket_type,
     v3_rest,
 )
+from .handshake import EXPECTED, State
 from .identity import generate_identity
 from .limits import Limits
 from .mechanisms import (
@@ -67,37 +69,19 @@ __all__ = ["Authenticator", "DowngradeRefused", "Limits", "PeerError", "ZmtpEngi
 MAX_PING_CONTEXT = 16
 
 
-class _State(enum.Enum):
-    SIGNATURE = "signature"
-    V3_PROBE = "v3-probe"
-    V2_SOCKET_TYPE = "v2-socket-type"
-    V2_IDENTITY = "v2-identity"
-    V3_GREETING = "v3-greeting"
-    V3_READY = "v3-ready"
-    PLAIN_HELLO = "plain-hello"
-    PLAIN_WELCOME = "plain-welcome"
-    PLAIN_INITIATE = "plain-initiate"
-    TRAFFIC = "traffic"
-
-
-_EXPECTED = {
-    _State.V3_READY: b"READY",
-    _State.PLAIN_HELLO: b"HELLO",
-    _State.PLAIN_WELCOME: b"WELCOME",
-    _State.PLAIN_INITIATE: b"INITIATE",
-}
-
-
 class ZmtpEngine:
     """One ZMTP connection's protocol state.
 
     ``socket_type`` is ours; ``identity`` is the routing id we announce (for a
     DEALER) or empty. The mechanism is NULL unless ``plain_credentials`` (we
-    are a PLAIN client: ``(username, password)``) or ``plain_authenticator``
-    (we are a PLAIN server, RFC 24) is given. After the handshake,
+    are a PLAIN client: ``(username, password)``), ``plain_authenticator``
+    (we are a PLAIN server, RFC 24), ``curve_client`` or ``curve_server``
+    (CURVE, RFC 26: see :mod:`~sota_zmtp.curve`) is given; an endpoint with
+    a mechanism never falls back to ZMTP 2.0 or NULL. After the handshake,
     :attr:`version`, :attr:`peer_socket_type`, :attr:`peer_identity`,
-    :attr:`peer_properties` and, for a PLAIN server, :attr:`user_id`
-    describe the peer.
+    :attr:`peer_properties` and, for a PLAIN or CURVE server,
+    :attr:`user_id` (the username, or the client's long-term public key in
+    Z85) describe the peer.
     """
 
     def __init__(
@@ -109,20 +93,36 @@ class ZmtpEngine:
         probe_downgrade: bool = False,
         plain_credentials: tuple[bytes, bytes] | None = None,
         plain_authenticator: Authenticator | None = None,
+        curve_client: CurveClientKeys | None = None,
+        curve_server: CurveServerKeys | None = None,
         on_peer_ready: Callable[[ZmtpEngine], None] | None = None,
     ) -> None:
         if len(identity) > 255:
             raise ValueError("an identity has at most 255 bytes")
-        if plain_credentials is not None and plain_authenticator is not None:
-            raise ValueError("an endpoint is a PLAIN client or a PLAIN server, not both")
+        given = [plain_credentials, plain_authenticator, curve_client, curve_server]
+        if sum(x is not None for x in given) > 1:
+            raise ValueError("an endpoint has one mechanism, in one role (PLAIN or CURVE, client or server)")
         if plain_credentials is not None and not all(len(x) < 256 for x in plain_credentials):
             raise ValueError("PLAIN username and password have at most 255 bytes")
         self.plain_credentials = plain_credentials
         self.plain_authenticator = plain_authenticator
         self.on_peer_ready = on_peer_ready
-        self.mechanism = b"NULL" if plain_credentials is None and plain_authenticator is None else b"PLAIN"
-        #: The PLAIN username the peer authenticated with (server side).
+        self.curve_client = curve_client
+        self.curve_server = curve_server
+        self.mechanism = b"NULL"
+        if plain_credentials is not None or plain_authenticator is not None:
+            self.mechanism = b"PLAIN"
+        elif curve_client is not None or curve_server is not None:
+            self.mechanism = b"CURVE"
+        #: The PLAIN username, or CURVE long-term public key (Z85), the
+        #: peer authenticated with (server side).
         self.user_id: bytes | None = None
+        self._curve: CurveClient | CurveServer | None = None
+        #: The sealed traffic of a CURVE connection (None: plaintext frames).
+        self.session: CurveSession | None = None
+        #: Whether :meth:`encode` and :meth:`data_to_send` seal (CURVE) what
+        #: they give; False once :meth:`output_sealing` handed that to a writer.
+        self.seal_output = True
         self.socket_type = socket_type
         self.identity = identity
         self.limits = limits or Limits()
@@ -139,18 +139,20 @@ class ZmtpEngine:
         #: An error found after messages handed out by the same feed.
         self.pending_error: ProtocolError | None = None
         self._peer_major = 0
-        self._state = _State.SIGNATURE
+        self._state = State.SIGNATURE
         self._out = bytearray(greeting_start(len(identity)))
         # Unparsed input: chunks joined only once the reader's ``need`` has arrived.
         self._buffer = ChunkBuffer()
         self._reader = FrameReader(self.limits, START_SIZE)
+        #: The reader of the traffic (CURVE: one that opens sealed frames).
+        self._active: FrameReader | SealedReader = self._reader
 
     # -- state ---------------------------------------------------------------
 
     @property
     def ready(self) -> bool:
         """True once messages may flow (the peer's READY has arrived)."""
-        return self._state is _State.TRAFFIC
+        return self._state is State.TRAFFIC
 
     def check(self) -> None:
         """Raise the error found after the last messages handed out, if any."""
@@ -176,9 +178,27 @@ class ZmtpEngine:
         Sending before the peer's READY made libzmq 4.3.5 drop the
         connection, so this refuses to.
         """
-        if self._state is not _State.TRAFFIC:
+        if self._state is not State.TRAFFIC:
             raise RuntimeError("the ZMTP handshake is not complete")
+        if self.session is not None and self.seal_output:
+            return self.session.seal_message(frames)
         return encode_message(frames)
+
+    def output_sealing(self) -> Callable[[bytes], bytes] | None:
+        """After a CURVE handshake, hand the sealing of outgoing frames to the
+        connection's writer (see :class:`~sota_dispatch.Codec`): what it is
+        given is plaintext ZMTP frames, from this engine or anyone else, and
+        :meth:`encode` and :meth:`data_to_send` give plaintext from now on."""
+        if self.session is None:
+            return None
+        self.seal_output = False
+        return self.session.seal_frames
+
+    def _command_frame(self, name: bytes, data: bytes = b"") -> bytes:
+        """A command after the handshake (sealed on a CURVE connection)."""
+        if self.session is not None and self.seal_output:
+            return self.session.seal_command(name, data)
+        return encode_command(name, data)
 
     def ping(self, ttl_deciseconds: int = 0, context: bytes = b"") -> None:
         """Queue a PING (ZMTP 3.1 only)."""
@@ -186,12 +206,12 @@ class ZmtpEngine:
             raise RuntimeError(f"PING needs ZMTP 3.1, the peer speaks {self.version}")
         if not 0 <= ttl_deciseconds <= 0xFFFF or len(context) > MAX_PING_CONTEXT:
             raise ValueError("ttl is 0..65535 deciseconds, context at most 16 bytes")
-        self._out += encode_command(b"PING", ttl_deciseconds.to_bytes(2, "big") + context)
+        self._out += self._command_frame(b"PING", ttl_deciseconds.to_bytes(2, "big") + context)
 
     def error(self, reason: str) -> bytes:
         """The ERROR command to send before closing (3.x; empty for 2.0)."""
-        if self.version is not None and self.version < (3, 0):
-            return b""
+        if (self.version is not None and self.version < (3, 0)) or self.session is not None:
+            return b""  # 2.0 has no ERROR; after a CURVE handshake only sealed frames travel
         return error_command(reason)
 
     # -- incoming --------------------------------------------------------------
@@ -203,15 +223,15 @@ class ZmtpEngine:
         is raised by the next call (or by :meth:`check`).
         """
         self.check()
-        reader = self._reader
-        work = self._buffer.take(data, reader.need)
+        work = self._buffer.take(data, self._active.need)
         if work is None:
             return []
         messages: list[list[bytes]] = []
         pos = 0
-        if self._state is not _State.TRAFFIC:
+        if self._state is not State.TRAFFIC:
             pos = self._handshake(work, messages)
-        if self._state is _State.TRAFFIC:
+        if self._state is State.TRAFFIC:
+            reader = self._active
             try:
                 pos = reader.read(work, pos, messages)
                 while reader.command is not None:  # it stopped at a command
@@ -230,16 +250,16 @@ class ZmtpEngine:
         """Advance through the greeting and handshake; return the bytes used."""
         reader = self._reader
         pos = 0
-        while self._state is not _State.TRAFFIC:
+        while self._state is not State.TRAFFIC:
             avail = len(work) - pos
             state = self._state
-            if state is _State.SIGNATURE:
+            if state is State.SIGNATURE:
                 if avail < START_SIZE:
                     reader.need = START_SIZE
                     return pos
                 self._signature(work[pos : pos + START_SIZE])
                 pos += START_SIZE
-            elif state is _State.V3_PROBE:
+            elif state is State.V3_PROBE:
                 if avail < 2:
                     reader.need = 2
                     return pos
@@ -250,15 +270,15 @@ class ZmtpEngine:
                     self._downgrade_to_v2()
                 else:
                     self._v3_greeting_start()
-            elif state is _State.V2_SOCKET_TYPE:
+            elif state is State.V2_SOCKET_TYPE:
                 if avail < 1:
                     reader.need = 1
                     return pos
                 # libzmq does not check 2.0 socket types; neither do we, but we record it.
                 self.peer_socket_type = v2_socket_type(work[pos])
-                self._state = _State.V2_IDENTITY
+                self._state = State.V2_IDENTITY
                 pos += 1
-            elif state is _State.V3_GREETING:
+            elif state is State.V3_GREETING:
                 if avail < V3_REST_SIZE:
                     reader.need = V3_REST_SIZE
                     return pos
@@ -269,7 +289,7 @@ class ZmtpEngine:
                 if frame is None:
                     return pos
                 flags, body, pos = frame
-                if state is _State.V2_IDENTITY:
+                if state is State.V2_IDENTITY:
                     self._v2_identity(flags, body)
                 else:
                     self._v3_handshake_frame(flags, body)
@@ -292,7 +312,7 @@ class ZmtpEngine:
         else:
             self._peer_major = revision
             if self.probe_downgrade:
-                self._state = _State.V3_PROBE
+                self._state = State.V3_PROBE
             else:
                 self._v3_greeting_start()
 
@@ -309,18 +329,19 @@ class ZmtpEngine:
         self.version = (2, 0)
         self._reader.reserved = V2_RESERVED
         self._out += v2_rest(self.socket_type, self.identity)
-        self._state = _State.V2_SOCKET_TYPE
+        self._state = State.V2_SOCKET_TYPE
 
     def _v3_greeting_start(self) -> None:
-        self._out += v3_rest(self.mechanism, self.plain_authenticator is not None)
-        self._state = _State.V3_GREETING
+        as_server = self.plain_authenticator is not None or self.curve_server is not None
+        self._out += v3_rest(self.mechanism, as_server)
+        self._state = State.V3_GREETING
 
     def _v2_identity(self, flags: int, body: bytes) -> None:
         if flags & COMMAND:
             raise ProtocolError("ZMTP 2.0 has no commands")
         self._set_identity(body)
         self._peer_ready()
-        self._state = _State.TRAFFIC
+        self._state = State.TRAFFIC
 
     def _peer_ready(self) -> None:
         """Let the owner accept or refuse the peer before the handshake ends."""
@@ -338,16 +359,23 @@ class ZmtpEngine:
             raise ProtocolError(f"peer wants mechanism {mechanism!r}; this endpoint speaks {self.mechanism.decode()}")
         if self.plain_credentials is not None:
             self._out += hello_command(*self.plain_credentials)
-            self._state = _State.PLAIN_WELCOME
+            self._state = State.PLAIN_WELCOME
         elif self.plain_authenticator is not None:
-            self._state = _State.PLAIN_HELLO
+            self._state = State.PLAIN_HELLO
+        elif self.curve_client is not None:
+            curve = self._curve = CurveClient(self.curve_client)
+            self._out += encode_command(b"HELLO", curve.hello())
+            self._state = State.CURVE_WELCOME
+        elif self.curve_server is not None:
+            self._curve = CurveServer(self.curve_server)
+            self._state = State.CURVE_HELLO
         else:
             if self.on_peer_ready is None:
                 self._out += encode_command(b"READY", self._metadata())
             # else: our READY waits for the peer's, so that a refusal (say, a
             # duplicate identity) is an ERROR *during* the handshake, which
             # libzmq takes as final, rather than after it, which it ignores.
-            self._state = _State.V3_READY
+            self._state = State.V3_READY
 
     def _metadata(self) -> bytes:
         return metadata(self.socket_type, self.identity)
@@ -359,19 +387,19 @@ class ZmtpEngine:
         if name == b"ERROR":
             raise PeerError(error_reason(data))
         state = self._state
-        expected = _EXPECTED[state]
+        expected = EXPECTED[state]
         if name != expected:
             raise ProtocolError(f"unexpected command {name!r} during the handshake (expected {expected!r})")
-        if state is _State.V3_READY:  # NULL, or a PLAIN client after INITIATE
+        if state is State.V3_READY:  # NULL, or a PLAIN client after INITIATE
             self._peer_metadata(data)
             self._peer_ready()
             if self.on_peer_ready is not None and self.mechanism == b"NULL":
                 self._out += encode_command(b"READY", self._metadata())
-            self._state = _State.TRAFFIC
-        elif state is _State.PLAIN_WELCOME:
+            self._state = State.TRAFFIC
+        elif state is State.PLAIN_WELCOME:
             self._out += encode_command(b"INITIATE", self._metadata())
-            self._state = _State.V3_READY
-        elif state is _State.PLAIN_HELLO:
+            self._state = State.V3_READY
+        elif state is State.PLAIN_HELLO:
             user, password = parse_hello(data)
             assert self.plain_authenticator is not None
             if not self.plain_authenticator(user, password):
@@ -379,12 +407,52 @@ class ZmtpEngine:
                 raise ProtocolError(f"PLAIN authentication failed for user {user!r}")
             self.user_id = user
             self._out += encode_command(b"WELCOME")
-            self._state = _State.PLAIN_INITIATE
-        else:  # PLAIN_INITIATE
+            self._state = State.PLAIN_INITIATE
+        elif state is State.PLAIN_INITIATE:
             self._peer_metadata(data)
             self._peer_ready()
             self._out += encode_command(b"READY", self._metadata())
-            self._state = _State.TRAFFIC
+            self._state = State.TRAFFIC
+        else:
+            self._curve_step(state, data)
+
+    def _curve_step(self, state: State, data: bytes) -> None:
+        """One CURVE handshake command (RFC 26), in the order :data:`EXPECTED` allows."""
+        curve = self._curve
+        if state is State.CURVE_HELLO:
+            assert isinstance(curve, CurveServer)
+            self._out += encode_command(b"WELCOME", curve.hello(data))
+            self._state = State.CURVE_INITIATE
+        elif state is State.CURVE_WELCOME:
+            assert isinstance(curve, CurveClient)
+            curve.welcome(data)
+            self._out += encode_command(b"INITIATE", curve.initiate(self._metadata()))
+            self._state = State.CURVE_READY
+        elif state is State.CURVE_INITIATE:
+            assert isinstance(curve, CurveServer)
+            client_key, metadata = curve.initiate(data)
+            check = curve.keys.authenticator
+            if check is not None and not check(client_key):
+                self._out += self.error("400")  # as ZAP refuses: libzmq reports HANDSHAKE_FAILED_AUTH 400
+                raise ProtocolError(f"CURVE client key {z85_encode(client_key)} is not allowed")
+            self.user_id = z85_encode(client_key).encode()
+            self._peer_metadata(metadata)
+            self._peer_ready()
+            ready, session = curve.ready(self._metadata())
+            self._out += encode_command(b"READY", ready)
+            self._start_sealed(session)
+        else:  # CURVE_READY
+            assert isinstance(curve, CurveClient)
+            metadata, session = curve.ready(data)
+            self._peer_metadata(metadata)
+            self._peer_ready()
+            self._start_sealed(session)
+
+    def _start_sealed(self, session: CurveSession) -> None:
+        self.session = session
+        self._active = SealedReader(self.limits, session)
+        self._curve = None  # the transient secrets are in the session now
+        self._state = State.TRAFFIC
 
     def _peer_metadata(self, data: bytes) -> None:
         properties = parse_properties(data)
@@ -413,7 +481,7 @@ class ZmtpEngine:
             context = data[2 : 2 + MAX_PING_CONTEXT] if len(data) >= 2 else b""
             ttl = int.from_bytes(data[:2], "big") if len(data) >= 2 else 0
             self.peer_ttl = ttl / 10 if ttl else None
-            self._out += encode_command(b"PONG", context)
+            self._out += self._command_frame(b"PONG", context)
             self.pings_answered += 1
         elif name == b"PONG":
             self.pongs.append(data[:MAX_PING_CONTEXT])

@@ -22,7 +22,8 @@ from anyio.abc import ByteStream
 from sota_dispatch import ConnectionContext, ProtocolError, SotaError
 
 from .connection import Heartbeat, Liveness, open_loop, pump, start_keepalive
-from .dispatcher import ZmtpDispatcher, heartbeat_of, limits_of, plain_account
+from .curve import CurveServerKeys
+from .dispatcher import ZmtpDispatcher, curve_server_of, heartbeat_of, limits_of, plain_account
 from .engine import Authenticator, Limits, ZmtpEngine, generate_identity
 from .wire import SocketType, encode_message
 
@@ -63,7 +64,9 @@ class Router:
     queue counts as full (a message is always accepted into a queue below it).
     ``plain_authenticator``: require the PLAIN mechanism and accept a peer
     when ``plain_authenticator(username, password)`` is true; a refused peer
-    gets an ERROR command (libzmq then does not reconnect). ``heartbeat``:
+    gets an ERROR command (libzmq then does not reconnect). ``curve``:
+    require CURVE (:class:`~sota_zmtp.curve.CurveServerKeys`: this server's
+    secret key, and the check of each client's public key). ``heartbeat``:
     PING every peer and close silent ones (see :class:`Heartbeat`).
     """
 
@@ -75,9 +78,11 @@ class Router:
         send_hwm: int = 4 * 1024 * 1024,
         limits: Limits | None = None,
         plain_authenticator: Authenticator | None = None,
+        curve: CurveServerKeys | None = None,
         heartbeat: Heartbeat | None = None,
     ) -> None:
         self.handover = handover
+        self.curve = curve
         self.heartbeat = heartbeat
         self.plain_authenticator = plain_authenticator
         self.mandatory = mandatory
@@ -190,6 +195,7 @@ class RouterConnection(ZmtpDispatcher):
             limits=router.limits,
             probe_downgrade=self.context.role == "server",
             plain_authenticator=router.plain_authenticator,
+            curve_server=router.curve,
             on_peer_ready=self._identify,
         )
         #: The peer's routing identity once the handshake is done.
@@ -245,6 +251,7 @@ class ZmtpEchoDispatcher(RouterConnection):
                 send_hwm=values["send_hwm"],
                 limits=limits_of(values),
                 plain_authenticator=plain_account(values),
+                curve=curve_server_of(values),
                 heartbeat=heartbeat_of(values),
             )
             ZmtpEchoDispatcher._shared[key] = router
