@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.streams.tls import TLSAttribute
 
 from sota_dispatch import ConfigError, ServerTLS
 from sota_dispatch.config import ListenerTlsConfig, TlsCertificateConfig, UpstreamTlsConfig
@@ -172,7 +173,7 @@ async def test_a_proxy_from_an_envoy_file_serves_mutual_tls_both_ways(tls_files:
                     host, int(port), tls=True, ssl_context=context, tls_hostname="localhost"
                 )
                 async with stream:
-                    assert stream.extra(anyio.streams.tls.TLSAttribute.alpn_protocol) == "sota"
+                    assert stream.extra(TLSAttribute.alpn_protocol) == "sota"
                     await stream.send(b"echo:both ways\n")
                     data = b""
                     while not data.endswith(b"\n"):

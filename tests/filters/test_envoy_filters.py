@@ -247,6 +247,7 @@ async def test_an_envoy_file_with_filters_runs_them_in_a_proxy_process(
     echo_lines_env: dict[str, str], tmp_path: Path
 ) -> None:
     async with serving(EchoLines) as backend:
+        assert backend.address is not None
         path = tmp_path / "envoy.yaml"
         path.write_text(
             yaml.safe_dump(envoy(backend.address, [DENY, ROUTER], [route(OPEN, prefix="admin/open"), route()]))

@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import ByteStream
+from anyio.streams.tls import TLSAttribute
 
 from sota_dispatch import ConfigError, ServerTLS
 from sota_dispatch.config import parse_config
@@ -228,11 +229,11 @@ async def test_reloading_the_proxy_certificates(tls_files: Any) -> None:
             address = proxy.addresses["in"]
             old = await tls_connect(address, tls_files.client_context())
             async with old:
-                before = old.extra(anyio.streams.tls.TLSAttribute.ssl_object).getpeercert(binary_form=True)
+                before = old.extra(TLSAttribute.ssl_object).getpeercert(binary_form=True)
                 tls_files.issue("server", "localhost", "127.0.0.1")
                 assert proxy.reload_certificates() == []
                 async with await tls_connect(address, tls_files.client_context()) as new:
-                    after = new.extra(anyio.streams.tls.TLSAttribute.ssl_object).getpeercert(binary_form=True)
+                    after = new.extra(TLSAttribute.ssl_object).getpeercert(binary_form=True)
                     assert await ask(new, b"echo:new\n") == [b"echo:new\n"]
                 assert before != after
                 assert await ask(old, b"echo:old\n") == [b"echo:old\n"]

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,7 @@ async def test_mutual_tls_with_an_allow_list_in_a_process(tls_files: Any, backen
             (("-cert", outsider[0], "-key", outsider[1]), False),  # not on the allow-list
             (("-cert", tls_files.client_chain, "-key", tls_files.client_key), True),
         ]:
-            answer = await anyio.to_thread.run_sync(lambda e=extra: s_client_exchange(service.address, tls_files, *e))
+            answer = await anyio.to_thread.run_sync(partial(s_client_exchange, service.address, tls_files, *extra))
             assert (answer == ANSWER) is served, (extra, answer)
         clean_stop(service)
 
@@ -106,7 +107,9 @@ async def peer_certificate(address: str, files: Any) -> tuple[bytes, Any]:
         stream = await anyio.connect_tcp(
             host, int(port), tls=True, ssl_context=files.client_context(), tls_hostname="localhost"
         )
-    return stream.extra(TLSAttribute.ssl_object).getpeercert(binary_form=True), stream
+    certificate = stream.extra(TLSAttribute.ssl_object).getpeercert(binary_form=True)
+    assert certificate is not None
+    return certificate, stream
 
 
 async def ask(stream: Any) -> bytes:
