@@ -28,7 +28,7 @@ import ssl
 import statistics
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -73,15 +73,31 @@ def sample_request(protocol: str) -> Any:
 class Client:
     """One connection speaking ``protocol`` with its class's client codec."""
 
-    def __init__(self, stream: ByteStream, protocol: type[FrameSemantics], request: bytes) -> None:
+    def __init__(
+        self,
+        stream: ByteStream,
+        protocol: type[FrameSemantics],
+        request: bytes,
+        options: dict[str, str] | None = None,
+    ) -> None:
         self.stream = stream
-        self.codec = protocol.client_codec(protocol.option_values({}, "cluster"), 1 << 24)
+        self.codec = protocol.client_codec(protocol.option_values(options or {}, "cluster"), 1 << 24)
         self.request = request
         self.answers = 0
+        #: Makes ``n`` requests' bytes (each one sealed anew on an encrypted connection).
+        self.requests: Callable[[int], bytes] = self.request.__mul__
 
     @classmethod
-    async def connect(cls, address: str, protocol: str, *, ssl_context: ssl.SSLContext | None = None) -> Client:
-        """A connection to ``address``; over TLS when ``ssl_context`` is given."""
+    async def connect(
+        cls,
+        address: str,
+        protocol: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        options: dict[str, str] | None = None,
+    ) -> Client:
+        """A connection to ``address``; over TLS when ``ssl_context`` is
+        given; ``options``: the protocol's client options (ZMTP CURVE keys)."""
         semantics = get_protocol(protocol).protocol_class
         assert semantics is not None
         host, _, port = address.rpartition(":")
@@ -92,7 +108,8 @@ class Client:
             stream = await anyio.connect_tcp(
                 host, int(port), tls=True, ssl_context=ssl_context, tls_standard_compatible=False
             )
-        client = cls(stream, semantics, semantics.encode_request(sample_request(protocol), 1))
+        request = sample_request(protocol)
+        client = cls(stream, semantics, semantics.encode_request(request, 1), options)
         await stream.send(client.codec.data_to_send())
         with anyio.fail_after(10):
             while not client.codec.ready:
@@ -100,6 +117,10 @@ class Client:
                 out = client.codec.data_to_send()
                 if out:
                     await stream.send(out)
+        seal = getattr(client.codec, "output_sealing", None)
+        sealing = seal() if seal is not None else None
+        if sealing is not None:  # CURVE: every request needs its own nonce
+            client.requests = lambda n: sealing(client.request * n)
         return client
 
     async def _receive(self) -> None:
@@ -114,7 +135,7 @@ class Client:
             while self.answers < count:
                 batch = min(window - (sent - self.answers), count - sent)
                 if batch > 0:
-                    await self.stream.send(self.request * batch)
+                    await self.stream.send(self.requests(batch))
                     sent += batch
                 await self._receive()
         return time.perf_counter() - start

@@ -22,7 +22,11 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
         ["sota_simple_line", "sota_xprotocol", "sota_zmtp"],
         ["| simple_line | 100 |", "| zmtp | 1000 |", "added p50"],
     ),
-    ("tls_bench.py", ["sota_simple_line", "sota_xprotocol", "trustme"], ["| bolt | proxy | 200 |", "TLS / plaintext"]),
+    (
+        "security_bench.py",
+        ["sota_simple_line", "sota_xprotocol", "sota_zmtp", "trustme", "nacl"],
+        ["| bolt | proxy | 200 |", "| zmtp | proxy | 200 |", "secured / plaintext"],
+    ),
     ("proxy_instructions.py", ["sota_simple_line"], ["| simple_line | 10 |", "Instructions per proxied request"]),
     (
         "overload_bench.py",
