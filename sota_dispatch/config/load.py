@@ -16,7 +16,7 @@ from .envoy import from_envoy, is_envoy
 from .model import ClusterConfig, LimitsConfig, ListenerConfig, ProxyConfig, RouteConfig
 from .parse import admin_config, endpoint_config, parse_config
 
-__all__ = ["config_from_upstreams", "load_config"]
+__all__ = ["config_from_text", "config_from_upstreams", "load_config"]
 
 
 def load_config(path: str | Path) -> ProxyConfig:
@@ -29,14 +29,20 @@ def load_config(path: str | Path) -> ProxyConfig:
     in the file's order (:attr:`~sota_dispatch.ConfigError.errors`); only
     a file that is not YAML at all stops at its first.
     """
-    import yaml  # imported here: only the config file needs it
-
     try:
         text = Path(path).read_bytes().decode("utf-8")
     except OSError as exc:
         raise ConfigError("", f"cannot read config file {str(path)!r}: {exc.strerror or exc}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError("", f"{path}: not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})") from None
+    return config_from_text(text, str(path))
+
+
+def config_from_text(text: str, path: str = "<config>") -> ProxyConfig:
+    """:func:`load_config` for a YAML document already read (``path``
+    names it in errors)."""
+    import yaml  # imported here: only the config file needs it
+
     try:
         data = yaml.load(text, Loader=_strict_loader())
     except yaml.YAMLError as exc:
