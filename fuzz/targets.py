@@ -110,36 +110,30 @@ def _captured(path: Path, key: str, values: tuple[str, ...]) -> list[bytes]:
     return found
 
 
-def _zmtp_dealer_start() -> bytes:
-    """What a ZMTP 3.1 DEALER sends first (greeting and READY), from our engine."""
+def _zmtp_start(side: str) -> bytes:
+    """What one side of a ZMTP 3.1 DEALER-ROUTER handshake sends (greeting
+    and READY), from our engines: ``side`` "dealer" or "router"."""
     from sota_zmtp.engine import ZmtpEngine
     from sota_zmtp.wire import SocketType
 
     dealer = ZmtpEngine(SocketType.DEALER, identity=b"fuzz")
     router = ZmtpEngine(SocketType.ROUTER)
+    ours, theirs = (dealer, router) if side == "dealer" else (router, dealer)
     sent = b""
     for _ in range(3):
-        out = dealer.data_to_send()
+        out = ours.data_to_send()
         sent += out
-        router.feed(out)
-        dealer.feed(router.data_to_send())
-    return sent + dealer.data_to_send()
+        theirs.feed(out)
+        ours.feed(theirs.data_to_send())
+    return sent + ours.data_to_send()
+
+
+def _zmtp_dealer_start() -> bytes:
+    return _zmtp_start("dealer")
 
 
 def _zmtp_router_start() -> bytes:
-    """What a ZMTP 3.1 ROUTER sends a DEALER that connected (greeting and READY)."""
-    from sota_zmtp.engine import ZmtpEngine
-    from sota_zmtp.wire import SocketType
-
-    dealer = ZmtpEngine(SocketType.DEALER)
-    router = ZmtpEngine(SocketType.ROUTER)
-    sent = b""
-    for _ in range(3):
-        out = router.data_to_send()
-        sent += out
-        dealer.feed(out)
-        router.feed(dealer.data_to_send())
-    return sent + router.data_to_send()
+    return _zmtp_start("router")
 
 
 def _zmtp_seeds() -> list[bytes]:

@@ -405,6 +405,8 @@ class SealedReader:
     read as the frame it carries, against the same limits (checked on the
     sealed frame's header, before it is buffered). A command it carries
     (PING, PONG) stops the loop in :attr:`command`, as FrameReader does.
+    The header parsing repeats FrameReader's on purpose: both are hot
+    loops, with no call per frame.
     """
 
     __slots__ = ("_limits", "_message_size", "_parts", "_session", "command", "need")
