@@ -163,6 +163,11 @@ class FilterRequest:
         """The client's address, ``host:port`` (None if the socket had none)."""
         return self.connection.remote_address
 
+    @property
+    def peer_names(self) -> tuple[str, ...]:
+        """The names the client's TLS certificate proves (empty without mutual TLS)."""
+        return self.connection.peer_names
+
 
 _UNMATCHED: Any = object()
 

@@ -124,7 +124,9 @@ class Rbac(StreamFilter):
     attribute ``attribute`` tested as routes test theirs (``exact``,
     ``prefix``, ``regex``: a full match, or ``present``), and the client's
     address within one of ``source`` (addresses or networks, comma
-    separated). ``action: deny`` (the default) refuses matching requests;
+    separated), and one of the names its TLS client certificate proves in
+    ``principal`` (comma separated: Envoy's authenticated principal, on a
+    mutual-TLS listener). ``action: deny`` (the default) refuses matching requests;
     ``allow`` refuses every other. Refused requests get the protocol's
     :attr:`~sota_dispatch.Failure.DENIED` reply. Several policies: several
     ``rbac`` filters in the chain.
@@ -138,6 +140,12 @@ class Rbac(StreamFilter):
         regex=Option("the attribute fully matches this regular expression", Option.text, None, FILTER),
         present=Option("1: the attribute is there; 0: it is not", Option.flag, None, FILTER),
         source=Option("client addresses or networks, comma separated (10.0.0.0/8,::1)", Option.text, None, FILTER),
+        principal=Option(
+            "names of client certificates (SAN or common name), comma separated (mutual TLS)",
+            Option.text,
+            None,
+            FILTER,
+        ),
     )
 
     @classmethod
@@ -147,8 +155,8 @@ class Rbac(StreamFilter):
         if values["attribute"] is None:
             for test in tests:
                 errors[test] = "needs attribute"
-            if values["source"] is None:
-                errors["attribute"] = "give attribute (with a test) or source, or both"
+            if values["source"] is None and values["principal"] is None:
+                errors["attribute"] = "give attribute (with a test), source or principal"
         else:
             try:
                 _attribute_matcher(values)
@@ -167,12 +175,16 @@ class Rbac(StreamFilter):
         self.matcher: Matcher | None = _attribute_matcher(options) if options["attribute"] is not None else None
         source = options["source"]
         self.networks = _networks(source) if source is not None else None
+        principal = options["principal"]
+        self.principals = None if principal is None else frozenset(p.strip() for p in principal.split(",") if p.strip())
         self._sources: dict[str | None, bool] = {}
         self._refused = LocalReply(Failure.DENIED, detail=f"rbac ({options['action']})")
 
     def on_request(self, request: FilterRequest) -> FilterResult:
-        matched = (self.matcher is None or self.matcher(request.attributes)) and (
-            self.networks is None or self._source_matches(request.peer_address)
+        matched = (
+            (self.matcher is None or self.matcher(request.attributes))
+            and (self.networks is None or self._source_matches(request.peer_address))
+            and (self.principals is None or not self.principals.isdisjoint(request.peer_names))
         )
         return self._refused if matched is self.deny else None
 

@@ -8,8 +8,10 @@ from typing import Any, Literal
 
 import attrs
 from anyio.abc import ByteStream, SocketAttribute
+from anyio.streams.tls import TLSAttribute, TLSStream
 
 from ..io.address import format_address
+from ..io.tls import peer_names
 
 __all__ = ["ConnectionContext"]
 
@@ -32,6 +34,9 @@ class ConnectionContext:
     remote_address: str | None = None
     #: Protocol options (``--option name=value``), as given.
     options: Mapping[str, str] = attrs.field(factory=dict)
+    #: The names the peer's TLS certificate proves (subject alternative
+    #: names, then the common name): empty without a client certificate.
+    peer_names: tuple[str, ...] = ()
 
     @classmethod
     def for_stream(
@@ -49,7 +54,20 @@ class ConnectionContext:
             local_address=_address_of(stream, SocketAttribute.local_address),
             remote_address=_address_of(stream, SocketAttribute.remote_address),
             options=dict(options or {}),
+            peer_names=_certificate_names(stream),
         )
+
+
+def _certificate_names(stream: ByteStream) -> tuple[str, ...]:
+    """The names of the peer's TLS certificate (only a TLS stream has one:
+    a plain socket's extras are not even asked, since a reset socket's may
+    raise on uvloop)."""
+    if not isinstance(stream, TLSStream):
+        return ()
+    try:
+        return peer_names(stream.extra(TLSAttribute.peer_certificate, None))
+    except (OSError, AttributeError, RuntimeError, ValueError):
+        return ()
 
 
 def _address_of(stream: ByteStream, attribute: Any) -> str | None:

@@ -28,8 +28,10 @@ from sota_dispatch.testing import EchoLines, ManualClock
 pytestmark = pytest.mark.anyio
 
 
-def make_request(echo: str = "hello", peer: str | None = "10.1.2.3:4", now: float = 0.0) -> FilterRequest:
-    context = ConnectionContext(remote_address=peer)
+def make_request(
+    echo: str = "hello", peer: str | None = "10.1.2.3:4", now: float = 0.0, names: tuple[str, ...] = ()
+) -> FilterRequest:
+    context = ConnectionContext(remote_address=peer, peer_names=names)
     return FilterRequest(b"echo:%s\n" % echo.encode(), EchoLines.bound_semantics(), "l", context, 1, now)
 
 
@@ -171,8 +173,26 @@ def test_rbac_decides_by_attribute_and_address(
         assert answer.failure is Failure.DENIED
 
 
+@pytest.mark.parametrize(
+    ("options", "names", "denied"),
+    [
+        ({"principal": "a.example"}, ("a.example",), True),
+        ({"principal": "a.example, b.example"}, ("x.example", "b.example"), True),
+        ({"principal": "a.example"}, (), False),  # no certificate: not that principal
+        ({"principal": "a.example", "action": "allow"}, (), True),
+        ({"principal": "a.example", "action": "allow"}, ("a.example",), False),
+        ({"principal": "a.example", "source": "10.0.0.0/8"}, ("a.example",), True),  # 10.1.2.3: both hold
+    ],
+)
+def test_rbac_decides_by_the_client_certificates_names(
+    options: dict[str, str], names: tuple[str, ...], denied: bool
+) -> None:
+    answer = build(Rbac, options).on_request(make_request(names=names))
+    assert (answer is not None) is denied
+
+
 def test_rbac_options_are_checked() -> None:
-    assert problems(Rbac, {}) == {"attribute": "give attribute (with a test) or source, or both"}
+    assert problems(Rbac, {}) == {"attribute": "give attribute (with a test), source or principal"}
     assert problems(Rbac, {"exact": "x"})["exact"] == "needs attribute"
     assert "exactly one of" in problems(Rbac, {"attribute": "a"})["attribute"]
     assert "exactly one of" in problems(Rbac, {"attribute": "a", "exact": "x", "prefix": "y"})["attribute"]

@@ -242,3 +242,27 @@ async def test_reloading_the_proxy_certificates(tls_files: Any) -> None:
                 assert problem.path == "listeners[0].tls.certificates[0].cert_chain"
                 async with await tls_connect(address, tls_files.client_context()) as kept:
                     assert await ask(kept, b"echo:kept\n") == [b"echo:kept\n"]
+
+
+async def test_rbac_by_the_client_certificates_name_on_a_mutual_tls_listener(tls_files: Any) -> None:
+    listener_tls = {
+        "certificates": [{"cert_chain": tls_files.cert_chain, "private_key": tls_files.private_key}],
+        "ca_file": tls_files.ca_file,
+        "require_client_certificate": True,
+    }
+    outsider = tls_files.issue("outsider", "outsider.example")  # the same CA: the handshake succeeds
+    async with serving(EchoLines) as backend:
+        assert backend.address is not None
+        doc = document(backend.address, listener_tls)
+        doc["listeners"][0]["stream_filters"] = [
+            {"type": "rbac", "config": {"principal": "client.example, orders.example", "action": "allow"}}
+        ]
+        async with running_proxy(parse_config(doc)) as proxy:
+            for certificate, expected in [
+                ((tls_files.client_chain, tls_files.client_key), b"echo:x\n"),
+                (outsider, b"error:denied: ref "),
+            ]:
+                context = tls_files.client_context(certificate=certificate)
+                async with await tls_connect(proxy.addresses["in"], context) as stream:
+                    [answer] = await ask(stream, b"echo:x\n")
+                    assert answer.startswith(expected), (certificate, answer)
