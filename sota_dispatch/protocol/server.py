@@ -160,22 +160,24 @@ class Server:
 
     async def _handle(self, accepted: SocketStream) -> None:
         self.connections_total += 1
-        _pause_reading(accepted)
         stream: ByteStream = accepted
         early = b""
-        if self.tls is not None:
-            try:
-                secured = await self._secure(accepted, self.tls)
-            finally:
-                self._starting -= 1
-            if secured is None:
-                return
-            stream, early = secured
-        else:
-            self._starting -= 1
         # Nothing about one connection may reach the accept loop's task
-        # group: a peer that resets at once, or a factory that fails, costs
-        # that connection only.
+        # group: a peer that resets at once, fails its TLS handshake, or a
+        # factory that fails, costs that connection only.
+        try:
+            _pause_reading(accepted)
+            if self.tls is not None:
+                secured = await self._secure(accepted, self.tls)
+                if secured is None:
+                    return
+                stream, early = secured
+        except Exception:
+            log.exception("%s: setting up a new connection failed", self.address)
+            await anyio.aclose_forcefully(accepted)
+            return
+        finally:
+            self._starting -= 1  # once accepted and set up (handshake included): counted until here
         try:
             context = ConnectionContext.for_stream(stream, protocol=self.protocol, options=self.options)
             dispatcher = self.factory(stream, context)
