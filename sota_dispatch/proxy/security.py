@@ -4,6 +4,7 @@ with its path), and reloaded from the same files when certificates rotate."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import attrs
 
@@ -24,8 +25,8 @@ class ProxyTLS:
 
     listeners: dict[str, ServerTLS] = attrs.field(factory=dict)
     clusters: dict[str, ClientTLS] = attrs.field(factory=dict)
-    #: ``{listener or cluster name: config path}``, for errors on reload.
-    paths: dict[str, str] = attrs.field(factory=dict)
+    #: Each one with its config path (``listeners[0].tls``), for errors on reload.
+    by_path: dict[str, ServerTLS | ClientTLS] = attrs.field(factory=dict)
 
     @classmethod
     def load(cls, config: ProxyConfig) -> ProxyTLS:
@@ -33,22 +34,25 @@ class ProxyTLS:
         one :class:`~sota_dispatch.ConfigError` naming every problem."""
         made = cls()
         errors: list[ConfigError] = []
+
+        def make(path: str, build: Callable[[], ServerTLS | ClientTLS]) -> ServerTLS | ClientTLS | None:
+            try:
+                made.by_path[path] = tls = build()
+            except ConfigError as exc:
+                errors.append(cv.within(exc, path))
+                return None
+            return tls
+
         for i, listener in enumerate(config.listeners):
-            if listener.tls is not None:
-                path = f"listeners[{i}].tls"
-                try:
-                    made.listeners[listener.name] = listener.tls.server_tls()
-                except ConfigError as exc:
-                    errors.append(cv.within(exc, path))
-                made.paths[f"listener {listener.name}"] = path
+            if listener.tls is not None and isinstance(
+                tls := make(f"listeners[{i}].tls", listener.tls.server_tls), ServerTLS
+            ):
+                made.listeners[listener.name] = tls
         for i, cluster in enumerate(config.clusters):
-            if cluster.tls is not None:
-                path = f"clusters[{i}].tls"
-                try:
-                    made.clusters[cluster.name] = cluster.tls.client_tls()
-                except ConfigError as exc:
-                    errors.append(cv.within(exc, path))
-                made.paths[f"cluster {cluster.name}"] = path
+            if cluster.tls is not None and isinstance(
+                tls := make(f"clusters[{i}].tls", cluster.tls.client_tls), ClientTLS
+            ):
+                made.clusters[cluster.name] = tls
         if errors:
             raise ConfigError.combine(errors)
         return made
@@ -58,17 +62,13 @@ class ProxyTLS:
         file cannot be loaded, the old certificates stay and the problem is
         returned (and logged)."""
         errors: list[ConfigError] = []
-        tls: list[tuple[str, ServerTLS | ClientTLS]] = [
-            *((f"listener {name}", each) for name, each in self.listeners.items()),
-            *((f"cluster {name}", each) for name, each in self.clusters.items()),
-        ]
-        for what, each in tls:
+        for path, tls in self.by_path.items():
             try:
-                each.reload()
+                tls.reload()
             except ConfigError as exc:
-                error = cv.within(exc, self.paths[what])
-                log.error("TLS of %s not reloaded (the old certificates stay): %s", what, error)
+                error = cv.within(exc, path)
+                log.error("%s not reloaded (the old certificates stay): %s", path, error)
                 errors.append(error)
             else:
-                log.info("TLS of %s reloaded (generation %d)", what, each.generation)
+                log.info("%s reloaded (generation %d)", path, tls.generation)
         return errors

@@ -201,3 +201,23 @@ def test_file_problems_name_their_field(tls_files: Any, tmp_path: Any) -> None:
     with pytest.raises(ConfigError):
         tls.reload()
     assert tls.generation == 1  # the old certificates stay
+
+
+async def test_a_tls_client_that_never_reads_is_not_read_from_and_harms_nobody(tls_files: Any) -> None:
+    async with serving(EchoLines, tls=server_tls(tls_files)) as server:
+        assert server.address is not None
+        greedy = await tls_connect(server.address, tls_files.client_context())
+        async with greedy:
+            chunk = b"echo:" + b"x" * 1000 + b"\n"
+            sent = 0
+            # It sends and never reads: once the server's answers fill its
+            # writer and the socket, the server stops reading, and our sends
+            # stall: the backpressure holds through TLS (memory stays bounded).
+            with anyio.move_on_after(3) as stalled:
+                while sent < 200 * 1024 * 1024:
+                    await greedy.send(chunk * 64)
+                    sent += len(chunk) * 64
+            assert stalled.cancelled_caught, f"{sent} bytes accepted without a read"
+            assert sent < 64 * 1024 * 1024, sent
+            async with await tls_connect(server.address, tls_files.client_context()) as other:
+                assert await ask(other, b"echo:served\n") == b"echo:served\n"
