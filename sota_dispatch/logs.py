@@ -28,6 +28,7 @@ __all__ = [
     "RateLimitedLog",
     "configure_logging",
     "connection_id",
+    "set_worker",
 ]
 
 #: The id of the connection the current task serves (None outside one).
@@ -42,7 +43,7 @@ ACCESS_LOG_FORMAT = (
     "outcome={outcome} attempts={attempts} duration_ms={duration_ms:.3f} bytes={bytes}"
 )
 
-_TEXT = "%(asctime)s %(levelname)s %(name)s%(conn_label)s: %(message)s"
+_TEXT = "%(asctime)s %(levelname)s %(name)s%(worker_label)s%(conn_label)s: %(message)s"
 
 
 class RateLimitedLog:
@@ -94,6 +95,8 @@ class ConnectionFilter(logging.Filter):
     proxy's lines about one request do) keeps its own."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = _worker
+        record.worker_label = "" if _worker is None else f" [worker {_worker}]"
         conn = getattr(record, "conn", None)
         if conn is None:
             conn = connection_id.get()
@@ -120,7 +123,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("conn", "stream"):
+        for key in ("worker", "conn", "stream"):
             value = getattr(record, key, None)
             if value is not None:
                 entry[key] = value
@@ -129,6 +132,18 @@ class JsonFormatter(logging.Formatter):
         # ASCII only: a message may hold a lone surrogate (a Java peer's string),
         # which no UTF-8 stream can write; JSON readers decode the escapes.
         return json.dumps(entry)
+
+
+#: This process's worker slot (None: not a worker process).
+_worker: int | None = None
+
+
+def set_worker(slot: int | None) -> None:
+    """Label every log line of this process with its worker slot
+    (``[worker 2]``; ``"worker": 2`` in JSON): the workers of a
+    supervisor share its stderr."""
+    global _worker
+    _worker = slot
 
 
 def configure_logging(level: str = "info", fmt: str = "text") -> None:

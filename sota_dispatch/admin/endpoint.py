@@ -8,6 +8,8 @@ which at most :data:`~.server.MAX_WAITING` may wait for a request head.
 from __future__ import annotations
 
 import logging
+import socket
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import anyio
@@ -17,8 +19,8 @@ from ..config.model import AdminConfig
 from ..errors import ConfigError
 from ..io.address import is_loopback
 from ..protocol.context import ConnectionContext
+from ..protocol.dispatcher import Dispatcher
 from ..protocol.server import Server
-from .metrics import registry
 from .server import AdminConnection, WaitingConnections
 from .view import ProxyView
 
@@ -31,27 +33,39 @@ MAX_CONNECTIONS = 64
 
 
 class AdminEndpoint:
-    """The admin endpoint of ``proxy``, on ``config.address``."""
+    """An admin endpoint on ``config.address``: ``connection(stream,
+    context, waiting)`` builds the dispatcher of each admin connection (an
+    :class:`~.server.AdminConnection` for a proxy). ``sockets``: a listening
+    socket to accept on instead of binding (a supervisor's)."""
 
-    def __init__(self, proxy: ProxyView, config: AdminConfig) -> None:
-        self.proxy = proxy
+    def __init__(
+        self,
+        config: AdminConfig,
+        connection: Callable[[ByteStream, ConnectionContext, WaitingConnections], Dispatcher],
+        *,
+        sockets: Sequence[socket.socket] | None = None,
+    ) -> None:
         self.config = config
+        self._connection = connection
         #: Connections waiting for their request head (the oldest give way).
         self.waiting = WaitingConnections()
-        self.server = Server(self.connection, config.address, max_connections=MAX_CONNECTIONS, timeouts=None)
+        self.server = Server(
+            self.connection, config.address, max_connections=MAX_CONNECTIONS, timeouts=None, sockets=sockets
+        )
         #: The bound ``HOST:PORT`` once serving.
         self.address: str | None = None
-        self._metrics: Any = None
 
-    @property
-    def metrics(self) -> Any:
-        """The prometheus-client ``CollectorRegistry`` ``/metrics`` renders."""
-        if self._metrics is None:
-            self._metrics = registry(self.proxy)
-        return self._metrics
+    @classmethod
+    def for_proxy(cls, proxy: ProxyView, config: AdminConfig, metrics: Any) -> AdminEndpoint:
+        """A proxy's admin endpoint; ``metrics``: the registry ``/metrics`` renders."""
 
-    def connection(self, stream: ByteStream, context: ConnectionContext) -> AdminConnection:
-        return AdminConnection(stream, context, proxy=self.proxy, waiting=self.waiting, metrics=self.metrics)
+        def connection(stream: ByteStream, context: ConnectionContext, waiting: WaitingConnections) -> Dispatcher:
+            return AdminConnection(stream, context, proxy=proxy, waiting=waiting, metrics=metrics)
+
+        return cls(config, connection)
+
+    def connection(self, stream: ByteStream, context: ConnectionContext) -> Dispatcher:
+        return self._connection(stream, context, self.waiting)
 
     async def serve(self, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind, then serve until cancelled; raises :class:`~sota_dispatch.ConfigError`

@@ -30,7 +30,7 @@ import ipaddress
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -41,7 +41,7 @@ from anyio.abc import ByteStream
 from ..errors import LimitExceeded, ProtocolError
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
-from .view import ProxyView
+from .view import AdminTarget
 
 __all__ = ["HEAD_TIMEOUT", "MAX_WAITING", "AdminConnection", "WaitingConnections", "config_json", "host_is_allowed"]
 
@@ -144,7 +144,7 @@ class AdminConnection(Dispatcher):
         stream: ByteStream,
         context: ConnectionContext,
         *,
-        proxy: ProxyView,
+        proxy: AdminTarget,
         waiting: WaitingConnections | None = None,
         metrics: Any = None,
     ) -> None:
@@ -184,7 +184,7 @@ class AdminConnection(Dispatcher):
             log.warning("admin: refused %s %s from %s: %s", method, url.path[:80], self.context.remote_address, refusal)
             self._answer(403, refusal + "\n")
             return
-        self._route(method, url.path, parse_qs(url.query))
+        await self._route(method, url.path, parse_qs(url.query))
 
     def _refusal(self, method: str, authority: str, headers: Mapping[str, str]) -> str | None:
         """Why a request that may come from a web page is refused (None: it is not)."""
@@ -200,8 +200,9 @@ class AdminConnection(Dispatcher):
                 return f"cross-origin {method} (Origin {origin[:80]})"
         return None
 
-    def _route(self, method: str, path: str, query: Mapping[str, list[str]]) -> None:
-        handlers = {
+    def handlers(self) -> dict[str, tuple[str, Callable[[], Awaitable[None] | None]]]:
+        """``{path: (method, handler)}``; a subclass adds or replaces paths."""
+        return {
             "/metrics": ("GET", self._metrics),
             "/clusters": ("GET", self._clusters),
             "/config_dump": ("GET", self._config_dump),
@@ -209,6 +210,9 @@ class AdminConnection(Dispatcher):
             "/drain": ("POST", self._drain),
             "/reload_certificates": ("POST", self._reload_certificates),
         }
+
+    async def _route(self, method: str, path: str, query: Mapping[str, list[str]]) -> None:
+        handlers = self.handlers()
         if path == "/logging":
             self._logging(method, query)
             return
@@ -221,7 +225,9 @@ class AdminConnection(Dispatcher):
         if method != wanted:
             self._answer(405, f"{path} takes {wanted}\n", headers={"Allow": wanted})
             return
-        handler()
+        result = handler()
+        if result is not None:
+            await result
 
     def _answer(
         self,
@@ -249,7 +255,7 @@ class AdminConnection(Dispatcher):
         self._answer(200, generate_latest(self.metrics), CONTENT_TYPE_LATEST)
 
     def _clusters(self) -> None:
-        self._json({name: cluster.describe() for name, cluster in self.proxy.clusters.items()})
+        self._json(self.proxy.describe_clusters())
 
     def _config_dump(self) -> None:
         self._json(config_json(self.proxy.config))

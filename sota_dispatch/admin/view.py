@@ -8,7 +8,7 @@ here imports the proxy back.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..cluster.cluster import Cluster
 from ..cluster.stats import ListenerStats
@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..io.budget import BufferBudget
 from ..protocol.server import Server
 
-__all__ = ["ListenerView", "ProxyView"]
+__all__ = ["AdminTarget", "ListenerView", "ProxyView"]
 
 
 class ListenerView(Protocol):
@@ -29,16 +29,13 @@ class ListenerView(Protocol):
     stats: ListenerStats
 
 
-class ProxyView(Protocol):
-    """A proxy: what ``/metrics``, ``/clusters``, ``/config_dump``,
-    ``/ready``, ``/drain`` and ``/reload_certificates`` read or do."""
-
-    config: ProxyConfig
-    clusters: dict[str, Cluster]
-    budget: BufferBudget
+class AdminTarget(Protocol):
+    """What the admin endpoint's own paths read or do: ``/config_dump``,
+    ``/clusters``, ``/ready``, ``/drain``, ``/reload_certificates`` (a
+    proxy, or a supervisor of worker processes)."""
 
     @property
-    def listeners(self) -> Sequence[ListenerView]: ...
+    def config(self) -> ProxyConfig | None: ...
 
     @property
     def draining(self) -> bool: ...
@@ -46,3 +43,15 @@ class ProxyView(Protocol):
     def shutdown(self) -> None: ...
 
     def reload_certificates(self) -> list[ConfigError]: ...
+
+    def describe_clusters(self) -> dict[str, Any]: ...
+
+
+class ProxyView(AdminTarget, Protocol):
+    """A proxy: what ``/metrics`` reads, besides :class:`AdminTarget`."""
+
+    clusters: dict[str, Cluster]
+    budget: BufferBudget
+
+    @property
+    def listeners(self) -> Sequence[ListenerView]: ...

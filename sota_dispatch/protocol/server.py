@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Mapping
+import socket
+from collections.abc import Mapping, Sequence
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
+from anyio.streams.stapled import MultiListener
 
 from ..errors import ConfigError
 from ..io.address import format_address, parse_address
@@ -58,6 +60,9 @@ class Server:
     ``tls``: terminate TLS (:class:`~sota_dispatch.ServerTLS`); the
     handshake runs in the connection's task within its timeout, and a
     connection counts against ``max_connections`` from its accept.
+
+    ``sockets``: listening sockets to accept on instead of binding
+    ``listen`` (a worker process's, handed over by its supervisor).
     """
 
     def __init__(
@@ -72,8 +77,12 @@ class Server:
         timeouts: ReadTimeouts | None = DEFAULT_TIMEOUTS,
         budget: BufferBudget | None = None,
         tls: ServerTLS | None = None,
+        sockets: Sequence[socket.socket] | None = None,
     ) -> None:
         self.factory = factory
+        #: Listening sockets to accept on instead of binding ``listen``
+        #: (a worker's, from its supervisor); the server owns them.
+        self.sockets = None if sockets is None else list(sockets)
         self.tls = tls
         self.host, self.port = parse_address(listen)
         self.protocol = protocol or getattr(factory, "protocol_name", "") or ""
@@ -98,6 +107,7 @@ class Server:
         self._accept_scope: anyio.CancelScope | None = None
         self._idle: anyio.Event | None = None
         self._shutdown_requested = False
+        self._accept_requested_stop = False
 
     @property
     def active_connections(self) -> int:
@@ -109,19 +119,30 @@ class Server:
 
         Raises :class:`OSError` if the address cannot be bound.
         """
-        listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
+        listener: MultiListener[SocketStream]
+        if self.sockets is not None:
+            listener = MultiListener([await SocketListener.from_socket(sock) for sock in self.sockets])
+        else:
+            listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
         async with listener, anyio.create_task_group() as connections:
             self.address = format_address(listener.extra(SocketAttribute.local_address))
             task_status.started(self.address)
             with anyio.CancelScope() as self._accept_scope:
-                if self._shutdown_requested:
+                if self._accept_requested_stop:
                     self._accept_scope.cancel()
                 async with anyio.create_task_group() as accepting:
                     for sub in listener.listeners:  # one per resolved address
                         assert isinstance(sub, SocketListener)
                         accepting.start_soon(self._accept_loop, sub, connections)
-            # Accepting stopped: give in-flight requests the drain timeout.
             await listener.aclose()
+            if not self._shutdown_requested:
+                # stop_accepting(): the connections go on until their
+                # clients close them or shutdown() drains them.
+                log.info("%s: no longer accepting; serving %d connections on", self.address, len(self._dispatchers))
+                while self._dispatchers and not self._shutdown_requested:
+                    self._idle = anyio.Event()
+                    await self._idle.wait()
+            # Draining: give in-flight requests the drain timeout.
             log.info("%s: no longer accepting; draining %d connections", self.address, len(self._dispatchers))
             with anyio.move_on_after(self.drain_timeout):
                 while self._dispatchers:
@@ -243,10 +264,20 @@ class Server:
     def shutdown(self) -> None:
         """Stop accepting and drain every connection (see :attr:`drain_timeout`)."""
         self._shutdown_requested = True
-        if self._accept_scope is not None:
-            self._accept_scope.cancel()
+        self.stop_accepting()
+        if self._idle is not None:
+            self._idle.set()  # wake a server that stopped accepting: its drain starts now
         for dispatcher in list(self._dispatchers):
             dispatcher.drain()
+
+    def stop_accepting(self) -> None:
+        """Stop accepting, and keep serving the open connections until
+        their clients close them or :meth:`shutdown` drains them: what a
+        process does once its successor accepts on the same sockets (hot
+        restart). :meth:`serve` returns when the last one is closed."""
+        self._accept_requested_stop = True
+        if self._accept_scope is not None:
+            self._accept_scope.cancel()
 
 
 def _pause_reading(stream: SocketStream) -> None:

@@ -8,6 +8,8 @@ class (or the candidates ``auto`` detects among), its routes, its
 from __future__ import annotations
 
 import logging
+import socket
+from collections.abc import Sequence
 from typing import Protocol
 
 from anyio.abc import ByteStream
@@ -123,7 +125,14 @@ class ListenerOwner(Protocol):
 class Listener:
     """A listener at run time: its protocol's class, routes and server."""
 
-    def __init__(self, config: ListenerConfig, proxy: ListenerOwner, info: ProtocolInfo | None) -> None:
+    def __init__(
+        self,
+        config: ListenerConfig,
+        proxy: ListenerOwner,
+        info: ProtocolInfo | None,
+        *,
+        sockets: Sequence[socket.socket] | None = None,
+    ) -> None:
         self.config = config
         self.name = config.name
         self.proxy = proxy
@@ -153,6 +162,7 @@ class Listener:
             timeouts=None,  # ProxyConnection keeps the listener's limits itself
             budget=proxy.budget,
             tls=proxy.tls.listeners.get(config.name),
+            sockets=sockets,
         )
 
     def connection(self, stream: ByteStream, context: ConnectionContext) -> ProxyConnection:

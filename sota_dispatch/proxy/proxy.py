@@ -11,6 +11,8 @@ the drain timeout; the admin answers until the end.
 from __future__ import annotations
 
 import logging
+import socket
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -50,9 +52,18 @@ class Proxy:
     HOST:PORT}`` once every listener (and the admin endpoint) is bound;
     :meth:`shutdown` drains. Raises :class:`~sota_dispatch.ConfigError` at
     once for a protocol that is not installed or cannot be proxied.
+
+    ``sockets``: listening sockets by listener name, accepted on instead of
+    binding the listener's address (a worker's, from its supervisor).
     """
 
-    def __init__(self, config: ProxyConfig, *, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self,
+        config: ProxyConfig,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        sockets: Mapping[str, Sequence[socket.socket]] | None = None,
+    ) -> None:
         self.config = config
         protocols = check_protocols(config)
         check_filters(config)
@@ -70,11 +81,12 @@ class Proxy:
             c.name: Cluster(c, outbox=self.outbox, budget=self.budget, clock=clock, tls=self.tls.clusters.get(c.name))
             for c in config.clusters
         }
-        self._listeners = [Listener(c, self, protocols[c.name]) for c in config.listeners]
+        given = sockets or {}
+        self._listeners = [Listener(c, self, protocols[c.name], sockets=given.get(c.name)) for c in config.listeners]
         self.addresses: dict[str, str] = {}
         #: The admin endpoint (None: not configured).
-        self.admin = None if config.admin is None else AdminEndpoint(self, config.admin)
         self._metrics: Any = None
+        self.admin = None if config.admin is None else AdminEndpoint.for_proxy(self, config.admin, self.metrics)
         self._shutdown = False
 
     @property
@@ -126,6 +138,12 @@ class Proxy:
         for listener in self._listeners:
             listener.server.shutdown()
 
+    def stop_accepting(self) -> None:
+        """Stop accepting; serve the open connections until their clients
+        close them or :meth:`shutdown` drains them (hot restart)."""
+        for listener in self._listeners:
+            listener.server.stop_accepting()
+
     def _checked_protocol(self, cluster: str) -> type[FrameSemantics] | None:
         """The protocol a cluster's health check speaks: the protocol of the
         first named listener routing to it (None: only auto ones, so TCP)."""
@@ -142,11 +160,13 @@ class Proxy:
     @property
     def metrics(self) -> Any:
         """A prometheus-client ``CollectorRegistry`` with this proxy's metrics."""
-        if self.admin is not None:
-            return self.admin.metrics
         if self._metrics is None:
             self._metrics = registry(self)
         return self._metrics
+
+    def describe_clusters(self) -> dict[str, Any]:
+        """Every cluster's state, for the admin's ``/clusters``."""
+        return {name: cluster.describe() for name, cluster in self.clusters.items()}
 
     @property
     def drain_timeout(self) -> float:

@@ -1,0 +1,161 @@
+"""The command line's arguments: the parser and the types of its values."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..config import parse_duration
+from ..protocol.server import DEFAULT_MAX_CONNECTIONS
+
+__all__ = ["DEFAULT_LISTEN", "UsageError", "count", "parser", "seconds", "usable_cores", "workers"]
+
+#: Where the service listens unless ``--listen`` says otherwise.
+DEFAULT_LISTEN = "127.0.0.1:7070"
+
+
+class UsageError(Exception):
+    """An operator error: reported as one line, exit code 2."""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sota_dispatch.serve",
+        description="Serve a protocol's local service with sota-dispatch.",
+    )
+    p.add_argument("--protocol", metavar="NAME", help="protocol to serve (see --list-protocols)")
+    p.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help=f"address to listen on (default {DEFAULT_LISTEN}; port 0 picks a free port)",
+    )
+    p.add_argument(
+        "--upstream",
+        metavar="HOST:PORT",
+        action="append",
+        default=[],
+        help="proxy to this endpoint instead of serving locally (repeatable: round robin)",
+    )
+    p.add_argument("--config", metavar="FILE", help="run the proxy configuration in this YAML file")
+    p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    p.add_argument(
+        "--admin", metavar="HOST:PORT", help="serve the admin endpoint (/metrics, /clusters, ...) here (proxy only)"
+    )
+    p.add_argument(
+        "-o",
+        "--option",
+        metavar="NAME=VALUE",
+        action="append",
+        default=[],
+        help="protocol option (repeatable; --list-protocols shows each protocol's options)",
+    )
+    p.add_argument("--list-protocols", action="store_true", help="list installed protocols and exit")
+    p.add_argument(
+        "--list-filters", action="store_true", help="list installed stream filters and their options, and exit"
+    )
+    p.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="async backend")
+    p.add_argument("--no-uvloop", action="store_true", help="do not use uvloop even if installed")
+    p.add_argument(
+        "--drain-timeout",
+        type=seconds,
+        metavar="SECONDS",
+        help="drain time on shutdown; requests still in flight then get a timeout reply (default: the "
+        "config's drain_timeout, else the longest route timeout + 1 s; 10 for a local service)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=count,
+        metavar="N",
+        help=f"connections served at once; more are closed when accepted (default {DEFAULT_MAX_CONNECTIONS:,}; "
+        "0: no limit; with --config, set the listener's limits instead)",
+    )
+    p.add_argument(
+        "--frame-timeout",
+        type=seconds,
+        metavar="SECONDS",
+        help="a client must send its first bytes, and then each request, within this (default 30; 0: no limit)",
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=seconds,
+        metavar="SECONDS",
+        help="close a connection idle between requests this long (default 3600; 0: no limit)",
+    )
+    p.add_argument("--tls-cert", metavar="FILE", help="serve over TLS with this certificate chain (PEM; local service)")
+    p.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    p.add_argument(
+        "--tls-client-ca",
+        metavar="FILE",
+        help="require client certificates signed by a CA in this bundle (mutual TLS; with --tls-cert)",
+    )
+    p.add_argument(
+        "--tls-allow-name",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="accept only client certificates naming this (SAN or common name; repeatable; with --tls-client-ca)",
+    )
+    p.add_argument(
+        "--workers",
+        type=workers,
+        default=None,
+        metavar="N",
+        help="run N worker processes sharing the listening ports under one supervisor (auto: one per usable "
+        "core; default 1, in this process)",
+    )
+    p.add_argument(
+        "--restart-socket",
+        metavar="PATH",
+        help="hot restart: take the listening sockets from the process serving this Unix socket (if any), then "
+        "serve it for the next one; run the same command again to upgrade without refusing a connection",
+    )
+    p.add_argument(
+        "--restart-drain-time",
+        type=seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="after a hot restart, how long the old process keeps serving the connections it has before "
+        "draining them (default 60)",
+    )
+    p.add_argument("--worker-control", type=int, help=argparse.SUPPRESS)  # set by the supervisor
+    p.add_argument(
+        "--log-level",
+        default="info",
+        type=str.lower,
+        choices=("debug", "info", "warning", "error"),
+        help="log level (default info; 'listening on' is logged at info)",
+    )
+    p.add_argument(
+        "--log-format", default="text", choices=("text", "json"), help="text lines, or one JSON object per line"
+    )
+    return p
+
+
+def count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def seconds(text: str) -> float:
+    value = parse_duration(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f'expected seconds >= 0 (or e.g. "250ms"), got {text!r}')
+    return value
+
+
+def workers(text: str) -> int:
+    """``--workers``: a count >= 1, or ``auto`` (the cores this process may use)."""
+    if text == "auto":
+        return usable_cores()
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or auto, got {text!r}")
+    return int(text)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity where the OS tells)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    if affinity is not None:
+        return max(1, len(affinity(0)))
+    return max(1, os.cpu_count() or 1)

@@ -1,0 +1,97 @@
+"""The admin endpoint of a supervisor: every worker's state in one place.
+
+Paths as a single process has them, answered for all workers:
+``/metrics`` sums the workers' metrics (see :mod:`.merge`) and adds
+``sota_workers``, ``sota_worker_restarts_total`` and ``sota_restart_epoch``;
+``/clusters`` lists each worker's view of the clusters (health checks,
+breakers and outlier ejection run in each worker on its own);
+``/reload_certificates`` and ``/drain`` reach every worker. Two more:
+``/workers`` (each worker's pid, state, start time and connection counts)
+and ``/server_info`` (version, pid, uptime, state, restart epoch).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from anyio.abc import ByteStream
+
+from ..admin.server import AdminConnection, WaitingConnections
+from ..protocol.context import ConnectionContext
+from .view import SupervisorView
+
+__all__ = ["SupervisorAdminConnection", "package_version"]
+
+
+def package_version() -> str:
+    try:
+        return version("sota-dispatch")
+    except PackageNotFoundError:  # running from a source tree
+        return "unknown"
+
+
+class SupervisorAdminConnection(AdminConnection):
+    """One admin request to a supervisor."""
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        context: ConnectionContext,
+        *,
+        supervisor: SupervisorView,
+        waiting: WaitingConnections | None = None,
+    ) -> None:
+        super().__init__(stream, context, proxy=supervisor, waiting=waiting)
+        self.supervisor = supervisor
+
+    def handlers(self) -> dict[str, tuple[str, Callable[[], Awaitable[None] | None]]]:
+        return {
+            **super().handlers(),
+            "/metrics": ("GET", self._all_metrics),
+            "/clusters": ("GET", self._all_clusters),
+            "/reload_certificates": ("POST", self._reload_all),
+            "/workers": ("GET", self._workers),
+            "/server_info": ("GET", self._server_info),
+        }
+
+    async def _all_metrics(self) -> None:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        self._answer(200, await self.supervisor.metrics(), CONTENT_TYPE_LATEST)
+
+    async def _all_clusters(self) -> None:
+        await self.supervisor.gather()
+        self._json(self.supervisor.describe_clusters())
+
+    async def _reload_all(self) -> None:
+        problems = await self.supervisor.reload_everywhere()
+        if problems:
+            listing = "".join(f"{problem}\n" for problem in problems)
+            self._answer(500, f"not reloaded (the old certificates stay):\n{listing}")
+        else:
+            self._answer(200, "reloaded\n")
+
+    async def _workers(self) -> None:
+        workers = await self.supervisor.gather()
+        self._json(
+            {
+                "workers": [worker.describe() for worker in sorted(workers, key=lambda w: w.slot)],
+                "restarts": self.supervisor.restarts,
+            }
+        )
+
+    def _server_info(self) -> None:
+        supervisor = self.supervisor
+        info: dict[str, Any] = {
+            "version": package_version(),
+            "pid": os.getpid(),
+            "state": supervisor.state,
+            "uptime_seconds": round(time.time() - supervisor.started_at, 3),
+            "restart_epoch": supervisor.epoch,
+            "workers": supervisor.workers,
+        }
+        self._json(info)

@@ -1,0 +1,149 @@
+"""A worker process: the whole service, on sockets its supervisor hands it.
+
+The supervisor starts ``python -m sota_dispatch.serve <its own arguments>
+--worker-control FD``; FD is one end of a Unix socket pair. Over it the
+worker receives its slot, the restart epoch and its listening sockets,
+reports ``ready`` with its addresses, answers ``stats`` (metrics text,
+clusters, connection counts), obeys ``drain``, ``retire`` (stop accepting,
+keep serving open connections, drain after the given time) and
+``reload_certificates``, and sends a last ``stats`` as it exits. When the
+channel ends (the supervisor died) the worker drains and exits: a worker
+never outlives its supervisor for long.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from ..cli.build import ServicePlan
+from ..cli.running import run
+from ..errors import ConfigError, ProtocolError
+from ..logs import set_worker
+from ..protocol.server import Server
+from ..proxy.proxy import Proxy
+from .channel import Channel, Message
+
+__all__ = ["Worker", "run_worker", "service_stats"]
+
+log = logging.getLogger("sota_dispatch.worker")
+
+
+def service_stats(service: Proxy | Server) -> Message:
+    """What a worker reports: its metrics text (a proxy), clusters and counts."""
+    if isinstance(service, Proxy):
+        from prometheus_client import generate_latest
+
+        servers = [listener.server for listener in service.listeners]
+        return {
+            "metrics": generate_latest(service.metrics).decode(),
+            "clusters": {name: cluster.describe() for name, cluster in service.clusters.items()},
+            "connections_active": sum(s.active_connections for s in servers),
+            "connections_total": sum(s.connections_total for s in servers),
+            "requests": sum(listener.stats.requests for listener in service.listeners),
+        }
+    return {
+        "metrics": "",
+        "clusters": {},
+        "connections_active": service.active_connections,
+        "connections_total": service.connections_total,
+        "requests": None,
+    }
+
+
+class Worker:
+    """Runs ``service`` and answers its supervisor over ``channel``."""
+
+    def __init__(self, service: Proxy | Server, channel: Channel, slot: int, epoch: int) -> None:
+        self.service = service
+        self.channel = channel
+        self.slot = slot
+        self.epoch = epoch
+        self._retiring = False
+
+    @property
+    def drain_timeout(self) -> float:
+        return self.service.drain_timeout
+
+    def shutdown(self) -> None:
+        self.service.shutdown()
+
+    def reload_certificates(self) -> list[ConfigError]:
+        return self.service.reload_certificates()
+
+    async def serve(self, *, task_status: TaskStatus[Any] = anyio.TASK_STATUS_IGNORED) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def serve_then_stop(*, task_status: TaskStatus[Any]) -> None:
+                    await self.service.serve(task_status=task_status)
+                    tg.cancel_scope.cancel()  # every connection is closed: stop listening to the supervisor
+
+                addresses = await tg.start(serve_then_stop)
+                await self.channel.send({"type": "ready", "pid": os.getpid(), "addresses": addresses})
+                tg.start_soon(self._obey, tg)
+                task_status.started(addresses)
+        finally:
+            with anyio.move_on_after(2, shield=True):
+                try:
+                    await self.channel.send({"type": "exit", **service_stats(self.service)})
+                    await self.channel.aclose()
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                    pass  # the supervisor has gone
+
+    async def _obey(self, tg: anyio.abc.TaskGroup) -> None:
+        """Carry out the supervisor's requests until the channel ends."""
+        while True:
+            try:
+                message, _ = await self.channel.receive()
+            except (anyio.EndOfStream, anyio.BrokenResourceError, ProtocolError, OSError) as exc:
+                log.warning("worker %d: supervisor gone (%s); draining", self.slot, exc or type(exc).__name__)
+                self.service.shutdown()
+                return
+            kind = message.get("type")
+            if kind == "stats":
+                await self.channel.send({"type": "stats", "id": message.get("id"), **service_stats(self.service)})
+            elif kind == "drain":
+                self.service.shutdown()
+            elif kind == "retire":
+                if not self._retiring:
+                    self._retiring = True
+                    tg.start_soon(self._retire, float(message.get("after", 60.0)))
+            elif kind == "reload_certificates":
+                problems = self.service.reload_certificates()
+                reply = {"type": "reloaded", "id": message.get("id"), "problems": [str(p) for p in problems]}
+                await self.channel.send(reply)
+            else:
+                log.warning("worker %d: unknown control message %r", self.slot, kind)
+
+    async def _retire(self, after: float) -> None:
+        """Stop accepting (a successor accepts on the same sockets); serve the
+        open connections for ``after`` seconds at most, then drain them."""
+        self.service.stop_accepting()
+        await anyio.sleep(after)
+        self.service.shutdown()
+
+
+async def run_worker(plan: ServicePlan, control_fd: int) -> int:
+    """The worker's main: take the sockets, build the service, run it."""
+    channel = await Channel.from_socket(socket.socket(fileno=control_fd))
+    message, _ = await channel.receive()
+    if message.get("type") != "start":
+        raise ProtocolError(f"a worker starts with 'start', not {message.get('type')!r}")
+    sockets = await channel.receive_sockets(message)
+    by_key: dict[str, list[socket.socket]] = {}
+    for key, sock in zip(message["keys"], sockets, strict=True):
+        by_key.setdefault(key, []).append(sock)
+    slot, epoch = int(message["slot"]), int(message["epoch"])
+    set_worker(slot)
+    worker = Worker(plan.build(by_key, admin=False), channel, slot, epoch)
+
+    def started(addresses: Any) -> None:
+        log.debug("worker %d (epoch %d, pid %d) serving %s", slot, epoch, os.getpid(), addresses)
+
+    return await run(worker, started, plan.where)
