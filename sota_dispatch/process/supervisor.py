@@ -359,6 +359,8 @@ class Supervisor:
                 return
             kind = message.get("type")
             if kind == "ready":
+                if self.state != "starting":
+                    log.info("worker %d ready again (pid %d)", worker.slot, worker.pid)
                 worker.addresses = message.get("addresses")
                 worker.state = "ready" if not self._draining else worker.state
                 worker.ready.set()
