@@ -63,7 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.workers is not None or args.restart_socket is not None:
             from .process.supervisor import Supervisor
 
-            supervisor = Supervisor(plan, arguments, workers=args.workers or 1, restart_socket=args.restart_socket)
+            supervisor = Supervisor(
+                plan,
+                arguments,
+                workers=args.workers or 1,
+                restart_socket=args.restart_socket,
+                restart_drain_time=args.restart_drain_time,
+                handoff=not args.no_handoff,
+            )
             return anyio.run(run, supervisor, supervisor.started, plan.where, backend=args.backend)
         service = plan.build()
         return anyio.run(

@@ -117,6 +117,12 @@ def parser() -> argparse.ArgumentParser:
         help="after a hot restart, how long the old process keeps serving the connections it has before "
         "draining them (default 60)",
     )
+    p.add_argument(
+        "--no-handoff",
+        action="store_true",
+        help="on a hot restart, do not move the old process's open connections to the new one (they are "
+        "served by the old one until --restart-drain-time, then drained)",
+    )
     p.add_argument("--worker-control", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     p.add_argument(
         "--log-level",

@@ -36,8 +36,6 @@ __all__ = ["BreakerConfig", "BreakerState", "EndpointBreaker", "OutlierConfig", 
 log = logging.getLogger(__name__)
 
 
-
-
 class BreakerState(enum.Enum):
     CLOSED = "closed"
     OPEN = "open"
@@ -130,8 +128,6 @@ class EndpointBreaker:
             self._move(
                 BreakerState.OPEN, now, f"{self._failures} of {self._requests} failed within {config.interval:g}s"
             )
-
-
 
 
 class OutlierDetector:

@@ -106,9 +106,7 @@ class BufferBudget:
             with anyio.move_on_after(1.0):  # a re-check, should a holder never report back
                 await self._room.wait()
 
-    def hold(
-        self, holder: Hashable, nbytes: int, *, new_large_frame: bool | None = None, exempt: bool = False
-    ) -> None:
+    def hold(self, holder: Hashable, nbytes: int, *, new_large_frame: bool | None = None, exempt: bool = False) -> None:
         """``holder`` now holds ``nbytes`` (of partial frames, and of
         requests in flight).
 

@@ -128,8 +128,9 @@ class BufferedReader:
 
     @property
     def at_eof(self) -> bool:
-        """True once the peer closed its side and every byte was consumed."""
-        return self._eof and self._pos == len(self._buf)
+        """True once the peer closed its side and every byte was consumed
+        (not when :meth:`interrupt` ended the input: the peer is still there)."""
+        return self._eof and not self._interrupted and self._pos == len(self._buf)
 
     def drain(self) -> None:
         """Stop at the next frame boundary: a read that starts with nothing

@@ -16,13 +16,14 @@ non-blocking sender.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
 
 from anyio.abc import SocketAttribute
 
-__all__ = ["NowaitSender", "discard_input", "input_queued", "nowait_sender"]
+__all__ = ["NowaitSender", "detach_socket", "discard_input", "input_queued", "nowait_sender"]
 
 
 class NowaitSender:
@@ -142,3 +143,38 @@ def _trio_sender(stream: Any) -> NowaitSender | None:
             return 0
 
     return NowaitSender(send, _never_busy)
+
+
+def detach_socket(stream: object) -> tuple[int, bytes] | None:
+    """A duplicate of ``stream``'s socket descriptor and the bytes the
+    stream read from it ahead of us, for another process to go on with the
+    connection (hot restart hand-off); None for a stream that is not a
+    plain TCP socket stream we know (TLS, memory, wrappers).
+
+    The stream stops reading first (asyncio), so nothing more arrives in
+    user space: what the peer sends from now on waits in the kernel for the
+    new owner. Closing the stream afterwards closes only this process's
+    descriptor (anyio aborts; it never shuts the socket down).
+    """
+    module = type(stream).__module__
+    queued = b""
+    if module == "anyio._backends._asyncio":
+        transport: Any = getattr(stream, "_transport", None)
+        protocol: Any = getattr(stream, "_protocol", None)
+        queue = getattr(protocol, "read_queue", None)
+        if transport is None or queue is None or not hasattr(queue, "popleft"):
+            return None
+        try:
+            transport.pause_reading()
+        except (AttributeError, RuntimeError):  # closing already
+            return None
+        queued = b"".join(queue)
+        queue.clear()
+    elif module != "anyio._backends._trio":
+        return None
+    try:
+        raw = getattr(stream, "extra")(SocketAttribute.raw_socket)  # noqa: B009 - any anyio stream
+        fd = os.dup(raw.fileno())
+    except (OSError, AttributeError, RuntimeError):
+        return None
+    return fd, queued

@@ -21,6 +21,7 @@ from .transport import nowait_sender
 
 __all__ = ["DEFAULT_HIGH_WATER", "BufferedWriter"]
 
+
 class InputBuffer(Protocol):
     """What the writer asks of its connection's reader: whether input is
     waiting to be processed (then a reply can leave with that batch).

@@ -22,6 +22,7 @@ import logging
 import os
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -29,7 +30,7 @@ from anyio.abc import SocketAttribute, SocketStream, TaskStatus, UNIXSocketStrea
 
 from ..cli.build import ServicePlan
 from ..errors import ProtocolError
-from .channel import Channel
+from .channel import Channel, Message
 from .sockets import ListenSocket
 from .view import SupervisorView
 
@@ -85,15 +86,35 @@ class Predecessor:
         log.info("hot restart: took %d listening sockets from epoch %d", len(bound), message["epoch"])
         return cls(channel, int(message["epoch"]), bound)
 
-    async def retire(self) -> None:
-        """Our workers accept now: the old process stops accepting and drains."""
+    async def retire(self, handoff: bool) -> None:
+        """Our workers accept now: the old process stops accepting, and
+        with ``handoff`` sends us the connections that can move."""
         try:
-            await self.channel.send({"type": "retire"})
+            await self.channel.send({"type": "retire", "handoff": handoff})
             with anyio.move_on_after(5):
                 await self.channel.receive()
         except (anyio.EndOfStream, anyio.BrokenResourceError, ProtocolError, OSError) as exc:
             log.warning("hot restart: the old process did not confirm it retires: %r", exc)
-        await self.channel.aclose()
+
+    async def forward(self, adopt: Callable[[Message, list[socket.socket]], Awaitable[None]]) -> None:
+        """Take the connections the old process hands over (each to
+        ``adopt``) until it has exited."""
+        moved = 0
+        try:
+            while True:
+                message, sockets = await self.channel.receive()
+                if message.get("type") == "connection":
+                    moved += 1
+                    await adopt(message, sockets)
+                else:
+                    for sock in sockets:
+                        sock.close()
+        except (anyio.EndOfStream, anyio.BrokenResourceError, ProtocolError, OSError):
+            pass  # the old process has exited
+        finally:
+            log.info("hot restart: %d connections taken over from epoch %d", moved, self.epoch)
+            with anyio.CancelScope(shield=True):
+                await self.channel.aclose()
 
     async def abandon(self) -> None:
         """We failed to start: the old process keeps serving."""
@@ -169,8 +190,9 @@ class RestartSocket:
             reply, _ = await channel.receive()
         if reply.get("type") == "retire":
             log.info("hot restart: pid %s serves now; retiring", hello.get("pid"))
-            supervisor.retire()
+            supervisor.retire(channel if reply.get("handoff") else None)
             await channel.send({"type": "retiring"})
+            await supervisor.wait_stopped()  # the channel carries our connections until then
 
 
 def _refusal(stream: UNIXSocketStream, hello: dict[str, Any], busy: bool) -> str | None:

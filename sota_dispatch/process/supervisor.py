@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -125,12 +126,19 @@ class Supervisor:
         workers: int = 1,
         restart_socket: str | None = None,
         restart_drain_time: float = 60.0,
+        handoff: bool = True,
     ) -> None:
         self.plan = plan
         self.argv = list(argv)
         self.workers = workers
         self.restart_socket = restart_socket
         self.restart_drain_time = restart_drain_time
+        #: Whether, when this process replaces another, it asks for the
+        #: other's open connections (see :mod:`sota_dispatch.protocol.handoff`).
+        self.handoff = handoff
+        #: The process that replaced this one, while connections move to it.
+        self.successor: Channel | None = None
+        self._adopter = 0
         #: 0 for a fresh start, one more than its predecessor's after a hot restart.
         self.epoch = 0
         self.started_at = time.time()
@@ -165,10 +173,51 @@ class Supervisor:
         """Drain every worker, then exit."""
         self._stop_workers({"type": "drain"}, "draining")
 
-    def retire(self) -> None:
+    def retire(self, successor: Channel | None = None) -> None:
         """A successor accepts on our sockets now: workers stop accepting,
-        serve their connections up to the restart drain time, then drain."""
-        self._stop_workers({"type": "retire", "after": self.restart_drain_time}, "retiring")
+        move the connections that can move to ``successor`` (if given),
+        serve the others up to the restart drain time, then drain."""
+        self.successor = successor
+        message = {"type": "retire", "after": self.restart_drain_time, "handoff": successor is not None}
+        self._stop_workers(message, "retiring")
+
+    async def wait_stopped(self) -> None:
+        """Until every worker has exited after a drain or a retire."""
+        await self._stopped.wait()
+
+    async def _forward(self, message: Message, sockets: list[socket.socket]) -> None:
+        """A connection one of our workers handed off: on to the successor."""
+        try:
+            name = message.get("listener")
+            keys = [key for key in listener_keys(self.plan) if key.partition("@")[0] == name]
+            if self.successor is None or len(sockets) != 1 or not keys:
+                log.warning("a handed-off connection has nowhere to go (listener %s); closing it", name)
+                return
+            await self.successor.send({**message, "type": "connection", "key": keys[0]}, sockets)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            log.warning("the new process went away; a handed-off connection is lost: %r", exc)
+            self.successor = None
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    async def adopt_connection(self, message: Message, sockets: list[socket.socket]) -> None:
+        """A connection the old process handed over: to one of our workers, in turn."""
+        try:
+            key = message.get("key")
+            ready = [w for w in sorted(self.live.values(), key=lambda w: w.slot) if w.state == "ready"]
+            if key not in listener_keys(self.plan) or len(sockets) != 1 or not ready:
+                log.warning("cannot take over a connection of %s; closing it", key)
+                return
+            self._adopter += 1
+            worker = ready[self._adopter % len(ready)]
+            listener = str(key).partition("@")[0]
+            await worker.channel.send({**message, "type": "adopt", "listener": listener}, sockets)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            log.warning("a worker went away; a handed-over connection is lost: %r", exc)
+        finally:
+            for sock in sockets:
+                sock.close()
 
     def reload_certificates(self) -> list[ConfigError]:
         """Ask every worker to read its TLS files again (each logs its problems)."""
@@ -215,8 +264,9 @@ class Supervisor:
                     tg.start_soon(self._keep, slot)
                 addresses = await self._wait_ready()
                 if predecessor is not None:
-                    await predecessor.retire()
-                    predecessor = None
+                    await predecessor.retire(self.handoff)
+                    tg.start_soon(predecessor.forward, self.adopt_connection)
+                    predecessor = None  # the forwarding task closes it
                 if self.restart_socket is not None:
                     offer = RestartSocket(self.restart_socket, self)
                     await tg.start(offer.serve)
@@ -311,8 +361,6 @@ class Supervisor:
             self._stopped.set()
 
     async def _run_worker(self, slot: int) -> int | None:
-        import socket
-
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         command = [sys.executable, "-m", "sota_dispatch.serve", *self.argv, "--worker-control", str(theirs.fileno())]
         try:
@@ -354,10 +402,15 @@ class Supervisor:
         """A worker's messages until its channel ends."""
         while True:
             try:
-                message, _ = await worker.channel.receive()
+                message, sockets = await worker.channel.receive()
             except (anyio.EndOfStream, ProtocolError):
                 return
             kind = message.get("type")
+            if kind == "connection":
+                await self._forward(message, sockets)
+                continue
+            for sock in sockets:  # nothing else carries descriptors
+                sock.close()
             if kind == "ready":
                 if self.state != "starting":
                     log.info("worker %d ready again (pid %d)", worker.slot, worker.pid)

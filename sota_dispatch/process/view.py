@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..admin.view import AdminTarget
+from .channel import Channel
 from .sockets import ListenSocket
 
 __all__ = ["SupervisorView", "WorkerView"]
@@ -34,7 +35,9 @@ class SupervisorView(AdminTarget, Protocol):
     started_at: float
     workers: int
 
-    def retire(self) -> None: ...
+    def retire(self, successor: Channel | None = None) -> None: ...
+
+    async def wait_stopped(self) -> None: ...
 
     async def metrics(self) -> bytes: ...
 

@@ -13,18 +13,21 @@ never outlives its supervisor for long.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import socket
+from functools import partial
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
-from ..cli.build import ServicePlan
+from ..cli.build import SERVICE_KEY, ServicePlan
 from ..cli.running import run
 from ..errors import ConfigError, ProtocolError
 from ..logs import set_worker
+from ..protocol.handoff import HandOff
 from ..protocol.server import Server
 from ..proxy.proxy import Proxy
 from .channel import Channel, Message
@@ -100,7 +103,7 @@ class Worker:
         """Carry out the supervisor's requests until the channel ends."""
         while True:
             try:
-                message, _ = await self.channel.receive()
+                message, sockets = await self.channel.receive()
             except (anyio.EndOfStream, anyio.BrokenResourceError, ProtocolError, OSError) as exc:
                 log.warning("worker %d: supervisor gone (%s); draining", self.slot, exc or type(exc).__name__)
                 self.service.shutdown()
@@ -113,7 +116,9 @@ class Worker:
             elif kind == "retire":
                 if not self._retiring:
                     self._retiring = True
-                    tg.start_soon(self._retire, float(message.get("after", 60.0)))
+                    tg.start_soon(self._retire, float(message.get("after", 60.0)), bool(message.get("handoff")))
+            elif kind == "adopt":
+                self._adopt(message, sockets)
             elif kind == "reload_certificates":
                 problems = self.service.reload_certificates()
                 reply = {"type": "reloaded", "id": message.get("id"), "problems": [str(p) for p in problems]}
@@ -121,12 +126,53 @@ class Worker:
             else:
                 log.warning("worker %d: unknown control message %r", self.slot, kind)
 
-    async def _retire(self, after: float) -> None:
-        """Stop accepting (a successor accepts on the same sockets); serve the
-        open connections for ``after`` seconds at most, then drain them."""
+    async def _retire(self, after: float, handoff: bool) -> None:
+        """Stop accepting (a successor accepts on the same sockets); with
+        ``handoff``, move every connection that can move to the successor;
+        serve the others for ``after`` seconds at most, then drain them."""
         self.service.stop_accepting()
+        if handoff:
+            if isinstance(self.service, Proxy):
+                moving = self.service.hand_off(self._send_connection)
+            else:
+                moving = self.service.hand_off(partial(self._send_connection, SERVICE_KEY))
+            log.info("worker %d: moving %d connections to the new process", self.slot, moving)
         await anyio.sleep(after)
         self.service.shutdown()
+
+    async def _send_connection(self, listener: str, moving: HandOff) -> None:
+        """One connection to the supervisor, on its way to the successor."""
+        message = {
+            "type": "connection",
+            "listener": listener,
+            "unread": base64.b64encode(moving.unread).decode(),
+            "state": dict(moving.state),
+            "peer": moving.remote_address,
+        }
+        await self.channel.send(message, [moving.fd])
+
+    def _adopt(self, message: Message, sockets: list[socket.socket]) -> None:
+        """Serve a connection a worker of the old process handed over."""
+        if len(sockets) != 1:
+            for sock in sockets:
+                sock.close()
+            return
+        sock = sockets[0]
+        try:
+            unread = base64.b64decode(str(message.get("unread", "")))
+            state = message.get("state")
+            if not isinstance(state, dict):
+                raise ValueError("no state")
+            if isinstance(self.service, Proxy):
+                taken = self.service.adopt(str(message.get("listener")), sock, unread, state)
+            else:
+                taken = self.service.adopt(sock, unread, state)
+        except (ValueError, TypeError) as exc:
+            log.warning("worker %d: a handed-over connection was malformed: %s", self.slot, exc)
+            taken = False
+        if not taken:
+            log.warning("worker %d: could not take over a connection (listener %s)", self.slot, message.get("listener"))
+            sock.close()
 
 
 async def run_worker(plan: ServicePlan, control_fd: int) -> int:

@@ -10,9 +10,10 @@ client and both sides of the proxy.
 from __future__ import annotations
 
 import enum
-from typing import Literal, Protocol, TypeAlias, TypeVar
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
-__all__ = ["Codec", "Failure", "PoolMode"]
+__all__ = ["Codec", "Failure", "PoolMode", "codec_handoff_state", "restore_codec"]
 
 F = TypeVar("F")
 
@@ -53,6 +54,11 @@ class Codec(Protocol[F]):
     it once the handshake is done, and the callable it returns (None: no
     sealing) becomes the writer's :attr:`~sota_dispatch.BufferedWriter.transform`;
     the codec's own output is plaintext from then on.
+
+    A codec whose connections may move to another process (hot restart
+    hand-off) also has ``handoff_state()`` (JSON-ready values, or None when
+    this connection cannot move) and ``restore_handoff(state)``, which puts
+    a new codec where the old one was: see :func:`codec_handoff_state`.
     """
 
     @property
@@ -68,3 +74,26 @@ class Codec(Protocol[F]):
     def data_to_send(self) -> bytes: ...
 
     def check(self) -> None: ...
+
+
+def codec_handoff_state(codec: object) -> dict[str, Any] | None:
+    """What a codec needs to go on in another process (hot restart
+    hand-off), from its optional ``handoff_state()``: JSON-ready values
+    (``{}`` for a codec whose state a new one has anyway), or None: this
+    connection cannot move (no such method, or the codec says so, e.g. a
+    CURVE session). Asked at a frame boundary with nothing buffered."""
+    export = getattr(codec, "handoff_state", None)
+    held: int = getattr(codec, "buffered", 0)
+    if export is None or held:
+        return None
+    state = export()
+    return None if state is None else dict(state)
+
+
+def restore_codec(codec: object, state: Mapping[str, Any]) -> None:
+    """Put a new codec where the exported one was (``restore_handoff(state)``):
+    handshake done, peer known, nothing to send."""
+    restore = getattr(codec, "restore_handoff", None)
+    if restore is None:
+        raise TypeError(f"{type(codec).__name__} cannot take over a connection (no restore_handoff)")
+    restore(state)

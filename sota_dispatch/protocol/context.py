@@ -37,6 +37,11 @@ class ConnectionContext:
     #: The names the peer's TLS certificate proves (subject alternative
     #: names, then the common name): empty without a client certificate.
     peer_names: tuple[str, ...] = ()
+    #: The state the connection's dispatcher gave when it left another
+    #: process (hot restart hand-off, see
+    #: :meth:`Dispatcher.handoff_state <sota_dispatch.Dispatcher.handoff_state>`);
+    #: None for a connection accepted here.
+    handoff: Mapping[str, Any] | None = None
 
     @classmethod
     def for_stream(

@@ -28,6 +28,7 @@ from ..io.writer import DEFAULT_HIGH_WATER, BufferedWriter
 from ..logs import connection_id
 from .closing import PEER_GONE, drop_tracebacks, linger_out, log_close, primary_error
 from .context import ConnectionContext
+from .handoff import HandOffSink, hand_over
 from .loop import CodecLoop
 from .multiplexer import StreamMultiplexer
 from .roles import ProtocolRoles
@@ -52,6 +53,7 @@ _NO_DEFAULT: Any = object()
 
 T = TypeVar("T")
 PosArgs = TypeVarTuple("PosArgs")
+
 
 class Dispatcher(ProtocolRoles):
     """One connection, served by a protocol; the protocol's one class.
@@ -100,6 +102,8 @@ class Dispatcher(ProtocolRoles):
         self._stopping = False
         self._closing = False
         self._aborting = False
+        #: Where this connection goes instead of closing (see hand_off).
+        self._handoff: HandOffSink | None = None
         self._flush_scope: anyio.CancelScope | None = None
         self._close_deadline = math.inf
         self._outer: TaskGroup | None = None
@@ -224,6 +228,28 @@ class Dispatcher(ProtocolRoles):
         if self.reader.idle and self._serve_scope is not None:
             self._serve_scope.cancel()
 
+    def handoff_state(self) -> dict[str, Any] | None:
+        """What another process needs to go on serving this connection
+        from the current frame boundary (JSON-ready values), or None if it
+        cannot move (the default). A dispatcher that returns state reads it
+        back from :attr:`ConnectionContext.handoff
+        <sota_dispatch.ConnectionContext.handoff>` when it starts in the new
+        process. See :mod:`sota_dispatch.protocol.handoff`."""
+        return None
+
+    def can_hand_off(self) -> bool:
+        """Whether :meth:`hand_off` may move this connection: it runs, is
+        not closing, and its dispatcher has state to give."""
+        return self._running and not self._closing and not self._stopping and self.handoff_state() is not None
+
+    def hand_off(self, sink: HandOffSink) -> None:
+        """Move this connection to another process: stop reading at the
+        next frame boundary, finish what is in flight (as :meth:`drain`),
+        then give it to ``sink`` instead of closing it. If it cannot go
+        then, it is closed as a drain closes it."""
+        self._handoff = sink
+        self.drain()
+
     def flush_soon(self) -> None:
         """Have the writer flushed the next time this connection's task yields.
 
@@ -326,13 +352,24 @@ class Dispatcher(ProtocolRoles):
             if isinstance(reason, anyio.get_cancelled_exc_class()):
                 await self._finish(ConnectionLost(reason), linger=False)
                 raise
+            if isinstance(reason, anyio.EndOfStream) and await self._handed_off():
+                return  # a serve() that ends with the reader's EndOfStream at the boundary
             await self._finish(reason, linger=True)
             if not isinstance(reason, Exception):
                 raise reason from None  # KeyboardInterrupt, SystemExit: not ours to swallow
         else:
-            await self._finish(None, linger=True)
+            if not await self._handed_off():
+                await self._finish(None, linger=True)
 
-    async def _finish(self, reason: BaseException | None, *, linger: bool) -> None:
+    async def _handed_off(self) -> bool:
+        """Give the connection to the hand-off sink if one was set (see
+        :meth:`hand_off`); False: it stays here, to be closed."""
+        if self._handoff is None or not await hand_over(self, self._handoff):
+            return False
+        await self._finish(None, linger=False, handed_off=True)
+        return True
+
+    async def _finish(self, reason: BaseException | None, *, linger: bool, handed_off: bool = False) -> None:
         self._closing = True
         if isinstance(reason, anyio.EndOfStream):
             reason = None  # an orderly end: the peer's EOF, or our drain
@@ -354,9 +391,11 @@ class Dispatcher(ProtocolRoles):
         self._mux_closed = error  # a request() after the close fails as one before it
         if self._mux is not None:
             self._mux.close(error)
-        log_close(self.context.connection_id, reason)
+        if not handed_off:
+            log_close(self.context.connection_id, reason)
         with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(0 if self._aborting else self.linger_timeout):
+            # Handed off: only this process's descriptor closes (no flush, no linger).
+            with anyio.move_on_after(0 if self._aborting or handed_off else self.linger_timeout):
                 try:
                     await self.writer.flush()
                     if linger:

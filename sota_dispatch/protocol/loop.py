@@ -185,4 +185,3 @@ class CodecLoop(Generic[F]):
             out = self.codec.data_to_send()
             if out:
                 self.writer.write(out)
-

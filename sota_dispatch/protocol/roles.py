@@ -219,4 +219,3 @@ class ProtocolRoles(FrameSemantics):
         :class:`~sota_dispatch.StreamLimitError` when :attr:`max_in_flight`
         requests wait already."""
         return await _send_request(self, type(self), frame, timeout)
-

@@ -12,8 +12,10 @@ import errno
 import logging
 import socket
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import anyio
+import attrs
 from anyio.abc import ByteStream, SocketAttribute, SocketListener, SocketStream, TaskGroup, TaskStatus
 from anyio.streams.stapled import MultiListener
 
@@ -23,6 +25,7 @@ from ..io.budget import BufferBudget
 from ..io.reader import ReadTimeouts
 from ..io.tls import TLS_RECORD, PeerRefused, PrefixedStream, ServerTLS
 from .dispatcher import ConnectionContext, Dispatcher
+from .handoff import HandOffSink
 from .registry import DispatcherFactory
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_TIMEOUTS", "Server"]
@@ -108,6 +111,9 @@ class Server:
         self._idle: anyio.Event | None = None
         self._shutdown_requested = False
         self._accept_requested_stop = False
+        self._connections: TaskGroup | None = None
+        #: Connections handed over by another process (hot restart).
+        self.connections_adopted = 0
 
     @property
     def active_connections(self) -> int:
@@ -125,6 +131,7 @@ class Server:
         else:
             listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
         async with listener, anyio.create_task_group() as connections:
+            self._connections = connections
             self.address = format_address(listener.extra(SocketAttribute.local_address))
             task_status.started(self.address)
             with anyio.CancelScope() as self._accept_scope:
@@ -199,8 +206,14 @@ class Server:
             return
         finally:
             self._starting -= 1  # once accepted and set up (handshake included): counted until here
+        await self._run(stream, early, None)
+
+    async def _run(self, stream: ByteStream, early: bytes, handoff: Mapping[str, Any] | None) -> None:
+        """Build the connection's dispatcher and run it to its end."""
         try:
             context = ConnectionContext.for_stream(stream, protocol=self.protocol, options=self.options)
+            if handoff is not None:
+                context = attrs.evolve(context, handoff=handoff)
             dispatcher = self.factory(stream, context)
             if early:
                 dispatcher.reader.push_back(early)
@@ -219,6 +232,37 @@ class Server:
             self._dispatchers.discard(dispatcher)
             if not self._dispatchers and self._idle is not None:
                 self._idle.set()
+
+    def adopt(self, sock: socket.socket, unread: bytes, state: Mapping[str, Any]) -> bool:
+        """Serve a connection another process handed over (hot restart):
+        its socket, the bytes it had read and not decoded, and its
+        dispatcher's state (see :mod:`sota_dispatch.protocol.handoff`).
+        False (the caller closes the socket) unless this server is serving
+        and accepting."""
+        if self._connections is None or self._accept_requested_stop:
+            return False
+        self.connections_adopted += 1
+        self._connections.start_soon(self._adopted, sock, unread, state)
+        return True
+
+    async def _adopted(self, sock: socket.socket, unread: bytes, state: Mapping[str, Any]) -> None:
+        try:
+            stream = await SocketStream.from_socket(sock)
+            _pause_reading(stream)
+        except (OSError, ValueError) as exc:  # gone meanwhile
+            log.debug("%s: a handed-over connection was gone: %r", self.address, exc)
+            sock.close()
+            return
+        await self._run(stream, unread, state)
+
+    def hand_off(self, sink: HandOffSink) -> int:
+        """Move every connection that can move to another process (see
+        :meth:`Dispatcher.hand_off <sota_dispatch.Dispatcher.hand_off>`);
+        the others go on here. Returns how many were asked to move."""
+        moving = [d for d in self._dispatchers if d.can_hand_off()]
+        for dispatcher in moving:
+            dispatcher.hand_off(sink)
+        return len(moving)
 
     async def _secure(self, stream: SocketStream, tls: ServerTLS) -> tuple[ByteStream, bytes] | None:
         """The connection's stream after its TLS handshake, or the plaintext

@@ -29,7 +29,7 @@ from ..errors import ProtocolError
 from ..filters.api import FilterRequest, LocalReply, StreamFilter
 from ..io.reader import ReadTimeouts
 from ..io.transport import input_queued
-from ..protocol.codec import Codec, Failure
+from ..protocol.codec import Codec, Failure, codec_handoff_state, restore_codec
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.semantics import BoundSemantics, FrameSemantics
@@ -94,6 +94,15 @@ class ProxyConnection(Replies, Dispatcher):
     async def on_close(self, reason: BaseException | None) -> None:
         self._abandon()
 
+    def handoff_state(self) -> dict[str, Any] | None:
+        """Its protocol and codec state; None before the protocol is known,
+        with requests in flight, or if the codec cannot move."""
+        codec, protocol = self._codec, self.protocol
+        if codec is None or protocol is None or self.in_flight:
+            return None
+        state = codec_handoff_state(codec)
+        return None if state is None else {"protocol": protocol.protocol_name, "codec": state}
+
     def drain_expired(self) -> None:
         """Shutdown cut the drain short: every request still in flight gets
         a timeout reply now (in order, for an ordered protocol), instead of
@@ -140,6 +149,13 @@ class ProxyConnection(Replies, Dispatcher):
         # may sit idle for idle_timeout, then ends as if the client closed.
         self.reader.set_timeouts(ReadTimeouts(limits.frame_timeout, limits.idle_timeout), busy=self._busy)
         protocol = self.protocol
+        adopted = self.context.handoff
+        if adopted is not None:
+            protocol = self.listener.protocol_named(adopted.get("protocol"))
+            if protocol is None:
+                log.warning("a handed-over connection spoke %r, which this listener does not", adopted.get("protocol"))
+                return
+            self.protocol = protocol
         if protocol is None:
             protocol = await self._sniff()
             self._read_scope = None
@@ -151,6 +167,8 @@ class ProxyConnection(Replies, Dispatcher):
             self._ordered = deque()
         options = protocol.option_values(self.context.options, "listener")
         codec = self._codec = protocol.server_codec(options, limits.max_frame_size)
+        if adopted is not None:
+            restore_codec(codec, adopted.get("codec", {}))  # handshake done in the old process
         # Every read, even one that completes no frame: the budget counts a
         # partial frame as it grows. A codec error waits for the answers
         # owed to the requests before it (below).

@@ -23,6 +23,7 @@ from ..io.outbox import Outbox
 from ..logs import RateLimitedLog
 from ..protocol.context import ConnectionContext
 from ..protocol.registry import ProtocolInfo, available_protocols, get_protocol
+from ..protocol.semantics import FrameSemantics
 from ..protocol.server import Server
 from .connection import ProxyConnection
 from .filtering import build_chain
@@ -164,6 +165,16 @@ class Listener:
             tls=proxy.tls.listeners.get(config.name),
             sockets=sockets,
         )
+
+    def protocol_named(self, name: object) -> type[FrameSemantics] | None:
+        """The protocol called ``name`` if this listener speaks it (a
+        connection handed over from another process names its protocol)."""
+        if self.protocol is not None:
+            return self.protocol if self.protocol.protocol_name == name else None
+        for _, info in self.candidates:
+            if info.protocol_class is not None and info.protocol_class.protocol_name == name:
+                return info.protocol_class
+        return None
 
     def connection(self, stream: ByteStream, context: ConnectionContext) -> ProxyConnection:
         return ProxyConnection(stream, context, listener=self)

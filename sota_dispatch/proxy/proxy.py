@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -28,6 +28,7 @@ from ..io.budget import BufferBudget
 from ..io.clock import SYSTEM_CLOCK, Clock
 from ..io.outbox import Outbox
 from ..protocol.dispatcher import Dispatcher
+from ..protocol.handoff import HandOff
 from ..protocol.semantics import FrameSemantics
 from .filtering import check_filters
 from .listener import Listener, check_protocols
@@ -143,6 +144,28 @@ class Proxy:
         close them or :meth:`shutdown` drains them (hot restart)."""
         for listener in self._listeners:
             listener.server.stop_accepting()
+
+    def hand_off(self, sink: Callable[[str, HandOff], Awaitable[None]]) -> int:
+        """Move every client connection that can move to another process
+        (hot restart hand-off); ``sink(listener name, hand_off)`` takes each.
+        Returns how many were asked to move; the others go on here."""
+        moving = 0
+        for listener in self._listeners:
+
+            async def to(handoff: HandOff, name: str = listener.name) -> None:
+                await sink(name, handoff)
+
+            moving += listener.server.hand_off(to)
+        return moving
+
+    def adopt(self, listener: str, sock: socket.socket, unread: bytes, state: Mapping[str, Any]) -> bool:
+        """Serve a client connection another process handed over on the
+        listener named ``listener``; False (the caller closes it) if there
+        is no such listener or it does not accept."""
+        for mine in self._listeners:
+            if mine.name == listener:
+                return mine.server.adopt(sock, unread, state)
+        return False
 
     def _checked_protocol(self, cluster: str) -> type[FrameSemantics] | None:
         """The protocol a cluster's health check speaks: the protocol of the

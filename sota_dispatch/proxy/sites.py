@@ -50,6 +50,10 @@ class ListenerSite(Protocol):
     budget: BufferBudget
     drain_timeout: float
 
+    def protocol_named(self, name: object) -> type[FrameSemantics] | None:
+        """The protocol called ``name`` if this listener speaks it (None: it does not)."""
+        ...
+
 
 class Downstream(Protocol):
     """A client connection, as its exchanges use it."""

@@ -6,6 +6,8 @@ them without re-encoding.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sota_dispatch import LimitExceeded
 
 from .query import render_error
@@ -47,6 +49,14 @@ class LineCodec:
     def data_to_send(self) -> bytes:
         out, self._out = self._out, b""
         return out
+
+    def handoff_state(self) -> dict[str, object] | None:
+        """Nothing to carry to another process between lines (hot restart
+        hand-off); None after an error."""
+        return None if self.pending_error is not None or self._out else {}
+
+    def restore_handoff(self, state: Mapping[str, object]) -> None:
+        """A new codec is already where a handed-over one was."""
 
     @property
     def buffered(self) -> int:

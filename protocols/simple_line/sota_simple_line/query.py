@@ -54,7 +54,7 @@ def parse_query(line: bytes) -> dict[str, list[str]]:
     if "%" in text:
         bad = _BAD_ESCAPE.search(text)
         if bad is not None:
-            raise QueryError(f"bad percent escape at offset {bad.start()}: {text[bad.start():bad.start() + 3]!r}")
+            raise QueryError(f"bad percent escape at offset {bad.start()}: {text[bad.start() : bad.start() + 3]!r}")
     result: dict[str, list[str]] = {}
     for pair in text.split("&"):
         if not pair:

@@ -10,6 +10,7 @@ answers before the connection closes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Generic, TypeVar
 
 from sota_dispatch import ChunkBuffer, ProtocolError
@@ -49,6 +50,14 @@ class FrameDecoder(Generic[F]):
     def data_to_send(self) -> bytes:
         """Always empty: the codec never speaks on its own."""
         return b""
+
+    def handoff_state(self) -> dict[str, object] | None:
+        """Nothing to carry to another process between frames (hot restart
+        hand-off): bolt and dubbo keep no connection state; None after an error."""
+        return None if self.pending_error is not None else {}
+
+    def restore_handoff(self, state: Mapping[str, object]) -> None:
+        """A new decoder is already where a handed-over one was."""
 
     def feed(self, data: bytes) -> list[F]:
         """Parse ``data``; return every frame it completed, in order."""

@@ -419,6 +419,11 @@ class SealedReader:
         self._parts: list[bytes] = []
         self._message_size = 0
 
+    @property
+    def pending(self) -> int:
+        """Bytes (and parts) held of a multipart message not complete yet."""
+        return self._message_size + len(self._parts)
+
     def read(self, work: bytes, pos: int, messages: list[list[bytes]]) -> int:
         """Open every complete sealed frame from ``pos``; return the bytes used."""
         end_of_data = len(work)

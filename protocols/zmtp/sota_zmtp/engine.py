@@ -49,6 +49,7 @@ from .greeting import (
     v2_socket_type,
     v3_rest,
 )
+from .handoff import HandOffMixin
 from .handshake import EXPECTED, State
 from .identity import generate_identity
 from .limits import Limits
@@ -69,7 +70,7 @@ __all__ = ["Authenticator", "DowngradeRefused", "Limits", "PeerError", "ZmtpEngi
 MAX_PING_CONTEXT = 16
 
 
-class ZmtpEngine:
+class ZmtpEngine(HandOffMixin):
     """One ZMTP connection's protocol state.
 
     ``socket_type`` is ours; ``identity`` is the routing id we announce (for a
@@ -161,8 +162,9 @@ class ZmtpEngine:
 
     @property
     def buffered(self) -> int:
-        """Bytes fed but not yet parsed (a partial frame or greeting)."""
-        return len(self._buffer)
+        """Bytes fed but not yet parsed (a partial frame or greeting), and
+        the parts of a message not complete yet (a drain waits for both)."""
+        return len(self._buffer) + self._active.pending
 
     def data_to_send(self) -> bytes:
         """Take the bytes the engine wants sent (greeting, READY, PONG, ...)."""

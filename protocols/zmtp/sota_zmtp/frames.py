@@ -54,6 +54,11 @@ class FrameReader:
         self._parts: list[bytes] = []
         self._message_size = 0
 
+    @property
+    def pending(self) -> int:
+        """Bytes (and parts) held of a multipart message not complete yet."""
+        return self._message_size + len(self._parts)
+
     def check(self, flags: int, size: int) -> None:
         """Refuse a header with reserved bits, an oversized frame or a
         command flagged MORE."""
