@@ -13,7 +13,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any, Literal, Protocol, TypeAlias, TypeVar
 
-__all__ = ["Codec", "Failure", "PoolMode", "codec_handoff_state", "restore_codec"]
+__all__ = ["Codec", "Failure", "PoolMode", "codec_handoff_state", "codec_movable", "restore_codec"]
 
 F = TypeVar("F")
 
@@ -56,9 +56,11 @@ class Codec(Protocol[F]):
     the codec's own output is plaintext from then on.
 
     A codec whose connections may move to another process (hot restart
-    hand-off) also has ``handoff_state()`` (JSON-ready values, or None when
-    this connection cannot move) and ``restore_handoff(state)``, which puts
-    a new codec where the old one was: see :func:`codec_handoff_state`.
+    hand-off) also has ``movable`` (True while its connection could move
+    once at a frame boundary: False for a CURVE session, say),
+    ``handoff_state()`` (JSON-ready values, asked at such a boundary) and
+    ``restore_handoff(state)``, which puts a new codec where the old one
+    was: see :func:`codec_handoff_state`.
     """
 
     @property
@@ -74,6 +76,14 @@ class Codec(Protocol[F]):
     def data_to_send(self) -> bytes: ...
 
     def check(self) -> None: ...
+
+
+def codec_movable(codec: object) -> bool:
+    """Whether a codec's connection could move to another process (once
+    at a frame boundary): it has the hooks and says it is ``movable``."""
+    return (
+        hasattr(codec, "handoff_state") and hasattr(codec, "restore_handoff") and bool(getattr(codec, "movable", False))
+    )
 
 
 def codec_handoff_state(codec: object) -> dict[str, Any] | None:

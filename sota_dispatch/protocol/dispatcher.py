@@ -238,9 +238,12 @@ class Dispatcher(ProtocolRoles):
         return None
 
     def can_hand_off(self) -> bool:
-        """Whether :meth:`hand_off` may move this connection: it runs, is
-        not closing, and its dispatcher has state to give."""
-        return self._running and not self._closing and not self._stopping and self.handoff_state() is not None
+        """Whether :meth:`hand_off` may move this connection: it runs, is not
+        closing, and its class gives state (see :meth:`handoff_state`; a
+        subclass narrows this to what can move, since the state itself is
+        asked only at a frame boundary with nothing in flight)."""
+        supported = type(self).handoff_state is not Dispatcher.handoff_state
+        return supported and self._running and not self._closing and not self._stopping
 
     def hand_off(self, sink: HandOffSink) -> None:
         """Move this connection to another process: stop reading at the

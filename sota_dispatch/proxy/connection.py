@@ -29,7 +29,7 @@ from ..errors import ProtocolError
 from ..filters.api import FilterRequest, LocalReply, StreamFilter
 from ..io.reader import ReadTimeouts
 from ..io.transport import input_queued
-from ..protocol.codec import Codec, Failure, codec_handoff_state, restore_codec
+from ..protocol.codec import Codec, Failure, codec_handoff_state, codec_movable, restore_codec
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.semantics import BoundSemantics, FrameSemantics
@@ -93,6 +93,10 @@ class ProxyConnection(Replies, Dispatcher):
 
     async def on_close(self, reason: BaseException | None) -> None:
         self._abandon()
+
+    def can_hand_off(self) -> bool:
+        """Its protocol is known and its codec could move (not a CURVE session, say)."""
+        return super().can_hand_off() and self._codec is not None and codec_movable(self._codec)
 
     def handoff_state(self) -> dict[str, Any] | None:
         """Its protocol and codec state; None before the protocol is known,

@@ -27,6 +27,8 @@ class LineCodec:
     """
 
     ready = True
+    #: Its connection can move to another process between frames (hot restart hand-off).
+    movable = True
 
     def __init__(self, max_line: int, *, answer_errors: bool = True) -> None:
         self.max_line = max_line

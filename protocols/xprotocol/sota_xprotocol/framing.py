@@ -28,6 +28,8 @@ class FrameDecoder(Generic[F]):
     """
 
     ready = True
+    #: Its connection can move to another process between frames (hot restart hand-off).
+    movable = True
 
     def __init__(self, *, max_frame_size: int) -> None:
         self.max_frame_size = max_frame_size

@@ -52,6 +52,12 @@ class HandOffMixin:
     def buffered(self) -> int:
         raise NotImplementedError
 
+    @property
+    def movable(self) -> bool:
+        """A NULL or PLAIN connection can move (once at a message boundary);
+        a CURVE one cannot (its session keys stay where they were made)."""
+        return self.mechanism != b"CURVE"
+
     def handoff_state(self) -> dict[str, Any] | None:
         """The engine's state as JSON-ready values; None if it cannot move
         now (before traffic, inside a multipart message, with bytes to
