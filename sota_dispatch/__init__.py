@@ -46,6 +46,7 @@ from .io.writer import BufferedWriter
 from .protocol.codec import Codec, Failure, PoolMode
 from .protocol.context import ConnectionContext
 from .protocol.dispatcher import Dispatcher
+from .protocol.handoff import HandOff, HandOffSink
 from .protocol.loop import CodecLoop
 from .protocol.multiplexer import PendingStream, StreamMultiplexer
 from .protocol.options import Option, OptionPlace, OptionSchema
@@ -85,6 +86,8 @@ __all__ = [
     "FrameRefused",
     "FrameSemantics",
     "FrameTimeout",
+    "HandOff",
+    "HandOffSink",
     "IncompleteReadError",
     "LimitExceeded",
     "Match",

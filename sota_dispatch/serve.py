@@ -16,7 +16,11 @@ keep theirs.
 
 ``--workers N`` runs N worker processes under a supervisor, and
 ``--restart-socket PATH`` makes the same command a hot restart of the
-process already serving PATH (see :mod:`sota_dispatch.process`).
+process already serving PATH: to upgrade or reconfigure a running proxy,
+run the command it was started with again (with the new file or version);
+the new process takes the listening sockets and the client connections,
+and the old one exits (see docs/operations.rst and
+:mod:`sota_dispatch.process`).
 """
 
 from __future__ import annotations

@@ -29,6 +29,11 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     ),
     ("proxy_instructions.py", ["sota_simple_line"], ["| simple_line | 10 |", "Instructions per proxied request"]),
     (
+        "workers_bench.py",
+        ["sota_simple_line", "sota_xprotocol"],
+        ["| simple_line | 2 |", "| bolt | 1 |", "vs 1 worker"],
+    ),
+    (
         "overload_bench.py",
         ["sota_simple_line", "sota_xprotocol"],
         ["| asyncio | this tree |", "10,000 / 10,000", "100,000 / 100,000"],

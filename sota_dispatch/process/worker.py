@@ -5,7 +5,9 @@ The supervisor starts ``python -m sota_dispatch.serve <its own arguments>
 worker receives its slot, the restart epoch and its listening sockets,
 reports ``ready`` with its addresses, answers ``stats`` (metrics text,
 clusters, connection counts), obeys ``drain``, ``retire`` (stop accepting,
-keep serving open connections, drain after the given time) and
+hand the connections that can move to the successor as ``connection``
+messages, keep serving the others, drain them after the given time),
+``adopt`` (serve a connection the old process handed over) and
 ``reload_certificates``, and sends a last ``stats`` as it exits. When the
 channel ends (the supervisor died) the worker drains and exits: a worker
 never outlives its supervisor for long.
