@@ -126,12 +126,25 @@ def report(results: dict[str, dict[int, dict[str, float]]], args: argparse.Names
             )
     lines += [
         "",
-        "What a machine with more cores should reach: each worker serves about 1 / (proxy CPU per request) "
-        "requests per second of its own core, so with a core per worker (and the clients and backends elsewhere) "
-        "the rate grows with the worker count until the backends or the network give out. On this machine the "
-        "client, the backend and the workers share two cores, so the second worker mostly takes time from them.",
+        "## What a machine with more cores should reach",
+        "",
+        "Each worker serves about 1 / (its CPU per request) requests per second of its own core, so with a core "
+        "per worker (and the clients and backends elsewhere) the rate grows with the worker count until the "
+        "backends or the network give out. On this machine the client, the backend and the workers share the "
+        "cores, so a second worker mostly takes time from them. From the one-worker runs:",
         "",
     ]
+    for protocol, by_n in results.items():
+        cost = by_n[args.workers[0]]["proxy_us"]
+        if cost <= 0:  # a run too short for /proc's clock ticks (--quick)
+            lines.append(f"- {protocol}: the run was too short to measure its CPU.")
+            continue
+        per_core = 1e6 / cost
+        lines.append(
+            f"- {protocol}: about {per_core:,.0f} req/s per worker core, so about {4 * per_core:,.0f} with 4 workers "
+            f"and {8 * per_core:,.0f} with 8, each on a core of its own."
+        )
+    lines.append("")
     return "\n".join(lines)
 
 

@@ -34,6 +34,8 @@ PUBLIC: dict[str, set[str]] = {
         "FrameRefused",
         "FrameSemantics",
         "FrameTimeout",
+        "HandOff",
+        "HandOffSink",
         "IncompleteReadError",
         "LimitExceeded",
         "Match",

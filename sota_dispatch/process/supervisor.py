@@ -23,8 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
-import attrs
-from anyio.abc import ByteStream, Process, TaskGroup, TaskStatus
+from anyio.abc import ByteStream, TaskGroup, TaskStatus
 
 from ..admin.endpoint import AdminEndpoint
 from ..admin.server import WaitingConnections
@@ -36,11 +35,12 @@ from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
 from .admin import SupervisorAdminConnection
 from .channel import Channel, Message
+from .child import WorkerProcess
 from .merge import MetricsSum
 from .restart import ADMIN_KEY, Predecessor, RestartSocket, listener_keys
 from .sockets import HAS_REUSEPORT, ListenSocket, bind_group, slot_sockets
 
-__all__ = ["READY_TIMEOUT", "Supervisor", "WorkerProcess"]
+__all__ = ["READY_TIMEOUT", "Supervisor"]
 
 log = logging.getLogger("sota_dispatch.supervisor")
 
@@ -52,62 +52,6 @@ POLL_INTERVAL = 2.0
 #: A worker that dies within this many seconds of its start is restarted
 #: after a growing delay (0.5 s, doubling, at most 30 s).
 _SHORT_LIFE = 5.0
-
-
-@attrs.define(eq=False)
-class WorkerProcess:
-    """One worker as its supervisor sees it."""
-
-    slot: int
-    epoch: int
-    process: Process
-    channel: Channel
-    started: float = attrs.Factory(time.time)
-    state: str = "starting"
-    addresses: Any = None
-    #: Its last report (``stats`` or ``exit``): metrics text, clusters, counts.
-    last: Message = attrs.Factory(dict)
-    ready: anyio.Event = attrs.Factory(anyio.Event)
-    _replies: dict[int, tuple[anyio.Event, list[Message]]] = attrs.Factory(dict)
-    _next_id: int = 0
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    async def ask(self, message: Message, timeout: float = 2.0) -> Message | None:
-        """Send a request and wait for its reply (None: none in time, or gone)."""
-        self._next_id += 1
-        ident = self._next_id
-        event, box = anyio.Event(), list[Message]()
-        self._replies[ident] = (event, box)
-        try:
-            with anyio.move_on_after(timeout):
-                await self.channel.send({**message, "id": ident})
-                await event.wait()
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-            return None
-        finally:
-            self._replies.pop(ident, None)
-        return box[0] if box else None
-
-    def answered(self, message: Message) -> None:
-        waiting = self._replies.get(message.get("id", -1))
-        if waiting is not None:
-            waiting[1].append(message)
-            waiting[0].set()
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "slot": self.slot,
-            "pid": self.pid,
-            "epoch": self.epoch,
-            "state": self.state,
-            "started": self.started,
-            "connections_active": self.last.get("connections_active"),
-            "connections_total": self.last.get("connections_total"),
-            "requests": self.last.get("requests"),
-        }
 
 
 class Supervisor:
@@ -154,6 +98,10 @@ class Supervisor:
         self._stopped = anyio.Event()
         self._tg: TaskGroup | None = None
         self._failed_start: str | None = None
+        #: Set when a worker gets ready or fails to start (what _wait_ready waits for).
+        self._changed = anyio.Event()
+        #: Set once draining or retiring begins.
+        self._drained = anyio.Event()
 
     # -- what the runner (cli.running.run) and the admin need ------------
 
@@ -333,7 +281,8 @@ class Supervisor:
             while len(self.live) < self.workers or not all(w.ready.is_set() for w in self.live.values()):
                 if self._failed_start is not None:
                     raise UsageError(self._failed_start)
-                await anyio.sleep(0.05)
+                self._changed = anyio.Event()
+                await self._changed.wait()  # a worker got ready, or failed
             return next(iter(self.live.values())).addresses
         raise UsageError(f"the workers did not start within {READY_TIMEOUT:.0f}s")
 
@@ -347,11 +296,13 @@ class Supervisor:
                 break
             if self.state == "starting":
                 self._failed_start = f"worker {slot} exited with code {code} before it was ready (see its log above)"
+                self._changed.set()
                 return
             self.restarts += 1
             if time.monotonic() - began < _SHORT_LIFE:
                 log.error("worker %d exited with code %s soon after its start; restarting in %.1fs", slot, code, delay)
-                await anyio.sleep(delay)
+                with anyio.move_on_after(delay):
+                    await self._drained.wait()  # a drain ends the wait
                 delay = min(delay * 2, 30.0)
             else:
                 log.error("worker %d exited with code %s; restarting it", slot, code)
@@ -417,6 +368,7 @@ class Supervisor:
                 worker.addresses = message.get("addresses")
                 worker.state = "ready" if not self._draining else worker.state
                 worker.ready.set()
+                self._changed.set()
             elif kind == "exit":
                 worker.last = message
             elif kind == "stats":
@@ -470,6 +422,7 @@ class Supervisor:
         if self._draining:
             return
         self._draining = True
+        self._drained.set()
         self.state = state
         if self.admin is not None and state == "retiring":
             self.admin.server.stop_accepting()  # the successor's admin answers now
