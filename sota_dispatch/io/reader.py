@@ -127,6 +127,11 @@ class BufferedReader:
         return self._last_fill
 
     @property
+    def interrupted(self) -> bool:
+        """True once :meth:`interrupt` ended the input (a drain of an idle connection)."""
+        return self._interrupted
+
+    @property
     def at_eof(self) -> bool:
         """True once the peer closed its side and every byte was consumed
         (not when :meth:`interrupt` ended the input: the peer is still there)."""

@@ -121,6 +121,12 @@ class TLSConnection(TLSStream):
         except anyio.EndOfStream:
             raise anyio.BrokenResourceError("the peer closed the TLS connection") from None
 
+    async def send_eof(self) -> None:
+        # TLS has no half-close (anyio says so with NotImplementedError, but
+        # raises TypeError instead once the session has no version left,
+        # e.g. after the peer's close_notify): callers expect the former.
+        raise NotImplementedError("a TLS stream cannot half-close")
+
     async def aclose(self) -> None:
         try:
             if not self._broken:

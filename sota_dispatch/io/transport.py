@@ -23,7 +23,7 @@ from typing import Any
 
 from anyio.abc import SocketAttribute
 
-__all__ = ["NowaitSender", "detach_socket", "discard_input", "input_queued", "nowait_sender"]
+__all__ = ["NowaitSender", "detach_socket", "detachable", "discard_input", "input_queued", "nowait_sender"]
 
 
 class NowaitSender:
@@ -143,6 +143,12 @@ def _trio_sender(stream: Any) -> NowaitSender | None:
             return 0
 
     return NowaitSender(send, _never_busy)
+
+
+def detachable(stream: object) -> bool:
+    """Whether :func:`detach_socket` can take ``stream``'s socket: a plain
+    anyio TCP stream (not TLS, memory or another wrapper)."""
+    return type(stream).__module__ in ("anyio._backends._asyncio", "anyio._backends._trio") and hasattr(stream, "extra")
 
 
 def detach_socket(stream: object) -> tuple[int, bytes] | None:

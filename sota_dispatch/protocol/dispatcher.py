@@ -23,7 +23,7 @@ from anyio.abc import ByteStream, TaskGroup
 from ..errors import ConnectionLost, ProtocolError
 from ..io.address import parse_address
 from ..io.reader import DEFAULT_READ_SIZE, BufferedReader
-from ..io.transport import discard_input
+from ..io.transport import detachable, discard_input
 from ..io.writer import DEFAULT_HIGH_WATER, BufferedWriter
 from ..logs import connection_id
 from .closing import PEER_GONE, drop_tracebacks, linger_out, log_close, primary_error
@@ -243,7 +243,8 @@ class Dispatcher(ProtocolRoles):
         subclass narrows this to what can move, since the state itself is
         asked only at a frame boundary with nothing in flight)."""
         supported = type(self).handoff_state is not Dispatcher.handoff_state
-        return supported and self._running and not self._closing and not self._stopping
+        running = self._running and not self._closing and not self._stopping
+        return supported and running and detachable(self.stream)  # a TLS session cannot move
 
     def hand_off(self, sink: HandOffSink) -> None:
         """Move this connection to another process: stop reading at the
@@ -383,6 +384,7 @@ class Dispatcher(ProtocolRoles):
             linger
             and not self._aborting
             and not self.reader.at_eof
+            and not self.reader.interrupted  # an idle connection drained: nothing of ours in flight
             and not isinstance(reason, PEER_GONE)
             and (not isinstance(reason, ProtocolError) or reason.linger)  # see ProtocolError.linger
         )

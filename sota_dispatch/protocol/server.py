@@ -249,8 +249,8 @@ class Server:
         try:
             stream = await SocketStream.from_socket(sock)
             _pause_reading(stream)
-        except (OSError, ValueError) as exc:  # gone meanwhile
-            log.debug("%s: a handed-over connection was gone: %r", self.address, exc)
+        except Exception as exc:  # noqa: BLE001 - gone meanwhile, or not a socket: that connection only
+            log.warning("%s: could not take over a handed-over connection: %r", self.address, exc)
             sock.close()
             return
         await self._run(stream, unread, state)

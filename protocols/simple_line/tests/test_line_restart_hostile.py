@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -165,3 +166,43 @@ def upstream_of(proxy: ServeProcess) -> str:
     args = [str(arg) for arg in proxy.process.args]  # type: ignore[union-attr]
     config = Path(args[args.index("--config") + 1])
     return str(json.loads(config.read_text())["clusters"][0]["endpoints"][0])
+
+
+async def test_tls_connections_stay_with_the_old_process_until_its_drain_time(
+    tmp_path: Path, backend_args: list[str], tls_files: Any
+) -> None:
+    """A TLS session cannot move: its connection is served by the old
+    process after the restart (not closed early), and ends when its client
+    closes it; the old process then exits."""
+    with ExitStack() as stack:
+        upstream = stack.enter_context(serve_process(["--protocol", "simple_line", "--listen", "127.0.0.1:0"]))
+        tls = {"certificates": [{"cert_chain": tls_files.cert_chain, "private_key": tls_files.private_key}]}
+        listener = {"name": "lines", "address": "127.0.0.1:0", "protocol": "simple_line", "routes": [{"cluster": "up"}]}
+        document = {
+            "listeners": [{**listener, "tls": tls}],
+            "clusters": [{"name": "up", "endpoints": [upstream.address]}],
+        }
+        config = tmp_path / "tls.json"
+        config.write_text(json.dumps(document))
+        restart = ["--restart-socket", str(tmp_path / "restart.sock"), "--restart-drain-time", "60"]
+        command = ["--config", str(config), "--workers", "1", *restart, *backend_args]
+        old = stack.enter_context(serve_process(command, timeout=60))
+        host, _, port = old.address.rpartition(":")
+        stream = await anyio.connect_tcp(host, int(port), tls=True, ssl_context=tls_files.client_context())
+        async with stream:
+            reader = BufferedReader(stream)
+
+            async def call(number: int) -> bytes:
+                await stream.send(f"n={number}\r\n".encode())
+                with anyio.fail_after(10):
+                    return await reader.read_until(b"\r\n", max_bytes=4096)
+
+            assert await call(1) == b'receive:{"n":["1"]}'
+            new = stack.enter_context(serve_process(command, timeout=60))
+            await anyio.to_thread.run_sync(old.wait_for_line, "moving 0 connections", 20)
+            for number in range(2, 12):  # the old process still serves it
+                assert await call(number) == f'receive:{{"n":["{number}"]}}'.encode()
+            assert old.process.poll() is None
+        # Its client closed it: the old process has nothing left and exits.
+        assert await anyio.to_thread.run_sync(old.process.wait, 30) == 0
+        assert new.stop() == 0
