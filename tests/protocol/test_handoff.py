@@ -1,0 +1,154 @@
+"""Moving a live connection between two servers: its descriptor, state and unread bytes.
+
+In one process for precision (the hot restart tests move connections
+between processes): a dispatcher that counts its lines gives its count as
+state; server A hands the connection to server B; the client, on the same
+TCP connection throughout, sees the count go on. Real sockets on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import ByteStream
+
+from sota_dispatch import ConnectionContext, Dispatcher, HandOff, Server
+from sota_dispatch.io.transport import detach_socket, detachable
+from sota_dispatch.testing import connect, memory_stream_pair
+
+pytestmark = pytest.mark.anyio
+
+
+class CountingLines(Dispatcher):
+    """Answers each line with ``<count>:<line>``; the count moves with the connection."""
+
+    def __init__(self, stream: ByteStream, context: ConnectionContext) -> None:
+        super().__init__(stream, context)
+        handoff = context.handoff or {}
+        self.count = int(handoff.get("count", 0))
+
+    def handoff_state(self) -> dict[str, Any] | None:
+        return {"count": self.count}
+
+    async def serve(self) -> None:
+        while True:
+            line = await self.reader.read_until(b"\r\n", max_bytes=1024)
+            self.count += 1
+            await self.writer.send(b"%d:" % self.count + line + b"\r\n")
+
+
+class Plain(Dispatcher):
+    """A dispatcher that gives no state: it cannot move."""
+
+    async def serve(self) -> None:
+        while True:
+            await self.writer.send(await self.reader.read_until(b"\r\n", max_bytes=1024) + b"\r\n")
+
+
+async def lines(stream: ByteStream, count: int) -> list[bytes]:
+    data = b""
+    with anyio.fail_after(10):
+        while data.count(b"\r\n") < count:
+            data += await stream.receive()
+    return data.split(b"\r\n")[:count]
+
+
+async def test_a_connection_moves_with_its_state() -> None:
+    old, new = Server(CountingLines, drain_timeout=1), Server(CountingLines, drain_timeout=1)
+    async with anyio.create_task_group() as tg:
+        await tg.start(old.serve)
+        await tg.start(new.serve)
+        client = await connect(old.address or "")
+        async with client:
+            await client.send(b"a\r\nb\r\nc\r\n")
+            assert await lines(client, 3) == [b"1:a", b"2:b", b"3:c"]
+            moved: list[HandOff] = []
+
+            async def sink(handoff: HandOff) -> None:
+                moved.append(handoff)
+                assert new.adopt(socket.socket(fileno=os.dup(handoff.fd)), handoff.unread, handoff.state)
+
+            old.stop_accepting()
+            assert old.hand_off(sink) == 1
+            await client.send(b"d\r\ne\r\n")
+            assert await lines(client, 2) == [b"4:d", b"5:e"]  # the same TCP connection, the count went on
+            assert len(moved) == 1
+            assert moved[0].state == {"count": 3}
+            assert (old.active_connections, new.active_connections) == (0, 1)
+            assert new.connections_adopted == 1
+        new.shutdown()
+        old.shutdown()
+
+
+async def test_adopted_connections_read_their_unread_bytes_first() -> None:
+    server = Server(CountingLines, drain_timeout=1)
+    async with anyio.create_task_group() as tg:
+        await tg.start(server.serve)
+        with socket.socket() as listening:
+            listening.bind(("127.0.0.1", 0))
+            listening.listen()
+            host, port = listening.getsockname()
+            client = await anyio.connect_tcp(host, port)
+            accepted, _ = listening.accept()
+        async with client:
+            assert server.adopt(accepted, b"x\r\ny\r\n", {"count": 10})
+            assert await lines(client, 2) == [b"11:x", b"12:y"]  # read from the old process, answered here
+            await client.send(b"z\r\n")
+            assert await lines(client, 1) == [b"13:z"]
+        server.shutdown()
+
+
+async def test_connections_that_cannot_move_stay() -> None:
+    server = Server(Plain, drain_timeout=1)
+    async with anyio.create_task_group() as tg:
+        await tg.start(server.serve)
+        client = await connect(server.address or "")
+        async with client:
+            await client.send(b"hello\r\n")
+            assert await lines(client, 1) == [b"hello"]
+
+            async def sink(handoff: HandOff) -> None:
+                raise AssertionError("nothing may be handed off")
+
+            server.stop_accepting()
+            assert server.hand_off(sink) == 0
+            await client.send(b"still here\r\n")
+            assert await lines(client, 1) == [b"still here"]
+        server.shutdown()
+
+
+async def test_a_failing_sink_closes_only_that_connection() -> None:
+    server = Server(CountingLines, drain_timeout=1)
+    async with anyio.create_task_group() as tg:
+        await tg.start(server.serve)
+        client = await connect(server.address or "")
+        async with client:
+            await client.send(b"a\r\n")
+            assert await lines(client, 1) == [b"1:a"]
+
+            async def sink(handoff: HandOff) -> None:
+                raise OSError("the new process went away")
+
+            assert server.hand_off(sink) == 1
+            with anyio.fail_after(10):
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    while True:
+                        await client.receive()
+        # The server itself is fine: it still accepts.
+        other = await connect(server.address or "")
+        async with other:
+            await other.send(b"b\r\n")
+            assert await lines(other, 1) == [b"1:b"]
+        server.shutdown()
+
+
+async def test_only_plain_socket_streams_detach() -> None:
+    left, right = memory_stream_pair()
+    assert not detachable(left)
+    assert detach_socket(left) is None
+    await left.aclose()
+    await right.aclose()
