@@ -48,13 +48,15 @@ async def test_a_pipelining_client_loses_nothing_across_a_hand_off(tmp_path: Pat
             reader = BufferedReader(stream)
             sent = answered = 0
             halfway = anyio.Event()
+            room = anyio.Event()
 
             async def send() -> None:
-                nonlocal sent
+                nonlocal sent, room
                 while sent < total:
                     batch = min(window - (sent - answered), total - sent, 50)
                     if batch <= 0:
-                        await anyio.sleep(0)
+                        room = anyio.Event()
+                        await room.wait()  # the window is full: wait for answers
                         continue
                     await stream.send(b"".join(f"n={n}\r\n".encode() for n in range(sent, sent + batch)))
                     sent += batch
@@ -66,6 +68,7 @@ async def test_a_pipelining_client_loses_nothing_across_a_hand_off(tmp_path: Pat
                         line = await reader.read_until(b"\r\n", max_bytes=4096)
                         assert line == f'receive:{{"n":["{answered}"]}}'.encode()
                         answered += 1
+                        room.set()
                         if answered == total // 4:
                             halfway.set()
 
