@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-from anyio.abc import SocketAttribute, SocketStream, TaskStatus, UNIXSocketStream
+from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskStatus, UNIXSocketStream
 
 from ..cli.build import ServicePlan
 from ..errors import ProtocolError
@@ -130,15 +130,30 @@ class RestartSocket:
         self.supervisor = supervisor
         self._busy = False
         self._inode: int | None = None
+        self._listener: SocketListener | None = None
+        self._temporary: str | None = None
 
-    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def bind(self) -> None:
+        """Listen beside the path (``PATH.<pid>``, 0600) before anything is
+        handed over: a path we cannot serve fails the start while the old
+        process still serves. Raises :class:`OSError`."""
         temporary = f"{self.path}.{os.getpid()}"
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-        listener = await anyio.create_unix_listener(temporary)
+        self._listener = await anyio.create_unix_listener(temporary)
         os.chmod(temporary, 0o600)
         self._inode = os.stat(temporary).st_ino
-        os.replace(temporary, self.path)  # atomically ours: no moment without a process serving it
+        self._temporary = temporary
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Take the path over (renamed into place: never a moment without a
+        process serving it) and serve successors until cancelled."""
+        if self._listener is None:
+            await self.bind()
+        listener = self._listener
+        assert listener is not None
+        assert self._temporary is not None
+        os.replace(self._temporary, self.path)
         try:
             async with listener:
                 task_status.started()

@@ -211,12 +211,18 @@ class Supervisor:
                 for slot in range(self.workers):
                     tg.start_soon(self._keep, slot)
                 addresses = await self._wait_ready()
+                offer = None
+                if self.restart_socket is not None:
+                    offer = RestartSocket(self.restart_socket, self)
+                    try:
+                        await offer.bind()  # before the old process retires: failing now leaves it serving
+                    except OSError as exc:
+                        raise UsageError(f"--restart-socket {self.restart_socket}: {exc.strerror or exc}") from None
                 if predecessor is not None:
                     await predecessor.retire(self.handoff)
                     tg.start_soon(predecessor.forward, self.adopt_connection)
                     predecessor = None  # the forwarding task closes it
-                if self.restart_socket is not None:
-                    offer = RestartSocket(self.restart_socket, self)
+                if offer is not None:
                     await tg.start(offer.serve)
                 self.state = "live"
                 task_status.started(addresses)
@@ -294,7 +300,8 @@ class Supervisor:
             code = await self._run_worker(slot)
             if self._draining:
                 break
-            if self.state == "starting":
+            last = self.live.get(slot)
+            if self.state == "starting" and (last is None or not last.ready.is_set()):
                 self._failed_start = f"worker {slot} exited with code {code} before it was ready (see its log above)"
                 self._changed.set()
                 return
