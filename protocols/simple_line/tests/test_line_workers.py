@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import attrs
 import pytest
+from anyio.abc import ByteStream
 from simple_line_support import admin_of, curl
 
 from sota_dispatch import BufferedReader
@@ -91,14 +92,21 @@ async def converse(address: str, client: int, count: int, tally: Tally, first: i
     async with stream:
         reader = BufferedReader(stream)
         for number in range(first, first + count):
-            try:
-                await stream.send(f"c={client}&n={number}\r\n".encode())
-                with anyio.fail_after(10):
-                    line = await reader.read_until(b"\r\n", max_bytes=4096)
-            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                tally.broken += 1
+            if not await call(stream, reader, client, number, tally):
                 return False
-            tally.check(line, client, number)
+    return True
+
+
+async def call(stream: ByteStream, reader: BufferedReader, client: int, number: int, tally: Tally) -> bool:
+    """One request and its answer, checked; False if the connection broke."""
+    try:
+        await stream.send(f"c={client}&n={number}\r\n".encode())
+        with anyio.fail_after(10):
+            line = await reader.read_until(b"\r\n", max_bytes=4096)
+    except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+        tally.broken += 1
+        return False
+    tally.check(line, client, number)
     return True
 
 
@@ -151,18 +159,12 @@ async def test_four_workers_share_the_port_and_survive_a_killed_worker(tmp_path:
                 reader = BufferedReader(stream)
                 number = 0
                 while not stop.is_set():
-                    try:
-                        await stream.send(f"c={client}&n={number}\r\n".encode())
-                        with anyio.fail_after(10):
-                            line = await reader.read_until(b"\r\n", max_bytes=4096)
-                    except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
-                        long_lived.broken += 1
-                        ready[client].set()
-                        return
-                    long_lived.check(line, client, number)
-                    number += 1
+                    alive = await call(stream, reader, client, number, long_lived)
                     ready[client].set()
-                    await anyio.sleep(0.01)
+                    if not alive:
+                        return
+                    number += 1
+                    await anyio.sleep(0.01)  # pacing: a steady load, not a flood
 
         async with anyio.create_task_group() as tg:
             for client in range(100):
