@@ -44,6 +44,16 @@ class ProxyCollector:
             "Connections closed at once (max_connections)",
             labels=listener_labels,
         )
+        adopted = CounterMetricFamily(
+            "sota_downstream_connections_adopted",
+            "Client connections taken over from the process this one replaced (hot restart hand-off)",
+            labels=listener_labels,
+        )
+        handed_off = CounterMetricFamily(
+            "sota_downstream_connections_handed_off",
+            "Client connections moved to the process that replaced this one (hot restart hand-off)",
+            labels=listener_labels,
+        )
         bytes_in = CounterMetricFamily(
             "sota_downstream_bytes_received", "Bytes read from clients", labels=listener_labels
         )
@@ -65,13 +75,15 @@ class ProxyCollector:
             connections.add_metric(labels, server.connections_total)
             active.add_metric(labels, server.active_connections)
             refused.add_metric(labels, server.connections_refused)
+            adopted.add_metric(labels, server.connections_adopted)
+            handed_off.add_metric(labels, server.connections_handed_off)
             bytes_in.add_metric(labels, listener_stats.bytes_in)
             bytes_out.add_metric(labels, listener_stats.bytes_out)
             decode.add_metric(labels, listener_stats.decode_errors)
             requests.add_metric(labels, listener_stats.requests)
             for outcome, count in sorted(listener_stats.local_replies.items()):
                 local.add_metric([*labels, outcome], count)
-        yield from (connections, active, refused, bytes_in, bytes_out, decode, requests, local)
+        yield from (connections, active, refused, adopted, handed_off, bytes_in, bytes_out, decode, requests, local)
 
         limit = GaugeMetricFamily(
             "sota_downstream_connections_limit",

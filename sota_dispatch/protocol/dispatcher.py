@@ -104,6 +104,8 @@ class Dispatcher(ProtocolRoles):
         self._aborting = False
         #: Where this connection goes instead of closing (see hand_off).
         self._handoff: HandOffSink | None = None
+        #: True once the connection went to another process instead of closing.
+        self.handed_off = False
         self._flush_scope: anyio.CancelScope | None = None
         self._close_deadline = math.inf
         self._outer: TaskGroup | None = None
@@ -370,6 +372,7 @@ class Dispatcher(ProtocolRoles):
         :meth:`hand_off`); False: it stays here, to be closed."""
         if self._handoff is None or not await hand_over(self, self._handoff):
             return False
+        self.handed_off = True
         await self._finish(None, linger=False, handed_off=True)
         return True
 

@@ -114,6 +114,8 @@ class Server:
         self._connections: TaskGroup | None = None
         #: Connections handed over by another process (hot restart).
         self.connections_adopted = 0
+        #: Connections this server handed to another process.
+        self.connections_handed_off = 0
 
     @property
     def active_connections(self) -> int:
@@ -229,6 +231,8 @@ class Server:
                 dispatcher.drain()
             await dispatcher.run()
         finally:
+            if dispatcher.handed_off:
+                self.connections_handed_off += 1
             self._dispatchers.discard(dispatcher)
             if not self._dispatchers and self._idle is not None:
                 self._idle.set()

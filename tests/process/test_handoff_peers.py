@@ -17,6 +17,7 @@ import re
 import socket
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from pathlib import Path
@@ -230,6 +231,15 @@ def write_config(directory: Path, upstreams: dict[str, str]) -> str:
     return str(path)
 
 
+def metric_total(process: ServeProcess, name: str) -> float:
+    """The sum of a metric's samples on a supervisor's admin ``/metrics``."""
+    line = next(line for line in process.stderr_lines if "admin endpoint on" in line)
+    admin = line.split("http://")[1].split("/")[0]
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
+
+
 def listener_ports(process: ServeProcess) -> dict[str, int]:
     """Each listener's port, from the "listening on" lines (logged before the admin's)."""
     process.wait_for_line("admin endpoint on")
@@ -281,6 +291,9 @@ async def test_clients_stay_on_their_first_connection_across_two_hot_restarts(
         load.stop()
 
         print(moved.strip())
+        # The last process's metrics say so too: every connection was adopted.
+        adopted = await anyio.to_thread.run_sync(metric_total, previous, "sota_downstream_connections_adopted_total")
+        assert adopted == 3 * CLIENTS
         for client in load.clients:
             assert client.failures == [], client
             assert client.connects == 1, client

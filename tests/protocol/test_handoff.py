@@ -85,6 +85,7 @@ async def test_a_connection_moves_with_its_state() -> None:
             assert moved[0].state == {"count": 3}
             assert (old.active_connections, new.active_connections) == (0, 1)
             assert new.connections_adopted == 1
+            assert old.connections_handed_off == 1
         new.shutdown()
         old.shutdown()
 
