@@ -102,31 +102,37 @@ class Worker:
                     pass  # the supervisor has gone
 
     async def _obey(self, tg: anyio.abc.TaskGroup) -> None:
-        """Carry out the supervisor's requests until the channel ends."""
-        while True:
-            try:
+        """Carry out the supervisor's requests until the channel ends; then
+        drain (a worker does not outlive its supervisor for long)."""
+        try:
+            while True:
                 message, sockets = await self.channel.receive()
-            except (anyio.EndOfStream, anyio.BrokenResourceError, ProtocolError, OSError) as exc:
-                log.warning("worker %d: supervisor gone (%s); draining", self.slot, exc or type(exc).__name__)
-                self.service.shutdown()
-                return
-            kind = message.get("type")
-            if kind == "stats":
-                await self.channel.send({"type": "stats", "id": message.get("id"), **service_stats(self.service)})
-            elif kind == "drain":
-                self.service.shutdown()
-            elif kind == "retire":
-                if not self._retiring:
-                    self._retiring = True
-                    tg.start_soon(self._retire, float(message.get("after", 60.0)), bool(message.get("handoff")))
-            elif kind == "adopt":
-                self._adopt(message, sockets)
-            elif kind == "reload_certificates":
-                problems = self.service.reload_certificates()
-                reply = {"type": "reloaded", "id": message.get("id"), "problems": [str(p) for p in problems]}
-                await self.channel.send(reply)
-            else:
-                log.warning("worker %d: unknown control message %r", self.slot, kind)
+                await self._carry_out(message, sockets, tg)
+        except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, ProtocolError, OSError) as exc:
+            log.warning("worker %d: supervisor gone (%s); draining", self.slot, exc or type(exc).__name__)
+            self.service.shutdown()
+
+    async def _carry_out(self, message: Message, sockets: list[socket.socket], tg: anyio.abc.TaskGroup) -> None:
+        kind = message.get("type")
+        if kind != "adopt":
+            for sock in sockets:  # only an adoption carries a descriptor
+                sock.close()
+        if kind == "stats":
+            await self.channel.send({"type": "stats", "id": message.get("id"), **service_stats(self.service)})
+        elif kind == "drain":
+            self.service.shutdown()
+        elif kind == "retire":
+            if not self._retiring:
+                self._retiring = True
+                tg.start_soon(self._retire, float(message.get("after", 60.0)), bool(message.get("handoff")))
+        elif kind == "adopt":
+            self._adopt(message, sockets)
+        elif kind == "reload_certificates":
+            problems = self.service.reload_certificates()
+            reply = {"type": "reloaded", "id": message.get("id"), "problems": [str(p) for p in problems]}
+            await self.channel.send(reply)
+        else:
+            log.warning("worker %d: unknown control message %r", self.slot, kind)
 
     async def _retire(self, after: float, handoff: bool) -> None:
         """Stop accepting (a successor accepts on the same sockets); with

@@ -206,3 +206,15 @@ async def test_tls_connections_stay_with_the_old_process_until_its_drain_time(
         # Its client closed it: the old process has nothing left and exits.
         assert await anyio.to_thread.run_sync(old.process.wait, 30) == 0
         assert new.stop() == 0
+
+
+async def test_workers_drain_and_exit_when_their_supervisor_is_killed(backend_args: list[str]) -> None:
+    command = ["--protocol", "simple_line", "--listen", "127.0.0.1:0", "--workers", "2", *backend_args]
+    with serve_process(command) as service:
+        assert await answered(service.address) == 20
+        service.process.kill()
+        line = await anyio.to_thread.run_sync(service.wait_for_line, "supervisor gone", 20)
+        assert "draining" in line
+        # The workers share the supervisor's stderr: its end comes when the last of them has exited.
+        with pytest.raises(TimeoutError, match="exited before"):
+            await anyio.to_thread.run_sync(service.wait_for_line, "no such line", 30)
