@@ -47,7 +47,7 @@ def service_stats(service: Proxy | Server) -> Message:
         servers = [listener.server for listener in service.listeners]
         return {
             "metrics": generate_latest(service.metrics).decode(),
-            "clusters": {name: cluster.describe() for name, cluster in service.clusters.items()},
+            "clusters": service.describe_clusters(),
             "connections_active": sum(s.active_connections for s in servers),
             "connections_total": sum(s.connections_total for s in servers),
             "requests": sum(listener.stats.requests for listener in service.listeners),

@@ -16,9 +16,9 @@ import anyio
 import pytest
 from anyio.abc import ByteStream
 
-from sota_dispatch import ConnectionContext, Dispatcher, HandOff, Server
+from sota_dispatch import ConnectionContext, Dispatcher, HandOff
 from sota_dispatch.io.transport import detach_socket, detachable
-from sota_dispatch.testing import connect, memory_stream_pair
+from sota_dispatch.testing import connect, memory_stream_pair, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -63,10 +63,7 @@ async def read_to_the_end(stream: ByteStream) -> None:
 
 
 async def test_a_connection_moves_with_its_state() -> None:
-    old, new = Server(CountingLines, drain_timeout=1), Server(CountingLines, drain_timeout=1)
-    async with anyio.create_task_group() as tg:
-        await tg.start(old.serve)
-        await tg.start(new.serve)
+    async with serving(CountingLines, drain_timeout=1) as old, serving(CountingLines, drain_timeout=1) as new:
         client = await connect(old.address or "")
         async with client:
             await client.send(b"a\r\nb\r\nc\r\n")
@@ -86,14 +83,10 @@ async def test_a_connection_moves_with_its_state() -> None:
             assert (old.active_connections, new.active_connections) == (0, 1)
             assert new.connections_adopted == 1
             assert old.connections_handed_off == 1
-        new.shutdown()
-        old.shutdown()
 
 
 async def test_adopted_connections_read_their_unread_bytes_first() -> None:
-    server = Server(CountingLines, drain_timeout=1)
-    async with anyio.create_task_group() as tg:
-        await tg.start(server.serve)
+    async with serving(CountingLines, drain_timeout=1) as server:
         with socket.socket() as listening:
             listening.bind(("127.0.0.1", 0))
             listening.listen()
@@ -105,13 +98,10 @@ async def test_adopted_connections_read_their_unread_bytes_first() -> None:
             assert await lines(client, 2) == [b"11:x", b"12:y"]  # read from the old process, answered here
             await client.send(b"z\r\n")
             assert await lines(client, 1) == [b"13:z"]
-        server.shutdown()
 
 
 async def test_connections_that_cannot_move_stay() -> None:
-    server = Server(Plain, drain_timeout=1)
-    async with anyio.create_task_group() as tg:
-        await tg.start(server.serve)
+    async with serving(Plain, drain_timeout=1) as server:
         client = await connect(server.address or "")
         async with client:
             await client.send(b"hello\r\n")
@@ -124,13 +114,10 @@ async def test_connections_that_cannot_move_stay() -> None:
             assert server.hand_off(sink) == 0
             await client.send(b"still here\r\n")
             assert await lines(client, 1) == [b"still here"]
-        server.shutdown()
 
 
 async def test_a_failing_sink_closes_only_that_connection() -> None:
-    server = Server(CountingLines, drain_timeout=1)
-    async with anyio.create_task_group() as tg:
-        await tg.start(server.serve)
+    async with serving(CountingLines, drain_timeout=1) as server:
         client = await connect(server.address or "")
         async with client:
             await client.send(b"a\r\n")
@@ -147,7 +134,6 @@ async def test_a_failing_sink_closes_only_that_connection() -> None:
         async with other:
             await other.send(b"b\r\n")
             assert await lines(other, 1) == [b"1:b"]
-        server.shutdown()
 
 
 async def test_only_plain_socket_streams_detach() -> None:
