@@ -9,7 +9,9 @@ per connection (``Connection: close``), GET unless noted:
 ``/ready``           200 while serving, 503 once draining
 ``/logging?level=``  show, or (POST) set, the log level at run time
 ``/drain``           (POST) stop accepting and drain, as SIGTERM does
+``/reload``          (POST) read the config file again and apply what changed, as SIGHUP does
 ``/reload_certificates``  (POST) read the TLS files again, as SIGHUP does
+``/server_info``     version, pid, state, uptime, and the config version in force (JSON)
 
 The metrics are read from the proxy's plain counters at scrape time by a
 custom collector, so serving traffic pays nothing for them.
@@ -30,7 +32,10 @@ import ipaddress
 import json
 import logging
 import math
+import os
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
@@ -38,12 +43,32 @@ import anyio
 import attrs
 from anyio.abc import ByteStream
 
-from ..errors import LimitExceeded, ProtocolError
+from ..errors import ConfigError, LimitExceeded, ProtocolError
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
 from .view import AdminTarget
 
-__all__ = ["HEAD_TIMEOUT", "MAX_WAITING", "AdminConnection", "WaitingConnections", "config_json", "host_is_allowed"]
+__all__ = [
+    "HEAD_TIMEOUT",
+    "MAX_WAITING",
+    "AdminConnection",
+    "WaitingConnections",
+    "config_json",
+    "host_is_allowed",
+    "package_version",
+]
+
+#: When this process loaded the admin (``/server_info``'s uptime counts from it).
+_STARTED = time.time()
+
+
+def package_version() -> str:
+    """The installed sota-dispatch's version (``unknown`` from a source tree)."""
+    try:
+        return version("sota-dispatch")
+    except PackageNotFoundError:
+        return "unknown"
+
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +233,9 @@ class AdminConnection(Dispatcher):
             "/config_dump": ("GET", self._config_dump),
             "/ready": ("GET", self._ready),
             "/drain": ("POST", self._drain),
+            "/reload": ("POST", self._reload),
             "/reload_certificates": ("POST", self._reload_certificates),
+            "/server_info": ("GET", self._server_info),
         }
 
     async def _route(self, method: str, path: str, query: Mapping[str, list[str]]) -> None:
@@ -270,6 +297,27 @@ class AdminConnection(Dispatcher):
         log.info("admin: drain requested")
         self._answer(200, "draining\n")
         self.proxy.shutdown()
+
+    async def _reload(self) -> None:
+        try:
+            report = await self.proxy.reload_config()
+        except ConfigError as exc:
+            version = self.proxy.config_status().get("version")
+            problems = "".join(f"{error}\n" for error in exc.errors)
+            self._answer(400, f"not reloaded (config version {version} stays):\n{problems}")
+            return
+        self._json(report)
+
+    def _server_info(self) -> None:
+        self._json(
+            {
+                "version": package_version(),
+                "pid": os.getpid(),
+                "state": "draining" if self.proxy.draining else "live",
+                "uptime_seconds": round(time.time() - _STARTED, 3),
+                "config": self.proxy.config_status(),
+            }
+        )
 
     def _reload_certificates(self) -> None:
         problems = self.proxy.reload_certificates()

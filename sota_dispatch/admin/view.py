@@ -31,8 +31,8 @@ class ListenerView(Protocol):
 
 class AdminTarget(Protocol):
     """What the admin endpoint's own paths read or do: ``/config_dump``,
-    ``/clusters``, ``/ready``, ``/drain``, ``/reload_certificates`` (a
-    proxy, or a supervisor of worker processes)."""
+    ``/clusters``, ``/ready``, ``/drain``, ``/reload``, ``/reload_certificates``,
+    ``/server_info`` (a proxy, or a supervisor of worker processes)."""
 
     @property
     def config(self) -> ProxyConfig | None: ...
@@ -43,6 +43,15 @@ class AdminTarget(Protocol):
     def shutdown(self) -> None: ...
 
     def reload_certificates(self) -> list[ConfigError]: ...
+
+    async def reload_config(self) -> dict[str, Any]:
+        """Read the config file again and apply it (``POST /reload``):
+        what changed; raises :class:`~sota_dispatch.ConfigError` (nothing changed)."""
+        ...
+
+    def config_status(self) -> dict[str, Any]:
+        """The config version in force, when it was applied, how reloads went."""
+        ...
 
     def describe_clusters(self) -> dict[str, Any]: ...
 

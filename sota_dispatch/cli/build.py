@@ -12,6 +12,7 @@ import argparse
 import logging
 import socket
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import attrs
@@ -251,6 +252,18 @@ class ServicePlan:
         return plan
 
     @property
+    def reloadable(self) -> bool:
+        """Whether the proxy's config came from a file (SIGHUP, ``POST /reload`` read it again)."""
+        return self.config is not None and self.args.config is not None
+
+    def reread(self, *, admin: bool = True) -> ProxyConfig:
+        """The config file as it is now, with the command line's overrides
+        (a reload); raises :class:`~sota_dispatch.ConfigError`."""
+        config = proxy_config(self.args)
+        assert config is not None
+        return config if admin else attrs.evolve(config, admin=None)
+
+    @property
     def addresses(self) -> dict[str, str]:
         """The configured address of each listening socket, by key
         (listener names; :data:`SERVICE_KEY` for a local service)."""
@@ -280,7 +293,8 @@ class ServicePlan:
         endpoint out (a worker's supervisor serves it)."""
         if self.config is not None:
             config = self.config if admin else attrs.evolve(self.config, admin=None)
-            return Proxy(config, sockets=sockets)
+            source = partial(self.reread, admin=admin) if self.reloadable else None
+            return Proxy(config, sockets=sockets, source=source, source_name=self.args.config)
         assert self.info is not None
         max_connections, timeouts = limits(self.args)
         try:

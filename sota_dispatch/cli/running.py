@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -63,18 +64,28 @@ async def _run_group(service: Service, started: Callable[[Any], None], where: st
             except OSError as exc:
                 raise UsageError(f"cannot listen on {where}: {exc.strerror or exc}") from None
             started(address)
-            tg.start_soon(_watch_signals, service, received, tg.cancel_scope)
+            tg.start_soon(_watch_signals, service, received, tg)
     return 0
 
 
-async def _watch_signals(server: Service, received: AsyncIterator[int], scope: anyio.CancelScope) -> None:
+async def _reload(server: Service) -> None:
+    """SIGHUP: the config file (if the service has one) and the TLS files
+    again. Problems are logged where they are found; what was in force stays."""
+    if getattr(server, "reloadable", False):
+        log.info("SIGHUP: reloading the configuration and certificates")
+        with contextlib.suppress(ConfigError):  # logged by the reload
+            await server.reload_config()  # type: ignore[attr-defined]
+    else:
+        log.info("SIGHUP: reloading certificates")
+    server.reload_certificates()
+
+
+async def _watch_signals(server: Service, received: AsyncIterator[int], tg: anyio.abc.TaskGroup) -> None:
     first = True
+    scope = tg.cancel_scope
     async for signum in received:
         if signum == signal.SIGHUP:
-            # Certificates rotate without a restart; problems are logged
-            # where they are found and the old certificates stay.
-            log.info("SIGHUP: reloading certificates")
-            server.reload_certificates()
+            tg.start_soon(_reload, server)
         elif first:
             log.info("%s: draining (up to %.1fs)", signal.Signals(signum).name, server.drain_timeout)
             server.shutdown()

@@ -64,6 +64,11 @@ class Balancer:
         every endpoint is excluded."""
         raise NotImplementedError
 
+    def carry_over(self, old: Balancer) -> None:
+        """Take what ``old`` (same policy, the endpoint set before a change)
+        learnt of the endpoints both have: a new set must not reset the
+        loads and latencies of the endpoints that stay."""
+
 
 class SmoothWeightedRoundRobin(Balancer):
     """nginx's smooth weighted round robin: weights 5:1:1 give
@@ -72,6 +77,11 @@ class SmoothWeightedRoundRobin(Balancer):
     def __init__(self, endpoints: Sequence[Endpoint]) -> None:
         super().__init__(endpoints)
         self._current = [0] * len(self.endpoints)
+
+    def carry_over(self, old: Balancer) -> None:
+        if isinstance(old, SmoothWeightedRoundRobin):
+            before = dict(zip(old.endpoints, old._current, strict=True))
+            self._current = [before.get(endpoint, 0) for endpoint in self.endpoints]
 
     def pick(self, key: str | bytes | None = None, exclude: Collection[Endpoint] = ()) -> Endpoint | None:
         best = -1
@@ -114,11 +124,18 @@ class LeastRequest(Balancer):
         self._rng = rng or random.Random()
         self.in_flight: dict[Endpoint, int] = dict.fromkeys(self.endpoints, 0)
 
+    def carry_over(self, old: Balancer) -> None:
+        if isinstance(old, LeastRequest):
+            for endpoint in self.endpoints:
+                self.in_flight[endpoint] = old.in_flight.get(endpoint, 0)
+
     def started(self, endpoint: Endpoint) -> None:
         self.in_flight[endpoint] += 1
 
     def finished(self, endpoint: Endpoint) -> None:
-        self.in_flight[endpoint] = max(0, self.in_flight[endpoint] - 1)
+        count = self.in_flight.get(endpoint)
+        if count is not None:  # None: the endpoint left the cluster while its try ran
+            self.in_flight[endpoint] = max(0, count - 1)
 
     def _load(self, endpoint: Endpoint) -> float:
         return self.in_flight[endpoint] / endpoint.weight
@@ -142,7 +159,15 @@ class LowestLatency(LeastRequest):
         self.alpha = alpha
         self.latency: dict[Endpoint, float | None] = dict.fromkeys(self.endpoints)
 
+    def carry_over(self, old: Balancer) -> None:
+        super().carry_over(old)
+        if isinstance(old, LowestLatency):
+            for endpoint in self.endpoints:
+                self.latency[endpoint] = old.latency.get(endpoint)
+
     def observe(self, endpoint: Endpoint, seconds: float) -> None:
+        if endpoint not in self.latency:
+            return  # it left the cluster while its try ran
         previous = self.latency[endpoint]
         self.latency[endpoint] = seconds if previous is None else previous + self.alpha * (seconds - previous)
 

@@ -79,8 +79,9 @@ async def run_health_checks(cluster: Cluster, protocol: type[FrameSemantics] | N
     """Check ``cluster``'s endpoints every interval, until cancelled."""
     check = cluster.config.health_check
     assert check is not None
-    successes: dict[Endpoint, int] = dict.fromkeys(cluster.endpoints, 0)
-    failures: dict[Endpoint, int] = dict.fromkeys(cluster.endpoints, 0)
+    # By endpoint; the set may change between rounds (a reload, discovery).
+    successes: dict[Endpoint, int] = {}
+    failures: dict[Endpoint, int] = {}
 
     async def one(endpoint: Endpoint) -> None:
         try:
@@ -91,15 +92,17 @@ async def run_health_checks(cluster: Cluster, protocol: type[FrameSemantics] | N
             log.exception("cluster %s: the health check of %s failed", cluster.name, endpoint.address)
             ok = False
         cluster.stats.health_checks += 1
+        if endpoint not in cluster.endpoints:
+            return  # it left the cluster during the probe
         if ok:
-            successes[endpoint] += 1
+            successes[endpoint] = successes.get(endpoint, 0) + 1
             failures[endpoint] = 0
             if endpoint in cluster.unhealthy and successes[endpoint] >= check.healthy_threshold:
                 cluster.unhealthy.discard(endpoint)
                 log.info("cluster %s: %s passes its health checks again", cluster.name, endpoint.address)
         else:
             cluster.stats.health_check_failures += 1
-            failures[endpoint] += 1
+            failures[endpoint] = failures.get(endpoint, 0) + 1
             successes[endpoint] = 0
             if endpoint not in cluster.unhealthy and failures[endpoint] >= check.unhealthy_threshold:
                 cluster.unhealthy.add(endpoint)
@@ -111,6 +114,9 @@ async def run_health_checks(cluster: Cluster, protocol: type[FrameSemantics] | N
                 )
 
     while True:
+        for known in (successes, failures):
+            for gone in [e for e in known if e not in cluster.endpoints]:
+                del known[gone]
         async with anyio.create_task_group() as round_:
             for endpoint in cluster.endpoints:
                 round_.start_soon(one, endpoint)

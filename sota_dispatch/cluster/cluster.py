@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from ..config.model import HASH_BALANCERS, ClusterConfig
+from ..config.model import HASH_BALANCERS, ClusterConfig, EndpointConfig
 from ..io.budget import BufferBudget
 from ..io.clock import SYSTEM_CLOCK, Clock
 from ..io.outbox import Outbox
@@ -95,16 +95,18 @@ class Cluster:
         #: Where upstream connections written to during a batch are noted.
         self.outbox = Outbox() if outbox is None else outbox
         self.name = config.name
-        self.endpoints = tuple(Endpoint(e.address, e.weight, e.priority) for e in config.endpoints)
-        self.balancer = _BALANCERS[config.lb](self.endpoints)
-        self._fallback = SmoothWeightedRoundRobin(self.endpoints)  # a hash route without its key
         self._hashing = config.lb in HASH_BALANCERS
         #: Whether the balancer wants to hear of each try's start and end.
-        self.tracks_load = isinstance(self.balancer, LeastRequest)
-        self._tracks_latency = isinstance(self.balancer, LowestLatency)
-        self._priorities = len({e.priority for e in self.endpoints}) > 1
-        self._names = {e: e.address for e in self.endpoints}
+        self.tracks_load = issubclass(_BALANCERS[config.lb], LeastRequest)
+        self._tracks_latency = issubclass(_BALANCERS[config.lb], LowestLatency)
         self._health: dict[str, ProtocolHealth[Endpoint]] = {}
+        self.endpoints: tuple[Endpoint, ...] = ()
+        self.balancer: Balancer
+        self._fallback: Balancer
+        self._use(tuple(Endpoint(e.address, e.weight, e.priority) for e in config.endpoints))
+        #: What keeps the endpoints up to date while the proxy runs (None:
+        #: the config's are all there is), for the admin.
+        self.discovery: Any = None
         #: Shared pools, by endpoint and protocol.
         self._pools: dict[tuple[Endpoint, str], Pool] = {}
         #: Pools of one client connection each (see :meth:`pool`).
@@ -129,6 +131,59 @@ class Cluster:
         self.unhealthy: set[Endpoint] = set()
         #: Whether try outcomes matter (a breaker or outlier detection is on).
         self.judged = config.endpoint_breaker is not None or config.outlier_detection is not None
+        #: Replaced by a reload: serves what it has, takes nothing new.
+        self.retired = False
+
+    # -- the endpoint set ------------------------------------------------------
+
+    def _use(self, endpoints: tuple[Endpoint, ...]) -> None:
+        """Balance over ``endpoints`` from now on (empty: every pick fails)."""
+        self.endpoints = endpoints
+        if endpoints:
+            balancer = _BALANCERS[self.config.lb](endpoints)
+            fallback = SmoothWeightedRoundRobin(endpoints)  # a hash route without its key
+            old: Balancer | None = getattr(self, "balancer", None)
+            if old is not None:
+                balancer.carry_over(old)
+                fallback.carry_over(self._fallback)
+            self.balancer, self._fallback = balancer, fallback
+        self._priorities = len({e.priority for e in endpoints}) > 1
+        self._names = {e: e.address for e in endpoints}
+        for health in self._health.values():
+            health.set_endpoints(self._names)
+
+    def set_endpoints(self, configs: Sequence[EndpointConfig]) -> bool:
+        """Take a new endpoint set (a reload, ZooKeeper, a control plane);
+        False if it is the same.
+
+        Endpoints that stay keep their connections and what passive health
+        learnt of them. A departed endpoint's requests in flight finish on
+        its connections, which then close (:meth:`Pool.retire`); no new
+        request goes there. An endpoint whose weight or priority changed
+        counts as a new one.
+        """
+        endpoints = tuple(Endpoint(e.address, e.weight, e.priority) for e in configs)
+        if endpoints == self.endpoints:
+            return False
+        staying = set(endpoints)
+        self._use(endpoints)
+        self.unhealthy &= staying
+        for key, pool in list(self._pools.items()):
+            if key[0] not in staying:
+                del self._pools[key]
+                pool.retire()
+        for pool in list(self._client_pools):
+            if pool.endpoint not in staying:
+                pool.retire()
+        return True
+
+    def retire(self) -> None:
+        """A reload replaced or removed this cluster: requests already
+        routed here finish; every connection closes once idle."""
+        self.retired = True
+        for pool in self.pools:
+            pool.retire()
+        self._pools.clear()
 
     # -- room under max_requests -------------------------------------------------
 
@@ -200,12 +255,14 @@ class Cluster:
             shared = self._shared[name] = self.config.pool.resolved(protocol.pool_mode)[3]
         if shared or owner is None:
             pool = self._pools[key] = Pool(self, endpoint, protocol)
-            return pool
-        own = owner.upstream_pools
-        pool = own.get((self, endpoint))
-        if pool is None:
-            pool = own[(self, endpoint)] = Pool(self, endpoint, protocol, owner=owner)
-            self._client_pools.add(pool)
+        else:
+            own = owner.upstream_pools
+            pool = own.get((self, endpoint))
+            if pool is None or pool.retiring:
+                pool = own[(self, endpoint)] = Pool(self, endpoint, protocol, owner=owner)
+                self._client_pools.add(pool)
+        if self.retired:
+            pool.retiring = True  # a retry of a request from before the reload: served, then closed
         return pool
 
     def pool_closed(self, pool: Pool) -> None:
@@ -262,6 +319,8 @@ class Cluster:
         """The endpoint for a try of ``health``'s protocol: available, of the
         best priority level that has an available one, not tried yet if
         possible."""
+        if not self.endpoints:
+            return None
         exclude = self._unavailable(now, health)
         if self._priorities:
             allowed = pick_priority(self.endpoints, [e for e in self.endpoints if e not in exclude])
@@ -311,7 +370,7 @@ class Cluster:
                     "protocols": by_protocol,
                 }
             )
-        return {
+        described = {
             "lb": self.config.lb,
             "active_requests": self.active_requests,
             "waiting_clients": len(self.waiting),
@@ -320,6 +379,9 @@ class Cluster:
             "outcomes": dict(self.stats.outcomes),
             "endpoints": endpoints,
         }
+        if self.discovery is not None:
+            described["discovery"] = self.discovery.describe()
+        return described
 
     def in_flight(self, endpoint: Endpoint) -> int:
         """Requests sent to ``endpoint`` or waiting for a connection to it

@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Collection, Hashable, Mapping
 from typing import Generic, TypeVar
 
 from ..config.model import BreakerConfig, OutlierConfig
@@ -144,6 +144,13 @@ class OutlierDetector:
         self._consecutive: dict[object, int] = {}
         self._returned: dict[object, float] = {}
 
+    def set_endpoints(self, endpoints: Collection[object]) -> None:
+        """Forget the endpoints that left; the cap follows the new count."""
+        self.endpoints = len(endpoints)
+        for known in (self.ejected, self.ejections, self._consecutive, self._returned):
+            for endpoint in [e for e in known if e not in endpoints]:
+                del known[endpoint]
+
     @property
     def cap(self) -> int:
         """How many endpoints may be ejected at once: the percentage, at
@@ -222,6 +229,9 @@ class ProtocolHealth(Generic[E]):
         #: Endpoints in connect-failure backoff -> when they may be tried again.
         self.down: dict[E, float] = {}
         self._connect_failures: dict[E, int] = {}
+        self._label = label
+        self._breaker = breaker
+        self._endpoints = endpoints
         #: sota-mesh's per-endpoint breakers (None: off).
         self.breakers = (
             None
@@ -232,6 +242,23 @@ class ProtocolHealth(Generic[E]):
         self.outliers = None if outlier is None else OutlierDetector(outlier, len(endpoints), label)
         #: Whether try outcomes matter (a breaker or outlier detection is on).
         self.judged = self.breakers is not None or self.outliers is not None
+
+    def set_endpoints(self, endpoints: Mapping[E, str]) -> None:
+        """The cluster's endpoints changed: those that stay keep what was
+        learnt of them (backoff, breaker, ejections); new ones start fresh;
+        what was known of those that left is forgotten."""
+        self._endpoints = endpoints
+        for known in (self.down, self._connect_failures):
+            for endpoint in [e for e in known if e not in endpoints]:
+                del known[endpoint]
+        if self.breakers is not None and self._breaker is not None:
+            before = self.breakers
+            self.breakers = {
+                endpoint: before.get(endpoint) or EndpointBreaker(self._breaker, f"{self._label}/{name}")
+                for endpoint, name in endpoints.items()
+            }
+        if self.outliers is not None:
+            self.outliers.set_endpoints(endpoints)
 
     def unavailable(self, endpoint: E, now: float) -> bool:
         """In connect backoff, ejected, or behind an open breaker."""
@@ -258,13 +285,16 @@ class ProtocolHealth(Generic[E]):
     def outcome(self, endpoint: E, ok: bool | None, now: float, generation: int | None = None) -> None:
         """A try succeeded or failed (None: it ended without a verdict on the
         endpoint). ``generation``: the breaker's when the try was let through."""
+        if endpoint not in self._endpoints:
+            return  # it left the cluster while its try ran: nothing to judge
         breakers = self.breakers
+        breaker = None if breakers is None else breakers[endpoint]
         if ok is None:
-            if breakers is not None:
-                breakers[endpoint].release(generation)
+            if breaker is not None:
+                breaker.release(generation)
             return
-        if breakers is not None:
-            breakers[endpoint].record(ok, now, generation)
+        if breaker is not None:
+            breaker.record(ok, now, generation)
         if self.outliers is not None:
             self.outliers.record(endpoint, ok, now)
 

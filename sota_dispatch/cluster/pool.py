@@ -51,6 +51,9 @@ class Pool:
         self.protocol = protocol
         self.owner = owner
         self.closed = False
+        #: Its endpoint left the cluster, or its cluster was replaced: no
+        #: new requests; each connection closes once its last answer is in.
+        self.retiring = False
         self.mode, self.max_connections, self.max_requests, _ = cluster.config.pool.resolved(protocol.pool_mode)
         if self.mode == "multiplex":  # never more in flight than there are ids
             self.max_requests = min(self.max_requests, (1 << protocol.id_bits) - 2)
@@ -170,6 +173,16 @@ class Pool:
             connection.close_soon()
         self.cluster.pool_closed(self)
 
+    def retire(self) -> None:
+        """Take no new requests (the caller stops handing it any); serve
+        what is queued and in flight, closing each connection as it goes
+        idle (a reload or a discovery change must lose no request)."""
+        self.retiring = True
+        for connection in list(self.connections):
+            connection.close_if_idle()
+        if not self.connections and not self.connecting and not self.pending and self.owner is not None:
+            self.cluster.pool_closed(self)
+
     def _connect_failed(self, error: BaseException) -> None:
         if self.closed:
             return  # nobody waits, and a client leaving says nothing of the endpoint
@@ -219,6 +232,8 @@ class Pool:
             self._connect_failed(error or ConnectionError("closed during the handshake"))
         elif self.pending:
             self._open()
+        elif self.retiring and not self.connections and not self.connecting and self.owner is not None:
+            self.cluster.pool_closed(self)
 
 
 class UpstreamConnection(Dispatcher):
@@ -308,6 +323,8 @@ class UpstreamConnection(Dispatcher):
                 self.load -= 1
                 if self.pool.pending:
                     self.pool.drain_queue()
+                elif self.pool.retiring:
+                    self.close_if_idle()
         elif stuck and self.ready:
             self.ready = False  # no new requests on it
             log.debug("conn %d: upstream gave no answer in time; closing it", self.context.connection_id)
@@ -388,6 +405,15 @@ class UpstreamConnection(Dispatcher):
                     exchange.abandon()
         if self.pool.pending:
             self.pool.drain_queue()
+        elif self.pool.retiring:
+            self.close_if_idle()
+
+    def close_if_idle(self) -> None:
+        """Close this connection of a retiring pool if nothing is in flight on it or queued for it."""
+        pool = self.pool
+        if not self.load and not pool.pending:
+            self.ready = False
+            self.close_soon()
 
     def _lost(self, error: BaseException | None) -> None:
         self.ready = False

@@ -26,6 +26,7 @@ from ..io.address import is_loopback, parse_address
 from ..io.budget import DEFAULT_BUFFER_BUDGET, DEFAULT_LARGE_FRAME
 from ..protocol.codec import PoolMode
 from ..protocol.server import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUTS
+from .discovery import ZooKeeperConfig
 from .frozen import FrozenMap
 from .tls import ListenerTlsConfig, UpstreamTlsConfig
 
@@ -215,9 +216,8 @@ class ClusterConfig:
     """A named set of endpoints, a load balancer and a connection pool."""
 
     name: str = attrs.field(validator=_NAME)
-    endpoints: tuple[EndpointConfig, ...] = attrs.field(
-        validator=cv.Rule(cv.items, parse=cv.instance(EndpointConfig), non_empty=True)
-    )
+    #: Empty only with ``zookeeper`` (they serve until ZooKeeper answers).
+    endpoints: tuple[EndpointConfig, ...] = attrs.field(validator=cv.Rule(cv.items, parse=cv.instance(EndpointConfig)))
     lb: BalancerName = attrs.field(default="round_robin", validator=cv.Rule(cv.choice, choices=BALANCERS))
     pool: PoolConfig = attrs.field(default=PoolConfig(), validator=cv.Rule(cv.instance(PoolConfig)))
     connect_timeout: float = attrs.field(default=1.0, validator=_SECONDS)
@@ -246,6 +246,13 @@ class ClusterConfig:
     tls: UpstreamTlsConfig | None = attrs.field(
         default=None, validator=cv.Rule(cv.instance(UpstreamTlsConfig), optional=True)
     )
+    zookeeper: ZooKeeperConfig | None = attrs.field(
+        default=None, validator=cv.Rule(cv.instance(ZooKeeperConfig), optional=True)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if not self.endpoints and self.zookeeper is None:
+            raise ConfigError("endpoints", "expected at least one entry (or zookeeper, to find them there)")
 
 
 @attrs.frozen

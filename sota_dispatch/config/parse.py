@@ -20,6 +20,7 @@ from attrs import AttrsInstance
 import sota_dispatch.config.values as cv
 
 from ..errors import ConfigError
+from .discovery import ZooKeeperConfig
 from .model import (
     AdminConfig,
     BreakerConfig,
@@ -130,6 +131,7 @@ _cluster_parts = {
     "outlier_detection": _reader(OutlierConfig, null_is_default=True),
     "health_check": _reader(HealthCheckConfig, null_is_default=True),
     "tls": _reader(UpstreamTlsConfig),
+    "zookeeper": _reader(ZooKeeperConfig),
 }
 
 

@@ -84,6 +84,7 @@ class FilterRequest:
         "_ran",
         "_route",
         "_semantics",
+        "chain",
         "connection",
         "failure",
         "frame",
@@ -120,6 +121,9 @@ class FilterRequest:
         self._route: Any = _UNMATCHED
         #: The filters whose on_request ran, in order (for on_response).
         self._ran: list[StreamFilter] = []
+        #: The chain that ran on it (a reload may give the listener another
+        #: before the answer comes; this one hears of the answer).
+        self.chain: Any = None
 
     @property
     def protocol(self) -> str:

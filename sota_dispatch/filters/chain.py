@@ -49,6 +49,7 @@ class FilterChain:
     def run(self, request: FilterRequest, route_filters: RouteFilters) -> Verdict:
         """Run the chain on ``request``: None (route it), a
         :class:`LocalReply`, or a coroutine to await for one of those."""
+        request.chain = self
         return self._run_from(request, 0, request._ran, route_filters)
 
     def _run_from(

@@ -67,6 +67,7 @@ class BufferBudget:
             raise ValueError("refuse_ratio must be within (0, 1]")
         self.limit = limit
         self.large_frame = large_frame
+        self.refuse_ratio = refuse_ratio
         self.refuse_level = int(limit * refuse_ratio)
         self.shed = shed
         #: Bytes held right now, in all.
@@ -81,6 +82,16 @@ class BufferBudget:
         self.accept_pauses = 0
         self._room: anyio.Event | None = None
         self._log = RateLimitedLog(log, logging.WARNING, interval=10.0, burst=1)
+
+    def configure(self, limit: int, large_frame: int) -> None:
+        """A new budget (a config reload): holdings are judged against it
+        from the next change on; a larger one lets a paused accept go on."""
+        if limit <= 0 or large_frame <= 0:
+            raise ValueError("the budget and the large-frame size must be positive")
+        self.limit, self.large_frame = limit, large_frame
+        self.refuse_level = int(limit * self.refuse_ratio)
+        if self._room is not None and self.held <= self.limit:
+            self._room.set()
 
     @property
     def holders(self) -> int:

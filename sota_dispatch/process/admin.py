@@ -15,23 +15,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Awaitable, Callable
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from anyio.abc import ByteStream
 
-from ..admin.server import AdminConnection, WaitingConnections
+from ..admin.server import AdminConnection, WaitingConnections, package_version
 from ..protocol.context import ConnectionContext
 from .view import SupervisorView
 
-__all__ = ["SupervisorAdminConnection", "package_version"]
-
-
-def package_version() -> str:
-    try:
-        return version("sota-dispatch")
-    except PackageNotFoundError:  # running from a source tree
-        return "unknown"
+__all__ = ["SupervisorAdminConnection"]
 
 
 class SupervisorAdminConnection(AdminConnection):

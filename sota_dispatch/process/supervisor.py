@@ -33,6 +33,7 @@ from ..config.model import ProxyConfig
 from ..errors import ConfigError, ProtocolError
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
+from ..proxy.reload import ConfigState
 from .admin import SupervisorAdminConnection
 from .channel import Channel, Message
 from .child import WorkerProcess
@@ -94,6 +95,8 @@ class Supervisor:
         self.retired = MetricsSum()
         self.admin: AdminEndpoint | None = None
         self.state = "starting"
+        #: Reloads, as the workers reported them.
+        self.config_state = ConfigState(source=plan.args.config if plan.config is not None else None)
         self._draining = False
         self._stopped = anyio.Event()
         self._tg: TaskGroup | None = None
@@ -173,6 +176,42 @@ class Supervisor:
             for worker in list(self.live.values()):
                 self._tg.start_soon(worker.ask, {"type": "reload_certificates"})
         return []
+
+    @property
+    def reloadable(self) -> bool:
+        return self.plan.reloadable
+
+    async def reload_config(self) -> dict[str, Any]:
+        """Every worker reads the config file again and applies it (SIGHUP,
+        ``POST /reload``). Each checks it the same way, so a file one
+        refuses, all refuse; raises :class:`~sota_dispatch.ConfigError`
+        naming each worker's problem."""
+        if not self.plan.reloadable:
+            raise ConfigError("", "this proxy was not started from a config file: there is nothing to reload")
+        applied: list[dict[str, Any]] = []
+        problems: list[ConfigError] = []
+        for worker in list(self.live.values()):
+            reply = await worker.ask({"type": "reload_config"}, timeout=10.0)
+            if reply is None:
+                problems.append(ConfigError("", f"worker {worker.slot} (pid {worker.pid}) did not answer"))
+            elif reply.get("error"):
+                problems.append(ConfigError("", f"worker {worker.slot}: {reply['error']}"))
+            else:
+                applied.append(
+                    {"worker": worker.slot, "version": reply.get("version"), "changed": reply.get("changed")}
+                )
+        if problems:
+            error = ConfigError.combine(problems)
+            self.config_state.failed(error)
+            log.error("config not reloaded everywhere: %s", error)
+            raise error
+        changed = applied[0]["changed"] if applied else "no worker running"
+        self.config_state.applied(str(changed))
+        log.info("config version %d applied in %d workers: %s", self.config_state.version, len(applied), changed)
+        return {"version": self.config_state.version, "changed": changed, "workers": applied}
+
+    def config_status(self) -> dict[str, Any]:
+        return self.config_state.describe()
 
     async def reload_everywhere(self) -> list[str]:
         """As :meth:`reload_certificates`, waiting for the workers' answers."""

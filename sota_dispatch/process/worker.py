@@ -127,12 +127,23 @@ class Worker:
                 tg.start_soon(self._retire, float(message.get("after", 60.0)), bool(message.get("handoff")))
         elif kind == "adopt":
             self._adopt(message, sockets)
+        elif kind == "reload_config":
+            await self.channel.send({"type": "config_reloaded", "id": message.get("id"), **await self._reload()})
         elif kind == "reload_certificates":
             problems = self.service.reload_certificates()
             reply = {"type": "reloaded", "id": message.get("id"), "problems": [str(p) for p in problems]}
             await self.channel.send(reply)
         else:
             log.warning("worker %d: unknown control message %r", self.slot, kind)
+
+    async def _reload(self) -> dict[str, Any]:
+        if not isinstance(self.service, Proxy):
+            return {"error": "a local service has no config file"}
+        try:
+            report = await self.service.reload_config()
+        except ConfigError as exc:
+            return {"error": str(exc), "version": self.service.config_state.version}
+        return {"version": report["version"], "changed": report["changed"]}
 
     async def _retire(self, after: float, handoff: bool) -> None:
         """Stop accepting (a successor accepts on the same sockets); with

@@ -51,7 +51,6 @@ class ProxyConnection(Replies, Dispatcher):
         super().__init__(stream, context)
         self.listener = listener
         self.protocol: type[FrameSemantics] | None = listener.protocol
-        self._filters = listener.filters
         #: The protocol's per-frame methods, bound (set with :attr:`protocol`).
         self.semantics: BoundSemantics | None = None
         self.in_flight = 0
@@ -307,7 +306,7 @@ class ProxyConnection(Replies, Dispatcher):
                 public = f"the proxy shut down first (drain timeout {self.listener.drain_timeout:g}s)"
                 self._local_reply(frame, Failure.TIMEOUT, stream, filtered, slot, public)
             return None
-        chain = self._filters
+        chain = self.listener.filters  # per request: a reload may change it
         if chain is not None and admission == "check":  # a listener without filters pays this test
             filtered = FilterRequest(frame, semantics, self.listener.name, self.context, stream, now)
             verdict = chain.run(filtered, self._route_filters)

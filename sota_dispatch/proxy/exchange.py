@@ -336,7 +336,7 @@ class FilteredExchange(Exchange):
         if not self.done:  # the filters hear of the answer before it is written
             filtered = self.filtered
             filtered.outcome = outcome
-            chain = self.downstream.listener.filters
-            assert chain is not None
-            chain.responded(filtered)
+            chain = filtered.chain
+            if chain is not None:
+                chain.responded(filtered)
         super().finish(data, outcome, now)

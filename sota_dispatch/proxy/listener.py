@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from anyio.abc import ByteStream
@@ -165,6 +165,28 @@ class Listener:
             tls=proxy.tls.listeners.get(config.name),
             sockets=sockets,
         )
+
+    def update(self, config: ListenerConfig, clusters: Mapping[str, Cluster], drain_timeout: float) -> None:
+        """A reload changed its routes, limits, stream filters or access log
+        (never its socket's address, protocol, options or TLS): requests
+        read from now on take the new routes, those in flight keep theirs;
+        connections accepted from now on take the new limits. The filter
+        instances stay (with their state: a rate limit's tokens) unless
+        their config changed."""
+        routes = tuple(Route(route, clusters[route.cluster]) for route in config.routes)
+        old = self.config
+        same_filters = old.stream_filters == config.stream_filters and [r.per_filter_config for r in old.routes] == [
+            r.per_filter_config for r in config.routes
+        ]
+        if same_filters:
+            for before, after in zip(self.routes, routes, strict=True):
+                after.filters = before.filters
+            filters = self.filters
+        else:
+            filters = build_chain(config, routes, self.clock)
+        self.config, self.routes, self.filters = config, routes, filters
+        self.drain_timeout = self.server.drain_timeout = drain_timeout
+        self.server.max_connections = config.limits.max_connections
 
     def protocol_named(self, name: object) -> type[FrameSemantics] | None:
         """The protocol called ``name`` if this listener speaks it (a

@@ -6,6 +6,10 @@ listener, the clusters and their upstream connections, the timer task, and
 the admin endpoint if configured. On shutdown, listeners stop accepting,
 client connections stop reading and finish their requests in flight, up to
 the drain timeout; the admin answers until the end.
+
+:meth:`Proxy.apply` swaps in a new configuration while it runs (a reload:
+SIGHUP, the admin's ``POST /reload``); :mod:`.reload` says what may change
+live and how.
 """
 
 from __future__ import annotations
@@ -16,28 +20,55 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
-from anyio.abc import TaskStatus
+import attrs
+from anyio.abc import TaskGroup, TaskStatus
 
 from ..admin.endpoint import AdminEndpoint
 from ..admin.metrics import registry
 from ..cluster.checks import run_health_checks
 from ..cluster.cluster import Cluster
-from ..config.model import ProxyConfig
+from ..config.model import ClusterConfig, ProxyConfig
+from ..discovery.zookeeper import ZooKeeperDiscovery, check_zookeeper
 from ..errors import ConfigError
 from ..io.budget import BufferBudget
 from ..io.clock import SYSTEM_CLOCK, Clock
 from ..io.outbox import Outbox
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.handoff import HandOff
+from ..protocol.registry import ProtocolInfo
 from ..protocol.semantics import FrameSemantics
 from .filtering import check_filters
 from .listener import Listener, check_protocols
+from .reload import ConfigState, ReloadPlan, plan_reload
 from .security import ProxyTLS
 from .timers import TimerQueue
 
 __all__ = ["Proxy"]
 
 log = logging.getLogger(__name__)
+
+
+def _check(config: ProxyConfig) -> dict[str, ProtocolInfo | None]:
+    """Everything a config needs of this installation: its protocols,
+    stream filters and (for ZooKeeper discovery) kazoo."""
+    protocols = check_protocols(config)
+    check_filters(config)
+    for i, cluster in enumerate(config.clusters):
+        if cluster.zookeeper is not None:
+            check_zookeeper(f"clusters[{i}].zookeeper")
+    return protocols
+
+
+@attrs.define
+class _Next:
+    """The proxy as a reload's new listeners see it before it is applied."""
+
+    config: ProxyConfig
+    clusters: dict[str, Cluster]
+    timers: TimerQueue
+    outbox: Outbox
+    budget: BufferBudget
+    tls: ProxyTLS
 
 
 def _shed(holder: object) -> None:
@@ -55,7 +86,10 @@ class Proxy:
     once for a protocol that is not installed or cannot be proxied.
 
     ``sockets``: listening sockets by listener name, accepted on instead of
-    binding the listener's address (a worker's, from its supervisor).
+    binding the listener's address (a worker's, from its supervisor); no
+    listener can then be added or removed by a reload. ``source``: where
+    :meth:`reload` reads the configuration again (a file), and
+    ``source_name`` what to call it.
     """
 
     def __init__(
@@ -64,10 +98,11 @@ class Proxy:
         *,
         clock: Clock = SYSTEM_CLOCK,
         sockets: Mapping[str, Sequence[socket.socket]] | None = None,
+        source: Callable[[], ProxyConfig] | None = None,
+        source_name: str | None = None,
     ) -> None:
         self.config = config
-        protocols = check_protocols(config)
-        check_filters(config)
+        protocols = _check(config)
         #: Every listener's and cluster's TLS (files read now: a problem is a ConfigError).
         self.tls = ProxyTLS.load(config)
         #: What deadlines, breakers, ejections, retries and health checks run on.
@@ -78,10 +113,15 @@ class Proxy:
         overload = config.overload
         #: What all connections hold of partial frames, against the budget.
         self.budget = BufferBudget(overload.buffer_budget, large_frame=overload.large_frame, shed=_shed)
-        self.clusters = {
-            c.name: Cluster(c, outbox=self.outbox, budget=self.budget, clock=clock, tls=self.tls.clusters.get(c.name))
-            for c in config.clusters
-        }
+        self.clusters = {c.name: self._cluster(c, self.tls) for c in config.clusters}
+        #: The configuration's version, and how reloads went (the admin shows it).
+        self.config_state = ConfigState(source=source_name)
+        self._source = source
+        self._fixed_listeners = sockets is not None
+        self._reloading: anyio.Lock | None = None
+        self._cluster_scopes: dict[Cluster, anyio.CancelScope] = {}
+        self._upstream: TaskGroup | None = None
+        self._listener_group: TaskGroup | None = None
         given = sockets or {}
         self._listeners = [Listener(c, self, protocols[c.name], sockets=given.get(c.name)) for c in config.listeners]
         self.addresses: dict[str, str] = {}
@@ -101,14 +141,14 @@ class Proxy:
 
     async def serve(self, *, task_status: TaskStatus[dict[str, str]] = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind every listener, serve until :meth:`shutdown`, drain, return."""
+        self._reloading = anyio.Lock()
         async with anyio.create_task_group() as upstream:
-            for cluster in self.clusters.values():
-                cluster.task_group = upstream
+            self._upstream = upstream
             upstream.start_soon(self.timers.run, name="proxy timers")
             for cluster in self.clusters.values():
-                if cluster.config.health_check is not None:
-                    upstream.start_soon(run_health_checks, cluster, self._checked_protocol(cluster.name))
+                self._start(cluster)
             async with anyio.create_task_group() as listeners:
+                self._listener_group = listeners
                 for i, listener in enumerate(self._listeners):
                     try:
                         self.addresses[listener.name] = await listeners.start(listener.server.serve)
@@ -125,6 +165,159 @@ class Proxy:
             # Every client connection is closed: late upstream answers have
             # nobody to go to, so the upstream connections go too.
             upstream.cancel_scope.cancel()
+
+    def _cluster(self, config: ClusterConfig, tls: ProxyTLS) -> Cluster:
+        cluster = Cluster(
+            config, outbox=self.outbox, budget=self.budget, clock=self.clock, tls=tls.clusters.get(config.name)
+        )
+        if config.zookeeper is not None:
+            cluster.discovery = ZooKeeperDiscovery(config.zookeeper, config.name, cluster.set_endpoints)
+        return cluster
+
+    def _start(self, cluster: Cluster) -> None:
+        """Let ``cluster`` open connections; start its health checks and discovery."""
+        assert self._upstream is not None
+        cluster.task_group = self._upstream
+        if cluster.config.health_check is None and cluster.discovery is None:
+            return
+        scope = self._cluster_scopes[cluster] = anyio.CancelScope()
+        protocol = self._checked_protocol(cluster.name)
+
+        async def run() -> None:
+            with scope:
+                async with anyio.create_task_group() as tasks:
+                    if cluster.config.health_check is not None:
+                        tasks.start_soon(run_health_checks, cluster, protocol)
+                    if cluster.discovery is not None:
+                        tasks.start_soon(cluster.discovery.run)
+
+        self._upstream.start_soon(run, name=f"cluster {cluster.name}")
+
+    def _retire(self, cluster: Cluster) -> None:
+        scope = self._cluster_scopes.pop(cluster, None)
+        if scope is not None:
+            scope.cancel()
+        cluster.retire()
+
+    async def reload(self) -> ReloadPlan:
+        """Read the configuration from its source again and :meth:`apply` it
+        (SIGHUP, the admin's ``POST /reload``). Raises
+        :class:`~sota_dispatch.ConfigError` if it cannot be read or applied;
+        the running configuration then stays, whole."""
+        if self._source is None:
+            raise ConfigError("", "this proxy was not started from a config file: there is nothing to reload")
+        try:
+            config = self._source()
+        except ConfigError as exc:
+            self._refused(exc)
+            raise
+        return await self.apply(config)
+
+    async def apply(self, config: ProxyConfig) -> ReloadPlan:
+        """Run ``config`` from now on, without closing connections.
+
+        Routes, clusters, endpoints, limits, stream filters and the drain
+        timeout change live; listeners come and go (not under a supervisor,
+        which holds the sockets). A request keeps the route and cluster it
+        started with; a replaced cluster serves its requests in flight,
+        then closes its connections. All or nothing: a config with any
+        problem raises :class:`~sota_dispatch.ConfigError` and changes
+        nothing.
+        """
+        assert self._reloading is not None, "apply() needs a serving proxy"
+        async with self._reloading:
+            try:
+                if self._shutdown:
+                    raise ConfigError("", "the proxy is draining")
+                plan = plan_reload(self.config, config, fixed_listeners=self._fixed_listeners)
+                protocols = _check(config)
+                tls = ProxyTLS.load(config)
+                await self._apply(config, plan, protocols, tls)
+            except ConfigError as exc:
+                self._refused(exc)
+                raise
+        self.config_state.applied(plan.summary())
+        log.info("config version %d applied: %s", self.config_state.version, plan.summary())
+        return plan
+
+    def _refused(self, error: ConfigError) -> None:
+        self.config_state.failed(error)
+        log.error("config not reloaded (version %d stays): %s", self.config_state.version, error)
+
+    async def _apply(
+        self, config: ProxyConfig, plan: ReloadPlan, protocols: Mapping[str, ProtocolInfo | None], new_tls: ProxyTLS
+    ) -> None:
+        renewed = {*plan.clusters_added, *plan.clusters_replaced}
+        tls = self.tls.merged(new_tls, config, plan.listeners_added, renewed)
+        clusters: dict[str, Cluster] = {}
+        created = []
+        for c in config.clusters:
+            if c.name in renewed:
+                cluster = clusters[c.name] = self._cluster(c, tls)
+                cluster.task_group = self._upstream
+                old = self.clusters.get(c.name)
+                if old is not None:
+                    cluster.stats = old.stats  # one count across the change
+                created.append(cluster)
+            else:
+                clusters[c.name] = self.clusters[c.name]
+        # New listeners bind before anything changes: one that cannot
+        # makes the whole reload fail.
+        owner = _Next(config, clusters, self.timers, self.outbox, self.budget, tls)
+        added = [Listener(c, owner, protocols[c.name]) for c in config.listeners if c.name in plan.listeners_added]
+        assert self._listener_group is not None
+        for listener in added:
+            try:
+                self.addresses[listener.name] = await self._listener_group.start(listener.server.serve)
+            except OSError as exc:
+                for started in added:
+                    started.server.shutdown()
+                    self.addresses.pop(started.name, None)
+                for cluster in created:
+                    cluster.retire()
+                index = next(i for i, c in enumerate(config.listeners) if c.name == listener.name)
+                raise ConfigError(
+                    f"listeners[{index}].address", f"cannot listen on {listener.config.address}: {exc.strerror or exc}"
+                ) from None
+        # From here on, nothing awaits: requests see the old config or the new one, whole.
+        by_name = {c.name: c for c in config.clusters}
+        for name in plan.endpoints_changed:
+            cluster = clusters[name]
+            cluster.config = by_name[name]
+            discovery = cluster.discovery
+            if discovery is None or discovery.endpoints is None:  # else ZooKeeper's endpoints rule
+                cluster.set_endpoints(by_name[name].endpoints)
+        retired = [self.clusters[name] for name in (*plan.clusters_replaced, *plan.clusters_removed)]
+        self.clusters, self.tls, self.config = clusters, tls, config
+        listener_configs = {c.name: c for c in config.listeners}
+        kept = []
+        for listener in self._listeners:
+            if listener.name in plan.listeners_removed:
+                listener.server.shutdown()
+                self.addresses.pop(listener.name, None)
+            else:
+                listener.update(listener_configs[listener.name], clusters, config.drain_timeout)
+                kept.append(listener)
+        self._listeners = kept + added
+        for cluster in retired:
+            self._retire(cluster)
+        for cluster in created:
+            self._start(cluster)
+        overload = config.overload
+        self.budget.configure(overload.buffer_budget, overload.large_frame)
+
+    @property
+    def reloadable(self) -> bool:
+        """Whether :meth:`reload` has a config file to read (SIGHUP reloads it)."""
+        return self._source is not None
+
+    async def reload_config(self) -> dict[str, Any]:
+        """:meth:`reload`, reported for the admin's ``POST /reload``."""
+        plan = await self.reload()
+        return {"version": self.config_state.version, "changed": plan.summary(), "changes": plan.describe()}
+
+    def config_status(self) -> dict[str, Any]:
+        return self.config_state.describe()
 
     def reload_certificates(self) -> list[ConfigError]:
         """Read every TLS file again (SIGHUP, the admin's

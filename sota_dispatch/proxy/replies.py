@@ -71,9 +71,9 @@ class Replies:
         data = self.failure_reply(frame, failure, stream, public, detail)
         if filtered is not None:
             filtered.outcome, filtered.failure = failure.name.lower(), failure
-            chain = self.listener.filters
-            assert chain is not None
-            chain.responded(filtered)
+            chain = filtered.chain
+            if chain is not None:
+                chain.responded(filtered)
         if slot is None:
             self._reply_now(data, failure)
             return

@@ -4,7 +4,7 @@ with its path), and reloaded from the same files when certificates rotate."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 import attrs
 
@@ -72,3 +72,21 @@ class ProxyTLS:
             else:
                 log.info("%s reloaded (generation %d)", path, tls.generation)
         return errors
+
+    def merged(
+        self, new: ProxyTLS, config: ProxyConfig, listeners: Collection[str], clusters: Collection[str]
+    ) -> ProxyTLS:
+        """The TLS in force after a reload to ``config``: ``new``'s (loaded
+        from it) for the ``listeners`` and ``clusters`` added or replaced,
+        and this one's for those that stay, whose connections
+        use them (a certificate reload must reach them too)."""
+        merged = ProxyTLS()
+        for i, listener in enumerate(config.listeners):
+            source = new if listener.name in listeners else self
+            if (server := source.listeners.get(listener.name)) is not None:
+                merged.listeners[listener.name] = merged.by_path[f"listeners[{i}].tls"] = server
+        for i, cluster in enumerate(config.clusters):
+            source = new if cluster.name in clusters else self
+            if (client := source.clusters.get(cluster.name)) is not None:
+                merged.clusters[cluster.name] = merged.by_path[f"clusters[{i}].tls"] = client
+        return merged
