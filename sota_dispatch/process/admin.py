@@ -7,7 +7,7 @@ Paths as a single process has them, answered for all workers:
 breakers and outlier ejection run in each worker on its own);
 ``/reload_certificates`` and ``/drain`` reach every worker. Two more:
 ``/workers`` (each worker's pid, state, start time and connection counts)
-and ``/server_info`` (version, pid, uptime, state, restart epoch).
+and ``/server_info`` (version, pid, uptime, state, restart epoch, config version).
 """
 
 from __future__ import annotations
@@ -85,5 +85,6 @@ class SupervisorAdminConnection(AdminConnection):
             "uptime_seconds": round(time.time() - supervisor.started_at, 3),
             "restart_epoch": supervisor.epoch,
             "workers": supervisor.workers,
+            "config": supervisor.config_status(),
         }
         self._json(info)

@@ -38,14 +38,18 @@ class TaggedBackend(Dispatcher):
         backend = self.backend
         send, receive = anyio.create_memory_object_stream[bytes](10_000)
         self.start_soon(self._answer, receive)
-        async with send:
-            while True:
-                line = (await self.reader.read_until(b"\n", max_bytes=65536)).rstrip(b"\r")
-                backend.seen.append(line)
-                backend.arrived.set()
-                if b"close=1" in line or backend.failing:
-                    return
-                await send.send(line)
+        try:
+            async with send:
+                while True:
+                    line = (await self.reader.read_until(b"\n", max_bytes=65536)).rstrip(b"\r")
+                    backend.seen.append(line)
+                    backend.arrived.set()
+                    if b"close=1" in line or backend.failing:
+                        return
+                    await send.send(line)
+        finally:
+            backend.closed += 1
+            backend.arrived.set()
 
     async def _answer(self, receive: MemoryObjectReceiveStream[bytes]) -> None:
         async with receive:
@@ -63,6 +67,8 @@ class Backend:
         self.arrived = anyio.Event()
         self.release = anyio.Event()
         self.connections = 0
+        #: Connections that ended (the proxy closed them, or the backend did).
+        self.closed = 0
         #: While True, every request makes it drop the connection.
         self.failing = False
 
@@ -73,6 +79,13 @@ class Backend:
     async def wait_seen(self, count: int) -> None:
         with anyio.fail_after(10):
             while len(self.seen) < count:
+                self.arrived = anyio.Event()
+                await self.arrived.wait()
+
+    async def wait_closed(self, count: int) -> None:
+        """Until ``count`` of its connections have ended."""
+        with anyio.fail_after(10):
+            while self.closed < count:
                 self.arrived = anyio.Event()
                 await self.arrived.wait()
 
