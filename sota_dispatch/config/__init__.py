@@ -10,6 +10,7 @@ This package's face is the public config namespace.
 
 from __future__ import annotations
 
+from .discovery import ZooKeeperConfig
 from .frozen import FrozenMap
 from .load import config_from_upstreams, load_config
 from .model import (
@@ -63,6 +64,7 @@ __all__ = [
     "ThresholdsConfig",
     "TlsCertificateConfig",
     "UpstreamTlsConfig",
+    "ZooKeeperConfig",
     "admin_config",
     "config_from_upstreams",
     "load_config",

@@ -57,6 +57,10 @@ class ZooKeeperConfig:
     #: Plain: the node whose children are the endpoints.
     path: str | None = attrs.field(default=None, validator=cv.Rule(_znode, optional=True, kind="a ZooKeeper path"))
     session_timeout: float = attrs.field(default=10.0, validator=cv.Rule(cv.duration, kind="seconds (a number)"))
+    #: A registry that lists no endpoints at all keeps the last ones (as
+    #: Dubbo 3's empty protection does: a registry restarted empty, or a
+    #: bad deploy, must not take every request down); false: no endpoints.
+    empty_protection: bool = attrs.field(default=True, validator=cv.Rule(cv.boolean))
 
     def __attrs_post_init__(self) -> None:
         if (self.interface is None) == (self.path is None):

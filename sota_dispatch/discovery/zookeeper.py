@@ -69,6 +69,8 @@ class ZooKeeperDiscovery:
         self.endpoints: tuple[EndpointConfig, ...] | None = None
         self.updates = 0
         self.updated_at: float | None = None
+        #: The registry lists none, and the last endpoints are kept (see ``empty_protection``).
+        self.protecting = False
         self._changed = anyio.Event()
         self._reported: set[str] = set()
 
@@ -84,7 +86,8 @@ class ZooKeeperDiscovery:
             "endpoints": None if self.endpoints is None else len(self.endpoints),
             "updates": self.updates,
             "updated_at": None if self.updated_at is None else _iso(self.updated_at),
-            "stale": stale,
+            "stale": stale or self.protecting,
+            "empty_protection": self.protecting,
         }
 
     async def run(self) -> None:
@@ -117,7 +120,7 @@ class ZooKeeperDiscovery:
                         self._children(children)
                 await self._changed.wait()
         finally:
-            self.state = "stopped"
+            self.state = "stopped"  # kazoo reports its own stop as a lost session: not worth a warning
             with anyio.move_on_after(5, shield=True):
                 await anyio.to_thread.run_sync(_stop, client, abandon_on_cancel=True)
 
@@ -143,6 +146,8 @@ class ZooKeeperDiscovery:
         self._changed.set()
 
     def _session(self, state: str) -> None:
+        if self.state == "stopped":
+            return
         kept = "none yet" if self.endpoints is None else f"the last {len(self.endpoints)}"
         if state == "CONNECTED":
             log.info("cluster %s: connected to ZooKeeper %s", self.cluster, self.config.hosts)
@@ -176,6 +181,17 @@ class ZooKeeperDiscovery:
                 log.warning("cluster %s: ignoring ZooKeeper node %r: %s", self.cluster, child[:200], why)
         if endpoints == self.endpoints:
             return
+        if not endpoints and self.endpoints and self.config.empty_protection:
+            if not self.protecting:
+                self.protecting = True
+                log.warning(
+                    "cluster %s: ZooKeeper lists no endpoints under %s; keeping the last %d (empty_protection)",
+                    self.cluster,
+                    self.config.watched,
+                    len(self.endpoints),
+                )
+            return
+        self.protecting = False
         before = set() if self.endpoints is None else {e.address for e in self.endpoints}
         after = {e.address for e in endpoints}
         self.endpoints = endpoints

@@ -25,11 +25,13 @@ from ..cluster.health import BreakerState, EndpointBreaker, OutlierDetector, Pro
 from ..io.budget import BufferBudget
 from .connection import ProxyConnection
 from .proxy import Proxy
+from .reload import ConfigState, ReloadPlan, plan_reload
 
 __all__ = [
     "Balancer",
     "BreakerState",
     "BufferBudget",
+    "ConfigState",
     "Endpoint",
     "EndpointBreaker",
     "LeastRequest",
@@ -41,8 +43,10 @@ __all__ = [
     "Proxy",
     "ProxyConnection",
     "RandomBalancer",
+    "ReloadPlan",
     "RingHash",
     "SmoothWeightedRoundRobin",
     "hash_key",
     "pick_priority",
+    "plan_reload",
 ]

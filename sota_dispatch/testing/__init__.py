@@ -13,7 +13,9 @@ clean close when the peer closes between requests; :func:`check_sniff`, that
 peers; :func:`running_with_backends` runs a shipped config that way, with
 local backends. :func:`connect`, :func:`send_bytewise`, :func:`closed_within`
 and :func:`free_port` are the small socket chores of such tests;
-:func:`pipelined` is a load client for any proxiable protocol.
+:func:`pipelined` is a load client for any proxiable protocol;
+:func:`zookeeper_server` runs a real ZooKeeper (Debian's package) for
+discovery tests.
 
 :class:`EchoLines` is a protocol of the smallest kind the proxy forwards,
 for tests that need one and should not need a plugin installed: the core's
@@ -41,6 +43,7 @@ from .memory import (
 from .processes import ServeProcess, serve_process
 from .running import running_proxy, running_with_backends, serving
 from .sockets import closed_within, connect, connect_and_reset, free_port, send_bytewise, without_ref
+from .zookeeper import ZooKeeperServer, zookeeper_available, zookeeper_server
 
 __all__ = [
     "ECHO_MARK",
@@ -49,6 +52,7 @@ __all__ = [
     "ManualClock",
     "MemoryByteStream",
     "ServeProcess",
+    "ZooKeeperServer",
     "check_clean_shutdown",
     "check_garbage",
     "check_sniff",
@@ -66,4 +70,6 @@ __all__ = [
     "serve_process",
     "serving",
     "without_ref",
+    "zookeeper_available",
+    "zookeeper_server",
 ]
