@@ -38,6 +38,11 @@ __all__ = ["ZooKeeperDiscovery", "check_zookeeper"]
 
 log = logging.getLogger(__name__)
 
+#: Unreadable nodes named in the log per change (the rest are counted), and
+#: how many names are remembered as told already (a bound, not a cache).
+_LOGGED_PER_CHANGE = 5
+_MAX_REPORTED = 10_000
+
 
 def check_zookeeper(path: str) -> None:
     """Raise a :class:`~sota_dispatch.ConfigError` at ``path`` if kazoo is missing."""
@@ -175,10 +180,16 @@ class ZooKeeperDiscovery:
 
     def _children(self, children: list[str]) -> None:
         endpoints, problems = endpoints_from(children, self.config)
-        for child, why in problems:
-            if child not in self._reported:  # once per node, not per change
-                self._reported.add(child)
-                log.warning("cluster %s: ignoring ZooKeeper node %r: %s", self.cluster, child[:200], why)
+        new = [(child, why) for child, why in problems if child not in self._reported]
+        if len(self._reported) + len(new) > _MAX_REPORTED:
+            self._reported.clear()  # a registry churning through bad names: some may be told again
+        for child, why in new[:_LOGGED_PER_CHANGE]:  # once per node, not per change; a few per change
+            log.warning("cluster %s: ignoring ZooKeeper node %r: %s", self.cluster, child[:200], why)
+        if len(new) > _LOGGED_PER_CHANGE:
+            log.warning(
+                "cluster %s: ignoring %d more unreadable ZooKeeper nodes", self.cluster, len(new) - _LOGGED_PER_CHANGE
+            )
+        self._reported.update(child for child, _ in new)
         if endpoints == self.endpoints:
             return
         if not endpoints and self.endpoints and self.config.empty_protection:

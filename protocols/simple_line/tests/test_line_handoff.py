@@ -94,7 +94,7 @@ async def test_a_client_that_never_reads_stays_behind_and_is_closed_at_the_drain
         polite = await connect(old.address)
         async with deaf, polite:
             # Enough requests that their answers fill the socket buffers both ways.
-            with anyio.move_on_after(2):
+            with anyio.move_on_after(1):  # the buffers are full well before
                 for start in range(0, 200_000, 1000):
                     await deaf.send(b"".join(f"n={n}&pad={'x' * 64}\r\n".encode() for n in range(start, start + 1000)))
             reader = BufferedReader(polite)

@@ -160,3 +160,46 @@ async def test_listeners_come_and_go() -> None:
                 await anyio.connect_tcp(host, int(port))
             assert tags(await new_client.call(b"m2")) == [b"B"]
             assert [listener.name for listener in proxy.listeners] == ["more"]
+
+
+async def test_reloads_at_once_take_turns_and_a_web_page_cannot_ask_for_one() -> None:
+    """Twenty reloads started together (SIGHUP and admin requests can
+    cross), half of them adding a listener (which awaits its bind) and half
+    removing it, apply one after another: the listeners at the end are the
+    last applied config's. A cross-origin POST from a browser page is
+    refused before it reaches the proxy."""
+    async with backends("A", "B") as ((_, a_address), (_, b_address)):
+        document = two_clusters(a_address, b_address, "a")
+        document["admin"] = {"address": "127.0.0.1:0"}
+        more = {"name": "more", "address": "127.0.0.1:0", "protocol": "simple_line", "routes": [{"cluster": "b"}]}
+        configs = []
+        for i in range(20):
+            variant = {**two_clusters(a_address, b_address, "ab"[i % 2]), "admin": document["admin"]}
+            if i % 2 == 0:
+                variant["listeners"] = [*variant["listeners"], more]
+            configs.append(parse_config(variant))
+        async with proxy_for(document) as proxy, client(proxy) as c:
+            async with anyio.create_task_group() as tg:
+                for config in configs:
+                    tg.start_soon(proxy.apply, config)
+                for i in range(10):  # traffic meanwhile, answered by one cluster or the other
+                    assert tags(await c.call(b"i=%d" % i))[0] in (b"A", b"B")
+            assert proxy.config_state.version == 21
+            names = [listener.name for listener in proxy.config.listeners]
+            assert [listener.name for listener in proxy.listeners] == names
+            assert sorted(proxy.addresses) == sorted(names)
+            host, _, port = str(proxy.admin_address).rpartition(":")
+            async with await anyio.connect_tcp(host, int(port)) as admin:
+                await admin.send(
+                    f"POST /reload HTTP/1.1\r\nHost: {host}:{port}\r\nOrigin: http://evil.example\r\n"
+                    "Content-Length: 0\r\n\r\n".encode()
+                )
+                answer = b""
+                with anyio.fail_after(5):
+                    try:
+                        while True:
+                            answer += await admin.receive()
+                    except anyio.EndOfStream:
+                        pass
+            assert answer.startswith(b"HTTP/1.1 403"), answer[:100]
+            assert proxy.config_state.version == 21

@@ -8,7 +8,9 @@ the registry's changes still reach the proxy.
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -108,3 +110,53 @@ async def test_plain_children_are_the_endpoints_and_the_watch_outlives_a_zookeep
                         assert sorted(tags(await c.call(b"z=1", b"z=2"))) == [b"B", b"C"]
             finally:
                 await anyio.to_thread.run_sync(nodes.close)
+
+
+async def test_a_zookeeper_that_never_answers_leaves_the_config_endpoints_serving() -> None:
+    """A peer that takes the connection and says nothing (a hung server, a
+    black-holing firewall): the config's endpoints serve meanwhile, and the
+    proxy still shuts down promptly."""
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)  # never accepted, never answered
+        host, port = hole.getsockname()
+        hosts = f"{host}:{port}"
+        async with backends("A") as ((_, a_address),):
+            document = config([a_address], zookeeper={"hosts": hosts, "path": PATH, "session_timeout": 2})
+            async with proxy_for(document) as proxy, client(proxy) as c:
+                assert tags(await c.call(b"x=1", b"x=2")) == [b"A", b"A"]
+                discovery = proxy.clusters["backends"].discovery
+                assert discovery.state == "connecting"
+                assert discovery.endpoints is None
+                assert discovery.describe()["stale"] is True
+                closing = anyio.current_time()
+            assert anyio.current_time() - closing < 8  # the ZooKeeper client stops within its bound
+
+
+async def test_a_registry_full_of_garbage_is_read_and_logged_briefly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sota_dispatch.discovery")
+    async with backends("A") as ((_, a_address),):
+        with zookeeper_server(tmp_path / "zk") as zookeeper:
+            nodes = await anyio.to_thread.run_sync(Nodes, zookeeper.hosts)
+            try:
+
+                def fill() -> None:
+                    nodes.client.ensure_path(PATH)
+                    transaction = nodes.client.transaction()
+                    for i in range(500):
+                        transaction.create(f"{PATH}/garbage-{i}:{'x' * i}", b"")
+                    transaction.create(f"{PATH}/{a_address}", b"")
+                    nodes.client.retry(transaction.commit)
+
+                await anyio.to_thread.run_sync(fill)
+                document = config([], zookeeper={"hosts": zookeeper.hosts, "path": PATH})
+                async with proxy_for(document) as proxy, client(proxy) as c:
+                    await until_tag(c, b"A")
+                    assert [e.address for e in proxy.clusters["backends"].endpoints] == [a_address]
+            finally:
+                await anyio.to_thread.run_sync(nodes.close)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len([w for w in warnings if "ignoring ZooKeeper node" in w]) == 5
+    assert any("ignoring 495 more unreadable ZooKeeper nodes" in w for w in warnings)
