@@ -158,6 +158,7 @@ PUBLIC: dict[str, set[str]] = {
         "free_port",
         "memory_stream_pair",
         "pipelined",
+        "require_zookeeper",
         "running_proxy",
         "running_with_backends",
         "send_bytewise",

@@ -43,7 +43,7 @@ from .memory import (
 from .processes import ServeProcess, serve_process
 from .running import running_proxy, running_with_backends, serving
 from .sockets import closed_within, connect, connect_and_reset, free_port, send_bytewise, without_ref
-from .zookeeper import ZooKeeperServer, zookeeper_available, zookeeper_server
+from .zookeeper import ZooKeeperServer, require_zookeeper, zookeeper_available, zookeeper_server
 
 __all__ = [
     "ECHO_MARK",
@@ -64,6 +64,7 @@ __all__ = [
     "free_port",
     "memory_stream_pair",
     "pipelined",
+    "require_zookeeper",
     "running_proxy",
     "running_with_backends",
     "send_bytewise",

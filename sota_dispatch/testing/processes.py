@@ -93,7 +93,7 @@ def serve_process(
     # One thread reads stderr from the start and hands lines over a queue:
     # select() on a text pipe misses lines already in Python's buffer.
     arrived: queue.Queue[str | None] = queue.Queue()
-    reader = threading.Thread(target=_collect, args=(process.stderr, lines, arrived), daemon=True)
+    reader = threading.Thread(target=collect_lines, args=(process.stderr, lines, arrived), daemon=True)
     reader.start()
     try:
         deadline = time.monotonic() + timeout
@@ -117,7 +117,9 @@ def serve_process(
         process.stderr.close()
 
 
-def _collect(stream: Iterable[str], lines: list[str], arrived: queue.Queue[str | None]) -> None:
+def collect_lines(stream: Iterable[str], lines: list[str], arrived: queue.Queue[str | None]) -> None:
+    """Read a child's output to its end (in a thread of its own): each line
+    into ``lines`` and onto ``arrived``, then None there."""
     for line in stream:
         lines.append(line)
         arrived.put(line)

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import attrs
 
+from .processes import collect_lines
 from .sockets import free_port
 
-__all__ = ["ZOOKEEPER_JARS", "ZooKeeperServer", "zookeeper_available", "zookeeper_server"]
+__all__ = ["ZOOKEEPER_JARS", "ZooKeeperServer", "require_zookeeper", "zookeeper_available", "zookeeper_server"]
 
 #: The server and the logging it needs, as Debian installs them.
 ZOOKEEPER_JARS = (
@@ -47,6 +48,18 @@ def zookeeper_available() -> str | None:
     if shutil.which("java") is None:
         return "no java on PATH"
     return None
+
+
+def require_zookeeper() -> None:
+    """In a test: skip it where no server can run, or fail it if
+    ``SOTA_REQUIRE_ZOOKEEPER`` is set (as CI sets it)."""
+    import pytest
+
+    why = zookeeper_available()
+    if why is not None:
+        if os.environ.get("SOTA_REQUIRE_ZOOKEEPER"):
+            pytest.fail(why)
+        pytest.skip(why)
 
 
 @attrs.define
@@ -96,15 +109,7 @@ def zookeeper_server(data_dir: Path, *, port: int | None = None, timeout: float 
     assert process.stdout is not None
     lines: list[str] = []
     arrived: queue.Queue[str | None] = queue.Queue()
-
-    def collect() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            arrived.put(line)
-        arrived.put(None)
-
-    reader = threading.Thread(target=collect, daemon=True)
+    reader = threading.Thread(target=collect_lines, args=(process.stdout, lines, arrived), daemon=True)
     reader.start()
     try:
         deadline = time.monotonic() + timeout

@@ -69,12 +69,20 @@ class Backend:
         self.connections = 0
         #: Connections that ended (the proxy closed them, or the backend did).
         self.closed = 0
+        self.dispatchers: list[TaggedBackend] = []
         #: While True, every request makes it drop the connection.
         self.failing = False
 
     def factory(self, stream: ByteStream, context: ConnectionContext) -> TaggedBackend:
         self.connections += 1
-        return TaggedBackend(stream, context, backend=self)
+        dispatcher = TaggedBackend(stream, context, backend=self)
+        self.dispatchers.append(dispatcher)
+        return dispatcher
+
+    def reset_all(self) -> None:
+        """Drop every connection at once, answering nothing (a crash, as the proxy sees it)."""
+        for dispatcher in self.dispatchers:
+            dispatcher.abort()
 
     async def wait_seen(self, count: int) -> None:
         with anyio.fail_after(10):

@@ -93,6 +93,33 @@ async def test_weights_change_and_the_balancer_follows() -> None:
             assert (got.count(b"A"), got.count(b"B")) == (6, 2)
 
 
+async def test_a_retry_of_a_request_from_before_the_reload_stays_on_its_old_cluster() -> None:
+    """The retry of a request routed before a reload picks an endpoint of the
+    cluster the request started on, even once the reload replaced that
+    cluster; the connection it opens there closes after the answer."""
+    async with backends("A1", "A2", "B") as ((a1, a1_address), (a2, a2_address), (_, b_address)):
+        retry = {"attempts": 2, "retry_on": ["reset"], "idempotent": True}
+        document = two_clusters(a1_address, b_address, "a")
+        document["clusters"][0]["endpoints"] = [a1_address, a2_address]
+        document["listeners"][0]["routes"][0]["retry"] = retry
+        async with proxy_for(document) as proxy, client(proxy) as c:
+            await c.send(b"x=1&hold=1")  # round robin's first pick: A1, which holds it
+            await a1.wait_seen(1)
+            old_a = proxy.clusters["a"]
+            changed = two_clusters(a1_address, b_address, "b")
+            changed["clusters"][0].update(endpoints=[a1_address, a2_address], lb="random")  # a replaced
+            changed["listeners"][0]["routes"][0]["retry"] = retry
+            plan = await proxy.apply(parse_config(changed))
+            assert plan.clusters_replaced == ("a",)
+            assert old_a.retired
+            a2.release.set()
+            a1.reset_all()  # the request's try fails: retried on the old cluster's other endpoint
+            assert await c.replies(1) == [b"A2:x=1&hold=1"]
+            await a2.wait_closed(1)  # the retired cluster's new connection closes once answered
+            assert old_a.connection_count() == 0
+            assert tags(await c.call(b"new")) == [b"B"]
+
+
 async def test_a_config_that_cannot_be_applied_changes_nothing() -> None:
     async with (
         backends("A", "B") as ((_, a_address), (_, b_address)),

@@ -9,7 +9,6 @@ the registry's changes still reach the proxy.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import anyio
 import pytest
 from simple_line_support import backends, client, config, proxy_for, tags
 
-from sota_dispatch.testing import zookeeper_available, zookeeper_server
+from sota_dispatch.testing import require_zookeeper, zookeeper_server
 
 pytestmark = pytest.mark.anyio
 
@@ -27,11 +26,7 @@ PATH = "/services/lines"
 
 @pytest.fixture(autouse=True)
 def _needs_zookeeper() -> None:
-    why = zookeeper_available()
-    if why is not None:
-        if os.environ.get("SOTA_REQUIRE_ZOOKEEPER"):
-            pytest.fail(why)
-        pytest.skip(why)
+    require_zookeeper()
 
 
 class Nodes:

@@ -14,7 +14,6 @@ services (each answers ``<tag>:<argument>``); a real dubbo client
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from xprotocol_support import DUBBO_CALL_TIMEOUT, close_dubbo_connection, servin
 
 from sota_dispatch import DispatcherFactory
 from sota_dispatch.config import parse_config
-from sota_dispatch.testing import running_proxy, zookeeper_available, zookeeper_server
+from sota_dispatch.testing import require_zookeeper, running_proxy, zookeeper_server
 from sota_xprotocol import DubboEchoDispatcher, dubbo
 
 pytestmark = pytest.mark.anyio
@@ -37,11 +36,7 @@ INTERFACE = "com.example.EchoService"
 
 @pytest.fixture(autouse=True)
 def _needs_zookeeper() -> None:
-    why = zookeeper_available()
-    if why is not None:
-        if os.environ.get("SOTA_REQUIRE_ZOOKEEPER"):
-            pytest.fail(why)
-        pytest.skip(why)
+    require_zookeeper()
 
 
 def tagged(tag: str) -> DispatcherFactory:
