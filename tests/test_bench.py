@@ -33,6 +33,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
         ["sota_simple_line", "sota_xprotocol"],
         ["| simple_line | 2 |", "| bolt | 1 |", "vs 1 worker"],
     ),
+    ("reload_bench.py", ["sota_simple_line"], ["| 100 |", "every 50 ms (cluster replaced)"]),
     (
         "overload_bench.py",
         ["sota_simple_line", "sota_xprotocol"],
