@@ -92,6 +92,7 @@ PUBLIC: dict[str, set[str]] = {
         "ThresholdsConfig",
         "TlsCertificateConfig",
         "UpstreamTlsConfig",
+        "XdsConfig",
         "ZooKeeperConfig",
         "admin_config",
         "config_from_upstreams",

@@ -42,6 +42,12 @@ def parser() -> argparse.ArgumentParser:
         "--admin", metavar="HOST:PORT", help="serve the admin endpoint (/metrics, /clusters, ...) here (proxy only)"
     )
     p.add_argument(
+        "--node-id", metavar="ID", help="the node id this proxy gives its xDS control plane (the config's xds.node_id)"
+    )
+    p.add_argument(
+        "--node-cluster", metavar="NAME", help="the node cluster it gives its xDS control plane (xds.node_cluster)"
+    )
+    p.add_argument(
         "-o",
         "--option",
         metavar="NAME=VALUE",

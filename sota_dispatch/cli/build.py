@@ -168,11 +168,18 @@ def proxy_config(args: argparse.Namespace) -> ProxyConfig | None:
         if guards:
             raise UsageError(f"{', '.join(guards)}: set the listeners' limits in the config file instead")
         config = load_config(args.config)
+        node = {k: v for k, v in (("node_id", args.node_id), ("node_cluster", args.node_cluster)) if v is not None}
+        if node:
+            if config.xds is None:
+                raise UsageError("--node-id and --node-cluster need an xds control plane in the config")
+            config = attrs.evolve(config, xds=attrs.evolve(config.xds, **node))
         if args.drain_timeout is not None:
             config = attrs.evolve(config, drain_timeout=drain_seconds(args, config.drain_timeout))
         if args.admin is not None:
             config = attrs.evolve(config, admin=admin_config(args.admin, "--admin"))
         return config
+    if args.node_id is not None or args.node_cluster is not None:
+        raise UsageError("--node-id and --node-cluster go with --config (its xds control plane)")
     if args.upstream:
         if not args.protocol:
             raise UsageError("--upstream needs --protocol (see --list-protocols, or auto)")

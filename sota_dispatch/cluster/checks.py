@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..config.model import HealthCheckConfig
+from ..config.health import HealthCheckConfig
 from ..errors import ProtocolError
 from ..io.address import parse_address
 from ..io.reader import BufferedReader

@@ -29,7 +29,7 @@ import math
 from collections.abc import Collection, Hashable, Mapping
 from typing import Generic, TypeVar
 
-from ..config.model import BreakerConfig, OutlierConfig
+from ..config.health import BreakerConfig, OutlierConfig
 
 __all__ = ["BreakerConfig", "BreakerState", "EndpointBreaker", "OutlierConfig", "OutlierDetector", "ProtocolHealth"]
 

@@ -10,7 +10,7 @@ This package's face is the public config namespace.
 
 from __future__ import annotations
 
-from .discovery import ZooKeeperConfig
+from .discovery import XdsConfig, ZooKeeperConfig
 from .frozen import FrozenMap
 from .load import config_from_upstreams, load_config
 from .model import (
@@ -64,6 +64,7 @@ __all__ = [
     "ThresholdsConfig",
     "TlsCertificateConfig",
     "UpstreamTlsConfig",
+    "XdsConfig",
     "ZooKeeperConfig",
     "admin_config",
     "config_from_upstreams",

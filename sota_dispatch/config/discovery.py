@@ -1,4 +1,4 @@
-"""Where a cluster finds its endpoints at run time: a ZooKeeper registry.
+"""Where a cluster finds its endpoints at run time: a ZooKeeper registry, or an xDS control plane.
 
 Dubbo's registry is the classic one: each provider of an interface is an
 ephemeral node ``/dubbo/<interface>/providers/<url-encoded dubbo:// URL>``
@@ -6,6 +6,11 @@ whose URL carries its weight, whether it is enabled, and its group and
 version. Other services register plain ``HOST:PORT`` children under a path
 of their choosing. A cluster names one or the other; its ``endpoints``
 then only serve until ZooKeeper first answers.
+
+An xDS control plane (Envoy's discovery protocol, as Istio speaks it) sends
+each cluster's endpoints as a ``ClusterLoadAssignment``: the proxy's
+``xds`` names the control plane and how the proxy introduces itself (its
+node), and a cluster's ``eds`` the assignment it takes.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import sota_dispatch.config.values as cv
 
 from ..errors import ConfigError
 
-__all__ = ["ZooKeeperConfig"]
+__all__ = ["XdsConfig", "ZooKeeperConfig"]
 
 
 def _hosts(value: object, path: str) -> str:
@@ -75,3 +80,14 @@ class ZooKeeperConfig:
             return self.path
         root = self.root.rstrip("/")
         return f"{root}/{self.interface}/providers"
+
+
+@attrs.frozen
+class XdsConfig:
+    """The xDS control plane: its gRPC address (plaintext, ADS) and the
+    node this proxy says it is (Envoy's ``--service-node`` and
+    ``--service-cluster``)."""
+
+    address: str = attrs.field(validator=cv.Rule(cv.address, endpoint=True))
+    node_id: str = attrs.field(default="sota-dispatch", validator=cv.Rule(cv.string))
+    node_cluster: str = attrs.field(default="sota-dispatch", validator=cv.Rule(cv.string))

@@ -26,8 +26,9 @@ from ..io.address import is_loopback, parse_address
 from ..io.budget import DEFAULT_BUFFER_BUDGET, DEFAULT_LARGE_FRAME
 from ..protocol.codec import PoolMode
 from ..protocol.server import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUTS
-from .discovery import ZooKeeperConfig
+from .discovery import XdsConfig, ZooKeeperConfig
 from .frozen import FrozenMap
+from .health import HEALTH_CHECK_KINDS, BreakerConfig, HealthCheckConfig, OutlierConfig, ThresholdsConfig
 from .tls import ListenerTlsConfig, UpstreamTlsConfig
 
 __all__ = [
@@ -72,11 +73,6 @@ RETRY_ON = ("connect_failure", "reset", "per_try_timeout", "status")
 
 _POOL_MODES: tuple[str, ...] = get_args(PoolMode)
 
-#: What a health check does: connect only, or speak the protocol.
-HealthCheckKind: TypeAlias = Literal["tcp", "protocol"]
-
-HEALTH_CHECK_KINDS: tuple[str, ...] = get_args(HealthCheckKind)
-
 #: The tests a route's match may make (exactly one each).
 MATCH_TESTS = ("exact", "prefix", "regex", "present")
 
@@ -113,29 +109,6 @@ def _frozen_options(value: Mapping[str, str]) -> FrozenMap[str, str]:
     if isinstance(value, FrozenMap) or not isinstance(value, Mapping):
         return value  # a FrozenMap, or what the rule refuses
     return FrozenMap(value)
-
-
-@attrs.frozen
-class BreakerConfig:
-    """sota-mesh's per-endpoint circuit breaker (its defaults)."""
-
-    #: Failures in a row the breaker tolerates (0: the first one opens it).
-    consecutive_failures: int = attrs.field(default=5, validator=_AT_LEAST_0)
-    failure_ratio: float = attrs.field(default=0.6, validator=cv.Rule(cv.fraction))
-    min_requests: int = attrs.field(default=3, validator=_COUNT)
-    interval: float = attrs.field(default=10.0, validator=_SECONDS)
-    open_timeout: float = attrs.field(default=5.0, validator=_SECONDS)
-    half_open_requests: int = attrs.field(default=1, validator=_COUNT)
-
-
-@attrs.frozen
-class OutlierConfig:
-    """Envoy's consecutive-failure outlier detection."""
-
-    consecutive_failures: int = attrs.field(default=5, validator=_COUNT)
-    base_ejection_time: float = attrs.field(default=30.0, validator=_SECONDS)
-    max_ejection_time: float = attrs.field(default=300.0, validator=_SECONDS)
-    max_ejection_percent: float = attrs.field(default=50.0, validator=cv.Rule(cv.percent))
 
 
 @attrs.frozen
@@ -183,40 +156,11 @@ class PoolConfig:
 
 
 @attrs.frozen
-class ThresholdsConfig:
-    """Envoy's circuit-breaker thresholds for one cluster: beyond them a
-    request gets the protocol's overflow reply at once (no retry beyond
-    ``max_retries`` retries at a time)."""
-
-    max_connections: int = attrs.field(default=1024, validator=_AT_LEAST_0)
-    max_pending_requests: int = attrs.field(default=1024, validator=_AT_LEAST_0)
-    max_requests: int = attrs.field(default=1024, validator=_AT_LEAST_0)
-    max_retries: int = attrs.field(default=3, validator=_AT_LEAST_0)
-
-
-@attrs.frozen
-class HealthCheckConfig:
-    """Active health checks of a cluster's endpoints.
-
-    ``protocol`` checks connect, complete the protocol's handshake and send
-    its probe (a bolt or dubbo heartbeat, the ``send`` line for
-    simple_line); ``tcp`` checks only connect.
-    """
-
-    interval: float = attrs.field(default=5.0, validator=_SECONDS)
-    timeout: float = attrs.field(default=1.0, validator=_SECONDS)
-    healthy_threshold: int = attrs.field(default=2, validator=_COUNT)
-    unhealthy_threshold: int = attrs.field(default=3, validator=_COUNT)
-    kind: HealthCheckKind = attrs.field(default="protocol", validator=cv.Rule(cv.choice, choices=HEALTH_CHECK_KINDS))
-    send: str | None = attrs.field(default=None, validator=cv.Rule(cv.string, optional=True))
-
-
-@attrs.frozen
 class ClusterConfig:
     """A named set of endpoints, a load balancer and a connection pool."""
 
     name: str = attrs.field(validator=_NAME)
-    #: Empty only with ``zookeeper`` (they serve until ZooKeeper answers).
+    #: Empty only with ``zookeeper`` or ``eds`` (they serve until the first answer).
     endpoints: tuple[EndpointConfig, ...] = attrs.field(validator=cv.Rule(cv.items, parse=cv.instance(EndpointConfig)))
     lb: BalancerName = attrs.field(default="round_robin", validator=cv.Rule(cv.choice, choices=BALANCERS))
     pool: PoolConfig = attrs.field(default=PoolConfig(), validator=cv.Rule(cv.instance(PoolConfig)))
@@ -249,10 +193,15 @@ class ClusterConfig:
     zookeeper: ZooKeeperConfig | None = attrs.field(
         default=None, validator=cv.Rule(cv.instance(ZooKeeperConfig), optional=True)
     )
+    #: The control plane's ClusterLoadAssignment to take the endpoints from
+    #: (Envoy's ``eds_cluster_config.service_name``); needs the proxy's ``xds``.
+    eds: str | None = attrs.field(default=None, validator=cv.Rule(cv.string, optional=True))
 
     def __attrs_post_init__(self) -> None:
-        if not self.endpoints and self.zookeeper is None:
-            raise ConfigError("endpoints", "expected at least one entry (or zookeeper, to find them there)")
+        if self.zookeeper is not None and self.eds is not None:
+            raise ConfigError("eds", "a cluster takes its endpoints from zookeeper or eds, not both")
+        if not self.endpoints and self.zookeeper is None and self.eds is None:
+            raise ConfigError("endpoints", "expected at least one entry (or zookeeper or eds, to find them there)")
 
 
 @attrs.frozen
@@ -420,6 +369,8 @@ class ProxyConfig:
     drain_timeout: float = attrs.field(validator=cv.Rule(cv.duration, allow_zero=True, kind="seconds (a number)"))
     admin: AdminConfig | None = attrs.field(default=None, validator=cv.Rule(cv.instance(AdminConfig), optional=True))
     overload: OverloadConfig = attrs.field(default=OverloadConfig(), validator=cv.Rule(cv.instance(OverloadConfig)))
+    #: The xDS control plane the ``eds`` clusters take their endpoints from.
+    xds: XdsConfig | None = attrs.field(default=None, validator=cv.Rule(cv.instance(XdsConfig), optional=True))
 
     @drain_timeout.default
     def _longest_route(self) -> float:
@@ -432,6 +383,9 @@ class ProxyConfig:
 
     def __attrs_post_init__(self) -> None:
         problems = reference_problems(self.listeners, self.clusters)
+        for i, cluster in enumerate(self.clusters):
+            if cluster.eds is not None and self.xds is None:
+                problems.append(ConfigError(f"clusters[{i}].eds", "needs xds: the control plane to ask"))
         if problems:
             raise ConfigError.combine(problems)
 

@@ -20,7 +20,7 @@ from attrs import AttrsInstance
 import sota_dispatch.config.values as cv
 
 from ..errors import ConfigError
-from .discovery import ZooKeeperConfig
+from .discovery import XdsConfig, ZooKeeperConfig
 from .model import (
     AdminConfig,
     BreakerConfig,
@@ -206,7 +206,7 @@ def _proxy(data: Mapping[Any, Any]) -> ProxyConfig:
         ProxyConfig,
         data,
         "",
-        {"admin": admin_config, "overload": _reader(OverloadConfig)},
+        {"admin": admin_config, "overload": _reader(OverloadConfig), "xds": _reader(XdsConfig)},
         {"listeners": listener, "clusters": cluster},
     )
     errors += item_errors

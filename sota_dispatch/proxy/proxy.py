@@ -27,7 +27,7 @@ from ..admin.endpoint import AdminEndpoint
 from ..admin.metrics import registry
 from ..cluster.checks import run_health_checks
 from ..cluster.cluster import Cluster
-from ..config.model import ClusterConfig, ProxyConfig
+from ..config.model import ClusterConfig, EndpointConfig, ProxyConfig
 from ..discovery.zookeeper import ZooKeeperDiscovery, check_zookeeper
 from ..errors import ConfigError
 from ..io.budget import BufferBudget
@@ -37,6 +37,8 @@ from ..protocol.dispatcher import Dispatcher
 from ..protocol.handoff import HandOff
 from ..protocol.registry import ProtocolInfo
 from ..protocol.semantics import FrameSemantics
+from ..xds.ads import EDS_TYPE, AdsClient, EdsSource, check_xds
+from ..xds.endpoints import endpoints_of
 from .filtering import check_filters
 from .listener import Listener, check_protocols
 from .reload import ConfigState, ReloadPlan, plan_reload
@@ -56,6 +58,8 @@ def _check(config: ProxyConfig) -> dict[str, ProtocolInfo | None]:
     for i, cluster in enumerate(config.clusters):
         if cluster.zookeeper is not None:
             check_zookeeper(f"clusters[{i}].zookeeper")
+    if config.xds is not None:
+        check_xds("xds")
     return protocols
 
 
@@ -113,6 +117,10 @@ class Proxy:
         overload = config.overload
         #: What all connections hold of partial frames, against the budget.
         self.budget = BufferBudget(overload.buffer_budget, large_frame=overload.large_frame, shed=_shed)
+        #: The control plane's stream (None: no ``xds``), and the last
+        #: endpoints it gave per assignment name.
+        self.xds = None if config.xds is None else AdsClient(config.xds, self._xds_resources)
+        self._assigned: dict[str, tuple[EndpointConfig, ...]] = {}
         self.clusters = {c.name: self._cluster(c, self.tls) for c in config.clusters}
         #: The configuration's version, and how reloads went (the admin shows it).
         self.config_state = ConfigState(source=source_name)
@@ -145,6 +153,9 @@ class Proxy:
         async with anyio.create_task_group() as upstream:
             self._upstream = upstream
             upstream.start_soon(self.timers.run, name="proxy timers")
+            if self.xds is not None:
+                self._subscribe()
+                upstream.start_soon(self.xds.run, name="xDS")
             for cluster in self.clusters.values():
                 self._start(cluster)
             async with anyio.create_task_group() as listeners:
@@ -172,13 +183,45 @@ class Proxy:
         )
         if config.zookeeper is not None:
             cluster.discovery = ZooKeeperDiscovery(config.zookeeper, config.name, cluster.set_endpoints)
+        elif config.eds is not None and self.xds is not None:
+            source = cluster.discovery = EdsSource(self.xds, config.eds)
+            assigned = self._assigned.get(config.eds)
+            if assigned is not None:  # a cluster made by a reload: the control plane spoke already
+                source.endpoints = assigned
+                cluster.set_endpoints(assigned)
         return cluster
+
+    def _subscribe(self) -> None:
+        if self.xds is not None:
+            self.xds.subscribe(EDS_TYPE, [c.eds for c in self.config.clusters if c.eds is not None])
+
+    async def _xds_resources(self, type_url: str, resources: Sequence[Any]) -> None:
+        """A control plane's response (EDS): checked whole, then applied; a
+        :class:`~sota_dispatch.ConfigError` refuses it (a NACK) and changes nothing."""
+        assignments: dict[str, tuple[EndpointConfig, ...]] = {}
+        problems = []
+        for i, assignment in enumerate(resources):
+            try:
+                assignments[assignment.cluster_name] = endpoints_of(assignment)
+            except ConfigError as exc:
+                where = f"resources[{i}] ({assignment.cluster_name})"
+                problems += [ConfigError(f"{where}.{e.path}", e.problem) for e in exc.errors]
+        if problems:
+            raise ConfigError.combine(problems)
+        self._assigned.update(assignments)
+        for cluster in self.clusters.values():
+            source = cluster.discovery
+            if isinstance(source, EdsSource) and source.name in assignments:
+                source.endpoints = assignments[source.name]
+                if cluster.set_endpoints(source.endpoints):
+                    log.info("cluster %s: %d endpoints from xDS", cluster.name, len(source.endpoints))
 
     def _start(self, cluster: Cluster) -> None:
         """Let ``cluster`` open connections; start its health checks and discovery."""
         assert self._upstream is not None
         cluster.task_group = self._upstream
-        if cluster.config.health_check is None and cluster.discovery is None:
+        watching = isinstance(cluster.discovery, ZooKeeperDiscovery)
+        if cluster.config.health_check is None and not watching:
             return
         scope = self._cluster_scopes[cluster] = anyio.CancelScope()
         protocol = self._checked_protocol(cluster.name)
@@ -188,7 +231,7 @@ class Proxy:
                 async with anyio.create_task_group() as tasks:
                     if cluster.config.health_check is not None:
                         tasks.start_soon(run_health_checks, cluster, protocol)
-                    if cluster.discovery is not None:
+                    if isinstance(cluster.discovery, ZooKeeperDiscovery):
                         tasks.start_soon(cluster.discovery.run)
 
         self._upstream.start_soon(run, name=f"cluster {cluster.name}")
@@ -307,6 +350,7 @@ class Proxy:
             self._start(cluster)
         overload = config.overload
         self.budget.configure(overload.buffer_budget, overload.large_frame)
+        self._subscribe()
 
     @property
     def reloadable(self) -> bool:

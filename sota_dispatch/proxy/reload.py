@@ -88,6 +88,8 @@ def plan_reload(old: ProxyConfig, new: ProxyConfig, *, fixed_listeners: bool = F
     problems: list[ConfigError] = []
     if new.admin != old.admin:
         problems.append(ConfigError("admin", "the admin endpoint cannot change without a restart"))
+    if new.xds != old.xds:
+        problems.append(ConfigError("xds", "the xDS control plane cannot change without a restart"))
     old_clusters = {c.name: c for c in old.clusters}
     new_clusters = {c.name: c for c in new.clusters}
     added: list[str] = []

@@ -64,7 +64,7 @@ EXPECTED = [
     ),
     ("listeners[1].routes[2].hash_key", 'expected a non-empty string, got ""'),
     ("drain_timeout", 'expected a duration >= 0 (seconds, or e.g. "250ms"), got -1'),
-    ("extra", "unknown key (expected one of: listeners, clusters, drain_timeout, admin, overload)"),
+    ("extra", "unknown key (expected one of: listeners, clusters, drain_timeout, admin, overload, xds)"),
 ]
 
 
