@@ -95,10 +95,10 @@ class AdsClient:
 
     def subscribe(self, type_url: str, names: Sequence[str]) -> None:
         wanted = tuple(sorted(set(names)))
-        if self._wanted.get(type_url) == wanted:
-            return
-        self._wanted[type_url] = wanted
-        with self._lock:
+        with self._lock:  # the stream's thread reads the subscriptions too
+            if self._wanted.get(type_url) == wanted:
+                return
+            self._wanted[type_url] = wanted
             if self._requests is not None:
                 self._requests.put(self._request(type_url))
 
@@ -112,7 +112,7 @@ class AdsClient:
                 id=self.config.node_id, cluster=self.config.node_cluster, user_agent_name="sota-dispatch"
             ),
             type_url=type_url,
-            resource_names=list(self._wanted.get(type_url, ())),
+            resource_names=list(self._wanted.get(type_url, ())),  # a tuple, replaced whole: safe to read
             version_info=self.versions.get(type_url, ""),
             response_nonce=nonce,
         )
