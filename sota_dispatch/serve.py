@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 import anyio
 
@@ -75,10 +76,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 restart_drain_time=args.restart_drain_time,
                 handoff=not args.no_handoff,
             )
-            return anyio.run(run, supervisor, supervisor.started, plan.where, backend=args.backend)
+            return anyio.run(
+                partial(run, watch=plan.watch), supervisor, supervisor.started, plan.where, backend=args.backend
+            )
         service = plan.build()
         return anyio.run(
-            run, service, plan.started(service), plan.where, backend=args.backend, backend_options=backend_options
+            partial(run, watch=plan.watch),
+            service,
+            plan.started(service),
+            plan.where,
+            backend=args.backend,
+            backend_options=backend_options,
         )
     except (UsageError, SotaError) as exc:
         if isinstance(exc, ConfigError) and args.upstream:

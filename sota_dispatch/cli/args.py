@@ -129,6 +129,14 @@ def parser() -> argparse.ArgumentParser:
         help="on a hot restart, do not move the old process's open connections to the new one (they are "
         "served by the old one until --restart-drain-time, then drained)",
     )
+    p.add_argument(
+        "--watch-config",
+        type=seconds,
+        nargs="?",
+        const=1.0,
+        metavar="SECONDS",
+        help="reload the --config file when it changes (checked every SECONDS, default 1), as SIGHUP does",
+    )
     p.add_argument("--worker-control", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     p.add_argument(
         "--log-level",

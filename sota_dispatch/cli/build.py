@@ -259,6 +259,15 @@ class ServicePlan:
         return plan
 
     @property
+    def watch(self) -> tuple[str, float] | None:
+        """``--watch-config``: the file to watch and how often."""
+        if self.args.watch_config is None:
+            return None
+        if not self.reloadable:
+            raise UsageError("--watch-config needs --config")
+        return self.args.config, self.args.watch_config
+
+    @property
     def reloadable(self) -> bool:
         """Whether the proxy's config came from a file (SIGHUP, ``POST /reload`` read it again)."""
         return self.config is not None and self.args.config is not None

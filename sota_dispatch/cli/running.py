@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -36,9 +37,13 @@ class Service(Protocol):
     def reload_certificates(self) -> list[ConfigError]: ...
 
 
-async def run(service: Service, started: Callable[[Any], None], where: str) -> int:
+async def run(
+    service: Service, started: Callable[[Any], None], where: str, *, watch: tuple[str, float] | None = None
+) -> int:
+    """Serve until a signal drains it. ``watch``: ``(config file, seconds)``,
+    reload the file when it changes (``--watch-config``)."""
     try:
-        return await _run_group(service, started, where)
+        return await _run_group(service, started, where, watch)
     except BaseExceptionGroup as group:
         mine, rest = group.split((UsageError, SotaError))
         if mine is not None and rest is None:
@@ -49,7 +54,9 @@ async def run(service: Service, started: Callable[[Any], None], where: str) -> i
         raise
 
 
-async def _run_group(service: Service, started: Callable[[Any], None], where: str) -> int:
+async def _run_group(
+    service: Service, started: Callable[[Any], None], where: str, watch: tuple[str, float] | None
+) -> int:
     # Handlers go in before the "listening on" line: a signal sent as soon
     # as that line appears must drain, not kill.
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as received:
@@ -65,6 +72,8 @@ async def _run_group(service: Service, started: Callable[[Any], None], where: st
                 raise UsageError(f"cannot listen on {where}: {exc.strerror or exc}") from None
             started(address)
             tg.start_soon(_watch_signals, service, received, tg)
+            if watch is not None and getattr(service, "reloadable", False):
+                tg.start_soon(_watch_file, service, *watch)
     return 0
 
 
@@ -78,6 +87,33 @@ async def _reload(server: Service) -> None:
     else:
         log.info("SIGHUP: reloading certificates")
     server.reload_certificates()
+
+
+def _stamp(path: str) -> tuple[int, int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
+async def _watch_file(server: Service, path: str, interval: float) -> None:
+    """Reload when ``path`` changes (inode, size or modification time), once
+    it has stayed the same for one interval more: an editor or a config
+    manager writing it in steps is read when done. A file that is missing
+    meanwhile is waited for, not reloaded."""
+    applied = seen = _stamp(path)
+    while True:
+        await anyio.sleep(interval)
+        current = _stamp(path)
+        if current != seen:  # changing: look again next time
+            seen = current
+            continue
+        if current is not None and current != applied:
+            applied = current
+            log.info("%s changed: reloading the configuration", path)
+            with contextlib.suppress(ConfigError):  # logged by the reload
+                await server.reload_config()  # type: ignore[attr-defined]
 
 
 async def _watch_signals(server: Service, received: AsyncIterator[int], tg: anyio.abc.TaskGroup) -> None:

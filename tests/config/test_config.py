@@ -111,7 +111,10 @@ BAD: list[tuple[Any, str]] = [
         minimal(clusters=[{"name": "c", "endpoints": [{"address": "localhost"}]}]),
         'clusters[0].endpoints[0].address: expected HOST:PORT, got "localhost"',
     ),
-    (minimal(extra=1), "extra: unknown key (expected one of: listeners, clusters, drain_timeout, admin, overload, xds)"),
+    (
+        minimal(extra=1),
+        "extra: unknown key (expected one of: listeners, clusters, drain_timeout, admin, overload, xds)",
+    ),
     (
         minimal(overload={"buffer_budget": "lots"}),
         'overload.buffer_budget: expected a size (bytes, or e.g. "128MiB"), got "lots"',

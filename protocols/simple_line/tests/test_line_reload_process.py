@@ -208,3 +208,21 @@ async def test_workers_reload_together_and_refuse_a_new_listener(tmp_path: Path,
             assert "hot restart" in body
             status, body = await http(f"{admin}/server_info")
             assert json.loads(body)["config"]["version"] == 2
+
+
+async def test_watch_config_reloads_a_changed_file_once_it_is_written(tmp_path: Path, backend_args: list[str]) -> None:
+    async with backends("A", "B") as ((_, a_address), (_, b_address)):
+        path = tmp_path / "proxy.json"
+        write(path, document("one", a_address))
+        with serve_process(["--config", str(path), "--watch-config", "0.1", *backend_args]) as proc:
+            async with await connect(proc.address) as stream:
+                client = Client(stream)
+                assert (await client.call(b"x=1"))[0].startswith(b"A:")
+                write(path, document("two", b_address))
+                await anyio.to_thread.run_sync(proc.wait_for_line, "config version 2 applied", 20)
+                assert (await client.call(b"x=2"))[0].startswith(b"B:")
+                write(path, document("two", b_address, bad="typo"))
+                line = await anyio.to_thread.run_sync(proc.wait_for_line, "config not reloaded", 20)
+                assert "version 2 stays" in line
+                assert (await client.call(b"x=3"))[0].startswith(b"B:")
+            assert sum("changed: reloading" in line for line in proc.stderr_lines) == 2  # once per change
