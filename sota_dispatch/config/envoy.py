@@ -52,6 +52,7 @@ from .parse import parse_config
 
 __all__ = [
     "ENVOY_CONNECT_TIMEOUT",
+    "cluster_from_envoy",
     "ENVOY_FILTER",
     "ENVOY_MAX_EJECTION_PERCENT",
     "ENVOY_NUM_RETRIES",
@@ -361,7 +362,22 @@ def _listener(value: object, path: str) -> dict[str, Any]:
     return native
 
 
-def _cluster(value: object, path: str) -> dict[str, Any]:
+def cluster_from_envoy(value: object, path: str, *, eds: bool = False) -> dict[str, Any]:
+    """One Envoy ``Cluster`` (a mapping, in its JSON shape) as a native
+    cluster document; ``eds``: an EDS cluster is allowed too (an xDS
+    client's), its ``eds`` naming the assignment its endpoints come from."""
+    if eds and isinstance(value, Mapping) and value.get("type") == "EDS":
+        service = _map(
+            value.get("eds_cluster_config", {}), f"{path}.eds_cluster_config", ("service_name", "eds_config")
+        )
+        if "load_assignment" in value:
+            raise ConfigError(f"{path}.load_assignment", "an EDS cluster's endpoints come over EDS")
+        static = {k: v for k, v in value.items() if k not in ("type", "eds_cluster_config")}
+        return _cluster(static, path, eds=service.get("service_name") or value.get("name"))
+    return _cluster(value, path)
+
+
+def _cluster(value: object, path: str, eds: object = None) -> dict[str, Any]:
     cluster = _map(
         value,
         path,
@@ -376,7 +392,7 @@ def _cluster(value: object, path: str) -> dict[str, Any]:
             "health_checks",
             "transport_socket",
         ),
-        ("name", "load_assignment"),
+        ("name",) if eds is not None else ("name", "load_assignment"),
     )
     if cluster.get("type", "STATIC") != "STATIC":
         raise ConfigError(f"{path}.type", "only STATIC clusters are supported")
@@ -389,9 +405,14 @@ def _cluster(value: object, path: str) -> dict[str, Any]:
             raise ConfigError(f"{path}.lb_policy", f"expected one of {', '.join(_LB)}, got {cluster['lb_policy']!r}")
         native["lb"] = _LB[cluster["lb_policy"]]
     apath = f"{path}.load_assignment"
-    assignment = _map(cluster["load_assignment"], apath, ("cluster_name", "endpoints"), ("endpoints",))
     endpoints = []
-    for i, group in enumerate(_seq(assignment["endpoints"], f"{apath}.endpoints")):
+    groups: list[Any] = []
+    if eds is not None:
+        native["eds"] = eds
+    else:
+        assignment = _map(cluster["load_assignment"], apath, ("cluster_name", "endpoints"), ("endpoints",))
+        groups = _seq(assignment["endpoints"], f"{apath}.endpoints")
+    for i, group in enumerate(groups):
         gpath = f"{apath}.endpoints[{i}]"
         locality = _map(group, gpath, ("priority", "lb_endpoints", "locality"), ("lb_endpoints",))
         for j, item in enumerate(_seq(locality["lb_endpoints"], f"{gpath}.lb_endpoints")):

@@ -42,7 +42,7 @@ from .model import (
 )
 from .tls import ListenerTlsConfig, TlsCertificateConfig, UpstreamTlsConfig
 
-__all__ = ["admin_config", "endpoint_config", "parse_config"]
+__all__ = ["admin_config", "cluster_config", "endpoint_config", "listener_config", "parse_config"]
 
 C = TypeVar("C", bound=AttrsInstance)
 
@@ -150,6 +150,16 @@ def _route(value: object, path: str) -> RouteConfig:
 def _listener(value: object, path: str) -> ListenerConfig:
     entries = {"routes": _route, "stream_filters": _reader(StreamFilterConfig)}
     return _object(ListenerConfig, value, path, {"limits": _reader(LimitsConfig), "tls": _listener_tls}, entries)
+
+
+def cluster_config(value: object, path: str) -> ClusterConfig:
+    """One cluster document (as in a file's ``clusters``), checked."""
+    return _cluster(value, path)
+
+
+def listener_config(value: object, path: str) -> ListenerConfig:
+    """One listener document (as in a file's ``listeners``), checked."""
+    return _listener(value, path)
 
 
 def admin_config(value: object, path: str) -> AdminConfig:

@@ -38,7 +38,9 @@ from ..protocol.handoff import HandOff
 from ..protocol.registry import ProtocolInfo
 from ..protocol.semantics import FrameSemantics
 from ..xds.ads import EDS_TYPE, AdsClient, EdsSource, check_xds
-from ..xds.endpoints import endpoints_of
+from ..xds.endpoints import assignments_of
+from ..xds.resources import CDS_TYPE, LDS_TYPE, RDS_TYPE
+from ..xds.state import XdsState
 from .filtering import check_filters
 from .listener import Listener, check_protocols
 from .reload import ConfigState, ReloadPlan, plan_reload
@@ -121,6 +123,9 @@ class Proxy:
         #: endpoints it gave per assignment name.
         self.xds = None if config.xds is None else AdsClient(config.xds, self._xds_resources)
         self._assigned: dict[str, tuple[EndpointConfig, ...]] = {}
+        #: The configuration given (the file's), and what the control plane added to it.
+        self._base = config
+        self._xds_state = XdsState()
         self.clusters = {c.name: self._cluster(c, self.tls) for c in config.clusters}
         #: The configuration's version, and how reloads went (the admin shows it).
         self.config_state = ConfigState(source=source_name)
@@ -193,28 +198,37 @@ class Proxy:
 
     def _subscribe(self) -> None:
         if self.xds is not None:
+            self.xds.subscribe(CDS_TYPE, ())  # every cluster and listener (a wildcard)
+            self.xds.subscribe(LDS_TYPE, ())
+            self.xds.subscribe(RDS_TYPE, self._xds_state.route_names)
             self.xds.subscribe(EDS_TYPE, [c.eds for c in self.config.clusters if c.eds is not None])
 
     async def _xds_resources(self, type_url: str, resources: Sequence[Any]) -> None:
-        """A control plane's response (EDS): checked whole, then applied; a
-        :class:`~sota_dispatch.ConfigError` refuses it (a NACK) and changes nothing."""
-        assignments: dict[str, tuple[EndpointConfig, ...]] = {}
-        problems = []
-        for i, assignment in enumerate(resources):
-            try:
-                assignments[assignment.cluster_name] = endpoints_of(assignment)
-            except ConfigError as exc:
-                where = f"resources[{i}] ({assignment.cluster_name})"
-                problems += [ConfigError(f"{where}.{e.path}", e.problem) for e in exc.errors]
-        if problems:
-            raise ConfigError.combine(problems)
-        self._assigned.update(assignments)
-        for cluster in self.clusters.values():
-            source = cluster.discovery
-            if isinstance(source, EdsSource) and source.name in assignments:
-                source.endpoints = assignments[source.name]
-                if cluster.set_endpoints(source.endpoints):
-                    log.info("cluster %s: %d endpoints from xDS", cluster.name, len(source.endpoints))
+        """A control plane's response: checked whole, then applied (clusters
+        and listeners through :meth:`apply`); a :class:`~sota_dispatch.ConfigError`
+        refuses it (a NACK) and changes nothing."""
+        state = self._xds_state
+        if type_url == EDS_TYPE:
+            assignments = assignments_of(resources)
+            self._assigned.update(assignments)
+            for cluster in self.clusters.values():
+                source = cluster.discovery
+                if isinstance(source, EdsSource) and source.name in assignments:
+                    source.endpoints = assignments[source.name]
+                    if cluster.set_endpoints(source.endpoints):
+                        log.info("cluster %s: %d endpoints from xDS", cluster.name, len(source.endpoints))
+        elif type_url == CDS_TYPE:
+            state = state.with_clusters(resources)
+        elif type_url == LDS_TYPE:
+            state = state.with_listeners(resources)
+        else:
+            state = state.with_routes(resources)
+        if state != self._xds_state or self._warming(state):
+            await self._run(self._base, state)
+
+    def _warming(self, state: XdsState) -> bool:
+        """Whether a listener of the control plane's waits to join."""
+        return len(state.listeners) > sum(1 for c in self.config.listeners if c.name in state.listeners)
 
     def _start(self, cluster: Cluster) -> None:
         """Let ``cluster`` open connections; start its health checks and discovery."""
@@ -259,7 +273,8 @@ class Proxy:
         return await self.apply(config)
 
     async def apply(self, config: ProxyConfig) -> ReloadPlan:
-        """Run ``config`` from now on, without closing connections.
+        """Run ``config`` from now on, without closing connections (with an
+        xDS control plane: ``config`` and the clusters and listeners it sent).
 
         Routes, clusters, endpoints, limits, stream filters and the drain
         timeout change live; listeners come and go (not under a supervisor,
@@ -269,11 +284,15 @@ class Proxy:
         problem raises :class:`~sota_dispatch.ConfigError` and changes
         nothing.
         """
+        return await self._run(config, self._xds_state)
+
+    async def _run(self, base: ProxyConfig, state: XdsState) -> ReloadPlan:
         assert self._reloading is not None, "apply() needs a serving proxy"
         async with self._reloading:
             try:
                 if self._shutdown:
                     raise ConfigError("", "the proxy is draining")
+                config = base if self.xds is None else state.compose(base, self._assigned)
                 plan = plan_reload(self.config, config, fixed_listeners=self._fixed_listeners)
                 protocols = _check(config)
                 tls = ProxyTLS.load(config)
@@ -281,6 +300,8 @@ class Proxy:
             except ConfigError as exc:
                 self._refused(exc)
                 raise
+            self._base, self._xds_state = base, state
+            self._subscribe()
         self.config_state.applied(plan.summary())
         log.info("config version %d applied: %s", self.config_state.version, plan.summary())
         return plan
@@ -350,7 +371,6 @@ class Proxy:
             self._start(cluster)
         overload = config.overload
         self.budget.configure(overload.buffer_budget, overload.large_frame)
-        self._subscribe()
 
     @property
     def reloadable(self) -> bool:

@@ -68,6 +68,8 @@ class AdsClient:
         self.config = config
         self._handle = handle
         self._wanted: dict[str, tuple[str, ...]] = {}
+        #: The last nonce received per type: a change of subscription names it.
+        self._nonces: dict[str, str] = {}
         #: The version last applied, per type (sent back with every request).
         self.versions: dict[str, str] = {}
         #: ``connecting``, ``connected`` or ``stopped``, and since when.
@@ -102,7 +104,7 @@ class AdsClient:
             if self._requests is not None:
                 self._requests.put(self._request(type_url))
 
-    def _request(self, type_url: str, nonce: str = "", error: str | None = None) -> Any:
+    def _request(self, type_url: str, nonce: str | None = None, error: str | None = None) -> Any:
         from envoy.config.core.v3 import base_pb2
         from envoy.service.discovery.v3 import discovery_pb2
         from google.rpc import status_pb2
@@ -114,7 +116,7 @@ class AdsClient:
             type_url=type_url,
             resource_names=list(self._wanted.get(type_url, ())),  # a tuple, replaced whole: safe to read
             version_info=self.versions.get(type_url, ""),
-            response_nonce=nonce,
+            response_nonce=self._nonces.get(type_url, "") if nonce is None else nonce,
         )
         if error is not None:
             request.error_detail.CopyFrom(status_pb2.Status(code=3, message=error[:4000]))  # INVALID_ARGUMENT
@@ -167,6 +169,7 @@ class AdsClient:
                 return False
             channel = self._channel = grpc.insecure_channel(self.config.address)
             self._requests = requests
+            self._nonces.clear()  # a new stream: nonces of the old one mean nothing
             for type_url in self._wanted:
                 requests.put(self._request(type_url))
 
@@ -181,6 +184,7 @@ class AdsClient:
                 if not answered:
                     answered = True
                     anyio.from_thread.run_sync(self._connected, token=token)
+                self._nonces[response.type_url] = response.nonce
                 error = anyio.from_thread.run(self._apply, response, token=token)
                 requests.put(self._request(response.type_url, response.nonce, error))
         finally:
@@ -223,9 +227,23 @@ class AdsClient:
 def _unpack(any_: Any, type_url: str) -> Any:
     if any_.type_url != type_url:
         raise ConfigError("resources", f"a {any_.type_url} in a {type_url} response")
+    from envoy.config.cluster.v3 import cluster_pb2
     from envoy.config.endpoint.v3 import endpoint_pb2
+    from envoy.config.listener.v3 import listener_pb2
+    from envoy.extensions.filters.network.generic_proxy.v3 import route_pb2
 
-    message = endpoint_pb2.ClusterLoadAssignment()
+    kinds = {
+        EDS_TYPE: endpoint_pb2.ClusterLoadAssignment,
+        "type.googleapis.com/envoy.config.cluster.v3.Cluster": cluster_pb2.Cluster,
+        "type.googleapis.com/envoy.config.listener.v3.Listener": listener_pb2.Listener,
+        "type.googleapis.com/envoy.extensions.filters.network.generic_proxy.v3.RouteConfiguration": (
+            route_pb2.RouteConfiguration
+        ),
+    }
+    kind = kinds.get(type_url)
+    if kind is None:
+        raise ConfigError("type_url", f"{type_url} is not supported")
+    message = kind()
     if not any_.Unpack(message):
         raise ConfigError("resources", f"cannot decode a {type_url}")
     return message

@@ -16,7 +16,7 @@ from typing import Any
 from ..config.model import EndpointConfig
 from ..errors import ConfigError
 
-__all__ = ["endpoints_of"]
+__all__ = ["assignments_of", "endpoints_of"]
 
 #: Envoy's ``HealthStatus`` values that take an endpoint out of the balancing.
 _NO_TRAFFIC = {2, 3, 4}  # UNHEALTHY, DRAINING, TIMEOUT
@@ -57,3 +57,19 @@ def endpoints_of(assignment: Any) -> tuple[EndpointConfig, ...]:
     if problems:
         raise ConfigError.combine(problems)
     return tuple(found)
+
+
+def assignments_of(messages: Any) -> dict[str, tuple[EndpointConfig, ...]]:
+    """The endpoints of each assignment of an EDS response, by its
+    ``cluster_name``; one ConfigError naming every problem (for the NACK)."""
+    assignments: dict[str, tuple[EndpointConfig, ...]] = {}
+    problems: list[ConfigError] = []
+    for i, assignment in enumerate(messages):
+        try:
+            assignments[assignment.cluster_name] = endpoints_of(assignment)
+        except ConfigError as exc:
+            where = f"resources[{i}] ({assignment.cluster_name})"
+            problems += [ConfigError(f"{where}.{e.path}", e.problem) for e in exc.errors]
+    if problems:
+        raise ConfigError.combine(problems)
+    return assignments

@@ -27,12 +27,89 @@ pytestmark = pytest.mark.anyio
 pytest.importorskip("grpc")  # the xds extra
 pytest.importorskip("envoy.service.discovery.v3.ads_pb2_grpc")
 import grpc  # noqa: E402
+from envoy.config.cluster.v3 import cluster_pb2  # noqa: E402
 from envoy.config.core.v3 import address_pb2  # noqa: E402
+from envoy.config.core.v3 import extension_pb2 as core_extension_pb2  # noqa: E402
 from envoy.config.endpoint.v3 import endpoint_components_pb2, endpoint_pb2  # noqa: E402
+from envoy.config.listener.v3 import listener_components_pb2, listener_pb2  # noqa: E402
+from envoy.extensions.filters.network.generic_proxy.action.v3 import action_pb2  # noqa: E402
+from envoy.extensions.filters.network.generic_proxy.matcher.v3 import matcher_pb2 as inputs_pb2  # noqa: E402
+from envoy.extensions.filters.network.generic_proxy.v3 import generic_proxy_pb2, route_pb2  # noqa: E402
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2  # noqa: E402
-from google.protobuf import any_pb2, wrappers_pb2  # noqa: E402
+from google.protobuf import any_pb2, duration_pb2, wrappers_pb2  # noqa: E402
+from xds.core.v3 import extension_pb2  # noqa: E402
+from xds.type.matcher.v3 import matcher_pb2, string_pb2  # noqa: E402
 
 EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
+RDS = "type.googleapis.com/envoy.extensions.filters.network.generic_proxy.v3.RouteConfiguration"
+
+
+def packed(message: Any) -> Any:
+    value = any_pb2.Any()
+    value.Pack(message)
+    return value
+
+
+def eds_cluster(name: str, lb_policy: int = 0) -> Any:
+    return cluster_pb2.Cluster(
+        name=name,
+        type=cluster_pb2.Cluster.EDS,
+        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(service_name=name),
+        connect_timeout=duration_pb2.Duration(seconds=1),
+        lb_policy=lb_policy,
+    )
+
+
+def typed(name: str, message: Any) -> Any:
+    return extension_pb2.TypedExtensionConfig(name=name, typed_config=packed(message))
+
+
+def route_action(cluster: str) -> Any:
+    return matcher_pb2.Matcher.OnMatch(action=typed("route", action_pb2.RouteAction(cluster=cluster)))
+
+
+def routes(name: str, when_c_is_1: str, otherwise: str) -> Any:
+    """Generic proxy routes: ``c=1`` to one cluster, the rest to another."""
+    predicate = matcher_pb2.Matcher.MatcherList.Predicate(
+        single_predicate=matcher_pb2.Matcher.MatcherList.Predicate.SinglePredicate(
+            input=typed("c", inputs_pb2.PropertyMatchInput(property_name="c")),
+            value_match=string_pb2.StringMatcher(exact="1"),
+        )
+    )
+    matcher = matcher_pb2.Matcher(
+        matcher_list=matcher_pb2.Matcher.MatcherList(
+            matchers=[
+                matcher_pb2.Matcher.MatcherList.FieldMatcher(predicate=predicate, on_match=route_action(when_c_is_1))
+            ]
+        ),
+        on_no_match=route_action(otherwise),
+    )
+    return route_pb2.RouteConfiguration(name=name, routes=matcher)
+
+
+def generic_listener(name: str, port: int, *, inline: Any = None, rds: str | None = None) -> Any:
+    proxy = generic_proxy_pb2.GenericProxy(
+        stat_prefix=name, codec_config=core_extension_pb2.TypedExtensionConfig(name="simple_line")
+    )
+    if inline is not None:
+        proxy.route_config.CopyFrom(inline)
+    else:
+        proxy.generic_rds.route_config_name = rds
+    return listener_pb2.Listener(
+        name=name,
+        address=address_pb2.Address(socket_address=address_pb2.SocketAddress(address="127.0.0.1", port_value=port)),
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[
+                    listener_components_pb2.Filter(
+                        name="envoy.filters.network.generic_proxy", typed_config=packed(proxy)
+                    )
+                ]
+            )
+        ],
+    )
 
 
 def assignment(name: str, endpoints: list[tuple[str, int]]) -> Any:
@@ -98,6 +175,17 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ig
         self.streams[-1].put(response)
         return nonce
 
+    def send(self, type_url: str, version: str, messages: list[Any]) -> str:
+        """One response of ``type_url`` on the latest stream; its nonce."""
+        self.nonces += 1
+        nonce = f"n{self.nonces}"
+        resources = [packed(message) for message in messages]
+        response = discovery_pb2.DiscoveryResponse(
+            version_info=version, resources=resources, type_url=type_url, nonce=nonce
+        )
+        self.streams[-1].put(response)
+        return nonce
+
     def answer_to(self, nonce: str, timeout: float = 10.0) -> Any:
         """The proxy's ACK or NACK of the response ``nonce``."""
         while True:
@@ -105,11 +193,11 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ig
             if request.response_nonce == nonce:
                 return request
 
-    def subscription(self, timeout: float = 20.0) -> Any:
-        """The next request that is not an answer (a new stream's first)."""
+    def subscription(self, type_url: str = EDS, timeout: float = 20.0) -> Any:
+        """The next request for ``type_url`` that is not an answer (a new stream's first of that type)."""
         while True:
             request = self.requests.get(timeout=timeout)
-            if not request.response_nonce:
+            if request.type_url == type_url and not request.response_nonce:
                 return request
 
     def stop(self) -> None:
@@ -224,7 +312,7 @@ async def test_a_control_plane_sending_nonsense_is_nacked_and_a_silent_one_chang
                 )
                 nack = await anyio.to_thread.run_sync(plane.answer_to, "bad1")
                 assert "DiscoveryRequest in a" in nack.error_detail.message
-                unasked = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+                unasked = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
                 plane.streams[-1].put(discovery_pb2.DiscoveryResponse(version_info="1", type_url=unasked, nonce="bad2"))
                 nack = await anyio.to_thread.run_sync(plane.answer_to, "bad2")
                 assert f"not subscribed to {unasked}" in nack.error_detail.message
@@ -248,3 +336,96 @@ async def test_a_control_plane_sending_nonsense_is_nacked_and_a_silent_one_chang
                 assert proxy.xds.state == "connecting"
                 closing = anyio.current_time()
             assert anyio.current_time() - closing < 5
+
+
+async def test_clusters_listeners_and_routes_from_the_control_plane_under_traffic() -> None:
+    """CDS adds a cluster, LDS a listener (which waits for its cluster's
+    endpoints), RDS changes its routes, a second cluster joins; an invalid
+    cluster is NACKed: all under continuous traffic on both listeners,
+    every request answered by a backend."""
+    port, more_port = free_port(), free_port()
+    plane = ControlPlane(port)
+    try:
+        async with backends("A", "B", "C") as ((_, a), (_, b), (_, c)):
+            document = config([a])
+            document["xds"] = {"address": f"127.0.0.1:{port}"}
+            async with proxy_for(document) as proxy, client(proxy) as calls:
+                await anyio.to_thread.run_sync(plane.subscription, CDS)
+
+                async def send(type_url: str, version: str, messages: list[Any]) -> Any:
+                    nonce = plane.send(type_url, version, messages)
+                    return await anyio.to_thread.run_sync(plane.answer_to, nonce)
+
+                def assignment_response(assignments: dict[str, list[str]]) -> list[Any]:
+                    return [
+                        assignment(name, [address_of(e) for e in endpoints]) for name, endpoints in assignments.items()
+                    ]
+
+                assert (await send(CDS, "1", [eds_cluster("dyn")])).version_info == "1"
+                inline = routes("inline", when_c_is_1="dyn", otherwise="backends")
+                assert (await send(LDS, "1", [generic_listener("more", more_port, inline=inline)])).version_info == "1"
+                assert "more" not in proxy.addresses  # warming: dyn has no endpoints yet
+                assert (await send(EDS, "1", assignment_response({"dyn": [b]}))).version_info == "1"
+                assert "more" in proxy.addresses  # joined once its cluster had endpoints
+
+                answers: list[bytes] = []
+                stop = anyio.Event()
+                arrived = anyio.Event()
+
+                async def traffic(listener: str, line: bytes) -> None:
+                    async with client(proxy, listener) as own:
+                        for i in range(100_000):
+                            if stop.is_set():
+                                return
+                            answers.extend(await own.call(line + b"&i=%d" % i))
+                            arrived.set()
+
+                async def flowing(count: int = 20) -> None:
+                    """Until ``count`` more answers came: each change lands under traffic."""
+                    nonlocal arrived
+                    target = len(answers) + count
+                    with anyio.fail_after(10):
+                        while len(answers) < target:
+                            arrived = anyio.Event()
+                            await arrived.wait()
+
+                async with client(proxy, "more") as probe:
+                    assert tags(await probe.call(b"c=1", b"c=2")) == [b"B", b"A"]
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(traffic, "lines", b"c=1")
+                        tg.start_soon(traffic, "more", b"c=1")
+                        tg.start_soon(traffic, "more", b"c=2")
+                        # Routes move to RDS, and c=1 goes to the file's cluster now.
+                        await flowing()
+                        rds = routes("r1", when_c_is_1="backends", otherwise="dyn")
+                        assert (await send(RDS, "1", [rds])).version_info == "1"
+                        listener = generic_listener("more", more_port, rds="r1")
+                        assert (await send(LDS, "2", [listener])).version_info == "2"
+                        assert tags(await probe.call(b"c=1", b"c=2")) == [b"A", b"B"]
+                        # A cluster joins and the route takes it.
+                        await flowing()
+                        both = [eds_cluster("dyn"), eds_cluster("dyn2")]
+                        assert (await send(CDS, "2", both)).version_info == "2"
+                        assert (
+                            await send(EDS, "2", assignment_response({"dyn": [b], "dyn2": [c]}))
+                        ).version_info == "2"
+                        assert (await send(RDS, "2", [routes("r1", "dyn2", "dyn")])).version_info == "2"
+                        assert tags(await probe.call(b"c=1", b"c=2")) == [b"C", b"B"]
+                        # An invalid cluster: NACKed, nothing changes.
+                        await flowing()
+                        nack = await send(
+                            CDS, "3", [eds_cluster("dyn", lb_policy=cluster_pb2.Cluster.CLUSTER_PROVIDED)]
+                        )
+                        assert nack.version_info == "2"
+                        assert "resources[0] (dyn).lb_policy" in nack.error_detail.message
+                        assert tags(await probe.call(b"c=1", b"c=2")) == [b"C", b"B"]
+                        await flowing()
+                        stop.set()
+                assert len(answers) >= 80
+                assert all(answer[:2] in (b"A:", b"B:", b"C:") for answer in answers), [
+                    r for r in answers if r[:2] not in (b"A:", b"B:", b"C:")
+                ][:3]
+                assert sorted(c.name for c in proxy.config.clusters) == ["backends", "dyn", "dyn2"]
+                assert tags(await calls.call(b"c=1")) == [b"A"]  # the file's listener, untouched
+    finally:
+        plane.stop()
