@@ -366,7 +366,10 @@ def cluster_from_envoy(value: object, path: str, *, eds: bool = False) -> dict[s
     """One Envoy ``Cluster`` (a mapping, in its JSON shape) as a native
     cluster document; ``eds``: an EDS cluster is allowed too (an xDS
     client's), its ``eds`` naming the assignment its endpoints come from."""
-    if eds and isinstance(value, Mapping) and value.get("type") == "EDS":
+    kind = value.get("type", "STATIC") if isinstance(value, Mapping) else "STATIC"
+    if eds and kind not in ("STATIC", "EDS"):
+        raise ConfigError(f"{path}.type", f"only STATIC and EDS clusters are supported, got {kind!r}")
+    if eds and isinstance(value, Mapping) and kind == "EDS":
         service = _map(
             value.get("eds_cluster_config", {}), f"{path}.eds_cluster_config", ("service_name", "eds_config")
         )
