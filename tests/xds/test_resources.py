@@ -21,7 +21,7 @@ from xds.core.v3 import extension_pb2
 from xds.type.matcher.v3 import matcher_pb2, regex_pb2, string_pb2
 
 from sota_dispatch import ConfigError
-from sota_dispatch.config.parse import cluster_config
+from sota_dispatch.config.parse import cluster_config, listener_config
 from sota_dispatch.xds.resources import cluster_document, listener_document, routes_document
 
 Predicate = matcher_pb2.Matcher.MatcherList.Predicate
@@ -169,3 +169,78 @@ def test_clusters_static_or_eds() -> None:
     dns = cluster_pb2.Cluster(name="d", type=cluster_pb2.Cluster.STRICT_DNS)
     with pytest.raises(ConfigError, match="only STATIC and EDS clusters are supported, got 'STRICT_DNS'"):
         cluster_document(dns)
+
+
+def listener_with(name: str, typed_config: Any) -> Any:
+    address = address_pb2.Address(socket_address=address_pb2.SocketAddress(address="::1", port_value=20880))
+    return listener_pb2.Listener(
+        name="l",
+        address=address,
+        filter_chains=[
+            listener_components_pb2.FilterChain(
+                filters=[listener_components_pb2.Filter(name=name, typed_config=packed(typed_config))]
+            )
+        ],
+    )
+
+
+def test_envoys_dubbo_proxy_routes_on_dubbos_attributes() -> None:
+    from envoy.extensions.filters.network.dubbo_proxy.v3 import dubbo_proxy_pb2
+    from envoy.extensions.filters.network.dubbo_proxy.v3 import route_pb2 as dubbo_route_pb2
+    from envoy.type.matcher.v3 import string_pb2 as envoy_string_pb2
+
+    config = dubbo_route_pb2.RouteConfiguration(
+        name="demo",
+        interface="org.apache.dubbo.demo.DemoService",
+        group="g1",
+        version="1.0.0",
+        routes=[
+            dubbo_route_pb2.Route(
+                match=dubbo_route_pb2.RouteMatch(
+                    method=dubbo_route_pb2.MethodMatch(name=envoy_string_pb2.StringMatcher(prefix="say"))
+                ),
+                route=dubbo_route_pb2.RouteAction(cluster="say"),
+            ),
+            dubbo_route_pb2.Route(route=dubbo_route_pb2.RouteAction(cluster="demo")),
+        ],
+    )
+    proxy = dubbo_proxy_pb2.DubboProxy(stat_prefix="d", route_config=[config])
+    document, rds = listener_document(listener_with("envoy.filters.network.dubbo_proxy", proxy))
+    assert rds is None
+    base = [
+        {"attribute": "service", "exact": "org.apache.dubbo.demo.DemoService"},
+        {"attribute": "group", "exact": "g1"},
+        {"attribute": "version", "exact": "1.0.0"},
+    ]
+    assert document == {
+        "name": "l",
+        "address": "[::1]:20880",
+        "protocol": "dubbo",
+        "routes": [
+            {"cluster": "say", "match": [*base, {"attribute": "method", "prefix": "say"}], "retry": {"attempts": 1}},
+            {"cluster": "demo", "match": base, "retry": {"attempts": 1}},
+        ],
+    }
+
+
+def test_a_typed_struct_carries_a_native_listener() -> None:
+    from google.protobuf import struct_pb2
+    from xds.type.v3 import typed_struct_pb2
+
+    value = struct_pb2.Struct()
+    value.update({"protocol": "bolt", "routes": [{"cluster": "up"}], "limits": {"max_in_flight": 64}})
+    native = typed_struct_pb2.TypedStruct(type_url="type.googleapis.com/sota_dispatch.listener", value=value)
+    document, rds = listener_document(listener_with("sota", native))
+    assert rds is None
+    assert document == {
+        "name": "l",
+        "address": "[::1]:20880",
+        "protocol": "bolt",
+        "routes": [{"cluster": "up"}],
+        "limits": {"max_in_flight": 64},
+    }
+    assert isinstance(document["limits"]["max_in_flight"], int)  # a Struct's 64.0, read as the file's 64
+    listener_config(document, "l")
+    other = typed_struct_pb2.TypedStruct(type_url="type.googleapis.com/acme.listener", value=value)
+    with pytest.raises(ConfigError, match=r"expected \.\.\./sota_dispatch\.listener"):
+        listener_document(listener_with("sota", other))
