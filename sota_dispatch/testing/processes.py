@@ -9,12 +9,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 import attrs
 
 __all__ = ["ServeProcess", "serve_process"]
+
+T = TypeVar("T")
 
 
 _LISTENING = re.compile(r"listening on (\S+)")
@@ -96,25 +99,40 @@ def serve_process(
     reader = threading.Thread(target=collect_lines, args=(process.stderr, lines, arrived), daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + timeout
-        address = None
-        while address is None:
-            try:
-                line = arrived.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise RuntimeError(f"no 'listening on' line within {timeout}s: {''.join(lines)}") from None
-            if line is None:
-                raise RuntimeError(f"serve exited with {process.wait()}: {''.join(lines)}")
-            found = _LISTENING.search(line)
-            if found:
-                address = found.group(1)
-        yield ServeProcess(process, address, lines, arrived)
+        found = first_line(process, lines, arrived, _LISTENING.search, timeout, "serve", "a 'listening on' line")
+        yield ServeProcess(process, found.group(1), lines, arrived)
     finally:
         if process.poll() is None:
             process.kill()
         process.wait()
         reader.join(5)  # the pipe is at EOF once the process is gone
         process.stderr.close()
+
+
+def first_line(
+    process: subprocess.Popen[str],
+    lines: list[str],
+    arrived: queue.Queue[str | None],
+    match: Callable[[str], T | None],
+    timeout: float,
+    what: str,
+    wanted: str,
+) -> T:
+    """What ``match`` finds in the first line of ``process``'s output (as
+    :func:`collect_lines` hands them over) that it finds anything in;
+    :class:`RuntimeError` with the output if the process exits or stays
+    silent for ``timeout`` seconds instead."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = arrived.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise RuntimeError(f"{what}: no {wanted} within {timeout}s: {''.join(lines[-40:])}") from None
+        if line is None:
+            raise RuntimeError(f"{what} exited with {process.wait()}: {''.join(lines[-40:])}")
+        found = match(line)
+        if found is not None:
+            return found
 
 
 def collect_lines(stream: Iterable[str], lines: list[str], arrived: queue.Queue[str | None]) -> None:

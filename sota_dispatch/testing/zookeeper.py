@@ -17,14 +17,13 @@ import queue
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import attrs
 
-from .processes import collect_lines
+from .processes import collect_lines, first_line
 from .sockets import free_port
 
 __all__ = ["ZOOKEEPER_JARS", "ZooKeeperServer", "require_zookeeper", "zookeeper_available", "zookeeper_server"]
@@ -112,16 +111,7 @@ def zookeeper_server(data_dir: Path, *, port: int | None = None, timeout: float 
     reader = threading.Thread(target=collect_lines, args=(process.stdout, lines, arrived), daemon=True)
     reader.start()
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = arrived.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise RuntimeError(f"ZooKeeper did not start within {timeout}s: {''.join(lines[-20:])}") from None
-            if line is None:
-                raise RuntimeError(f"ZooKeeper exited with {process.wait()}: {''.join(lines[-20:])}")
-            if _SERVING in line:
-                break
+        first_line(process, lines, arrived, lambda line: _SERVING in line or None, timeout, "ZooKeeper", "start")
         yield ZooKeeperServer(process, port, lines)
     finally:
         if process.poll() is None:
