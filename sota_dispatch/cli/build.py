@@ -275,7 +275,10 @@ class ServicePlan:
     def reread(self, *, admin: bool = True) -> ProxyConfig:
         """The config file as it is now, with the command line's overrides
         (a reload); raises :class:`~sota_dispatch.ConfigError`."""
-        config = proxy_config(self.args)
+        try:
+            config = proxy_config(self.args)
+        except UsageError as exc:  # the file no longer suits the command line (say, --node-id without xds)
+            raise ConfigError("", str(exc)) from None
         assert config is not None
         return config if admin else attrs.evolve(config, admin=None)
 

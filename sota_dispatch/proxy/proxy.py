@@ -210,13 +210,15 @@ class Proxy:
         state = self._xds_state
         if type_url == EDS_TYPE:
             assignments = assignments_of(resources)
-            self._assigned.update(assignments)
-            for cluster in self.clusters.values():
-                source = cluster.discovery
-                if isinstance(source, EdsSource) and source.name in assignments:
-                    source.endpoints = assignments[source.name]
-                    if cluster.set_endpoints(source.endpoints):
-                        log.info("cluster %s: %d endpoints from xDS", cluster.name, len(source.endpoints))
+            assert self._reloading is not None
+            async with self._reloading:  # not while a reload builds clusters from the last assignments
+                self._assigned.update(assignments)
+                for cluster in self.clusters.values():
+                    source = cluster.discovery
+                    if isinstance(source, EdsSource) and source.name in assignments:
+                        source.endpoints = assignments[source.name]
+                        if cluster.set_endpoints(source.endpoints):
+                            log.info("cluster %s: %d endpoints from xDS", cluster.name, len(source.endpoints))
         elif type_url == CDS_TYPE:
             state = state.with_clusters(resources)
         elif type_url == LDS_TYPE:

@@ -55,7 +55,9 @@ async def test_fault_inject_delays_by_the_configured_time() -> None:
             started = anyio.current_time()
             assert await pipelined(proxy.addresses["lines"], SimpleLineDispatcher, [QUERY]) == [SERVED]
             took.append(anyio.current_time() - started)
-    assert 0.1 <= statistics.median(took) <= 0.11, took  # the p50 within 10% of the delay
+    # The p50 within 25% of the delay: applied once, not skipped, not doubled
+    # (a busy CI machine adds a few ms of scheduling).
+    assert 0.1 <= statistics.median(took) <= 0.125, took
 
 
 async def test_local_rate_limit_serves_its_rate_and_refuses_the_rest_at_once() -> None:

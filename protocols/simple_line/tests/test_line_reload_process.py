@@ -19,7 +19,7 @@ import anyio
 import pytest
 from simple_line_support import Client, admin_of, backends
 
-from sota_dispatch.testing import connect, serve_process
+from sota_dispatch.testing import connect, free_port, serve_process
 
 pytestmark = pytest.mark.anyio
 
@@ -226,3 +226,26 @@ async def test_watch_config_reloads_a_changed_file_once_it_is_written(tmp_path: 
                 assert "version 2 stays" in line
                 assert (await client.call(b"x=3"))[0].startswith(b"B:")
             assert sum("changed: reloading" in line for line in proc.stderr_lines) == 2  # once per change
+
+
+async def test_a_file_that_no_longer_suits_the_command_line_is_refused_not_fatal(
+    tmp_path: Path, backend_args: list[str]
+) -> None:
+    """--node-id needs the file's xds: a reload of a file without it is
+    refused (logged), and the process goes on serving."""
+    pytest.importorskip("grpc")  # the xds extra
+    async with backends("A") as ((_, a_address),):
+        path = tmp_path / "proxy.json"
+        with_xds = document("one", a_address)
+        with_xds["xds"] = {"address": f"127.0.0.1:{free_port()}"}  # nobody there: the file's clusters serve
+        write(path, with_xds)
+        with serve_process(["--config", str(path), "--node-id", "edge-1", *backend_args]) as proc:
+            async with await connect(proc.address) as stream:
+                client = Client(stream)
+                assert (await client.call(b"x=1"))[0].startswith(b"A:")
+                write(path, document("one", a_address))
+                proc.process.send_signal(signal.SIGHUP)
+                line = await anyio.to_thread.run_sync(proc.wait_for_line, "config not reloaded", 20)
+                assert "--node-id and --node-cluster need an xds control plane" in line
+                assert (await client.call(b"x=2"))[0].startswith(b"A:")
+            assert proc.stop() == 0

@@ -70,7 +70,7 @@ async def test_dubbo_ssl_python_reaches_a_dubbo_listener_over_tls(tls_files: Any
         assert server.address is not None
         host, port = server.address.rsplit(":", 1)
         calls = await anyio.to_thread.run_sync(
-            lambda: dubbo_calls(host, int(port), ARGUMENTS, 4, verify=tls_files.ca_file)
+            lambda: dubbo_calls(host, int(port), ARGUMENTS, 1, verify=tls_files.ca_file)
         )
     assert calls == ARGUMENTS
 
@@ -110,6 +110,6 @@ async def test_bolt_and_dubbo_through_a_proxy_with_tls_on_both_sides(tls_files: 
         async with running_proxy(proxy_config("dubbo", backend.address, tls_files)) as proxy:
             host, port = proxy.addresses["in"].rsplit(":", 1)
             calls = await anyio.to_thread.run_sync(
-                lambda: dubbo_calls(host, int(port), ARGUMENTS, 4, verify=tls_files.ca_file)
+                lambda: dubbo_calls(host, int(port), ARGUMENTS, 1, verify=tls_files.ca_file)
             )
     assert calls == ARGUMENTS

@@ -103,7 +103,14 @@ def close_dubbo_connection(address: str, pool: Any = None) -> None:
 def dubbo_calls(
     host: str, port: int, arguments: list[Any], concurrency: int = 1, verify: str | None = None
 ) -> list[Any]:
-    """Calls through dubbo-ssl-python; ``verify``: over TLS, trusting this CA file."""
+    """Calls through dubbo-ssl-python; ``verify``: over TLS, trusting this CA file.
+
+    Over TLS, call one at a time: the library's reader select()s on its
+    sockets and reads one frame's bytes, so answers that arrive in one TLS
+    record leave the later ones decrypted in the SSL object's buffer, where
+    select() does not see them; the call then waits for its read timeout
+    (seen under load in CI: 4 concurrent calls, one timed out after 30 s).
+    """
     from dubbo_ssl.client import DubboClient
 
     address = f"{host}:{port}"
