@@ -107,6 +107,9 @@ class Server:
         self.connections_total = 0
         self._dispatchers: set[Dispatcher] = set()
         self._starting = 0  # accepted, not yet running (for max_connections)
+        #: Set by :meth:`hand_off`: a connection accepted before it, still
+        #: starting then, follows the others to the new process.
+        self._handoff_sink: HandOffSink | None = None
         self._accept_scope: anyio.CancelScope | None = None
         self._idle: anyio.Event | None = None
         self._shutdown_requested = False
@@ -148,13 +151,15 @@ class Server:
                 # stop_accepting(): the connections go on until their
                 # clients close them or shutdown() drains them.
                 log.info("%s: no longer accepting; serving %d connections on", self.address, len(self._dispatchers))
-                while self._dispatchers and not self._shutdown_requested:
+                # Accepted but still starting count too: one accepted just
+                # before stop_accepting() must be served (or moved), not cut.
+                while (self._dispatchers or self._starting) and not self._shutdown_requested:
                     self._idle = anyio.Event()
                     await self._idle.wait()
             # Draining: give in-flight requests the drain timeout.
             log.info("%s: no longer accepting; draining %d connections", self.address, len(self._dispatchers))
             with anyio.move_on_after(self.drain_timeout):
-                while self._dispatchers:
+                while self._dispatchers or self._starting:
                     self._idle = anyio.Event()
                     await self._idle.wait()
             if self._dispatchers:
@@ -208,6 +213,8 @@ class Server:
             return
         finally:
             self._starting -= 1  # once accepted and set up (handshake included): counted until here
+            if not self._starting and not self._dispatchers and self._idle is not None:
+                self._idle.set()  # a wait for the last one re-checks: _run counts this one next, if it goes on
         await self._run(stream, early, None)
 
     async def _run(self, stream: ByteStream, early: bytes, handoff: Mapping[str, Any] | None) -> None:
@@ -229,6 +236,8 @@ class Server:
         try:
             if self._shutdown_requested:
                 dispatcher.drain()
+            elif self._handoff_sink is not None and dispatcher.can_hand_off():
+                dispatcher.hand_off(self._handoff_sink)  # accepted as the others were moved: it follows them
             await dispatcher.run()
         finally:
             if dispatcher.handed_off:
@@ -263,6 +272,7 @@ class Server:
         """Move every connection that can move to another process (see
         :meth:`Dispatcher.hand_off <sota_dispatch.Dispatcher.hand_off>`);
         the others go on here. Returns how many were asked to move."""
+        self._handoff_sink = sink
         moving = [d for d in self._dispatchers if d.can_hand_off()]
         for dispatcher in moving:
             dispatcher.hand_off(sink)
