@@ -364,23 +364,9 @@ def _listener(value: object, path: str) -> dict[str, Any]:
 
 def cluster_from_envoy(value: object, path: str, *, eds: bool = False) -> dict[str, Any]:
     """One Envoy ``Cluster`` (a mapping, in its JSON shape) as a native
-    cluster document; ``eds``: an EDS cluster is allowed too (an xDS
+    cluster document; ``eds``: ``type: EDS`` is allowed too (an xDS
     client's), its ``eds`` naming the assignment its endpoints come from."""
-    kind = value.get("type", "STATIC") if isinstance(value, Mapping) else "STATIC"
-    if eds and kind not in ("STATIC", "EDS"):
-        raise ConfigError(f"{path}.type", f"only STATIC and EDS clusters are supported, got {kind!r}")
-    if eds and isinstance(value, Mapping) and kind == "EDS":
-        service = _map(
-            value.get("eds_cluster_config", {}), f"{path}.eds_cluster_config", ("service_name", "eds_config")
-        )
-        if "load_assignment" in value:
-            raise ConfigError(f"{path}.load_assignment", "an EDS cluster's endpoints come over EDS")
-        static = {k: v for k, v in value.items() if k not in ("type", "eds_cluster_config")}
-        return _cluster(static, path, eds=service.get("service_name") or value.get("name"))
-    return _cluster(value, path)
-
-
-def _cluster(value: object, path: str, eds: object = None) -> dict[str, Any]:
+    kinds = ("STATIC", "EDS") if eds else ("STATIC",)
     cluster = _map(
         value,
         path,
@@ -394,11 +380,16 @@ def _cluster(value: object, path: str, eds: object = None) -> dict[str, Any]:
             "outlier_detection",
             "health_checks",
             "transport_socket",
+            *(("eds_cluster_config",) if eds else ()),
         ),
-        ("name",) if eds is not None else ("name", "load_assignment"),
+        ("name",),
     )
-    if cluster.get("type", "STATIC") != "STATIC":
-        raise ConfigError(f"{path}.type", "only STATIC clusters are supported")
+    kind = cluster.get("type", "STATIC")
+    if kind not in kinds:
+        raise ConfigError(f"{path}.type", f"only {' and '.join(kinds)} clusters are supported, got {kind!r}")
+    if (kind == "EDS") == ("load_assignment" in cluster):
+        problem = "an EDS cluster's endpoints come over EDS" if kind == "EDS" else "required"
+        raise ConfigError(f"{path}.load_assignment", problem)
     native: dict[str, Any] = {
         "name": cluster["name"],
         "connect_timeout": cluster.get("connect_timeout", ENVOY_CONNECT_TIMEOUT),
@@ -410,8 +401,11 @@ def _cluster(value: object, path: str, eds: object = None) -> dict[str, Any]:
     apath = f"{path}.load_assignment"
     endpoints = []
     groups: list[Any] = []
-    if eds is not None:
-        native["eds"] = eds
+    if kind == "EDS":
+        service = _map(
+            cluster.get("eds_cluster_config", {}), f"{path}.eds_cluster_config", ("service_name", "eds_config")
+        )
+        native["eds"] = service.get("service_name") or cluster["name"]
     else:
         assignment = _map(cluster["load_assignment"], apath, ("cluster_name", "endpoints"), ("endpoints",))
         groups = _seq(assignment["endpoints"], f"{apath}.endpoints")
@@ -484,7 +478,10 @@ def from_envoy(data: Mapping[str, Any]) -> ProxyConfig:
                 errors.extend(exc.errors)
         return translated
 
-    native: dict[str, Any] = {"listeners": each("listeners", _listener), "clusters": each("clusters", _cluster)}
+    native: dict[str, Any] = {
+        "listeners": each("listeners", _listener),
+        "clusters": each("clusters", cluster_from_envoy),
+    }
     if "admin" in top:
         try:
             admin = _map(top["admin"], "admin", ("address",), ("address",))

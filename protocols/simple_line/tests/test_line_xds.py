@@ -206,6 +206,34 @@ class ControlPlane(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ig
         self.server.stop(0).wait(5)
 
 
+class Traffic:
+    """Clients that call through the proxy one line at a time until
+    stopped, every answer kept; :meth:`more` waits for answers to come."""
+
+    def __init__(self, proxy: Any) -> None:
+        self.proxy = proxy
+        self.answers: list[bytes] = []
+        self.stop = anyio.Event()
+        self._arrived = anyio.Event()
+
+    async def run(self, listener: str = "lines", line: bytes = b"t=1") -> None:
+        async with client(self.proxy, listener) as own:
+            for i in range(100_000):
+                if self.stop.is_set():
+                    return
+                self.answers.extend(await own.call(line + b"&i=%d" % i))
+                self._arrived.set()
+
+    async def more(self, count: int = 20) -> int:
+        """Until ``count`` more answers came (each change lands under traffic); how many there are then."""
+        target = len(self.answers) + count
+        with anyio.fail_after(10):
+            while len(self.answers) < target:
+                self._arrived = anyio.Event()
+                await self._arrived.wait()
+        return len(self.answers)
+
+
 def address_of(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host, int(port)
@@ -235,31 +263,10 @@ async def test_endpoints_come_from_the_control_plane_with_acks_nacks_and_its_res
                 assert ack.version_info == "2"
                 assert sorted(tags(await calls.call(b"y=1", b"y=2"))) == [b"A", b"B"]
 
-                answers: list[bytes] = []
-                stop = anyio.Event()
-                progress = anyio.Event()
-
-                async def traffic() -> None:
-                    nonlocal progress
-                    async with client(proxy) as own:
-                        for i in range(100_000):
-                            if stop.is_set():
-                                return
-                            answers.extend(await own.call(b"t=%d" % i))
-                            progress.set()
-
-                async def more(count: int) -> int:
-                    """Until ``count`` more answers came; how many there are then."""
-                    nonlocal progress
-                    target = len(answers) + count
-                    with anyio.fail_after(10):
-                        while len(answers) < target:
-                            progress = anyio.Event()
-                            await progress.wait()
-                    return len(answers)
-
+                traffic = Traffic(proxy)
+                answers, more = traffic.answers, traffic.more
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(traffic)
+                    tg.start_soon(traffic.run)
                     await more(20)
                     ack = await push("3", [b])  # A removed while the traffic runs
                     assert ack.version_info == "3"
@@ -279,7 +286,7 @@ async def test_endpoints_come_from_the_control_plane_with_acks_nacks_and_its_res
                     assert ack.version_info == "5"
                     while b"C" not in tags(await calls.call(b"z=1")):
                         pass
-                    stop.set()
+                    traffic.stop.set()
                 assert all(answer[:2] in (b"A:", b"B:", b"C:") for answer in answers), answers[:3]
                 assert len(answers) > after_stop >= settled
                 assert set(tags(answers[settled:after_stop])) == {b"B"}
@@ -362,29 +369,10 @@ async def test_clusters_listeners_and_routes_from_the_control_plane_under_traffi
                         assignment(name, [address_of(e) for e in endpoints]) for name, endpoints in assignments.items()
                     ]
 
-                answers: list[bytes] = []
-                stop = anyio.Event()
-                arrived = anyio.Event()
-
-                async def traffic(listener: str, line: bytes) -> None:
-                    async with client(proxy, listener) as own:
-                        for i in range(100_000):
-                            if stop.is_set():
-                                return
-                            answers.extend(await own.call(line + b"&i=%d" % i))
-                            arrived.set()
-
-                async def flowing(count: int = 20) -> None:
-                    """Until ``count`` more answers came: each change lands under traffic."""
-                    nonlocal arrived
-                    target = len(answers) + count
-                    with anyio.fail_after(10):
-                        while len(answers) < target:
-                            arrived = anyio.Event()
-                            await arrived.wait()
-
+                traffic = Traffic(proxy)
+                answers, flowing = traffic.answers, traffic.more
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(traffic, "lines", b"c=1")
+                    tg.start_soon(traffic.run, "lines", b"c=1")
                     await flowing()
                     assert (await send(CDS, "1", [eds_cluster("dyn")])).version_info == "1"
                     await flowing()
@@ -398,8 +386,8 @@ async def test_clusters_listeners_and_routes_from_the_control_plane_under_traffi
                     assert "more" in proxy.addresses  # joined once its cluster had endpoints
                     async with client(proxy, "more") as probe:
                         assert tags(await probe.call(b"c=1", b"c=2")) == [b"B", b"A"]
-                        tg.start_soon(traffic, "more", b"c=1")
-                        tg.start_soon(traffic, "more", b"c=2")
+                        tg.start_soon(traffic.run, "more", b"c=1")
+                        tg.start_soon(traffic.run, "more", b"c=2")
                         await flowing()
                         # Routes move to RDS, and c=1 goes to the file's cluster now.
                         rds = routes("r1", when_c_is_1="backends", otherwise="dyn")
@@ -425,7 +413,7 @@ async def test_clusters_listeners_and_routes_from_the_control_plane_under_traffi
                         assert "resources[0] (dyn).lb_policy" in nack.error_detail.message
                         assert tags(await probe.call(b"c=1", b"c=2")) == [b"C", b"B"]
                         await flowing()
-                        stop.set()
+                        traffic.stop.set()
                 assert len(answers) >= 140
                 assert all(answer[:2] in (b"A:", b"B:", b"C:") for answer in answers), [
                     r for r in answers if r[:2] not in (b"A:", b"B:", b"C:")
