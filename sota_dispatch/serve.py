@@ -32,7 +32,7 @@ from functools import partial
 
 import anyio
 
-from .cli.args import DEFAULT_LISTEN, UsageError, parser
+from .cli.args import DEFAULT_LISTEN, UsageError, loop_in_use, parser
 from .cli.build import ServicePlan, list_filters, list_protocols, shortcut_error, summary
 from .cli.running import run
 from .errors import ConfigError, SotaError
@@ -41,12 +41,35 @@ from .logs import configure_logging
 __all__ = ["DEFAULT_LISTEN", "main"]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _installed(module: str) -> bool:
+    """Whether ``module`` can be imported (a None in ``sys.modules``, an
+    import blocked on purpose, counts as not installed)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def version_line(backend: str = "asyncio", no_uvloop: bool = False) -> str:
+    """``--version``: this package's version, Python's, and the loop
+    ``--backend`` would run on."""
+    from .admin.server import package_version
+
+    python = f"{sys.implementation.name} {sys.version.split()[0]}"
+    return f"sota-dispatch {package_version()} ({python}; loop: {loop_in_use(backend, no_uvloop)})"
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m sota_dispatch.serve") -> int:
     """Entry point; returns the process exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    args = parser().parse_args(arguments)
+    args = parser(prog).parse_args(arguments)
+    if args.version:
+        print(version_line(args.backend, args.no_uvloop))
+        return 0
     configure_logging(args.log_level, args.log_format)
     try:
+        if args.backend == "trio" and not _installed("trio"):
+            raise UsageError("--backend trio: trio is not installed (pip install 'sota-dispatch[trio]')")
         if args.list_protocols:
             return list_protocols()
         if args.list_filters:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import anyio
 import pytest
@@ -100,6 +101,10 @@ def test_list_protocols_shows_installed_plugins(echo_lines_env: dict[str, str]) 
         ),
         ([], "error: --protocol is required"),
         (["--protocol", "echo_lines", "--drain-timeout", "nan"], "expected seconds >= 0"),
+        (["--protocol", "echo_lines", "--drain-timeout", "-1"], "error: argument --drain-timeout: expected seconds"),
+        (["--protocol", "echo_lines", "--bogus"], "error: unrecognized arguments: --bogus"),
+        (["--protocol", "echo_lines", "--listen", "ipc:///tmp/x"], "error: --listen: only tcp:// addresses"),
+        (["--log-format", "xml"], "error: argument --log-format: invalid choice"),
     ],
 )
 def test_operator_errors_are_one_line_and_exit_2(args: list[str], message: str, echo_lines_env: dict[str, str]) -> None:
@@ -107,8 +112,93 @@ def test_operator_errors_are_one_line_and_exit_2(args: list[str], message: str, 
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
-    if "--drain-timeout" not in args:  # argparse adds its usage line
-        assert len(result.stderr.strip().splitlines()) == 1
+    assert len(result.stderr.strip().splitlines()) == 1  # no usage block either
+
+
+def test_backend_trio_without_trio_is_one_line() -> None:
+    # trio is installed here: block its import the way Python allows.
+    code = "import sys; sys.modules['trio'] = None; from sota_dispatch.serve import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "--protocol", "echo_lines", "--backend", "trio"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --backend trio: trio is not installed (pip install 'sota-dispatch[trio]')"
+
+
+def test_version_names_the_package_python_and_loop() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    line = result.stdout.strip()
+    assert line.startswith("sota-dispatch ")
+    assert sys.version.split()[0] in line
+    assert "loop: asyncio (uvloop)" in line or "loop: asyncio)" in line
+    assert "loop: trio" in run_cli("--version", "--backend", "trio").stdout
+    assert "loop: asyncio)" in run_cli("--version", "--no-uvloop").stdout
+
+
+def test_help_describes_both_modes_with_examples() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for text in ("local service", "proxy", "examples:", "--listen tcp://*:5555", "-c FILE, --config FILE", "uvloop"):
+        assert text in result.stdout
+
+
+def console_script() -> str:
+    path = os.path.join(os.path.dirname(sys.executable), "sota-dispatch")
+    if not os.path.exists(path):
+        pytest.fail(f"the console script is not installed beside {sys.executable} (pip install -e .)")
+    return path
+
+
+def test_console_script_runs_serve_and_names_commands(echo_lines_env: dict[str, str]) -> None:
+    script = console_script()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **echo_lines_env}
+        return subprocess.run([script, *args], capture_output=True, text=True, timeout=60, env=env, check=False)
+
+    assert run("--version").stdout.startswith("sota-dispatch ")
+    listed = run("serve", "--list-protocols")
+    assert listed.returncode == 0
+    assert "echo_lines\t" in listed.stdout
+    wrong = run("sevre")
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip() == "error: unknown command 'sevre' (commands: serve, call); did you mean 'serve'?"
+    helped = run("--help")
+    assert helped.returncode == 0
+    assert "serve" in helped.stdout
+    assert "call" in helped.stdout
+    bad = run("serve", "--bogus")
+    assert bad.returncode == 2
+    assert "see sota-dispatch serve --help" in bad.stderr
+
+
+async def test_tcp_url_listen_short_config_flag_and_critical_level(
+    echo_lines_env: dict[str, str], backend_args: list[str], tmp_path: Any
+) -> None:
+    args = ["--protocol", "echo_lines", "--listen", "tcp://127.0.0.1:0", *backend_args]
+    with serve_process(args, env=echo_lines_env) as proc:
+        assert await roundtrip(proc.host, proc.port, b"echo:z=1\n", 1) == b"echo:z=1\n"
+        assert proc.stop() == 0
+    config = tmp_path / "proxy.yaml"
+    config.write_text(
+        "listeners: [{name: l, protocol: echo_lines, address: 'tcp://127.0.0.1:0', routes: [{cluster: c}]}]\n"
+        "clusters: [{name: c, endpoints: ['tcp://127.0.0.1:1']}]\n"
+    )
+    checked = run_cli("-c", str(config), "--check-config", "--log-level", "critical", env=echo_lines_env)
+    assert checked.returncode == 0, checked.stderr
+    assert "listeners l (echo_lines on tcp://127.0.0.1:0)" in checked.stdout
+
+
+async def test_sighup_on_a_local_service_is_handled_not_fatal(line_server: ServeProcess) -> None:
+    line_server.process.send_signal(signal.SIGHUP)
+    await anyio.to_thread.run_sync(line_server.wait_for_line, "SIGHUP: reloading certificates", 10.0)
+    assert await roundtrip(line_server.host, line_server.port, b"echo:after=1\n", 1) == b"echo:after=1\n"
+    assert line_server.stop() == 0
 
 
 def test_port_in_use_is_exit_2(line_server: ServeProcess, echo_lines_env: dict[str, str]) -> None:

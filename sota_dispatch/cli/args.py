@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+from typing import NoReturn
 
 from ..config import parse_duration
 from ..protocol.server import DEFAULT_MAX_CONNECTIONS
 
-__all__ = ["DEFAULT_LISTEN", "UsageError", "count", "parser", "seconds", "usable_cores", "workers"]
+__all__ = [
+    "DEFAULT_LISTEN",
+    "OneLineParser",
+    "UsageError",
+    "count",
+    "loop_in_use",
+    "parser",
+    "seconds",
+    "usable_cores",
+    "workers",
+]
 
 #: Where the service listens unless ``--listen`` says otherwise.
 DEFAULT_LISTEN = "127.0.0.1:7070"
@@ -18,16 +30,64 @@ class UsageError(Exception):
     """An operator error: reported as one line, exit code 2."""
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m sota_dispatch.serve",
-        description="Serve a protocol's local service with sota-dispatch.",
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose every error is one ``error:`` line on
+    stderr and exit code 2, like the rest of the command line's errors (the
+    usage block argparse prints hides the line that matters)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+_DESCRIPTION = """\
+Serve a protocol with sota-dispatch, in one of two modes:
+
+  local service   --protocol NAME answers requests itself (the bundled
+                  protocols echo); --listen picks the address.
+  proxy           --upstream HOST:PORT (repeatable, round robin) forwards
+                  the protocol to those endpoints; --config FILE runs a whole
+                  proxy configuration (listeners, routes, clusters, admin).
+
+SIGINT or SIGTERM drains and exits 0 (a second one stops at once); SIGHUP
+reads the config file and the TLS files again."""
+
+_EXAMPLES = """\
+examples:
+  %(prog)s --protocol simple_line                      echo on 127.0.0.1:7070
+  %(prog)s --protocol zmtp --listen tcp://*:5555       a ZeroMQ ROUTER echo
+  %(prog)s --protocol bolt --listen 127.0.0.1:0        a free port, logged
+  %(prog)s --protocol dubbo --upstream 10.0.0.7:20880 --admin 127.0.0.1:9901
+  %(prog)s -c examples/proxy/bolt.yaml --workers auto
+  %(prog)s -c proxy.yaml --check-config
+
+The asyncio backend runs on uvloop when it is installed (the default
+install on Linux and macOS): {loop}."""
+
+
+def loop_in_use(backend: str, no_uvloop: bool = False) -> str:
+    """Which event loop ``--backend`` (and ``--no-uvloop``) runs on here:
+    ``asyncio (uvloop)``, ``asyncio`` or ``trio``."""
+    if backend == "asyncio" and not no_uvloop and importlib.util.find_spec("uvloop") is not None:
+        return "asyncio (uvloop)"
+    return backend
+
+
+def parser(prog: str = "python -m sota_dispatch.serve") -> argparse.ArgumentParser:
+    uvloop = importlib.util.find_spec("uvloop") is not None
+    loop = "uvloop is installed here" if uvloop else "uvloop is not installed here, so asyncio's own loop runs"
+    p = OneLineParser(
+        prog=prog,
+        description=_DESCRIPTION,
+        epilog=_EXAMPLES.format(loop=loop),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="store_true", help="print the version (and the loop in use) and exit")
     p.add_argument("--protocol", metavar="NAME", help="protocol to serve (see --list-protocols)")
     p.add_argument(
         "--listen",
         metavar="HOST:PORT",
-        help=f"address to listen on (default {DEFAULT_LISTEN}; port 0 picks a free port)",
+        help=f"address to listen on (default {DEFAULT_LISTEN}; port 0 picks a free port; tcp://HOST:PORT and "
+        "tcp://*:PORT as ZeroMQ writes them)",
     )
     p.add_argument(
         "--upstream",
@@ -36,7 +96,7 @@ def parser() -> argparse.ArgumentParser:
         default=[],
         help="proxy to this endpoint instead of serving locally (repeatable: round robin)",
     )
-    p.add_argument("--config", metavar="FILE", help="run the proxy configuration in this YAML file")
+    p.add_argument("-c", "--config", metavar="FILE", help="run the proxy configuration in this YAML file")
     p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     p.add_argument(
         "--admin", metavar="HOST:PORT", help="serve the admin endpoint (/metrics, /clusters, ...) here (proxy only)"
@@ -59,8 +119,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--list-filters", action="store_true", help="list installed stream filters and their options, and exit"
     )
-    p.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="async backend")
-    p.add_argument("--no-uvloop", action="store_true", help="do not use uvloop even if installed")
+    p.add_argument(
+        "--backend",
+        choices=("asyncio", "trio"),
+        default="asyncio",
+        help=f"async backend (default asyncio, which runs on {'uvloop' if uvloop else 'its own loop'} here)",
+    )
+    p.add_argument("--no-uvloop", action="store_true", help="run asyncio's own loop even if uvloop is installed")
     p.add_argument(
         "--drain-timeout",
         type=seconds,
@@ -142,7 +207,7 @@ def parser() -> argparse.ArgumentParser:
         "--log-level",
         default="info",
         type=str.lower,
-        choices=("debug", "info", "warning", "error"),
+        choices=("debug", "info", "warning", "error", "critical"),
         help="log level (default info; 'listening on' is logged at info)",
     )
     p.add_argument(

@@ -8,6 +8,9 @@ __all__ = ["format_address", "is_loopback", "parse_address"]
 def parse_address(text: str | tuple[str, int], *, default_host: str | None = None) -> tuple[str, int]:
     """Parse ``HOST:PORT`` (IPv6 as ``[::1]:PORT``) into ``(host, port)``.
 
+    ZeroMQ's endpoint form is accepted too, because pyzmq users type it:
+    ``tcp://HOST:PORT``, and ``tcp://*:PORT`` for every interface
+    (``0.0.0.0``). Other transports (``ipc://``, ``inproc://``) are an error.
     Raises :class:`ValueError` with a message quoting the input. Port 0 is
     allowed: it asks the system for a free port when binding.
     """
@@ -15,6 +18,13 @@ def parse_address(text: str | tuple[str, int], *, default_host: str | None = Non
         host, port = text
         return _check(str(host), int(port), repr(text))
     raw = text.strip()
+    scheme, sep, rest = raw.partition("://")
+    if sep:
+        if scheme.lower() != "tcp":
+            raise ValueError(f'only tcp:// addresses can be served or reached here, got "{text}"')
+        raw = rest
+        if raw.startswith("*:"):
+            raw = "0.0.0.0" + raw[1:]
     if raw.startswith("["):
         end = raw.find("]")
         if end < 0 or raw[end + 1 : end + 2] != ":":

@@ -12,6 +12,10 @@ from sota_dispatch import format_address, parse_address
         ("localhost:0", ("localhost", 0)),
         ("[::1]:80", ("::1", 80)),
         (" 10.0.0.1:65535 ", ("10.0.0.1", 65535)),
+        # ZeroMQ's endpoints, as pyzmq users write them.
+        ("tcp://127.0.0.1:5555", ("127.0.0.1", 5555)),
+        ("TCP://[::1]:5555", ("::1", 5555)),
+        ("tcp://*:5555", ("0.0.0.0", 5555)),
     ],
 )
 def test_parse(text: str, expected: tuple[str, int]) -> None:
@@ -27,6 +31,8 @@ def test_parse(text: str, expected: tuple[str, int]) -> None:
         ("host:70000", "0..65535"),
         ("::1:80", "expected HOST:PORT"),
         ("[::1]80", "IPV6"),
+        ("ipc:///tmp/feeds", "only tcp://"),
+        ("tcp://", "expected HOST:PORT"),
     ],
 )
 def test_errors_quote_the_input(text: str, problem: str) -> None:
