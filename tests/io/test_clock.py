@@ -3,6 +3,8 @@ timer queue fires on it; the system clock waits on anyio's."""
 
 from __future__ import annotations
 
+import time
+
 import anyio
 import anyio.lowlevel
 import pytest
@@ -82,3 +84,18 @@ async def test_the_system_clock_waits_for_the_event_or_the_deadline() -> None:
     event.set()
     with anyio.fail_after(5):
         await SYSTEM_CLOCK.wait(event, start + 3600)  # the event ends it at once
+
+
+async def test_the_system_clock_measures_below_a_millisecond() -> None:
+    # uvloop's loop.time() moves in whole milliseconds, once per loop turn:
+    # a 0.3 ms span measured with it reads 0 or 1 ms, so the latency
+    # histograms' sub-millisecond buckets would never fill.
+    spans = []
+    for _ in range(5):
+        start = SYSTEM_CLOCK.now()
+        began = time.perf_counter()
+        while time.perf_counter() - began < 0.0003:
+            pass
+        spans.append(SYSTEM_CLOCK.now() - start)
+    assert all(0.0003 <= span < 0.5 for span in spans), spans
+    assert any(round(span * 1000, 6) % 1 for span in spans), spans  # not all whole milliseconds
