@@ -41,6 +41,7 @@ __all__ = [
     "cpu_model",
     "exit_when_parent_goes",
     "format_range",
+    "git_commit",
     "machine_lines",
     "parse_variants",
     "positive_int",
@@ -317,10 +318,9 @@ def machine_lines(versions: str) -> list[str]:
     ]
 
 
-def source_line(paths: Sequence[str]) -> str:
-    """Which code was measured: the commit, and whether the library ``paths``
-    (relative to the repository root) had uncommitted changes, since the
-    numbers then belong to no commit."""
+def _source(paths: Sequence[str]) -> tuple[str, list[str]] | None:
+    """(HEAD's short commit, the changed files among ``paths``), or None
+    outside a git checkout."""
     root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
@@ -331,11 +331,30 @@ def source_line(paths: Sequence[str]) -> str:
         head = git("rev-parse", "--short", "HEAD").strip()
         changed = git("status", "--porcelain", "--", *paths).splitlines()
     except (OSError, subprocess.SubprocessError):
+        return None
+    return head, [line[3:] for line in changed]
+
+
+def source_line(paths: Sequence[str]) -> str:
+    """Which code was measured: the commit, and whether the library ``paths``
+    (relative to the repository root) had uncommitted changes, since the
+    numbers then belong to no commit."""
+    state = _source(paths)
+    if state is None:
         return "- source: not a git checkout"
+    head, changed = state
     if not changed:
         return f"- source: git commit {head}, library files unmodified"
-    names = ", ".join(line[3:] for line in changed)
-    return f"- source: git commit {head} WITH UNCOMMITTED CHANGES to {names}"
+    return f"- source: git commit {head} WITH UNCOMMITTED CHANGES to {', '.join(changed)}"
+
+
+def git_commit(paths: Sequence[str]) -> str:
+    """``source_line`` in a few words, for a plot's title."""
+    state = _source(paths)
+    if state is None:
+        return "not a git checkout"
+    head, changed = state
+    return f"commit {head}" + (" + uncommitted changes" if changed else "")
 
 
 def format_range(values: Sequence[float], fmt: str) -> str:

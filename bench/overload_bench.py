@@ -1,4 +1,4 @@
-"""Proxy memory under the hostile loads of the overload issue, this tree against another.
+"""Proxy memory under hostile loads (floods and deep pipelines), this tree against another.
 
 Two loads, each against a proxy process (``python -m sota_dispatch.serve``)
 forwarding to a local echo service, on asyncio, uvloop and trio:

@@ -9,10 +9,10 @@ class (its client-role codec), so it is the same code both ways:
 * throughput: requests pipelined over one connection, ``--windows`` in
   flight (100 and 1,000 by default: a small window measures round trips
   as much as work, a large one the CPU cost), for a fixed count;
-  requests/s direct and through the proxy, and their ratio (target for
+  requests/s direct and through the proxy, and their ratio (goal for
   simple_line: at least 0.5);
 * latency: one request in flight at a time; p50 and p99 direct and through
-  the proxy, and the difference (the hop's added latency; target: p50 under
+  the proxy, and the difference (the hop's added latency; goal: p50 under
   60 µs);
 * the proxy process's CPU time per request in the throughput run.
 
@@ -24,6 +24,7 @@ and is stopped at the end.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ssl
 import statistics
 import sys
@@ -34,12 +35,20 @@ from typing import Any
 
 import anyio
 from anyio.abc import ByteStream
+from plots import Bar, Panel, figure_lines
 
 from harness import machine_lines, positive_int, proc_cpu, publish, report_head, source_line, version
 from sota_dispatch import FrameSemantics, get_protocol
 from sota_dispatch.testing import ServeProcess, serve_process
 
 PROTOCOLS = ("simple_line", "bolt", "dubbo", "zmtp")
+#: The library code this benchmark measures, for the report's source line.
+SOURCE = ("sota_dispatch", "protocols")
+TITLE = "Proxy hop cost: direct to the backend against through the proxy"
+#: The goals: simple_line through the proxy at least half as fast as direct,
+#: and the hop adding under 60 µs at the median with one request in flight.
+GOAL_RATIO = 0.5
+GOAL_ADDED_P50_US = 60.0
 
 
 def sample_request(protocol: str) -> Any:
@@ -206,11 +215,61 @@ async def measure(protocol: str, args: argparse.Namespace) -> dict[str, float]:
     return result
 
 
-def report(results: dict[str, dict[str, float]], args: argparse.Namespace, command: str) -> str:
+def loop_in_use(backend: str) -> str:
+    """The event loop ``python -m sota_dispatch.serve --backend backend`` runs
+    on: asyncio runs on uvloop whenever uvloop is installed."""
+    if backend != "asyncio":
+        return backend
+    if importlib.util.find_spec("uvloop") is not None:
+        return "asyncio on uvloop (the serve command's default when uvloop is installed)"
+    return "asyncio's own loop (uvloop is not installed)"
+
+
+def panels(results: dict[str, dict[str, float]], windows: list[int]) -> list[Panel]:
+    """The figure: throughput direct and via the proxy per protocol and
+    window, latency at one in flight, and the proxy's CPU per request."""
+    rates: list[Bar] = []
+    latency: list[Bar] = []
+    cpu: list[Bar] = []
+    for name, r in results.items():
+        for window in windows:
+            group = f"{name}\n{window} in flight"
+            rates.append(Bar(group, "direct", r[f"direct_rate/{window}"]))
+            rates.append(Bar(group, "via proxy", r[f"proxy_rate/{window}"], label=f"{r[f'ratio/{window}']:.2f}x"))
+            cpu.append(
+                Bar(
+                    name, f"{window} in flight", r[f"proxy_cpu_us/{window}"], label=f"{r[f'proxy_cpu_us/{window}']:.1f}"
+                )
+            )
+        latency += [
+            Bar(name, "direct p50", r["d50"]),
+            Bar(name, "via proxy p50", r["p50"], label=f"+{r['p50'] - r['d50']:.0f}"),
+            Bar(name, "direct p99", r["d99"]),
+            Bar(name, "via proxy p99", r["p99"], label=f"+{r['p99'] - r['d99']:.0f}"),
+        ]
+    return [
+        Panel(
+            "Throughput, one connection pipelined, median (higher is better; label: via proxy / direct)",
+            "requests/s",
+            rates,
+        ),
+        Panel("Latency, one request in flight (lower is better; label: µs the proxy adds)", "µs", latency),
+        Panel("Proxy process CPU per request, median (lower is better)", "µs/request", cpu),
+    ]
+
+
+def report(
+    results: dict[str, dict[str, float]], args: argparse.Namespace, command: str, figure: list[str] | None = None
+) -> str:
     lines = report_head("Proxy hop cost", "bench/proxy_bench.py", command)
     versions = f"anyio {version('anyio')}, uvloop {version('uvloop')}, backend {args.backend}"
     lines += machine_lines(versions)
-    lines += [source_line(["sota_dispatch", "protocols"]), ""]
+    lines += [
+        source_line(SOURCE),
+        f"- event loop of the backend and the proxy: {loop_in_use(args.backend)}",
+        "",
+    ]
+    lines += figure or []
     lines += [
         "## Throughput (one connection, pipelined)",
         "",
@@ -240,6 +299,21 @@ def report(results: dict[str, dict[str, float]], args: argparse.Namespace, comma
             f"| {name} | {r['d50']:.0f} | {r['p50']:.0f} | {r['p50'] - r['d50']:.0f} "
             f"| {r['d99']:.0f} | {r['p99']:.0f} | {r['p99'] - r['d99']:.0f} |"
         )
+    lines += ["", "## Goals", ""]
+    lines.append(
+        f"The goals: simple_line through the proxy at least {GOAL_RATIO:g}x as many requests per second as "
+        f"direct, and the hop adding under {GOAL_ADDED_P50_US:g} µs at the median with one request in flight."
+    )
+    lines.append("")
+    if "simple_line" in results:
+        r = results["simple_line"]
+        for window in args.windows:
+            ratio = r[f"ratio/{window}"]
+            met = "met" if ratio >= GOAL_RATIO else "NOT met"
+            lines.append(f"- simple_line, {window} in flight: {ratio:.2f}x direct -> {met}")
+    for name, r in results.items():
+        added = r["p50"] - r["d50"]
+        lines.append(f"- {name}: added p50 {added:.0f} µs -> {'met' if added < GOAL_ADDED_P50_US else 'NOT met'}")
     lines.append("")
     return "\n".join(lines)
 
@@ -255,8 +329,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=positive_int, default=3)
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="the servers' backend")
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny counts, one round")
-    parser.add_argument("--output", default="bench/PROXY_RESULTS.md", help="report file ('-': print only)")
+    parser.add_argument(
+        "--output", help="report file ('-': print only; default bench/PROXY_RESULTS.md, or '-' with --quick)"
+    )
     args = parser.parse_args()
+    if args.output is None:
+        args.output = "-" if args.quick else "bench/PROXY_RESULTS.md"
     if args.quick:
         args.count, args.latency_count, args.rounds = 500, 50, 1
     try:
@@ -276,7 +354,8 @@ def main() -> int:
         return {name: await measure(name, args) for name in chosen}
 
     results = anyio.run(run)
-    publish(report(results, args, command.strip()), args.output, started)
+    figure = figure_lines(args.output, TITLE, panels(results, args.windows), SOURCE)
+    publish(report(results, args, command.strip(), figure), args.output, started)
     return 0
 
 

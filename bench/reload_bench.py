@@ -16,7 +16,7 @@ the load client share one event loop, as the tests do; run each backend):
 
 Requires the simple_line plugin (``pip install -e protocols/simple_line``).
 Not measured here: reading and checking the file, which a reload does in a
-worker thread (0.9 s for 1,000 clusters on the machine of this issue), so
+worker thread (0.9 s for 1,000 clusters on the machine of RELOAD_RESULTS.md), so
 the loop keeps serving meanwhile.
 """
 

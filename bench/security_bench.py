@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from proxy_bench import Client
+from proxy_bench import Client, loop_in_use
 
 from harness import machine_lines, positive_int, proc_cpu, publish, report_head, source_line, version
 from sota_dispatch.testing import ServeProcess, serve_process
@@ -156,7 +156,11 @@ def report(results: dict[str, dict[tuple[str, int], Any]], args: argparse.Namesp
     lines = report_head("TLS and CURVE cost per request", "bench/security_bench.py", command)
     versions = f"anyio {version('anyio')}, uvloop {version('uvloop')}, backend {args.backend}, {ssl.OPENSSL_VERSION}"
     lines += machine_lines(versions)
-    lines += [source_line(["sota_dispatch", "protocols"]), ""]
+    lines += [
+        source_line(["sota_dispatch", "protocols"]),
+        f"- event loop of the servers and proxies: {loop_in_use(args.backend)}",
+        "",
+    ]
     lines += [
         "## CPU per request",
         "",

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from proxy_bench import Client
+from proxy_bench import Client, loop_in_use
 
 from harness import machine_lines, positive_int, proc_cpu, publish, report_head, source_line, version
 from sota_dispatch.testing import ServeProcess, serve_process
@@ -105,7 +105,12 @@ async def measure(protocol: str, args: argparse.Namespace) -> dict[int, dict[str
 def report(results: dict[str, dict[int, dict[str, float]]], args: argparse.Namespace, command: str) -> str:
     lines = report_head("Proxy throughput with worker processes", "bench/workers_bench.py", command)
     lines += machine_lines(f"anyio {version('anyio')}, uvloop {version('uvloop')}, backend {args.backend}")
-    lines += [f"usable cores: {len(os.sched_getaffinity(0))}", source_line(["sota_dispatch", "protocols"]), ""]
+    lines += [
+        f"usable cores: {len(os.sched_getaffinity(0))}",
+        source_line(["sota_dispatch", "protocols"]),
+        f"- event loop of the backend and the workers: {loop_in_use(args.backend)}",
+        "",
+    ]
     lines += [
         "## Throughput",
         "",

@@ -1,8 +1,8 @@
 """xprotocol benchmark: bolt and dubbo decode throughput, and echo over one connection.
 
-The questions it answers (the issue: "frames decoded per second for each
-codec, and echo requests per second over one connection with 100 in
-flight"):
+The questions it answers: how many frames per second each codec decodes,
+and how many echo requests per second one connection with 100 in flight
+carries:
 
 * **Decode:** how many frames per second each sans-I/O decoder gets out of
   a byte stream, in this process with no I/O: the ceiling a server built on
@@ -52,6 +52,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
+from plots import Bar, Panel, figure_lines
 
 from harness import (
     HOST,
@@ -679,16 +680,60 @@ def _echo_rows(samples: Sequence[Sample], variants: Sequence[str]) -> list[str]:
 def _decode_shares(decode: Sequence[DecodeSample], echo: Sequence[Sample], variants: Sequence[str]) -> list[str]:
     """How much of an echo request's server CPU the decoding alone would take:
     whether the codec or the I/O layer is the place to look for speed."""
-    used = {"bolt": "bolt-anthunder", "dubbo": "dubbo-invocation"}
     lines: list[str] = []
     for v in variants:
-        case = used[VARIANTS[v][0]]
+        case = DECODE_CASE[VARIANTS[v][0]]
         per_frame = [s.cpu_us_per_frame for s in decode if s.case == case]
         per_req = [s.cpu_us_per_msg for s in echo if s.variant == v]
         if per_frame and per_req:
             a, b = statistics.median(per_frame), statistics.median(per_req)
             lines.append(f"- {v}: decoding (`{case}`) {a:.2f} of {b:.2f} us/req = {a / b:.0%}")
     return lines
+
+
+#: The library code this benchmark measures, for the report's source line.
+SOURCE = ("sota_dispatch", "protocols/xprotocol/sota_xprotocol")
+TITLE = "bolt and dubbo (sota_xprotocol): decode throughput and echo over one connection"
+#: The decode case whose cost an echo request of each protocol pays.
+DECODE_CASE = {"bolt": "bolt-anthunder", "dubbo": "dubbo-invocation"}
+
+
+def panels(
+    decode: Sequence[DecodeSample], cases: Sequence[CodecCase], echo: Sequence[Sample], variants: Sequence[str]
+) -> list[Panel]:
+    """The figure: frames decoded per second per case; echo requests per
+    second and server CPU per request per protocol and event loop."""
+    frames: list[Bar] = []
+    for case in cases:
+        rate = [d.frames_per_s for d in decode if d.case == case.name]
+        median = statistics.median(rate)
+        frames.append(
+            Bar(case.name.replace("+", "\n+"), "decode", median, min(rate), max(rate), f"{1e6 / median:.2f} µs/frame")
+        )
+    rates: list[Bar] = []
+    cpus: list[Bar] = []
+    for v in variants:
+        protocol, loop = VARIANTS[v]
+        mine = [s for s in echo if s.variant == v]
+        rate = [s.msgs_per_s for s in mine]
+        cpu = [s.cpu_us_per_msg for s in mine]
+        per_frame = [d.cpu_us_per_frame for d in decode if d.case == DECODE_CASE[protocol]]
+        share = f"decode {statistics.median(per_frame) / statistics.median(cpu):.0%}" if per_frame else ""
+        rates.append(Bar(protocol, loop, statistics.median(rate), min(rate), max(rate)))
+        cpus.append(Bar(protocol, loop, statistics.median(cpu), min(cpu), max(cpu), share))
+    return [
+        Panel(
+            "Decode throughput, one process, no I/O: median and min-max (label: wall time per frame)",
+            "frames/s",
+            frames,
+        ),
+        Panel("Echo over one connection: requests/s, median and min-max (higher is better)", "requests/s", rates),
+        Panel(
+            "Echo: server CPU per request, median and min-max (lower is better; label: decoding's share of it)",
+            "µs/request",
+            cpus,
+        ),
+    ]
 
 
 def report(
@@ -701,15 +746,19 @@ def report(
     target: float,
     buffer_bytes: int,
     command: str,
+    figure: Sequence[str] = (),
 ) -> str:
-    """The markdown written to XPROTOCOL_RESULTS.md and printed."""
+    """The markdown written to XPROTOCOL_RESULTS.md and printed; ``figure``:
+    the lines that embed its plot."""
     out = [
         *report_head("xprotocol benchmark: bolt and dubbo", "bench/xprotocol_bench.py", command),
         *machine_lines(
             f"anyio {version('anyio')}, trio {version('trio')}, uvloop {version('uvloop')}, "
             f"sota-dispatch {version('sota-dispatch')}, sota-xprotocol {version('sota-xprotocol')}"
         ),
-        source_line(("sota_dispatch", "protocols/xprotocol/sota_xprotocol")),
+        source_line(SOURCE),
+        "- event loops: each echo variant names its own: `*-asyncio` is asyncio's own loop (uvloop not used), "
+        "`*-uvloop` asyncio on uvloop, `*-trio` anyio's trio backend",
         "",
         "## Workload",
         "",
@@ -742,7 +791,7 @@ def report(
             "busy = the client's own CPU / its wall time",
             resolution_line(echo),
         ]
-    out += ["", "## Results", ""]
+    out += ["", "## Results", "", *figure]
     if cases:
         out += [
             "### Decode throughput (frames/s, one process, no I/O)",
@@ -895,7 +944,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A decode pass came out wrong, or a child failed, timed out or answered wrongly (its stderr is above).
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    publish(report(decode, cases, echo, variants, work, reps, target, buffer_bytes, command), output, started)
+    figure = figure_lines(output, TITLE, panels(decode, cases, echo, variants), SOURCE)
+    publish(report(decode, cases, echo, variants, work, reps, target, buffer_bytes, command, figure), output, started)
     return 0
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,3 +60,52 @@ def test_bench_quick_run_prints_its_tables(script: str, needs: list[str], expect
     assert result.returncode == 0, result.stderr
     for text in expected:
         assert text in result.stdout
+
+
+# -- the plots (bench/plots.py): drawn from a tiny fake table, nothing measured ----------
+
+
+@pytest.fixture
+def plots(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """bench/plots.py, imported as the scripts import it (bench/ on sys.path)."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    return importlib.import_module("plots")
+
+
+def _fake_panels(plots: Any) -> list[Any]:
+    bar, panel = plots.Bar, plots.Panel
+    return [
+        panel(
+            "CPU",
+            "µs/msg",
+            [
+                bar("asyncio", "raw", 4.0, 3.9, 4.1),
+                bar("asyncio", "sota", 4.7, 4.6, 4.8, "1.18x"),
+                bar("trio\n(vs raw)", "sota", 4.8, label="1.20x"),
+            ],
+        ),
+        panel("throughput", "messages/s", [bar("asyncio", "raw", 250_000.0), bar("asyncio", "sota", 210_000.0)]),
+        panel("nothing measured", "", []),
+    ]
+
+
+def test_plot_helper_writes_a_png_next_to_the_report(plots: Any, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    lines = plots.figure_lines(str(tmp_path / "FAKE_RESULTS.md"), "fake bench", _fake_panels(plots), ["sota_dispatch"])
+    assert lines == ["![fake bench](FAKE_RESULTS.png)", ""]
+    png = tmp_path / "FAKE_RESULTS.png"
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["FAKE_RESULTS.png"]  # no temporary file left
+
+
+def test_plot_is_skipped_without_matplotlib(plots: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for module in ("matplotlib", "matplotlib.figure", "matplotlib.ticker", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
+    lines = plots.figure_lines(str(tmp_path / "FAKE_RESULTS.md"), "fake bench", _fake_panels(plots), ["sota_dispatch"])
+    assert "plot skipped: matplotlib is not installed" in lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_plot_when_no_report_is_written(plots: Any) -> None:
+    assert plots.figure_path("-") is None
+    assert plots.figure_lines("-", "fake bench", [], ["sota_dispatch"]) == []
