@@ -43,6 +43,7 @@ from .io.outbox import Outbox
 from .io.reader import BufferedReader, ReadTimeouts
 from .io.tls import ClientTLS, PeerRefused, ServerTLS
 from .io.writer import BufferedWriter
+from .protocol.calls import CallAnswer
 from .protocol.codec import Codec, Failure, PoolMode
 from .protocol.context import ConnectionContext
 from .protocol.dispatcher import Dispatcher
@@ -70,6 +71,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "BufferedReader",
     "BufferedWriter",
+    "CallAnswer",
     "ChunkBuffer",
     "ClientTLS",
     "Clock",

@@ -6,7 +6,9 @@ of each side of a connection, and what the proxy, the health checks and
 clients need to know of a frame (request or response, heartbeat and its
 reply, oneway, the id and how to rewrite it in the raw bytes, status,
 timeout, routing attributes, the error reply for each :class:`Failure`,
-the health probe). The proxy never looks inside a frame; a missing
+the health probe), and what the client tool (``python -m
+sota_dispatch.call``) needs to build a request from a command line and
+to show its answer. The proxy never looks inside a frame; a missing
 capability belongs here, in the protocol's class, never as a special case
 in the proxy.
 
@@ -17,9 +19,10 @@ Frames are typed ``Any`` here; a protocol's overrides name its frame type.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
+from .calls import CallAnswer
 from .codec import Codec, Failure, PoolMode
 from .options import OptionPlace, OptionSchema
 
@@ -211,6 +214,37 @@ class FrameSemantics:
         reference to quote, the deadline applied), never upstream
         addresses or cluster names, which it logs instead."""
         raise NotImplementedError(f"{cls.__qualname__} has no error reply")
+
+    # -- the client tool --------------------------------------------------
+
+    @classmethod
+    def call_request(cls, words: Sequence[str], fields: Mapping[str, str]) -> Any:
+        """A request frame built from a command line of ``python -m
+        sota_dispatch.call``, for the client role to send (its id is set by
+        :meth:`encode_request`).
+
+        ``words``: the positional arguments after the address (a query, a
+        payload, one ZMTP frame each, a method's arguments: the protocol
+        decides). ``fields``: the ``--header/-H NAME=VALUE`` pairs, plus
+        ``service`` and ``method`` when ``--service`` and ``--method`` are
+        given. Raise :class:`ValueError`, one line for the user, for words
+        or fields the protocol cannot send (the tool exits 2).
+
+        The default raises :class:`NotImplementedError`: the protocol has
+        no call support, and the tool says so instead of guessing a frame.
+        """
+        raise NotImplementedError(f"protocol {cls.protocol_name} has no call support (no call_request())")
+
+    @classmethod
+    def describe_answer(cls, frame: Any) -> CallAnswer:
+        """The answer ``frame`` as the client tool shows it: success or
+        error (its exit code), one line for a person, JSON-ready data for
+        ``--json`` (see :class:`~sota_dispatch.CallAnswer`).
+
+        The default calls every answer a success and shows its ``repr``: a
+        protocol with :meth:`call_request` should say what its statuses
+        and error answers are."""
+        return CallAnswer(ok=True, text=repr(frame), data=repr(frame))
 
 
 class BoundSemantics:

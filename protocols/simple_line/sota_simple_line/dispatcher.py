@@ -10,10 +10,13 @@ proxy holds early answers until the ones before them are written
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
+from urllib.parse import quote_plus
 
-from sota_dispatch import Codec, Dispatcher, Failure, Match, Option, OptionSchema
+from sota_dispatch import CallAnswer, Codec, Dispatcher, Failure, Match, Option, OptionSchema
 
 from .codec import LineCodec
 from .query import QueryError, parse_query, render_error, render_reply
@@ -89,6 +92,35 @@ class SimpleLineDispatcher(Dispatcher):
     @classmethod
     def error_reply(cls, request: bytes, failure: Failure, detail: str = "") -> bytes:
         return render_error(f"{failure.value}: {detail}" if detail else failure.value)
+
+    @classmethod
+    def call_request(cls, words: Sequence[str], fields: Mapping[str, str]) -> bytes:
+        """One query line: the words as typed, joined with ``&``, then each
+        field as an escaped ``NAME=VALUE`` pair (``--service echo`` is the
+        key a proxy's routes match). Not checked here: a malformed query is
+        the server's to answer (its ``error:`` line is what one may want
+        to see)."""
+        parts = [*words, *(f"{quote_plus(name)}={quote_plus(value)}" for name, value in fields.items())]
+        if not parts:
+            raise ValueError("no query: give one, such as 'a=1&b=2'")
+        line = "&".join(parts)
+        if "\r" in line or "\n" in line:
+            raise ValueError("a query is one line (no line breaks in it)")
+        return line.encode() + b"\r\n"
+
+    @classmethod
+    def describe_answer(cls, frame: bytes) -> CallAnswer:
+        """The answer line; an ``error:`` line is an error answer. JSON:
+        ``line``, and ``receive`` (the echoed multi-map) or ``error``."""
+        line = CallAnswer.text_of(frame.rstrip(b"\r\n"))
+        data: dict[str, Any] = {"line": line}
+        if line.startswith("error:"):
+            data["error"] = line[len("error:") :]
+            return CallAnswer(ok=False, text=line, data=data)
+        if line.startswith("receive:"):
+            with contextlib.suppress(ValueError):  # another server's receive: line says it all
+                data["receive"] = json.loads(line[len("receive:") :])
+        return CallAnswer(ok=True, text=line, data=data)
 
     def on_request(self, frame: bytes) -> bytes:
         """The local service: the query's ``receive:{json}``, or an

@@ -13,13 +13,14 @@ locally.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import sota_xprotocol.bolt as bolt
 import sota_xprotocol.dubbo as dubbo
-from sota_dispatch import Codec, Dispatcher, Failure, Match, Option, OptionSchema, ProtocolError
+from sota_dispatch import CallAnswer, Codec, Dispatcher, Failure, Match, Option, OptionSchema, ProtocolError
 
+from .calls import bolt_call_request, describe_bolt_answer, describe_dubbo_answer, dubbo_call_request
 from .failures import bolt_error_reply, dubbo_error_reply
 from .framing import FrameDecoder
 
@@ -141,6 +142,16 @@ class BoltDispatcher(XProtocolDispatcher):
     def health_probe_ok(cls, frame: bolt.BoltFrame) -> bool:
         return frame.is_response and frame.is_heartbeat and frame.status == 0
 
+    @classmethod
+    def call_request(cls, words: Sequence[str], fields: Mapping[str, str]) -> bolt.BoltFrame:
+        """A SOFA-RPC request (see :func:`~sota_xprotocol.calls.bolt_call_request`)."""
+        return bolt_call_request(words, fields)
+
+    @classmethod
+    def describe_answer(cls, frame: bolt.BoltFrame) -> CallAnswer:
+        """The status and the content; any status but SUCCESS is an error answer."""
+        return describe_bolt_answer(frame)
+
 
 class DubboDispatcher(XProtocolDispatcher):
     """Dubbo: 64-bit ids, heartbeat events, a ``timeout`` attachment."""
@@ -216,3 +227,14 @@ class DubboDispatcher(XProtocolDispatcher):
     @classmethod
     def health_probe_ok(cls, frame: dubbo.DubboFrame) -> bool:
         return not frame.is_request and frame.is_heartbeat and frame.status == dubbo.DubboStatus.OK
+
+    @classmethod
+    def call_request(cls, words: Sequence[str], fields: Mapping[str, str]) -> dubbo.DubboFrame:
+        """An invocation with String arguments (see
+        :func:`~sota_xprotocol.calls.dubbo_call_request`)."""
+        return dubbo_call_request(words, fields)
+
+    @classmethod
+    def describe_answer(cls, frame: dubbo.DubboFrame) -> CallAnswer:
+        """The status and the result; an exception or a status but OK is an error answer."""
+        return describe_dubbo_answer(frame)

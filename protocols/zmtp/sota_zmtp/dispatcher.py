@@ -26,10 +26,11 @@ including the first empty frame, and add one frame
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from sota_dispatch import Codec, Dispatcher, Failure, Match, Option, OptionSchema
+from sota_dispatch import CallAnswer, Codec, Dispatcher, Failure, Match, Option, OptionSchema
 
 from .connection import Heartbeat
 from .curve import CurveClientKeys, CurveServerKeys, curve_available, curve_key
@@ -290,3 +291,31 @@ class ZmtpDispatcher(Dispatcher):
     @classmethod
     def error_reply(cls, request: Message, failure: Failure, detail: str = "") -> bytes:
         return encode_message(zmtp_error_reply(request, failure, detail))
+
+    @classmethod
+    def call_request(cls, words: Sequence[str], fields: Mapping[str, str]) -> Message:
+        """One message, a frame per word, behind an empty delimiter frame
+        (sent as ``[id, "", *words]``: what a REQ socket sends through a
+        DEALER). The delimiter ends the envelope, so a ROUTER echo, a REP
+        service and the proxy's error replies all answer with the id in
+        front, where the answer is matched by it."""
+        if fields:
+            raise ValueError(f"a ZMTP message has no headers ({', '.join(sorted(fields))})")
+        if not words:
+            raise ValueError("no message: give its frames, one word each")
+        return [b"", *(word.encode() for word in words)]
+
+    @classmethod
+    def describe_answer(cls, frame: Message) -> CallAnswer:
+        """The answer's frames after the envelope (the id and the
+        delimiter), as a JSON list; an ``error:`` frame alone (the proxy's
+        error reply) is an error answer."""
+        body = frame[1:]  # the id frame
+        envelope = _envelope(body)
+        body = body[len(envelope) :]
+        frames = [CallAnswer.text_of(part) for part in body]
+        data: dict[str, Any] = {"frames": frames}
+        if envelope[:-1]:  # more than the delimiter: a REP's or a router's routing frames
+            data["envelope"] = [CallAnswer.text_of(part) for part in envelope]
+        ok = not (len(body) == 1 and body[0].startswith(b"error:"))
+        return CallAnswer(ok=ok, text=json.dumps(frames, ensure_ascii=False), data=data)
