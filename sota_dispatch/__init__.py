@@ -34,6 +34,7 @@ from .errors import (
     UnknownFilterError,
     UnknownProtocolError,
     UpstreamError,
+    describe_os_error,
 )
 from .io.address import format_address, parse_address
 from .io.budget import FrameRefused
@@ -78,6 +79,7 @@ __all__ = [
     "Codec",
     "CodecLoop",
     "ConfigError",
+    "describe_os_error",
     "ConnectionContext",
     "ConnectionLost",
     "Dispatcher",

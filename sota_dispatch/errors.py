@@ -9,10 +9,13 @@ connection.
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Iterable
 from typing import ClassVar
 
 __all__ = [
+    "describe_os_error",
     "ConfigError",
     "ConnectionLost",
     "DuplicateFilterError",
@@ -163,3 +166,21 @@ class ConfigError(SotaError):
         combined = cls("", f"{len(flat)} configuration problems:\n{listing}")
         combined._errors = flat
         return combined
+
+
+def describe_os_error(error: BaseException) -> str:
+    """What went wrong with a connect or a socket, as an operator reads it:
+    ``connection refused (ECONNREFUSED)``. anyio's ``connect_tcp`` raises
+    "All connection attempts failed" with the real error as its cause (or
+    among an exception group's): that one is found and named by its errno."""
+    seen: list[BaseException] = [error]
+    for candidate in seen:  # breadth first through causes and groups, bounded
+        if len(seen) > 32:
+            break
+        code = getattr(candidate, "errno", None)
+        if isinstance(candidate, OSError) and isinstance(code, int) and code in errno.errorcode:
+            return f"{os.strerror(code).lower()} ({errno.errorcode[code]})"
+        if candidate.__cause__ is not None:
+            seen.append(candidate.__cause__)
+        seen.extend(getattr(candidate, "exceptions", ()))
+    return str(error) or type(error).__name__

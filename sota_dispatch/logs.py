@@ -28,6 +28,7 @@ __all__ = [
     "RateLimitedLog",
     "configure_logging",
     "connection_id",
+    "plural",
     "set_worker",
 ]
 
@@ -156,3 +157,9 @@ def configure_logging(level: str = "info", fmt: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 connection``, ``3 connections``: log lines and messages read as
+    English (``noun`` is the singular; the plural adds an s)."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -154,12 +154,43 @@ class ProxyCollector:
                     )
         yield from (outcomes, latency, retries, failures, overflows, ejections, trips, in_flight, upstream)
         yield from (checks, check_failures)
+        yield from self._endpoints()
+
+    def _endpoints(self) -> Iterator[Metric]:
+        """Per endpoint (Envoy's per-host stats): tries, their ends, retries, latency."""
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+        labels = ["cluster", "endpoint"]
+        tries = CounterMetricFamily("sota_endpoint_requests", "Tries sent to the endpoint", labels=labels)
+        ends = CounterMetricFamily(
+            "sota_endpoint_responses",
+            "Tries ended: success (answered), error (failure status, connect failure, reset), timeout",
+            labels=[*labels, "outcome"],
+        )
+        retried = CounterMetricFamily("sota_endpoint_retries", "Tries that retried a request", labels=labels)
+        latency = HistogramMetricFamily(
+            "sota_endpoint_request_duration_seconds", "Time to each answer from the endpoint", labels=labels
+        )
+        for cluster in self.proxy.clusters.values():
+            for address, counts in cluster.endpoint_stats.items():
+                names = [cluster.name, address]
+                tries.add_metric(names, counts.requests)
+                ends.add_metric([*names, "success"], counts.successes)
+                ends.add_metric([*names, "error"], counts.errors)
+                ends.add_metric([*names, "timeout"], counts.timeouts)
+                retried.add_metric(names, counts.retries)
+                latency.add_metric(names, counts.latency.cumulative(), counts.latency.total)
+        yield from (tries, ends, retried, latency)
 
 
 def registry(proxy: ProxyView) -> Any:
-    """A prometheus-client ``CollectorRegistry`` with ``proxy``'s metrics."""
-    from prometheus_client import CollectorRegistry
+    """A prometheus-client ``CollectorRegistry`` with ``proxy``'s metrics and
+    the process's own (``process_cpu_seconds_total``, ``process_resident_memory_bytes``,
+    open file descriptors...: prometheus-client's process collector, where the
+    platform has ``/proc``)."""
+    from prometheus_client import CollectorRegistry, ProcessCollector
 
     result = CollectorRegistry(auto_describe=False)
     result.register(ProxyCollector(proxy))
+    ProcessCollector(registry=result)
     return result

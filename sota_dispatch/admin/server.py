@@ -1,17 +1,8 @@
 """The admin endpoint: a small HTTP/1.1 server beside the proxy (Envoy's admin).
 
 Loopback only unless the config says ``allow_remote: true``. One request
-per connection (``Connection: close``), GET unless noted:
-
-``/metrics``         Prometheus text exposition (prometheus-client renders it)
-``/clusters``        endpoints with health, weight, priority, breaker, in flight (JSON)
-``/config_dump``     the effective configuration (JSON)
-``/ready``           200 while serving, 503 once draining
-``/logging?level=``  show, or (POST) set, the log level at run time
-``/drain``           (POST) stop accepting and drain, as SIGTERM does
-``/reload``          (POST) read the config file again and apply what changed, as SIGHUP does
-``/reload_certificates``  (POST) read the TLS files again, as SIGHUP does
-``/server_info``     version, pid, state, uptime, and the config version in force (JSON)
+per connection (``Connection: close``); the paths are :data:`PATHS` (GET
+unless marked POST), Envoy's where Envoy has one.
 
 The metrics are read from the proxy's plain counters at scrape time by a
 custom collector, so serving traffic pays nothing for them.
@@ -28,6 +19,7 @@ lock an operator (or a readiness probe) out.
 
 from __future__ import annotations
 
+import html
 import ipaddress
 import json
 import logging
@@ -46,11 +38,13 @@ from anyio.abc import ByteStream
 from ..errors import ConfigError, LimitExceeded, ProtocolError
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
+from .stats_text import clusters_text, stat_lines, stats_body
 from .view import AdminTarget
 
 __all__ = [
     "HEAD_TIMEOUT",
     "MAX_WAITING",
+    "PATHS",
     "AdminConnection",
     "WaitingConnections",
     "config_json",
@@ -80,6 +74,28 @@ HEAD_TIMEOUT = 5.0
 #: Admin connections that may wait for their request head at once; one more
 #: closes the one that waited longest.
 MAX_WAITING = 32
+
+#: Every path of a proxy's admin and what it does (``/`` and ``/help`` list them).
+PATHS = {
+    "/": "this list, as a page of links",
+    "/help": "this list",
+    "/server_info": "version, pid, state, uptime, health check, config version in force (JSON)",
+    "/ready": "200 while serving; 503 once draining or after /healthcheck/fail",
+    "/healthcheck/fail": "(POST) fail /ready and keep serving: out of the load balancer, still answering",
+    "/healthcheck/ok": "(POST) pass /ready again",
+    "/listeners": "listeners: address, protocol, state, connections, requests (?format=json|text)",
+    "/clusters": "clusters: endpoints with health, weight, breaker, counters (?format=json|text)",
+    "/stats": "counters and gauges as Envoy-style dotted names (?filter=REGEX, ?usedonly, ?format=json)",
+    "/stats/prometheus": "Prometheus text exposition (= /metrics)",
+    "/metrics": "Prometheus text exposition",
+    "/config_dump": "the configuration in force (JSON)",
+    "/logging": "the log level; (POST) ?level=debug|info|warning|error|critical sets it",
+    "/reload": "(POST) read the config file again and apply what changed, as SIGHUP does",
+    "/reload_certificates": "(POST) read the TLS files again",
+    "/drain_listeners": "(POST) stop accepting and drain client connections; the admin stays up",
+    "/drain": "(POST) stop accepting, drain, exit (as SIGTERM)",
+    "/quitquitquit": "(POST) exit now: requests in flight get their error reply",
+}
 
 _REASONS = {
     200: "OK",
@@ -178,6 +194,8 @@ class AdminConnection(Dispatcher):
         #: The prometheus-client registry ``/metrics`` renders.
         self.metrics = metrics
         self.waiting = waiting
+        #: The request's query (``?format=json`` -> ``{"format": ["json"]}``).
+        self.query: Mapping[str, list[str]] = {}
 
     async def serve(self) -> None:
         if self.waiting is not None:
@@ -209,7 +227,7 @@ class AdminConnection(Dispatcher):
             log.warning("admin: refused %s %s from %s: %s", method, url.path[:80], self.context.remote_address, refusal)
             self._answer(403, refusal + "\n")
             return
-        await self._route(method, url.path, parse_qs(url.query))
+        await self._route(method, url.path, parse_qs(url.query, keep_blank_values=True))
 
     def _refusal(self, method: str, authority: str, headers: Mapping[str, str]) -> str | None:
         """Why a request that may come from a web page is refused (None: it is not)."""
@@ -228,15 +246,29 @@ class AdminConnection(Dispatcher):
     def handlers(self) -> dict[str, tuple[str, Callable[[], Awaitable[None] | None]]]:
         """``{path: (method, handler)}``; a subclass adds or replaces paths."""
         return {
+            "/": ("GET", self._index),
+            "/help": ("GET", self._help),
             "/metrics": ("GET", self._metrics),
+            "/stats/prometheus": ("GET", self._metrics),
+            "/stats": ("GET", self._stats),
             "/clusters": ("GET", self._clusters),
+            "/listeners": ("GET", self._listeners),
             "/config_dump": ("GET", self._config_dump),
             "/ready": ("GET", self._ready),
+            "/healthcheck/fail": ("POST", self._health_check_fail),
+            "/healthcheck/ok": ("POST", self._health_check_ok),
             "/drain": ("POST", self._drain),
+            "/drain_listeners": ("POST", self._drain_listeners),
+            "/quitquitquit": ("POST", self._quit),
             "/reload": ("POST", self._reload),
             "/reload_certificates": ("POST", self._reload_certificates),
             "/server_info": ("GET", self._server_info),
         }
+
+    def paths(self) -> dict[str, str]:
+        """Each path this admin serves and what it does (``/help``)."""
+        served = {*self.handlers(), "/logging"}
+        return {path: text for path, text in PATHS.items() if path in served}
 
     async def _route(self, method: str, path: str, query: Mapping[str, list[str]]) -> None:
         handlers = self.handlers()
@@ -245,13 +277,13 @@ class AdminConnection(Dispatcher):
             return
         entry = handlers.get(path)
         if entry is None:
-            paths = ", ".join(sorted([*handlers, "/logging"]))
-            self._answer(404, f"no such path; try {paths}\n")
+            self._answer(404, f"no such path {path[:80]!r}; GET /help lists them\n")
             return
         wanted, handler = entry
         if method != wanted:
             self._answer(405, f"{path} takes {wanted}\n", headers={"Allow": wanted})
             return
+        self.query = query
         result = handler()
         if result is not None:
             await result
@@ -281,8 +313,83 @@ class AdminConnection(Dispatcher):
 
         self._answer(200, generate_latest(self.metrics), CONTENT_TYPE_LATEST)
 
+    def _index(self) -> None:
+        rows = []
+        for path, text in self.paths().items():
+            shown = html.escape(path)
+            link = shown if text.startswith("(POST)") else f'<a href="{shown}">{shown}</a>'
+            rows.append(f"<tr><td><code>{link}</code></td><td>{html.escape(text)}</td></tr>")
+        page = (
+            "<!doctype html><html><head><meta charset='utf-8'><title>sota-dispatch admin</title></head>"
+            f"<body><h1>sota-dispatch {html.escape(package_version())}</h1><table>{''.join(rows)}</table>"
+            "<p>POST paths: <code>curl -X POST http://HOST:PORT/PATH</code></p></body></html>\n"
+        )
+        self._answer(200, page, "text/html; charset=utf-8")
+
+    def _help(self) -> None:
+        width = max(map(len, self.paths()))
+        self._answer(200, "".join(f"{path:<{width}}  {text}\n" for path, text in self.paths().items()))
+
+    def _format(self, default: str = "json") -> str | None:
+        """The ``?format=`` asked (json or text); None after answering 400."""
+        form = self.query.get("format", [default])[-1]
+        if form not in ("json", "text"):
+            self._answer(400, f"format {form[:40]!r}: use json or text\n")
+            return None
+        return form
+
     def _clusters(self) -> None:
-        self._json(self.proxy.describe_clusters())
+        self._send_clusters(self.proxy.describe_clusters())
+
+    def _send_clusters(self, described: dict[str, Any]) -> None:
+        form = self._format()
+        if form == "text":
+            self._answer(200, clusters_text(described))
+        elif form == "json":
+            self._json(described)
+
+    async def _listeners(self) -> None:
+        form = self._format()
+        if form is None:
+            return
+        listeners = await self.proxy.describe_listeners()
+        if form == "json":
+            self._json(listeners)
+        else:
+            self._answer(200, "".join(f"{x['name']}::{x.get('bound') or x['address']}\n" for x in listeners))
+
+    async def metric_families(self) -> list[Any]:
+        """The metric families ``/stats`` renders (prometheus-client ``Metric`` objects)."""
+        return list(self.metrics.collect())
+
+    async def _stats(self) -> None:
+        lines = stat_lines(await self.metric_families())
+        try:
+            content_type, body = stats_body(lines, self.query)
+        except ValueError as exc:
+            self._answer(400, f"{exc}\n")
+            return
+        self._answer(200, body, content_type)
+
+    def _health_check_fail(self) -> None:
+        self.proxy.health_check_failed = True
+        log.warning("admin: health check set to fail (/ready answers 503; traffic is still served)")
+        self._answer(200, "health check failing\n")
+
+    def _health_check_ok(self) -> None:
+        self.proxy.health_check_failed = False
+        log.warning("admin: health check passing again")
+        self._answer(200, "health check passing\n")
+
+    async def _drain_listeners(self) -> None:
+        log.info("admin: draining the listeners (the admin stays up)")
+        self._answer(200, "draining listeners\n")
+        await self.proxy.drain_listeners()
+
+    def _quit(self) -> None:
+        log.info("admin: quit requested")
+        self._answer(200, "quitting\n")
+        self.proxy.quit()
 
     def _config_dump(self) -> None:
         self._json(config_json(self.proxy.config))
@@ -290,6 +397,8 @@ class AdminConnection(Dispatcher):
     def _ready(self) -> None:
         if self.proxy.draining:
             self._answer(503, "draining\n")
+        elif self.proxy.health_check_failed:
+            self._answer(503, "failing health checks (POST /healthcheck/ok to pass again)\n")
         else:
             self._answer(200, "ready\n")
 
@@ -314,6 +423,7 @@ class AdminConnection(Dispatcher):
                 "version": package_version(),
                 "pid": os.getpid(),
                 "state": "draining" if self.proxy.draining else "live",
+                "health_check": "failing" if self.proxy.health_check_failed else "passing",
                 "uptime_seconds": round(time.time() - _STARTED, 3),
                 "config": self.proxy.config_status(),
             }

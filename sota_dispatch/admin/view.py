@@ -31,8 +31,13 @@ class ListenerView(Protocol):
 
 class AdminTarget(Protocol):
     """What the admin endpoint's own paths read or do: ``/config_dump``,
-    ``/clusters``, ``/ready``, ``/drain``, ``/reload``, ``/reload_certificates``,
-    ``/server_info`` (a proxy, or a supervisor of worker processes)."""
+    ``/clusters``, ``/listeners``, ``/ready``, ``/healthcheck/fail|ok``,
+    ``/drain``, ``/drain_listeners``, ``/quitquitquit``, ``/reload``,
+    ``/reload_certificates``, ``/server_info`` (a proxy, or a supervisor of
+    worker processes)."""
+
+    #: Set by ``/healthcheck/fail`` (``/ready`` answers 503), cleared by ``/healthcheck/ok``.
+    health_check_failed: bool
 
     @property
     def config(self) -> ProxyConfig | None: ...
@@ -41,6 +46,18 @@ class AdminTarget(Protocol):
     def draining(self) -> bool: ...
 
     def shutdown(self) -> None: ...
+
+    def quit(self) -> None:
+        """Stop now: requests in flight get their error reply, then exit."""
+        ...
+
+    async def drain_listeners(self) -> None:
+        """Stop accepting and drain the client connections; stay up."""
+        ...
+
+    async def describe_listeners(self) -> list[dict[str, Any]]:
+        """Every listener: name, protocol, address, state, counts."""
+        ...
 
     def reload_certificates(self) -> list[ConfigError]: ...
 

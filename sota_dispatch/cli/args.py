@@ -102,6 +102,12 @@ def parser(prog: str = "python -m sota_dispatch.serve") -> argparse.ArgumentPars
         "--admin", metavar="HOST:PORT", help="serve the admin endpoint (/metrics, /clusters, ...) here (proxy only)"
     )
     p.add_argument(
+        "--admin-allow-remote",
+        action="store_true",
+        help="let the admin endpoint listen beyond loopback (a container's 0.0.0.0): anyone who reaches it can "
+        "drain the proxy and read its config",
+    )
+    p.add_argument(
         "--node-id", metavar="ID", help="the node id this proxy gives its xDS control plane (the config's xds.node_id)"
     )
     p.add_argument(

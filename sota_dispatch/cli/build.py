@@ -29,6 +29,7 @@ from ..filters.registry import available_filters, get_filter
 from ..io.address import parse_address
 from ..io.reader import ReadTimeouts
 from ..io.tls import ServerTLS
+from ..logs import plural
 from ..protocol.options import Option, OptionPlace
 from ..protocol.registry import ProtocolInfo, available_protocols, get_protocol
 from ..protocol.server import DEFAULT_MAX_CONNECTIONS, Server
@@ -176,7 +177,11 @@ def proxy_config(args: argparse.Namespace) -> ProxyConfig | None:
         if args.drain_timeout is not None:
             config = attrs.evolve(config, drain_timeout=drain_seconds(args, config.drain_timeout))
         if args.admin is not None:
-            config = attrs.evolve(config, admin=admin_config(args.admin, "--admin"))
+            config = attrs.evolve(config, admin=admin_config(_admin_arg(args), "--admin"))
+        elif args.admin_allow_remote:
+            if config.admin is None:
+                raise UsageError("--admin-allow-remote needs an admin endpoint (--admin, or admin in the config)")
+            config = attrs.evolve(config, admin=attrs.evolve(config.admin, allow_remote=True))
         return config
     if args.node_id is not None or args.node_cluster is not None:
         raise UsageError("--node-id and --node-cluster go with --config (its xds control plane)")
@@ -196,16 +201,23 @@ def proxy_config(args: argparse.Namespace) -> ProxyConfig | None:
             args.upstream,
             options=options,
             drain_timeout=args.drain_timeout,
-            admin=args.admin,
+            admin=None if args.admin is None else _admin_arg(args),
             limits=LimitsConfig(
                 max_connections=max_connections, frame_timeout=timeouts.frame, idle_timeout=timeouts.idle
             ),
         )
     if args.check_config:
         raise UsageError("--check-config needs --config or --upstream")
-    if args.admin is not None:
+    if args.admin is not None or args.admin_allow_remote:
         raise UsageError("--admin needs --config or --upstream (the admin endpoint belongs to the proxy)")
     return None
+
+
+def _admin_arg(args: argparse.Namespace) -> str | dict[str, object]:
+    """``--admin`` (with ``--admin-allow-remote``) as the config's ``admin`` value."""
+    if args.admin_allow_remote:
+        return {"address": args.admin, "allow_remote": True}
+    return str(args.admin)
 
 
 #: The --upstream shortcut's config paths, as the flags the user typed.
@@ -228,7 +240,7 @@ def shortcut_error(exc: ConfigError) -> str:
 
 def summary(config: ProxyConfig) -> str:
     listeners = ", ".join(f"{c.name} ({c.protocol} on {c.address})" for c in config.listeners)
-    clusters = ", ".join(f"{c.name} ({len(c.endpoints)} endpoints, {c.lb})" for c in config.clusters)
+    clusters = ", ".join(f"{c.name} ({plural(len(c.endpoints), 'endpoint')}, {c.lb})" for c in config.clusters)
     return f"config OK: listeners {listeners}; clusters {clusters}"
 
 

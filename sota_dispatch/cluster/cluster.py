@@ -28,6 +28,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..config.model import HASH_BALANCERS, ClusterConfig, EndpointConfig
+from ..errors import describe_os_error
 from ..io.budget import BufferBudget
 from ..io.clock import SYSTEM_CLOCK, Clock
 from ..io.outbox import Outbox
@@ -48,7 +49,7 @@ from .balancers import (
 from .health import BreakerState, ProtocolHealth
 from .pool import Pool
 from .request import PoolOwner
-from .stats import ClusterStats
+from .stats import ClusterStats, EndpointStats
 
 __all__ = ["Cluster"]
 
@@ -149,6 +150,10 @@ class Cluster:
             self.balancer, self._fallback = balancer, fallback
         self._priorities = len({e.priority for e in endpoints}) > 1
         self._names = {e: e.address for e in endpoints}
+        # By address: an endpoint whose weight changed keeps its counts.
+        kept: dict[str, EndpointStats] = getattr(self, "endpoint_stats", {})
+        #: Each endpoint's counters (a departed endpoint's go with it).
+        self.endpoint_stats = {e.address: kept.get(e.address) or EndpointStats() for e in endpoints}
         for health in self._health.values():
             health.set_endpoints(self._names)
 
@@ -367,6 +372,7 @@ class Cluster:
                     "health": state,
                     "breaker": breaker,
                     "in_flight": self.in_flight(endpoint),
+                    "stats": self.endpoint_stats[endpoint.address].describe(),
                     "protocols": by_protocol,
                 }
             )
@@ -431,7 +437,7 @@ class Cluster:
             self.name,
             endpoint.address,
             protocol,
-            error,
+            describe_os_error(error),
             protocol,
             backoff,
         )

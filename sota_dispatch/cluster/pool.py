@@ -327,7 +327,7 @@ class UpstreamConnection(Dispatcher):
                     self.close_if_idle()
         elif stuck and self.ready:
             self.ready = False  # no new requests on it
-            log.debug("conn %d: upstream gave no answer in time; closing it", self.context.connection_id)
+            log.debug("upstream gave no answer in time; closing it", extra={"conn": self.context.connection_id})
             self.close_soon()
 
     async def serve(self) -> None:
@@ -401,7 +401,7 @@ class UpstreamConnection(Dispatcher):
                 try:
                     exchange.on_response(response, now)
                 except Exception:  # one bad answer must not reset everyone's requests
-                    log.exception("conn %d: handing an answer to its request failed", self.context.connection_id)
+                    log.exception("handing an answer to its request failed", extra={"conn": self.context.connection_id})
                     exchange.abandon()
         if self.pool.pending:
             self.pool.drain_queue()

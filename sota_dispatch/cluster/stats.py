@@ -8,7 +8,7 @@ endpoint's collector turns them into Prometheus metrics at scrape time.
 
 from __future__ import annotations
 
-__all__ = ["LATENCY_BUCKETS", "ClusterStats", "Histogram", "ListenerStats"]
+__all__ = ["LATENCY_BUCKETS", "ClusterStats", "EndpointStats", "Histogram", "ListenerStats"]
 
 #: Request latency histogram bounds, seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -51,6 +51,42 @@ class ClusterStats:
         self.health_checks = 0
         self.health_check_failures = 0
         self.latency = Histogram()
+
+
+class EndpointStats:
+    """What one upstream endpoint did with the tries sent to it (Envoy's
+    per-host ``rq_total``, ``rq_success``, ``rq_error``, ``rq_timeout``).
+
+    ``requests`` counts tries sent; each then ends as one of ``successes``
+    (an answer the cluster does not count as a failure), ``errors`` (a
+    failure status, a connect failure, a reset) or ``timeouts``, or as none
+    of them when it was given up for another reason (the client left, a
+    oneway request). ``retries``: tries here that retried a request.
+    ``latency``: the time to each answer.
+    """
+
+    __slots__ = ("errors", "latency", "requests", "retries", "successes", "timeouts")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.successes = 0
+        self.errors = 0
+        self.timeouts = 0
+        self.retries = 0
+        self.latency = Histogram()
+
+    def describe(self) -> dict[str, float]:
+        """The counts for the admin's ``/clusters``, with the mean latency (ms)."""
+        latency = self.latency
+        mean = latency.total / latency.count * 1000 if latency.count else 0.0
+        return {
+            "requests": self.requests,
+            "successes": self.successes,
+            "errors": self.errors,
+            "timeouts": self.timeouts,
+            "retries": self.retries,
+            "latency_mean_ms": round(mean, 3),
+        }
 
 
 class ListenerStats:

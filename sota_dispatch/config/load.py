@@ -83,7 +83,7 @@ def config_from_upstreams(
     *,
     options: Mapping[str, str] | None = None,
     drain_timeout: float | None = None,
-    admin: str | None = None,
+    admin: str | Mapping[str, object] | None = None,
     limits: LimitsConfig | None = None,
 ) -> ProxyConfig:
     """The ``--upstream`` shortcut: one listener, one round-robin cluster of

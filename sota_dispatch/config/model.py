@@ -334,7 +334,10 @@ class AdminConfig:
 
     def __attrs_post_init__(self) -> None:
         if not self.allow_remote and not is_loopback(parse_address(self.address)[0]):
-            raise ConfigError("address", f"{self.address} is not loopback; set allow_remote: true to expose the admin")
+            raise ConfigError(
+                "address",
+                f"{self.address} is not loopback; set allow_remote: true (--admin-allow-remote) to expose the admin",
+            )
 
 
 @attrs.frozen

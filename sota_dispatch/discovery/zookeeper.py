@@ -32,6 +32,7 @@ import anyio.to_thread
 from ..config.discovery import ZooKeeperConfig
 from ..config.model import EndpointConfig
 from ..errors import ConfigError
+from ..logs import plural
 from .providers import endpoints_from
 
 __all__ = ["ZooKeeperDiscovery", "check_zookeeper"]
@@ -209,9 +210,9 @@ class ZooKeeperDiscovery:
         self.updates += 1
         self.updated_at = time.time()
         log.info(
-            "cluster %s: %d endpoints from ZooKeeper%s%s",
+            "cluster %s: %s from ZooKeeper%s%s",
             self.cluster,
-            len(endpoints),
+            plural(len(endpoints), "endpoint"),
             "".join(f" +{a}" for a in sorted(after - before)),
             "".join(f" -{a}" for a in sorted(before - after)),
         )

@@ -186,7 +186,7 @@ class BufferBudget:
                 self.shed(holder)
         self._log.log(
             "shed",
-            "buffer budget exceeded (%d bytes allowed): closed the %d connections holding the most",
+            "buffer budget exceeded (%d bytes allowed): closed the %s holding the most",
             self.limit,
-            shed,
+            "connection" if shed == 1 else f"{shed} connections",
         )

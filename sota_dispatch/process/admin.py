@@ -3,9 +3,11 @@
 Paths as a single process has them, answered for all workers:
 ``/metrics`` sums the workers' metrics (see :mod:`.merge`) and adds
 ``sota_workers``, ``sota_worker_restarts_total`` and ``sota_restart_epoch``;
-``/clusters`` lists each worker's view of the clusters (health checks,
-breakers and outlier ejection run in each worker on its own);
-``/reload_certificates`` and ``/drain`` reach every worker. Two more:
+``/stats`` renders those sums; ``/clusters`` lists each worker's view of
+the clusters (health checks, breakers and outlier ejection run in each
+worker on its own); ``/reload_certificates``, ``/drain``,
+``/drain_listeners`` and ``/quitquitquit`` reach every worker (see
+:mod:`.operations`). Two more:
 ``/workers`` (each worker's pid, state, start time and connection counts)
 and ``/server_info`` (version, pid, uptime, state, restart epoch, config version).
 """
@@ -57,7 +59,12 @@ class SupervisorAdminConnection(AdminConnection):
 
     async def _all_clusters(self) -> None:
         await self.supervisor.gather()
-        self._json(self.supervisor.describe_clusters())
+        self._send_clusters(self.supervisor.describe_clusters())
+
+    async def metric_families(self) -> list[Any]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        return list(text_string_to_metric_families((await self.supervisor.metrics()).decode()))
 
     async def _reload_all(self) -> None:
         problems = await self.supervisor.reload_everywhere()
@@ -82,6 +89,7 @@ class SupervisorAdminConnection(AdminConnection):
             "version": package_version(),
             "pid": os.getpid(),
             "state": supervisor.state,
+            "health_check": "failing" if supervisor.health_check_failed else "passing",
             "uptime_seconds": round(time.time() - supervisor.started_at, 3),
             "restart_epoch": supervisor.epoch,
             "workers": supervisor.workers,

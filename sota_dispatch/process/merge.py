@@ -6,7 +6,10 @@ and sums samples with the same name and labels: counters and histograms
 go backwards when a worker dies (a dead worker's last report is kept, as
 prometheus-client keeps a dead process's counter files); gauges over the
 live workers only (prometheus-client's ``livesum``). Names, labels and help
-stay those of a single process, so dashboards work unchanged.
+stay those of a single process, so dashboards work unchanged. The
+workers' ``process_*`` metrics add up to their total CPU time, memory and
+open files; start time and the descriptor limit, which do not add up, are
+left out.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ __all__ = ["MetricsSum"]
 
 #: Families whose samples outlive the worker that counted them.
 _CUMULATIVE = frozenset({"counter", "histogram", "summary"})
+
+#: Per-process values that mean nothing summed (the other ``process_*``
+#: ones add up to the workers' total: CPU seconds, memory, open files).
+_NOT_ADDITIVE = frozenset({"process_start_time_seconds", "process_max_fds"})
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -42,7 +49,7 @@ class MetricsSum:
         from prometheus_client.parser import text_string_to_metric_families
 
         for family in text_string_to_metric_families(text):
-            if not gauges and family.type not in _CUMULATIVE:
+            if (not gauges and family.type not in _CUMULATIVE) or family.name in _NOT_ADDITIVE:
                 continue
             mine = self.families.setdefault(family.name, _Family(family.type, family.documentation))
             for sample in family.samples:

@@ -30,6 +30,7 @@ from anyio.abc import SocketAttribute, SocketListener, SocketStream, TaskStatus,
 
 from ..cli.build import ServicePlan
 from ..errors import ProtocolError
+from ..logs import plural
 from .channel import Channel, Message
 from .sockets import ListenSocket
 from .view import SupervisorView
@@ -112,7 +113,7 @@ class Predecessor:
         except (anyio.EndOfStream, anyio.BrokenResourceError, ProtocolError, OSError):
             pass  # the old process has exited
         finally:
-            log.info("hot restart: %d connections taken over from epoch %d", moved, self.epoch)
+            log.info("hot restart: %s taken over from epoch %d", plural(moved, "connection"), self.epoch)
             with anyio.CancelScope(shield=True):
                 await self.channel.aclose()
 

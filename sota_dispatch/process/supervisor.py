@@ -31,6 +31,7 @@ from ..cli.args import UsageError
 from ..cli.build import ServicePlan
 from ..config.model import ProxyConfig
 from ..errors import ConfigError, ProtocolError
+from ..logs import plural
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
 from ..proxy.reload import ConfigState
@@ -38,6 +39,7 @@ from .admin import SupervisorAdminConnection
 from .channel import Channel, Message
 from .child import WorkerProcess
 from .merge import MetricsSum
+from .operations import AdminOperations
 from .restart import ADMIN_KEY, Predecessor, RestartSocket, listener_keys
 from .sockets import HAS_REUSEPORT, ListenSocket, bind_group, slot_sockets
 
@@ -55,7 +57,7 @@ POLL_INTERVAL = 2.0
 _SHORT_LIFE = 5.0
 
 
-class Supervisor:
+class Supervisor(AdminOperations):
     """Runs ``plan`` in ``workers`` processes (see the module docstring).
 
     ``argv`` are the command's own arguments: each worker runs the same
@@ -207,7 +209,8 @@ class Supervisor:
             raise error
         changed = applied[0]["changed"] if applied else "no worker running"
         self.config_state.applied(str(changed))
-        log.info("config version %d applied in %d workers: %s", self.config_state.version, len(applied), changed)
+        workers = plural(len(applied), "worker")
+        log.info("config version %d applied in %s: %s", self.config_state.version, workers, changed)
         return {"version": self.config_state.version, "changed": changed, "workers": applied}
 
     def config_status(self) -> dict[str, Any]:
@@ -228,8 +231,8 @@ class Supervisor:
         items = addresses.items() if isinstance(addresses, dict) else [("", addresses)]
         for name, address in items:
             log.info("listening on %s%s", address, f" (listener {name})" if name else "")
-        pids = ", ".join(str(w.pid) for w in self.live.values())
-        log.info("supervisor %d: %d workers (pids %s), restart epoch %d", os.getpid(), self.workers, pids, self.epoch)
+        pids, workers = ", ".join(str(w.pid) for w in self.live.values()), plural(self.workers, "worker")
+        log.info("supervisor %d: %s (pids %s), restart epoch %d", os.getpid(), workers, pids, self.epoch)
         if self.admin is not None:
             log.info("admin endpoint on http://%s/", self.admin.address)
 

@@ -28,7 +28,7 @@ from anyio.abc import TaskStatus
 from ..cli.build import SERVICE_KEY, ServicePlan
 from ..cli.running import run
 from ..errors import ConfigError, ProtocolError
-from ..logs import set_worker
+from ..logs import plural, set_worker
 from ..protocol.handoff import HandOff
 from ..protocol.server import Server
 from ..proxy.proxy import Proxy
@@ -120,7 +120,14 @@ class Worker:
         if kind == "stats":
             await self.channel.send({"type": "stats", "id": message.get("id"), **service_stats(self.service)})
         elif kind == "drain":
-            self.service.shutdown()
+            if message.get("drain_timeout") == 0 and isinstance(self.service, Proxy):
+                self.service.quit()  # the admin's /quitquitquit
+            else:
+                self.service.shutdown()
+        elif kind == "drain_listeners":
+            if isinstance(self.service, Proxy):
+                await self.service.drain_listeners()
+            await self.channel.send({"type": "listeners_drained", "id": message.get("id")})
         elif kind == "retire":
             if not self._retiring:
                 self._retiring = True
@@ -155,7 +162,7 @@ class Worker:
                 moving = self.service.hand_off(self._send_connection)
             else:
                 moving = self.service.hand_off(partial(self._send_connection, SERVICE_KEY))
-            log.info("worker %d: moving %d connections to the new process", self.slot, moving)
+            log.info("worker %d: moving %s to the new process", self.slot, plural(moving, "connection"))
         await anyio.sleep(after)
         self.service.shutdown()
 

@@ -80,10 +80,10 @@ def log_close(connection_id: int, reason: BaseException | None) -> None:
     """One line for a connection's end: quiet for a peer gone, INFO for a
     peer's protocol error, ERROR with the traceback for a bug of ours."""
     if reason is None:
-        log.debug("conn %d: closed", connection_id)
+        log.debug("connection closed", extra={"conn": connection_id})
     elif isinstance(reason, ProtocolError):
-        log.info("conn %d: closed: %s: %s", connection_id, type(reason).__name__, reason)
+        log.info("connection closed: %s: %s", type(reason).__name__, reason, extra={"conn": connection_id})
     elif isinstance(reason, (*PEER_GONE, ConnectionLost)):
-        log.debug("conn %d: closed: %s", connection_id, reason or type(reason).__name__)
+        log.debug("connection closed: %s", reason or type(reason).__name__, extra={"conn": connection_id})
     else:
-        log.error("conn %d: closed by an error in the dispatcher", connection_id, exc_info=reason)
+        log.error("connection closed by an error in the dispatcher", exc_info=reason, extra={"conn": connection_id})

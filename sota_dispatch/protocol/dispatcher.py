@@ -411,15 +411,17 @@ class Dispatcher(ProtocolRoles):
                 except (*PEER_GONE, OSError):
                     pass
                 except RuntimeError as exc:  # uvloop: "the handler is closed" on a transport already gone
-                    log.debug("conn %d: closing: %s", self.context.connection_id, exc)
+                    log.debug("closing: %s", exc, extra={"conn": self.context.connection_id})
             await self.stream.aclose()
             with anyio.move_on_after(self.linger_timeout) as hook_scope:
                 try:
                     await self.on_close(reason)
                 except Exception:
-                    log.exception("conn %d: on_close() failed", self.context.connection_id)
+                    log.exception("on_close() failed", extra={"conn": self.context.connection_id})
             if hook_scope.cancelled_caught:
-                log.warning("conn %d: on_close() took over %.1fs", self.context.connection_id, self.linger_timeout)
+                log.warning(
+                    "on_close() took over %.1fs", self.linger_timeout, extra={"conn": self.context.connection_id}
+                )
             # Whatever still refers to this object, its buffers go now.
             drop_tracebacks(reason)
             discard_input(self.stream)

@@ -90,7 +90,7 @@ async def hand_over(dispatcher: Movable, sink: HandOffSink) -> bool:
             why = "the peer does not read its answers"
     detached = None if why is not None else detach_socket(dispatcher.stream)
     if detached is None:
-        log.debug("conn %d: not handed off: %s", context.connection_id, why or "not a plain TCP stream")
+        log.debug("not handed off: %s", why or "not a plain TCP stream", extra={"conn": context.connection_id})
         return False
     fd, queued = detached
     assert state is not None
@@ -98,9 +98,9 @@ async def hand_over(dispatcher: Movable, sink: HandOffSink) -> bool:
     try:
         await sink(moving)
     except Exception as exc:  # noqa: BLE001 - the sink's failure costs this connection only
-        log.warning("conn %d: hand-off failed (%r); closing it", context.connection_id, exc)
+        log.warning("hand-off failed (%r); closing it", exc, extra={"conn": context.connection_id})
         return False
     finally:
         os.close(fd)
-    log.debug("conn %d: handed off (%d bytes unread)", context.connection_id, len(moving.unread))
+    log.debug("handed off (%d bytes unread)", len(moving.unread), extra={"conn": context.connection_id})
     return True

@@ -24,6 +24,7 @@ from ..io.address import format_address, parse_address
 from ..io.budget import BufferBudget
 from ..io.reader import ReadTimeouts
 from ..io.tls import TLS_RECORD, PeerRefused, PrefixedStream, ServerTLS
+from ..logs import plural
 from .dispatcher import ConnectionContext, Dispatcher
 from .handoff import HandOffSink
 from .registry import DispatcherFactory
@@ -150,27 +151,29 @@ class Server:
             if not self._shutdown_requested:
                 # stop_accepting(): the connections go on until their
                 # clients close them or shutdown() drains them.
-                log.info("%s: no longer accepting; serving %d connections on", self.address, len(self._dispatchers))
+                log.info(
+                    "%s: no longer accepting; serving %s on", self.address, plural(len(self._dispatchers), "connection")
+                )
                 # Accepted but still starting count too: one accepted just
                 # before stop_accepting() must be served (or moved), not cut.
                 while (self._dispatchers or self._starting) and not self._shutdown_requested:
                     self._idle = anyio.Event()
                     await self._idle.wait()
             # Draining: give in-flight requests the drain timeout.
-            log.info("%s: no longer accepting; draining %d connections", self.address, len(self._dispatchers))
+            log.info("%s: no longer accepting; draining %s", self.address, plural(len(self._dispatchers), "connection"))
             with anyio.move_on_after(self.drain_timeout):
                 while self._dispatchers or self._starting:
                     self._idle = anyio.Event()
                     await self._idle.wait()
             if self._dispatchers:
-                log.warning("drain timeout: closing %d connections", len(self._dispatchers))
+                log.warning("drain timeout: closing %s", plural(len(self._dispatchers), "connection"))
                 # Each answers what it still owes (an error reply, say) into
                 # its writer now; the close that follows still sends it.
                 for dispatcher in list(self._dispatchers):
                     try:
                         dispatcher.drain_expired()
                     except Exception:
-                        log.exception("conn %d: drain_expired() failed", dispatcher.context.connection_id)
+                        log.exception("drain_expired() failed", extra={"conn": dispatcher.context.connection_id})
             connections.cancel_scope.cancel()
 
     async def _accept_loop(self, listener: SocketListener, connections: TaskGroup) -> None:

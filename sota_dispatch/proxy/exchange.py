@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..cluster.balancers import Endpoint
 from ..cluster.health import ProtocolHealth
+from ..cluster.stats import EndpointStats
 from ..filters.api import FilterRequest
 from ..logs import ACCESS_LOG
 from ..protocol.codec import Failure
@@ -40,6 +41,7 @@ class Exchange:
         "done",
         "downstream",
         "endpoint",
+        "endpoint_stats",
         "frame",
         "health",
         "is_retry",
@@ -82,6 +84,9 @@ class Exchange:
         self.is_retry = False
         self.tried: list[Endpoint] = []
         self.endpoint: Endpoint | None = None
+        #: The current try's endpoint counters (kept here: the endpoint may
+        #: leave the cluster before the try ends).
+        self.endpoint_stats: EndpointStats | None = None
         #: The passive health the current try reports to (its protocol's).
         self.health: ProtocolHealth[Endpoint] | None = None
         self.try_started = 0.0
@@ -130,6 +135,22 @@ class Exchange:
         if upstream is not None:
             self.upstream = None
             upstream.forget(self, stuck=stuck)
+        counts = self.endpoint_stats
+        if counts is not None:
+            self.endpoint_stats = None
+            if latency is not None:  # answered
+                if failed:
+                    counts.errors += 1
+                else:
+                    counts.successes += 1
+                histogram = counts.latency
+                histogram.counts[bisect_left(histogram.bounds, latency)] += 1
+                histogram.total += latency
+                histogram.count += 1
+            elif stuck:
+                counts.timeouts += 1
+            elif failed:
+                counts.errors += 1
         endpoint = self.endpoint
         if endpoint is not None:
             self.endpoint = None
@@ -286,6 +307,10 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
     exchange.tried.append(endpoint)
     exchange.endpoint = endpoint
     exchange.try_started = now
+    counts = exchange.endpoint_stats = cluster.endpoint_stats[endpoint.address]
+    counts.requests += 1
+    if exchange.attempt > 1:
+        counts.retries += 1
     if health.breakers is not None:
         exchange.breaker_generation = health.breakers[endpoint].generation
     cluster.active_requests += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from anyio.abc import ByteStream
 
@@ -27,6 +27,7 @@ from ..protocol.semantics import FrameSemantics
 from ..protocol.server import Server
 from .connection import ProxyConnection
 from .filtering import build_chain
+from .observe import observer_for
 from .routing import Route
 from .security import ProxyTLS
 from .timers import TimerQueue
@@ -140,6 +141,7 @@ class Listener:
         self.protocol = info.protocol_class if info is not None else None
         self.candidates = auto_candidates() if info is None else []
         self.stats = ListenerStats()
+        self.observer = observer_for(config)
         #: Requests that end in an error reply: at most 20 lines a second per
         #: kind (a dead upstream fails thousands a second), at INFO; overflow,
         #: a sign of overload, at WARNING, once per 10 s.
@@ -167,8 +169,8 @@ class Listener:
         )
 
     def update(self, config: ListenerConfig, clusters: Mapping[str, Cluster], drain_timeout: float) -> None:
-        """A reload changed its routes, limits, stream filters or access log
-        (never its socket's address, protocol, options or TLS): requests
+        """A reload changed its routes, limits, stream filters, access log
+        or tracing (never its socket's address, protocol, options or TLS): requests
         read from now on take the new routes, those in flight keep theirs;
         connections accepted from now on take the new limits. The filter
         instances stay (with their state: a rate limit's tokens) unless
@@ -185,8 +187,28 @@ class Listener:
         else:
             filters = build_chain(config, routes, self.clock)
         self.config, self.routes, self.filters = config, routes, filters
+        if (old.access_log, old.tracing) != (config.access_log, config.tracing):
+            self.observer = observer_for(config)
         self.drain_timeout = self.server.drain_timeout = drain_timeout
         self.server.max_connections = config.limits.max_connections
+
+    def describe(self, state: str) -> dict[str, Any]:
+        """The listener for the admin's ``/listeners`` (``state``: the proxy's
+        ``accepting``, ``draining`` or ``drained``)."""
+        server, stats = self.server, self.stats
+        return {
+            "name": self.name,
+            "protocol": self.config.protocol,
+            "address": self.config.address,
+            "bound": server.address,
+            "state": state,
+            "connections_active": server.active_connections,
+            "connections_total": server.connections_total,
+            "connections_refused": server.connections_refused,
+            "requests": stats.requests,
+            "bytes_received": stats.bytes_in,
+            "bytes_sent": stats.bytes_out,
+        }
 
     def protocol_named(self, name: object) -> type[FrameSemantics] | None:
         """The protocol called ``name`` if this listener speaks it (a

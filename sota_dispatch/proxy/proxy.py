@@ -33,6 +33,7 @@ from ..errors import ConfigError
 from ..io.budget import BufferBudget
 from ..io.clock import SYSTEM_CLOCK, Clock
 from ..io.outbox import Outbox
+from ..logs import plural
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.handoff import HandOff
 from ..protocol.registry import ProtocolInfo
@@ -142,6 +143,11 @@ class Proxy:
         self._metrics: Any = None
         self.admin = None if config.admin is None else AdminEndpoint.for_proxy(self, config.admin, self.metrics)
         self._shutdown = False
+        #: Set by the admin's ``/healthcheck/fail``: ``/ready`` answers 503
+        #: while traffic is still served (``/healthcheck/ok`` clears it).
+        self.health_check_failed = False
+        self._listeners_drained = False
+        self._stopped: anyio.Event | None = None
 
     @property
     def listeners(self) -> list[Listener]:
@@ -155,6 +161,7 @@ class Proxy:
     async def serve(self, *, task_status: TaskStatus[dict[str, str]] = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind every listener, serve until :meth:`shutdown`, drain, return."""
         self._reloading = anyio.Lock()
+        self._stopped = anyio.Event()
         async with anyio.create_task_group() as upstream:
             self._upstream = upstream
             upstream.start_soon(self.timers.run, name="proxy timers")
@@ -178,6 +185,10 @@ class Proxy:
                 task_status.started(dict(self.addresses))
                 if self._shutdown:
                     self.shutdown()
+            if self._listeners_drained:
+                # Drained by the admin (/drain_listeners): the admin, health
+                # checks and control plane stay until the process stops.
+                await self._stopped.wait()
             # Every client connection is closed: late upstream answers have
             # nobody to go to, so the upstream connections go too.
             upstream.cancel_scope.cancel()
@@ -218,7 +229,7 @@ class Proxy:
                     if isinstance(source, EdsSource) and source.name in assignments:
                         source.endpoints = assignments[source.name]
                         if cluster.set_endpoints(source.endpoints):
-                            log.info("cluster %s: %d endpoints from xDS", cluster.name, len(source.endpoints))
+                            log.info("cluster %s: %s from xDS", cluster.name, plural(len(source.endpoints), "endpoint"))
         elif type_url == CDS_TYPE:
             state = state.with_clusters(resources)
         elif type_url == LDS_TYPE:
@@ -292,7 +303,7 @@ class Proxy:
         assert self._reloading is not None, "apply() needs a serving proxy"
         async with self._reloading:
             try:
-                if self._shutdown:
+                if self._shutdown or self._listeners_drained:
                     raise ConfigError("", "the proxy is draining")
                 config = base if self.xds is None else state.compose(base, self._assigned)
                 plan = plan_reload(self.config, config, fixed_listeners=self._fixed_listeners)
@@ -399,6 +410,28 @@ class Proxy:
         self._shutdown = True
         for listener in self._listeners:
             listener.server.shutdown()
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def drain_listeners(self) -> None:
+        """Stop accepting and drain every listener's connections (requests
+        in flight finish, up to the drain timeout), keeping the process, its
+        admin, health checks and control plane up (Envoy's ``/drain_listeners``)."""
+        self._listeners_drained = True
+        for listener in self._listeners:
+            listener.server.shutdown()
+
+    def quit(self) -> None:
+        """Stop now (the admin's ``/quitquitquit``): requests in flight get
+        the protocol's timeout reply at once, then every connection closes."""
+        for listener in self._listeners:
+            listener.server.drain_timeout = 0.0
+        self.shutdown()
+
+    async def describe_listeners(self) -> list[dict[str, Any]]:
+        """Every listener, for the admin's ``/listeners``."""
+        state = "draining" if self._shutdown or self._listeners_drained else "accepting"
+        return [listener.describe(state) for listener in self._listeners]
 
     def stop_accepting(self) -> None:
         """Stop accepting; serve the open connections until their clients
