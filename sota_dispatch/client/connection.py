@@ -196,9 +196,18 @@ async def call_connection(
     except BaseException:
         await anyio.aclose_forcefully(stream)
         raise
+    # An error of the block (or of the handshake) is raised after the
+    # connection's task group ends, not in it: the group would wrap it in an
+    # ExceptionGroup, and the caller wants the error itself.
+    error: Exception | None = None
     async with connection:
-        with anyio.move_on_after(timeout) as scope:
-            await connection.wait_ready()
-        if scope.cancelled_caught:
-            raise TimeoutError(f"no {protocol.protocol_name} handshake within {timeout:g}s")
-        yield connection
+        try:
+            with anyio.move_on_after(timeout) as scope:
+                await connection.wait_ready()
+            if scope.cancelled_caught:
+                raise TimeoutError(f"no {protocol.protocol_name} handshake within {timeout:g}s")
+            yield connection
+        except Exception as exc:
+            error = exc
+    if error is not None:
+        raise error
