@@ -42,7 +42,7 @@ def libzmq_echo(kind: int) -> Iterator[tuple[str, list[list[bytes]]]]:
     server = ctx.socket(kind)
     server.setsockopt(zmq.LINGER, 0)
     server.bind("tcp://127.0.0.1:*")
-    endpoint = server.getsockopt(zmq.LAST_ENDPOINT).decode()
+    endpoint = server.getsockopt_string(zmq.LAST_ENDPOINT)
     stop_in, stop_out = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
     stop_in.bind("inproc://stop")
     stop_out.connect("inproc://stop")
