@@ -5,7 +5,8 @@ context variable, so every log line written while serving that connection
 (by the library or by a protocol) carries it, with no logger plumbing. The
 JSON format writes one object per line for log shippers. The access log
 (``sota_dispatch.access``) is off unless a listener sets ``access_log``;
-nothing else logs per message at INFO.
+nothing else logs per message at INFO. In JSON, an access line's fields
+are keys of their own besides its ``message``.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ connection_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("sota
 
 #: The access log's logger; one INFO line per request when a listener asks.
 ACCESS_LOG = logging.getLogger("sota_dispatch.access")
-#: The default access log line (``str.format`` fields: listener, protocol,
-#: conn, stream, cluster, endpoint, outcome, attempts, duration_ms, bytes).
+#: The default access log line (``str.format`` fields; all of them, and
+#: Envoy's operators, are in ``sota_dispatch.config.access_log``).
 ACCESS_LOG_FORMAT = (
     "{listener} {protocol} conn={conn} stream={stream} cluster={cluster} endpoint={endpoint} "
     "outcome={outcome} attempts={attempts} duration_ms={duration_ms:.3f} bytes={bytes}"
@@ -115,7 +116,8 @@ class ConnectionFilter(logging.Filter):
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, conn, and the
-    exception text when there is one."""
+    exception text when there is one; an access line's fields (the
+    record's ``access`` dict) as keys of their own."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -128,6 +130,9 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, key, None)
             if value is not None:
                 entry[key] = value
+        access = getattr(record, "access", None)
+        if isinstance(access, dict):
+            entry.update(access)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         # ASCII only: a message may hold a lone surrogate (a Java peer's string),

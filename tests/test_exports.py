@@ -91,6 +91,7 @@ PUBLIC: dict[str, set[str]] = {
         "StreamFilterConfig",
         "ThresholdsConfig",
         "TlsCertificateConfig",
+        "TracingConfig",
         "UpstreamTlsConfig",
         "XdsConfig",
         "ZooKeeperConfig",

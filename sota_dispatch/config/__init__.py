@@ -37,6 +37,7 @@ from .model import (
 )
 from .parse import admin_config, parse_config
 from .tls import ListenerTlsConfig, TlsCertificateConfig, UpstreamTlsConfig
+from .tracing import TracingConfig
 from .values import parse_duration
 
 __all__ = [
@@ -62,6 +63,7 @@ __all__ = [
     "RouteConfig",
     "StreamFilterConfig",
     "ThresholdsConfig",
+    "TracingConfig",
     "TlsCertificateConfig",
     "UpstreamTlsConfig",
     "XdsConfig",

@@ -30,6 +30,7 @@ from .discovery import XdsConfig, ZooKeeperConfig
 from .frozen import FrozenMap
 from .health import HEALTH_CHECK_KINDS, BreakerConfig, HealthCheckConfig, OutlierConfig, ThresholdsConfig
 from .tls import ListenerTlsConfig, UpstreamTlsConfig
+from .tracing import TracingConfig
 
 __all__ = [
     "BALANCERS",
@@ -55,6 +56,7 @@ __all__ = [
     "RetryConfig",
     "RouteConfig",
     "ThresholdsConfig",
+    "TracingConfig",
     "reference_problems",
 ]
 
@@ -310,7 +312,8 @@ class ListenerConfig:
     #: Protocol options for the client connections; a mapping given in
     #: Python is made a FrozenMap.
     options: FrozenMap[str, str] = attrs.field(default=FrozenMap(), converter=_frozen_options, validator=_OPTIONS)
-    #: An access log line per request in this ``str.format`` format (see
+    #: An access log line per request in this format: Envoy's command
+    #: operators or ``str.format`` fields (see :mod:`.access_log`; ``true``:
     #: ``sota_dispatch.logs.ACCESS_LOG_FORMAT``); None: no access log.
     access_log: str | None = attrs.field(
         default=None, validator=cv.Rule(cv.access_log, optional=True, kind="a format string")
@@ -322,6 +325,10 @@ class ListenerConfig:
     #: TLS termination (None: plaintext).
     tls: ListenerTlsConfig | None = attrs.field(
         default=None, validator=cv.Rule(cv.instance(ListenerTlsConfig), optional=True)
+    )
+    #: An OpenTelemetry span per request (None: none, at no cost).
+    tracing: TracingConfig | None = attrs.field(
+        default=None, validator=cv.Rule(cv.instance(TracingConfig), optional=True)
     )
 
 

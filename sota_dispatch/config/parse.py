@@ -41,6 +41,7 @@ from .model import (
     reference_problems,
 )
 from .tls import ListenerTlsConfig, TlsCertificateConfig, UpstreamTlsConfig
+from .tracing import TracingConfig
 
 __all__ = ["admin_config", "cluster_config", "endpoint_config", "listener_config", "parse_config"]
 
@@ -149,7 +150,12 @@ def _route(value: object, path: str) -> RouteConfig:
 
 def _listener(value: object, path: str) -> ListenerConfig:
     entries = {"routes": _route, "stream_filters": _reader(StreamFilterConfig)}
-    return _object(ListenerConfig, value, path, {"limits": _reader(LimitsConfig), "tls": _listener_tls}, entries)
+    readers = {
+        "limits": _reader(LimitsConfig),
+        "tls": _listener_tls,
+        "tracing": _reader(TracingConfig, null_is_default=True),
+    }
+    return _object(ListenerConfig, value, path, readers, entries)
 
 
 def cluster_config(value: object, path: str) -> ClusterConfig:

@@ -24,6 +24,7 @@ from ..errors import ConfigError
 from ..io.address import parse_address
 from ..logs import ACCESS_LOG_FORMAT
 from ..protocol.options import parse_duration
+from .access_log import compile_access_log
 from .frozen import FrozenMap
 
 __all__ = [
@@ -57,9 +58,6 @@ __all__ = [
 _SIZE_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
 
 _SIZE = re.compile(r"\s*(\d+)\s*([a-zA-Z]*)\s*")
-
-#: The fields an access log format may use (see ``sota_dispatch.logs``).
-_ACCESS_LOG_FIELDS = ("listener", "protocol", "conn", "stream", "cluster", "endpoint", "outcome", "bytes")
 
 T = TypeVar("T")
 
@@ -331,15 +329,13 @@ def percent(value: object, path: str) -> float:
 
 
 def access_log(value: object, path: str) -> str:
-    """``true`` (the default format) or a ``str.format`` format, checked now."""
+    """``true`` (the default format), a format with Envoy's command
+    operators (``%UPSTREAM_HOST%``) or a ``str.format`` one, compiled now
+    (see :mod:`.access_log`)."""
     if value is True:
         return ACCESS_LOG_FORMAT
     form = string(value, path)
-    try:
-        form.format(**dict.fromkeys(_ACCESS_LOG_FIELDS, "x"), attempts=1, duration_ms=1.0)
-    except (KeyError, ValueError, IndexError) as exc:
-        names = ", ".join(_ACCESS_LOG_FIELDS)
-        raise ConfigError(path, f"bad format ({exc!r}); fields: {names}, attempts, duration_ms") from None
+    compile_access_log(form, path)
     return form
 
 

@@ -187,6 +187,22 @@ class FrameSemantics:
         return {}
 
     @classmethod
+    def trace_headers(cls, frame: Any) -> Mapping[str, str]:
+        """The request's tracing context as the protocol carries it (a bolt
+        header's ``rpc_trace_context.sofaTraceId``, a dubbo ``traceparent``
+        attachment), name -> value; read only when a listener traces (the
+        proxy forwards them untouched either way). Default: none."""
+        return {}
+
+    @classmethod
+    def rpc_names(cls, frame: Any) -> tuple[str | None, str | None]:
+        """The request's ``(service, method)`` for a span's ``rpc.service``
+        and ``rpc.method``; default: the ``service`` and ``method`` routing
+        attributes (None where missing). Read only when a listener traces."""
+        attributes = cls.routing_attributes(frame)
+        return attributes.get("service"), attributes.get("method")
+
+    @classmethod
     def health_probe(cls, send: str | None, codec: Codec[Any]) -> bytes | None:
         """A health-check request's bytes, sent once ``codec`` (the probe
         connection's, handshake done) is ready; ``send`` is the cluster's

@@ -18,7 +18,6 @@ from ..cluster.balancers import Endpoint
 from ..cluster.health import ProtocolHealth
 from ..cluster.stats import EndpointStats
 from ..filters.api import FilterRequest
-from ..logs import ACCESS_LOG
 from ..protocol.codec import Failure
 from .routing import Route
 from .sites import Downstream
@@ -202,7 +201,7 @@ class Exchange:
             self.is_retry = True
             start_try(self)
             return
-        self.finish(protocol.encode_response(response, self.frame), "success", now)
+        self.finish(protocol.encode_response(response, self.frame), "success", now, response)
 
     def sent_oneway(self) -> None:
         self.done = True
@@ -237,9 +236,10 @@ class Exchange:
             return
         self.finish(data, failure.name.lower())
 
-    def finish(self, data: bytes, outcome: str, now: float | None = None) -> None:
+    def finish(self, data: bytes, outcome: str, now: float | None = None, response: Any = None) -> None:
         """End with ``data`` for the client (in request order if it needs
-        that); ``outcome`` (``success`` or a failure's name) is counted."""
+        that); ``outcome`` (``success`` or a failure's name) is counted;
+        ``response``: the upstream's answer, for the listener's observer."""
         if self.done:
             return
         self.done = True
@@ -254,24 +254,9 @@ class Exchange:
         latency.counts[bisect_left(latency.bounds, elapsed)] += 1
         latency.total += elapsed
         latency.count += 1
-        downstream = self.downstream
-        access_log = downstream.listener.config.access_log
-        if access_log is not None:
-            ACCESS_LOG.info(
-                access_log.format(
-                    listener=downstream.listener.name,
-                    protocol=downstream.protocol.protocol_name if downstream.protocol is not None else "-",
-                    conn=downstream.context.connection_id,
-                    stream=self.stream,
-                    cluster=cluster.name,
-                    endpoint=self.tried[-1].address if self.tried else "-",
-                    outcome=outcome,
-                    attempts=self.attempt,
-                    duration_ms=elapsed * 1000,
-                    bytes=len(data),
-                ),
-                extra=self._log_ids(),  # the client's connection, not this task's
-            )
+        observer = self.downstream.listener.observer  # the access log, spans
+        if observer is not None:
+            observer(self, data, outcome, now, elapsed, response)
         if self.upstream is not None or self.endpoint is not None:
             self._end_try(None)
         self.downstream.exchange_done(self, data)
@@ -357,11 +342,11 @@ class FilteredExchange(Exchange):
         self.filtered.failure = failure
         super().fail(failure, detail, public)
 
-    def finish(self, data: bytes, outcome: str, now: float | None = None) -> None:
+    def finish(self, data: bytes, outcome: str, now: float | None = None, response: Any = None) -> None:
         if not self.done:  # the filters hear of the answer before it is written
             filtered = self.filtered
             filtered.outcome = outcome
             chain = filtered.chain
             if chain is not None:
                 chain.responded(filtered)
-        super().finish(data, outcome, now)
+        super().finish(data, outcome, now, response)

@@ -9,8 +9,10 @@ down where it can be read.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeAlias
 
+from ..cluster.balancers import Endpoint
 from ..cluster.stats import ListenerStats
 from ..config.model import ListenerConfig
 from ..filters.chain import FilterChain
@@ -25,7 +27,7 @@ from ..protocol.semantics import BoundSemantics, FrameSemantics
 from .routing import Route
 from .timers import TimerQueue
 
-__all__ = ["Downstream", "ListenerSite"]
+__all__ = ["Downstream", "Ending", "ListenerSite", "Observer"]
 
 
 class ListenerSite(Protocol):
@@ -41,6 +43,9 @@ class ListenerSite(Protocol):
     #: The listener's stream filters (None: it has none, and pays nothing).
     filters: FilterChain | None
     stats: ListenerStats
+    #: What hears of every request's end: its access log, its spans (None:
+    #: neither is on, and a request pays one test for them).
+    observer: Observer | None
     failure_log: RateLimitedLog
     overflow_log: RateLimitedLog
     #: The proxy's, shared by every listener.
@@ -80,3 +85,27 @@ class Downstream(Protocol):
     def close_soon(self) -> None:
         """Stop serving the client and close its connection."""
         ...
+
+
+class Ending(Protocol):
+    """An exchange at its end, as an :data:`Observer` reads it."""
+
+    downstream: Downstream
+    #: The request's number on its client connection.
+    stream: int
+    route: Route
+    #: The endpoints tried, in order.
+    tried: list[Endpoint]
+    #: Tries made.
+    attempt: int
+    #: When the last try started (the proxy clock's scale).
+    try_started: float
+    #: The request (still there while the observer runs).
+    frame: Any
+
+
+#: ``observer(exchange, data, outcome, now, elapsed, response)``: a request
+#: ended with ``data`` for the client (``outcome``: ``success`` or a
+#: failure's name; ``now`` and ``elapsed`` on the proxy's clock; the
+#: upstream's ``response`` frame, None for a failure).
+Observer: TypeAlias = Callable[[Ending, bytes, str, float, float, Any], None]

@@ -100,7 +100,7 @@ def with_listener(**fields: Any) -> dict[str, Any]:
 
 
 BAD: list[tuple[Any, str]] = [
-    (with_listener(access_log="{nope}"), "listeners[0].access_log: bad format (KeyError('nope'))"),
+    (with_listener(access_log="{nope}"), "listeners[0].access_log: unknown field {nope} (fields: start_time"),
     (with_listener(limits={"idle_timeout": "soon"}), "listeners[0].limits.idle_timeout: expected a positive duration"),
     (with_listener(limits={"max_connections": 0}), "listeners[0].limits.max_connections: expected an integer >= 1"),
     (

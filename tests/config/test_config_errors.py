@@ -111,7 +111,7 @@ def test_a_required_key_and_an_unknown_one_are_both_reported() -> None:
     }
     with pytest.raises(ConfigError) as caught:
         parse_config(document)
-    allowed = "name, address, protocol, routes, limits, options, access_log, stream_filters, tls"
+    allowed = "name, address, protocol, routes, limits, options, access_log, stream_filters, tls, tracing"
     assert [(e.path, e.problem) for e in caught.value.errors] == [
         ("listeners[0].address", "required"),  # where the mapping that lacks it is
         ("listeners[0].adress", f"unknown key (expected one of: {allowed})"),

@@ -176,7 +176,7 @@ BAD_VALUES: list[tuple[Callable[[], object], str]] = [
     (lambda: ListenerConfig("l", "nowhere", "x", (RouteConfig("c"),)), 'address: expected HOST:PORT, got "nowhere"'),
     (
         lambda: ListenerConfig("l", "127.0.0.1:0", "x", (RouteConfig("c"),), access_log="{nope}"),
-        "access_log: bad format",
+        "access_log: unknown field {nope}",
     ),
     (
         lambda: ListenerConfig("l", "127.0.0.1:0", "x", (RouteConfig("c"),), access_log=True),  # type: ignore[arg-type]

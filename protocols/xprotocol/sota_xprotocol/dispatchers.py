@@ -26,6 +26,38 @@ from .framing import FrameDecoder
 
 __all__ = ["BoltDispatcher", "DubboDispatcher", "XProtocolDispatcher"]
 
+#: Header and attachment names of the tracers RPC services use (compared in
+#: lower case), besides SOFA tracer's ``rpc_trace_context.*`` headers: W3C
+#: trace context, SkyWalking, Zipkin's B3, Jaeger, SOFA tracer's dubbo filter.
+TRACE_KEYS = frozenset(
+    {
+        "traceparent",
+        "tracestate",
+        "sw8",
+        "sw8-correlation",
+        "b3",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-parentspanid",
+        "x-b3-sampled",
+        "uber-trace-id",
+        "sofatraceid",
+        "sofarpcid",
+    }
+)
+SOFA_TRACE_PREFIX = "rpc_trace_context."
+
+
+def _trace_entries(entries: Mapping[Any, Any]) -> dict[str, str]:
+    return {
+        key: value
+        for key, value in entries.items()
+        if isinstance(key, str)
+        and isinstance(value, str)
+        and (key.startswith(SOFA_TRACE_PREFIX) or key.lower() in TRACE_KEYS)
+    }
+
+
 #: The frame size limit of a local service (a proxy's listeners and clusters
 #: have their own ``max_frame_size`` setting).
 _MAX_FRAME_SIZE = Option(
@@ -126,6 +158,18 @@ class BoltDispatcher(XProtocolDispatcher):
         return frame.header
 
     @classmethod
+    def trace_headers(cls, frame: bolt.BoltFrame) -> Mapping[str, str]:
+        """SOFA tracer's ``rpc_trace_context.*`` headers (``sofaTraceId``,
+        ``sofaRpcId``, ...) and the other tracers' (``traceparent``, ...)."""
+        return _trace_entries(frame.header)
+
+    @classmethod
+    def rpc_names(cls, frame: bolt.BoltFrame) -> tuple[str | None, str | None]:
+        """SOFA-RPC's target service and method headers."""
+        header = frame.header
+        return header.get("sofa_head_target_service") or header.get("service"), header.get("sofa_head_method_name")
+
+    @classmethod
     def error_reply(cls, request: bolt.BoltFrame, failure: Failure, detail: str = "") -> bytes:
         return bolt_error_reply(request, failure).encode()
 
@@ -210,6 +254,24 @@ class DubboDispatcher(XProtocolDispatcher):
         if call.group is not None:
             attributes["group"] = call.group
         return attributes
+
+    @classmethod
+    def trace_headers(cls, frame: dubbo.DubboFrame) -> Mapping[str, str]:
+        """The tracing attachments (``traceparent``, SkyWalking's ``sw8``,
+        B3's, SOFA tracer's ...); none for a request that cannot be read."""
+        try:
+            return _trace_entries(frame.call().attachments)
+        except (ValueError, ProtocolError):
+            return {}
+
+    @classmethod
+    def rpc_names(cls, frame: dubbo.DubboFrame) -> tuple[str | None, str | None]:
+        """The interface and the method."""
+        try:
+            call = frame.call()
+        except (ValueError, ProtocolError):
+            return None, None
+        return call.interface, call.method
 
     @classmethod
     def error_reply(cls, request: dubbo.DubboFrame, failure: Failure, detail: str = "") -> bytes:
