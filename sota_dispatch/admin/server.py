@@ -249,7 +249,6 @@ class AdminConnection(Dispatcher):
             "/": ("GET", self._index),
             "/help": ("GET", self._help),
             "/metrics": ("GET", self._metrics),
-            "/stats/prometheus": ("GET", self._metrics),
             "/stats": ("GET", self._stats),
             "/clusters": ("GET", self._clusters),
             "/listeners": ("GET", self._listeners),
@@ -267,11 +266,13 @@ class AdminConnection(Dispatcher):
 
     def paths(self) -> dict[str, str]:
         """Each path this admin serves and what it does (``/help``)."""
-        served = {*self.handlers(), "/logging"}
+        served = {*self.handlers(), "/logging", "/stats/prometheus"}
         return {path: text for path, text in PATHS.items() if path in served}
 
     async def _route(self, method: str, path: str, query: Mapping[str, list[str]]) -> None:
         handlers = self.handlers()
+        if path == "/stats/prometheus":
+            path = "/metrics"  # one exposition, whoever serves it (a supervisor sums its workers')
         if path == "/logging":
             self._logging(method, query)
             return
@@ -383,8 +384,8 @@ class AdminConnection(Dispatcher):
 
     async def _drain_listeners(self) -> None:
         log.info("admin: draining the listeners (the admin stays up)")
-        self._answer(200, "draining listeners\n")
         await self.proxy.drain_listeners()
+        self._answer(200, "listeners closed; their connections are draining\n")
 
     def _quit(self) -> None:
         log.info("admin: quit requested")

@@ -72,13 +72,17 @@ def stats_body(lines: list[tuple[str, float]], query: Mapping[str, list[str]]) -
 
 def clusters_text(clusters: Mapping[str, Any]) -> str:
     """``/clusters?format=text``: one ``cluster::endpoint::stat::value`` line
-    per fact, as Envoy prints them (a supervisor's ``{worker: clusters}``
-    gets a ``worker N::`` prefix per line)."""
+    per fact, as Envoy prints them; a supervisor's ``{"workers": [{slot,
+    clusters}]}`` gets a ``worker N::`` prefix on each worker's lines."""
+    workers = clusters.get("workers")
+    if isinstance(workers, list):
+        return "".join(
+            f"worker {worker.get('slot')}::{line}\n"
+            for worker in workers
+            for line in clusters_text(worker.get("clusters", {})).splitlines()
+        )
     out: list[str] = []
     for name, cluster in clusters.items():
-        if "endpoints" not in cluster and isinstance(cluster, Mapping):  # a supervisor's, per worker
-            out += [f"{name}::{line}" for line in clusters_text(cluster).splitlines()]
-            continue
         for key in ("lb", "active_requests", "connections"):
             if key in cluster:
                 out.append(f"{name}::{key}::{cluster[key]}")

@@ -15,6 +15,8 @@ from typing import Any
 from ..cli.build import ServicePlan
 from .channel import Message
 from .child import WorkerProcess
+from .restart import ADMIN_KEY
+from .sockets import ListenSocket
 
 __all__ = ["AdminOperations"]
 
@@ -31,7 +33,9 @@ class AdminOperations:
 
     plan: ServicePlan
     live: dict[int, WorkerProcess]
+    sockets: list[ListenSocket]
     health_check_failed: bool = False
+    state: str
     _listeners_drained: bool = False
 
     @property
@@ -53,8 +57,12 @@ class AdminOperations:
         """Every worker stops accepting and drains its client connections;
         the workers and the supervisor (and its admin) stay up."""
         self._listeners_drained = True
+        self.state = "draining"
         for worker in list(self.live.values()):
-            await worker.ask({"type": "drain_listeners"})
+            await worker.ask({"type": "drain_listeners"}, timeout=10.0)
+        for listening in self.sockets:  # ours too, or connects would queue in its backlog, unserved
+            if listening.key != ADMIN_KEY:
+                listening.sock.close()
 
     async def describe_listeners(self) -> list[dict[str, Any]]:
         from prometheus_client.parser import text_string_to_metric_families
@@ -65,7 +73,7 @@ class AdminOperations:
                 for key, name in _COUNTS.items():
                     if sample.name == name and "listener" in sample.labels:
                         counts.setdefault(sample.labels["listener"], {})[key] = sample.value
-        drained = self.draining or self._listeners_drained
+        drained = self.draining
         addresses: Mapping[str, str] = self.plan.addresses
         configs = {c.name: c.protocol for c in self.plan.config.listeners} if self.plan.config is not None else {}
         return [

@@ -120,7 +120,7 @@ class Supervisor(AdminOperations):
 
     @property
     def draining(self) -> bool:
-        return self._draining
+        return self._draining or self._listeners_drained
 
     def shutdown(self) -> None:
         """Drain every worker, then exit."""

@@ -112,6 +112,8 @@ class Server:
         #: starting then, follows the others to the new process.
         self._handoff_sink: HandOffSink | None = None
         self._accept_scope: anyio.CancelScope | None = None
+        #: Set once the listening sockets are closed (see :meth:`wait_not_accepting`).
+        self._not_accepting: anyio.Event | None = None
         self._idle: anyio.Event | None = None
         self._shutdown_requested = False
         self._accept_requested_stop = False
@@ -132,6 +134,7 @@ class Server:
         Raises :class:`OSError` if the address cannot be bound.
         """
         listener: MultiListener[SocketStream]
+        self._not_accepting = anyio.Event()
         if self.sockets is not None:
             listener = MultiListener([await SocketListener.from_socket(sock) for sock in self.sockets])
         else:
@@ -148,6 +151,7 @@ class Server:
                         assert isinstance(sub, SocketListener)
                         accepting.start_soon(self._accept_loop, sub, connections)
             await listener.aclose()
+            self._not_accepting.set()
             if not self._shutdown_requested:
                 # stop_accepting(): the connections go on until their
                 # clients close them or shutdown() drains them.
@@ -330,6 +334,13 @@ class Server:
             self._idle.set()  # wake a server that stopped accepting: its drain starts now
         for dispatcher in list(self._dispatchers):
             dispatcher.drain()
+
+    async def wait_not_accepting(self) -> None:
+        """Return once the listening sockets are closed, after
+        :meth:`stop_accepting` or :meth:`shutdown` (at once if not serving):
+        a connect from then on is refused."""
+        if self._not_accepting is not None:
+            await self._not_accepting.wait()
 
     def stop_accepting(self) -> None:
         """Stop accepting, and keep serving the open connections until

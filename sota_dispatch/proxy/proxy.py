@@ -420,6 +420,8 @@ class Proxy:
         self._listeners_drained = True
         for listener in self._listeners:
             listener.server.shutdown()
+        for listener in self._listeners:  # returns once a connect is refused
+            await listener.server.wait_not_accepting()
 
     def quit(self) -> None:
         """Stop now (the admin's ``/quitquitquit``): requests in flight get
@@ -471,8 +473,8 @@ class Proxy:
 
     @property
     def draining(self) -> bool:
-        """True once :meth:`shutdown` was called."""
-        return self._shutdown
+        """True once :meth:`shutdown` or :meth:`drain_listeners` was called."""
+        return self._shutdown or self._listeners_drained
 
     @property
     def metrics(self) -> Any:
