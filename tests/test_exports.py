@@ -17,6 +17,7 @@ PUBLIC: dict[str, set[str]] = {
     "sota_dispatch": {
         "BufferedReader",
         "BufferedWriter",
+        "CallAnswer",
         "ChunkBuffer",
         "ClientTLS",
         "Clock",
