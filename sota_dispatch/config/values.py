@@ -13,6 +13,7 @@ them at once.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,6 +34,7 @@ __all__ = [
     "address",
     "boolean",
     "choice",
+    "did_you_mean",
     "duration",
     "fields",
     "filter_options",
@@ -138,6 +140,14 @@ def within(error: ConfigError, path: str) -> ConfigError:
     return ConfigError.combine(ConfigError(join(path, each.path), each.problem) for each in error.errors)
 
 
+def did_you_mean(given: str, choices: Sequence[str], form: str = "; did you mean {!r}?") -> str:
+    """``form`` filled with the one of ``choices`` closest to a misspelt
+    ``given`` (difflib's ratio >= 0.8: a typo, not a guess: "fastest" is
+    no "least_request"), else ``""``."""
+    close = difflib.get_close_matches(given, list(choices), n=1, cutoff=0.8)
+    return form.format(close[0]) if close else ""
+
+
 def fields(
     value: object, path: str, allowed: Sequence[str], required: Sequence[str] = ()
 ) -> tuple[dict[str, Any], list[ConfigError]]:
@@ -153,7 +163,8 @@ def fields(
             hint = " (YAML reads unquoted on/off/yes/no as booleans: quote the key)" if isinstance(key, bool) else ""
             errors.append(ConfigError(path, f"unknown key {show(key)}{hint} ({expected})"))
         elif key not in allowed:
-            errors.append(ConfigError(join(path, key_text(key)), f"unknown key ({expected})"))
+            hint = did_you_mean(key, allowed, "did you mean {!r}? ")
+            errors.append(ConfigError(join(path, key_text(key)), f"unknown key ({hint}{expected})"))
         else:
             known[key] = item
     errors += [ConfigError(join(path, key), "required") for key in required if key not in value]
@@ -273,7 +284,8 @@ def address(value: object, path: str, *, endpoint: bool = False) -> str:
 
 def choice(value: object, path: str, choices: Sequence[str]) -> str:
     if value not in choices:
-        raise ConfigError(path, f"expected one of {', '.join(choices)}, got {show(value)}")
+        hint = did_you_mean(value, choices) if isinstance(value, str) else ""
+        raise ConfigError(path, f"expected one of {', '.join(choices)}, got {show(value)}{hint}")
     return cast(str, value)
 
 

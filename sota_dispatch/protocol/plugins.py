@@ -10,6 +10,7 @@ picking one would run the wrong code.
 
 from __future__ import annotations
 
+import difflib
 import threading
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
@@ -103,8 +104,12 @@ class PluginRegistry(Generic[InfoT]):
             return info
         ep = self._scan().get(name)
         if ep is None:
-            available = ", ".join(self.names()) or "none installed"
-            raise self._unknown(f"unknown {self.noun} {name!r}; available: {available}")
+            names = self.names()
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.8)  # a typo, not a guess
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise self._unknown(
+                f"unknown {self.noun} {name!r}{hint}; available: {', '.join(names) or 'none installed'}"
+            )
         try:
             loaded = ep.load()
         except Exception as exc:

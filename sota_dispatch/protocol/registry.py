@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
-from ..errors import DuplicateProtocolError, UnknownProtocolError
+from ..errors import DuplicateProtocolError, PluginLoadError, UnknownProtocolError
 from .options import OptionSchema
 from .plugins import PluginRegistry
+from .proxiable import proxiable_problems
 from .semantics import FrameSemantics
 from .sniff import Match
 
@@ -74,6 +75,11 @@ def _info(name: str, factory: Any, source: str) -> ProtocolInfo:
     if isinstance(options, Mapping) and not isinstance(options, OptionSchema):
         options = OptionSchema.from_help(options)  # a plain factory's {name: help}
     proxiable = isinstance(factory, type) and issubclass(factory, FrameSemantics) and factory.proxiable
+    if proxiable:
+        problems = proxiable_problems(factory)
+        if problems:
+            listing = "; ".join(problems)
+            raise PluginLoadError(f"protocol {name!r} ({source}) defines both codecs but cannot be proxied: {listing}")
     return ProtocolInfo(
         name=name,
         factory=factory,
@@ -99,7 +105,9 @@ def register_protocol(name: str, factory: DispatcherFactory, *, source: str | No
     ``factory`` is usually a :class:`~sota_dispatch.Dispatcher` subclass; its
     ``sniff`` classmethod, ``options`` and docstring become the protocol's
     sniffer, options and description, and the proxy can forward it when it
-    defines its codecs. Raises
+    defines its codecs. A class that defines both codecs but lacks what the
+    proxy needs besides raises :class:`~sota_dispatch.PluginLoadError`
+    naming it (see :mod:`~sota_dispatch.protocol.proxiable`). Raises
     :class:`~sota_dispatch.DuplicateProtocolError`, naming both sources, when
     the name is taken by another registration or an installed plugin.
     """

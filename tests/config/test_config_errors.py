@@ -114,8 +114,26 @@ def test_a_required_key_and_an_unknown_one_are_both_reported() -> None:
     allowed = "name, address, protocol, routes, limits, options, access_log, stream_filters, tls, tracing"
     assert [(e.path, e.problem) for e in caught.value.errors] == [
         ("listeners[0].address", "required"),  # where the mapping that lacks it is
-        ("listeners[0].adress", f"unknown key (expected one of: {allowed})"),
+        ("listeners[0].adress", f"unknown key (did you mean 'address'? expected one of: {allowed})"),
     ]
+
+
+def test_misspellings_get_a_hint_and_every_mistake_is_reported_at_once() -> None:
+    document = {
+        "listeners": [
+            {"name": "l", "address": "127.0.0.1:1", "protocol": "p", "routes": [{"cluster": "c", "timout": "1s"}]}
+        ],
+        "clusters": [{"name": "c", "endpoints": ["127.0.0.1:2"], "lb": "round_robbin", "zzz": 1}],
+        "drain_timout": 3,
+    }
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document)
+    problems = {e.path: e.problem for e in caught.value.errors}
+    assert len(problems) == 4
+    assert problems["listeners[0].routes[0].timout"].startswith("unknown key (did you mean 'timeout'? expected")
+    assert problems["drain_timout"].startswith("unknown key (did you mean 'drain_timeout'? expected")
+    assert problems["clusters[0].lb"].endswith("""got "round_robbin"; did you mean 'round_robin'?""")
+    assert problems["clusters[0].zzz"].startswith("unknown key (expected one of")  # nothing close: no guess
 
 
 def test_one_mistake_is_one_line_as_before() -> None:

@@ -146,3 +146,85 @@ def test_two_plugins_with_one_name_name_both(
     assert "'same'" in message
     assert "one_mod:Cls" in message
     assert "two_mod:Cls" in message
+
+
+def test_a_misspelt_protocol_gets_a_hint(installed: str) -> None:
+    with pytest.raises(UnknownProtocolError, match=r"unknown protocol 'echo-lines' \(did you mean 'echo_lines'\?\)"):
+        get_protocol("echo-lines")
+
+
+class _LineCodec:
+    """A codec of lines that lacks ``buffered`` (unless a subclass adds it)."""
+
+    ready = True
+
+    def feed(self, data: bytes) -> list[bytes]:
+        return [data]
+
+    def data_to_send(self) -> bytes:
+        return b""
+
+    def check(self) -> None:
+        pass
+
+
+class HalfProxiable(Dispatcher):
+    """Defines both codecs, and nothing else the proxy needs."""
+
+    @classmethod
+    def server_codec(cls, options: object, max_frame_size: int) -> _LineCodec:  # type: ignore[override]
+        return _LineCodec()
+
+    @classmethod
+    def client_codec(cls, options: object, max_frame_size: int) -> _LineCodec:  # type: ignore[override]
+        return _LineCodec()
+
+
+def test_an_incomplete_proxiable_class_fails_when_registered_naming_what_it_lacks() -> None:
+    with pytest.raises(PluginLoadError) as raised:
+        register_protocol("half", HalfProxiable)
+    message = str(raised.value)
+    for lack in ("no encode_request()", "no encode_response()", "no error_reply()", "no response_id()"):
+        assert lack in message
+    assert "server_codec() returns a codec without buffered" in message
+    assert "half" not in available_protocols()  # not registered: it fails now, not per connection
+
+
+def test_an_incomplete_plugin_fails_when_loaded(
+    install_plugin: Callable[..., dict[str, str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_plugin("half-plugin", {"half": "tests_half_plugin:HalfProxiable"}, modules={"tests_half_plugin": HALF})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginLoadError, match=r"'half' \(entry point .*half-plugin 1.0.*\) defines both codecs"):
+        _new_registry().get("half")
+
+
+HALF = """
+from sota_dispatch import Dispatcher
+
+
+class Codec:
+    ready = True
+    buffered = 0
+
+    def feed(self, data):
+        return [data]
+
+    def data_to_send(self):
+        return b""
+
+    def check(self):
+        pass
+
+
+class HalfProxiable(Dispatcher):
+    pool_modes = frozenset({"pipeline"})
+
+    @classmethod
+    def server_codec(cls, options, max_frame_size):
+        return Codec()
+
+    @classmethod
+    def client_codec(cls, options, max_frame_size):
+        return Codec()
+"""
