@@ -207,7 +207,7 @@ async def call_connection(
             if scope.cancelled_caught:
                 raise TimeoutError(f"no {protocol.protocol_name} handshake within {timeout:g}s")
             yield connection
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - raised again below, unwrapped
             error = exc
     if error is not None:
         raise error

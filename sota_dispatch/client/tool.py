@@ -144,12 +144,15 @@ async def execute(plan: CallPlan, stdout: TextIO | None = None, stderr: TextIO |
             for line in summary.lines():
                 print(line, file=stdout)
         return EXIT_OK if not summary.errors else EXIT_ERROR
-    except _Failed as failed:
-        if plan.json and failed.code == EXIT_ERROR:
-            record = {"protocol": plan.protocol.protocol_name, "ok": False, "error": failed.kind, "detail": str(failed)}
-            print(_dump(record), file=stdout)
-        print(f"error: {failed}", file=stderr)
-        return failed.code
+    except (SotaError, OSError) as exc:  # what no branch above foresaw: still one line, no traceback
+        failed = _Failed(str(exc) or type(exc).__name__, EXIT_ERROR, "failure")
+    except _Failed as caught:
+        failed = caught
+    if plan.json and failed.code == EXIT_ERROR:
+        record = {"protocol": plan.protocol.protocol_name, "ok": False, "error": failed.kind, "detail": str(failed)}
+        print(_dump(record), file=stdout)
+    print(f"error: {failed}", file=stderr)
+    return failed.code
 
 
 def plan_or_exit(argv: Sequence[str], stdout: TextIO, stderr: TextIO, prog: str) -> CallPlan | int:

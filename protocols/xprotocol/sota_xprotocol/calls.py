@@ -88,7 +88,8 @@ def describe_bolt_answer(frame: bolt.BoltFrame) -> CallAnswer:
         "header": header,
         "content": content,
     }
-    text = f"{name}: {content}" if ok else f"{name} (status {frame.status}): {content}".rstrip(": ")
+    shown = name if ok else f"{name} (status {frame.status})"
+    text = f"{shown}: {content}" if content else shown
     return CallAnswer(ok=ok, text=text, data=data)
 
 
