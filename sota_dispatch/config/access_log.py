@@ -16,6 +16,7 @@ import difflib
 import functools
 import re
 import socket
+import string
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
@@ -99,18 +100,29 @@ _OPERATOR = re.compile(r"%([A-Z][A-Z0-9_]*)(?:\(([^)]*)\))?%")
 _HOSTNAME = socket.gethostname()
 
 
+#: The fields that may hold None (printed ``-``).
+_NULLABLE = frozenset({"status", "upstream_ms", "remote_address", "local_address"})
+
+
 class AccessFormat:
     """A compiled access log format: :meth:`render` a request's record."""
 
-    __slots__ = ("envoy", "source", "start_time_formats", "template")
+    __slots__ = ("derived", "envoy", "nullable", "source", "start_time_formats", "template")
 
-    def __init__(self, source: str, template: str, envoy: bool, start_time_formats: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, source: str, template: str, envoy: bool, used: Iterable[str], start_time_formats: tuple[str, ...] = ()
+    ) -> None:
         #: The format as configured.
         self.source = source
         #: A ``str.format_map`` template over the record's fields.
         self.template = template
         #: Whether it was written with Envoy's operators.
         self.envoy = envoy
+        used = frozenset(used)
+        #: The fields it uses that may be None (the default line uses none).
+        self.nullable = tuple(sorted(used & _NULLABLE))
+        #: Values it computes from the record (Envoy's whole-ms duration, ...).
+        self.derived = tuple(sorted(used - set(FIELDS)))
         #: The ``strftime`` formats of ``%START_TIME(...)%`` operators, in order.
         self.start_time_formats = start_time_formats
 
@@ -119,26 +131,20 @@ class AccessFormat:
         None value prints as ``-``). A ``str.format`` spec a missing value
         cannot take (``{status:d}`` without a status) makes the line
         ``key=value`` pairs instead: a line is never lost."""
+        values = record
+        if self.derived or self.nullable:
+            values = dict(record)
+            for key in self.derived:
+                values[key] = self._derive(key, record)
+            for key in self.nullable:
+                if values[key] is None:
+                    values[key] = "-"
         try:
-            return self.template.format_map(_View(record, self.start_time_formats))
+            return self.template.format_map(values)
         except (TypeError, ValueError):
             return " ".join(f"{key}={'-' if value is None else value}" for key, value in record.items())
 
-    def __repr__(self) -> str:
-        return f"AccessFormat({self.source!r})"
-
-
-class _View(dict[str, object]):
-    """The record as a line shows it: ``-`` for a missing value; for
-    Envoy's operators, the duration in whole milliseconds, the client's
-    host alone, the start time as asked."""
-
-    def __init__(self, record: Mapping[str, object], start_time_formats: tuple[str, ...]) -> None:
-        super().__init__(record)
-        self._formats = start_time_formats
-
-    def __missing__(self, key: str) -> object:
-        record = self
+    def _derive(self, key: str, record: Mapping[str, object]) -> object:
         if key == "duration":
             return int(_number(record["duration_ms"]))
         if key == "remote_host":
@@ -146,13 +152,10 @@ class _View(dict[str, object]):
             return "-" if not isinstance(remote, str) else remote.rpartition(":")[0].strip("[]") or "-"
         if key == "hostname":
             return _HOSTNAME
-        if key.startswith("start_time_"):
-            return _strftime(record.get("start_time"), self._formats[int(key[len("start_time_") :])])
-        return "-"
+        return _strftime(record.get("start_time"), self.start_time_formats[int(key[len("start_time_") :])])
 
-    def __getitem__(self, key: str) -> object:
-        value = super().__getitem__(key) if key in self else self.__missing__(key)
-        return "-" if value is None else value
+    def __repr__(self) -> str:
+        return f"AccessFormat({self.source!r})"
 
 
 def _number(value: object) -> float:
@@ -181,11 +184,13 @@ def compile_access_log(source: str, path: str = "access_log") -> AccessFormat:
         ) from None
     except (ValueError, IndexError, AttributeError, TypeError) as exc:
         raise ConfigError(path, f"bad format ({exc}); fields: {', '.join(FIELDS)}") from None
-    return AccessFormat(source, source, envoy=False)
+    used = {re.split(r"[.[]", name)[0] for _, name, _, _ in string.Formatter().parse(source) if name}
+    return AccessFormat(source, source, envoy=False, used=used)
 
 
 def _compile_envoy(source: str, path: str) -> AccessFormat:
     parts: list[str] = []
+    used: list[str] = []
     problems: list[str] = []
     formats: list[str] = []
     end = 0
@@ -207,11 +212,12 @@ def _compile_envoy(source: str, path: str) -> AccessFormat:
             field = f"start_time_{len(formats)}"
             formats.append(argument)
         parts.append(f"{{{field}}}")
+        used.append(field)
     parts.append(_literal(source[end:]))
     if problems:
         supported = ", ".join(f"%{name}%" for name, field in OPERATORS.items() if field is not None)
         raise ConfigError(path, f"{'; '.join(problems)} (supported: {supported})")
-    return AccessFormat(source, "".join(parts), envoy=True, start_time_formats=tuple(formats))
+    return AccessFormat(source, "".join(parts), envoy=True, used=used, start_time_formats=tuple(formats))
 
 
 def _literal(text: str) -> str:
