@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from call_protocols import CallIds, CallLines, raw_server, registered
 
 from sota_dispatch import ServerTLS
 from sota_dispatch.client import run_call
-from sota_dispatch.testing import free_port, serving
+from sota_dispatch.testing import free_port, serve_process, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -154,19 +155,44 @@ async def test_tls_verified_against_a_ca(tls_files: object) -> None:
         assert server.address is not None
         verified = await call("--protocol", "call_lines", server.address, "secret", "--tls-ca", files.ca_file)  # type: ignore[attr-defined]
         untrusted = await call("--protocol", "call_lines", server.address, "secret", "--tls")
+        insecure = await call("--protocol", "call_lines", server.address, "secret", "--tls-insecure")
         plain = await call("--protocol", "call_lines", server.address, "secret", "--timeout", "0.5")
     assert verified[0] == 0
     assert verified[1].startswith("echo:secret\n")
     assert untrusted[0] == 2
     assert untrusted[2].startswith(f"error: cannot connect to {server.address}: TLS: ")
     assert "certificate" in untrusted[2]
+    assert insecure[0] == 0
     assert plain[0] == 1  # a TLS server does not answer a plaintext line
 
 
-def test_the_module_runs_as_a_program_without_a_traceback() -> None:
-    address = f"127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "sota_dispatch.call", "--protocol", "simple_line", address, "a=1"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2
-    assert done.stdout == ""
-    assert done.stderr == f"error: cannot connect to {address}: connection refused\n"
+#: A plugin module for child processes: CallLines without the test's imports.
+CHILD_PLUGIN = """
+from sota_dispatch import CallAnswer
+from sota_dispatch.testing import ECHO_MARK, EchoLines
+
+
+class CallLines(EchoLines):
+    @classmethod
+    def call_request(cls, words, fields):
+        return ECHO_MARK + " ".join(words).encode() + b"\\n"
+
+    @classmethod
+    def describe_answer(cls, frame):
+        return CallAnswer(ok=True, text=frame.decode().rstrip())
+"""
+
+
+def test_the_program_calls_the_serve_program_and_names_a_refusal(install_plugin: Callable[..., dict[str, str]]) -> None:
+    plugin = install_plugin("call-lines", {"call_lines": "child_plugin:CallLines"}, {"child_plugin": CHILD_PLUGIN})
+    env = {**os.environ, **plugin}
+    command = [sys.executable, "-m", "sota_dispatch.call", "--protocol", "call_lines"]
+    with serve_process(["--protocol", "call_lines", "--listen", "127.0.0.1:0"], env=env) as server:
+        answered = subprocess.run([*command, server.address, "hi"], capture_output=True, text=True, timeout=60, env=env)
+    refused = f"127.0.0.1:{free_port()}"
+    failed = subprocess.run([*command, refused, "hi"], capture_output=True, text=True, timeout=60, env=env)
+    assert (answered.returncode, answered.stderr) == (0, "")
+    assert answered.stdout.splitlines()[0] == "echo:hi"
+    assert failed.returncode == 2
+    assert failed.stdout == ""
+    assert failed.stderr == f"error: cannot connect to {refused}: connection refused\n"
