@@ -17,7 +17,8 @@ sota-mesh reads Envoy's own files, so operators keep one format. The subset:
   ``TypedStruct`` (``xds.type.v3`` or ``udpa.type.v1``) with ``type_url``
   ``.../sota_dispatch.filters.<type>`` and the filter's options as
   ``value``, optionally ended by Envoy's terminal
-  ``envoy.filters.generic.router``;
+  ``envoy.filters.generic.router``; ``access_log`` (see
+  :mod:`sota_dispatch.config.envoy_access_log`);
 * ``static_resources.clusters[]``: ``name``, ``connect_timeout``,
   ``lb_policy``, ``load_assignment.endpoints[]`` (``priority``,
   ``lb_endpoints[].endpoint.address.socket_address``,
@@ -46,6 +47,7 @@ from typing import Any
 import sota_dispatch.config.values as cv
 
 from ..errors import ConfigError
+from .envoy_access_log import access_log_from_envoy
 from .envoy_tls import downstream_tls, upstream_tls
 from .model import ProxyConfig
 from .parse import parse_config
@@ -80,13 +82,7 @@ ENVOY_NUM_RETRIES = 1
 #: ``outlier_detection.max_ejection_percent``.
 ENVOY_MAX_EJECTION_PERCENT = 10
 
-_LB = {
-    "ROUND_ROBIN": "round_robin",
-    "LEAST_REQUEST": "least_request",
-    "RANDOM": "random",
-    "RING_HASH": "ring_hash",
-    "MAGLEV": "maglev",
-}
+_LB = {name: name.lower() for name in ("ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV")}
 _RETRY_ON = {
     "connect-failure": "connect_failure",
     "reset": "reset",
@@ -329,7 +325,7 @@ def _listener(value: object, path: str) -> dict[str, Any]:
     typed = _map(
         filter_["typed_config"],
         f"{fpath}.typed_config",
-        ("@type", "stat_prefix", "codec_config", "route_config", "filters"),
+        ("@type", "stat_prefix", "codec_config", "route_config", "filters", "access_log"),
         ("codec_config", "route_config"),
     )
     stream_filters: list[dict[str, Any]] = []
@@ -357,6 +353,8 @@ def _listener(value: object, path: str) -> dict[str, Any]:
     }
     if stream_filters:
         native["stream_filters"] = stream_filters
+    if "access_log" in typed:
+        native["access_log"] = access_log_from_envoy(typed["access_log"], f"{fpath}.typed_config.access_log", _map)
     if "transport_socket" in chain:
         native["tls"] = downstream_tls(_map, chain["transport_socket"], f"{path}.filter_chains[0].transport_socket")
     return native
