@@ -11,6 +11,7 @@ import pytest
 from anyio.abc import SocketAttribute
 from simple_line_support import backends, client, config, proxy_for
 
+from sota_dispatch.config import parse_config
 from sota_dispatch.logs import JsonFormatter
 from sota_dispatch.proxy import observe
 from sota_dispatch.testing import free_port
@@ -106,3 +107,17 @@ async def test_with_the_access_log_off_nothing_is_built(
         assert proxy.listeners[0].observer is None  # the request path tests one None
         assert await c.call(b"x") == [b"A:x"]
     assert access_records(caplog) == []
+
+
+async def test_a_reload_turns_the_access_log_on_and_changes_its_format(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="sota_dispatch.access")
+    async with backends("A") as up, proxy_for(config([up[0][1]])) as proxy, client(proxy) as c:
+        assert await c.call(b"before") == [b"A:before"]
+        on = config([up[0][1]])
+        on["listeners"][0]["access_log"] = "first {outcome}"
+        await proxy.apply(parse_config(on))
+        assert await c.call(b"on") == [b"A:on"]
+        on["listeners"][0]["access_log"] = "%RESPONSE_FLAGS% second"
+        await proxy.apply(parse_config(on))
+        assert await c.call(b"changed") == [b"A:changed"]
+    assert [r.getMessage() for r in access_records(caplog)] == ["first success", "- second"]
