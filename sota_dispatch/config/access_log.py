@@ -44,6 +44,7 @@ FIELDS = (
     "upstream_ms",  # from the last try's start to its end (None: no try)
     "bytes",  # the answer's size (also ``bytes_sent``)
     "bytes_sent",
+    "bytes_received",  # the request's size, where the protocol knows it (None: not)
 )
 
 #: Envoy's command operators, each as a field (None: Envoy has it, sota-dispatch has no such value).
@@ -64,8 +65,8 @@ OPERATORS: Mapping[str, str | None] = {
     "CONNECTION_ID": "conn",
     "STREAM_ID": "stream",
     "HOSTNAME": "hostname",
+    "BYTES_RECEIVED": "bytes_received",
     # Envoy's, but nothing here measures them (yet): named as unsupported.
-    "BYTES_RECEIVED": None,
     "RESPONSE_DURATION": None,
     "REQUEST_DURATION": None,
     "ROUTE_NAME": None,
@@ -92,7 +93,7 @@ RESPONSE_FLAGS: Mapping[str, str] = {
 #: A record of every field, to try a ``str.format`` format on.
 _SAMPLE: Mapping[str, object] = {
     **dict.fromkeys(FIELDS, "x"),
-    **dict.fromkeys(("conn", "stream", "status", "attempts", "bytes", "bytes_sent"), 1),
+    **dict.fromkeys(("conn", "stream", "status", "attempts", "bytes", "bytes_sent", "bytes_received"), 1),
     **dict.fromkeys(("duration_ms", "upstream_ms"), 1.0),
 }
 
@@ -101,7 +102,7 @@ _HOSTNAME = socket.gethostname()
 
 
 #: The fields that may hold None (printed ``-``).
-_NULLABLE = frozenset({"status", "upstream_ms", "remote_address", "local_address"})
+_NULLABLE = frozenset({"status", "upstream_ms", "remote_address", "local_address", "bytes_received"})
 
 
 class AccessFormat:

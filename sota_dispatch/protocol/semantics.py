@@ -203,6 +203,12 @@ class FrameSemantics:
         return attributes.get("service"), attributes.get("method")
 
     @classmethod
+    def frame_size(cls, frame: Any) -> int | None:
+        """The request's size as received, bytes, where the frame knows it
+        cheaply (its raw bytes); read only for an access log. Default: None."""
+        return None
+
+    @classmethod
     def health_probe(cls, send: str | None, codec: Codec[Any]) -> bytes | None:
         """A health-check request's bytes, sent once ``codec`` (the probe
         connection's, handshake done) is ready; ``send`` is the cluster's

@@ -14,16 +14,20 @@ their own.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from ..config.access_log import RESPONSE_FLAGS, AccessFormat, compile_access_log
 from ..config.model import ListenerConfig
 from ..logs import ACCESS_LOG
+from ..protocol.semantics import BoundSemantics
 from .sites import Ending, Observer
 from .tracing import Tracing
 
 __all__ = ["AccessLogger", "Observers", "access_record", "observer_for", "start_time"]
+
+log = logging.getLogger(__name__)
 
 
 def start_time(epoch: float) -> str:
@@ -59,7 +63,18 @@ def access_record(
         "upstream_ms": (now - exchange.try_started) * 1000 if attempts else None,
         "bytes": size,
         "bytes_sent": size,
+        "bytes_received": _frame_size(semantics, exchange.frame),
     }
+
+
+def _frame_size(semantics: BoundSemantics | None, frame: Any) -> int | None:
+    if semantics is None:
+        return None
+    try:  # a plugin's bug must not fail the request: its line just lacks the size
+        return semantics.protocol.frame_size(frame)
+    except Exception:
+        log.debug("reading the request's size failed", exc_info=True)
+        return None
 
 
 class AccessLogger:

@@ -30,6 +30,7 @@ def record(**changes: object) -> dict[str, object]:
         "upstream_ms": 10.0,
         "bytes": 99,
         "bytes_sent": 99,
+        "bytes_received": 40,
     }
     assert set(base) == set(FIELDS)
     return {**base, **changes}
@@ -38,18 +39,19 @@ def record(**changes: object) -> dict[str, object]:
 def test_envoy_operators_render_as_envoy_prints_them() -> None:
     form = compile_access_log(
         "%START_TIME(%Y/%m/%d %H:%M)% %DURATION% %RESPONSE_CODE% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% "
-        "%UPSTREAM_HOST% %HOSTNAME% {x}"
+        "%UPSTREAM_HOST% %HOSTNAME% %BYTES_RECEIVED% {x}"
     )
     assert form.envoy
-    line = form.render(record(status=None))
-    date, time, duration, status, host, upstream, hostname, literal = line.split(" ")
-    assert (date, time, duration, status, host, upstream, literal) == (
+    line = form.render(record(status=None, bytes_received=None))
+    date, time, duration, status, host, upstream, hostname, received, literal = line.split(" ")
+    assert (date, time, duration, status, host, upstream, received, literal) == (
         "2026/12/03",
         "05:34",
         "12",  # whole milliseconds, as Envoy's %DURATION%
         "-",  # no status
         "::1",
         "10.0.0.1:12200",
+        "-",  # a protocol that does not know its frames' sizes
         "{x}",  # braces are text in the Envoy form
     )
     assert hostname
@@ -79,7 +81,7 @@ def test_a_format_is_compiled_once() -> None:
     ("form", "message"),
     [
         ("%UPSTREAM_HOTS% %DURATION%", "unknown operator %UPSTREAM_HOTS% (did you mean %UPSTREAM_HOST%?)"),
-        ("%BYTES_RECEIVED%", "%BYTES_RECEIVED% is not supported here"),
+        ("%RESPONSE_DURATION%", "%RESPONSE_DURATION% is not supported here"),
         ("%DURATION(x)%", "%DURATION% takes no argument"),
         ("{listner}", "unknown field {listner} (did you mean {listener}?)"),
         ("{outcome!z}", "bad format"),

@@ -70,6 +70,11 @@ class SimpleLineDispatcher(Dispatcher):
         return frame
 
     @classmethod
+    def frame_size(cls, frame: bytes) -> int:
+        """The line, its end included."""
+        return len(frame)
+
+    @classmethod
     def encode_response(cls, response: bytes, request: bytes) -> bytes:
         return response
 

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.anyio
 
 ENVOY = (
     "[%START_TIME%] %PROTOCOL% %UPSTREAM_CLUSTER% %UPSTREAM_HOST% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% "
-    "%RESPONSE_CODE% attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% sent=%BYTES_SENT% from=%DOWNSTREAM_REMOTE_ADDRESS% "
+    "%RESPONSE_CODE% attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT% sent=%BYTES_SENT% received=%BYTES_RECEIVED% "
+    "from=%DOWNSTREAM_REMOTE_ADDRESS% "
     "%DURATION%ms {literal braces}"
 )
 
@@ -41,7 +42,7 @@ async def test_an_envoy_format_line_per_request(caplog: pytest.LogCaptureFixture
     line = record.getMessage()
     pattern = (
         r"\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] simple_line backends (?P<up>\S+) - success - attempts=1 "
-        r"sent=9 from=(?P<from>\S+) (?P<ms>\d+)ms \{literal braces\}"
+        r"sent=9 received=7 from=(?P<from>\S+) (?P<ms>\d+)ms \{literal braces\}"
     )
     found = re.fullmatch(pattern, line)
     assert found is not None, line
@@ -88,6 +89,7 @@ async def test_json_puts_every_field_in_a_key_of_its_own(caplog: pytest.LogCaptu
     }
     assert first["status"] is None  # simple_line has no statuses
     assert first["bytes_sent"] == len(b"A:one\r\n")
+    assert first["bytes_received"] == len(b"one\r\n")
     assert first["conn"] == records[0].conn  # type: ignore[attr-defined]
     assert 0 <= first["upstream_ms"] <= first["duration_ms"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["start_time"])

@@ -105,6 +105,11 @@ class XProtocolDispatcher(Dispatcher):
         return frame.with_request_id(upstream_id)
 
     @classmethod
+    def frame_size(cls, frame: bolt.BoltFrame | dubbo.DubboFrame) -> int | None:
+        """The decoded frame's raw bytes (None for one built in Python)."""
+        return len(frame.raw) or None
+
+    @classmethod
     def response_id(cls, frame: bolt.BoltFrame | dubbo.DubboFrame) -> int | None:
         return None if cls.is_request(frame) else frame.request_id
 

@@ -164,6 +164,9 @@ async def test_dubbo_tracing_attachments_are_forwarded_byte_for_byte() -> None:
     frame = dubbo.DubboFrame(dubbo.FLAG_REQUEST | dubbo.FLAG_TWOWAY | dubbo.HESSIAN2, 0, 0, through_proxy)
     assert DubboDispatcher.trace_headers(frame) == context
     assert DubboDispatcher.rpc_names(frame) == ("com.example.EchoService", "echo")
+    assert DubboDispatcher.frame_size(frame) is None  # built here: no raw bytes
+    [decoded] = dubbo.DubboDecoder().feed(frame.encode())
+    assert DubboDispatcher.frame_size(decoded) == len(frame.encode())  # for the access log's bytes_received
 
 
 # -- spans ------------------------------------------------------------------------------
