@@ -9,6 +9,7 @@ from sota_dispatch import ConfigError
 from sota_dispatch.config import parse_config
 from sota_dispatch.config.access_log import FIELDS, compile_access_log
 from sota_dispatch.logs import ACCESS_LOG_FORMAT
+from sota_dispatch.proxy.observe import start_time
 
 
 def record(**changes: object) -> dict[str, object]:
@@ -96,3 +97,10 @@ def test_mistakes_are_config_errors_naming_the_field(form: str, message: str) ->
     with pytest.raises(ConfigError) as caught:
         parse_config(document)
     assert str(caught.value).startswith(f"listeners[0].access_log: {message}"), str(caught.value)
+
+
+def test_start_time_is_envoys_iso_8601_in_utc_with_milliseconds() -> None:
+    # each second's text is kept; a new second must not reuse the last one's
+    assert start_time(1733200000.9996) == "2024-12-03T04:26:40.999Z"
+    assert start_time(1733200001.0004) == "2024-12-03T04:26:41.000Z"
+    assert start_time(1733200000.5) == "2024-12-03T04:26:40.500Z"
