@@ -61,6 +61,7 @@ PUBLIC: dict[str, set[str]] = {
         "UnknownProtocolError",
         "UpstreamError",
         "available_protocols",
+        "describe_os_error",
         "format_address",
         "get_protocol",
         "parse_address",

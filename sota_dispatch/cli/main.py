@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "call":
         from ..call import main as call
 
-        return call(rest)
+        return call(rest, prog="sota-dispatch call")
     close = difflib.get_close_matches(command, list(_COMMANDS), n=1, cutoff=0.8)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     sys.stderr.write(f"error: unknown command {command!r} (commands: serve, call){hint}\n")
