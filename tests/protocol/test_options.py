@@ -12,6 +12,7 @@ from anyio.streams.stapled import StapledObjectStream
 from sota_dispatch import (
     ConnectionContext,
     Dispatcher,
+    Failure,
     FrameSemantics,
     Option,
     OptionSchema,
@@ -134,7 +135,25 @@ class Both(Halfway):
 
 
 class ServedBoth(Both, Dispatcher):
+    """Both codecs and what the proxy needs besides (the registry checks)."""
+
     async def serve(self) -> None:
+        return None
+
+    @classmethod
+    def encode_request(cls, frame: Any, upstream_id: int) -> bytes:
+        return b""
+
+    @classmethod
+    def encode_response(cls, response: Any, request: Any) -> bytes:
+        return b""
+
+    @classmethod
+    def error_reply(cls, request: Any, failure: Failure, detail: str = "") -> bytes:
+        return b""
+
+    @classmethod
+    def response_id(cls, frame: Any) -> int | None:
         return None
 
 
