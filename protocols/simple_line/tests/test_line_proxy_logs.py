@@ -38,6 +38,11 @@ async def test_json_lines_carry_connection_ids_and_the_access_log_has_a_line_per
             f"lines conn={conn} stream=2 backends {up[0][1]} success",
         ]
         assert [(e["conn"], e["stream"]) for e in access] == [(conn, 1), (conn, 2)]
+        # every field of the access line is a key of its own too
+        assert [(e["outcome"], e["endpoint"], e["attempts"], e["bytes_received"]) for e in access] == [
+            ("success", up[0][1], 1, len(b"n=1\r\n")),
+            ("success", up[0][1], 1, len(b"n=2\r\n")),
+        ]
         [closed] = [e for e in entries if "LimitExceeded" in e["message"]]
         assert closed["conn"] == access[0]["conn"]  # the client connection's id, from the task's context
         assert closed["level"] == "info"
