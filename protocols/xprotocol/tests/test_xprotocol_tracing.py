@@ -5,6 +5,7 @@ OpenTelemetry span per request, carrying them."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -253,6 +254,24 @@ async def test_a_failed_request_makes_an_error_span(spans: InMemorySpanExporter)
     assert attributes["sota.outcome"] == "no_healthy_upstream"
     assert "sota.status" not in attributes  # no upstream answer: no status
     assert attributes["rpc.service"] == SERVICE
+
+
+async def test_an_access_log_and_tracing_together_see_the_same_request(
+    spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sota_dispatch.access")
+    async with serving(BoltEchoDispatcher) as upstream:
+        assert upstream.address is not None
+        doc = document("bolt", upstream.address, {"enabled": True})
+        doc["listeners"][0]["access_log"] = "%PROTOCOL% %RESPONSE_CODE% %UPSTREAM_HOST% %BYTES_RECEIVED%"
+        async with proxy_for(doc) as (_, host, port):
+            service = anthunder_service()
+            assert await anyio.to_thread.run_sync(anthunder_call, host, port, service, b"x") == b"x"
+    [record] = [r for r in caplog.records if r.name == "sota_dispatch.access"]
+    protocol, status, endpoint, received = record.getMessage().split(" ")
+    assert (protocol, status, endpoint) == ("bolt", "0", upstream.address)  # bolt's SUCCESS status
+    assert int(received) > 100  # the bolt frame anthunder sent, headers and all
+    assert only_span(spans).attributes is not None
 
 
 async def test_with_tracing_off_there_is_no_span_and_no_observer(spans: InMemorySpanExporter) -> None:
