@@ -30,15 +30,18 @@ __all__ = ["AccessLogger", "Observers", "access_record", "observer_for", "start_
 log = logging.getLogger(__name__)
 
 
-_second: list[Any] = [None, ""]  # the last second formatted, and its text
+#: The last second formatted, and its text (one tuple: read and replaced whole).
+_second: tuple[int, str] = (-1, "")
 
 
 def start_time(epoch: float) -> str:
     """``epoch`` as ISO 8601 in UTC with milliseconds (Envoy's ``%START_TIME%``)."""
+    global _second
     second = int(epoch)
-    if _second[0] != second:  # formatted once per second, not per request
-        _second[:] = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-    return f"{_second[1]}.{int(epoch * 1000) % 1000:03d}Z"
+    cached = _second
+    if cached[0] != second:  # formatted once per second, not per request
+        cached = _second = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{cached[1]}.{int(epoch * 1000) % 1000:03d}Z"
 
 
 def access_record(
