@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import ssl
 from collections.abc import Iterable
 from typing import ClassVar
 
@@ -177,6 +178,8 @@ def describe_os_error(error: BaseException) -> str:
     for candidate in seen:  # breadth first through causes and groups, bounded
         if len(seen) > 32:
             break
+        if isinstance(candidate, ssl.SSLError):  # its errno is OpenSSL's, not the system's
+            return str(candidate)
         code = getattr(candidate, "errno", None)
         if isinstance(candidate, OSError) and isinstance(code, int) and code in errno.errorcode:
             return f"{os.strerror(code).lower()} ({errno.errorcode[code]})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import sys
 
 import anyio
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.anyio
 
 async def test_a_refused_connect_is_named_by_its_errno() -> None:
     port = free_port()
-    with pytest.raises(OSError, match="connection attempts failed|refused") as info:
+    with pytest.raises(OSError, match=r"connection attempts failed|refused") as info:
         await anyio.connect_tcp("127.0.0.1", port)
     # anyio says "All connection attempts failed"; the cause says why.
     assert describe_os_error(info.value) == "connection refused (ECONNREFUSED)"
@@ -30,6 +31,15 @@ def test_errors_without_an_errno_keep_their_text() -> None:
     assert describe_os_error(TimeoutError()) == "TimeoutError"
     group = ExceptionGroup("two", [ValueError("x"), ConnectionResetError(104, "reset")])
     assert describe_os_error(group) == "connection reset by peer (ECONNRESET)"
+
+
+def test_a_tls_error_keeps_its_own_text() -> None:
+    # SSLError is an OSError whose errno is OpenSSL's (1: SSL_ERROR_SSL), not EPERM.
+    error = ssl.SSLCertVerificationError(1, "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+    wrapped = OSError("All connection attempts failed")
+    wrapped.__cause__ = error
+    assert "CERTIFICATE_VERIFY_FAILED" in describe_os_error(wrapped)
+    assert "EPERM" not in describe_os_error(wrapped)
 
 
 def test_plurals() -> None:

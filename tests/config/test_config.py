@@ -210,7 +210,8 @@ BAD: list[tuple[Any, str]] = [
     ),
     (
         minimal(admin={"address": "10.0.0.1:9901"}),
-        "admin.address: 10.0.0.1:9901 is not loopback; set allow_remote: true (--admin-allow-remote) to expose the admin",
+        "admin.address: 10.0.0.1:9901 is not loopback; set allow_remote: true (--admin-allow-remote) to expose "
+        "the admin",
     ),
     (minimal(admin={"port": 9901}), "admin.port: unknown key (expected one of: address, allow_remote)"),
 ]

@@ -284,7 +284,7 @@ async def test_clients_stay_on_their_first_connection_across_two_hot_restarts(
             # The old process moves its connections and exits well before its drain time.
             code = await anyio.to_thread.run_sync(previous.process.wait, 25)
             assert code == 0
-            moved = await anyio.to_thread.run_sync(successor.wait_for_line, "connections taken over", 10)
+            moved = await anyio.to_thread.run_sync(successor.wait_for_line, "taken over from epoch", 10)
             assert f"epoch {epoch - 1}" in moved
             await anyio.to_thread.run_sync(load.wait_each, 10)
             previous = successor

@@ -40,8 +40,8 @@ def stats(text: str) -> dict[str, str]:
     return result
 
 
-def proxy_file(tmp_path: Path, address: str, **cluster: object) -> str:
-    document = config([address], **cluster)
+def proxy_file(tmp_path: Path, address: str) -> str:
+    document = config([address])
     path = tmp_path / "proxy.yaml"
     path.write_text(yaml.safe_dump(document))
     return str(path)
@@ -211,6 +211,7 @@ async def test_a_supervisors_admin_reaches_every_worker(tmp_path: Path, backend_
             named = stats((await curl(f"{admin}/stats?filter=endpoint_requests$"))[1])
             assert named == {f"cluster.backends.endpoint.{address}.endpoint_requests": "6"}
             status, text = await curl(f"{admin}/listeners")
+            assert status == 200
             [listener] = json.loads(text)
             assert (listener["name"], listener["state"], listener["workers"], listener["requests"]) == (
                 "lines",

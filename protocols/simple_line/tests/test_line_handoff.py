@@ -78,8 +78,8 @@ async def test_a_pipelining_client_loses_nothing_across_a_hand_off(tmp_path: Pat
                     tg.start_soon(receive)
                     await halfway.wait()
                     new = successors.enter_context(serve_process(command, timeout=60))
-                    line = await anyio.to_thread.run_sync(new.wait_for_line, "connections taken over", 30)
-                assert "1 connections taken over" in line
+                    line = await anyio.to_thread.run_sync(new.wait_for_line, "taken over from epoch", 30)
+                assert "1 connection taken over" in line
                 assert answered == total
                 # The old process moved its only connection and exited at once.
                 assert await anyio.to_thread.run_sync(old.process.wait, 10) == 0
