@@ -15,7 +15,7 @@ import anyio
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from simple_line_support import Client, admin_of, backends, config, curl
+from simple_line_support import Client, admin_of, backends, client, config, curl, proxy_for, tags
 
 from sota_dispatch.testing import serve_process
 
@@ -237,3 +237,31 @@ async def test_a_supervisors_admin_reaches_every_worker(tmp_path: Path, backend_
             assert proc.process.poll() is None
             assert await curl(f"{admin}/quitquitquit", "-X", "POST") == (200, "quitting\n")
             assert await anyio.to_thread.run_sync(proc.process.wait, 30) == 0
+
+
+async def test_each_endpoint_counts_its_tries_and_how_they_ended() -> None:
+    async with backends("A", "B") as up:
+        (a, a_address), (b, b_address) = up
+        route = {
+            "timeout": "400ms",
+            "per_try_timeout": "200ms",
+            "retry": {"attempts": 2, "retry_on": ["reset", "per_try_timeout"], "idempotent": True},
+        }
+        async with proxy_for(config([a_address, b_address], route=route)) as proxy, client(proxy) as c:
+            assert tags(await c.call(b"n=1", b"n=2")) == [b"A", b"B"]  # round robin: one each
+            # A reset on the next endpoint (A), retried on B.
+            assert tags(await c.call(b"close=1&n=3")) == [b"error"]  # B resets too: the retry fails
+            # A held answer: the try times out, the retry on the other one too.
+            [timed_out] = await c.call(b"hold=1&n=4")
+            assert timed_out.startswith(b"error:timeout")
+            counts = proxy.clusters["backends"].endpoint_stats
+            described = {e["address"]: e["stats"] for e in proxy.describe_clusters()["backends"]["endpoints"]}
+        a.release.set()
+        b.release.set()
+    for address in (a_address, b_address):
+        stats = counts[address]
+        assert (stats.requests, stats.successes, stats.errors, stats.timeouts, stats.retries) == (3, 1, 1, 1, 1)
+        assert stats.latency.count == 1  # answered tries only
+        assert 0 < stats.latency.total < 1
+        assert described[address]["requests"] == 3
+        assert described[address]["timeouts"] == 1
