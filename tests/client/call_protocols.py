@@ -9,6 +9,7 @@ dubbo). Both are subclasses that add only ``call_request`` and
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 
@@ -17,6 +18,7 @@ from anyio.abc import SocketAttribute, SocketStream
 from idproto import OK, REQUEST, Frame, IdProto
 
 from sota_dispatch import CallAnswer, register_protocol, unregister_protocol
+from sota_dispatch.client import run_call
 from sota_dispatch.testing import ECHO_MARK, EchoLines
 
 
@@ -86,3 +88,10 @@ async def raw_server(*, answer_after: int | None = None) -> AsyncIterator[str]:
         tg.start_soon(listener.serve, handle)
         yield f"{host}:{port}"
         tg.cancel_scope.cancel()
+
+
+async def call(*argv: str) -> tuple[int, str, str]:
+    """The tool in this event loop: its exit status, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    code = await run_call(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()

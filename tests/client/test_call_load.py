@@ -4,17 +4,16 @@ for lines, by id for idproto) however many are in flight."""
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
-from call_protocols import CallIds, CallLines, raw_server, registered
+from call_protocols import CallIds, CallLines, call, raw_server, registered
 from idproto import REQUEST, Frame
 
-from sota_dispatch.client import LoadSummary, call_connection, run_call
+from sota_dispatch.client import LoadSummary, call_connection
 from sota_dispatch.testing import serving
 
 pytestmark = pytest.mark.anyio
@@ -24,12 +23,6 @@ pytestmark = pytest.mark.anyio
 def call_protocols() -> Iterator[None]:
     with registered():
         yield
-
-
-async def call(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    code = await run_call(list(argv), stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.mark.parametrize("name", ["call_lines", "call_ids"])

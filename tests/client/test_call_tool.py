@@ -9,7 +9,6 @@ refused port, a usage error; and TLS.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -17,10 +16,9 @@ import sys
 from collections.abc import Callable, Iterator
 
 import pytest
-from call_protocols import CallIds, CallLines, raw_server, registered
+from call_protocols import CallIds, CallLines, call, raw_server, registered
 
 from sota_dispatch import ServerTLS
-from sota_dispatch.client import run_call
 from sota_dispatch.testing import free_port, serve_process, serving
 
 pytestmark = pytest.mark.anyio
@@ -30,13 +28,6 @@ pytestmark = pytest.mark.anyio
 def call_protocols() -> Iterator[None]:
     with registered():
         yield
-
-
-async def call(*argv: str) -> tuple[int, str, str]:
-    """The tool in this event loop: its exit status, stdout and stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    code = await run_call(list(argv), stdout=out, stderr=err)
-    return code, out.getvalue(), err.getvalue()
 
 
 async def test_one_answer_is_printed_with_its_latency() -> None:

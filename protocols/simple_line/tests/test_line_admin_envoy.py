@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from simple_line_support import Client, admin_of, backends, client, config, curl, proxy_for, tags
+from simple_line_support import Backend, Client, admin_of, backends, client, config, curl, proxy_for, tags
 
-from sota_dispatch.testing import serve_process
+from sota_dispatch.testing import ServeProcess, serve_process
 
 pytestmark = pytest.mark.anyio
 
@@ -40,6 +42,16 @@ def stats(text: str) -> dict[str, str]:
     return result
 
 
+@asynccontextmanager
+async def admin_proxy(tmp_path: Path, args: list[str]) -> AsyncIterator[tuple[Backend, str, ServeProcess, str]]:
+    """A backend, and a proxy process with an admin in front of it: the
+    backend, its address, the process and the admin's base URL."""
+    async with backends("A") as up:
+        backend, address = up[0]
+        with serve_process(["-c", proxy_file(tmp_path, address), "--admin", "127.0.0.1:0", *args]) as proc:
+            yield backend, address, proc, await admin_of(proc)
+
+
 def proxy_file(tmp_path: Path, address: str) -> str:
     document = config([address])
     path = tmp_path / "proxy.yaml"
@@ -48,141 +60,129 @@ def proxy_file(tmp_path: Path, address: str) -> str:
 
 
 async def test_envoy_admin_paths(tmp_path: Path, backend_args: list[str]) -> None:
-    async with backends("A") as up:
-        _, address = up[0]
-        args = ["-c", proxy_file(tmp_path, address), "--admin", "127.0.0.1:0", *backend_args]
-        with serve_process(args) as proc:
-            admin = await admin_of(proc)
-            async with await anyio.connect_tcp(proc.host, proc.port) as stream:
-                client = Client(stream)
-                assert await client.call(*(b"n=%d" % i for i in range(10))) == [b"A:n=%d" % i for i in range(10)]
+    async with admin_proxy(tmp_path, backend_args) as (_backend, address, proc, admin):
+        async with await anyio.connect_tcp(proc.host, proc.port) as stream:
+            client = Client(stream)
+            assert await client.call(*(b"n=%d" % i for i in range(10))) == [b"A:n=%d" % i for i in range(10)]
 
-                # / and /help list every path.
-                status, page = await curl(f"{admin}/")
-                assert status == 200
-                assert '<a href="/stats">/stats</a>' in page
-                assert "<code>/quitquitquit</code>" in page  # POST paths are not links
-                status, listing = await curl(f"{admin}/help")
-                paths = [line.split()[0] for line in listing.splitlines()]
-                for path in (
-                    "/healthcheck/fail",
-                    "/drain_listeners",
-                    "/quitquitquit",
-                    "/listeners",
-                    "/stats/prometheus",
-                ):
-                    assert path in paths
-                status, text = await curl(f"{admin}/nowhere")
-                assert (status, text) == (404, "no such path '/nowhere'; GET /help lists them\n")
+            # / and /help list every path.
+            status, page = await curl(f"{admin}/")
+            assert status == 200
+            assert '<a href="/stats">/stats</a>' in page
+            assert "<code>/quitquitquit</code>" in page  # POST paths are not links
+            status, listing = await curl(f"{admin}/help")
+            paths = [line.split()[0] for line in listing.splitlines()]
+            for path in (
+                "/healthcheck/fail",
+                "/drain_listeners",
+                "/quitquitquit",
+                "/listeners",
+                "/stats/prometheus",
+            ):
+                assert path in paths
+            status, text = await curl(f"{admin}/nowhere")
+            assert (status, text) == (404, "no such path '/nowhere'; GET /help lists them\n")
 
-                # /stats: Envoy-style dotted names, every listener, cluster and endpoint.
-                status, text = await curl(f"{admin}/stats")
-                assert status == 200
-                named = stats(text)
-                endpoint = f"cluster.backends.endpoint.{address}"
-                assert named["cluster.backends.upstream_requests.success"] == "10"
-                assert named[f"{endpoint}.endpoint_requests"] == "10"
-                assert named[f"{endpoint}.endpoint_responses.success"] == "10"
-                assert named[f"{endpoint}.endpoint_responses.timeout"] == "0"
-                assert named["listener.lines.downstream_requests"] == "10"
-                assert named["listener.lines.downstream_connections_active"] == "1"
-                assert float(named["server.process_cpu_seconds"]) > 0
-                status, text = await curl(f"{admin}/stats?filter=^cluster%5C.backends%5C.endpoint&format=json")
-                filtered = json.loads(text)["stats"]
-                assert filtered
-                assert all(entry["name"].startswith(endpoint) for entry in filtered)
-                status, text = await curl(f"{admin}/stats?usedonly")
-                assert all(value != "0" for value in stats(text).values())
-                assert (await curl(f"{admin}/stats?filter=("))[0] == 400
-                assert (await curl(f"{admin}/stats?format=yaml"))[0] == 400
+            # /stats: Envoy-style dotted names, every listener, cluster and endpoint.
+            status, text = await curl(f"{admin}/stats")
+            assert status == 200
+            named = stats(text)
+            endpoint = f"cluster.backends.endpoint.{address}"
+            assert named["cluster.backends.upstream_requests.success"] == "10"
+            assert named[f"{endpoint}.endpoint_requests"] == "10"
+            assert named[f"{endpoint}.endpoint_responses.success"] == "10"
+            assert named[f"{endpoint}.endpoint_responses.timeout"] == "0"
+            assert named["listener.lines.downstream_requests"] == "10"
+            assert named["listener.lines.downstream_connections_active"] == "1"
+            assert float(named["server.process_cpu_seconds"]) > 0
+            status, text = await curl(f"{admin}/stats?filter=^cluster%5C.backends%5C.endpoint&format=json")
+            filtered = json.loads(text)["stats"]
+            assert filtered
+            assert all(entry["name"].startswith(endpoint) for entry in filtered)
+            status, text = await curl(f"{admin}/stats?usedonly")
+            assert all(value != "0" for value in stats(text).values())
+            assert (await curl(f"{admin}/stats?filter=("))[0] == 400
+            assert (await curl(f"{admin}/stats?format=yaml"))[0] == 400
 
-                # /stats/prometheus is /metrics: per-endpoint and process metrics.
-                status, text = await curl(f"{admin}/stats/prometheus")
-                metrics = samples(text)
-                labels = (("cluster", "backends"), ("endpoint", address))
-                assert metrics["sota_endpoint_requests_total", labels] == 10
-                assert metrics["sota_endpoint_responses_total", (*labels, ("outcome", "success"))] == 10
-                assert metrics["sota_endpoint_request_duration_seconds_count", labels] == 10
-                assert metrics["process_cpu_seconds_total", ()] > 0
-                assert metrics["process_resident_memory_bytes", ()] > 0
-                # Durations are not whole milliseconds (uvloop's loop.time() is).
-                total = metrics["sota_endpoint_request_duration_seconds_sum", labels]
-                assert abs(total * 1000 - round(total * 1000)) > 1e-6, total
+            # /stats/prometheus is /metrics: per-endpoint and process metrics.
+            status, text = await curl(f"{admin}/stats/prometheus")
+            metrics = samples(text)
+            labels = (("cluster", "backends"), ("endpoint", address))
+            assert metrics["sota_endpoint_requests_total", labels] == 10
+            assert metrics["sota_endpoint_responses_total", (*labels, ("outcome", "success"))] == 10
+            assert metrics["sota_endpoint_request_duration_seconds_count", labels] == 10
+            assert metrics["process_cpu_seconds_total", ()] > 0
+            assert metrics["process_resident_memory_bytes", ()] > 0
+            # Durations are not whole milliseconds (uvloop's loop.time() is).
+            total = metrics["sota_endpoint_request_duration_seconds_sum", labels]
+            assert abs(total * 1000 - round(total * 1000)) > 1e-6, total
 
-                # /clusters in Envoy's text form, or JSON with each endpoint's counters.
-                status, text = await curl(f"{admin}/clusters?format=text")
-                assert status == 200
-                assert f"backends::{address}::health_flags::healthy" in text.splitlines()
-                assert f"backends::{address}::requests::10" in text.splitlines()
-                status, text = await curl(f"{admin}/clusters")
-                [described] = json.loads(text)["backends"]["endpoints"]
-                assert described["stats"]["successes"] == 10
-                assert (await curl(f"{admin}/clusters?format=xml"))[0] == 400
+            # /clusters in Envoy's text form, or JSON with each endpoint's counters.
+            status, text = await curl(f"{admin}/clusters?format=text")
+            assert status == 200
+            assert f"backends::{address}::health_flags::healthy" in text.splitlines()
+            assert f"backends::{address}::requests::10" in text.splitlines()
+            status, text = await curl(f"{admin}/clusters")
+            [described] = json.loads(text)["backends"]["endpoints"]
+            assert described["stats"]["successes"] == 10
+            assert (await curl(f"{admin}/clusters?format=xml"))[0] == 400
 
-                # /listeners.
-                status, text = await curl(f"{admin}/listeners")
-                [listener] = json.loads(text)
-                assert (listener["name"], listener["state"], listener["requests"]) == ("lines", "accepting", 10)
-                assert listener["bound"] == proc.address
-                assert await curl(f"{admin}/listeners?format=text") == (200, f"lines::{proc.address}\n")
+            # /listeners.
+            status, text = await curl(f"{admin}/listeners")
+            [listener] = json.loads(text)
+            assert (listener["name"], listener["state"], listener["requests"]) == ("lines", "accepting", 10)
+            assert listener["bound"] == proc.address
+            assert await curl(f"{admin}/listeners?format=text") == (200, f"lines::{proc.address}\n")
 
-                # /healthcheck/fail: out of the load balancer, still serving.
-                assert (await curl(f"{admin}/healthcheck/fail"))[0] == 405  # it takes POST
-                assert await curl(f"{admin}/healthcheck/fail", "-X", "POST") == (200, "health check failing\n")
-                assert (await curl(f"{admin}/ready"))[0] == 503
-                assert json.loads((await curl(f"{admin}/server_info"))[1])["health_check"] == "failing"
-                assert await client.call(b"after=fail") == [b"A:after=fail"]
-                assert await curl(f"{admin}/healthcheck/ok", "-X", "POST") == (200, "health check passing\n")
-                assert await curl(f"{admin}/ready") == (200, "ready\n")
-            assert proc.stop() == 0
+            # /healthcheck/fail: out of the load balancer, still serving.
+            assert (await curl(f"{admin}/healthcheck/fail"))[0] == 405  # it takes POST
+            assert await curl(f"{admin}/healthcheck/fail", "-X", "POST") == (200, "health check failing\n")
+            assert (await curl(f"{admin}/ready"))[0] == 503
+            assert json.loads((await curl(f"{admin}/server_info"))[1])["health_check"] == "failing"
+            assert await client.call(b"after=fail") == [b"A:after=fail"]
+            assert await curl(f"{admin}/healthcheck/ok", "-X", "POST") == (200, "health check passing\n")
+            assert await curl(f"{admin}/ready") == (200, "ready\n")
+        assert proc.stop() == 0
 
 
 async def test_drain_listeners_keeps_the_admin_up_and_quitquitquit_exits(
     tmp_path: Path, backend_args: list[str]
 ) -> None:
-    async with backends("A") as up:
-        backend, address = up[0]
-        args = ["-c", proxy_file(tmp_path, address), "--admin", "127.0.0.1:0", *backend_args]
-        with serve_process(args) as proc:
-            admin = await admin_of(proc)
-            async with await anyio.connect_tcp(proc.host, proc.port) as stream:
-                client = Client(stream)
-                await client.send(b"hold=1&n=1")  # in flight while the listeners drain
-                await backend.wait_seen(1)
-                status, text = await curl(f"{admin}/drain_listeners", "-X", "POST")
-                assert (status, text) == (200, "listeners closed; their connections are draining\n")
-                with pytest.raises(OSError, match=r"connection attempts failed|refused"):
-                    await anyio.connect_tcp(proc.host, proc.port)  # no longer accepting
-                backend.release.set()
-                assert await client.replies(1) == [b"A:hold=1&n=1"]  # the request in flight is answered
-            # The process and its admin stay up.
-            status, text = await curl(f"{admin}/listeners")
-            assert json.loads(text)[0]["state"] == "draining"
-            assert await curl(f"{admin}/ready") == (503, "draining\n")
-            assert json.loads((await curl(f"{admin}/server_info"))[1])["state"] == "draining"
-            status, text = await curl(f"{admin}/reload", "-X", "POST")
-            assert status == 400  # nothing to reload into: the listeners are gone
-            assert proc.process.poll() is None
-            assert await curl(f"{admin}/quitquitquit", "-X", "POST") == (200, "quitting\n")
-            assert await anyio.to_thread.run_sync(proc.process.wait, 20) == 0
-            assert "Traceback" not in "".join(proc.stderr_lines)
+    async with admin_proxy(tmp_path, backend_args) as (backend, _address, proc, admin):
+        async with await anyio.connect_tcp(proc.host, proc.port) as stream:
+            client = Client(stream)
+            await client.send(b"hold=1&n=1")  # in flight while the listeners drain
+            await backend.wait_seen(1)
+            status, text = await curl(f"{admin}/drain_listeners", "-X", "POST")
+            assert (status, text) == (200, "listeners closed; their connections are draining\n")
+            with pytest.raises(OSError, match=r"connection attempts failed|refused"):
+                await anyio.connect_tcp(proc.host, proc.port)  # no longer accepting
+            backend.release.set()
+            assert await client.replies(1) == [b"A:hold=1&n=1"]  # the request in flight is answered
+        # The process and its admin stay up.
+        status, text = await curl(f"{admin}/listeners")
+        assert json.loads(text)[0]["state"] == "draining"
+        assert await curl(f"{admin}/ready") == (503, "draining\n")
+        assert json.loads((await curl(f"{admin}/server_info"))[1])["state"] == "draining"
+        status, text = await curl(f"{admin}/reload", "-X", "POST")
+        assert status == 400  # nothing to reload into: the listeners are gone
+        assert proc.process.poll() is None
+        assert await curl(f"{admin}/quitquitquit", "-X", "POST") == (200, "quitting\n")
+        assert await anyio.to_thread.run_sync(proc.process.wait, 20) == 0
+        assert "Traceback" not in "".join(proc.stderr_lines)
 
 
 async def test_quitquitquit_answers_requests_in_flight_with_an_error(tmp_path: Path, backend_args: list[str]) -> None:
-    async with backends("A") as up:
-        backend, address = up[0]
-        args = ["-c", proxy_file(tmp_path, address), "--admin", "127.0.0.1:0", *backend_args]
-        with serve_process(args) as proc:
-            admin = await admin_of(proc)
-            async with await anyio.connect_tcp(proc.host, proc.port) as stream:
-                client = Client(stream)
-                await client.send(b"hold=1&n=1")
-                await backend.wait_seen(1)
-                assert await curl(f"{admin}/quitquitquit", "-X", "POST") == (200, "quitting\n")
-                [reply] = await client.replies(1)
-                assert reply.startswith(b"error:timeout"), reply  # not lost silently
-            assert await anyio.to_thread.run_sync(proc.process.wait, 20) == 0
-            backend.release.set()
+    async with admin_proxy(tmp_path, backend_args) as (backend, _address, proc, admin):
+        async with await anyio.connect_tcp(proc.host, proc.port) as stream:
+            client = Client(stream)
+            await client.send(b"hold=1&n=1")
+            await backend.wait_seen(1)
+            assert await curl(f"{admin}/quitquitquit", "-X", "POST") == (200, "quitting\n")
+            [reply] = await client.replies(1)
+            assert reply.startswith(b"error:timeout"), reply  # not lost silently
+        assert await anyio.to_thread.run_sync(proc.process.wait, 20) == 0
+        backend.release.set()
 
 
 async def test_admin_allow_remote_from_the_command_line(tmp_path: Path) -> None:
@@ -199,44 +199,40 @@ async def test_admin_allow_remote_from_the_command_line(tmp_path: Path) -> None:
 
 
 async def test_a_supervisors_admin_reaches_every_worker(tmp_path: Path, backend_args: list[str]) -> None:
-    async with backends("A") as up:
-        backend, address = up[0]
-        args = ["-c", proxy_file(tmp_path, address), "--admin", "127.0.0.1:0", "--workers", "2", *backend_args]
-        with serve_process(args) as proc:
-            admin = await admin_of(proc)
-            for n in range(6):  # new connections: the kernel spreads them over the workers
-                async with await anyio.connect_tcp(proc.host, proc.port) as stream:
-                    assert await Client(stream).call(b"n=%d" % n) == [b"A:n=%d" % n]
-            # /stats renders the workers' summed metrics.
-            named = stats((await curl(f"{admin}/stats?filter=endpoint_requests$"))[1])
-            assert named == {f"cluster.backends.endpoint.{address}.endpoint_requests": "6"}
-            status, text = await curl(f"{admin}/listeners")
-            assert status == 200
-            [listener] = json.loads(text)
-            assert (listener["name"], listener["state"], listener["workers"], listener["requests"]) == (
-                "lines",
-                "accepting",
-                2,
-                6,
-            )
-            assert f"backends::{address}::requests::" in (await curl(f"{admin}/clusters?format=text"))[1]
-            metrics = samples((await curl(f"{admin}/stats/prometheus"))[1])
-            assert ("process_start_time_seconds", ()) not in metrics  # does not add up over workers
-            assert metrics["process_cpu_seconds_total", ()] > 0
-
+    async with admin_proxy(tmp_path, ["--workers", "2", *backend_args]) as (backend, address, proc, admin):
+        for n in range(6):  # new connections: the kernel spreads them over the workers
             async with await anyio.connect_tcp(proc.host, proc.port) as stream:
-                client = Client(stream)
-                await client.send(b"hold=1&n=held")
-                await backend.wait_seen(7)
-                assert (await curl(f"{admin}/drain_listeners", "-X", "POST"))[0] == 200
-                with pytest.raises(OSError, match=r"connection attempts failed|refused"):
-                    await anyio.connect_tcp(proc.host, proc.port)  # no worker, nor the supervisor, accepts
-                backend.release.set()
-                assert await client.replies(1) == [b"A:hold=1&n=held"]
-            assert (await curl(f"{admin}/ready"))[0] == 503
-            assert proc.process.poll() is None
-            assert await curl(f"{admin}/quitquitquit", "-X", "POST") == (200, "quitting\n")
-            assert await anyio.to_thread.run_sync(proc.process.wait, 30) == 0
+                assert await Client(stream).call(b"n=%d" % n) == [b"A:n=%d" % n]
+        # /stats renders the workers' summed metrics.
+        named = stats((await curl(f"{admin}/stats?filter=endpoint_requests$"))[1])
+        assert named == {f"cluster.backends.endpoint.{address}.endpoint_requests": "6"}
+        status, text = await curl(f"{admin}/listeners")
+        assert status == 200
+        [listener] = json.loads(text)
+        assert (listener["name"], listener["state"], listener["workers"], listener["requests"]) == (
+            "lines",
+            "accepting",
+            2,
+            6,
+        )
+        assert f"backends::{address}::requests::" in (await curl(f"{admin}/clusters?format=text"))[1]
+        metrics = samples((await curl(f"{admin}/stats/prometheus"))[1])
+        assert ("process_start_time_seconds", ()) not in metrics  # does not add up over workers
+        assert metrics["process_cpu_seconds_total", ()] > 0
+
+        async with await anyio.connect_tcp(proc.host, proc.port) as stream:
+            client = Client(stream)
+            await client.send(b"hold=1&n=held")
+            await backend.wait_seen(7)
+            assert (await curl(f"{admin}/drain_listeners", "-X", "POST"))[0] == 200
+            with pytest.raises(OSError, match=r"connection attempts failed|refused"):
+                await anyio.connect_tcp(proc.host, proc.port)  # no worker, nor the supervisor, accepts
+            backend.release.set()
+            assert await client.replies(1) == [b"A:hold=1&n=held"]
+        assert (await curl(f"{admin}/ready"))[0] == 503
+        assert proc.process.poll() is None
+        assert await curl(f"{admin}/quitquitquit", "-X", "POST") == (200, "quitting\n")
+        assert await anyio.to_thread.run_sync(proc.process.wait, 30) == 0
 
 
 async def test_each_endpoint_counts_its_tries_and_how_they_ended() -> None:
