@@ -19,6 +19,7 @@ import attrs
 from anyio.abc import ByteReceiveStream
 
 from ..errors import FrameTimeout, IncompleteReadError, LimitExceeded
+from .clock import loop_time
 
 if TYPE_CHECKING:
     from .writer import BufferedWriter
@@ -151,7 +152,7 @@ class BufferedReader:
         :meth:`idle_from_now` starts it when the last answer is out."""
         self._timeouts = timeouts
         self._busy = busy
-        self._connected = self._last_fill = anyio.current_time()
+        self._connected = self._last_fill = loop_time()
         if self._writer is not None:
             # A peer that sends but never reads would hold a flush, and the
             # connection, for good.
@@ -177,7 +178,7 @@ class BufferedReader:
         # Only a wait that began busy has no deadline; moving one that has
         # would cost a timer handle per answer.
         if scope is not None and scope.deadline == math.inf and timeouts is not None and timeouts.idle is not None:
-            scope.deadline = anyio.current_time() + timeouts.idle
+            scope.deadline = loop_time() + timeouts.idle
 
     def frame_state(self, buffered: int, completed: int) -> None:
         """For a sans-I/O codec fed from :meth:`read_some` or :meth:`chunks`,
@@ -236,7 +237,7 @@ class BufferedReader:
         try:
             if self._timeouts is None:
                 data = await self._stream.receive(self._read_size)
-                self._last_fill = anyio.current_time()
+                self._last_fill = loop_time()
             else:
                 data = await self._receive_in_time()
         except anyio.EndOfStream:
@@ -255,8 +256,9 @@ class BufferedReader:
         timeouts = self._timeouts
         assert timeouts is not None
         idle = False
+        deadline: float | None
         if self._frame_start == _ON_NEXT_WAIT:
-            self._frame_start = anyio.current_time()
+            self._frame_start = loop_time()
         if timeouts.frame is not None and self._frame_start is not None:
             deadline = self._frame_start + timeouts.frame
         elif timeouts.frame is not None and not self._got_bytes:  # from the connect to the first byte
@@ -264,10 +266,8 @@ class BufferedReader:
         else:  # between frames, or with no frame timeout: a silent peer is idle
             idle = True
             busy = self._busy
-            if timeouts.idle is None or (busy is not None and busy()):
-                deadline = None
-            else:
-                deadline = anyio.current_time() + timeouts.idle
+            limit = timeouts.idle
+            deadline = None if limit is None or (busy is not None and busy()) else loop_time() + limit
         data = b""
         with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
             self._wait_scope = scope
@@ -281,7 +281,7 @@ class BufferedReader:
             if idle or self._interrupted:
                 raise anyio.EndOfStream  # idle too long: an orderly end, as if the peer had closed
             raise FrameTimeout(f"no complete request within {timeouts.frame:g}s")
-        now = self._last_fill = anyio.current_time()
+        now = self._last_fill = loop_time()
         self._got_bytes = True
         if self._frame_start is None:
             self._frame_start = now  # these bytes begin a frame

@@ -22,6 +22,7 @@ from anyio.abc import ByteStream, TaskGroup
 
 from ..errors import ConnectionLost, ProtocolError
 from ..io.address import parse_address
+from ..io.clock import loop_time
 from ..io.reader import DEFAULT_READ_SIZE, BufferedReader
 from ..io.transport import detachable, discard_input
 from ..io.writer import DEFAULT_HIGH_WATER, BufferedWriter
@@ -322,7 +323,7 @@ class Dispatcher(ProtocolRoles):
             self.flushed()
 
     def _closing_begins(self) -> None:
-        self._close_deadline = anyio.current_time() + self.linger_timeout
+        self._close_deadline = loop_time() + self.linger_timeout
         if self._flush_scope is not None:
             self._flush_scope.deadline = self._close_deadline
 

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 
 from ..errors import StreamLimitError, StreamTimeout, UpstreamError
+from ..io.clock import loop_time
 
 __all__ = ["PendingStream", "StreamMultiplexer"]
 
@@ -62,7 +63,7 @@ class PendingStream(Generic[V]):
         if not self._done:
             deadline = self.deadline
             if timeout is not None:
-                deadline = min(deadline, anyio.current_time() + timeout)
+                deadline = min(deadline, loop_time() + timeout)
             if self._event is None:
                 self._event = anyio.Event()
             try:
@@ -160,7 +161,7 @@ class StreamMultiplexer(Generic[V]):
         elif stream_id in pending:
             raise ValueError(f"stream id {stream_id} is already in flight")
         limit = self.timeout if timeout is None else timeout
-        deadline = math.inf if limit is None else anyio.current_time() + limit
+        deadline = math.inf if limit is None else loop_time() + limit
         stream: PendingStream[V] = PendingStream(self, stream_id, deadline)
         pending[stream_id] = stream
         return stream

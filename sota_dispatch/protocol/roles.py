@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Protocol
 import anyio
 
 from ..errors import ProtocolError, StreamLimitError
+from ..io.clock import loop_time
 from ..io.reader import BufferedReader
 from ..io.writer import BufferedWriter
 from .codec import Codec
@@ -187,10 +188,10 @@ class ProtocolRoles(FrameSemantics):
         :attr:`max_missed_heartbeats` unanswered in a row. A connection
         busy with answers never looks quiet, and one whose ids are all in
         flight is busy, not dead."""
-        answered = anyio.current_time()
+        answered = loop_time()
         while True:
             quiet_until = max(answered, self.reader.last_input) + interval
-            if anyio.current_time() < quiet_until:
+            if loop_time() < quiet_until:
                 await anyio.sleep_until(quiet_until)
                 continue
             try:
@@ -203,7 +204,7 @@ class ProtocolRoles(FrameSemantics):
                 log.info("%r: heartbeat %d unanswered", self, self.missed_heartbeats)
                 if self.missed_heartbeats >= self.max_missed_heartbeats:
                     raise ProtocolError(f"{self.missed_heartbeats} heartbeats unanswered") from None
-            answered = anyio.current_time()
+            answered = loop_time()
 
     async def request(self, frame: Any, *, timeout: float | None = None) -> Any:
         """Send ``frame`` under a fresh id from :attr:`streams` and return
