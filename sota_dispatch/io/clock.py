@@ -50,9 +50,10 @@ _RUNNING = sniffio.thread_local
 def loop_time() -> float:
     """The running event loop's time, on the scale of its cancel-scope
     deadlines, read at full resolution and cheaply (see :class:`SystemClock`):
-    what the reader, the writer and the multiplexer stamp and time out with,
-    several times per read batch. :func:`anyio.current_time` costs about
-    2 us a call here (it looks the backend up each time); this about 0.1 us."""
+    what the reader, the multiplexer and the keepalive stamp and time out
+    with, several times per read batch. :func:`anyio.current_time` looks the
+    backend up on every call: 0.69 us a call on uvloop and 0.51 on trio
+    against 0.22 and 0.35 for this (timeit, in a running loop)."""
     name = _RUNNING.name
     if name is None:  # asyncio (trio names itself here)
         return time.monotonic()
@@ -69,10 +70,9 @@ class SystemClock:
     and uvloop's ``loop.time()`` both count on, read directly: uvloop's
     ``loop.time()`` is in whole milliseconds, cached per loop turn, which
     would make every sub-millisecond duration 0 or 1 ms (a deadline fires
-    at most that millisecond late, as uvloop's own timers do). It is also
-    about 20 times cheaper than :func:`anyio.current_time`, which looks the
-    backend up on each call. Under trio (whose clock has its own offset)
-    it is :func:`anyio.current_time`, which is precise there.
+    at most that millisecond late, as uvloop's own timers do). Under trio
+    (whose clock has its own offset) it is trio's clock, precise there.
+    Both through :func:`loop_time`.
     """
 
     __slots__ = ()
