@@ -70,7 +70,9 @@ async def test_local_rate_limit_serves_its_rate_and_refuses_the_rest_at_once() -
     refused = sum(a.startswith(b"error:rate limited: over 200 requests/s; ref ") for a in answers)
     served = answers.count(SERVED)
     assert served + refused == count  # every request answered, none queued
-    assert 180 <= (served - 200) / took <= 220, (served, took)  # the burst, then the rate
+    # The burst, then the rate; the bucket's clock starts at the first request
+    # the proxy reads, which a loaded machine can delay (up to 0.5 s allowed).
+    assert 180 * (took - 0.5) <= served - 200 <= 220 * took, (served, took)
 
 
 async def test_rbac_denies_by_query_key_and_by_client_address() -> None:

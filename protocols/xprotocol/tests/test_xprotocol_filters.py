@@ -120,8 +120,11 @@ async def test_local_rate_limit_serves_its_rate_and_refuses_the_rest_at_once(pro
     statuses = [answer.status for answer in answers]
     ok = statuses.count(served)
     assert ok + statuses.count(refused["rate_limited"]) == count  # every request answered, none queued
-    per_second = (ok - 200) / took  # the burst, then the rate
-    assert 180 <= per_second <= 220, (ok, took)
+    # The burst, then the rate. The bucket's clock starts at the first
+    # request the proxy reads, which a loaded machine (CI, two test
+    # processes) can delay by a few hundred ms after the client starts: the
+    # lower bound allows half a second of that (one run saw 551 in 2.0 s).
+    assert 180 * (took - 0.5) <= ok - 200 <= 220 * took, (ok, took)
 
 
 async def test_rbac_denies_by_attribute_and_by_client_address(protocol: str) -> None:

@@ -53,7 +53,9 @@ async def test_local_rate_limit_serves_its_rate_and_refuses_the_rest_at_once() -
     served = bodies.count(MESSAGE[-1])
     refused = sum(b.startswith(b"error:rate limited: over 200 requests/s; ref ") for b in bodies)
     assert served + refused == count  # every message answered, none queued
-    assert 180 <= (served - 200) / took <= 220, (served, took)  # the burst, then the rate
+    # The burst, then the rate; the bucket's clock starts at the first request
+    # the proxy reads, which a loaded machine can delay (up to 0.5 s allowed).
+    assert 180 * (took - 0.5) <= served - 200 <= 220 * took, (served, took)
 
 
 async def test_rbac_denies_by_client_address_with_an_error_frame() -> None:
