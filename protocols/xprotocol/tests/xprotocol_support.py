@@ -18,6 +18,7 @@ import itertools
 import json
 import socket
 import threading
+import time
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -218,6 +219,18 @@ def anthunder_server() -> Iterator[tuple[str, int, Any]]:
     listener.handler.register_interface(SERVICE, UpperService)
     thread = threading.Thread(target=listener.run_forever, daemon=True)
     thread.start()
+    # run_forever binds in its thread, and anthunder says nothing when it
+    # has: a proxy that connects first is refused (seen once under CI load).
+    # Connect until it accepts (it offers no event to wait on), within 10 s.
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
     try:
         yield "127.0.0.1", port, listener
     finally:
