@@ -63,6 +63,19 @@ async def test_a_cross_origin_drain_is_refused_and_the_proxy_keeps_serving() -> 
         assert await request(admin, "GET /ready HTTP/1.1\nHost: {address}\n") == (200, b"ready\n")
 
 
+@pytest.mark.parametrize("path", ["/quitquitquit", "/drain_listeners", "/healthcheck/fail", "/healthcheck/ok"])
+async def test_a_web_page_cannot_stop_drain_or_unready_the_proxy(path: str) -> None:
+    async with admin_proxy() as (proxy, admin):
+        head = CROSS_ORIGIN_DRAIN.replace("POST /drain ", f"POST {path} ")
+        assert await request(admin, head) == (403, b"cross-origin POST (Origin http://evil.example)\n")
+        rebinding = f"POST {path} HTTP/1.1\nHost: attacker.test\nContent-Length: 0\n"
+        assert (await request(admin, rebinding))[0] == 403
+        assert not proxy.draining
+        assert not proxy.health_check_failed
+        assert await request(admin, "GET /ready HTTP/1.1\nHost: {address}\n") == (200, b"ready\n")
+        assert [listener.server.address for listener in proxy.listeners] == list(proxy.addresses.values())
+
+
 @pytest.mark.parametrize("origin", ["http://evil.example", "null", "http://127.0.0.1:1"])
 async def test_a_cross_origin_log_level_change_is_refused(origin: str) -> None:
     root = logging.getLogger()
