@@ -297,8 +297,11 @@ def machine_lines(versions: str) -> list[str]:
     """What the numbers were measured on; ratios only mean something per machine.
 
     ``versions`` is the last line's text: the packages that matter to the
-    calling benchmark and their versions.
+    calling benchmark and their versions. The build line says whether the
+    compiled (mypyc) modules or the pure-Python ones ran.
     """
+    from sota_dispatch import build_info
+
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -314,6 +317,7 @@ def machine_lines(versions: str) -> list[str]:
         f"- cores: {os.cpu_count()} logical, {usable} usable by this process",
         f"- load average at the end: {load}",
         f"- Python: {platform.python_implementation()} {platform.python_version()}",
+        f"- build: {build_info().describe()}",
         f"- {versions}",
     ]
 

@@ -18,6 +18,7 @@ import importlib
 import warnings
 from typing import Any
 
+from .compiled import BuildInfo, build_info
 from .errors import (
     ConfigError,
     ConnectionLost,
@@ -71,6 +72,7 @@ __version__ = "0.1.1"
 __all__ = [
     "ENTRY_POINT_GROUP",
     "BufferedReader",
+    "BuildInfo",
     "BufferedWriter",
     "CallAnswer",
     "ChunkBuffer",
@@ -116,6 +118,7 @@ __all__ = [
     "UnknownProtocolError",
     "UpstreamError",
     "available_protocols",
+    "build_info",
     "format_address",
     "get_protocol",
     "parse_address",

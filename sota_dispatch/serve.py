@@ -54,9 +54,11 @@ def version_line(backend: str = "asyncio", no_uvloop: bool = False) -> str:
     """``--version``: this package's version, Python's, and the loop
     ``--backend`` would run on."""
     from .admin.server import package_version
+    from .compiled import build_info
 
     python = f"{sys.implementation.name} {sys.version.split()[0]}"
-    return f"sota-dispatch {package_version()} ({python}; loop: {loop_in_use(backend, no_uvloop)})"
+    build = build_info().describe()
+    return f"sota-dispatch {package_version()} ({python}; {build}; loop: {loop_in_use(backend, no_uvloop)})"
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m sota_dispatch.serve") -> int:

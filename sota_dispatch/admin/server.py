@@ -35,6 +35,7 @@ import anyio
 import attrs
 from anyio.abc import ByteStream
 
+from ..compiled import build_info
 from ..errors import ConfigError, LimitExceeded, ProtocolError
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
@@ -422,6 +423,8 @@ class AdminConnection(Dispatcher):
         self._json(
             {
                 "version": package_version(),
+                "build": build_info().kind,
+                "compiled_modules": list(build_info().compiled),
                 "pid": os.getpid(),
                 "state": "draining" if self.proxy.draining else "live",
                 "health_check": "failing" if self.proxy.health_check_failed else "passing",

@@ -22,6 +22,7 @@ from typing import Any
 from anyio.abc import ByteStream
 
 from ..admin.server import AdminConnection, WaitingConnections, package_version
+from ..compiled import build_info
 from ..protocol.context import ConnectionContext
 from .view import SupervisorView
 
@@ -87,6 +88,8 @@ class SupervisorAdminConnection(AdminConnection):
         supervisor = self.supervisor
         info: dict[str, Any] = {
             "version": package_version(),
+            "build": build_info().kind,
+            "compiled_modules": list(build_info().compiled),
             "pid": os.getpid(),
             "state": supervisor.state,
             "health_check": "failing" if supervisor.health_check_failed else "passing",

@@ -15,7 +15,8 @@ local backends. :func:`connect`, :func:`send_bytewise`, :func:`closed_within`
 and :func:`free_port` are the small socket chores of such tests;
 :func:`pipelined` is a load client for any proxiable protocol;
 :func:`zookeeper_server` runs a real ZooKeeper (Debian's package) for
-discovery tests.
+discovery tests. :func:`both_builds` gives a compiled module and its
+pure-Python source side by side, for tests that the two agree.
 
 :class:`EchoLines` is a protocol of the smallest kind the proxy forwards,
 for tests that need one and should not need a plugin installed: the core's
@@ -28,6 +29,7 @@ declare it in an entry point for a child process.
 from __future__ import annotations
 
 from ..io.clock import ManualClock
+from .builds import both_builds, outcome, plain, pure_python
 from .clients import pipelined
 from .echo_lines import ECHO_MARK, EchoLines
 from .memory import (
@@ -46,6 +48,10 @@ from .sockets import closed_within, connect, connect_and_reset, free_port, send_
 from .zookeeper import ZooKeeperServer, require_zookeeper, zookeeper_available, zookeeper_server
 
 __all__ = [
+    "both_builds",
+    "outcome",
+    "plain",
+    "pure_python",
     "ECHO_MARK",
     "EchoLines",
     "Exchange",

@@ -19,6 +19,7 @@ import anyio
 import pytest
 from simple_line_support import Client, admin_of, backends
 
+from sota_dispatch import build_info
 from sota_dispatch.testing import connect, free_port, serve_process
 
 pytestmark = pytest.mark.anyio
@@ -141,7 +142,9 @@ async def test_a_hundred_reloads_under_traffic_lose_nothing_and_route_by_the_con
                     await traffic.more(40)  # most answers then fall between reloads: checked strictly
                 traffic.stop = True
             status, body = await http(f"{admin}/server_info")
-            config = json.loads(body)["config"]
+            info = json.loads(body)
+            assert (info["build"], info["compiled_modules"]) == (build_info().kind, list(build_info().compiled))
+            config = info["config"]
             assert (config["version"], config["reloads"], config["refused"]) == (1 + applied, applied, refused)
             assert (applied, refused) == (67, 33)
             assert proc.process.poll() is None

@@ -24,7 +24,7 @@ import pytest
 from anyio.abc import ByteStream
 from simple_line_support import admin_of, curl
 
-from sota_dispatch import BufferedReader
+from sota_dispatch import BufferedReader, build_info
 from sota_dispatch.testing import ServeProcess, connect, serve_process
 
 pytestmark = pytest.mark.anyio
@@ -231,6 +231,7 @@ async def test_hot_restart_twice_under_load_refuses_and_loses_nothing(tmp_path: 
                 assert successor.address == first.address
                 info = await get_json(admin, "/server_info")
                 assert info["restart_epoch"] == epoch
+                assert info["build"] == build_info().kind
                 assert info["pid"] == successor.process.pid
                 # The old process finishes its connections and exits by itself.
                 code = await anyio.to_thread.run_sync(previous.process.wait, 60)

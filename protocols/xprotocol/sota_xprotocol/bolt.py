@@ -175,7 +175,9 @@ class BoltFrame:
     def with_request_id(self, request_id: int) -> bytes:
         """The raw frame with another request id: 4 bytes patched (and the
         CRC, if the frame has one), nothing re-encoded."""
-        data = self.raw or self.encode()
+        # Read untyped: the compiled build checks that a bytes attribute
+        # read is bytes, and a caller may have set raw to something else.
+        data: bytes | bytearray | memoryview = getattr(self, "raw") or self.encode()  # noqa: B009
         if type(data) is not bytes:  # a caller's bytearray or memoryview: hand back bytes, as ever
             data = bytes(data)
         if self.has_crc:

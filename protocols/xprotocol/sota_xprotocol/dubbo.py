@@ -82,27 +82,19 @@ class ResponseType(enum.IntEnum):
     NULL_WITH_ATTACHMENTS = 5
 
 
-class _Routed:
-    """What both decodings of a request body say about the service called."""
+def _interface(path: str, attachments: Mapping[str, Any]) -> str:
+    """The service interface (Java writes ``interface``, else ``path``)."""
+    value = attachments.get("interface")
+    return value if isinstance(value, str) else path
 
-    __slots__ = ()
-    path: str
-    attachments: Mapping[str, Any]
 
-    @property
-    def interface(self) -> str:
-        """The service interface (Java writes ``interface``, else ``path``)."""
-        value = self.attachments.get("interface")
-        return value if isinstance(value, str) else self.path
-
-    @property
-    def group(self) -> str | None:
-        value = self.attachments.get("group")
-        return value if isinstance(value, str) else None
+def _group(attachments: Mapping[str, Any]) -> str | None:
+    value = attachments.get("group")
+    return value if isinstance(value, str) else None
 
 
 @attrs.frozen
-class Call(_Routed):
+class Call:
     """A request body with its arguments walked over, not built: the
     header values and attachments a proxy routes on and times out by
     (:meth:`DubboFrame.call`)."""
@@ -115,9 +107,19 @@ class Call(_Routed):
     argument_count: int
     attachments: Mapping[str, Any]
 
+    @property
+    def interface(self) -> str:
+        """The service interface (Java writes ``interface``, else ``path``)."""
+        return _interface(self.path, self.attachments)
+
+    @property
+    def group(self) -> str | None:
+        """The ``group`` attachment, if any."""
+        return _group(self.attachments)
+
 
 @attrs.frozen
-class Invocation(_Routed):
+class Invocation:
     """A request body, decoded: what a proxy routes on, and the arguments."""
 
     dubbo_version: str
@@ -129,6 +131,16 @@ class Invocation(_Routed):
     attachments: Mapping[str, Any]
     #: Each argument's original hessian2 bytes, to pass it on unchanged.
     argument_bytes: tuple[bytes, ...] = ()
+
+    @property
+    def interface(self) -> str:
+        """The service interface (Java writes ``interface``, else ``path``)."""
+        return _interface(self.path, self.attachments)
+
+    @property
+    def group(self) -> str | None:
+        """The ``group`` attachment, if any."""
+        return _group(self.attachments)
 
 
 @attrs.define(eq=False)

@@ -15,6 +15,7 @@ from xprotocol_support import (
     decoded_date,
     java_millis,
     surrogate_text,
+    values,
 )
 
 from sota_dispatch import ProtocolError
@@ -256,21 +257,6 @@ def test_decode_all_shares_the_reference_table() -> None:
 
 # -- properties --------------------------------------------------------------
 
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**31), max_value=2**31 - 1)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=40)
-    | surrogate_text
-    | st.binary(max_size=40)
-    | java_millis.map(decoded_date)
-)
-values = st.recursive(
-    scalars,
-    lambda inner: st.lists(inner, max_size=9) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
-    max_leaves=25,
-)
 
 
 @settings(max_examples=300)

@@ -169,6 +169,23 @@ def java_string(text: str) -> str:
 #: Text with lone surrogates (which st.text() never generates), as decoded.
 surrogate_text = st.text(st.characters() | st.integers(0xD800, 0xDFFF).map(chr), max_size=40).map(java_string)
 
+#: Any value hessian2 round-trips (maps keyed by strings).
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**31), max_value=2**31 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40)
+    | surrogate_text
+    | st.binary(max_size=40)
+    | java_millis.map(decoded_date)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=9) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=25,
+)
+
 
 answered_order: list[int] = []
 

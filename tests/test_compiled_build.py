@@ -1,0 +1,69 @@
+"""The build in use, as reported, and the compiled core against its source.
+
+``build_info()`` must say what Python imports (CI's compiled run sets
+``SOTA_EXPECT_COMPILED`` and requires every module the wheels' build hooks
+name to be compiled; the pure-Python run requires none), and the pure
+copies :func:`~sota_dispatch.testing.pure_python` loads must really be the
+sources, sharing every module that is not compiled.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sota_xprotocol.hessian2.values
+from sota_dispatch import build_info
+from sota_dispatch.testing import pure_python
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECTS = [ROOT, *(ROOT / "protocols" / name for name in ("simple_line", "zmtp", "xprotocol"))]
+
+
+def hooked_modules() -> set[str]:
+    """Every module a project's mypyc build hook compiles."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    names = set()
+    for project in PROJECTS:
+        config = tomllib.loads((project / "pyproject.toml").read_text())
+        hooks = config["tool"]["hatch"]["build"]["targets"]["wheel"].get("hooks", {})
+        for path in hooks.get("mypyc", {}).get("include", []):
+            names.add(path.removesuffix(".py").replace("/", "."))
+    return names
+
+
+def test_the_build_in_use_is_reported_as_it_is() -> None:
+    info = build_info()
+    if os.environ.get("SOTA_EXPECT_COMPILED"):
+        assert set(info.compiled) == hooked_modules()
+        assert info.describe() == f"compiled (mypyc): {len(hooked_modules())} modules"
+    else:
+        assert info.compiled == ()
+        assert info.describe() == "pure Python"
+    version = subprocess.run(
+        [sys.executable, "-m", "sota_dispatch.serve", "--version"], capture_output=True, text=True, check=True
+    )
+    assert f"; {info.describe()}; loop: " in version.stdout
+
+
+def test_pure_copies_run_the_source_and_share_what_is_not_compiled() -> None:
+    pure = pure_python("sota_xprotocol.hessian2.decode")
+    installed = importlib.import_module("sota_xprotocol.hessian2.decode")
+    if "sota_xprotocol.hessian2.decode" in build_info().compiled:
+        assert pure.__name__ == "_sota_pure.sota_xprotocol.hessian2.decode"
+        assert str(pure.__file__).endswith("decode.py")
+        assert pure is not installed
+    else:  # nothing compiled: the module itself is its source
+        assert pure is installed
+    # values.py is never compiled: both builds decode into its classes, and
+    # it keeps its own name and spec.
+    shared = pure_python("sota_xprotocol.hessian2.values")
+    assert shared is sota_xprotocol.hessian2.values
+    assert shared.__spec__ is not None
+    assert shared.__spec__.name == "sota_xprotocol.hessian2.values"
+    assert pure.decode(b"\x91") == (1, 1)
