@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +68,43 @@ def test_pure_copies_run_the_source_and_share_what_is_not_compiled() -> None:
     assert shared.__spec__ is not None
     assert shared.__spec__.name == "sota_xprotocol.hessian2.values"
     assert pure.decode(b"\x91") == (1, 1)
+
+
+#: Public classes of compiled modules, which users and plugin authors subclass.
+SUBCLASSED = [
+    ("sota_dispatch.io.reader", "BufferedReader"),
+    ("sota_dispatch.io.outbox", "Outbox"),
+    ("sota_dispatch.protocol.loop", "CodecLoop"),
+    ("sota_dispatch.protocol.multiplexer", "StreamMultiplexer"),
+    ("sota_dispatch.protocol.multiplexer", "PendingStream"),
+    ("sota_xprotocol.framing", "FrameDecoder"),
+    ("sota_xprotocol.bolt", "BoltDecoder"),
+    ("sota_xprotocol.dubbo", "DubboDecoder"),
+    ("sota_zmtp.frames", "FrameReader"),
+    ("sota_simple_line.codec", "LineCodec"),
+]
+
+
+@pytest.mark.parametrize(("module", "name"), SUBCLASSED)
+def test_public_classes_can_be_subclassed_in_python(module: str, name: str) -> None:
+    # A compiled class refuses interpreted subclasses unless it allows them.
+    base: type[Any] = getattr(importlib.import_module(module), name)
+    subclass: Any = type(f"My{name}", (base,), {"extra": 1})
+    instance = subclass.__new__(subclass)
+    assert isinstance(instance, base)
+    assert instance.extra == 1
+
+
+def test_a_plugin_decoder_subclass_decodes() -> None:
+    from sota_xprotocol.bolt import BoltDecoder, BoltFrame, heartbeat_request
+
+    class CountingDecoder(BoltDecoder):
+        fed = 0
+
+        def feed(self, data: bytes) -> list[BoltFrame]:
+            self.fed += 1
+            return super().feed(data)
+
+    decoder = CountingDecoder()
+    frames = decoder.feed(heartbeat_request(7).encode())
+    assert [(f.request_id, decoder.fed) for f in frames] == [(7, 1)]

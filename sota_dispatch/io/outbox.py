@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from mypy_extensions import mypyc_attr
+
 if TYPE_CHECKING:
     from ..protocol.dispatcher import Dispatcher
 
@@ -25,6 +27,8 @@ __all__ = ["Outbox"]
 log = logging.getLogger(__name__)
 
 
+# Public: subclasses in Python must work in the compiled build too.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Outbox:
     """Collects connections to flush at the end of the current batch.
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import anyio
 import attrs
 from anyio.abc import ByteReceiveStream
+from mypy_extensions import mypyc_attr
 
 from ..errors import FrameTimeout, IncompleteReadError, LimitExceeded
 from .clock import loop_time
@@ -48,6 +49,10 @@ class ReadTimeouts:
     idle: float | None = 3600.0
 
 
+# Public: subclasses in Python must work in the compiled build too.
+@mypyc_attr(allow_interpreted_subclasses=True)
+# Public: subclasses in Python must work in the compiled build too.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class BufferedReader:
     """Pull-style reads over a :class:`anyio.abc.ByteReceiveStream`.
 

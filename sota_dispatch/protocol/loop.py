@@ -21,6 +21,7 @@ import math
 from typing import Generic, TypeVar
 
 import anyio
+from mypy_extensions import mypyc_attr
 
 from ..errors import ProtocolError
 from ..io.reader import BufferedReader
@@ -32,6 +33,8 @@ __all__ = ["CodecLoop"]
 F = TypeVar("F")
 
 
+# Public: subclasses in Python must work in the compiled build too.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class CodecLoop(Generic[F]):
     """``async for frames in CodecLoop(reader, writer, codec)``: the frames
     of each read batch, until the peer closes or the connection drains.

@@ -15,6 +15,7 @@ import math
 from typing import Any, Generic, TypeVar
 
 import anyio
+from mypy_extensions import mypyc_attr
 
 from ..errors import StreamLimitError, StreamTimeout, UpstreamError
 from ..io.clock import loop_time
@@ -24,6 +25,8 @@ __all__ = ["PendingStream", "StreamMultiplexer"]
 V = TypeVar("V")
 
 
+# Public: subclasses in Python must work in the compiled build too.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class PendingStream(Generic[V]):
     """One request waiting for its answer; returned by :meth:`StreamMultiplexer.open`."""
 
@@ -87,6 +90,8 @@ class PendingStream(Generic[V]):
             self._resolve(None, UpstreamError(f"stream {self.stream_id} was cancelled"))
 
 
+# Public: subclasses in Python must work in the compiled build too.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class StreamMultiplexer(Generic[V]):
     """Allocate stream ids and match answers to waiting callers.
 
@@ -118,7 +123,9 @@ class StreamMultiplexer(Generic[V]):
         self._first_id = first_id
         self._max_id = max_id
         self._next = first_id
-        self._pending: dict[int, PendingStream[V]] = {}
+        # PendingStreams, or the entries of add(): a multiplexer holds one
+        # kind or the other (typed Any: the compiled build checks types).
+        self._pending: dict[int, Any] = {}
         self._closed: BaseException | None = None
         self.max_in_flight = max_in_flight
         self.timeout = timeout
@@ -184,7 +191,7 @@ class StreamMultiplexer(Generic[V]):
             stream_id = self._allocate()
         else:
             self._next = stream_id + 1 if stream_id < self._max_id else self._first_id
-        pending[stream_id] = entry  # type: ignore[assignment]
+        pending[stream_id] = entry
         return stream_id
 
     def take(self, stream_id: int) -> Any:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from mypy_extensions import mypyc_attr
+
 from sota_dispatch import LimitExceeded
 
 from .query import render_error
@@ -15,6 +17,8 @@ from .query import render_error
 __all__ = ["LineCodec"]
 
 
+# Public: subclasses in Python must work in the compiled build too.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LineCodec:
     """Split input into lines of at most ``max_line`` bytes (without the
     ending); each frame is the raw line with its ``\\n`` or ``\\r\\n``.

@@ -19,6 +19,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 
 import attrs
+from mypy_extensions import mypyc_attr
 
 from sota_dispatch import LimitExceeded, ProtocolError
 
@@ -239,6 +240,8 @@ def heartbeat_ack(request: BoltFrame) -> BoltFrame:
     )
 
 
+# Public: subclasses in Python must work in the compiled build too.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class BoltDecoder(FrameDecoder[BoltFrame]):
     """Turn a byte stream into :class:`BoltFrame` objects (v1 and v2 mixed).
 

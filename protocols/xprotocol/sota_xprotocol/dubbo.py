@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
+from mypy_extensions import mypyc_attr
 
 import sota_xprotocol.hessian2 as hessian2
 from sota_dispatch import LimitExceeded, ProtocolError
@@ -357,6 +358,8 @@ def error_response(request: DubboFrame, status: int, message: str) -> DubboFrame
     return DubboFrame(request.serialization, status, request.request_id, hessian2.encode(message))
 
 
+# Public: subclasses in Python must work in the compiled build too.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class DubboDecoder(FrameDecoder[DubboFrame]):
     """Turn a byte stream into :class:`DubboFrame` objects.
 

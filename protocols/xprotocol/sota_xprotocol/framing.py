@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Generic, TypeVar
 
+from mypy_extensions import mypyc_attr
+
 from sota_dispatch import ChunkBuffer, ProtocolError
 
 __all__ = ["FrameDecoder"]
@@ -20,6 +22,8 @@ __all__ = ["FrameDecoder"]
 F = TypeVar("F")
 
 
+# Public: subclasses in Python must work in the compiled build too.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FrameDecoder(Generic[F]):
     """Feed bytes, get frames. Subclasses implement :meth:`_frame`.
 

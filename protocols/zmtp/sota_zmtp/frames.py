@@ -19,6 +19,8 @@ order on the wire.
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 from sota_dispatch import LimitExceeded, ProtocolError
 
 from .limits import HANDSHAKE_FRAME_MAX, Limits
@@ -32,6 +34,8 @@ V3_RESERVED = 0xF8
 V2_RESERVED = 0xFC
 
 
+# Public: subclasses in Python must work in the compiled build too.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class FrameReader:
     """Frames out of the bytes the engine was fed, one connection's worth.
 
