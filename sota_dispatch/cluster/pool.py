@@ -66,8 +66,15 @@ class Pool:
 
     def submit(self, exchange: Request) -> None:
         """Send ``exchange`` now, or queue it for a connection, or fail it
-        with an overflow reply."""
-        connection = self._choose()
+        with an overflow reply.
+
+        Requests already queued go first (a stalled upstream's queue): one
+        that arrives later never overtakes them, so one client's requests
+        reach the endpoint in the order it sent them.
+        """
+        if self.pending:
+            self.drain_queue()
+        connection = None if self.pending else self._choose()
         if connection is not None:
             connection.send(exchange)
             return
