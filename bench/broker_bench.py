@@ -137,6 +137,9 @@ async def _start_broker(
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        # Not the checkout's root: ``-m`` puts the working directory first on
+        # sys.path, and its sources would shadow an installed compiled build.
+        cwd=HERE,
     )
     assert proc.stderr is not None
     async with asyncio.timeout(START_TIMEOUT):

@@ -83,19 +83,31 @@ class ResponseType(enum.IntEnum):
     NULL_WITH_ATTACHMENTS = 5
 
 
-def _interface(path: str, attachments: Mapping[str, Any]) -> str:
-    """The service interface (Java writes ``interface``, else ``path``)."""
-    value = attachments.get("interface")
-    return value if isinstance(value, str) else path
+# A plain Python class in the compiled build too: the attrs classes below
+# (plain classes there) cannot inherit from a compiled one.
+@mypyc_attr(native_class=False)
+class _Routed:
+    """What both decodings of a request body say about the service called."""
 
+    __slots__ = ()
+    path: str
+    attachments: Mapping[str, Any]
 
-def _group(attachments: Mapping[str, Any]) -> str | None:
-    value = attachments.get("group")
-    return value if isinstance(value, str) else None
+    @property
+    def interface(self) -> str:
+        """The service interface (Java writes ``interface``, else ``path``)."""
+        value = self.attachments.get("interface")
+        return value if isinstance(value, str) else self.path
+
+    @property
+    def group(self) -> str | None:
+        """The ``group`` attachment, if any."""
+        value = self.attachments.get("group")
+        return value if isinstance(value, str) else None
 
 
 @attrs.frozen
-class Call:
+class Call(_Routed):
     """A request body with its arguments walked over, not built: the
     header values and attachments a proxy routes on and times out by
     (:meth:`DubboFrame.call`)."""
@@ -108,19 +120,9 @@ class Call:
     argument_count: int
     attachments: Mapping[str, Any]
 
-    @property
-    def interface(self) -> str:
-        """The service interface (Java writes ``interface``, else ``path``)."""
-        return _interface(self.path, self.attachments)
-
-    @property
-    def group(self) -> str | None:
-        """The ``group`` attachment, if any."""
-        return _group(self.attachments)
-
 
 @attrs.frozen
-class Invocation:
+class Invocation(_Routed):
     """A request body, decoded: what a proxy routes on, and the arguments."""
 
     dubbo_version: str
@@ -132,16 +134,6 @@ class Invocation:
     attachments: Mapping[str, Any]
     #: Each argument's original hessian2 bytes, to pass it on unchanged.
     argument_bytes: tuple[bytes, ...] = ()
-
-    @property
-    def interface(self) -> str:
-        """The service interface (Java writes ``interface``, else ``path``)."""
-        return _interface(self.path, self.attachments)
-
-    @property
-    def group(self) -> str | None:
-        """The ``group`` attachment, if any."""
-        return _group(self.attachments)
 
 
 @attrs.define(eq=False)
