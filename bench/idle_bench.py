@@ -1,0 +1,200 @@
+"""Idle connections: what each costs a local service and the proxy, in RSS.
+
+A proxy in front of long-lived bolt or ZMTP clients holds many connections
+that send nothing for minutes; each should cost little more than the
+kernel's socket. This opens ``--connections`` TCP connections (10,000 by
+default) to ``python -m sota_dispatch.serve --protocol P`` (a local
+service) and, separately, to a proxy in front of one, sends nothing on
+them, waits until the server holds them all (its open descriptors), and
+reports the server's RSS growth divided by the connection count. The goal
+(issue 18): at most 10 KiB per connection, pure-Python build. The header's
+build line says which build ran.
+
+Protocols without a handshake only (simple_line, bolt, dubbo): a ZMTP
+connection that never greets is closed by the handshake timeout, as it
+should be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import resource
+import socket
+import sys
+import time
+from pathlib import Path
+
+from harness import machine_lines, positive_int, publish, report_head, source_line, version
+
+HERE = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+SOURCE = ("sota_dispatch", "protocols")
+GOAL_KIB = 10.0
+#: Connections opened at once (the listen backlog is a few thousand).
+BATCH = 200
+_LISTENING = re.compile(r"listening on (\S+?):(\d+)\b")
+#: The tasks reading the servers' logs (so that a full pipe never blocks one).
+_DRAINS: set[asyncio.Future[None]] = set()
+
+
+def rss_kib(pid: int) -> int:
+    """The process's resident set (VmRSS), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def start(args: list[str]) -> tuple[asyncio.subprocess.Process, int]:
+    """``serve ARGS`` (cwd: bench/, so a checkout's sources never shadow an
+    installed build); its process and port once it listens."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sota_dispatch.serve",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=HERE,
+    )
+    assert proc.stderr is not None
+    async with asyncio.timeout(60):
+        while True:
+            line = (await proc.stderr.readline()).decode()
+            if not line:
+                raise RuntimeError(f"serve {args} exited before listening")
+            found = _LISTENING.search(line)
+            if found:
+                _DRAINS.add(asyncio.ensure_future(_drain(proc.stderr)))
+                return proc, int(found.group(2))
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+async def connect_idle(port: int, count: int) -> list[socket.socket]:
+    """``count`` connected sockets that will send nothing."""
+    loop = asyncio.get_running_loop()
+    socks: list[socket.socket] = []
+    for start_at in range(0, count, BATCH):
+        batch = []
+        for _ in range(min(BATCH, count - start_at)):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setblocking(False)
+            batch.append(sock)
+        await asyncio.gather(*(loop.sock_connect(sock, (HOST, port)) for sock in batch))
+        socks += batch
+    return socks
+
+
+async def wait_held(pid: int, at_least: int, timeout: float) -> None:
+    """Until the server holds ``at_least`` descriptors (bounded)."""
+    deadline = time.monotonic() + timeout
+    while open_fds(pid) < at_least:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server {pid} holds {open_fds(pid)} descriptors, expected {at_least}")
+        await asyncio.sleep(0.05)
+
+
+async def measure(protocol: str, target: str, count: int) -> tuple[int, int]:
+    """(RSS before, RSS after) of the measured server, KiB."""
+    common = ["--protocol", protocol, "--listen", f"{HOST}:0", "--max-connections", "0"]
+    procs = []
+    try:
+        backend, backend_port = await start(common)
+        procs.append(backend)
+        measured, port = backend, backend_port
+        if target == "proxy":
+            measured, port = await start([*common, "--upstream", f"{HOST}:{backend_port}"])
+            procs.append(measured)
+        warm = await connect_idle(port, 100)  # the first connections' one-time costs
+        await wait_held(measured.pid, 100, 30)
+        before = rss_kib(measured.pid)
+        fds = open_fds(measured.pid)
+        socks = await connect_idle(port, count)
+        await wait_held(measured.pid, fds + count, 120)
+        await asyncio.sleep(1.0)  # let the last connections' tasks reach their first read
+        after = rss_kib(measured.pid)
+        for sock in [*warm, *socks]:
+            sock.close()
+        return before, after
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+
+
+async def run(args: argparse.Namespace) -> list[tuple[str, str, int, int]]:
+    rows = []
+    for protocol in args.protocols.split(","):
+        for target in ("service", "proxy"):
+            before, after = await measure(protocol, target, args.connections)
+            per = (after - before) / args.connections
+            print(f"{protocol:12} {target:8}: {per:.1f} KiB per idle connection", file=sys.stderr)
+            rows.append((protocol, target, before, after))
+    return rows
+
+
+def report(rows: list[tuple[str, str, int, int]], args: argparse.Namespace) -> str:
+    out = [
+        *report_head("Idle connection memory", "bench/idle_bench.py", "python " + " ".join(sys.argv)),
+        *machine_lines(
+            f"anyio {version('anyio')}, uvloop {version('uvloop')}, sota-dispatch {version('sota-dispatch')}"
+        ),
+        source_line(SOURCE),
+        "",
+        "## Workload",
+        "",
+        f"- {args.connections:,} TCP connections that send nothing, opened {BATCH} at a time after 100 warm-up "
+        "ones, to `python -m sota_dispatch.serve --protocol P` (service) or to a proxy in front of one "
+        "(proxy; no request, so no upstream connection), both on the serve command's default loop",
+        "- RSS = VmRSS of the measured server, read before the connections and once it holds them all "
+        "(its descriptors) and a second has passed",
+        "",
+        "## Results",
+        "",
+        "| protocol | server | RSS before MiB | RSS after MiB | KiB per idle connection |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for protocol, target, before, after in rows:
+        per = (after - before) / args.connections
+        out.append(f"| {protocol} | {target} | {before / 1024:.1f} | {after / 1024:.1f} | {per:.1f} |")
+    out += ["", "## Goal", "", f"At most {GOAL_KIB:.0f} KiB per idle connection (pure-Python build):", ""]
+    for protocol, target, before, after in rows:
+        per = (after - before) / args.connections
+        out.append(f"- {protocol} {target}: {per:.1f} KiB: {'met' if per <= GOAL_KIB else 'NOT met'}")
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--protocols", default="simple_line,bolt,dubbo", help="comma-separated (no ZMTP)")
+    parser.add_argument("--connections", type=positive_int, default=10_000, help="idle connections (10,000)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 500 connections; no report")
+    parser.add_argument("--output", default=str(HERE / "IDLE_RESULTS.md"), help="report path, '-' for none")
+    args = parser.parse_args()
+    if args.quick:
+        args.connections, args.output = 500, "-"
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = args.connections + 1000
+    if hard != resource.RLIM_INFINITY and hard < need:
+        parser.error(f"needs {need} open files, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))  # the servers inherit it
+    started = time.monotonic()
+    rows = asyncio.run(run(args))
+    publish(report(rows, args), args.output, started)
+
+
+if __name__ == "__main__":
+    main()
