@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import re
 import statistics
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from harness import (
     report_head,
     resolution_line,
     run_timed,
+    serve_listening,
     source_line,
     spawn,
     stop,
@@ -66,7 +66,6 @@ VARIANTS: dict[str, list[str] | None] = {
 #: The goal: the broker's CPU per message at most libzmq's.
 TARGET_CPU_RATIO = 1.0
 START_TIMEOUT = 30.0
-_LISTENING = re.compile(r"listening on (\S+?):(\d+)\b")
 #: The sota broker: a ZMTP listener and one cluster, the echo. Its limit on
 #: requests in flight per client connection (256 by default) is raised above
 #: the client's window, as libzmq's high-water marks are.
@@ -141,15 +140,7 @@ async def _start_broker(
         # sys.path, and its sources would shadow an installed compiled build.
         cwd=HERE,
     )
-    assert proc.stderr is not None
-    async with asyncio.timeout(START_TIMEOUT):
-        while True:
-            line = (await proc.stderr.readline()).decode()
-            if not line:
-                raise RuntimeError(f"{variant}: exited before listening")
-            found = _LISTENING.search(line)
-            if found:
-                return proc, int(found.group(2)), proc.pid
+    return proc, await serve_listening(proc, START_TIMEOUT, variant), proc.pid
 
 
 async def _drain(stream: asyncio.StreamReader | None) -> None:

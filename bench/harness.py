@@ -23,6 +23,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import threading
@@ -67,6 +68,10 @@ EXIT_TIMEOUT = 10.0
 
 
 # -- command line ------------------------------------------------------------------
+
+
+#: The line a ``serve`` child logs once it listens.
+_LISTENING = re.compile(r"listening on \S+?:(\d+)\b")
 
 
 def positive_int(text: str) -> int:
@@ -178,6 +183,23 @@ async def read_line(proc: asyncio.subprocess.Process, timeout: float, what: str)
         code = await wait_exit(proc)
         raise RuntimeError(f"{what}: exited with code {code} (see its stderr above)")
     return line.decode().strip()
+
+
+async def serve_listening(proc: asyncio.subprocess.Process, timeout: float, what: str) -> int:
+    """The port a ``python -m sota_dispatch.serve`` child logs ("listening
+    on HOST:PORT") on its stderr, within ``timeout`` seconds."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = await asyncio.wait_for(proc.stderr.readline(), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise RuntimeError(f"{what}: not listening within {timeout:.0f}s") from None
+        if not line:
+            raise RuntimeError(f"{what}: exited before listening")
+        found = _LISTENING.search(line.decode(errors="replace"))
+        if found:
+            return int(found.group(1))
 
 
 async def wait_exit(proc: asyncio.subprocess.Process) -> int | None:

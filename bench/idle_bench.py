@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import resource
 import socket
 import sys
 import time
 from pathlib import Path
 
-from harness import machine_lines, positive_int, publish, report_head, source_line, version
+from harness import machine_lines, positive_int, publish, report_head, serve_listening, source_line, version
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -35,7 +34,6 @@ SOURCE = ("sota_dispatch", "protocols")
 GOAL_KIB = 10.0
 #: Connections opened at once (the listen backlog is a few thousand).
 BATCH = 200
-_LISTENING = re.compile(r"listening on (\S+?):(\d+)\b")
 #: The tasks reading the servers' logs (so that a full pipe never blocks one).
 _DRAINS: set[asyncio.Future[None]] = set()
 
@@ -65,16 +63,10 @@ async def start(args: list[str]) -> tuple[asyncio.subprocess.Process, int]:
         stderr=asyncio.subprocess.PIPE,
         cwd=HERE,
     )
+    port = await serve_listening(proc, 60, f"serve {' '.join(args)}")
     assert proc.stderr is not None
-    async with asyncio.timeout(60):
-        while True:
-            line = (await proc.stderr.readline()).decode()
-            if not line:
-                raise RuntimeError(f"serve {args} exited before listening")
-            found = _LISTENING.search(line)
-            if found:
-                _DRAINS.add(asyncio.ensure_future(_drain(proc.stderr)))
-                return proc, int(found.group(2))
+    _DRAINS.add(asyncio.ensure_future(_drain(proc.stderr)))
+    return proc, port
 
 
 async def _drain(stream: asyncio.StreamReader) -> None:
