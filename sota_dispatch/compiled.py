@@ -23,9 +23,19 @@ import attrs
 
 __all__ = ["BuildInfo", "build_info"]
 
-#: The distributions whose compiled modules are reported: the SDK and the
-#: bundled plugins (a third-party plugin's own are listed if it ships any).
-_DISTRIBUTIONS = ("sota-dispatch", "sota-simple-line", "sota-zmtp", "sota-xprotocol")
+#: The entry-point groups whose distributions' compiled modules are reported
+#: too: every installed protocol and filter plugin, bundled or third-party.
+_PLUGIN_GROUPS = ("sota_dispatch.protocols", "sota_dispatch.filters")
+
+
+def _distributions() -> list[str]:
+    """sota-dispatch and every installed plugin's distribution."""
+    names = {"sota-dispatch"}
+    for group in _PLUGIN_GROUPS:
+        for entry in importlib.metadata.entry_points(group=group):
+            if entry.dist is not None:
+                names.add(entry.dist.name)
+    return sorted(names)
 
 
 @attrs.frozen
@@ -76,5 +86,5 @@ def _imports_extension(module: str) -> bool:
 def build_info() -> BuildInfo:
     """Which build runs (computed once: finding a module's spec imports its
     parent package)."""
-    candidates = [name for dist in _DISTRIBUTIONS for name in _extension_modules(dist)]
+    candidates = [name for dist in _distributions() for name in _extension_modules(dist)]
     return BuildInfo(compiled=tuple(sorted(name for name in candidates if _imports_extension(name))))
