@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import statistics
 import sys
 import tempfile
@@ -42,9 +41,9 @@ from harness import (
     report_head,
     resolution_line,
     run_timed,
-    serve_listening,
     source_line,
     spawn,
+    start_serve,
     stop,
     version,
 )
@@ -121,45 +120,26 @@ async def _start_broker(
     loop_args = VARIANTS[variant]
     if loop_args is None:
         proc = await spawn(SCRIPT, ["--zmq-proxy", str(echo_port)])
-        word, port, pid = [*(await read_line(proc, START_TIMEOUT, variant)).split(), "", "", ""][:3]
+        word, zmq_port, pid = [*(await read_line(proc, START_TIMEOUT, variant)).split(), "", "", ""][:3]
         if word != "PORT":
             raise RuntimeError(f"{variant}: unexpected first line")
-        return proc, int(port), int(pid)
+        return proc, int(zmq_port), int(pid)
     config = Path(tempfile.mkdtemp(prefix="broker-bench-")) / "broker.yaml"
     config.write_text(CONFIG.format(host=HOST, echo_port=echo_port, in_flight=max_in_flight))
     command = ["--config", str(config), *loop_args]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sota_dispatch.serve",
-        *command,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        # Not the checkout's root: ``-m`` puts the working directory first on
-        # sys.path, and its sources would shadow an installed compiled build.
-        cwd=HERE,
-    )
-    return proc, await serve_listening(proc, START_TIMEOUT, variant), proc.pid
-
-
-async def _drain(stream: asyncio.StreamReader | None) -> None:
-    """Keep reading a child's log so that a full pipe never blocks it."""
-    while stream is not None and await stream.readline():
-        pass
+    broker, port = await start_serve(command, START_TIMEOUT, variant)
+    return broker, port, broker.pid
 
 
 async def measure(variant: str, size: int, rep: int, args: argparse.Namespace) -> Sample:
     """One run: echo, broker and client started afresh; always stopped."""
     procs: list[asyncio.subprocess.Process] = []
-    drain: asyncio.Task[None] | None = None
     try:
         echo = await spawn(ZMTP_BENCH, ["--serve", "pyzmq-frames"])
         procs.append(echo)
         echo_port = int((await read_line(echo, START_TIMEOUT, "echo")).split()[1])
         broker, port, pid = await _start_broker(variant, echo_port, 2 * args.window)
         procs.append(broker)
-        drain = asyncio.ensure_future(_drain(broker.stderr))
         client_args = ["--client", "--port", str(port), "--sizes", str(size), "--messages", str(args.messages)]
         client_args += ["--window", str(args.window), "--warmup", str(args.warmup), "--timeout", str(args.timeout)]
         client = await spawn(ZMTP_BENCH, client_args)
@@ -171,10 +151,6 @@ async def measure(variant: str, size: int, rep: int, args: argparse.Namespace) -
     finally:
         for proc in reversed(procs):
             await stop(proc)
-        if drain is not None:
-            drain.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drain
 
 
 async def run_all(variants: Sequence[str], sizes: Sequence[int], args: argparse.Namespace) -> list[Sample]:

@@ -72,6 +72,10 @@ EXIT_TIMEOUT = 10.0
 
 #: The line a ``serve`` child logs once it listens.
 _LISTENING = re.compile(r"listening on \S+?:(\d+)\b")
+#: The tasks reading the ``serve`` children's logs.
+_LOG_READERS: set[asyncio.Future[None]] = set()
+#: bench/ (the ``serve`` children's working directory).
+_BENCH_DIR = Path(__file__).resolve().parent
 
 
 def positive_int(text: str) -> int:
@@ -185,21 +189,44 @@ async def read_line(proc: asyncio.subprocess.Process, timeout: float, what: str)
     return line.decode().strip()
 
 
-async def serve_listening(proc: asyncio.subprocess.Process, timeout: float, what: str) -> int:
-    """The port a ``python -m sota_dispatch.serve`` child logs ("listening
-    on HOST:PORT") on its stderr, within ``timeout`` seconds."""
+async def start_serve(args: Sequence[str], timeout: float, what: str) -> tuple[asyncio.subprocess.Process, int]:
+    """``python -m sota_dispatch.serve ARGS`` and the port it logs ("listening
+    on HOST:PORT") within ``timeout`` seconds; its log is read on from then
+    on, so that a full pipe never blocks it.
+
+    It runs in bench/, not the checkout's root: ``-m`` puts the working
+    directory first on sys.path, and a checkout's sources would shadow an
+    installed compiled build.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sota_dispatch.serve",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=_BENCH_DIR,
+    )
     assert proc.stderr is not None
     deadline = time.monotonic() + timeout
     while True:
         try:
             line = await asyncio.wait_for(proc.stderr.readline(), max(0.0, deadline - time.monotonic()))
         except asyncio.TimeoutError:
+            proc.kill()
             raise RuntimeError(f"{what}: not listening within {timeout:.0f}s") from None
         if not line:
             raise RuntimeError(f"{what}: exited before listening")
         found = _LISTENING.search(line.decode(errors="replace"))
         if found:
-            return int(found.group(1))
+            _LOG_READERS.add(asyncio.ensure_future(_read_on(proc.stderr)))
+            return proc, int(found.group(1))
+
+
+async def _read_on(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
 
 
 async def wait_exit(proc: asyncio.subprocess.Process) -> int | None:

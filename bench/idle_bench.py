@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness import machine_lines, positive_int, publish, report_head, serve_listening, source_line, version
+from harness import machine_lines, positive_int, publish, report_head, source_line, start_serve, version
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -34,8 +34,6 @@ SOURCE = ("sota_dispatch", "protocols")
 GOAL_KIB = 10.0
 #: Connections opened at once (the listen backlog is a few thousand).
 BATCH = 200
-#: The tasks reading the servers' logs (so that a full pipe never blocks one).
-_DRAINS: set[asyncio.Future[None]] = set()
 
 
 def rss_kib(pid: int) -> int:
@@ -48,30 +46,6 @@ def rss_kib(pid: int) -> int:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-async def start(args: list[str]) -> tuple[asyncio.subprocess.Process, int]:
-    """``serve ARGS`` (cwd: bench/, so a checkout's sources never shadow an
-    installed build); its process and port once it listens."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "sota_dispatch.serve",
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=HERE,
-    )
-    port = await serve_listening(proc, 60, f"serve {' '.join(args)}")
-    assert proc.stderr is not None
-    _DRAINS.add(asyncio.ensure_future(_drain(proc.stderr)))
-    return proc, port
-
-
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
 
 
 async def connect_idle(port: int, count: int) -> list[socket.socket]:
@@ -103,11 +77,13 @@ async def measure(protocol: str, target: str, count: int) -> tuple[int, int]:
     common = ["--protocol", protocol, "--listen", f"{HOST}:0", "--max-connections", "0"]
     procs = []
     try:
-        backend, backend_port = await start(common)
+        backend, backend_port = await start_serve(common, 60, f"{protocol} service")
         procs.append(backend)
         measured, port = backend, backend_port
         if target == "proxy":
-            measured, port = await start([*common, "--upstream", f"{HOST}:{backend_port}"])
+            measured, port = await start_serve(
+                [*common, "--upstream", f"{HOST}:{backend_port}"], 60, f"{protocol} proxy"
+            )
             procs.append(measured)
         warm = await connect_idle(port, 100)  # the first connections' one-time costs
         await wait_held(measured.pid, 100, 30)
