@@ -1,7 +1,8 @@
 """Which build is running: the pure-Python reference or the compiled one.
 
-The hot modules (codecs, hessian2, ZMTP framing) can be compiled with mypyc
-into C extensions that sit beside their ``.py`` sources in a platform wheel
+The hot modules (the codecs, hessian2 and ZMTP framing; the core's reader,
+outbox, codec loop and multiplexer; the proxy's exchange, timers and pool)
+can be compiled with mypyc into C extensions that sit beside their ``.py`` sources in a platform wheel
 (``.ci/build-compiled``); Python imports an extension in preference to the
 source beside it, and the pure-Python modules run wherever no compiled
 wheel exists, as msgpack's and PyYAML's optional C paths do. The sources
@@ -23,15 +24,16 @@ import attrs
 
 __all__ = ["BuildInfo", "build_info"]
 
-#: The entry-point groups whose distributions' compiled modules are reported
-#: too: every installed protocol and filter plugin, bundled or third-party.
-_PLUGIN_GROUPS = ("sota_dispatch.protocols", "sota_dispatch.filters")
-
 
 def _distributions() -> list[str]:
-    """sota-dispatch and every installed plugin's distribution."""
+    """sota-dispatch and every installed protocol or filter plugin's
+    distribution, bundled or third-party: their compiled modules count too."""
+    # Imported here: the package's __init__ imports this module first.
+    from .filters.registry import FILTER_ENTRY_POINT_GROUP
+    from .protocol.registry import ENTRY_POINT_GROUP
+
     names = {"sota-dispatch"}
-    for group in _PLUGIN_GROUPS:
+    for group in (ENTRY_POINT_GROUP, FILTER_ENTRY_POINT_GROUP):
         for entry in importlib.metadata.entry_points(group=group):
             if entry.dist is not None:
                 names.add(entry.dist.name)
