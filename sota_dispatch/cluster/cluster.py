@@ -113,6 +113,10 @@ class Cluster:
         #: Pools of one client connection each (see :meth:`pool`).
         self._client_pools: set[Pool] = set()
         self._shared: dict[str, bool] = {}
+        #: The shared pool :meth:`pool` returned last, and its protocol's
+        #: name: the next request most likely goes there too.
+        self._last_pool: Pool | None = None
+        self._last_name = ""
         #: Upstream connections open or opening, and requests queued for one
         #: (counted as they change: a sum over per-client pools would cost a
         #: walk of them all per queued request).
@@ -149,6 +153,8 @@ class Cluster:
                 fallback.carry_over(self._fallback)
             self.balancer, self._fallback = balancer, fallback
         self._priorities = len({e.priority for e in endpoints}) > 1
+        #: The endpoint, when there is only one (see :meth:`pick`).
+        self._single = endpoints[0] if len(endpoints) == 1 else None
         self._names = {e: e.address for e in endpoints}
         # By address: an endpoint whose weight changed keeps its counts.
         kept: dict[str, EndpointStats] = getattr(self, "endpoint_stats", {})
@@ -250,9 +256,16 @@ class Cluster:
         protocol of ``semantics``: the shared one, or ``owner``'s own if this
         cluster does not share connections for the protocol."""
         name = semantics.protocol_name  # per request: no class attribute lookup
+        last = self._last_pool
+        # Identity, not equality: hashing an Endpoint is a Python call. A
+        # retiring pool (its endpoint left, the cluster was replaced) never
+        # comes from here, so the dictionary decides again.
+        if last is not None and last.endpoint is endpoint and name is self._last_name and not last.retiring:
+            return last
         key = (endpoint, name)
         pool = self._pools.get(key)
         if pool is not None:
+            self._last_pool, self._last_name = pool, name
             return pool
         protocol = semantics.protocol
         shared = self._shared.get(name)
@@ -324,6 +337,16 @@ class Cluster:
         """The endpoint for a try of ``health``'s protocol: available, of the
         best priority level that has an available one, not tried yet if
         possible."""
+        if not tried and not health.down and not health.judged and not self.unhealthy:
+            # Nothing to exclude (the common case): no set to build, no
+            # walk over the endpoints, and with one endpoint no balancer.
+            single = self._single
+            if single is not None:
+                return single
+            if not self._priorities:
+                if not self.endpoints:
+                    return None
+                return (self._fallback if self._hashing and key is None else self.balancer).pick(key, ())
         if not self.endpoints:
             return None
         exclude = self._unavailable(now, health)
