@@ -17,7 +17,7 @@ import anyio
 from anyio.abc import ByteSendStream
 
 from ..errors import FrameTimeout
-from .transport import nowait_sender
+from .transport import NowaitSender, nowait_sender
 
 __all__ = ["DEFAULT_HIGH_WATER", "BufferedWriter"]
 
@@ -52,6 +52,7 @@ class BufferedWriter:
         "_lock",
         "_nowait",
         "_parts",
+        "_probed",
         "_reader",
         "_size",
         "_stream",
@@ -72,10 +73,13 @@ class BufferedWriter:
         self._high_water = high_water
         self._parts: list[bytes] = []
         self._size = 0
-        self._lock = anyio.Lock(fast_acquire=True)
+        # The lock and the non-blocking sender are made on first use: an
+        # idle connection (most of a proxy's, often) never needs either.
+        self._lock: anyio.Lock | None = None
         self._reader = reader
         self._defer_hook: Callable[[], None] | None = None
-        self._nowait = nowait_sender(stream)
+        self._nowait: NowaitSender | None = None
+        self._probed = False
         #: Seconds one send may wait for the peer to read (None: forever);
         #: then :class:`~sota_dispatch.FrameTimeout`. A server sets its
         #: frame timeout here (see BufferedReader.set_timeouts).
@@ -134,7 +138,7 @@ class BufferedWriter:
         connection is then only fit to be closed.
         """
         while self._parts:
-            async with self._lock:
+            async with self._send_lock():
                 parts = self._parts
                 if not parts:
                     break  # another flush sent them; the transport check below still applies
@@ -148,14 +152,26 @@ class BufferedWriter:
                         await self._stream.send(data)
                     if scope.cancelled_caught:
                         raise FrameTimeout(f"the peer read nothing of its answers for {self.send_timeout:g}s")
-        nowait = self._nowait
+        nowait = self._sender()
         if nowait is not None and nowait.busy():
             # flush_nowait() left bytes in the transport: a flush ends when
             # they are out too (the stream's send waits for that, as it
             # does after its own writes), or a close right after would drop them.
-            async with self._lock:
+            async with self._send_lock():
                 if nowait.busy():
                     await self._stream.send(b"")
+
+    def _send_lock(self) -> anyio.Lock:
+        lock = self._lock
+        if lock is None:
+            lock = self._lock = anyio.Lock(fast_acquire=True)
+        return lock
+
+    def _sender(self) -> NowaitSender | None:
+        if not self._probed:
+            self._probed = True
+            self._nowait = nowait_sender(self._stream)
+        return self._nowait
 
     def flush_nowait(self) -> bool:
         """Hand what is queued to the socket now, without waiting or yielding;
@@ -168,11 +184,11 @@ class BufferedWriter:
         :mod:`sota_dispatch.io.transport`), the rest stays queued for the ordinary
         :meth:`flush`, so a slow peer never blocks the caller.
         """
-        nowait = self._nowait
+        nowait = self._nowait if self._probed else self._sender()
         parts = self._parts
         if not parts:
             return nowait is None or not nowait.busy()
-        if nowait is None or self._lock.locked() or nowait.busy():
+        if nowait is None or (self._lock is not None and self._lock.locked()) or nowait.busy():
             return False
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         sent = nowait.send(data)

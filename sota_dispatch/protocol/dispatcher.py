@@ -41,10 +41,7 @@ else:
     from typing_extensions import TypeVarTuple, Unpack
 
 if TYPE_CHECKING:
-    if sys.version_info >= (3, 11):
-        from typing import Self
-    else:
-        from typing_extensions import Self
+    from typing_extensions import Self  # type checkers bundle it on every Python
 
 __all__ = ["ConnectionContext", "Dispatcher"]
 
@@ -268,9 +265,15 @@ class Dispatcher(ProtocolRoles):
         if self._flush_requested:
             return  # cheap when called once per message: a flag, not the event
         event = self._flush_event
-        if event is not None:
-            self._flush_requested = True
-            event.set()
+        if event is None:
+            # The flusher starts on the first deferred flush: an idle
+            # connection (most of them, on a busy proxy) never pays a task.
+            if self._task_group is None:
+                return  # not serving, or closing (the close flushes)
+            event = self._flush_event = anyio.Event()
+            self._task_group.start_soon(self._flusher, name=f"{self!r} flusher")
+        self._flush_requested = True
+        event.set()
 
     def flush_now(self) -> None:
         """Send what the writer holds from the calling task, without waiting,
@@ -280,7 +283,7 @@ class Dispatcher(ProtocolRoles):
         its batch (see :class:`~sota_dispatch.Outbox`): it saves waking
         the flusher. Only effective while :meth:`run` is running.
         """
-        if self._flush_event is None:
+        if not self._running:
             return
         if self.writer.flush_nowait():
             self.flushed()
@@ -323,6 +326,7 @@ class Dispatcher(ProtocolRoles):
             self.flushed()
 
     def _closing_begins(self) -> None:
+        self._task_group = None  # no new helper (or flusher) once serve() is over
         self._close_deadline = loop_time() + self.linger_timeout
         if self._flush_scope is not None:
             self._flush_scope.deadline = self._close_deadline
@@ -333,17 +337,13 @@ class Dispatcher(ProtocolRoles):
         if self._running:
             raise RuntimeError(f"{self!r} is already running")
         self._running = True
-        if self._finished is None:
-            self._finished = anyio.Event()
         # This task (and the helpers it starts) serves this connection: every
         # log line written meanwhile carries its id (see sota_dispatch.logs).
         connection_id.set(self.context.connection_id)
         try:
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
-                self._flush_event = anyio.Event()
                 self.writer.pair(self.reader, self.flush_soon)
-                tg.start_soon(self._flusher, name=f"{self!r} flusher")
                 try:
                     with anyio.CancelScope() as scope:
                         self._serve_scope = scope
@@ -393,7 +393,6 @@ class Dispatcher(ProtocolRoles):
             and (not isinstance(reason, ProtocolError) or reason.linger)  # see ProtocolError.linger
         )
         self._serve_scope = None
-        self._task_group = None
         self.writer.pair(self.reader, None)
         self.close_reason = reason
         error = reason if isinstance(reason, ConnectionLost) else ConnectionLost(reason)
@@ -429,7 +428,8 @@ class Dispatcher(ProtocolRoles):
             self.reader.release()
             self.writer.release()
             self._loop = None  # and its codec's partial frame
-            assert self._finished is not None
+            if self._finished is None:  # made here, not per connection: few ever wait
+                self._finished = anyio.Event()
             self._finished.set()
 
     async def wait_closed(self) -> None:
@@ -446,9 +446,9 @@ class Dispatcher(ProtocolRoles):
         """
         if self._closing:
             return
-        if self._running and self._finished is not None:
+        if self._running:
             self.close_soon()
-            await self._finished.wait()
+            await self.wait_closed()
         else:
             await self.stream.aclose()
 

@@ -47,12 +47,17 @@ log = logging.getLogger(__name__)
 class ProxyConnection(Replies, Dispatcher):
     """A client connection: requests in, answers (or error replies) out."""
 
+    # Slots: with the Dispatcher's, one dict would outgrow CPython's shared keys (~1.5 KiB per connection).
+    __slots__ = tuple(
+        "listener protocol semantics in_flight closed _exchanges _ordered _wake _read_scope _codec _streams _turn"  # noqa: SIM905
+        " _room_scope _filtering _expired _held _partial _inflight_bytes _ref _read_ahead upstream_pools".split()
+    )
+
     def __init__(self, stream: ByteStream, context: ConnectionContext, *, listener: ListenerSite) -> None:
         super().__init__(stream, context)
         self.listener = listener
         self.protocol: type[FrameSemantics] | None = listener.protocol
-        #: The protocol's per-frame methods, bound (set with :attr:`protocol`).
-        self.semantics: BoundSemantics | None = None
+        self.semantics: BoundSemantics | None = None  # its per-frame methods, bound
         self.in_flight = 0
         self.closed = False
         self._exchanges: set[Exchange] = set()
@@ -61,15 +66,12 @@ class ProxyConnection(Replies, Dispatcher):
         self._read_scope: anyio.CancelScope | None = None
         self._codec: Codec[Any] | None = None
         self._streams = 0  # requests decoded so far (a request's number is its stream id)
-        #: The cluster that let this connection in after a wait for room,
-        #: for the rest of the read batch (see Cluster.has_room).
+        #: The cluster that let it in after a wait for room, for the rest of the batch (see Cluster.has_room).
         self._turn: Cluster | None = None
         self._room_scope: anyio.CancelScope | None = None
         #: The waits of requests their stream filters hold (see _after_filters).
         self._filtering: dict[anyio.CancelScope, tuple[FilterRequest, Slot | None]] = {}
-        #: Set when the drain timeout passed: whatever is decoded from now on
-        #: gets a timeout reply at once.
-        self._expired = False
+        self._expired = False  # the drain timeout passed: what comes now gets a timeout reply
         #: What this connection holds, as last told to the buffer budget: its
         #: partial frame, the loop's read-ahead and its requests in flight.
         self._held = 0
@@ -78,8 +80,7 @@ class ProxyConnection(Replies, Dispatcher):
         #: This connection's part of the references its error replies carry.
         self._ref: str | None = None
         self._read_ahead = input_queued(stream)
-        #: This client's own upstream pools (clusters that do not share
-        #: connections between clients), closed with it.
+        #: This client's own upstream pools (of clusters that share none), closed with it.
         self.upstream_pools: dict[tuple[Cluster, Endpoint], Pool] = {}
 
     # -- life cycle -------------------------------------------------------------
