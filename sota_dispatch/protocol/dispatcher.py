@@ -306,10 +306,10 @@ class Dispatcher(ProtocolRoles):
     # -- lifecycle -------------------------------------------------------------
 
     async def _flusher(self) -> None:
-        # Sends replies that send() deferred, the next time serve() yields.
-        # A batch once started is finished even if the connection is being
-        # closed (cancelling a send midway would cut a frame in two), but
-        # within the linger timeout from the moment the close began.
+        # Sends deferred replies the next time serve() yields. A batch once
+        # started is finished even if the connection is closing (cancelling a
+        # send midway would cut a frame in two), within the linger timeout.
+        connection_id.set(self.context.connection_id)  # it may start from another connection's task
         while True:
             event = self._flush_event
             assert event is not None
