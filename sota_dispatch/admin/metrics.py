@@ -44,6 +44,16 @@ class ProxyCollector:
             "Connections closed at once (max_connections)",
             labels=listener_labels,
         )
+        waiting = GaugeMetricFamily(
+            "sota_downstream_connections_waiting",
+            "Client connections that have sent nothing yet, held as bare sockets",
+            labels=listener_labels,
+        )
+        first_byte_timeouts = CounterMetricFamily(
+            "sota_downstream_first_byte_timeouts",
+            "Client connections closed for sending nothing in time",
+            labels=listener_labels,
+        )
         adopted = CounterMetricFamily(
             "sota_downstream_connections_adopted",
             "Client connections taken over from the process this one replaced (hot restart hand-off)",
@@ -75,6 +85,8 @@ class ProxyCollector:
             connections.add_metric(labels, server.connections_total)
             active.add_metric(labels, server.active_connections)
             refused.add_metric(labels, server.connections_refused)
+            waiting.add_metric(labels, server.waiting_connections)
+            first_byte_timeouts.add_metric(labels, server.first_byte_timeouts)
             adopted.add_metric(labels, server.connections_adopted)
             handed_off.add_metric(labels, server.connections_handed_off)
             bytes_in.add_metric(labels, listener_stats.bytes_in)
@@ -83,7 +95,8 @@ class ProxyCollector:
             requests.add_metric(labels, listener_stats.requests)
             for outcome, count in sorted(listener_stats.local_replies.items()):
                 local.add_metric([*labels, outcome], count)
-        yield from (connections, active, refused, adopted, handed_off, bytes_in, bytes_out, decode, requests, local)
+        yield from (connections, active, refused, waiting, first_byte_timeouts, adopted, handed_off)
+        yield from (bytes_in, bytes_out, decode, requests, local)
 
         limit = GaugeMetricFamily(
             "sota_downstream_connections_limit",

@@ -55,6 +55,13 @@ class FrameSemantics:
     ordered: ClassVar[bool] = False
     #: True when the class defines the codecs of both sides (computed).
     proxiable: ClassVar[bool] = False
+    #: Who speaks first on a new connection. ``False``: the client (a
+    #: request), so a listener may hold the connection as a bare socket,
+    #: without a task, until its first bytes (:class:`~sota_dispatch.Server`'s
+    #: ``wait_for_first_bytes``); ``True``: the server (a greeting, as
+    #: ZMTP's); ``None``, the default: not declared, so the connection starts
+    #: at once (a ``serve()`` may well write a banner first).
+    speaks_first: ClassVar[bool | None] = None
     _named_after_class: ClassVar[bool] = False
     _bound: ClassVar[BoundSemantics | None] = None
 

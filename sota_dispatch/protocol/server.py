@@ -24,9 +24,11 @@ from ..io.address import format_address, parse_address
 from ..io.budget import BufferBudget
 from ..io.reader import ReadTimeouts
 from ..io.tls import TLS_RECORD, PeerRefused, PrefixedStream, ServerTLS
+from ..io.transport import pause_reading
 from ..logs import plural
 from .dispatcher import ConnectionContext, Dispatcher
-from .handoff import HandOffSink
+from .doorstep import Doorstep, wait_readable
+from .handoff import HandOff, HandOffSink
 from .registry import DispatcherFactory
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_TIMEOUTS", "Server"]
@@ -43,6 +45,10 @@ log = logging.getLogger(__name__)
 
 #: accept() errors that mean "out of resources for now", not "listener broken".
 _ACCEPT_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED}
+#: Sockets accepted per wake-up of the listener before others get a turn.
+_ACCEPT_BATCH = 64
+#: The hand-off state of a connection that had sent nothing (see Server.hand_off).
+WAITING = "waiting_for_first_bytes"
 
 
 class Server:
@@ -67,6 +73,14 @@ class Server:
 
     ``sockets``: listening sockets to accept on instead of binding
     ``listen`` (a worker process's, handed over by its supervisor).
+
+    ``wait_for_first_bytes``: hold an accepted connection as its bare
+    socket, without a task, stream or dispatcher, until the client sends
+    (see :mod:`~sota_dispatch.protocol.doorstep`). None (the default): when
+    the factory's class says its clients speak first
+    (:attr:`~sota_dispatch.FrameSemantics.speaks_first` False).
+    Meanwhile ``first_bytes_timeout`` applies (None: the frame timeout of
+    ``timeouts``, else its idle timeout, else none); settable.
     """
 
     def __init__(
@@ -82,8 +96,16 @@ class Server:
         budget: BufferBudget | None = None,
         tls: ServerTLS | None = None,
         sockets: Sequence[socket.socket] | None = None,
+        wait_for_first_bytes: bool | None = None,
+        first_bytes_timeout: float | None = None,
     ) -> None:
         self.factory = factory
+        if wait_for_first_bytes is None:
+            wait_for_first_bytes = getattr(factory, "speaks_first", None) is False
+        self.wait_for_first_bytes = wait_for_first_bytes
+        if first_bytes_timeout is None and timeouts is not None:
+            first_bytes_timeout = timeouts.idle if timeouts.frame is None else timeouts.frame
+        self._first_bytes_timeout = first_bytes_timeout
         #: Listening sockets to accept on instead of binding ``listen``
         #: (a worker's, from its supervisor); the server owns them.
         self.sockets = None if sockets is None else list(sockets)
@@ -118,6 +140,7 @@ class Server:
         self._shutdown_requested = False
         self._accept_requested_stop = False
         self._connections: TaskGroup | None = None
+        self._doorstep: Doorstep | None = None
         #: Connections handed over by another process (hot restart).
         self.connections_adopted = 0
         #: Connections this server handed to another process.
@@ -127,6 +150,33 @@ class Server:
     def active_connections(self) -> int:
         """Connections being served right now."""
         return len(self._dispatchers)
+
+    @property
+    def waiting_connections(self) -> int:
+        """Accepted connections that have sent nothing yet (see ``wait_for_first_bytes``)."""
+        return 0 if self._doorstep is None else len(self._doorstep)
+
+    @property
+    def first_byte_timeouts(self) -> int:
+        """Connections closed because they sent nothing in time, while waiting."""
+        return 0 if self._doorstep is None else self._doorstep.timed_out
+
+    @property
+    def first_bytes_timeout(self) -> float | None:
+        """Seconds a connection may wait silent (``wait_for_first_bytes``)."""
+        return self._first_bytes_timeout
+
+    @first_bytes_timeout.setter
+    def first_bytes_timeout(self, seconds: float | None) -> None:
+        # Connections accepted from now on; a shorter one may wait behind
+        # older ones for at most the old timeout (one queue, in order).
+        self._first_bytes_timeout = seconds
+        if self._doorstep is not None:
+            self._doorstep.timeout = seconds
+
+    def _held(self) -> int:
+        """Connections that count against ``max_connections``."""
+        return len(self._dispatchers) + self._starting + self.waiting_connections
 
     async def serve(self, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind, accept until :meth:`shutdown`, then drain and return.
@@ -141,6 +191,10 @@ class Server:
             listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
         async with listener, anyio.create_task_group() as connections:
             self._connections = connections
+            if self.wait_for_first_bytes:
+                self._doorstep = Doorstep(self._admit, self._first_bytes_timeout, connections)
+                self._doorstep.on_drop = self._maybe_idle
+                connections.start_soon(self._doorstep.run, name="first-byte deadlines")
             self.address = format_address(listener.extra(SocketAttribute.local_address))
             task_status.started(self.address)
             with anyio.CancelScope() as self._accept_scope:
@@ -149,7 +203,10 @@ class Server:
                 async with anyio.create_task_group() as accepting:
                     for sub in listener.listeners:  # one per resolved address
                         assert isinstance(sub, SocketListener)
-                        accepting.start_soon(self._accept_loop, sub, connections)
+                        if self._doorstep is not None:
+                            accepting.start_soon(self._accept_sockets, sub, self._doorstep)
+                        else:
+                            accepting.start_soon(self._accept_loop, sub, connections)
             await listener.aclose()
             self._not_accepting.set()
             if not self._shutdown_requested:
@@ -160,7 +217,9 @@ class Server:
                 )
                 # Accepted but still starting count too: one accepted just
                 # before stop_accepting() must be served (or moved), not cut.
-                while (self._dispatchers or self._starting) and not self._shutdown_requested:
+                while (
+                    self._dispatchers or self._starting or self.waiting_connections
+                ) and not self._shutdown_requested:
                     self._idle = anyio.Event()
                     await self._idle.wait()
             # Draining: give in-flight requests the drain timeout.
@@ -190,8 +249,9 @@ class Server:
                 log.warning("accept failed on %s: %s; pausing accepts", self.address, exc)
                 await anyio.sleep(0.1)
                 continue
+            self.connections_total += 1
             limit = self.max_connections
-            if limit is not None and len(self._dispatchers) + self._starting >= limit:
+            if limit is not None and self._held() >= limit:
                 self.connections_refused += 1
                 await anyio.aclose_forcefully(stream)  # at once: no greeting, no drain
                 continue
@@ -200,15 +260,64 @@ class Server:
             if self.budget is not None and not self.budget.accepting:
                 await self.budget.wait_for_room()  # stop accepting: the next ones wait in the backlog
 
+    async def _accept_sockets(self, listener: SocketListener, doorstep: Doorstep) -> None:
+        """Accept bare sockets into ``doorstep``, where they wait for their
+        first bytes (a stream and a dispatcher come then: :meth:`_admit`)."""
+        raw: socket.socket = listener.extra(SocketAttribute.raw_socket)
+        while True:
+            await wait_readable(raw)
+            for _ in range(_ACCEPT_BATCH):  # then the others get a turn
+                try:
+                    sock, _ = raw.accept()
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno not in _ACCEPT_TRANSIENT:
+                        raise
+                    log.warning("accept failed on %s: %s; pausing accepts", self.address, exc)
+                    await anyio.sleep(0.1)
+                    break
+                self.connections_total += 1
+                limit = self.max_connections
+                if limit is not None and self._held() >= limit:
+                    self.connections_refused += 1
+                    sock.close()
+                    continue
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                doorstep.hold(sock)
+            if self.budget is not None and not self.budget.accepting:
+                await self.budget.wait_for_room()
+
+    def _admit(self, sock: socket.socket) -> None:
+        """A waiting socket turned readable: serve it (see :meth:`_accept_sockets`)."""
+        assert self._connections is not None
+        self._starting += 1
+        self._connections.start_soon(self._first_bytes, sock)
+
+    async def _first_bytes(self, sock: socket.socket) -> None:
+        try:
+            stream = await SocketStream.from_socket(sock)
+        except Exception as exc:  # noqa: BLE001 - reset meanwhile: that connection only
+            log.debug("%s: a connection was gone before it was served: %r", self.address, exc)
+            sock.close()
+            self._starting -= 1
+            self._maybe_idle()
+            return
+        await self._handle(stream)
+
+    def _maybe_idle(self) -> None:
+        if not self._held() and self._idle is not None:
+            self._idle.set()
+
     async def _handle(self, accepted: SocketStream) -> None:
-        self.connections_total += 1
         stream: ByteStream = accepted
         early = b""
         # Nothing about one connection may reach the accept loop's task
         # group: a peer that resets at once, fails its TLS handshake, or a
         # factory that fails, costs that connection only.
         try:
-            _pause_reading(accepted)
+            pause_reading(accepted)
             if self.tls is not None:
                 secured = await self._secure(accepted, self.tls)
                 if secured is None:
@@ -266,9 +375,17 @@ class Server:
         return True
 
     async def _adopted(self, sock: socket.socket, unread: bytes, state: Mapping[str, Any]) -> None:
+        if state.get(WAITING) is True and not unread:  # it had sent nothing: it waits again
+            sock.setblocking(False)
+            if self._doorstep is not None:
+                self._doorstep.hold(sock)
+            else:
+                self._starting += 1
+                await self._first_bytes(sock)
+            return
         try:
             stream = await SocketStream.from_socket(sock)
-            _pause_reading(stream)
+            pause_reading(stream)
         except Exception as exc:  # noqa: BLE001 - gone meanwhile, or not a socket: that connection only
             log.warning("%s: could not take over a handed-over connection: %r", self.address, exc)
             sock.close()
@@ -280,10 +397,35 @@ class Server:
         :meth:`Dispatcher.hand_off <sota_dispatch.Dispatcher.hand_off>`);
         the others go on here. Returns how many were asked to move."""
         self._handoff_sink = sink
+        moved = 0
+        if self._doorstep is not None:  # silent so far: they wait there instead
+            moved = len(self._doorstep)
+            self._doorstep.move_all(self._move_waiting)
         moving = [d for d in self._dispatchers if d.can_hand_off()]
         for dispatcher in moving:
             dispatcher.hand_off(sink)
-        return len(moving)
+        return moved + len(moving)
+
+    def _move_waiting(self, sock: socket.socket) -> None:
+        assert self._connections is not None
+        self._starting += 1  # held until handed over: serve() waits for it
+        self._connections.start_soon(self._hand_over_waiting, sock)
+
+    async def _hand_over_waiting(self, sock: socket.socket) -> None:
+        """Give a connection that has sent nothing to the hand-off sink, as
+        one still waiting for its first bytes (see :meth:`_adopted`)."""
+        sink = self._handoff_sink
+        assert sink is not None
+        try:
+            peer = format_address(sock.getpeername())
+            await sink(HandOff(sock.fileno(), b"", {WAITING: True}, 0, peer))
+            self.connections_handed_off += 1
+        except Exception as exc:  # noqa: BLE001 - that connection only: it closes, as a drain would close it
+            log.debug("%s: could not hand over a waiting connection: %r", self.address, exc)
+        finally:
+            sock.close()
+            self._starting -= 1
+            self._maybe_idle()
 
     async def _secure(self, stream: SocketStream, tls: ServerTLS) -> tuple[ByteStream, bytes] | None:
         """The connection's stream after its TLS handshake, or the plaintext
@@ -330,6 +472,8 @@ class Server:
         """Stop accepting and drain every connection (see :attr:`drain_timeout`)."""
         self._shutdown_requested = True
         self.stop_accepting()
+        if self._doorstep is not None:
+            self._doorstep.close()  # silent so far: nothing to drain
         if self._idle is not None:
             self._idle.set()  # wake a server that stopped accepting: its drain starts now
         for dispatcher in list(self._dispatchers):
@@ -350,20 +494,3 @@ class Server:
         self._accept_requested_stop = True
         if self._accept_scope is not None:
             self._accept_scope.cancel()
-
-
-def _pause_reading(stream: SocketStream) -> None:
-    """Stop an accepted asyncio transport from reading ahead of us.
-
-    anyio (4.x) pauses the transports it connects, but not the ones it
-    accepts; its ``receive()`` pauses only after waiting, so a client that
-    sends before the first ``receive()`` keeps the transport reading for
-    good, and a client that sends faster than the connection is served
-    grows the process's memory without bound (measured: 200 MiB queued while
-    the proxy held its reading back). Reading then starts with the first
-    ``receive()``, as for connected sockets. A no-op on trio.
-    """
-    transport = getattr(stream, "_transport", None)
-    is_reading = getattr(transport, "is_reading", None)
-    if callable(is_reading) and is_reading():
-        transport.pause_reading()  # type: ignore[union-attr]

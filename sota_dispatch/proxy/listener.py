@@ -166,6 +166,10 @@ class Listener:
             budget=proxy.budget,
             tls=proxy.tls.listeners.get(config.name),
             sockets=sockets,
+            # A connection that has not spoken waits as a bare socket, unless
+            # its protocol may have the proxy speak first (a greeting).
+            wait_for_first_bytes=self.protocol is None or self.protocol.speaks_first is False,
+            first_bytes_timeout=_first_bytes_timeout(config),
         )
 
     def update(self, config: ListenerConfig, clusters: Mapping[str, Cluster], drain_timeout: float) -> None:
@@ -191,6 +195,7 @@ class Listener:
             self.observer = observer_for(config)
         self.drain_timeout = self.server.drain_timeout = drain_timeout
         self.server.max_connections = config.limits.max_connections
+        self.server.first_bytes_timeout = _first_bytes_timeout(config)
 
     def describe(self, state: str) -> dict[str, Any]:
         """The listener for the admin's ``/listeners`` (``state``: the proxy's
@@ -205,6 +210,8 @@ class Listener:
             "connections_active": server.active_connections,
             "connections_total": server.connections_total,
             "connections_refused": server.connections_refused,
+            "connections_waiting": server.waiting_connections,
+            "first_byte_timeouts": server.first_byte_timeouts,
             "requests": stats.requests,
             "bytes_received": stats.bytes_in,
             "bytes_sent": stats.bytes_out,
@@ -222,3 +229,10 @@ class Listener:
 
     def connection(self, stream: ByteStream, context: ConnectionContext) -> ProxyConnection:
         return ProxyConnection(stream, context, listener=self)
+
+
+def _first_bytes_timeout(config: ListenerConfig) -> float | None:
+    """How long a client may connect and say nothing: as ProxyConnection's
+    reader would allow (the frame timeout, else the idle timeout)."""
+    limits = config.limits
+    return limits.idle_timeout if limits.frame_timeout is None else limits.frame_timeout

@@ -85,6 +85,43 @@ async def test_a_connection_moves_with_its_state() -> None:
             assert old.connections_handed_off == 1
 
 
+class ClientFirst(CountingLines):
+    """Its clients speak first: a silent connection waits as a bare socket."""
+
+    speaks_first = False
+
+
+async def test_a_connection_that_has_not_spoken_moves_and_waits_there() -> None:
+    async with serving(ClientFirst, drain_timeout=1) as old, serving(ClientFirst, drain_timeout=1) as new:
+        silent = await connect(old.address or "")
+        talker = await connect(old.address or "")  # accepted after it: the silent one is waiting by now
+        async with silent, talker:
+            await talker.send(b"a\r\n")
+            assert await lines(talker, 1) == [b"1:a"]
+            assert old.waiting_connections == 1
+            moved: list[HandOff] = []
+            both_in = anyio.Event()
+
+            async def sink(handoff: HandOff) -> None:
+                moved.append(handoff)
+                assert new.adopt(socket.socket(fileno=os.dup(handoff.fd)), handoff.unread, handoff.state)
+                if len(moved) == 2:
+                    both_in.set()
+
+            old.stop_accepting()
+            assert old.hand_off(sink) == 2  # the waiting one, and the one that spoke
+            with anyio.fail_after(10):
+                await both_in.wait()
+            await anyio.wait_all_tasks_blocked()
+            assert (old.waiting_connections, new.waiting_connections) == (0, 1)  # still a bare socket
+            await silent.send(b"x\r\n")  # its first bytes, now to the new server
+            assert await lines(silent, 1) == [b"1:x"]
+            await talker.send(b"b\r\n")
+            assert await lines(talker, 1) == [b"2:b"]
+            assert new.connections_adopted == 2
+            assert old.connections_handed_off == 2
+
+
 async def test_adopted_connections_read_their_unread_bytes_first() -> None:
     async with serving(CountingLines, drain_timeout=1) as server:
         with socket.socket() as listening:

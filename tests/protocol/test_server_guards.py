@@ -61,10 +61,21 @@ class Lengths(Recorded):
 
 @contextlib.asynccontextmanager
 async def guarded(
-    factory: type[Recorded], *, timeouts: ReadTimeouts | None, max_connections: int | None = None
+    factory: type[Recorded],
+    *,
+    timeouts: ReadTimeouts | None,
+    max_connections: int | None = None,
+    wait_for_first_bytes: bool | None = None,
 ) -> AsyncIterator[tuple[Server, str]]:
     factory.closes = []
-    server = Server(factory, "127.0.0.1:0", drain_timeout=1, timeouts=timeouts, max_connections=max_connections)
+    server = Server(
+        factory,
+        "127.0.0.1:0",
+        drain_timeout=1,
+        timeouts=timeouts,
+        max_connections=max_connections,
+        wait_for_first_bytes=wait_for_first_bytes,
+    )
     async with anyio.create_task_group() as tg:
         address = await tg.start(server.serve)
         try:
@@ -77,8 +88,23 @@ SHORT = ReadTimeouts(frame=0.3, idle=0.6)
 
 
 async def test_a_client_that_sends_nothing_is_closed_after_the_frame_timeout() -> None:
-    async with guarded(LineEcho, timeouts=SHORT) as (_, address), await connect(address) as silent:
+    async with (
+        guarded(LineEcho, timeouts=SHORT, wait_for_first_bytes=True) as (server, address),
+        await connect(address) as silent,
+    ):
         assert 0.2 < await closed_within(silent, 5) < 2
+        # Closed while it waited as a bare socket: no dispatcher was ever made.
+        assert server.first_byte_timeouts == 1
+    assert LineEcho.closes == []
+
+
+async def test_a_silent_client_of_a_server_that_starts_at_once_gets_the_readers_frame_timeout() -> None:
+    async with (
+        guarded(LineEcho, timeouts=SHORT, wait_for_first_bytes=False) as (server, address),
+        await connect(address) as silent,
+    ):
+        assert 0.2 < await closed_within(silent, 5) < 2
+        assert server.first_byte_timeouts == 0
     assert isinstance(LineEcho.closes[0], FrameTimeout)
 
 

@@ -33,6 +33,8 @@ class SimpleLineDispatcher(Dispatcher):
     """Query lines (key=value&key1=value1), answered with receive:{json}."""
 
     protocol_name: ClassVar[str] = "simple_line"
+    #: The client sends the first line: a silent connection waits as a bare socket.
+    speaks_first: ClassVar[bool | None] = False
     options: ClassVar[OptionSchema] = OptionSchema(
         max_line=Option(
             f"longest request line in bytes (default {DEFAULT_MAX_LINE}, or a proxy listener's "

@@ -32,6 +32,11 @@ async def test_a_client_that_sends_nothing_is_closed_after_the_frame_timeout() -
         await connect(proxy.addresses["lines"]) as silent,
     ):
         assert 0.4 < await closed_within(silent, 5) < 2
+        # It waited as a bare socket (no dispatcher), and the listener says so.
+        listener = proxy.listeners[0]
+        assert listener.server.first_byte_timeouts == 1
+        described = listener.describe("accepting")
+        assert (described["connections_waiting"], described["first_byte_timeouts"]) == (0, 1)
 
 
 async def test_a_slowloris_client_is_closed_after_the_frame_timeout() -> None:

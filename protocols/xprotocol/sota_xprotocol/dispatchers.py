@@ -73,6 +73,8 @@ class XProtocolDispatcher(Dispatcher):
 
     options: ClassVar[OptionSchema] = OptionSchema(max_frame_size=_MAX_FRAME_SIZE)
     pool_mode = "multiplex"
+    #: The client sends the first frame (a request or heartbeat).
+    speaks_first: ClassVar[bool | None] = False
 
     @classmethod
     def decoder(cls, max_frame_size: int) -> FrameDecoder[Any]:

@@ -137,6 +137,9 @@ class ZmtpDispatcher(Dispatcher):
 
     protocol_name: ClassVar[str] = "zmtp"
     id_bits: ClassVar[int] = 32
+    #: Both peers send their greeting at once: a peer that waits for ours
+    #: first must get it without having sent anything.
+    speaks_first: ClassVar[bool | None] = True
     pool_mode = "multiplex"
     options: ClassVar[OptionSchema] = OptionSchema(
         handover=Option(
