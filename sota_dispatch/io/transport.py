@@ -41,14 +41,17 @@ class NowaitSender:
     ordinary way). ``busy()`` says whether bytes taken earlier still wait
     beneath us (asyncio's transport buffer): then a new batch would only be
     buffered too, and a flush is not finished until they are out, since
-    closing the stream would drop them.
+    closing the stream would drop them. One small object per connection
+    (a served connection holds one from its first flush on).
     """
 
-    __slots__ = ("busy", "send")
+    __slots__ = ()
 
-    def __init__(self, send: Callable[[bytes], int], busy: Callable[[], bool]) -> None:
-        self.send = send
-        self.busy = busy
+    def send(self, data: bytes) -> int:
+        raise NotImplementedError
+
+    def busy(self) -> bool:
+        return False
 
 
 def input_queued(stream: object) -> Callable[[], int] | None:
@@ -105,21 +108,32 @@ def _asyncio_sender(stream: Any) -> NowaitSender | None:
         return None
     if not (hasattr(protocol, "write_event") and hasattr(protocol, "exception")):
         return None
+    return _AsyncioSender(stream, transport, protocol)
 
-    # anyio sets the transport's high-water mark to 0: its write event is set
-    # only while the transport's own buffer is empty (the event object is
-    # replaced on each pause, so it is looked up every time).
-    def busy() -> bool:
-        return not protocol.write_event.is_set()
 
-    def send(data: bytes) -> int:
+class _AsyncioSender(NowaitSender):
+    __slots__ = ("_protocol", "_stream", "_transport")
+
+    def __init__(self, stream: Any, transport: Any, protocol: Any) -> None:
+        self._stream = stream
+        self._transport = transport
+        self._protocol = protocol
+
+    def busy(self) -> bool:
+        # anyio sets the transport's high-water mark to 0: its write event is
+        # set only while the transport's own buffer is empty (the event object
+        # is replaced on each pause, so it is looked up every time).
+        return not self._protocol.write_event.is_set()
+
+    def send(self, data: bytes) -> int:
         # The transport tries the socket at once and keeps at most the rest
         # of this batch; anything unusual (closing, an error) is left to the
         # ordinary send to report.
+        protocol, transport = self._protocol, self._transport
         if (
             not protocol.write_event.is_set()
             or protocol.exception is not None
-            or stream._closed
+            or self._stream._closed
             or transport.is_closing()
         ):
             return 0
@@ -129,28 +143,29 @@ def _asyncio_sender(stream: Any) -> NowaitSender | None:
             return 0
         return len(data)
 
-    return NowaitSender(send, busy)
-
-
-def _never_busy() -> bool:
-    return False
-
 
 def _trio_sender(stream: Any) -> NowaitSender | None:
     raw = stream.extra(SocketAttribute.raw_socket, None)
     if not isinstance(raw, socket.socket):
         return None
+    return _TrioSender(raw)
 
-    def send(data: bytes) -> int:
-        # trio keeps no buffer of its own and its sockets are non-blocking:
-        # whatever the kernel takes now is sent, in order, as trio would. A
-        # closed socket's fd is -1 (EBADF), never another connection's.
+
+class _TrioSender(NowaitSender):
+    """trio keeps no buffer of its own (never busy) and its sockets are
+    non-blocking: whatever the kernel takes now is sent, in order, as trio
+    would. A closed socket's fd is -1 (EBADF), never another connection's."""
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, raw: socket.socket) -> None:
+        self._raw = raw
+
+    def send(self, data: bytes) -> int:
         try:
-            return raw.send(data)
+            return self._raw.send(data)
         except OSError:  # full (BlockingIOError) or broken: the ordinary send decides
             return 0
-
-    return NowaitSender(send, _never_busy)
 
 
 def detachable(stream: object) -> bool:

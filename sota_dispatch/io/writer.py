@@ -48,8 +48,9 @@ class BufferedWriter:
 
     __slots__ = (
         "_defer_hook",
+        "_flushing",
+        "_gate",
         "_high_water",
-        "_lock",
         "_nowait",
         "_parts",
         "_probed",
@@ -73,9 +74,11 @@ class BufferedWriter:
         self._high_water = high_water
         self._parts: list[bytes] = []
         self._size = 0
-        # The lock and the non-blocking sender are made on first use: an
-        # idle connection (most of a proxy's, often) never needs either.
-        self._lock: anyio.Lock | None = None
+        # Sends never interleave: a flush holds the writer (_flushing); one
+        # that must wait makes the event it waits on. The non-blocking
+        # sender is made on first use: an idle connection never needs one.
+        self._flushing = False
+        self._gate: anyio.Event | None = None
         self._reader = reader
         self._defer_hook: Callable[[], None] | None = None
         self._nowait: NowaitSender | None = None
@@ -138,7 +141,8 @@ class BufferedWriter:
         connection is then only fit to be closed.
         """
         while self._parts:
-            async with self._send_lock():
+            await self._hold()
+            try:
                 parts = self._parts
                 if not parts:
                     break  # another flush sent them; the transport check below still applies
@@ -152,20 +156,35 @@ class BufferedWriter:
                         await self._stream.send(data)
                     if scope.cancelled_caught:
                         raise FrameTimeout(f"the peer read nothing of its answers for {self.send_timeout:g}s")
+            finally:
+                self._let_go()
         nowait = self._sender()
         if nowait is not None and nowait.busy():
             # flush_nowait() left bytes in the transport: a flush ends when
             # they are out too (the stream's send waits for that, as it
             # does after its own writes), or a close right after would drop them.
-            async with self._send_lock():
+            await self._hold()
+            try:
                 if nowait.busy():
                     await self._stream.send(b"")
+            finally:
+                self._let_go()
 
-    def _send_lock(self) -> anyio.Lock:
-        lock = self._lock
-        if lock is None:
-            lock = self._lock = anyio.Lock(fast_acquire=True)
-        return lock
+    async def _hold(self) -> None:
+        """Take the writer for one send (a lock without a lock object per
+        connection: most never contend)."""
+        while self._flushing:
+            gate = self._gate
+            if gate is None:
+                gate = self._gate = anyio.Event()
+            await gate.wait()
+        self._flushing = True
+
+    def _let_go(self) -> None:
+        self._flushing = False
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.set()
 
     def _sender(self) -> NowaitSender | None:
         if not self._probed:
@@ -188,7 +207,7 @@ class BufferedWriter:
         parts = self._parts
         if not parts:
             return nowait is None or not nowait.busy()
-        if nowait is None or (self._lock is not None and self._lock.locked()) or nowait.busy():
+        if nowait is None or self._flushing or nowait.busy():
             return False
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         sent = nowait.send(data)

@@ -105,10 +105,13 @@ async def test_flush_nowait_never_overtakes_a_flush_under_way() -> None:
         writer = BufferedWriter(near)
         # A flush holds the writer's lock while its send waits (a full socket):
         # bytes written meanwhile must not go out ahead of the batch it sends.
-        async with writer._send_lock():
+        await writer._hold()
+        try:
             writer.write(b"later")
             assert writer.flush_nowait() is False
             assert writer.pending == len(b"later")
+        finally:
+            writer._let_go()
         assert writer.flush_nowait() is True
         assert await receive_exactly(far, 5) == b"later"
 
