@@ -4,11 +4,18 @@ A proxy in front of long-lived bolt or ZMTP clients holds many connections
 that send nothing for minutes; each should cost little more than the
 kernel's socket. This opens ``--connections`` TCP connections (10,000 by
 default) to ``python -m sota_dispatch.serve --protocol P`` (a local
-service) and, separately, to a proxy in front of one, sends nothing on
-them, waits until the server holds them all (its open descriptors), and
-reports the server's RSS growth divided by the connection count. The goal
-(issue 18): at most 10 KiB per connection, pure-Python build. The header's
-build line says which build ran.
+service) and, separately, to a proxy in front of one, waits until the
+server holds them all (its open descriptors), and reports the server's RSS
+growth divided by the connection count. The goal (issue 18): at most 10
+KiB per connection, pure-Python build. The header's build line says which
+build ran.
+
+Two scenarios: ``silent`` connections never send (a pool's spare
+connections, or a flood meant to exhaust memory: the listener holds them
+as bare sockets until their first bytes); ``spoke`` connections each send
+one request and read its answer first, then go idle (what long-lived
+clients look like between requests: each has its task, stream and
+dispatcher).
 
 Protocols without a handshake only (simple_line, bolt, dubbo): a ZMTP
 connection that never greets is closed by the handshake timeout, as it
@@ -25,6 +32,8 @@ import socket
 import sys
 import time
 from pathlib import Path
+
+from proxy_bench import sample_request
 
 from harness import machine_lines, positive_int, publish, report_head, source_line, start_serve, version
 
@@ -48,8 +57,10 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-async def connect_idle(port: int, count: int) -> list[socket.socket]:
-    """``count`` connected sockets that will send nothing."""
+async def connect_idle(port: int, count: int, request: bytes | None = None) -> list[socket.socket]:
+    """``count`` connected sockets that will send nothing (after
+    ``request``, when given: each batch speaks as soon as it is connected,
+    well within the server's first-byte timeout)."""
     loop = asyncio.get_running_loop()
     socks: list[socket.socket] = []
     for start_at in range(0, count, BATCH):
@@ -59,6 +70,8 @@ async def connect_idle(port: int, count: int) -> list[socket.socket]:
             sock.setblocking(False)
             batch.append(sock)
         await asyncio.gather(*(loop.sock_connect(sock, (HOST, port)) for sock in batch))
+        if request is not None:
+            await speak_once(batch, request)
         socks += batch
     return socks
 
@@ -72,7 +85,28 @@ async def wait_held(pid: int, at_least: int, timeout: float) -> None:
         await asyncio.sleep(0.05)
 
 
-async def measure(protocol: str, target: str, count: int) -> tuple[int, int]:
+def request_bytes(protocol: str) -> bytes:
+    """One request of ``protocol``, encoded as a client sends it."""
+    from sota_dispatch import get_protocol
+
+    semantics = get_protocol(protocol).protocol_class
+    assert semantics is not None
+    return semantics.encode_request(sample_request(protocol), 1)
+
+
+async def speak_once(socks: list[socket.socket], request: bytes) -> None:
+    """Each socket sends ``request`` and reads (the start of) its answer."""
+    loop = asyncio.get_running_loop()
+
+    async def one(sock: socket.socket) -> None:
+        await loop.sock_sendall(sock, request)
+        if not await asyncio.wait_for(loop.sock_recv(sock, 65536), 30):
+            raise RuntimeError("the server closed a connection instead of answering")
+
+    await asyncio.gather(*(one(sock) for sock in socks))
+
+
+async def measure(protocol: str, target: str, scenario: str, count: int) -> tuple[int, int]:
     """(RSS before, RSS after) of the measured server, KiB."""
     common = ["--protocol", protocol, "--listen", f"{HOST}:0", "--max-connections", "0"]
     procs = []
@@ -85,11 +119,14 @@ async def measure(protocol: str, target: str, count: int) -> tuple[int, int]:
                 [*common, "--upstream", f"{HOST}:{backend_port}"], 60, f"{protocol} proxy"
             )
             procs.append(measured)
-        warm = await connect_idle(port, 100)  # the first connections' one-time costs
+        request = request_bytes(protocol)
+        spoken = request if scenario == "spoke" else None
+        warm = await connect_idle(port, 100, spoken)  # the first connections' one-time costs
         await wait_held(measured.pid, 100, 30)
+        await asyncio.sleep(0.5)
         before = rss_kib(measured.pid)
         fds = open_fds(measured.pid)
-        socks = await connect_idle(port, count)
+        socks = await connect_idle(port, count, spoken)
         await wait_held(measured.pid, fds + count, 120)
         await asyncio.sleep(1.0)  # let the last connections' tasks reach their first read
         after = rss_kib(measured.pid)
@@ -103,18 +140,19 @@ async def measure(protocol: str, target: str, count: int) -> tuple[int, int]:
             await proc.wait()
 
 
-async def run(args: argparse.Namespace) -> list[tuple[str, str, int, int]]:
+async def run(args: argparse.Namespace) -> list[tuple[str, str, str, int, int]]:
     rows = []
-    for protocol in args.protocols.split(","):
-        for target in ("service", "proxy"):
-            before, after = await measure(protocol, target, args.connections)
-            per = (after - before) / args.connections
-            print(f"{protocol:12} {target:8}: {per:.1f} KiB per idle connection", file=sys.stderr)
-            rows.append((protocol, target, before, after))
+    for scenario in args.scenarios.split(","):
+        for protocol in args.protocols.split(","):
+            for target in ("service", "proxy"):
+                before, after = await measure(protocol, target, scenario, args.connections)
+                per = (after - before) / args.connections
+                print(f"{scenario:6} {protocol:12} {target:8}: {per:.1f} KiB per idle connection", file=sys.stderr)
+                rows.append((scenario, protocol, target, before, after))
     return rows
 
 
-def report(rows: list[tuple[str, str, int, int]], args: argparse.Namespace) -> str:
+def report(rows: list[tuple[str, str, str, int, int]], args: argparse.Namespace) -> str:
     out = [
         *report_head("Idle connection memory", "bench/idle_bench.py", "python " + " ".join(sys.argv)),
         *machine_lines(
@@ -124,30 +162,35 @@ def report(rows: list[tuple[str, str, int, int]], args: argparse.Namespace) -> s
         "",
         "## Workload",
         "",
-        f"- {args.connections:,} TCP connections that send nothing, opened {BATCH} at a time after 100 warm-up "
+        f"- {args.connections:,} TCP connections, opened {BATCH} at a time after 100 warm-up "
         "ones, to `python -m sota_dispatch.serve --protocol P` (service) or to a proxy in front of one "
-        "(proxy; no request, so no upstream connection), both on the serve command's default loop",
+        "(proxy), both on the serve command's default loop",
+        "- silent: the connections send nothing (so the proxy opens no upstream connection); "
+        "spoke: each sends one small request (proxy_bench's) and reads its answer, then all sit idle "
+        "(the proxy's simple_line clients then hold an upstream connection each: "
+        "pipelined pools are per client; bolt and dubbo share a multiplexed one)",
         "- RSS = VmRSS of the measured server, read before the connections and once it holds them all "
         "(its descriptors) and a second has passed",
         "",
         "## Results",
         "",
-        "| protocol | server | RSS before MiB | RSS after MiB | KiB per idle connection |",
-        "| --- | --- | ---: | ---: | ---: |",
+        "| scenario | protocol | server | RSS before MiB | RSS after MiB | KiB per idle connection |",
+        "| --- | --- | --- | ---: | ---: | ---: |",
     ]
-    for protocol, target, before, after in rows:
+    for scenario, protocol, target, before, after in rows:
         per = (after - before) / args.connections
-        out.append(f"| {protocol} | {target} | {before / 1024:.1f} | {after / 1024:.1f} | {per:.1f} |")
+        out.append(f"| {scenario} | {protocol} | {target} | {before / 1024:.1f} | {after / 1024:.1f} | {per:.1f} |")
     out += ["", "## Goal", "", f"At most {GOAL_KIB:.0f} KiB per idle connection (pure-Python build):", ""]
-    for protocol, target, before, after in rows:
+    for scenario, protocol, target, before, after in rows:
         per = (after - before) / args.connections
-        out.append(f"- {protocol} {target}: {per:.1f} KiB: {'met' if per <= GOAL_KIB else 'NOT met'}")
+        out.append(f"- {scenario}, {protocol} {target}: {per:.1f} KiB: {'met' if per <= GOAL_KIB else 'NOT met'}")
     return "\n".join(out) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--protocols", default="simple_line,bolt,dubbo", help="comma-separated (no ZMTP)")
+    parser.add_argument("--scenarios", default="silent,spoke", help="comma-separated: silent, spoke")
     parser.add_argument("--connections", type=positive_int, default=10_000, help="idle connections (10,000)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 500 connections; no report")
     parser.add_argument("--output", default=str(HERE / "IDLE_RESULTS.md"), help="report path, '-' for none")
