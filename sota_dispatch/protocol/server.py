@@ -168,11 +168,18 @@ class Server:
 
     @first_bytes_timeout.setter
     def first_bytes_timeout(self, seconds: float | None) -> None:
-        # Connections accepted from now on; a shorter one may wait behind
-        # older ones for at most the old timeout (one queue, in order).
+        # For those accepted from now on (one queue: a shorter one may wait behind older ones).
         self._first_bytes_timeout = seconds
         if self._doorstep is not None:
             self._doorstep.timeout = seconds
+
+    def _over_the_limit(self) -> bool:
+        """Count an accepted connection; True (counted refused) if over ``max_connections``."""
+        self.connections_total += 1
+        if self.max_connections is not None and self._held() >= self.max_connections:
+            self.connections_refused += 1
+            return True
+        return False
 
     def _held(self) -> int:
         """Connections that count against ``max_connections``."""
@@ -249,10 +256,7 @@ class Server:
                 log.warning("accept failed on %s: %s; pausing accepts", self.address, exc)
                 await anyio.sleep(0.1)
                 continue
-            self.connections_total += 1
-            limit = self.max_connections
-            if limit is not None and self._held() >= limit:
-                self.connections_refused += 1
+            if self._over_the_limit():
                 await anyio.aclose_forcefully(stream)  # at once: no greeting, no drain
                 continue
             self._starting += 1
@@ -277,15 +281,16 @@ class Server:
                     log.warning("accept failed on %s: %s; pausing accepts", self.address, exc)
                     await anyio.sleep(0.1)
                     break
-                self.connections_total += 1
-                limit = self.max_connections
-                if limit is not None and self._held() >= limit:
-                    self.connections_refused += 1
+                if self._over_the_limit():
                     sock.close()
                     continue
-                sock.setblocking(False)
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                doorstep.hold(sock)
+                try:
+                    sock.setblocking(False)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    doorstep.hold(sock)
+                except OSError as exc:  # reset already: that connection only, never the accept loop
+                    log.debug("%s: an accepted connection was gone at once: %r", self.address, exc)
+                    sock.close()
             if self.budget is not None and not self.budget.accepting:
                 await self.budget.wait_for_room()
 
@@ -412,8 +417,7 @@ class Server:
         self._connections.start_soon(self._hand_over_waiting, sock)
 
     async def _hand_over_waiting(self, sock: socket.socket) -> None:
-        """Give a connection that has sent nothing to the hand-off sink, as
-        one still waiting for its first bytes (see :meth:`_adopted`)."""
+        """Hand a connection that has sent nothing over as one still waiting (see :meth:`_adopted`)."""
         sink = self._handoff_sink
         assert sink is not None
         try:

@@ -18,6 +18,7 @@ from simple_line_support import backends, client, config, proxy_for, tags
 
 from sota_dispatch import ConfigError
 from sota_dispatch.config import parse_config
+from sota_dispatch.testing import connect
 
 pytestmark = pytest.mark.anyio
 
@@ -58,6 +59,21 @@ async def test_a_route_changes_live_and_a_request_in_flight_finishes_on_its_old_
         assert proxy.config_state.version == 2
         assert proxy.config_state.refused == 0
         assert tags(await c.call(b"again")) == [b"B"]  # the same client connection all along
+
+
+async def test_new_limits_apply_to_clients_that_connect_after_the_reload() -> None:
+    async with backends("A") as ((_, address),), proxy_for(config([address])) as proxy:
+        server = proxy.listeners[0].server
+        assert server.first_bytes_timeout == 30  # the default frame timeout
+        document = config([address])
+        document["listeners"][0]["limits"] = {"frame_timeout": "300ms", "max_connections": 5}
+        await proxy.apply(parse_config(document))
+        assert (server.first_bytes_timeout, server.max_connections) == (0.3, 5)
+        async with await connect(proxy.addresses["lines"]) as silent:
+            with anyio.fail_after(5):  # closed by the new first-byte deadline, not the old 30 s
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError, ConnectionResetError)):
+                    await silent.receive()
+        assert server.first_byte_timeouts == 1
 
 
 async def test_new_endpoints_keep_the_connections_of_those_that_stay() -> None:
