@@ -47,6 +47,12 @@ TRACE_KEYS = frozenset(
 )
 SOFA_TRACE_PREFIX = "rpc_trace_context."
 
+# Module constants: an enum member read through its class costs ~70 ns on
+# CPython 3.11, and these are read per request.
+_BOLT_RESPONSE = bolt.FrameType.RESPONSE
+_BOLT_ONEWAY = bolt.FrameType.ONEWAY
+_BOLT_HEARTBEAT = int(bolt.CmdCode.HEARTBEAT)
+
 
 def _trace_entries(entries: Mapping[Any, Any]) -> dict[str, str]:
     return {
@@ -99,10 +105,6 @@ class XProtocolDispatcher(Dispatcher):
         return frame.with_request_id(request_id)
 
     @classmethod
-    def is_heartbeat(cls, frame: bolt.BoltFrame | dubbo.DubboFrame) -> bool:
-        return frame.is_heartbeat
-
-    @classmethod
     def encode_request(cls, frame: bolt.BoltFrame | dubbo.DubboFrame, upstream_id: int) -> bytes:
         return frame.with_request_id(upstream_id)
 
@@ -110,10 +112,6 @@ class XProtocolDispatcher(Dispatcher):
     def frame_size(cls, frame: bolt.BoltFrame | dubbo.DubboFrame) -> int | None:
         """The decoded frame's raw bytes (None for one built in Python)."""
         return len(frame.raw) or None
-
-    @classmethod
-    def response_id(cls, frame: bolt.BoltFrame | dubbo.DubboFrame) -> int | None:
-        return None if cls.is_request(frame) else frame.request_id
 
     @classmethod
     def encode_response(cls, response: bolt.BoltFrame | dubbo.DubboFrame, request: Any) -> bytes:
@@ -141,13 +139,23 @@ class BoltDispatcher(XProtocolDispatcher):
     def decoder(cls, max_frame_size: int) -> bolt.BoltDecoder:
         return bolt.BoltDecoder(max_frame_size=max_frame_size)
 
+    # The per-request checks read the frame's fields, not its properties:
+    # each property is one more Python call, twice per proxied request.
     @classmethod
     def is_request(cls, frame: bolt.BoltFrame) -> bool:
-        return not frame.is_response
+        return frame.type is not _BOLT_RESPONSE
+
+    @classmethod
+    def is_heartbeat(cls, frame: bolt.BoltFrame) -> bool:
+        return frame.cmdcode == _BOLT_HEARTBEAT
+
+    @classmethod
+    def response_id(cls, frame: bolt.BoltFrame) -> int | None:
+        return frame.request_id if frame.type is _BOLT_RESPONSE else None
 
     @classmethod
     def is_oneway(cls, frame: bolt.BoltFrame) -> bool:
-        return frame.type is bolt.FrameType.ONEWAY
+        return frame.type is _BOLT_ONEWAY
 
     @classmethod
     def heartbeat_reply(cls, frame: bolt.BoltFrame) -> bytes:
@@ -157,7 +165,8 @@ class BoltDispatcher(XProtocolDispatcher):
     def timeout(cls, frame: bolt.BoltFrame) -> float | None:
         """The frame's timeout; -1 (SOFA's "none") falls back to the route's
         timeout, unlike MOSN's "never" (xprotocol-notes, test 24)."""
-        return frame.timeout / 1000 if frame.timeout > 0 and not frame.is_response else None
+        timeout = frame.timeout
+        return timeout / 1000 if timeout > 0 and frame.type is not _BOLT_RESPONSE else None
 
     @classmethod
     def routing_attributes(cls, frame: bolt.BoltFrame) -> Mapping[str, str]:
@@ -224,6 +233,14 @@ class DubboDispatcher(XProtocolDispatcher):
     @classmethod
     def is_request(cls, frame: dubbo.DubboFrame) -> bool:
         return frame.is_request
+
+    @classmethod
+    def is_heartbeat(cls, frame: dubbo.DubboFrame) -> bool:
+        return frame.is_heartbeat
+
+    @classmethod
+    def response_id(cls, frame: dubbo.DubboFrame) -> int | None:
+        return None if frame.is_request else frame.request_id
 
     @classmethod
     def is_oneway(cls, frame: dubbo.DubboFrame) -> bool:

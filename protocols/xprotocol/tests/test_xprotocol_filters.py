@@ -106,7 +106,10 @@ async def test_fault_inject_delays_by_the_configured_time(protocol: str) -> None
             [answer] = await pipelined(proxy.addresses["rpc"], semantics(protocol), [make()])
             took.append(anyio.current_time() - started)
             assert answer.status == served
-    assert 0.1 <= statistics.median(took) <= 0.11, took  # the p50 within 10% of the delay
+    # At least the delay, and far from twice it: each round trip opens a
+    # connection too, which a loaded machine (CI's two test processes) can
+    # slow by more than 10 ms (one run: a p50 of 111 ms).
+    assert 0.1 <= statistics.median(took) <= 0.15, took
 
 
 async def test_local_rate_limit_serves_its_rate_and_refuses_the_rest_at_once(protocol: str) -> None:
