@@ -90,11 +90,12 @@ class Doorstep:
     def hold(self, sock: socket.socket) -> None:
         """Keep ``sock`` (connected, non-blocking) until it is readable."""
         entry = _Entry(sock, math.inf if self.timeout is None else anyio.current_time() + self.timeout)
-        self._waiting[sock] = entry
         if self._loop is None:
+            self._waiting[sock] = entry
             self._tasks.start_soon(self._wait, entry, name="first bytes")
             return
-        self._loop.add_reader(sock.fileno(), self._readable, entry)
+        self._loop.add_reader(sock.fileno(), self._readable, entry)  # may raise: then it is not held
+        self._waiting[sock] = entry
         if self.timeout is not None:
             deadlines = self._deadlines
             deadlines.append(entry)
@@ -138,9 +139,9 @@ class Doorstep:
         waiting task has its own) until cancelled, then every one still
         waiting (the server ends)."""
         try:
-            if self._loop is None or self.timeout is None:
+            if self._loop is None:
                 await anyio.sleep_forever()
-            while True:
+            while True:  # with no timeout (yet: a reload may set one), the queue stays empty
                 deadlines = self._deadlines
                 now = anyio.current_time()
                 while deadlines and (deadlines[0].fate is not None or deadlines[0].deadline <= now):

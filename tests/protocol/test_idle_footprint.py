@@ -133,6 +133,20 @@ async def test_a_silent_connection_is_closed_at_the_first_byte_deadline_others_g
             server.shutdown()
 
 
+async def test_a_first_byte_timeout_set_while_serving_applies_to_later_connections() -> None:
+    server = Server(LineEcho, "127.0.0.1:0", drain_timeout=1, timeouts=None, wait_for_first_bytes=True)
+    assert server.first_bytes_timeout is None  # none at the start (a reload may set one)
+    async with anyio.create_task_group() as tg:
+        address = await tg.start(server.serve)
+        try:
+            server.first_bytes_timeout = 0.3
+            async with await connect(address) as silent:
+                assert 0.2 < await closed_within(silent, 5) < 2
+            assert server.first_byte_timeouts == 1
+        finally:
+            server.shutdown()
+
+
 class Banner(LineEcho):
     """Greets first: its clients wait for the banner before they send."""
 
