@@ -334,8 +334,7 @@ class Server:
             return
         finally:
             self._starting -= 1  # once accepted and set up (handshake included): counted until here
-            if not self._starting and not self._dispatchers and self._idle is not None:
-                self._idle.set()  # a wait for the last one re-checks: _run counts this one next, if it goes on
+            self._maybe_idle()  # a wait for the last one re-checks: _run counts this one next, if it goes on
         await self._run(stream, early, None)
 
     async def _run(self, stream: ByteStream, early: bytes, handoff: Mapping[str, Any] | None) -> None:
@@ -380,22 +379,23 @@ class Server:
         return True
 
     async def _adopted(self, sock: socket.socket, unread: bytes, state: Mapping[str, Any]) -> None:
-        if state.get(WAITING) is True and not unread:  # it had sent nothing: it waits again
-            sock.setblocking(False)
-            if self._doorstep is not None:
-                self._doorstep.hold(sock)
-            else:
-                self._starting += 1
-                await self._first_bytes(sock)
-            return
+        waiting = state.get(WAITING) is True and not unread  # it had sent nothing: it waits again
         try:
+            if waiting and self._doorstep is not None:
+                sock.setblocking(False)
+                self._doorstep.hold(sock)
+                return
             stream = await SocketStream.from_socket(sock)
             pause_reading(stream)
         except Exception as exc:  # noqa: BLE001 - gone meanwhile, or not a socket: that connection only
             log.warning("%s: could not take over a handed-over connection: %r", self.address, exc)
             sock.close()
             return
-        await self._run(stream, unread, state)
+        if waiting:  # as a new connection (its TLS handshake, say, is still to come)
+            self._starting += 1
+            await self._handle(stream)
+        else:
+            await self._run(stream, unread, state)
 
     def hand_off(self, sink: HandOffSink) -> int:
         """Move every connection that can move to another process (see

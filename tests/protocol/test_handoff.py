@@ -18,6 +18,7 @@ from anyio.abc import ByteStream
 
 from sota_dispatch import ConnectionContext, Dispatcher, HandOff
 from sota_dispatch.io.transport import detach_socket, detachable
+from sota_dispatch.protocol.server import WAITING
 from sota_dispatch.testing import connect, memory_stream_pair, serving
 
 pytestmark = pytest.mark.anyio
@@ -120,6 +121,21 @@ async def test_a_connection_that_has_not_spoken_moves_and_waits_there() -> None:
             assert await lines(talker, 1) == [b"2:b"]
             assert new.connections_adopted == 2
             assert old.connections_handed_off == 2
+
+
+async def test_a_waiting_connection_adopted_by_a_server_that_does_not_wait_is_served_as_new() -> None:
+    async with serving(CountingLines, drain_timeout=1) as server:  # speaks_first not declared: no waiting
+        assert not server.wait_for_first_bytes
+        with socket.socket() as listening:
+            listening.bind(("127.0.0.1", 0))
+            listening.listen()
+            host, port = listening.getsockname()
+            client = await anyio.connect_tcp(host, port)
+            accepted, _ = listening.accept()
+        async with client:
+            assert server.adopt(accepted, b"", {WAITING: True})
+            await client.send(b"x\r\n")
+            assert await lines(client, 1) == [b"1:x"]  # a fresh dispatcher, no state to restore
 
 
 async def test_adopted_connections_read_their_unread_bytes_first() -> None:
