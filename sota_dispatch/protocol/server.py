@@ -222,8 +222,7 @@ class Server:
                 log.info(
                     "%s: no longer accepting; serving %s on", self.address, plural(len(self._dispatchers), "connection")
                 )
-                # Accepted but still starting count too: one accepted just
-                # before stop_accepting() must be served (or moved), not cut.
+                # Starting and waiting ones count too: served (or moved), not cut.
                 while (
                     self._dispatchers or self._starting or self.waiting_connections
                 ) and not self._shutdown_requested:
@@ -251,10 +250,7 @@ class Server:
             try:
                 stream = await listener.accept()
             except OSError as exc:
-                if exc.errno not in _ACCEPT_TRANSIENT:
-                    raise
-                log.warning("accept failed on %s: %s; pausing accepts", self.address, exc)
-                await anyio.sleep(0.1)
+                await self._pause_accepting(exc)
                 continue
             if self._over_the_limit():
                 await anyio.aclose_forcefully(stream)  # at once: no greeting, no drain
@@ -263,6 +259,13 @@ class Server:
             connections.start_soon(self._handle, stream)
             if self.budget is not None and not self.budget.accepting:
                 await self.budget.wait_for_room()  # stop accepting: the next ones wait in the backlog
+
+    async def _pause_accepting(self, exc: OSError) -> None:
+        """Out of resources for now (EMFILE, ...): pause; else the listener is broken: raise."""
+        if exc.errno not in _ACCEPT_TRANSIENT:
+            raise exc
+        log.warning("accept failed on %s: %s; pausing accepts", self.address, exc)
+        await anyio.sleep(0.1)
 
     async def _accept_sockets(self, listener: SocketListener, doorstep: Doorstep) -> None:
         """Accept bare sockets into ``doorstep``, where they wait for their
@@ -276,10 +279,7 @@ class Server:
                 except BlockingIOError:
                     break
                 except OSError as exc:
-                    if exc.errno not in _ACCEPT_TRANSIENT:
-                        raise
-                    log.warning("accept failed on %s: %s; pausing accepts", self.address, exc)
-                    await anyio.sleep(0.1)
+                    await self._pause_accepting(exc)
                     break
                 if self._over_the_limit():
                     sock.close()

@@ -58,6 +58,18 @@ async def lines(stream: ByteStream, count: int) -> list[bytes]:
     return data.split(b"\r\n")[:count]
 
 
+async def accepted_pair() -> tuple[ByteStream, socket.socket]:
+    """A client stream and the plain socket its connection was accepted on
+    (what another process would hand over)."""
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        host, port = listening.getsockname()
+        client = await anyio.connect_tcp(host, port)
+        accepted, _ = listening.accept()
+    return client, accepted
+
+
 async def read_to_the_end(stream: ByteStream) -> None:
     while True:
         await stream.receive()
@@ -126,12 +138,7 @@ async def test_a_connection_that_has_not_spoken_moves_and_waits_there() -> None:
 async def test_a_waiting_connection_adopted_by_a_server_that_does_not_wait_is_served_as_new() -> None:
     async with serving(CountingLines, drain_timeout=1) as server:  # speaks_first not declared: no waiting
         assert not server.wait_for_first_bytes
-        with socket.socket() as listening:
-            listening.bind(("127.0.0.1", 0))
-            listening.listen()
-            host, port = listening.getsockname()
-            client = await anyio.connect_tcp(host, port)
-            accepted, _ = listening.accept()
+        client, accepted = await accepted_pair()
         async with client:
             assert server.adopt(accepted, b"", {WAITING: True})
             await client.send(b"x\r\n")
@@ -140,12 +147,7 @@ async def test_a_waiting_connection_adopted_by_a_server_that_does_not_wait_is_se
 
 async def test_adopted_connections_read_their_unread_bytes_first() -> None:
     async with serving(CountingLines, drain_timeout=1) as server:
-        with socket.socket() as listening:
-            listening.bind(("127.0.0.1", 0))
-            listening.listen()
-            host, port = listening.getsockname()
-            client = await anyio.connect_tcp(host, port)
-            accepted, _ = listening.accept()
+        client, accepted = await accepted_pair()
         async with client:
             assert server.adopt(accepted, b"x\r\ny\r\n", {"count": 10})
             assert await lines(client, 2) == [b"11:x", b"12:y"]  # read from the old process, answered here
