@@ -19,6 +19,7 @@ streams), so every byte goes through the TLS layer.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import ssl
 from collections.abc import Callable, Mapping, Sequence
@@ -26,7 +27,7 @@ from types import MappingProxyType
 from typing import Any
 
 import anyio
-from anyio.abc import ByteStream
+from anyio.abc import ByteStream, SocketAttribute, SocketStream
 from anyio.streams.tls import TLSAttribute, TLSStream
 
 from ..errors import ConfigError, SotaError
@@ -42,6 +43,8 @@ __all__ = [
     "open_connection",
     "peer_names",
 ]
+
+log = logging.getLogger(__name__)
 
 #: The first byte of a TLS record carrying a handshake (a ClientHello).
 TLS_RECORD = 0x16
@@ -251,6 +254,33 @@ class ServerTLS:
             self.handshake_failures += 1
             raise
         return tls
+
+    async def accept(self, stream: SocketStream, where: str | None) -> tuple[ByteStream, bytes] | None:
+        """An accepted connection's stream after its handshake, or (with
+        ``allow_plaintext``) the plaintext stream and the bytes read to tell;
+        None when the peer failed: it is closed, counted, and logged at
+        debug level only (a scanner must not flood the log of ``where``)."""
+        wrapping = False  # a failure in the handshake is counted by wrap() itself
+        try:
+            if self.allow_plaintext:
+                with anyio.fail_after(self.handshake_timeout):
+                    first = await stream.receive()
+                if first[0] != TLS_RECORD:
+                    return stream, first
+                wrapping = True
+                return await self.wrap(PrefixedStream(stream, first)), b""
+            wrapping = True
+            return await self.wrap(stream), b""
+        except (OSError, TimeoutError, PeerRefused, anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+            if not wrapping:
+                self.handshake_failures += 1
+            try:
+                peer = stream.extra(SocketAttribute.remote_address, None)
+            except (OSError, AttributeError, RuntimeError):  # reset already
+                peer = None
+            log.debug("%s: TLS handshake with %s failed: %r", where, peer, exc)
+            await anyio.aclose_forcefully(stream)
+            return None
 
 
 class ClientTLS:

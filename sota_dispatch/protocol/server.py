@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..io.address import format_address, parse_address
 from ..io.budget import BufferBudget
 from ..io.reader import ReadTimeouts
-from ..io.tls import TLS_RECORD, PeerRefused, PrefixedStream, ServerTLS
+from ..io.tls import ServerTLS
 from ..io.transport import pause_reading
 from ..logs import plural
 from .dispatcher import ConnectionContext, Dispatcher
@@ -324,7 +324,7 @@ class Server:
         try:
             pause_reading(accepted)
             if self.tls is not None:
-                secured = await self._secure(accepted, self.tls)
+                secured = await self.tls.accept(accepted, self.address)
                 if secured is None:
                     return
                 stream, early = secured
@@ -430,33 +430,6 @@ class Server:
             sock.close()
             self._starting -= 1
             self._maybe_idle()
-
-    async def _secure(self, stream: SocketStream, tls: ServerTLS) -> tuple[ByteStream, bytes] | None:
-        """The connection's stream after its TLS handshake, or the plaintext
-        stream and the bytes read to tell (``allow_plaintext``); None when
-        the peer failed (closed, counted, logged at debug level only: a
-        scanner must not flood the log)."""
-        wrapping = False  # a failure in the handshake is counted by tls.wrap itself
-        try:
-            if tls.allow_plaintext:
-                with anyio.fail_after(tls.handshake_timeout):
-                    first = await stream.receive()
-                if first[0] != TLS_RECORD:
-                    return stream, first
-                wrapping = True
-                return await tls.wrap(PrefixedStream(stream, first)), b""
-            wrapping = True
-            return await tls.wrap(stream), b""
-        except (OSError, TimeoutError, PeerRefused, anyio.EndOfStream, anyio.BrokenResourceError) as exc:
-            if not wrapping:
-                tls.handshake_failures += 1
-            try:
-                peer = stream.extra(SocketAttribute.remote_address, None)
-            except (OSError, AttributeError, RuntimeError):  # reset already
-                peer = None
-            log.debug("%s: TLS handshake with %s failed: %r", self.address, peer, exc)
-            await anyio.aclose_forcefully(stream)
-            return None
 
     def reload_certificates(self) -> list[ConfigError]:
         """Read the TLS files again (SIGHUP): new connections get the new
