@@ -15,7 +15,9 @@ connections, or a flood meant to exhaust memory: the listener holds them
 as bare sockets until their first bytes); ``spoke`` connections each send
 one request and read its answer first, then go idle (what long-lived
 clients look like between requests: each has its task, stream and
-dispatcher).
+dispatcher). ``parked``: as ``spoke``, with ``--park-idle-after 1s`` on
+the measured server: measured once they have been idle long enough to
+park (the listener gives each back its task, stream and buffers).
 
 Protocols without a handshake only (simple_line, bolt, dubbo): a ZMTP
 connection that never greets is closed by the handshake timeout, as it
@@ -43,6 +45,8 @@ SOURCE = ("sota_dispatch", "protocols")
 GOAL_KIB = 10.0
 #: Connections opened at once (the listen backlog is a few thousand).
 BATCH = 200
+#: Seconds idle before a connection parks in the "parked" scenario.
+PARK_AFTER = 1.0
 
 
 def rss_kib(pid: int) -> int:
@@ -109,18 +113,21 @@ async def speak_once(socks: list[socket.socket], request: bytes) -> None:
 async def measure(protocol: str, target: str, scenario: str, count: int) -> tuple[int, int]:
     """(RSS before, RSS after) of the measured server, KiB."""
     common = ["--protocol", protocol, "--listen", f"{HOST}:0", "--max-connections", "0"]
+    parks = ["--park-idle-after", f"{PARK_AFTER}"] if scenario == "parked" else []
     procs = []
     try:
-        backend, backend_port = await start_serve(common, 60, f"{protocol} service")
+        backend, backend_port = await start_serve(
+            [*common, *(parks if target == "service" else [])], 60, f"{protocol} service"
+        )
         procs.append(backend)
         measured, port = backend, backend_port
         if target == "proxy":
             measured, port = await start_serve(
-                [*common, "--upstream", f"{HOST}:{backend_port}"], 60, f"{protocol} proxy"
+                [*common, *parks, "--upstream", f"{HOST}:{backend_port}"], 60, f"{protocol} proxy"
             )
             procs.append(measured)
         request = request_bytes(protocol)
-        spoken = request if scenario == "spoke" else None
+        spoken = request if scenario in ("spoke", "parked") else None
         warm = await connect_idle(port, 100, spoken)  # the first connections' one-time costs
         await wait_held(measured.pid, 100, 30)
         await asyncio.sleep(0.5)
@@ -129,6 +136,9 @@ async def measure(protocol: str, target: str, scenario: str, count: int) -> tupl
         socks = await connect_idle(port, count, spoken)
         await wait_held(measured.pid, fds + count, 120)
         await asyncio.sleep(1.0)  # let the last connections' tasks reach their first read
+        if parks:
+            # Parked after PARK_AFTER idle, by sweeps every PARK_AFTER / 2 s.
+            await asyncio.sleep(3 * PARK_AFTER + 1.0)
         after = rss_kib(measured.pid)
         for sock in [*warm, *socks]:
             sock.close()
@@ -168,7 +178,9 @@ def report(rows: list[tuple[str, str, str, int, int]], args: argparse.Namespace)
         "- silent: the connections send nothing (so the proxy opens no upstream connection); "
         "spoke: each sends one small request (proxy_bench's) and reads its answer, then all sit idle "
         "(the proxy's simple_line clients then hold an upstream connection each: "
-        "pipelined pools are per client; bolt and dubbo share a multiplexed one)",
+        "pipelined pools are per client; bolt and dubbo share a multiplexed one); "
+        f"parked: as spoke, the measured server run with --park-idle-after {PARK_AFTER:g}, "
+        f"measured {3 * PARK_AFTER + 1:g} s later (parked)",
         "- RSS = VmRSS of the measured server, read before the connections and once it holds them all "
         "(its descriptors) and a second has passed",
         "",
@@ -190,7 +202,7 @@ def report(rows: list[tuple[str, str, str, int, int]], args: argparse.Namespace)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--protocols", default="simple_line,bolt,dubbo", help="comma-separated (no ZMTP)")
-    parser.add_argument("--scenarios", default="silent,spoke", help="comma-separated: silent, spoke")
+    parser.add_argument("--scenarios", default="silent,spoke,parked", help="comma-separated: silent, spoke, parked")
     parser.add_argument("--connections", type=positive_int, default=10_000, help="idle connections (10,000)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 500 connections; no report")
     parser.add_argument("--output", default=str(HERE / "IDLE_RESULTS.md"), help="report path, '-' for none")

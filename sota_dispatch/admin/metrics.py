@@ -54,6 +54,14 @@ class ProxyCollector:
             "Client connections closed for sending nothing in time",
             labels=listener_labels,
         )
+        parked = GaugeMetricFamily(
+            "sota_downstream_connections_parked",
+            "Idle client connections parked as bare sockets (limits.park_idle_after)",
+            labels=listener_labels,
+        )
+        parks = CounterMetricFamily(
+            "sota_downstream_connection_parks", "Times an idle client connection was parked", labels=listener_labels
+        )
         adopted = CounterMetricFamily(
             "sota_downstream_connections_adopted",
             "Client connections taken over from the process this one replaced (hot restart hand-off)",
@@ -87,6 +95,8 @@ class ProxyCollector:
             refused.add_metric(labels, server.connections_refused)
             waiting.add_metric(labels, server.waiting_connections)
             first_byte_timeouts.add_metric(labels, server.first_byte_timeouts)
+            parked.add_metric(labels, server.parked_connections)
+            parks.add_metric(labels, server.connections_parked)
             adopted.add_metric(labels, server.connections_adopted)
             handed_off.add_metric(labels, server.connections_handed_off)
             bytes_in.add_metric(labels, listener_stats.bytes_in)
@@ -95,7 +105,7 @@ class ProxyCollector:
             requests.add_metric(labels, listener_stats.requests)
             for outcome, count in sorted(listener_stats.local_replies.items()):
                 local.add_metric([*labels, outcome], count)
-        yield from (connections, active, refused, waiting, first_byte_timeouts, adopted, handed_off)
+        yield from (connections, active, refused, waiting, first_byte_timeouts, parked, parks, adopted, handed_off)
         yield from (bytes_in, bytes_out, decode, requests, local)
 
         limit = GaugeMetricFamily(

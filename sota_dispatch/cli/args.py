@@ -158,6 +158,13 @@ def parser(prog: str = "python -m sota_dispatch.serve") -> argparse.ArgumentPars
         metavar="SECONDS",
         help="close a connection idle between requests this long (default 3600; 0: no limit)",
     )
+    p.add_argument(
+        "--park-idle-after",
+        type=seconds,
+        metavar="SECONDS",
+        help="park a connection idle this long: its task and buffers are freed until it speaks again "
+        "(default: never; protocols whose clients speak first, not zmtp)",
+    )
     p.add_argument("--tls-cert", metavar="FILE", help="serve over TLS with this certificate chain (PEM; local service)")
     p.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
     p.add_argument(

@@ -163,6 +163,7 @@ def proxy_config(args: argparse.Namespace) -> ProxyConfig | None:
                 ("--max-connections", args.max_connections),
                 ("--frame-timeout", args.frame_timeout),
                 ("--idle-timeout", args.idle_timeout),
+                ("--park-idle-after", args.park_idle_after),
             )
             if given is not None
         ]
@@ -203,7 +204,10 @@ def proxy_config(args: argparse.Namespace) -> ProxyConfig | None:
             drain_timeout=args.drain_timeout,
             admin=None if args.admin is None else _admin_arg(args),
             limits=LimitsConfig(
-                max_connections=max_connections, frame_timeout=timeouts.frame, idle_timeout=timeouts.idle
+                max_connections=max_connections,
+                frame_timeout=timeouts.frame,
+                idle_timeout=timeouts.idle,
+                park_idle_after=args.park_idle_after or None,
             ),
         )
     if args.check_config:
@@ -328,6 +332,9 @@ class ServicePlan:
             return Proxy(config, sockets=sockets, source=source, source_name=self.args.config)
         assert self.info is not None
         max_connections, timeouts = limits(self.args)
+        park = self.args.park_idle_after or None
+        if park is not None and getattr(self.info.factory, "speaks_first", None) is not False:
+            raise UsageError(f"--park-idle-after: {self.info.name}'s clients do not speak first, so it cannot park")
         try:
             return Server(
                 self.info.factory,
@@ -339,6 +346,7 @@ class ServicePlan:
                 timeouts=timeouts,
                 tls=service_tls(self.args),
                 sockets=None if sockets is None else sockets.get(SERVICE_KEY, ()),
+                park_idle_after=park,
             )
         except ValueError as exc:
             raise UsageError(f"--option {exc}") from None

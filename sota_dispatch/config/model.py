@@ -296,6 +296,11 @@ class LimitsConfig:
     #: Seconds from a frame's first byte (or, for the first frame, from the
     #: connect) to its last: a client that sends nothing, or dribbles, is closed.
     frame_timeout: float | None = attrs.field(default=DEFAULT_TIMEOUTS.frame, validator=_MAYBE_SECONDS)
+    #: Seconds idle (between requests, nothing in flight) before a client
+    #: connection parks: its task, buffers and per-client upstream
+    #: connections are freed until it speaks again (None or 0: never).
+    #: Listeners whose clients speak first only (not ZMTP).
+    park_idle_after: float | None = attrs.field(default=None, validator=_MAYBE_SECONDS)
 
 
 @attrs.frozen

@@ -133,6 +133,26 @@ class BufferedReader:
         return self._last_fill
 
     @property
+    def idle_since(self) -> float | None:
+        """While the connection waits between frames under timeouts (see
+        :meth:`set_timeouts`): since when it is idle, by its idle clock
+        (the last input, or the last answer of a busy connection); None
+        otherwise (mid-frame, no timeouts, or not waiting)."""
+        scope, timeouts = self._idle_scope, self._timeouts
+        if scope is None or not self.idle or timeouts is None:
+            return None
+        if scope.deadline == math.inf or timeouts.idle is None:
+            return self._last_fill
+        return scope.deadline - timeouts.idle
+
+    @property
+    def idle_deadline(self) -> float:
+        """When the idle timeout ends the current wait between frames
+        (:data:`math.inf`: never, or not waiting between frames)."""
+        scope = self._idle_scope
+        return math.inf if scope is None else scope.deadline
+
+    @property
     def interrupted(self) -> bool:
         """True once :meth:`interrupt` ended the input (a drain of an idle connection)."""
         return self._interrupted

@@ -98,6 +98,16 @@ class BufferedWriter:
         return self._size
 
     @property
+    def all_sent(self) -> bool:
+        """Nothing queued here, nor left in the stream's own buffer by
+        :meth:`flush_nowait`: the connection owes its peer no bytes (it may
+        park or move without waiting for the peer to read)."""
+        if self._size:
+            return False
+        nowait = self._nowait if self._probed else None
+        return nowait is None or not nowait.busy()
+
+    @property
     def high_water(self) -> int:
         """The queue size at which :meth:`send` sends instead of deferring."""
         return self._high_water

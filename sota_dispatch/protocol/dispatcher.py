@@ -231,18 +231,18 @@ class Dispatcher(ProtocolRoles):
     def handoff_state(self) -> dict[str, Any] | None:
         """What another process needs to go on serving this connection
         from the current frame boundary (JSON-ready values), or None if it
-        cannot move (the default). A dispatcher that returns state reads it
-        back from :attr:`ConnectionContext.handoff
-        <sota_dispatch.ConnectionContext.handoff>` when it starts in the new
-        process. See :mod:`sota_dispatch.protocol.handoff`."""
-        return None
+        cannot move. A dispatcher that returns state reads it back from
+        :attr:`ConnectionContext.handoff <sota_dispatch.ConnectionContext.handoff>`
+        in the new process, or unparked (:mod:`~sota_dispatch.protocol.parking`).
+        The default: :meth:`codec_state`."""
+        return self.codec_state()
 
     def can_hand_off(self) -> bool:
         """Whether :meth:`hand_off` may move this connection: it runs, is not
         closing, and its class gives state (see :meth:`handoff_state`; a
         subclass narrows this to what can move, since the state itself is
         asked only at a frame boundary with nothing in flight)."""
-        supported = type(self).handoff_state is not Dispatcher.handoff_state
+        supported = self.movable_between_requests or type(self).handoff_state is not Dispatcher.handoff_state
         running = self._running and not self._closing and not self._stopping
         return supported and running and detachable(self.stream)  # a TLS session cannot move
 

@@ -21,7 +21,7 @@ from ..errors import ProtocolError, StreamLimitError
 from ..io.clock import loop_time
 from ..io.reader import BufferedReader
 from ..io.writer import BufferedWriter
-from .codec import Codec
+from .codec import Codec, codec_handoff_state, restore_codec
 from .context import ConnectionContext
 from .loop import CodecLoop
 from .multiplexer import StreamMultiplexer
@@ -113,6 +113,19 @@ class ProtocolRoles(FrameSemantics):
     max_missed_heartbeats: ClassVar[int] = 3
     #: Heartbeats unanswered in a row so far.
     missed_heartbeats: int = 0
+    #: True: between requests a connection of this class holds nothing but
+    #: its codec's state (each request answered from :meth:`on_request`, no
+    #: helper tasks, no per-connection bookkeeping in ``on_connect`` or
+    #: ``on_close``), so it may move to another process at a hot restart,
+    #: or park while idle (``Server(park_idle_after=)``): see
+    #: :meth:`codec_state`. Not inherited: a subclass declares it again
+    #: once it has checked the same of itself.
+    movable_between_requests: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "movable_between_requests" not in cls.__dict__:
+            cls.movable_between_requests = False
 
     # Set by the Dispatcher.
     context: ConnectionContext
@@ -157,11 +170,26 @@ class ProtocolRoles(FrameSemantics):
         boundary. ``kwargs`` go to the loop (``handshake_timeout`` defaults
         to the class's)."""
         kwargs.setdefault("handshake_timeout", self.handshake_timeout)
+        adopted = self.context.handoff
+        if adopted is not None:
+            restore_codec(codec, adopted.get("codec", {}))  # handshake done in the old process (or before parking)
         loop: CodecLoop[Any] = CodecLoop(self.reader, self.writer, codec, **kwargs)
         self._loop = loop
         if self._stopping:
             loop.stop()
         return loop
+
+    def codec_state(self) -> dict[str, Any] | None:
+        """``{"codec": state}``, what a connection of a class that declares
+        :attr:`movable_between_requests` needs to go on elsewhere (its
+        codec's hand-off state); None for other classes, before the codec
+        loop runs, or when the codec cannot move (mid-frame, say). A new
+        dispatcher's :meth:`codec_loop` restores it."""
+        loop = self._loop
+        if not self.movable_between_requests or loop is None:
+            return None
+        state = codec_handoff_state(loop.codec)
+        return None if state is None else {"codec": state}
 
     async def serve_frames(
         self,

@@ -28,7 +28,9 @@ from ..io.transport import pause_reading
 from ..logs import plural
 from .dispatcher import ConnectionContext, Dispatcher
 from .doorstep import Doorstep, wait_readable
-from .handoff import HandOff, HandOffSink
+from .handoff import HandOffSink
+from .moving import Moving
+from .parking import Parking
 from .registry import DispatcherFactory
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_TIMEOUTS", "Server"]
@@ -47,11 +49,9 @@ log = logging.getLogger(__name__)
 _ACCEPT_TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.ECONNABORTED}
 #: Sockets accepted per wake-up of the listener before others get a turn.
 _ACCEPT_BATCH = 64
-#: The hand-off state of a connection that had sent nothing (see Server.hand_off).
-WAITING = "waiting_for_first_bytes"
 
 
-class Server:
+class Server(Moving):
     """Serve a protocol on a TCP address.
 
     ``factory`` builds the dispatcher of each connection (a
@@ -81,6 +81,11 @@ class Server:
     (:attr:`~sota_dispatch.FrameSemantics.speaks_first` False).
     Meanwhile ``first_bytes_timeout`` applies (None: the frame timeout of
     ``timeouts``, else its idle timeout, else none); settable.
+
+    ``park_idle_after``: seconds after which an idle connection whose
+    dispatcher can say how to go on goes back to waiting there, its task
+    and buffers freed (see :mod:`~sota_dispatch.protocol.parking`; None,
+    the default: never). Needs ``wait_for_first_bytes``.
     """
 
     def __init__(
@@ -98,11 +103,14 @@ class Server:
         sockets: Sequence[socket.socket] | None = None,
         wait_for_first_bytes: bool | None = None,
         first_bytes_timeout: float | None = None,
+        park_idle_after: float | None = None,
     ) -> None:
         self.factory = factory
         if wait_for_first_bytes is None:
             wait_for_first_bytes = getattr(factory, "speaks_first", None) is False
         self.wait_for_first_bytes = wait_for_first_bytes
+        self._parking: Parking | None = None
+        self.park_idle_after = park_idle_after
         if first_bytes_timeout is None and timeouts is not None:
             first_bytes_timeout = timeouts.idle if timeouts.frame is None else timeouts.frame
         self._first_bytes_timeout = first_bytes_timeout
@@ -154,7 +162,35 @@ class Server:
     @property
     def waiting_connections(self) -> int:
         """Accepted connections that have sent nothing yet (see ``wait_for_first_bytes``)."""
-        return 0 if self._doorstep is None else len(self._doorstep)
+        return 0 if self._doorstep is None else len(self._doorstep) - self._doorstep.parked
+
+    @property
+    def park_idle_after(self) -> float | None:
+        """Seconds idle before a connection parks (None: never); settable."""
+        return self._park_idle_after
+
+    @park_idle_after.setter
+    def park_idle_after(self, seconds: float | None) -> None:
+        if seconds is not None and (seconds <= 0 or not self.wait_for_first_bytes):
+            raise ValueError("park_idle_after must be positive, for a server that waits for first bytes")
+        self._park_idle_after = seconds
+        if self._parking is not None:
+            self._parking.after = seconds
+
+    @property
+    def parked_connections(self) -> int:
+        """Idle connections parked now, without a task (see ``park_idle_after``)."""
+        return 0 if self._doorstep is None else self._doorstep.parked
+
+    @property
+    def connections_parked(self) -> int:
+        """Times a connection was parked, since the start."""
+        return 0 if self._parking is None else self._parking.parked_total
+
+    @property
+    def parked_idle_timeouts(self) -> int:
+        """Parked connections closed at the end of their idle timeout."""
+        return 0 if self._doorstep is None else self._doorstep.parked_timed_out
 
     @property
     def first_byte_timeouts(self) -> int:
@@ -183,7 +219,7 @@ class Server:
 
     def _held(self) -> int:
         """Connections that count against ``max_connections``."""
-        return len(self._dispatchers) + self._starting + self.waiting_connections
+        return len(self._dispatchers) + self._starting + (0 if self._doorstep is None else len(self._doorstep))
 
     async def serve(self, *, task_status: TaskStatus[str] = anyio.TASK_STATUS_IGNORED) -> None:
         """Bind, accept until :meth:`shutdown`, then drain and return.
@@ -202,6 +238,8 @@ class Server:
                 self._doorstep = Doorstep(self._admit, self._first_bytes_timeout, connections)
                 self._doorstep.on_drop = self._maybe_idle
                 connections.start_soon(self._doorstep.run, name="first-byte deadlines")
+                self._parking = Parking(self._park_idle_after, self._doorstep, self._admit_with)
+                connections.start_soon(self._parking.run, self._dispatchers, name="parking")
             self.address = format_address(listener.extra(SocketAttribute.local_address))
             task_status.started(self.address)
             with anyio.CancelScope() as self._accept_scope:
@@ -223,9 +261,7 @@ class Server:
                     "%s: no longer accepting; serving %s on", self.address, plural(len(self._dispatchers), "connection")
                 )
                 # Starting and waiting ones count too: served (or moved), not cut.
-                while (
-                    self._dispatchers or self._starting or self.waiting_connections
-                ) and not self._shutdown_requested:
+                while self._held() and not self._shutdown_requested:
                     self._idle = anyio.Event()
                     await self._idle.wait()
             # Draining: give in-flight requests the drain timeout.
@@ -294,22 +330,32 @@ class Server:
             if self.budget is not None and not self.budget.accepting:
                 await self.budget.wait_for_room()
 
-    def _admit(self, sock: socket.socket) -> None:
-        """A waiting socket turned readable: serve it (see :meth:`_accept_sockets`)."""
+    def _admit(self, sock: socket.socket, state: Mapping[str, Any] | None, connection_id: int) -> None:
+        """A waiting socket turned readable: serve it (see :meth:`_accept_sockets`);
+        a parked one from its ``state``, under its id."""
+        self._admit_with(sock, b"", state, connection_id)
+
+    def _admit_with(self, sock: socket.socket, unread: bytes, state: Mapping[str, Any] | None, cid: int) -> None:
         assert self._connections is not None
         self._starting += 1
-        self._connections.start_soon(self._first_bytes, sock)
+        self._connections.start_soon(self._first_bytes, sock, unread, state, cid)
 
-    async def _first_bytes(self, sock: socket.socket) -> None:
+    async def _first_bytes(self, sock: socket.socket, unread: bytes, state: Mapping[str, Any] | None, cid: int) -> None:
         try:
             stream = await SocketStream.from_socket(sock)
+            if state is not None:
+                pause_reading(stream)
         except Exception as exc:  # noqa: BLE001 - reset meanwhile: that connection only
             log.debug("%s: a connection was gone before it was served: %r", self.address, exc)
             sock.close()
             self._starting -= 1
             self._maybe_idle()
             return
-        await self._handle(stream)
+        if state is None:
+            await self._handle(stream)
+            return
+        self._starting -= 1  # a parked one: no TLS (it could not have parked), its dispatcher next
+        await self._run(stream, unread, state, cid)
 
     def _maybe_idle(self) -> None:
         if not self._held() and self._idle is not None:
@@ -337,12 +383,12 @@ class Server:
             self._maybe_idle()  # a wait for the last one re-checks: _run counts this one next, if it goes on
         await self._run(stream, early, None)
 
-    async def _run(self, stream: ByteStream, early: bytes, handoff: Mapping[str, Any] | None) -> None:
+    async def _run(self, stream: ByteStream, early: bytes, handoff: Mapping[str, Any] | None, cid: int = 0) -> None:
         """Build the connection's dispatcher and run it to its end."""
         try:
             context = ConnectionContext.for_stream(stream, protocol=self.protocol, options=self.options)
             if handoff is not None:
-                context = attrs.evolve(context, handoff=handoff)
+                context = attrs.evolve(context, handoff=handoff, connection_id=cid or context.connection_id)
             dispatcher = self.factory(stream, context)
             if early:
                 dispatcher.reader.push_back(early)
@@ -360,76 +406,12 @@ class Server:
                 dispatcher.hand_off(self._handoff_sink)  # accepted as the others were moved: it follows them
             await dispatcher.run()
         finally:
-            if dispatcher.handed_off:
+            parked = self._parking is not None and self._parking.done(dispatcher)
+            if dispatcher.handed_off and not parked:
                 self.connections_handed_off += 1
             self._dispatchers.discard(dispatcher)
             if not self._dispatchers and self._idle is not None:
                 self._idle.set()
-
-    def adopt(self, sock: socket.socket, unread: bytes, state: Mapping[str, Any]) -> bool:
-        """Serve a connection another process handed over (hot restart):
-        its socket, the bytes it had read and not decoded, and its
-        dispatcher's state (see :mod:`sota_dispatch.protocol.handoff`).
-        False (the caller closes the socket) unless this server is serving
-        and accepting."""
-        if self._connections is None or self._accept_requested_stop:
-            return False
-        self.connections_adopted += 1
-        self._connections.start_soon(self._adopted, sock, unread, state)
-        return True
-
-    async def _adopted(self, sock: socket.socket, unread: bytes, state: Mapping[str, Any]) -> None:
-        waiting = state.get(WAITING) is True and not unread  # it had sent nothing: it waits again
-        try:
-            if waiting and self._doorstep is not None:
-                sock.setblocking(False)
-                self._doorstep.hold(sock)
-                return
-            stream = await SocketStream.from_socket(sock)
-            pause_reading(stream)
-        except Exception as exc:  # noqa: BLE001 - gone meanwhile, or not a socket: that connection only
-            log.warning("%s: could not take over a handed-over connection: %r", self.address, exc)
-            sock.close()
-            return
-        if waiting:  # as a new connection (its TLS handshake, say, is still to come)
-            self._starting += 1
-            await self._handle(stream)
-        else:
-            await self._run(stream, unread, state)
-
-    def hand_off(self, sink: HandOffSink) -> int:
-        """Move every connection that can move to another process (see
-        :meth:`Dispatcher.hand_off <sota_dispatch.Dispatcher.hand_off>`);
-        the others go on here. Returns how many were asked to move."""
-        self._handoff_sink = sink
-        moved = 0
-        if self._doorstep is not None:  # silent so far: they wait there instead
-            moved = len(self._doorstep)
-            self._doorstep.move_all(self._move_waiting)
-        moving = [d for d in self._dispatchers if d.can_hand_off()]
-        for dispatcher in moving:
-            dispatcher.hand_off(sink)
-        return moved + len(moving)
-
-    def _move_waiting(self, sock: socket.socket) -> None:
-        assert self._connections is not None
-        self._starting += 1  # held until handed over: serve() waits for it
-        self._connections.start_soon(self._hand_over_waiting, sock)
-
-    async def _hand_over_waiting(self, sock: socket.socket) -> None:
-        """Hand a connection that has sent nothing over as one still waiting (see :meth:`_adopted`)."""
-        sink = self._handoff_sink
-        assert sink is not None
-        try:
-            peer = format_address(sock.getpeername())
-            await sink(HandOff(sock.fileno(), b"", {WAITING: True}, 0, peer))
-            self.connections_handed_off += 1
-        except Exception as exc:  # noqa: BLE001 - that connection only: it closes, as a drain would close it
-            log.debug("%s: could not hand over a waiting connection: %r", self.address, exc)
-        finally:
-            sock.close()
-            self._starting -= 1
-            self._maybe_idle()
 
     def reload_certificates(self) -> list[ConfigError]:
         """Read the TLS files again (SIGHUP): new connections get the new
@@ -448,6 +430,8 @@ class Server:
     def shutdown(self) -> None:
         """Stop accepting and drain every connection (see :attr:`drain_timeout`)."""
         self._shutdown_requested = True
+        if self._parking is not None:
+            self._parking.stopped = True
         self.stop_accepting()
         if self._doorstep is not None:
             self._doorstep.close()  # silent so far: nothing to drain

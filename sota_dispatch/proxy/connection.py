@@ -29,7 +29,7 @@ from ..errors import ProtocolError
 from ..filters.api import FilterRequest, LocalReply, StreamFilter
 from ..io.reader import ReadTimeouts
 from ..io.transport import input_queued
-from ..protocol.codec import Codec, Failure, codec_handoff_state, codec_movable, restore_codec
+from ..protocol.codec import Codec, Failure, codec_handoff_state, codec_movable
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.semantics import BoundSemantics, FrameSemantics
@@ -171,8 +171,6 @@ class ProxyConnection(Replies, Dispatcher):
             self._ordered = deque()
         options = protocol.option_values(self.context.options, "listener")
         codec = self._codec = protocol.server_codec(options, limits.max_frame_size)
-        if adopted is not None:
-            restore_codec(codec, adopted.get("codec", {}))  # handshake done in the old process
         # Every read, even one that completes no frame: the budget counts a
         # partial frame as it grows. A codec error waits for the answers
         # owed to the requests before it (below).

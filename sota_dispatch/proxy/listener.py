@@ -166,10 +166,9 @@ class Listener:
             budget=proxy.budget,
             tls=proxy.tls.listeners.get(config.name),
             sockets=sockets,
-            # A connection that has not spoken waits as a bare socket, unless
-            # its protocol may have the proxy speak first (a greeting).
-            wait_for_first_bytes=self.protocol is None or self.protocol.speaks_first is False,
+            wait_for_first_bytes=self._waits,
             first_bytes_timeout=_first_bytes_timeout(config),
+            park_idle_after=self._park_after(config),
         )
 
     def update(self, config: ListenerConfig, clusters: Mapping[str, Cluster], drain_timeout: float) -> None:
@@ -196,6 +195,17 @@ class Listener:
         self.drain_timeout = self.server.drain_timeout = drain_timeout
         self.server.max_connections = config.limits.max_connections
         self.server.first_bytes_timeout = _first_bytes_timeout(config)
+        self.server.park_idle_after = self._park_after(config)
+
+    @property
+    def _waits(self) -> bool:
+        """Whether a connection that has not spoken waits as a bare socket:
+        unless its protocol may have the proxy speak first (a greeting)."""
+        return self.protocol is None or self.protocol.speaks_first is False
+
+    def _park_after(self, config: ListenerConfig) -> float | None:
+        """``limits.park_idle_after``, where connections can park (see :attr:`_waits`)."""
+        return (config.limits.park_idle_after or None) if self._waits else None
 
     def describe(self, state: str) -> dict[str, Any]:
         """The listener for the admin's ``/listeners`` (``state``: the proxy's
@@ -212,6 +222,9 @@ class Listener:
             "connections_refused": server.connections_refused,
             "connections_waiting": server.waiting_connections,
             "first_byte_timeouts": server.first_byte_timeouts,
+            "connections_parked": server.parked_connections,
+            "parks": server.connections_parked,
+            "parked_idle_timeouts": server.parked_idle_timeouts,
             "requests": stats.requests,
             "bytes_received": stats.bytes_in,
             "bytes_sent": stats.bytes_out,

@@ -18,7 +18,7 @@ from anyio.abc import ByteStream
 
 from sota_dispatch import ConnectionContext, Dispatcher, HandOff
 from sota_dispatch.io.transport import detach_socket, detachable
-from sota_dispatch.protocol.server import WAITING
+from sota_dispatch.protocol.moving import WAITING
 from sota_dispatch.testing import connect, memory_stream_pair, serving
 
 pytestmark = pytest.mark.anyio

@@ -35,6 +35,9 @@ class SimpleLineDispatcher(Dispatcher):
     protocol_name: ClassVar[str] = "simple_line"
     #: The client sends the first line: a silent connection waits as a bare socket.
     speaks_first: ClassVar[bool | None] = False
+    #: The echo holds nothing but its codec between lines: its connections
+    #: move (hot restart) and park. A subclass says so again for itself.
+    movable_between_requests: ClassVar[bool] = True
     options: ClassVar[OptionSchema] = OptionSchema(
         max_line=Option(
             f"longest request line in bytes (default {DEFAULT_MAX_LINE}, or a proxy listener's "

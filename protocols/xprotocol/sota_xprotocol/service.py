@@ -62,12 +62,17 @@ def echo_dubbo(frame: dubbo.DubboFrame) -> bytes | None:
 class BoltEchoDispatcher(BoltDispatcher):
     """SOFA bolt v1/v2 echo: SUCCESS with the request's class and content."""
 
+    #: Nothing but the codec between requests: connections move and park.
+    movable_between_requests: ClassVar[bool] = True
+
     def on_request(self, frame: bolt.BoltFrame) -> bytes | None:
         return echo_bolt(frame)
 
 
 class DubboEchoDispatcher(DubboDispatcher):
     """Dubbo echo: answers each call with its first argument (hessian2)."""
+
+    movable_between_requests: ClassVar[bool] = True
 
     def on_request(self, frame: dubbo.DubboFrame) -> bytes | None:
         return echo_dubbo(frame)
@@ -78,6 +83,7 @@ class XProtocolEchoDispatcher(Dispatcher):
 
     protocol_name: ClassVar[str] = "xprotocol"
     options: ClassVar[OptionSchema] = XProtocolDispatcher.options
+    movable_between_requests: ClassVar[bool] = True
 
     @classmethod
     def sniff(cls, prefix: bytes) -> Match:
