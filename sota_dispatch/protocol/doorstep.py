@@ -146,7 +146,14 @@ class Doorstep:
     # -- asyncio: a reader callback per socket, one task for the deadlines --
 
     def _readable(self, entry: _Entry) -> None:
-        self._settle(entry, _ADMIT)
+        # A loop callback runs outside any task: anyio (starting the
+        # connection's task) asks sniffio which library runs, and under a
+        # plain asyncio.run() sniffio can only tell from the current task.
+        token = sniffio.current_async_library_cvar.set("asyncio")
+        try:
+            self._settle(entry, _ADMIT)
+        finally:
+            sniffio.current_async_library_cvar.reset(token)
 
     def _settle(self, entry: _Entry, fate: str) -> None:
         """Decide a waiting socket's fate: admitted, closed, timed out."""

@@ -199,3 +199,31 @@ async def test_an_idle_connection_costs_one_task_and_a_busy_one_still_gets_its_f
                 assert len(anyio.get_running_tasks()) - before == 2 * IDLE
         finally:
             server.shutdown()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_server_under_plain_asyncio_run_serves_a_connection_from_the_doorstep(loop: str) -> None:
+    """Embedded in an asyncio application (``asyncio.run``, not
+    ``anyio.run``): the doorstep's reader callback runs outside any task,
+    where anyio cannot tell the library from the current task; it failed
+    there, and the connection was never served."""
+    import asyncio
+
+    async def main() -> bytes:
+        server = Server(LineEcho, "127.0.0.1:0", drain_timeout=1, wait_for_first_bytes=True)
+        async with anyio.create_task_group() as tg:
+            address = await tg.start(server.serve)
+            host, _, port = address.rpartition(":")
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(b"hello\n")
+            answer = await asyncio.wait_for(reader.readline(), 5)
+            writer.close()
+            server.shutdown()
+        return answer
+
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            assert runner.run(main()) == b"hello\n"
+    else:
+        assert asyncio.run(main()) == b"hello\n"
