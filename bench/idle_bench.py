@@ -46,7 +46,9 @@ GOAL_KIB = 10.0
 #: Connections opened at once (the listen backlog is a few thousand).
 BATCH = 200
 #: Seconds idle before a connection parks in the "parked" scenario.
-PARK_AFTER = 1.0
+PARK_AFTER = 0.2
+#: Seconds from the last connection to the measure, in the "parked" scenario.
+PARKED_WAIT = 17.0
 
 
 def rss_kib(pid: int) -> int:
@@ -61,10 +63,11 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-async def connect_idle(port: int, count: int, request: bytes | None = None) -> list[socket.socket]:
+async def connect_idle(port: int, count: int, request: bytes | None = None, pause: float = 0.0) -> list[socket.socket]:
     """``count`` connected sockets that will send nothing (after
     ``request``, when given: each batch speaks as soon as it is connected,
-    well within the server's first-byte timeout)."""
+    well within the server's first-byte timeout); ``pause`` seconds after
+    each batch (time for it to park before the next speaks)."""
     loop = asyncio.get_running_loop()
     socks: list[socket.socket] = []
     for start_at in range(0, count, BATCH):
@@ -77,6 +80,8 @@ async def connect_idle(port: int, count: int, request: bytes | None = None) -> l
         if request is not None:
             await speak_once(batch, request)
         socks += batch
+        if pause:
+            await asyncio.sleep(pause)
     return socks
 
 
@@ -133,12 +138,17 @@ async def measure(protocol: str, target: str, scenario: str, count: int) -> tupl
         await asyncio.sleep(0.5)
         before = rss_kib(measured.pid)
         fds = open_fds(measured.pid)
-        socks = await connect_idle(port, count, spoken)
+        # parked: each batch parks before the next speaks (clients whose
+        # activity is spread out, as long-lived ones' is: few served at once).
+        socks = await connect_idle(port, count, spoken, 3 * PARK_AFTER if parks else 0.0)
         await wait_held(measured.pid, fds + count, 120)
         await asyncio.sleep(1.0)  # let the last connections' tasks reach their first read
         if parks:
-            # Parked after PARK_AFTER idle, by sweeps every PARK_AFTER / 2 s.
-            await asyncio.sleep(3 * PARK_AFTER + 1.0)
+            # Parked after PARK_AFTER idle (sweeps every PARK_AFTER / 2 s); and
+            # the proxy's timer heap drops its finished requests (each holds
+            # its client connection's objects) only at their deadline: the
+            # route timeout, 15 s by default. Steady state is after both.
+            await asyncio.sleep(PARKED_WAIT)
         after = rss_kib(measured.pid)
         for sock in [*warm, *socks]:
             sock.close()
@@ -180,7 +190,10 @@ def report(rows: list[tuple[str, str, str, int, int]], args: argparse.Namespace)
         "(the proxy's simple_line clients then hold an upstream connection each: "
         "pipelined pools are per client; bolt and dubbo share a multiplexed one); "
         f"parked: as spoke, the measured server run with --park-idle-after {PARK_AFTER:g}, "
-        f"measured {3 * PARK_AFTER + 1:g} s later (parked)",
+        f"each batch left {3 * PARK_AFTER:g} s to park before the next speaks (few served at once, "
+        f"as with long-lived clients whose calls are spread out), measured {PARKED_WAIT:g} s after the "
+        "last (the proxy's finished requests then past their 15 s route timeout, when its timer heap "
+        "lets go of them)",
         "- RSS = VmRSS of the measured server, read before the connections and once it holds them all "
         "(its descriptors) and a second has passed",
         "",

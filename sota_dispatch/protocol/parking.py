@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 #: ``after``: a connection parks between ``after`` and 1.5 x ``after`` idle).
 _MAX_INTERVAL = 5.0
 
+#: Seconds without parking after a park found no descriptor free.
+_FD_PAUSE = 5.0
+
 #: Serve a parked connection that turned out to have bytes waiting at once:
 #: (socket, the bytes, its state, its connection id).
 ServeNow = Callable[[socket.socket, bytes, Mapping[str, Any], int], None]
@@ -73,6 +76,9 @@ class Parking:
         self.parked_total = 0
         #: Looks over the connections so far.
         self.sweeps = 0
+        #: No parking until then: the process ran out of descriptors (each
+        #: park needs one more for a moment; a connection it fails for closes).
+        self._paused_until = -math.inf
 
     @property
     def after(self) -> float | None:
@@ -99,9 +105,10 @@ class Parking:
     def sweep(self, dispatchers: Collection[Dispatcher]) -> int:
         """Park every connection of ``dispatchers`` idle for ``after``
         seconds that can park; how many were asked to."""
-        if self._after is None:
+        now = anyio.current_time()
+        if self._after is None or now < self._paused_until:
             return 0
-        cutoff = anyio.current_time() - self._after
+        cutoff = now - self._after
         asked = 0
         for dispatcher in list(dispatchers):
             reader = dispatcher.reader
@@ -129,7 +136,11 @@ class Parking:
         dispatcher's state, id and what remains of its idle timeout."""
         if self.stopped:
             raise RuntimeError("the server is shutting down")  # closed, as the drain closes idle ones
-        sock = socket.socket(fileno=os.dup(moving.fd))  # moving.fd is closed once this returns
+        try:
+            sock = socket.socket(fileno=os.dup(moving.fd))  # moving.fd is closed once this returns
+        except OSError:
+            self._paused_until = anyio.current_time() + _FD_PAUSE  # EMFILE: the others stay served meanwhile
+            raise
         try:
             sock.setblocking(False)
             if moving.unread:  # it spoke as it was parking: serve it again at once
