@@ -18,13 +18,13 @@ import random
 import socket
 import struct
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import anyio
 import pytest
-from anyio.abc import SocketStream
+from anyio.abc import ByteStream
 
-from sota_dispatch import HandOff, ReadTimeouts, Server
+from sota_dispatch import HandOff, ReadTimeouts, Server, ServerTLS
 from sota_dispatch.testing import closed_within, connect
 from sota_simple_line import SimpleLineDispatcher
 
@@ -54,7 +54,7 @@ def parked(server: Server, count: int = 1) -> Callable[[], bool]:
     return lambda: server.parked_connections == count and not server.active_connections
 
 
-async def ask(stream: SocketStream, line: bytes) -> bytes:
+async def ask(stream: ByteStream, line: bytes) -> bytes:
     """One request line, its answer line."""
     await stream.send(line)
     answer = b""
@@ -64,10 +64,10 @@ async def ask(stream: SocketStream, line: bytes) -> bytes:
     return answer
 
 
-def _server(factory: type[SimpleLineDispatcher] = SimpleLineDispatcher, **kwargs: object) -> Server:
+def _server(factory: type[SimpleLineDispatcher] = SimpleLineDispatcher, **kwargs: Any) -> Server:
     kwargs.setdefault("park_idle_after", PARK)
     kwargs.setdefault("drain_timeout", 1)
-    return Server(factory, "127.0.0.1:0", **kwargs)  # type: ignore[arg-type]
+    return Server(factory, "127.0.0.1:0", **kwargs)
 
 
 async def test_an_idle_connection_parks_and_goes_on_where_it_was() -> None:
@@ -265,3 +265,25 @@ async def test_park_idle_after_needs_a_server_that_waits_for_first_bytes() -> No
         Server(SimpleLineDispatcher, wait_for_first_bytes=False, park_idle_after=1.0)
     with pytest.raises(ValueError, match="park_idle_after"):
         Server(SimpleLineDispatcher, park_idle_after=0)
+
+
+async def test_a_tls_connection_is_never_parked(tls_files: Any) -> None:
+    """A TLS session cannot leave its stream: it stays served, idle or not."""
+    tls = ServerTLS([(tls_files.cert_chain, tls_files.private_key, ())])
+    server = _server(tls=tls)
+    async with anyio.create_task_group() as tg:
+        address = await tg.start(server.serve)
+        host, _, port = address.rpartition(":")
+        stream = await anyio.connect_tcp(
+            host, int(port), tls=True, ssl_context=tls_files.client_context(), tls_hostname="localhost"
+        )
+        async with stream:
+            assert (await ask(stream, b"a=1\r\n")).startswith(b"receive:")
+            parking = server._parking
+            assert parking is not None
+            start = parking.sweeps
+            await until(lambda: parking.sweeps >= start + 4)
+            assert server.parked_connections == 0
+            assert server.active_connections == 1
+            assert (await ask(stream, b"a=2\r\n")).startswith(b"receive:")
+        server.shutdown()
