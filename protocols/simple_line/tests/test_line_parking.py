@@ -17,6 +17,7 @@ import anyio
 import pytest
 from simple_line_support import Client, backends, config, proxy_for
 
+from sota_dispatch.config import parse_config
 from sota_dispatch.proxy import Proxy
 from sota_dispatch.testing import connect
 
@@ -93,3 +94,26 @@ async def test_clients_that_pause_at_random_get_only_their_own_answers() -> None
             for n in range(8):
                 tg.start_soon(one, n)
         assert proxy.listeners[0].server.connections_parked > 8
+
+
+async def test_a_reload_turns_parking_on_and_off() -> None:
+    async with backends("A") as up, proxy_for(config([up[0][1]])) as proxy:
+        server = proxy.listeners[0].server
+        assert server.park_idle_after is None
+        async with await connect(proxy.addresses["lines"]) as stream:
+            c = Client(stream)
+            assert await c.call(b"n=1") == [b"A:n=1"]
+            await proxy.apply(parse_config(parking(up[0][1])))  # on: the open connection parks too
+            await until(parked(proxy))
+            assert await c.call(b"n=2") == [b"A:n=2"]
+            await proxy.apply(parse_config(config([up[0][1]])))  # off again
+            assert server.park_idle_after is None
+            parking_ = server._parking
+            assert parking_ is not None
+            start = parking_.sweeps
+            assert await c.call(b"n=3") == [b"A:n=3"]
+            with anyio.move_on_after(0.3):  # several former sweep periods: none runs, none parks
+                await until(lambda: parking_.sweeps > start or server.parked_connections > 0)
+            assert parking_.sweeps == start
+            assert server.parked_connections == 0
+            assert server.active_connections == 1
