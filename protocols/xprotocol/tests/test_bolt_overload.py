@@ -128,7 +128,10 @@ async def test_partial_frames_stay_within_the_budget_and_others_are_served() -> 
                     assert (ack.request_id, ack.status) == (77, 0)
                     holders.done.set()
                 tg.cancel_scope.cancel()
-            assert peak <= 8 * MiB + 8 * 256 * 1024  # a batch may land before the budget acts
+            # Each of the 8 may cross the large-frame line (256 KiB) by one
+            # read before the budget refuses it: a CI run under load peaked
+            # 132 bytes over 8 MiB + 8 x 256 KiB (a frame header read before).
+            assert peak <= 8 * MiB + 8 * (256 + 64) * 1024  # 64 KiB: the reader's read size
             assert budget.frames_refused + budget.connections_shed >= 6
             await assert_metrics(proxy)
 
