@@ -21,6 +21,7 @@ from ..io.transport import pause_reading
 from .dispatcher import Dispatcher
 from .doorstep import Doorstep
 from .handoff import HandOff, HandOffSink
+from .parking import Parking
 
 __all__ = ["WAITING", "Moving"]
 
@@ -42,6 +43,7 @@ class Moving:
     _dispatchers: set[Dispatcher]
     _starting: int
     _handoff_sink: HandOffSink | None
+    _parking: Parking | None
 
     async def _handle(self, accepted: SocketStream) -> None:
         raise NotImplementedError
@@ -88,6 +90,10 @@ class Moving:
         :meth:`Dispatcher.hand_off <sota_dispatch.Dispatcher.hand_off>`);
         the others go on here. Returns how many were asked to move."""
         self._handoff_sink = sink
+        if self._parking is not None:
+            # No more parking here; a connection on its way to the doorstep follows the others.
+            self._parking.after = None
+            self._parking.forward = self._move_waiting
         moved = 0
         if self._doorstep is not None:  # silent so far: they wait there instead
             moved = len(self._doorstep)

@@ -72,6 +72,9 @@ class Parking:
         self._landed: set[Dispatcher] = set()
         #: Set when the server shuts down: a connection still on its way is closed.
         self.stopped = False
+        #: Set when the server hands its connections to another process: a
+        #: connection still on its way goes there (socket, state, id) instead.
+        self.forward: Callable[[socket.socket, Mapping[str, Any], int], None] | None = None
         #: Connections parked since the start (one parked twice counts twice).
         self.parked_total = 0
         #: Looks over the connections so far.
@@ -143,7 +146,9 @@ class Parking:
             raise
         try:
             sock.setblocking(False)
-            if moving.unread:  # it spoke as it was parking: serve it again at once
+            if self.forward is not None and not moving.unread:
+                self.forward(sock, moving.state, moving.connection_id)
+            elif moving.unread:  # it spoke as it was parking: serve it again at once
                 self._serve_now(sock, moving.unread, moving.state, moving.connection_id)
             else:
                 self._doorstep.hold(sock, state=moving.state, connection_id=moving.connection_id, deadline=deadline)
