@@ -205,7 +205,15 @@ class Listener:
 
     def _park_after(self, config: ListenerConfig) -> float | None:
         """``limits.park_idle_after``, where connections can park (see :attr:`_waits`)."""
-        return (config.limits.park_idle_after or None) if self._waits else None
+        after = config.limits.park_idle_after or None
+        if after is not None and not self._waits:
+            log.warning(
+                "listener %s: limits.park_idle_after ignored: %s's server speaks first, its connections cannot park",
+                config.name,
+                config.protocol,
+            )
+            return None
+        return after
 
     def describe(self, state: str) -> dict[str, Any]:
         """The listener for the admin's ``/listeners`` (``state``: the proxy's

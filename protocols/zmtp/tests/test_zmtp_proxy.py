@@ -354,3 +354,24 @@ async def test_a_client_idle_after_its_handshake_is_not_taken_for_a_slowloris(sp
                 while True:
                     received += await stream.receive()  # EndOfStream here would be the bug
             assert b"READY" in received
+
+
+async def test_park_idle_after_on_a_zmtp_listener_is_ignored_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """The proxy greets a ZMTP client first: its connections cannot wait at
+    the doorstep, so they cannot park; the operator is told, not ignored."""
+    document = {
+        "listeners": [
+            {
+                "name": "zmtp",
+                "address": "127.0.0.1:0",
+                "protocol": "zmtp",
+                "limits": {"park_idle_after": "30s"},
+                "routes": [{"cluster": "echo"}],
+            }
+        ],
+        "clusters": [{"name": "echo", "endpoints": ["127.0.0.1:1"]}],
+    }
+    with caplog.at_level("WARNING", logger="sota_dispatch.proxy.listener"):
+        async with running_proxy(parse_config(document)) as proxy:
+            assert proxy.listeners[0].server.park_idle_after is None
+    assert "park_idle_after ignored: zmtp's server speaks first" in caplog.text
