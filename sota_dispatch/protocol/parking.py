@@ -105,14 +105,13 @@ class Parking:
             self.sweep(dispatchers)
             self.sweeps += 1
 
-    def sweep(self, dispatchers: Collection[Dispatcher]) -> int:
-        """Park every connection of ``dispatchers`` idle for ``after``
-        seconds that can park; how many were asked to."""
+    def sweep(self, dispatchers: Collection[Dispatcher]) -> None:
+        """Ask every connection of ``dispatchers`` idle for ``after``
+        seconds that can park to park."""
         now = anyio.current_time()
         if self._after is None or now < self._paused_until:
-            return 0
+            return
         cutoff = now - self._after
-        asked = 0
         for dispatcher in list(dispatchers):
             reader = dispatcher.reader
             since = reader.idle_since
@@ -123,8 +122,6 @@ class Parking:
             self._asked.add(dispatcher)
             # Its idle timeout runs on at the doorstep: the same deadline.
             dispatcher.hand_off(functools.partial(self._park, dispatcher, reader.idle_deadline))
-            asked += 1
-        return asked
 
     def done(self, dispatcher: Dispatcher) -> bool:
         """Forget ``dispatcher`` (its run is over); True if it parked."""

@@ -167,7 +167,8 @@ class Server(Moving):
     @property
     def park_idle_after(self) -> float | None:
         """Seconds idle before a connection parks (None: never); settable."""
-        return self._park_idle_after
+        # Once serving, the parking's own (a hot-restart hand-off turns it off there).
+        return self._park_idle_after if self._parking is None else self._parking.after
 
     @park_idle_after.setter
     def park_idle_after(self, seconds: float | None) -> None:

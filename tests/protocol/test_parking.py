@@ -252,8 +252,7 @@ async def test_a_hot_restart_takes_parked_connections_along() -> None:
             await ask(client, b"a=1\r\n")
             await until(parked(old))
             assert old.hand_off(sink) == 1
-            assert old._parking is not None
-            assert old._parking.after is None  # no more parking in a process handing its connections over
+            assert old.park_idle_after is None  # no more parking in a process handing its connections over
             await until(lambda: new.active_connections == 1)  # served there from its state
             assert old.parked_connections == 0
             assert old.connections_handed_off == 1
