@@ -40,6 +40,7 @@ __all__ = [
     "PrefixedStream",
     "ServerTLS",
     "TLSConnection",
+    "connected_to_itself",
     "open_connection",
     "peer_names",
 ]
@@ -369,15 +370,33 @@ class ClientTLS:
         return tls
 
 
+def connected_to_itself(stream: SocketStream) -> bool:
+    """Whether ``stream`` is a TCP connection to itself.
+
+    Connecting to a local port nobody listens on can pick that very port
+    as its own source port: TCP's simultaneous open then connects the
+    socket to itself, and what it sends comes back as the "answer" (a
+    request to a dead endpoint would wait out its timeout instead of
+    failing over, a health check would pass). Callers treat it as the
+    refusal it stands for, as Go's ``net`` package does.
+    """
+    local: object = stream.extra(SocketAttribute.local_address)
+    return local == stream.extra(SocketAttribute.remote_address)
+
+
 async def open_connection(host: str, port: int, tls: ClientTLS | None = None) -> ByteStream:
     """A TCP connection to ``host:port``, over TLS when ``tls`` is given.
 
     Every failure, the handshake's included, is an :class:`OSError`
     (a certificate that does not verify: :class:`ssl.SSLCertVerificationError`;
-    a peer gone mid-handshake: :class:`ConnectionResetError`), which is
-    what callers already treat as "cannot connect".
+    a peer gone mid-handshake: :class:`ConnectionResetError`; a connection
+    that reached itself: :class:`ConnectionRefusedError`), which is what
+    callers already treat as "cannot connect".
     """
     stream = await anyio.connect_tcp(host, port)
+    if connected_to_itself(stream):
+        await anyio.aclose_forcefully(stream)
+        raise ConnectionRefusedError(f"{host}:{port}: the connection reached itself (nothing listens there)")
     if tls is None:
         return stream
     try:

@@ -11,7 +11,6 @@ in ``serve`` or a helper, never reaches the listener or another connection.
 from __future__ import annotations
 
 import logging
-import math
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
@@ -24,6 +23,7 @@ from ..errors import ConnectionLost, ProtocolError
 from ..io.address import parse_address
 from ..io.clock import loop_time
 from ..io.reader import DEFAULT_READ_SIZE, BufferedReader
+from ..io.tls import open_connection
 from ..io.transport import detachable, discard_input
 from ..io.writer import DEFAULT_HIGH_WATER, BufferedWriter
 from ..logs import connection_id
@@ -105,7 +105,7 @@ class Dispatcher(ProtocolRoles):
         #: True once the connection went to another process instead of closing.
         self.handed_off = False
         self._flush_scope: anyio.CancelScope | None = None
-        self._close_deadline = math.inf
+        self._close_deadline = float("inf")
         self._outer: TaskGroup | None = None
 
     def __repr__(self) -> str:
@@ -471,7 +471,7 @@ class Dispatcher(ProtocolRoles):
         """
         host, port = parse_address(address)
         with anyio.fail_after(timeout):
-            stream = await anyio.connect_tcp(host, port)
+            stream = await open_connection(host, port)  # never one to itself
         try:
             context = ConnectionContext.for_stream(stream, protocol=cls.protocol_name, role="client", options=options)
             return cls(stream, context, **init_kwargs)
