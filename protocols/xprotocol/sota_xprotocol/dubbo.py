@@ -214,7 +214,7 @@ class DubboFrame:
         self._check_invocation()
         reader = hessian2.Reader(self.body)
         try:
-            header = [reader.value() for _ in range(5) if not reader.at_end]
+            header = reader.values(5)
             if len(header) < 5:
                 raise ProtocolError(f"dubbo request body has {len(header)} values, fewer than 5")
             dubbo_version, path, version, method, descriptor = header
@@ -258,9 +258,8 @@ class DubboFrame:
 
 
 def _check_header(dubbo_version: Any, path: Any, version: Any, method: Any, descriptor: Any) -> None:
-    if not all(isinstance(v, str) for v in (dubbo_version, path, method, descriptor)) or not (
-        version is None or isinstance(version, str)
-    ):
+    strings = isinstance(dubbo_version, str) and isinstance(path, str) and isinstance(method, str)
+    if not (strings and isinstance(descriptor, str) and (version is None or isinstance(version, str))):
         raise ProtocolError("dubbo request header values are not strings")
 
 
@@ -311,13 +310,31 @@ def heartbeat_response(request: DubboFrame) -> DubboFrame:
     return DubboFrame(FLAG_EVENT | request.serialization, DubboStatus.OK, request.request_id, b"N")
 
 
+#: Whether each dubbo version seen asks for response attachments (peers
+#: send a handful; the bound keeps a hostile one from growing it).
+_ATTACHMENT_VERSIONS: dict[str, bool] = {}
+_LEADING_DIGITS = re.compile(r"\d*")
+
+
+#: Each response type's hessian2 encoding, and the attachments a response
+#: carries (written once, not per response).
+_KINDS = {kind: hessian2.encode(int(kind)) for kind in ResponseType}
+_VERSION_ATTACHMENT = hessian2.encode({"dubbo": "2.0.2"})
+
+
 def _supports_response_attachments(dubbo_version: str) -> bool:
-    # Java's Version.isSupportResponseAttachment: 2.0.2 up to 2.0.99, each
-    # part read by its leading digits ("2.0.2-SNAPSHOT" is 2.0.2).
-    parts = [re.match(r"\d*", part).group() for part in dubbo_version.split(".")]  # type: ignore[union-attr]
-    if len(parts) < 3 or parts[0] != "2" or parts[1] != "0" or not parts[2]:
-        return False
-    return 2 <= int(parts[2]) <= 99
+    known = _ATTACHMENT_VERSIONS.get(dubbo_version)
+    if known is None:
+        # Java's Version.isSupportResponseAttachment: 2.0.2 up to 2.0.99, each
+        # part read by its leading digits ("2.0.2-SNAPSHOT" is 2.0.2).
+        parts = [_LEADING_DIGITS.match(part).group() for part in dubbo_version.split(".")]  # type: ignore[union-attr]
+        known = len(parts) >= 3 and parts[0] == "2" and parts[1] == "0" and parts[2] != ""
+        # (int() of thousands of digits raises: at most two count.)
+        digits = parts[2].lstrip("0") if known else ""
+        known = known and len(digits) <= 2 and 2 <= int(digits or "0") <= 99
+        if len(_ATTACHMENT_VERSIONS) < 64:
+            _ATTACHMENT_VERSIONS[dubbo_version] = known
+    return known
 
 
 def value_response(
@@ -338,9 +355,9 @@ def value_response(
         kind = ResponseType.NULL_WITH_ATTACHMENTS if attachments else ResponseType.NULL
     else:
         kind = ResponseType.VALUE_WITH_ATTACHMENTS if attachments else ResponseType.VALUE
-    body = hessian2.encode(int(kind)) + (encoded or b"")
+    body = _KINDS[kind] + (encoded or b"")
     if attachments:
-        body += hessian2.encode({"dubbo": "2.0.2"})
+        body += _VERSION_ATTACHMENT
     return DubboFrame(request.serialization, DubboStatus.OK, request.request_id, body)
 
 

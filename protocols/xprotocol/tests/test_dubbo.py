@@ -315,3 +315,38 @@ def test_lone_surrogates_and_far_dates_are_read_where_a_proxy_routes() -> None:
     assert compile_match(MatchConfig("traceId", regex="t-."))(attributes)
     assert compile_match(MatchConfig("group", exact="g\udfff"))(attributes)
     assert not compile_match(MatchConfig("group", regex="g"))(attributes)
+
+
+@pytest.mark.parametrize(
+    ("dubbo_version", "with_attachments"),
+    [
+        ("2.0.2", True),
+        ("2.0.002", True),
+        ("2.0.99-SNAPSHOT", True),
+        ("2.0.100", False),
+        ("2.7.23", False),
+        ("2.0." + "9" * 5000, False),  # int() refuses 4,300+ digits
+        ("2.0." + "0" * 5000 + "2", True),
+    ],
+    ids=lambda v: v if len(str(v)) < 20 else "5000-digits",
+)
+def test_the_response_type_follows_the_callers_version_and_a_hostile_one_is_answered(
+    dubbo_version: str, with_attachments: bool
+) -> None:
+    from sota_xprotocol.service import echo_dubbo
+
+    values: tuple[object, ...] = (dubbo_version, "com.example.S", "1.0", "echo", "Ljava/lang/String;", "hi", {})
+    request = DubboFrame(0xC2, 0, 7, b"".join(hessian2.encode(v) for v in values))
+    [reply] = DubboDecoder().feed(echo_dubbo(request) or b"")
+    kind, *rest = hessian2.decode_all(reply.body)
+    assert (reply.status, reply.request_id) == (DubboStatus.OK, 7)
+    assert kind == (4 if with_attachments else 1)
+    assert rest == (["hi", {"dubbo": "2.0.2"}] if with_attachments else ["hi"])
+
+
+def test_the_table_of_versions_seen_stays_bounded() -> None:
+    from sota_xprotocol import dubbo
+
+    for i in range(1000):
+        assert dubbo._supports_response_attachments(f"2.0.{i}") == (2 <= i <= 99)
+    assert len(dubbo._ATTACHMENT_VERSIONS) <= 64

@@ -103,14 +103,28 @@ class _Decoder:
             raise Hessian2Error(f"unknown Hessian 2 tag 0x{tag:02x} at offset {self.pos - 1}")
         return handler(self, tag)
 
-    def nested(self) -> Any:
+    def enter(self) -> None:
+        """A container's first item is next: its items are one level deeper
+        (checked once per container, not per item)."""
         self.depth += 1
         if self.depth > self.max_depth:
-            raise Hessian2Error(f"nesting deeper than {self.max_depth}")
-        try:
-            return self.value()
-        finally:
             self.depth -= 1
+            raise Hessian2Error(f"nesting deeper than {self.max_depth}")
+
+    def item(self) -> Any:
+        """The next value, a short ASCII string (a Dubbo body's keys and
+        most of its values) without a further call; the rest as :meth:`value`."""
+        data, pos, end = self.data, self.pos, self.end
+        if pos < end:
+            tag = data[pos]
+            if tag <= 0x1F:
+                stop = pos + 1 + tag
+                if stop <= end:
+                    chunk = data[pos + 1 : stop]
+                    if chunk.isascii():
+                        self.pos = stop
+                        return chunk.decode("ascii")
+        return self.value()
 
     def int_value(self) -> int:
         """An int in one of its int encodings only (as Caucho's readInt):
@@ -270,15 +284,21 @@ class _Decoder:
             raise NeedMoreData
         items: list[Any] = []
         self.refs.append(items)
-        if size >= 0:
-            for _ in range(size):
-                items.append(self.nested())
-        else:
-            while self.peek() != 0x5A:
-                items.append(self.nested())
-                if len(items) > self.max_length:
-                    raise Hessian2Error(f"list longer than {self.max_length}")
-            self.pos += 1
+        if size > 0 or (size < 0 and self.peek() != 0x5A):
+            self.enter()
+            try:
+                if size >= 0:
+                    for _ in range(size):
+                        items.append(self.item())
+                else:
+                    while self.peek() != 0x5A:
+                        items.append(self.item())
+                        if len(items) > self.max_length:
+                            raise Hessian2Error(f"list longer than {self.max_length}")
+            finally:
+                self.depth -= 1
+        if size < 0:
+            self.pos += 1  # its 'Z'
         return items
 
     def peek(self) -> int:
@@ -289,16 +309,27 @@ class _Decoder:
     def map_(self, tag: int) -> dict[Any, Any]:
         result: dict[Any, Any] = TypedMap(self.type_name()) if tag == 0x4D else {}
         self.refs.append(result)
-        while self.peek() != 0x5A:
-            key = self.nested()
-            value = self.nested()
+        data, end = self.data, self.end
+        if self.peek() != 0x5A:
+            self.enter()
             try:
-                result[key] = value
-            except TypeError:
-                raise Hessian2Error(f"unhashable map key of type {type(key).__name__}") from None
-            if len(result) > self.max_length:
-                raise Hessian2Error(f"map larger than {self.max_length}")
-        self.pos += 1
+                while True:
+                    pos = self.pos
+                    if pos >= end:
+                        raise NeedMoreData
+                    if data[pos] == 0x5A:
+                        break
+                    key = self.item()
+                    value = self.item()
+                    try:
+                        result[key] = value
+                    except TypeError:
+                        raise Hessian2Error(f"unhashable map key of type {type(key).__name__}") from None
+                    if len(result) > self.max_length:
+                        raise Hessian2Error(f"map larger than {self.max_length}")
+            finally:
+                self.depth -= 1
+        self.pos += 1  # its 'Z'
         return result
 
     def class_def(self) -> None:
@@ -313,8 +344,13 @@ class _Decoder:
         cls = self.classes[index]
         obj = HessianObject(cls.name, {})
         self.refs.append(obj)
-        for name in cls.fields:
-            obj.fields[name] = self.nested()
+        if cls.fields:
+            self.enter()
+            try:
+                for name in cls.fields:
+                    obj.fields[name] = self.item()
+            finally:
+                self.depth -= 1
         return obj
 
     def object_tag(self, tag: int) -> HessianObject:
@@ -406,7 +442,7 @@ def decode_spans(data: bytes, *, max_depth: int = 64, max_length: int = 16 * 102
     try:
         while decoder.pos < len(data):
             start = decoder.pos
-            value = decoder.value()
+            value = decoder.item()
             spans.append((value, start, decoder.pos))
     except (OverflowError, ValueError) as exc:
         raise Hessian2Error(f"value out of range: {exc}") from None

@@ -217,11 +217,24 @@ class Reader:
     def value(self) -> Any:
         """Decode the next value."""
         try:
-            return self._decoder.value()
+            return self._decoder.item()
         except (OverflowError, ValueError) as exc:
             raise Hessian2Error(f"value out of range: {exc}") from None
         except RecursionError:
             raise Hessian2Error("nesting too deep") from None
+
+    def values(self, count: int) -> list[Any]:
+        """Decode the next ``count`` values, fewer if the data ends first."""
+        decoder = self._decoder
+        values: list[Any] = []
+        try:
+            while len(values) < count and decoder.pos < decoder.end:
+                values.append(decoder.item())
+        except (OverflowError, ValueError) as exc:
+            raise Hessian2Error(f"value out of range: {exc}") from None
+        except RecursionError:
+            raise Hessian2Error("nesting too deep") from None
+        return values
 
     def skip(self) -> None:
         """Walk over the next value."""
