@@ -316,10 +316,15 @@ _ATTACHMENT_VERSIONS: dict[str, bool] = {}
 _LEADING_DIGITS = re.compile(r"\d*")
 
 
+def _encoded(value: Any) -> bytes:
+    # (mypyc takes ``hessian2.encode`` at module level for the submodule.)
+    return hessian2.encode(value)
+
+
 #: Each response type's hessian2 encoding, and the attachments a response
 #: carries (written once, not per response).
-_KINDS = {kind: hessian2.encode(int(kind)) for kind in ResponseType}
-_VERSION_ATTACHMENT = hessian2.encode({"dubbo": "2.0.2"})
+_KINDS = {kind: _encoded(int(kind)) for kind in ResponseType}
+_VERSION_ATTACHMENT = _encoded({"dubbo": "2.0.2"})
 
 
 def _supports_response_attachments(dubbo_version: str) -> bool:
