@@ -49,7 +49,7 @@ from .protocol.calls import CallAnswer
 from .protocol.codec import Codec, Failure, PoolMode
 from .protocol.context import ConnectionContext
 from .protocol.dispatcher import Dispatcher
-from .protocol.handoff import HandOff, HandOffSink
+from .protocol.handoff import HandOff, HandOffDeclined, HandOffSink
 from .protocol.loop import CodecLoop
 from .protocol.multiplexer import PendingStream, StreamMultiplexer
 from .protocol.options import Option, OptionPlace, OptionSchema
@@ -93,6 +93,7 @@ __all__ = [
     "FrameSemantics",
     "FrameTimeout",
     "HandOff",
+    "HandOffDeclined",
     "HandOffSink",
     "IncompleteReadError",
     "LimitExceeded",

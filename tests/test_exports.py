@@ -37,6 +37,7 @@ PUBLIC: dict[str, set[str]] = {
         "FrameSemantics",
         "FrameTimeout",
         "HandOff",
+        "HandOffDeclined",
         "HandOffSink",
         "IncompleteReadError",
         "LimitExceeded",

@@ -31,7 +31,7 @@ from ..io.transport import detach_socket
 from ..io.writer import BufferedWriter
 from .context import ConnectionContext
 
-__all__ = ["HandOff", "HandOffSink", "Movable", "hand_over"]
+__all__ = ["HandOff", "HandOffDeclined", "HandOffSink", "Movable", "hand_over"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,12 @@ class HandOff:
     remote_address: str | None = None
 
 
+class HandOffDeclined(Exception):
+    """A sink's way to refuse a connection it was not meant to take now
+    (parking while the server shuts down): the connection is closed, as a
+    drain closes it, and logged at DEBUG, not as a failed hand-off."""
+
+
 class Movable(Protocol):
     """A dispatcher, as :func:`hand_over` moves it."""
 
@@ -68,7 +74,8 @@ class Movable(Protocol):
 
 
 #: Takes a :class:`HandOff` on; raising means it could not (the connection
-#: is then closed, as a drain closes it).
+#: is then closed, as a drain closes it; :class:`HandOffDeclined` says so
+#: without a warning).
 HandOffSink = Callable[[HandOff], Awaitable[None]]
 
 
@@ -97,6 +104,9 @@ async def hand_over(dispatcher: Movable, sink: HandOffSink) -> bool:
     moving = HandOff(fd, reader.take_buffer() + queued, state, context.connection_id, context.remote_address)
     try:
         await sink(moving)
+    except HandOffDeclined as exc:
+        log.debug("not handed off: %s", exc, extra={"conn": context.connection_id})
+        return False
     except Exception as exc:  # noqa: BLE001 - the sink's failure costs this connection only
         log.warning("hand-off failed (%r); closing it", exc, extra={"conn": context.connection_id})
         return False

@@ -34,7 +34,7 @@ import anyio
 
 from .dispatcher import Dispatcher
 from .doorstep import Doorstep
-from .handoff import HandOff
+from .handoff import HandOff, HandOffDeclined
 
 __all__ = ["Parking"]
 
@@ -135,7 +135,7 @@ class Parking:
         """The hand-off sink: the socket back to the doorstep, with the
         dispatcher's state, id and what remains of its idle timeout."""
         if self.stopped:
-            raise RuntimeError("the server is shutting down")  # closed, as the drain closes idle ones
+            raise HandOffDeclined("the server is shutting down")  # closed, as the drain closes idle ones
         try:
             sock = socket.socket(fileno=os.dup(moving.fd))  # moving.fd is closed once this returns
         except OSError:

@@ -8,6 +8,7 @@ TCP connection throughout, sees the count go on. Real sockets on 127.0.0.1.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
@@ -16,7 +17,7 @@ import anyio
 import pytest
 from anyio.abc import ByteStream
 
-from sota_dispatch import ConnectionContext, Dispatcher, HandOff
+from sota_dispatch import ConnectionContext, Dispatcher, HandOff, HandOffDeclined
 from sota_dispatch.io.transport import detach_socket, detachable
 from sota_dispatch.protocol.moving import WAITING
 from sota_dispatch.testing import connect, memory_stream_pair, serving
@@ -171,7 +172,18 @@ async def test_connections_that_cannot_move_stay() -> None:
             assert await lines(client, 1) == [b"still here"]
 
 
-async def test_a_failing_sink_closes_only_that_connection() -> None:
+@pytest.mark.parametrize(
+    ("refusal", "warned"),
+    [(OSError("the new process went away"), True), (HandOffDeclined("not now"), False)],
+    ids=["failed", "declined"],
+)
+async def test_a_failing_sink_closes_only_that_connection(
+    refusal: Exception, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sink that fails or declines costs that connection only; only a
+    failure is a warning (a declined one, say parking during shutdown, is
+    the drain closing an idle connection)."""
+    caplog.set_level(logging.DEBUG, logger="sota_dispatch.protocol.handoff")
     async with serving(CountingLines, drain_timeout=1) as server:
         client = await connect(server.address or "")
         async with client:
@@ -179,11 +191,14 @@ async def test_a_failing_sink_closes_only_that_connection() -> None:
             assert await lines(client, 1) == [b"1:a"]
 
             async def sink(handoff: HandOff) -> None:
-                raise OSError("the new process went away")
+                raise refusal
 
             assert server.hand_off(sink) == 1
             with anyio.fail_after(10), pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
                 await read_to_the_end(client)
+            records = [r for r in caplog.records if r.name == "sota_dispatch.protocol.handoff"]
+            assert [r.levelno for r in records if "hand-off failed" in r.message] == ([logging.WARNING] * warned)
+            assert any(str(refusal) in r.message for r in records)
         # The server itself is fine: it still accepts.
         other = await connect(server.address or "")
         async with other:

@@ -13,6 +13,8 @@ themselves. On asyncio, uvloop and trio.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import random
 import socket
@@ -205,6 +207,34 @@ async def test_shutdown_closes_parked_connections_at_once() -> None:
             await until(parked(server))
             server.shutdown()
             assert await closed_within(client, 2) < 2
+
+
+async def test_a_park_asked_for_just_before_shutdown_is_declined_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    """A sweep can ask an idle connection to park just before the server
+    shuts down: its park is declined (a DEBUG line, no "hand-off failed"
+    warning) and it closes as the drain closes idle connections."""
+    caplog.set_level(logging.DEBUG, logger="sota_dispatch.protocol.handoff")
+    server = _server(park_idle_after=60, drain_timeout=30)
+    async with anyio.create_task_group() as tg:
+        address = await tg.start(server.serve)
+        async with await connect(address) as client:
+            await ask(client, b"a=1\r\n")
+            (served,) = server._dispatchers
+            idle = served.reader
+            # (uvloop's clock is the loop iteration's: it may read a moment before idle_since.)
+            await until(lambda: served.writer.all_sent and (idle.idle_since or math.inf) < anyio.current_time())
+            parking = server._parking
+            assert parking is not None
+            parking._after = 0.0  # this sweep takes it; no other will run before the shutdown
+            parking.sweep(server._dispatchers)
+            assert served in parking._asked
+            server.shutdown()  # before the connection's task gets to the park
+            assert await closed_within(client, 2) < 2
+    records = [r for r in caplog.records if r.name == "sota_dispatch.protocol.handoff"]
+    assert [r for r in records if r.levelno >= logging.WARNING] == []
+    assert any(r.message == "not handed off: the server is shutting down" for r in records)
+    assert server.parked_connections == 0
+    assert server.connections_parked == 0
 
 
 async def test_clients_that_pause_at_random_get_only_their_own_answers() -> None:
