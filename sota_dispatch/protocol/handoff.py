@@ -26,6 +26,7 @@ import anyio
 import attrs
 from anyio.abc import ByteStream
 
+from ..errors import SotaError
 from ..io.reader import BufferedReader
 from ..io.transport import detach_socket
 from ..io.writer import BufferedWriter
@@ -53,7 +54,7 @@ class HandOff:
     remote_address: str | None = None
 
 
-class HandOffDeclined(Exception):
+class HandOffDeclined(SotaError):
     """A sink's way to refuse a connection it was not meant to take now
     (parking while the server shuts down): the connection is closed, as a
     drain closes it, and logged at DEBUG, not as a failed hand-off."""
