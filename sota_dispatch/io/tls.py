@@ -380,8 +380,10 @@ def connected_to_itself(stream: SocketStream) -> bool:
     failing over, a health check would pass). Callers treat it as the
     refusal it stands for, as Go's ``net`` package does.
     """
-    local: object = stream.extra(SocketAttribute.local_address)
-    return local == stream.extra(SocketAttribute.remote_address)
+    # A peer that reset the connection at once has no address left to read
+    # (ENOTCONN): that is not this case, and what comes next tells.
+    local: object = stream.extra(SocketAttribute.local_address, None)
+    return local is not None and local == stream.extra(SocketAttribute.remote_address, None)
 
 
 async def open_connection(host: str, port: int, tls: ClientTLS | None = None) -> ByteStream:
