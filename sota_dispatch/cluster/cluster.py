@@ -257,22 +257,28 @@ class Cluster:
         cluster does not share connections for the protocol."""
         name = semantics.protocol_name  # per request: no class attribute lookup
         last = self._last_pool
-        # Identity, not equality: hashing an Endpoint is a Python call. A
-        # retiring pool (its endpoint left, the cluster was replaced) never
-        # comes from here, so the dictionary decides again.
-        if last is not None and last.endpoint is endpoint and name is self._last_name and not last.retiring:
+        # Identity, not equality: hashing an Endpoint is a Python call. The
+        # last pool serves again if it is shared or ``owner``'s own (a
+        # client's requests come in batches). A retiring pool (its endpoint
+        # left, the cluster was replaced) never comes from here, so the
+        # dictionaries decide again.
+        if (
+            last is not None
+            and last.endpoint is endpoint
+            and name is self._last_name
+            and (last.owner is None or last.owner is owner)
+            and not last.retiring
+        ):
             return last
-        key = (endpoint, name)
-        pool = self._pools.get(key)
-        if pool is not None:
-            self._last_pool, self._last_name = pool, name
-            return pool
         protocol = semantics.protocol
         shared = self._shared.get(name)
         if shared is None:
             shared = self._shared[name] = self.config.pool.resolved(protocol.pool_mode)[3]
         if shared or owner is None:
-            pool = self._pools[key] = Pool(self, endpoint, protocol)
+            key = (endpoint, name)
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = Pool(self, endpoint, protocol)
         else:
             own = owner.upstream_pools
             pool = own.get((self, endpoint))
@@ -281,11 +287,14 @@ class Cluster:
                 self._client_pools.add(pool)
         if self.retired:
             pool.retiring = True  # a retry of a request from before the reload: served, then closed
+        self._last_pool, self._last_name = pool, name
         return pool
 
     def pool_closed(self, pool: Pool) -> None:
         """A client connection's own pool is done (its client closed)."""
         self._client_pools.discard(pool)
+        if self._last_pool is pool:
+            self._last_pool = None  # nor kept: it would keep its client's objects
 
     def close_an_idle_client_connection(self) -> bool:
         """Make room under ``max_connections`` for a client that has no
