@@ -51,8 +51,6 @@ class ReadTimeouts:
 
 # Public: subclasses in Python must work in the compiled build too.
 @mypyc_attr(allow_interpreted_subclasses=True)
-# Public: subclasses in Python must work in the compiled build too.
-@mypyc_attr(allow_interpreted_subclasses=True)
 class BufferedReader:
     """Pull-style reads over a :class:`anyio.abc.ByteReceiveStream`.
 

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import anyio
 from anyio.abc import ByteSendStream
+from mypy_extensions import mypyc_attr
 
 from ..errors import FrameTimeout
 from .transport import NowaitSender, nowait_sender
@@ -35,6 +36,8 @@ class InputBuffer(Protocol):
 DEFAULT_HIGH_WATER = 256 * 1024
 
 
+# Public: subclasses in Python must work in the compiled build too.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class BufferedWriter:
     """Queue bytes with :meth:`write`, send them as one batch with :meth:`flush`.
 
@@ -153,19 +156,20 @@ class BufferedWriter:
         while self._parts:
             await self._hold()
             try:
+                # None left: another flush sent them (the loop ends; the
+                # transport check below still applies).
                 parts = self._parts
-                if not parts:
-                    break  # another flush sent them; the transport check below still applies
-                data = parts[0] if len(parts) == 1 else b"".join(parts)
-                self._parts = []
-                self._size = 0
-                if self.send_timeout is None:
-                    await self._stream.send(data)
-                else:
-                    with anyio.move_on_after(self.send_timeout) as scope:
+                if parts:
+                    data = parts[0] if len(parts) == 1 else b"".join(parts)
+                    self._parts = []
+                    self._size = 0
+                    if self.send_timeout is None:
                         await self._stream.send(data)
-                    if scope.cancelled_caught:
-                        raise FrameTimeout(f"the peer read nothing of its answers for {self.send_timeout:g}s")
+                    else:
+                        with anyio.move_on_after(self.send_timeout) as scope:
+                            await self._stream.send(data)
+                        if scope.cancelled_caught:
+                            raise FrameTimeout(f"the peer read nothing of its answers for {self.send_timeout:g}s")
             finally:
                 self._let_go()
         nowait = self._sender()
