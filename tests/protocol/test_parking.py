@@ -51,6 +51,15 @@ async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
             await anyio.sleep(0.005)
 
 
+async def sweeps(server: Server, count: int) -> None:
+    """Wait (bounded) until ``server``'s parking has looked over its
+    connections ``count`` more times: what could park would have by then."""
+    parking = server._parking
+    assert parking is not None
+    start = parking.sweeps
+    await until(lambda: parking.sweeps >= start + count, timeout=max(5.0, count * PARK))
+
+
 def parked(server: Server, count: int = 1) -> Callable[[], bool]:
     """``count`` connections parked, none served (its old dispatcher gone)."""
     return lambda: server.parked_connections == count and not server.active_connections
@@ -141,8 +150,7 @@ async def test_what_cannot_park_stays_served() -> None:
             await ask(unmovable, b"a=1\r\n")
             await ask(movable, b"a=1\r\n")
             await until(parked(declared))  # the subclass that says so parks
-            start = plain._parking.sweeps if plain._parking else 0
-            await until(lambda: plain._parking is not None and plain._parking.sweeps >= start + 3)
+            await sweeps(plain, 3)
             assert plain.parked_connections == 0
             assert plain.active_connections == 1
             assert strict.parked_connections == 0
@@ -164,11 +172,7 @@ async def test_a_client_that_does_not_read_its_answers_is_not_parked_or_cut() ->
         async with await connect(address) as client:
             # In a task: once the server stops reading (its writer full), so does this send.
             tg.start_soon(client.send, b"".join(b"n=%d\r\n" % n for n in range(count)))
-            parking = server._parking
-            assert parking is not None
-            start = parking.sweeps
-            # A second of sweeps: time to answer all it read and stop at the full socket.
-            await until(lambda: parking.sweeps >= start + 40)
+            await sweeps(server, 40)  # a second: time to answer all it read and stop at the full socket
             assert server.parked_connections == 0
             assert server.active_connections == 1
             got = b""
@@ -310,10 +314,7 @@ async def test_a_tls_connection_is_never_parked(tls_files: Any) -> None:
         )
         async with stream:
             assert (await ask(stream, b"a=1\r\n")).startswith(b"receive:")
-            parking = server._parking
-            assert parking is not None
-            start = parking.sweeps
-            await until(lambda: parking.sweeps >= start + 4)
+            await sweeps(server, 4)
             assert server.parked_connections == 0
             assert server.active_connections == 1
             assert (await ask(stream, b"a=2\r\n")).startswith(b"receive:")
