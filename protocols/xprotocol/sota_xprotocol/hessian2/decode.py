@@ -69,16 +69,8 @@ class _Decoder:
         while tag == 0x43:  # C: class definitions precede the value they serve
             self.class_def()
             tag = self.byte()
-        if tag <= 0x1F:  # a short string: most of a Dubbo call; ASCII is one slice
-            pos = self.pos
-            stop = pos + tag
-            if stop <= self.end:
-                chunk = self.data[pos:stop]
-                if chunk.isascii():
-                    self.pos = stop
-                    return chunk.decode("ascii")
-            return self.string(tag)
-        if 0x30 <= tag <= 0x33 or tag in (0x52, 0x53):  # string
+        # A short ASCII string (most of a Dubbo call) is item()'s, before this.
+        if tag <= 0x1F or 0x30 <= tag <= 0x33 or tag in (0x52, 0x53):  # string
             return self.string(tag)
         if 0x80 <= tag <= 0xBF:
             return tag - 0x90
@@ -418,7 +410,7 @@ def decode(
     """Decode one value from ``data[pos:end]``; return it and where it ended."""
     decoder = _Decoder(data, pos, len(data) if end is None else end, max_depth, max_length)
     try:
-        return decoder.value(), decoder.pos
+        return decoder.item(), decoder.pos
     except (OverflowError, ValueError) as exc:  # a backstop: no value Java sends raises these
         raise Hessian2Error(f"value out of range: {exc}") from None
     except RecursionError:  # a backstop: nesting is bounded by max_depth
