@@ -383,7 +383,7 @@ class ProxyConnection(Replies, Dispatcher):
                     self._ordered.append(exchange)
             elif self._ordered is not None:  # the exchange takes the place its filters held
                 self._ordered[self._ordered.index(slot)] = exchange
-            self.listener.timers.call_at(deadline, exchange, 0)
+            exchange.deadline_timer = self.listener.timers.call_at(deadline, exchange, 0)
         start_try(exchange, now)
         return None
 

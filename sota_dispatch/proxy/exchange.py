@@ -21,6 +21,7 @@ from ..filters.api import FilterRequest
 from ..protocol.codec import Failure
 from .routing import Route
 from .sites import Downstream
+from .timers import TimerBucket
 
 if TYPE_CHECKING:
     from ..cluster.pool import UpstreamConnection
@@ -37,6 +38,7 @@ class Exchange:
         "attempt",
         "breaker_generation",
         "deadline",
+        "deadline_timer",
         "done",
         "downstream",
         "endpoint",
@@ -52,6 +54,7 @@ class Exchange:
         "stream",
         "tried",
         "try_started",
+        "try_timer",
         "upstream",
         "upstream_id",
     )
@@ -92,6 +95,10 @@ class Exchange:
         self.upstream: UpstreamConnection | None = None
         self.upstream_id = 0
         self.done = False
+        #: The timer buckets holding this exchange (its deadline's, its
+        #: current try's): it leaves them when it no longer needs them.
+        self.deadline_timer: TimerBucket | None = None
+        self.try_timer: TimerBucket | None = None
         #: The reply, while an ordered client waits for earlier ones.
         self.reply: bytes | None = None
 
@@ -130,6 +137,10 @@ class Exchange:
         """Leave the current try; ``stuck``: its upstream gave no answer in
         time; ``failed``: the endpoint's fault (True) or not (False), for
         the breaker and outlier detection (None: neither, e.g. a client gone)."""
+        timer = self.try_timer
+        if timer is not None:
+            self.try_timer = None
+            timer.pop(self, None)
         upstream = self.upstream
         if upstream is not None:
             self.upstream = None
@@ -243,6 +254,9 @@ class Exchange:
         if self.done:
             return
         self.done = True
+        timer = self.deadline_timer
+        if timer is not None:
+            timer.pop(self, None)  # no timer keeps a finished exchange alive
         cluster = self.route.cluster
         if now is None:
             now = cluster.clock.now()
@@ -266,8 +280,11 @@ class Exchange:
         """The client is gone: end without a reply."""
         if not self.done:
             self.done = True
+            timer = self.deadline_timer
+            if timer is not None:
+                timer.pop(self, None)
             self._end_try(None)
-            self.frame = None  # the timer heap keeps the exchange until its deadline, not its bytes
+            self.frame = None  # something may still hold the exchange: not its bytes
 
 
 def start_try(exchange: Exchange, now: float | None = None) -> None:
@@ -307,7 +324,7 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
         cluster.try_started(endpoint)
     per_try = route.per_try_timeout
     if per_try is not None and not exchange.oneway and now + per_try < exchange.deadline:
-        exchange.downstream.listener.timers.call_at(now + per_try, exchange, exchange.attempt)
+        exchange.try_timer = exchange.downstream.listener.timers.call_at(now + per_try, exchange, exchange.attempt)
     cluster.pool(endpoint, semantics, exchange.downstream).submit(exchange)
 
 

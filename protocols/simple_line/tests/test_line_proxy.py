@@ -238,6 +238,35 @@ async def test_no_retry_after_the_overall_timeout() -> None:
     assert sum(len(backend.seen) for backend, _ in up) == 2  # try 2 began at 0.3s; none after 0.5s
 
 
+async def test_answered_requests_leave_no_timer_behind() -> None:
+    # A minute's timeout and a per-try timeout: an answered request's timers
+    # go with it, so the proxy does not hold 2,000 finished requests (and
+    # through them their client connections) for a minute.
+    route = {"timeout": "60s", "per_try_timeout": "30s"}
+    async with (
+        backends("A", "B") as up,
+        proxy_for(config([a for _, a in up], route=route)) as proxy,
+        client(proxy) as c,
+    ):
+        for batch in range(20):
+            replies = await c.call(*(b"n=%d" % (batch * 100 + i) for i in range(100)))
+            assert [r.partition(b":")[2] for r in replies] == [b"n=%d" % (batch * 100 + i) for i in range(100)]
+        assert len(proxy.timers) == 0
+
+
+async def test_a_batch_that_times_out_together_gets_one_error_reply_each() -> None:
+    # One read batch, one deadline: its requests share a timer and fail at once.
+    async with (
+        backends("A") as up,
+        proxy_for(config([a for _, a in up], route={"timeout": "300ms"})) as proxy,
+        client(proxy) as c,
+    ):
+        replies = await c.call(*(b"hold=1&n=%d" % i for i in range(50)))
+        assert len(proxy.timers) == 0
+    assert [without_ref(r) for r in replies] == [b"error:timeout: no answer within 0.3s"] * 50
+    assert len({r.rpartition(b"ref ")[2] for r in replies}) == 50  # each its own reference
+
+
 # -- a backend dies mid-load and comes back ---------------------------------------
 
 
