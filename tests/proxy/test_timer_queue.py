@@ -144,7 +144,7 @@ def test_a_timer_set_as_the_heap_is_rebuilt_is_kept() -> None:
     timers = TimerQueue(ManualClock(start=0.0))
     previous: tuple[dict[object, int], Target] | None = None
     rebuilds = 0
-    for i in range(4 * TimerQueue.compact_floor):
+    for i in range(4 * timers.compact_floor):
         target = Target()
         before = len(timers._heap)
         bucket = timers.call_at(60.0 + i / 1000, target, 0)
@@ -169,15 +169,15 @@ async def test_the_heap_follows_the_pending_timers_not_the_rate() -> None:
         timers.call_at(60.0 + i / 1000, target, 0).pop(target)
     bucket = timers.call_at(61.0, last, 0)  # an existing deadline: it joins that bucket
     assert len(timers) == 1
-    assert len(timers._heap) <= 2 * TimerQueue.compact_floor  # not 20,000
+    assert len(timers._heap) <= 2 * timers.compact_floor  # not 20,000
     del bucket[last]
     # The newest bucket was emptied; if a rebuild drops it, a timer set for
     # its deadline must still fire.
-    for i in range(3 * TimerQueue.compact_floor):
+    for i in range(3 * timers.compact_floor):
         target = Target()
         timers.call_at(70.0 + i / 1000, target, 0).pop(target)
     late = Target("late")
-    timers.call_at(70.0 + (3 * TimerQueue.compact_floor - 1) / 1000, late, 0)
+    timers.call_at(70.0 + (3 * timers.compact_floor - 1) / 1000, late, 0)
     async with anyio.create_task_group() as tg:
         tg.start_soon(timers.run)
         clock.advance(80)
