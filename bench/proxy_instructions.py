@@ -255,6 +255,11 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per case at most")
     parser.add_argument("--quick", action="store_true", help="a smoke run: simple_line, tiny counts")
     parser.add_argument("--output", default="-", help="report file ('-', the default: print only)")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the callgrind dumps in this directory (read them with callgrind_annotate: where the work goes)",
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         parser.error("needs valgrind and callgrind_control on PATH (apt-get install valgrind)")
@@ -271,8 +276,12 @@ def main() -> int:
         parser.error(f"choose protocols from {', '.join(PROTOCOLS)} and at least one window")
     started = time.monotonic()
     command = "python bench/proxy_instructions.py " + " ".join(sys.argv[1:])
-    with tempfile.TemporaryDirectory(prefix="proxy-instructions-") as work:
-        results = anyio.run(run, args, Path(work))
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        results = anyio.run(run, args, args.keep)
+    else:
+        with tempfile.TemporaryDirectory(prefix="proxy-instructions-") as work:
+            results = anyio.run(run, args, Path(work))
     publish(report(results, args, command.strip()), args.output, started)
     return 0
 
