@@ -123,11 +123,15 @@ def both_builds(name: str) -> tuple[ModuleType, ModuleType]:
 
 def plain(value: Any) -> Any:
     """``value`` in a form that compares equal across the two builds: each
-    loads its own copy of a compiled module's classes (enums, attrs frames),
-    so these become their class name and fields, or their value."""
+    loads its own copy of a compiled module's classes (enums, frames), so
+    these become their class name and fields (an attrs class's, or those
+    a plain class names in ``__match_args__``), or their value."""
     if attrs.has(type(value)):
         fields = attrs.fields(type(value))
         return type(value).__qualname__, {f.name: plain(getattr(value, f.name)) for f in fields}
+    names = getattr(type(value), "__match_args__", None)
+    if names is not None and not isinstance(value, tuple):  # a plain value class (frames)
+        return type(value).__qualname__, {name: plain(getattr(value, name)) for name in names}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, (list, tuple)):

@@ -49,14 +49,17 @@ def echo_dubbo(frame: dubbo.DubboFrame) -> bytes | None:
     if frame.is_event or not frame.is_twoway:
         return None
     try:
-        invocation = frame.invocation()
+        call = frame.call()
+        arguments = frame.argument_bytes()
     except ProtocolError as exc:
         # The frame itself was sound; only its body is bad: answer, stay up.
         return dubbo.error_response(frame, dubbo.DubboStatus.BAD_REQUEST, f"400|{exc}").encode()
     # The first argument's own bytes go back: unchanged (a long stays a long,
     # an int[] stays typed), and never re-expanded from shared references.
-    first = invocation.argument_bytes[0] if invocation.argument_bytes else None
-    return dubbo.value_response(frame, encoded=first, dubbo_version=invocation.dubbo_version).encode()
+    # They are walked over, not built, as a proxy does: an echo has no use
+    # for the values.
+    first = arguments[0] if arguments else None
+    return dubbo.value_response(frame, encoded=first, dubbo_version=call.dubbo_version).encode()
 
 
 class BoltEchoDispatcher(BoltDispatcher):

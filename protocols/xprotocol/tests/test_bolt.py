@@ -127,6 +127,24 @@ def test_bolt_v2_without_crc_id_rewrite_patches_bytes_6_to_10() -> None:
     assert (again.request_id, again.proto, again.timeout, again.content) == (0x01020304, BOLT_V2, 3000, b"hello")
 
 
+def test_a_frame_matches_positionally_and_shows_its_fields_as_the_attrs_class_did() -> None:
+    # A plain class since 0.2 (a native one in the compiled build): what the
+    # attrs class gave its users stays: keywords, positional patterns, repr.
+    frame = BoltFrame(FrameType.REQUEST, CmdCode.RPC_REQUEST, 7, timeout=30, content=b"hi")
+    match frame:
+        case BoltFrame(FrameType.REQUEST, CmdCode.RPC_REQUEST, request_id, 1, timeout):
+            assert (request_id, timeout) == (7, 30)
+        case _:
+            pytest.fail("no match")
+    # (cmdcode is an int field: the compiled build keeps CmdCode's int value.)
+    assert repr(frame).startswith("BoltFrame(type=<FrameType.REQUEST: 1>, cmdcode=")
+    assert repr(frame).endswith(
+        ", request_id=7, codec=1, timeout=30, status=0, class_name=b'', header_bytes=b'', content=b'hi',"
+        " proto=1, ver1=1, switch=0, ver2=1, raw=b'')"
+    )
+    assert frame != BoltFrame(FrameType.REQUEST, CmdCode.RPC_REQUEST, 7, timeout=30, content=b"hi")  # identity
+
+
 @pytest.mark.parametrize("kind", [bytearray, memoryview])
 def test_id_rewrite_hands_back_bytes_whatever_raw_is(kind: type) -> None:
     frame = BoltDecoder().feed(STREAMS["c2s"])[0]

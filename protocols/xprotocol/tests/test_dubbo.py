@@ -203,6 +203,16 @@ def test_garbage_raises_only_protocol_errors(data: bytes) -> None:
         frames[0].call()
 
 
+def test_a_frame_matches_positionally_and_shows_its_fields_as_the_attrs_class_did() -> None:
+    frame = DubboFrame(FLAG_REQUEST | FLAG_TWOWAY | HESSIAN2, 0, 9, b"N")
+    match frame:
+        case DubboFrame(flag, 0, request_id, body):
+            assert (flag, request_id, body) == (FLAG_REQUEST | FLAG_TWOWAY | HESSIAN2, 9, b"N")
+        case _:
+            pytest.fail("no match")
+    assert repr(frame) == "DubboFrame(flag=194, status=0, request_id=9, body=b'N', raw=b'')"
+
+
 # -- call(): the arguments walked over -------------------------------------------
 
 
@@ -224,6 +234,10 @@ def same_call(frame: DubboFrame) -> None:
     assert call.argument_count == len(invocation.arguments)
     assert call.attachments == invocation.attachments
     assert (call.interface, call.group) == (invocation.interface, invocation.group)
+    assert frame.argument_bytes() == invocation.argument_bytes  # walked over, the same bytes
+    decoded_first = DubboFrame(frame.flag, frame.status, frame.request_id, frame.body)
+    decoded_first.invocation()
+    assert decoded_first.argument_bytes() == invocation.argument_bytes
 
 
 @pytest.mark.parametrize("index", sorted(DECODED))
@@ -269,6 +283,7 @@ def test_attachments_referring_into_an_argument_are_read_by_decoding_everything(
     call = frame.call()
     assert call.attachments == {"shared": {"k": "v"}, "group": "g"}
     assert call.group == "g"
+    assert frame.argument_bytes() == (hessian2.encode(shared),)
 
 
 @pytest.mark.parametrize(
@@ -284,6 +299,8 @@ def test_attachments_referring_into_an_argument_are_read_by_decoding_everything(
 def test_call_rejects_malformed_bodies(values: tuple[Any, ...], message: str) -> None:
     with pytest.raises(ProtocolError, match=message):
         request_frame(*values).call()
+    with pytest.raises(ProtocolError, match=message):
+        request_frame(*values).argument_bytes()
 
 
 # -- what Java may send that Python's types are narrower for ---------------------
