@@ -20,6 +20,7 @@ from sota_xprotocol.dubbo import (
     FLAG_REQUEST,
     FLAG_TWOWAY,
     HESSIAN2,
+    Call,
     DubboDecoder,
     DubboFrame,
     DubboStatus,
@@ -211,6 +212,33 @@ def test_a_frame_matches_positionally_and_shows_its_fields_as_the_attrs_class_di
         case _:
             pytest.fail("no match")
     assert repr(frame) == "DubboFrame(flag=194, status=0, request_id=9, body=b'N', raw=b'')"
+
+
+def test_a_call_is_read_only_and_compares_by_its_fields() -> None:
+    call = request_frame("2.0.2", "com.example.S", "1.0", "m", "I", 5, {"group": "g"}).call()
+    same = request_frame("2.0.2", "com.example.S", "1.0", "m", "I", 7, {"group": "g"}).call()
+    assert call == same  # the argument's value is not part of it; its count is
+    assert call != request_frame("2.0.2", "com.example.S", "1.0", "n", "I", 5, {"group": "g"}).call()
+    with pytest.raises(AttributeError):
+        call.path = "other"  # type: ignore[misc]
+    match call:
+        case Call(version, path, service_version, method, descriptor, count, attachments):
+            assert (version, path, service_version, method, descriptor, count) == (
+                "2.0.2",
+                "com.example.S",
+                "1.0",
+                "m",
+                "I",
+                1,
+            )
+            assert attachments == {"group": "g"}
+        case _:
+            pytest.fail("no match")
+    assert repr(call) == (
+        "Call(dubbo_version='2.0.2', path='com.example.S', version='1.0', method='m', descriptor='I',"
+        " argument_count=1, attachments={'group': 'g'})"
+    )
+    assert (call.interface, call.group) == ("com.example.S", "g")
 
 
 # -- call(): the arguments walked over -------------------------------------------
