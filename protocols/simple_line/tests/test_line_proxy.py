@@ -7,6 +7,8 @@ error case is asserted on the bytes the client receives.
 from __future__ import annotations
 
 import signal
+import socket
+import struct
 from collections import Counter
 
 import anyio
@@ -252,6 +254,30 @@ async def test_answered_requests_leave_no_timer_behind() -> None:
             replies = await c.call(*(b"n=%d" % (batch * 100 + i) for i in range(100)))
             assert [r.partition(b":")[2] for r in replies] == [b"n=%d" % (batch * 100 + i) for i in range(100)]
         assert len(proxy.timers) == 0
+
+
+async def test_requests_of_a_client_that_reset_leave_no_timer_behind() -> None:
+    # 100 requests held upstream with a minute to go, and their client
+    # resets: the proxy abandons them, and their timers with them, instead
+    # of keeping them (and the dead connection) for the minute.
+    async with (
+        backends("A") as up,
+        proxy_for(config([a for _, a in up], route={"timeout": "60s"})) as proxy,
+    ):
+        host, _, port = proxy.addresses["lines"].rpartition(":")
+        sock = socket.create_connection((host, int(port)))
+        try:
+            sock.sendall(b"".join(b"hold=1&n=%d\r\n" % i for i in range(100)))
+            await up[0][0].wait_seen(100)  # read by the proxy: an RST now drops nothing unread
+            assert len(proxy.timers) == 100
+        finally:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # an RST, as a crashing client's
+        with anyio.fail_after(10):
+            while len(proxy.timers):  # noqa: ASYNC110 - nothing signals an abandoned request
+                await anyio.sleep(0.02)
+        async with client(proxy) as c:  # the proxy serves on
+            assert await c.call(b"n=after") == [b"A:n=after"]
 
 
 async def test_a_batch_that_times_out_together_gets_one_error_reply_each() -> None:
