@@ -40,10 +40,10 @@ __all__ = [
     "heartbeat_request",
 ]
 
-BOLT_V1 = 0x01
-BOLT_V2 = 0x02
+BOLT_V1: Final = 0x01
+BOLT_V2: Final = 0x02
 DEFAULT_MAX_FRAME_SIZE = 8 * 1024 * 1024
-_CRC_SWITCH = 0x01
+_CRC_SWITCH: Final = 0x01
 
 
 class FrameType(enum.IntEnum):
@@ -77,20 +77,21 @@ class ResponseStatus(enum.IntEnum):
 
 
 #: Fixed header sizes by (proto, is_response).
-_U32 = struct.Struct(">I")
-_I32 = struct.Struct(">i")
+_U32: Final = struct.Struct(">I")
+_I32: Final = struct.Struct(">i")
 # The decoder's fixed-header pieces, compiled once (struct's format cache costs
-# a lookup per call, and the decoder runs per frame).
-_CMD = struct.Struct(">HBIB")  # cmdcode, ver2, request id, codec
-_U16 = struct.Struct(">H")
-_LENGTHS = struct.Struct(">HHI")  # class name, header, content
+# a lookup per call, and the decoder runs per frame). Final: the compiled
+# build reads a Final module constant directly, not through the module dict.
+_CMD: Final = struct.Struct(">HBIB")  # cmdcode, ver2, request id, codec
+_U16: Final = struct.Struct(">H")
+_LENGTHS: Final = struct.Struct(">HHI")  # class name, header, content
 #: Whole fixed headers, for encoding in one pack: v1/v2 request (a timeout)
 #: and response (a status); v2 adds ver1 after the proto and switch after the codec.
-_V1_REQUEST = struct.Struct(">BBHBIBiHHI")
-_V1_RESPONSE = struct.Struct(">BBHBIBHHHI")
-_V2_REQUEST = struct.Struct(">BBBHBIBBiHHI")
-_V2_RESPONSE = struct.Struct(">BBBHBIBBHHHI")
-_TYPES = {int(t): t for t in FrameType}
+_V1_REQUEST: Final = struct.Struct(">BBHBIBiHHI")
+_V1_RESPONSE: Final = struct.Struct(">BBHBIBHHHI")
+_V2_REQUEST: Final = struct.Struct(">BBBHBIBBiHHI")
+_V2_RESPONSE: Final = struct.Struct(">BBBHBIBBHHHI")
+_TYPES: Final = {int(t): t for t in FrameType}
 # Module constants for the per-frame checks: reading an enum member through
 # its class costs ~70 ns on CPython 3.11 (a module global, ~10).
 _RESPONSE: Final = FrameType.RESPONSE
@@ -368,6 +369,12 @@ class BoltDecoder(FrameDecoder[BoltFrame]):
         head = pos
         ver1 = work[pos + 1] if v2 else 1
         p = type_at + 1
+        # Typed: the compiled build then adds, compares and slices with
+        # machine ints, not generic objects (free in the pure build).
+        cmdcode: int
+        ver2: int
+        request_id: int
+        codec: int
         cmdcode, ver2, request_id, codec = _CMD.unpack_from(work, p)
         p += 8
         if cmdcode > 2:
@@ -376,13 +383,17 @@ class BoltDecoder(FrameDecoder[BoltFrame]):
         if v2:
             switch = work[p]
             p += 1
-        timeout, status = -1, 0
+        timeout: int = -1
+        status: int = 0
         if is_response:
             status = _U16.unpack_from(work, p)[0]
             p += 2
         else:
             timeout = _I32.unpack_from(work, p)[0]
             p += 4
+        class_len: int
+        header_len: int
+        content_len: int
         class_len, header_len, content_len = _LENGTHS.unpack_from(work, p)
         p += 8
         has_crc = v2 and ver1 == 2 and bool(switch & _CRC_SWITCH)

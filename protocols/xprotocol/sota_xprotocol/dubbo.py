@@ -17,7 +17,7 @@ import enum
 import re
 import struct
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import attrs
 from mypy_extensions import mypyc_attr
@@ -44,15 +44,16 @@ __all__ = [
     "value_response",
 ]
 
-MAGIC = b"\xda\xbb"
-FLAG_REQUEST = 0x80
-FLAG_TWOWAY = 0x40
-FLAG_EVENT = 0x20
-SERIALIZATION_MASK = 0x1F
+MAGIC: Final = b"\xda\xbb"
+FLAG_REQUEST: Final = 0x80
+FLAG_TWOWAY: Final = 0x40
+FLAG_EVENT: Final = 0x20
+SERIALIZATION_MASK: Final = 0x1F
 #: Serialization id of hessian2, the default (and the only one we decode).
-HESSIAN2 = 2
+HESSIAN2: Final = 2
 DEFAULT_MAX_FRAME_SIZE = 8 * 1024 * 1024
-_HEADER = struct.Struct(">2sBBqi")
+# Final: the compiled build reads a Final module constant directly.
+_HEADER: Final = struct.Struct(">2sBBqi")
 
 
 class DubboStatus(enum.IntEnum):
@@ -442,8 +443,8 @@ def _encoded(value: Any) -> bytes:
 
 #: Each response type's hessian2 encoding, and the attachments a response
 #: carries (written once, not per response).
-_KINDS = {kind: _encoded(int(kind)) for kind in ResponseType}
-_VERSION_ATTACHMENT = _encoded({"dubbo": "2.0.2"})
+_KINDS: Final = {kind: _encoded(int(kind)) for kind in ResponseType}
+_VERSION_ATTACHMENT: Final = _encoded({"dubbo": "2.0.2"})
 
 
 def _supports_response_attachments(dubbo_version: str) -> bool:
@@ -510,6 +511,10 @@ class DubboDecoder(FrameDecoder[DubboFrame]):
                 raise ProtocolError(f"not a dubbo frame: starts with {work[pos : pos + 2].hex()}")
             self._need = 16
             return None
+        flag: int  # typed: machine ints in the compiled build
+        status: int
+        request_id: int
+        body_len: int
         magic, flag, status, request_id, body_len = _HEADER.unpack_from(work, pos)
         if magic != MAGIC:
             raise ProtocolError(f"not a dubbo frame: magic {magic.hex()} at offset {pos}")
