@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import attrs
@@ -32,7 +32,7 @@ DEFAULT_READ_SIZE = 65536
 #: A frame clock that starts when the reader next waits for input: the rest
 #: of a pipelined frame is the peer's to send only once we ask for it, so the
 #: time a server spends on the frames before it does not count.
-_ON_NEXT_WAIT = -1.0
+_ON_NEXT_WAIT: Final = -1.0
 
 
 @attrs.frozen

@@ -19,6 +19,8 @@ order on the wire.
 
 from __future__ import annotations
 
+from typing import Final
+
 from mypy_extensions import mypyc_attr
 
 from sota_dispatch import LimitExceeded, ProtocolError
@@ -29,9 +31,9 @@ from .wire import COMMAND, LONG, MORE
 __all__ = ["V2_RESERVED", "V3_RESERVED", "FrameReader"]
 
 #: Flag bits that must be zero: 3.x has MORE, LONG and COMMAND ...
-V3_RESERVED = 0xF8
+V3_RESERVED: Final = 0xF8
 #: ... and 2.0 has no COMMAND.
-V2_RESERVED = 0xFC
+V2_RESERVED: Final = 0xFC
 
 
 # Public: subclasses in Python must work in the compiled build too.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Final
 
 from sota_dispatch import ProtocolError
 
@@ -28,9 +29,9 @@ __all__ = [
     "signature",
 ]
 
-MORE = 0x01
-LONG = 0x02
-COMMAND = 0x04
+MORE: Final = 0x01
+LONG: Final = 0x02
+COMMAND: Final = 0x04
 
 
 class SocketType(enum.IntEnum):
@@ -74,9 +75,9 @@ def signature(identity_size: int = 0) -> bytes:
     return b"\xff" + (identity_size + 1).to_bytes(8, "big") + b"\x7f"
 
 
-_SHORT = [bytes((0, n)) for n in range(256)]
-_SHORT_MORE = [bytes((MORE, n)) for n in range(256)]
-_LONG_HEADER = struct.Struct(">BQ").pack
+_SHORT: Final = [bytes((0, n)) for n in range(256)]
+_SHORT_MORE: Final = [bytes((MORE, n)) for n in range(256)]
+_LONG_HEADER: Final = struct.Struct(">BQ").pack
 
 
 def encode_message(frames: Sequence[bytes]) -> bytes:

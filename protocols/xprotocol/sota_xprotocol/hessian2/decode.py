@@ -7,7 +7,7 @@ neither recursion nor memory.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, Final
 
 from .values import (
     _F64,
@@ -378,7 +378,7 @@ def _double_bytes(size: int, scale: float) -> Any:
     return read
 
 
-_TAGS: dict[int, Any] = {
+_TAGS: Final[dict[int, Any]] = {
     0x4E: _fixed(None),
     0x54: _fixed(True),
     0x46: _fixed(False),

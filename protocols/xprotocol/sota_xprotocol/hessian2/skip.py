@@ -9,7 +9,7 @@ would, so values decoded after skipped ones are right.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from .decode import _Decoder
 from .values import _SKIPPED, Hessian2Error, NeedMoreData
@@ -17,12 +17,12 @@ from .values import _SKIPPED, Hessian2Error, NeedMoreData
 __all__ = ["Reader", "skip"]
 
 # What an open container expects next, in skip()'s stack (besides n > 0 items).
-_UNTIL_END = -1  # a variable-length list: items until 'Z'
-_KEY = -2  # a map: a key, or 'Z'
-_VALUE = -3  # a map: the value of the key just read
-_ENDS_AT_Z = (_UNTIL_END, _KEY)
+_UNTIL_END: Final = -1  # a variable-length list: items until 'Z'
+_KEY: Final = -2  # a map: a key, or 'Z'
+_VALUE: Final = -3  # a map: the value of the key just read
+_ENDS_AT_Z: Final = (_UNTIL_END, _KEY)
 #: Bytes after the tag of each fixed-size scalar (ints, longs, doubles, dates, null, booleans).
-_SCALAR_SIZES: dict[int, int] = {
+_SCALAR_SIZES: Final[dict[int, int]] = {
     **dict.fromkeys(range(0x80, 0xC0), 0),
     **dict.fromkeys(range(0xC0, 0xD0), 1),
     **dict.fromkeys(range(0xD0, 0xD8), 2),

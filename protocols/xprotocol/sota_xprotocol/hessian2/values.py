@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import struct
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -15,15 +15,15 @@ _SKIPPED: Any = object()
 
 __all__ = ["Hessian2Error", "HessianObject", "JavaDate", "NeedMoreData", "SkippedReference", "TypedMap"]
 
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-_MILLISECOND = _dt.timedelta(milliseconds=1)
+_EPOCH: Final = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_MILLISECOND: Final = _dt.timedelta(milliseconds=1)
 #: The epoch milliseconds a ``datetime`` can hold: 0001-01-01 to 9999-12-31 (UTC).
-_DATETIME_MIN_MS = (_dt.datetime.min.replace(tzinfo=_dt.timezone.utc) - _EPOCH) // _MILLISECOND
-_DATETIME_MAX_MS = (_dt.datetime.max.replace(tzinfo=_dt.timezone.utc) - _EPOCH) // _MILLISECOND
-_I32 = struct.Struct(">i")
-_I64 = struct.Struct(">q")
-_F64 = struct.Struct(">d")
-_U16 = struct.Struct(">H")
+_DATETIME_MIN_MS: Final = (_dt.datetime.min.replace(tzinfo=_dt.timezone.utc) - _EPOCH) // _MILLISECOND
+_DATETIME_MAX_MS: Final = (_dt.datetime.max.replace(tzinfo=_dt.timezone.utc) - _EPOCH) // _MILLISECOND
+_I32: Final = struct.Struct(">i")
+_I64: Final = struct.Struct(">q")
+_F64: Final = struct.Struct(">d")
+_U16: Final = struct.Struct(">H")
 
 
 class Hessian2Error(ProtocolError):
