@@ -76,17 +76,14 @@ class ResponseStatus(enum.IntEnum):
     SERVER_DESERIAL_EXCEPTION = 0x12
 
 
-#: Fixed header sizes by (proto, is_response).
+# Compiled once (struct's format cache costs a lookup per call, and these
+# run per frame). Final: the compiled build reads a Final module constant
+# directly, not through the module dict.
 _U32: Final = struct.Struct(">I")
 _I32: Final = struct.Struct(">i")
-# The decoder's fixed-header pieces, compiled once (struct's format cache costs
-# a lookup per call, and the decoder runs per frame). Final: the compiled
-# build reads a Final module constant directly, not through the module dict.
-_CMD: Final = struct.Struct(">HBIB")  # cmdcode, ver2, request id, codec
-_U16: Final = struct.Struct(">H")
-_LENGTHS: Final = struct.Struct(">HHI")  # class name, header, content
-#: Whole fixed headers, for encoding in one pack: v1/v2 request (a timeout)
-#: and response (a status); v2 adds ver1 after the proto and switch after the codec.
+#: Whole fixed headers, encoded with one pack and decoded with one unpack:
+#: v1/v2 request (a timeout) and response (a status); v2 adds ver1 after
+#: the proto and switch after the codec. Their sizes are the header sizes.
 _V1_REQUEST: Final = struct.Struct(">BBHBIBiHHI")
 _V1_RESPONSE: Final = struct.Struct(">BBHBIBHHHI")
 _V2_REQUEST: Final = struct.Struct(">BBBHBIBBiHHI")
@@ -367,35 +364,34 @@ class BoltDecoder(FrameDecoder[BoltFrame]):
             self._need = header_size
             return None
         head = pos
-        ver1 = work[pos + 1] if v2 else 1
-        p = type_at + 1
-        # Typed: the compiled build then adds, compares and slices with
-        # machine ints, not generic objects (free in the pure build).
+        # The whole fixed header in one unpack (the encoder's layouts): one
+        # call per frame, not three. Typed: the compiled build then adds,
+        # compares and slices with machine ints (free in the pure build).
+        ver1: int
         cmdcode: int
         ver2: int
         request_id: int
         codec: int
-        cmdcode, ver2, request_id, codec = _CMD.unpack_from(work, p)
-        p += 8
-        if cmdcode > 2:
-            raise ProtocolError(f"bolt cmdcode {cmdcode} is not heartbeat, request or response")
-        switch = 0
-        if v2:
-            switch = work[p]
-            p += 1
-        timeout: int = -1
-        status: int = 0
-        if is_response:
-            status = _U16.unpack_from(work, p)[0]
-            p += 2
-        else:
-            timeout = _I32.unpack_from(work, p)[0]
-            p += 4
+        switch: int
+        word: int  # the timeout of a request, the status of a response
         class_len: int
         header_len: int
         content_len: int
-        class_len, header_len, content_len = _LENGTHS.unpack_from(work, p)
-        p += 8
+        if v2:
+            layout = _V2_RESPONSE if is_response else _V2_REQUEST
+            fields = layout.unpack_from(work, pos)
+            _, ver1, _, cmdcode, ver2, request_id, codec, switch, word, class_len, header_len, content_len = fields
+        else:
+            layout = _V1_RESPONSE if is_response else _V1_REQUEST
+            _, _, cmdcode, ver2, request_id, codec, word, class_len, header_len, content_len = layout.unpack_from(
+                work, pos
+            )
+            ver1, switch = 1, 0
+        if cmdcode > 2:
+            raise ProtocolError(f"bolt cmdcode {cmdcode} is not heartbeat, request or response")
+        timeout = -1 if is_response else word
+        status = word if is_response else 0
+        p = pos + layout.size
         has_crc = v2 and ver1 == 2 and bool(switch & _CRC_SWITCH)
         total: int = header_size + class_len + header_len + content_len + (4 if has_crc else 0)
         if total > self.max_frame_size:
