@@ -11,7 +11,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from sota_dispatch.proxy.timers import TimerQueue
+from sota_dispatch.proxy.timers import TimerBucket, TimerQueue
 from sota_dispatch.testing import ManualClock
 
 pytestmark = pytest.mark.anyio
@@ -30,6 +30,18 @@ class Target:
 
     def timer_live(self, tag: int) -> bool:
         return self.live
+
+
+async def fire(timers: TimerQueue, clock: ManualClock, seconds: float, *targets: Target) -> None:
+    """Run the queue, move the clock ``seconds`` on, and wait until each of
+    ``targets`` has fired."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(timers.run)
+        clock.advance(seconds)
+        with anyio.fail_after(5):
+            for target in targets:
+                await target.event.wait()
+        tg.cancel_scope.cancel()
 
 
 async def settle() -> None:
@@ -74,12 +86,7 @@ async def test_a_target_that_left_its_bucket_is_neither_fired_nor_kept_alive() -
     gc.collect()
     assert ref() is None  # a finished request is freed now, not at its deadline
     assert len(timers) == 1
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(timers.run)
-        clock.advance(60)
-        with anyio.fail_after(5):
-            await stays.event.wait()
-        tg.cancel_scope.cancel()
+    await fire(timers, clock, 60, stays)
 
 
 async def test_a_dead_tag_is_skipped() -> None:
@@ -142,7 +149,7 @@ def test_a_timer_set_as_the_heap_is_rebuilt_is_kept() -> None:
     # The rebuild runs as a new deadline's bucket is pushed: that bucket is
     # still empty then, and must not be dropped as a dead one.
     timers = TimerQueue(ManualClock(start=0.0))
-    previous: tuple[dict[object, int], Target] | None = None
+    previous: tuple[TimerBucket, Target] | None = None
     rebuilds = 0
     for i in range(4 * timers.compact_floor):
         target = Target()
@@ -178,10 +185,5 @@ async def test_the_heap_follows_the_pending_timers_not_the_rate() -> None:
         timers.call_at(70.0 + i / 1000, target, 0).pop(target)
     late = Target("late")
     timers.call_at(70.0 + (3 * timers.compact_floor - 1) / 1000, late, 0)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(timers.run)
-        clock.advance(80)
-        with anyio.fail_after(5):
-            await late.event.wait()
-        tg.cancel_scope.cancel()
+    await fire(timers, clock, 80, late)
     assert len(timers._heap) == 0
