@@ -21,7 +21,7 @@ from ..filters.api import FilterRequest
 from ..protocol.codec import Failure
 from .routing import Route
 from .sites import Downstream
-from .timers import TimerBucket
+from .timers import TimerBucket, leave
 
 if TYPE_CHECKING:
     from ..cluster.pool import UpstreamConnection
@@ -140,7 +140,7 @@ class Exchange:
         timer = self.try_timer
         if timer is not None:
             self.try_timer = None
-            timer.pop(self, None)
+            leave(timer, self)
         upstream = self.upstream
         if upstream is not None:
             self.upstream = None
@@ -256,7 +256,7 @@ class Exchange:
         self.done = True
         timer = self.deadline_timer
         if timer is not None:
-            timer.pop(self, None)  # no timer keeps a finished exchange alive
+            leave(timer, self)  # no timer keeps a finished exchange alive
         cluster = self.route.cluster
         if now is None:
             now = cluster.clock.now()
@@ -282,7 +282,7 @@ class Exchange:
             self.done = True
             timer = self.deadline_timer
             if timer is not None:
-                timer.pop(self, None)
+                leave(timer, self)
             self._end_try(None)
             self.frame = None  # something may still hold the exchange: not its bytes
 

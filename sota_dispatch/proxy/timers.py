@@ -5,12 +5,12 @@ one batch get the same clock reading and (on one route) the same timeout,
 so they share one deadline. Each deadline is one *bucket* (a dict from
 target to tag) and one heap entry, checked by a single task that sleeps
 until the earliest deadline. A request that completes takes itself out of
-its bucket (:meth:`TimerQueue.call_at` returns it; ``del``/``pop`` is O(1)),
+its bucket (:meth:`TimerQueue.call_at` returns it; :func:`leave` is O(1)),
 so a finished request is never kept alive by its timer, and no walk over
 the timers asks each one whether it still matters. A bucket left empty
-stays in the heap until its deadline; the heap is rebuilt without empty
-buckets when they outnumber the others, so memory follows the requests in
-flight, not the request rate.
+(its table given back) stays in the heap until its deadline; the heap is
+rebuilt without empty buckets when they outnumber the others, so memory
+follows the requests in flight, not the request rate.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import anyio
 
 from ..io.clock import SYSTEM_CLOCK, Clock
 
-__all__ = ["TimerBucket", "TimerQueue", "TimerTarget"]
+__all__ = ["TimerBucket", "TimerQueue", "TimerTarget", "leave"]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,21 @@ class TimerTarget(Protocol):
 
 
 #: The timers of one deadline: target -> tag. A target that no longer needs
-#: its timer removes itself (``bucket.pop(target, None)``).
+#: its timer leaves it (:func:`leave`).
 TimerBucket = dict[TimerTarget, int]
+
+
+def leave(bucket: TimerBucket, target: TimerTarget) -> None:
+    """Take ``target``'s timer out of ``bucket`` (none there: nothing).
+
+    The bucket's last target also gives back its table: a dict keeps the
+    table it grew to when emptied, and the bucket stays in the heap until
+    its deadline (a minute, say), with a thousand requests of one read
+    batch that table is ~36 KiB.
+    """
+    bucket.pop(target, None)
+    if not bucket:
+        bucket.clear()
 
 
 class TimerQueue:

@@ -5,13 +5,14 @@ memory-wise follows the timers pending, not the rate they were set at."""
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 
 import anyio
 import anyio.lowlevel
 import pytest
 
-from sota_dispatch.proxy.timers import TimerBucket, TimerQueue
+from sota_dispatch.proxy.timers import TimerBucket, TimerQueue, leave
 from sota_dispatch.testing import ManualClock
 
 pytestmark = pytest.mark.anyio
@@ -81,12 +82,31 @@ async def test_a_target_that_left_its_bucket_is_neither_fired_nor_kept_alive() -
     bucket = timers.call_at(60.0, gone, 0)
     timers.call_at(60.0, stays, 0)
     ref = weakref.ref(gone)
-    del bucket[gone]
+    leave(bucket, gone)
     del gone
     gc.collect()
     assert ref() is None  # a finished request is freed now, not at its deadline
     assert len(timers) == 1
     await fire(timers, clock, 60, stays)
+
+
+def test_an_emptied_bucket_gives_its_table_back_before_its_deadline() -> None:
+    # A read batch of 1,000 requests with a minute's timeout: once all are
+    # answered, their bucket waits in the heap for the minute; it must not
+    # hold the table it grew to meanwhile.
+    timers = TimerQueue(ManualClock(start=0.0))
+    targets = [Target() for _ in range(1000)]
+    bucket = timers.call_at(60.0, targets[0], 0)
+    for target in targets[1:]:
+        timers.call_at(60.0, target, 0)
+    full = sys.getsizeof(bucket)
+    for target in targets[:-1]:
+        leave(bucket, target)
+    assert sys.getsizeof(bucket) == full  # a dict keeps its table as it empties ...
+    leave(bucket, targets[-1])
+    assert sys.getsizeof(bucket) < full / 10  # ... the last one out gives it back
+    leave(bucket, targets[-1])  # twice: nothing
+    assert len(timers) == 0
 
 
 async def test_a_dead_tag_is_skipped() -> None:
