@@ -23,7 +23,7 @@ from mypy_extensions import mypyc_attr
 
 from sota_dispatch import LimitExceeded, ProtocolError
 
-from .framing import FrameDecoder
+from .framing import FrameDecoder, fields_repr
 
 __all__ = [
     "BOLT_V1",
@@ -217,8 +217,7 @@ class BoltFrame:
         self._header: dict[str, str] | None = None
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__match_args__)
-        return f"BoltFrame({fields})"
+        return fields_repr("BoltFrame", self, self.__match_args__)
 
     @property
     def is_response(self) -> bool:

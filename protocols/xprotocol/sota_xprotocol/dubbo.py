@@ -24,7 +24,7 @@ from mypy_extensions import mypyc_attr
 import sota_xprotocol.hessian2 as hessian2
 from sota_dispatch import LimitExceeded, ProtocolError
 
-from .framing import FrameDecoder
+from .framing import FrameDecoder, fields_repr
 from .invocation import Call, Invocation, count_arguments
 
 __all__ = [
@@ -111,8 +111,7 @@ class DubboFrame:
         self._argument_offsets: list[int] | None = None
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__match_args__)
-        return f"DubboFrame({fields})"
+        return fields_repr("DubboFrame", self, self.__match_args__)
 
     @property
     def is_request(self) -> bool:

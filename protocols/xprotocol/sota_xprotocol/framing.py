@@ -17,7 +17,7 @@ from mypy_extensions import mypyc_attr
 
 from sota_dispatch import ChunkBuffer, ProtocolError
 
-__all__ = ["FrameDecoder"]
+__all__ = ["FrameDecoder", "fields_repr"]
 
 F = TypeVar("F")
 
@@ -93,3 +93,10 @@ class FrameDecoder(Generic[F]):
         """Decode the frame at ``pos``: ``(frame, its size)``, or None after
         setting ``self._need`` to the bytes it needs from ``pos``."""
         raise NotImplementedError
+
+
+def fields_repr(name: str, value: object, fields: tuple[str, ...]) -> str:
+    """``name(field=value, ...)`` of ``value``'s ``fields``: the repr attrs
+    gave the plain value classes (frames, ``Call``) that replaced it."""
+    shown = ", ".join(f"{field}={getattr(value, field)!r}" for field in fields)
+    return f"{name}({shown})"

@@ -15,6 +15,8 @@ from mypy_extensions import mypyc_attr
 
 from sota_dispatch import ProtocolError
 
+from .framing import fields_repr
+
 __all__ = ["Call", "Invocation", "count_arguments"]
 
 
@@ -139,8 +141,7 @@ class Call:
         return hash(self._fields())
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__match_args__)
-        return f"Call({fields})"
+        return fields_repr("Call", self, self.__match_args__)
 
 
 @attrs.frozen
