@@ -341,12 +341,15 @@ class ProxyConnection(Replies, Dispatcher):
                     if attributes is None:
                         attributes = semantics.routing_attributes(frame)
                     key = attributes.get(chosen.hash_key)
+            # The request's own timeout is read from its content too (a dubbo
+            # attachment): what cannot be read fails this request alone.
+            own = semantics.timeout(frame) if deadline is None else None
         except ProtocolError as exc:
             if not oneway:  # what is wrong with the client's own request is the client's to know
                 self._local_reply(frame, Failure.CODEC_ERROR, stream, filtered, slot, str(exc))
             return None
         except Exception:  # a plugin's bug: this request fails, not the connection
-            log.exception("reading the routing attributes failed", extra={"stream": stream})
+            log.exception("reading the routing attributes or the timeout failed", extra={"stream": stream})
             if not oneway:
                 self._local_reply(frame, Failure.CODEC_ERROR, stream, filtered, slot)
             return None
@@ -356,7 +359,6 @@ class ProxyConnection(Replies, Dispatcher):
             return None
         if deadline is None:
             timeout = chosen.timeout
-            own = semantics.timeout(frame)
             if own is not None and own < timeout:
                 timeout = own
             deadline = now + timeout

@@ -16,7 +16,7 @@ import pytest
 from anyio.abc import ByteStream, SocketStream, TaskStatus
 from simple_line_support import Client, backends, client, config, proxy_for
 
-from sota_dispatch import ConnectionContext, Dispatcher, Failure
+from sota_dispatch import ConnectionContext, Dispatcher, Failure, ProtocolError
 from sota_dispatch.config import parse_config
 from sota_dispatch.proxy import Proxy, ProxyConnection
 from sota_dispatch.testing import without_ref
@@ -166,6 +166,40 @@ async def test_a_plugin_bug_in_an_error_reply_closes_one_client_not_the_proxy(mo
         with anyio.fail_after(5), pytest.raises(anyio.EndOfStream):  # no reply possible: the close says it
             await c1.reader.read_some()
         assert await c2.call(b"n=2") == [b"A:n=2"]
+
+
+@pytest.mark.parametrize(
+    ("error", "reply"),
+    [
+        (RuntimeError("a bug in timeout"), b"error:codec error"),  # a plugin's bug: the log has it
+        (ProtocolError("an unreadable timeout"), b"error:codec error: an unreadable timeout"),
+    ],
+)
+async def test_a_request_whose_timeout_cannot_be_read_fails_alone(
+    monkeypatch: pytest.MonkeyPatch, error: Exception, reply: bytes
+) -> None:
+    # A request's own timeout is read from its content (a dubbo attachment):
+    # an error there was raised out of the request path and lost the client
+    # connection with everything in flight on it.
+    def broken(cls: object, frame: bytes) -> float | None:
+        if b"boom" in frame:
+            raise error
+        return None
+
+    SimpleLineDispatcher.bound_semantics()  # made once per class: swap it while the test runs
+    monkeypatch.setattr(SimpleLineDispatcher, "timeout", classmethod(broken))
+    monkeypatch.delattr(SimpleLineDispatcher, "_bound")
+    async with (
+        backends("A") as up,
+        proxy_for(config([up[0][1]], route={"timeout": "5s"})) as proxy,
+        client(proxy) as c,
+    ):
+        await c.send(b"hold=1&n=0")  # in flight when the bad one comes
+        await up[0][0].wait_seen(1)
+        await c.send(b"boom=1", b"n=2")
+        up[0][0].release.set()
+        replies = [without_ref(r) for r in await c.replies(3)]
+    assert replies == [b"A:hold=1&n=0", reply, b"A:n=2"]
 
 
 async def test_a_client_gone_with_requests_in_flight_is_cleaned_up() -> None:
