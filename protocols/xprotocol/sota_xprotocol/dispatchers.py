@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 import sota_xprotocol.bolt as bolt
 import sota_xprotocol.dubbo as dubbo
+import sota_xprotocol.semantics as semantics
 from sota_dispatch import CallAnswer, Codec, Dispatcher, Failure, Match, Option, OptionSchema, ProtocolError
 
 from .calls import bolt_call_request, describe_bolt_answer, describe_dubbo_answer, dubbo_call_request
@@ -46,12 +47,6 @@ TRACE_KEYS = frozenset(
     }
 )
 SOFA_TRACE_PREFIX = "rpc_trace_context."
-
-# Module constants: an enum member read through its class costs ~70 ns on
-# CPython 3.11, and these are read per request.
-_BOLT_RESPONSE = bolt.FrameType.RESPONSE
-_BOLT_ONEWAY = bolt.FrameType.ONEWAY
-_BOLT_HEARTBEAT = int(bolt.CmdCode.HEARTBEAT)
 
 
 def _trace_entries(entries: Mapping[Any, Any]) -> dict[str, str]:
@@ -104,22 +99,18 @@ class XProtocolDispatcher(Dispatcher):
         """The frame's raw bytes with another id (no re-encode)."""
         return frame.with_request_id(request_id)
 
-    @classmethod
-    def encode_request(cls, frame: bolt.BoltFrame | dubbo.DubboFrame, upstream_id: int) -> bytes:
-        return frame.with_request_id(upstream_id)
+    # The per-frame semantics the proxy calls are compiled functions (the
+    # semantics module says why), made static methods here; a subclass may
+    # override any of them with a classmethod, as in any protocol class.
+    encode_request = staticmethod(semantics.encode_request)
 
     @classmethod
     def frame_size(cls, frame: bolt.BoltFrame | dubbo.DubboFrame) -> int | None:
         """The decoded frame's raw bytes (None for one built in Python)."""
         return len(frame.raw) or None
 
-    @classmethod
-    def encode_response(cls, response: bolt.BoltFrame | dubbo.DubboFrame, request: Any) -> bytes:
-        return response.with_request_id(request.request_id)
-
-    @classmethod
-    def status(cls, response: bolt.BoltFrame | dubbo.DubboFrame) -> int | None:
-        return response.status
+    encode_response = staticmethod(semantics.encode_response)
+    status = staticmethod(semantics.frame_status)
 
 
 class BoltDispatcher(XProtocolDispatcher):
@@ -139,34 +130,15 @@ class BoltDispatcher(XProtocolDispatcher):
     def decoder(cls, max_frame_size: int) -> bolt.BoltDecoder:
         return bolt.BoltDecoder(max_frame_size=max_frame_size)
 
-    # The per-request checks read the frame's fields, not its properties:
-    # each property is one more Python call, twice per proxied request.
-    @classmethod
-    def is_request(cls, frame: bolt.BoltFrame) -> bool:
-        return frame.type is not _BOLT_RESPONSE
-
-    @classmethod
-    def is_heartbeat(cls, frame: bolt.BoltFrame) -> bool:
-        return frame.cmdcode == _BOLT_HEARTBEAT
-
-    @classmethod
-    def response_id(cls, frame: bolt.BoltFrame) -> int | None:
-        return frame.request_id if frame.type is _BOLT_RESPONSE else None
-
-    @classmethod
-    def is_oneway(cls, frame: bolt.BoltFrame) -> bool:
-        return frame.type is _BOLT_ONEWAY
+    is_request = staticmethod(semantics.bolt_is_request)
+    is_heartbeat = staticmethod(semantics.bolt_is_heartbeat)
+    response_id = staticmethod(semantics.bolt_response_id)
+    is_oneway = staticmethod(semantics.bolt_is_oneway)
+    timeout = staticmethod(semantics.bolt_timeout)
 
     @classmethod
     def heartbeat_reply(cls, frame: bolt.BoltFrame) -> bytes:
         return bolt.heartbeat_ack(frame).encode()
-
-    @classmethod
-    def timeout(cls, frame: bolt.BoltFrame) -> float | None:
-        """The frame's timeout; -1 (SOFA's "none") falls back to the route's
-        timeout, unlike MOSN's "never" (xprotocol-notes, test 24)."""
-        timeout = frame.timeout
-        return timeout / 1000 if timeout > 0 and frame.type is not _BOLT_RESPONSE else None
 
     @classmethod
     def routing_attributes(cls, frame: bolt.BoltFrame) -> Mapping[str, str]:
@@ -230,38 +202,16 @@ class DubboDispatcher(XProtocolDispatcher):
     def decoder(cls, max_frame_size: int) -> dubbo.DubboDecoder:
         return dubbo.DubboDecoder(max_frame_size=max_frame_size)
 
-    @classmethod
-    def is_request(cls, frame: dubbo.DubboFrame) -> bool:
-        return frame.is_request
-
-    @classmethod
-    def is_heartbeat(cls, frame: dubbo.DubboFrame) -> bool:
-        return frame.is_heartbeat
-
-    @classmethod
-    def response_id(cls, frame: dubbo.DubboFrame) -> int | None:
-        return None if frame.is_request else frame.request_id
-
-    @classmethod
-    def is_oneway(cls, frame: dubbo.DubboFrame) -> bool:
-        return frame.is_request and not frame.is_twoway
+    is_request = staticmethod(semantics.dubbo_is_request)
+    is_heartbeat = staticmethod(semantics.dubbo_is_heartbeat)
+    response_id = staticmethod(semantics.dubbo_response_id)
+    is_oneway = staticmethod(semantics.dubbo_is_oneway)
+    timeout = staticmethod(semantics.dubbo_timeout)
 
     @classmethod
     def heartbeat_reply(cls, frame: dubbo.DubboFrame) -> bytes:
         """The heartbeat response; none (b"") for a oneway heartbeat event."""
         return dubbo.heartbeat_response(frame).encode() if frame.is_twoway else b""
-
-    @classmethod
-    def timeout(cls, frame: dubbo.DubboFrame) -> float | None:
-        """The ``timeout`` attachment (milliseconds), if the request has one."""
-        try:
-            raw = frame.call().attachments.get("timeout")
-        except (ValueError, ProtocolError):
-            return None
-        try:
-            return int(raw) / 1000 if raw is not None and int(raw) > 0 else None
-        except (TypeError, ValueError):
-            return None
 
     @classmethod
     def routing_attributes(cls, frame: dubbo.DubboFrame) -> Mapping[str, str]:

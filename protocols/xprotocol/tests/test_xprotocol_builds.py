@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from xprotocol_support import REQUESTS, STREAMS, dubbo_request, request, values
 
+from sota_dispatch import ProtocolError
 from sota_dispatch.testing import both_builds, outcome
 from sota_xprotocol.hessian2 import encode
 
@@ -126,3 +127,29 @@ def test_dubbo_decoder_and_lazy_bodies_agree(data: bytes, cuts: list[int]) -> No
 def test_dubbo_descriptor_counting_agrees(descriptor: str) -> None:
     compiled, pure = both_builds("sota_xprotocol.dubbo")
     assert outcome(compiled.count_arguments, descriptor) == outcome(pure.count_arguments, descriptor)
+
+
+#: The per-frame semantics functions of each protocol (sota_xprotocol.semantics).
+SEMANTICS = {
+    "bolt": ["bolt_is_request", "bolt_is_heartbeat", "bolt_is_oneway", "bolt_response_id", "bolt_timeout"],
+    "dubbo": ["dubbo_is_request", "dubbo_is_heartbeat", "dubbo_is_oneway", "dubbo_response_id", "dubbo_timeout"],
+}
+
+
+@settings(max_examples=150)
+@given(st.one_of(bolt_streams.map(lambda d: ("bolt", d)), dubbo_streams.map(lambda d: ("dubbo", d))))
+def test_frame_semantics_agree(case: tuple[str, bytes]) -> None:
+    protocol, data = case
+    compiled, pure = both_builds("sota_xprotocol.semantics")
+    decoders = {"bolt": "BoltDecoder", "dubbo": "DubboDecoder"}
+    frames = []
+    for build in both_builds(f"sota_xprotocol.{protocol}"):
+        try:
+            frames.append(getattr(build, decoders[protocol])().feed(data))
+        except ProtocolError:
+            return  # the decoders' agreement is tested above
+    for one, other in zip(*frames, strict=True):
+        for name in SEMANTICS[protocol] + ["frame_status"]:
+            assert outcome(getattr(compiled, name), one) == outcome(getattr(pure, name), other)
+        assert compiled.encode_request(one, 99) == pure.encode_request(other, 99)
+        assert compiled.encode_response(one, other) == pure.encode_response(other, one)

@@ -290,6 +290,20 @@ async def test_a_dubbo_timeout_attachment_is_the_deadline_its_reply_names() -> N
             expect_dubbo(reply, 1, 31, "504|timeout: no answer within 0.3s; ref ")
 
 
+async def test_a_hostile_dubbo_timeout_attachment_falls_back_to_the_routes_timeout() -> None:
+    # A double's infinity made reading the attachment raise OverflowError out
+    # of the request path, which lost the client's connection with everything
+    # in flight on it: now it reads as "none", as any other unusable value.
+    async with scripted() as upstream:
+        route = {"match": [{"attribute": "service", "exact": INTERFACE}], "timeout": "100ms"}
+        async with proxy_for(document("dubbo", [upstream], route)) as proxy, raw_client(proxy, "dubbo") as c:
+            for number, value in enumerate([float("inf"), float("nan"), "never", -1, [300]], start=1):
+                reply = await c.call(dubbo_request("hold", number, attachments={"timeout": value}))
+                expect_dubbo(reply, number, 31, "504|timeout: no answer within 0.1s; ref ")
+            reply = await c.call(dubbo_request("fine", 9))
+            assert (reply.request_id, reply.status, hessian2.decode_all(reply.body)) == (9, 20, [1, "fine"])
+
+
 async def test_dubbo_routes_on_attachments_holding_lone_surrogates() -> None:
     # A Java String may hold a lone surrogate: such an attachment is routed
     # on (a regex match) and the call forwarded, its bytes unchanged.
