@@ -244,14 +244,14 @@ class ProxyConnection(Replies, Dispatcher):
                     self._partial = partial
                 if writer.pending >= writer.high_water:
                     await writer.flush()  # a client that does not read is not read from
-        except ProtocolError:
+        except ProtocolError as error:
             stats.decode_errors += 1
             # The requests before the bad bytes still get their answers,
             # then whatever the codec says about the bad bytes.
             with anyio.move_on_after(self.linger_timeout):
                 await self._wait_in_flight(0)
             writer.write(codec.data_to_send())
-            raise
+            raise error  # not a bare raise: compiled, it lost the error across the await (SystemError)
         if loop.stopping:
             await self._wait_in_flight(0)  # a drain: the server's drain timeout bounds it
         else:
