@@ -125,6 +125,8 @@ class Cluster:
         self.task_group = task_group
         #: Envoy's thresholds, and what they are checked against.
         self.thresholds = config.circuit_breakers
+        #: ``thresholds.max_requests``, read per request (a field here).
+        self.max_requests = self.thresholds.max_requests
         self.active_requests = 0
         #: Client connections waiting for room under ``max_requests``, in turn.
         self.waiting: deque[_Waiter] = deque()
@@ -203,7 +205,7 @@ class Cluster:
         no client connection is waiting for its turn (unless ``my_turn``:
         the caller's connection was just let in, and takes what room there
         is for the rest of its read batch)."""
-        return self.active_requests < self.thresholds.max_requests and (my_turn or not self.waiting)
+        return self.active_requests < self.max_requests and (my_turn or not self.waiting)
 
     async def wait_for_room(self, deadline: float) -> bool:
         """Wait, in turn with other client connections, until a request may
@@ -218,7 +220,7 @@ class Cluster:
         self.waiting.append(waiter)
         try:
             clock = self.clock
-            while self.waiting[0] is not waiter or self.active_requests >= self.thresholds.max_requests:
+            while self.waiting[0] is not waiter or self.active_requests >= self.max_requests:
                 if clock.now() >= deadline:
                     return False
                 waiter.event = anyio.Event()
@@ -230,7 +232,7 @@ class Cluster:
 
     def room_freed(self) -> None:
         """A request ended (or a waiter left): wake the next in turn if it fits."""
-        if self.waiting and self.active_requests < self.thresholds.max_requests:
+        if self.waiting and self.active_requests < self.max_requests:
             self.waiting[0].event.set()
 
     def health(self, protocol: str) -> ProtocolHealth[Endpoint]:

@@ -26,6 +26,7 @@ from ..io.address import parse_address
 from ..io.reader import BufferedReader
 from ..io.tls import open_connection
 from ..io.transport import input_queued
+from ..io.writer import BufferedWriter
 from ..protocol.codec import Failure
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
@@ -247,6 +248,10 @@ class UpstreamConnection(Dispatcher):
     """One connection to an endpoint, client role, carrying many requests."""
 
     linger_timeout = 0.5
+    # Declared here (the Dispatcher sets them): in the compiled build, an
+    # attribute this class declares is a field of its own, read directly.
+    writer: BufferedWriter
+    reader: BufferedReader
 
     def __init__(self, stream: ByteStream, *, pool: Pool) -> None:
         config = pool.cluster.config

@@ -27,8 +27,9 @@ from ..cluster.cluster import Cluster
 from ..cluster.pool import Pool
 from ..errors import ProtocolError
 from ..filters.api import FilterRequest, LocalReply, StreamFilter
-from ..io.reader import ReadTimeouts
+from ..io.reader import BufferedReader, ReadTimeouts
 from ..io.transport import input_queued
+from ..io.writer import BufferedWriter
 from ..protocol.codec import Codec, Failure, codec_handoff_state, codec_movable
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
@@ -48,19 +49,25 @@ class ProxyConnection(Replies, Dispatcher):
     """A client connection: requests in, answers (or error replies) out."""
 
     # Slots: with the Dispatcher's, one dict would outgrow CPython's shared keys (~1.5 KiB per connection).
-    # (``in_flight``, declared on the Replies mixin, is never updated with
-    # ``+=`` here: mypyc, compiling this module, fails on that.)
     __slots__ = tuple(
         "listener protocol semantics in_flight closed _exchanges _ordered _wake _read_scope _codec _streams _turn"  # noqa: SIM905
-        " _room_scope _filtering _expired _held _partial _inflight_bytes _ref _read_ahead upstream_pools".split()
+        " _room_scope _filtering _expired _held _partial _inflight_bytes _ref _read_ahead upstream_pools"
+        " _stats _outbox _timers".split()
     )
+    # Declared here (the Dispatcher sets it): in the compiled build, an
+    # attribute this class declares is a field of its own, read directly;
+    # one its interpreted base declares is looked up by name, per use.
+    writer: BufferedWriter
+    reader: BufferedReader
 
     def __init__(self, stream: ByteStream, context: ConnectionContext, *, listener: ListenerSite) -> None:
         super().__init__(stream, context)
-        self.listener = listener
+        self.listener: ListenerSite = listener
         self.protocol: type[FrameSemantics] | None = listener.protocol
         self.semantics: BoundSemantics | None = None  # its per-frame methods, bound
-        self.in_flight = 0
+        self.in_flight: int = 0
+        # The listener's parts read per request, which last as long as it does.
+        self._stats, self._outbox, self._timers = listener.stats, listener.outbox, listener.timers
         self.closed = False
         self._exchanges: set[Exchange] = set()
         self._ordered: deque[Exchange | Slot] | None = None
@@ -179,10 +186,7 @@ class ProxyConnection(Replies, Dispatcher):
         loop = self.codec_loop(codec, last_words=False, empty_batches=True)
         writer = self.writer
         max_in_flight = limits.max_in_flight
-        stats = self.listener.stats
-        outbox = self.listener.outbox
-        budget = self.listener.budget
-        clock = self.listener.clock
+        stats, outbox, budget, clock = self._stats, self._outbox, self.listener.budget, self.listener.clock
         try:
             async for frames in loop:
                 received = loop.received
@@ -210,14 +214,8 @@ class ProxyConnection(Replies, Dispatcher):
                                     self._room_scope = None
                                     outbox.begin()
                                 now = clock.now()
-                                self._request(
-                                    semantics,
-                                    frame,
-                                    now,
-                                    admission="admitted" if room else "refused",
-                                    deadline=deadline,
-                                    filtered=filtered,
-                                )
+                                admission = "admitted" if room else "refused"
+                                self._request(semantics, frame, now, admission, deadline, filtered)
                             if self.in_flight >= max_in_flight:  # the codec holds the rest meanwhile
                                 outbox.end()  # a batch never spans an await
                                 try:
@@ -295,7 +293,7 @@ class ProxyConnection(Replies, Dispatcher):
         if semantics.is_heartbeat(frame):
             if semantics.is_request(frame):
                 reply = semantics.heartbeat_reply(frame)
-                self.listener.stats.bytes_out += len(reply)
+                self._stats.bytes_out += len(reply)
                 self.writer.write(reply)
             return None
         if not semantics.is_request(frame):
@@ -380,12 +378,12 @@ class ProxyConnection(Replies, Dispatcher):
         if not oneway:
             self._exchanges.add(exchange)
             if slot is None:
-                self.in_flight = self.in_flight + 1
+                self.in_flight += 1
                 if self._ordered is not None:
                     self._ordered.append(exchange)
             elif self._ordered is not None:  # the exchange takes the place its filters held
                 self._ordered[self._ordered.index(slot)] = exchange
-            exchange.deadline_timer = self.listener.timers.call_at(deadline, exchange, 0)
+            exchange.deadline_timer = self._timers.call_at(deadline, exchange, 0)
         start_try(exchange, now)
         return None
 
@@ -403,7 +401,7 @@ class ProxyConnection(Replies, Dispatcher):
         slot = None
         if not oneway:
             slot = Slot(None)
-            self.in_flight = self.in_flight + 1
+            self.in_flight += 1
             if self._ordered is not None:
                 self._ordered.append(slot)
         waiting = anyio.CancelScope()  # drain_expired() answers it and ends the wait, even before it starts
@@ -491,12 +489,12 @@ class ProxyConnection(Replies, Dispatcher):
         self._exchanges.discard(exchange)
         if self.closed:
             return  # the client is gone: a late answer is dropped
-        self.listener.stats.bytes_out += len(data)
+        self._stats.bytes_out += len(data)
         if self._ordered is not None:
             exchange.reply = data
             self._write_ordered()
         else:
-            self.in_flight = self.in_flight - 1
+            self.in_flight -= 1
             self._woken(1)
             self.writer.write(data)
-        self.listener.outbox.add(self)
+        self._outbox.add(self)

@@ -292,7 +292,7 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
     (``now``: the caller's clock reading, if it has one)."""
     route = exchange.route
     cluster = route.cluster
-    if cluster.active_requests >= cluster.thresholds.max_requests:
+    if cluster.active_requests >= cluster.max_requests:
         cluster.overflows += 1
         exchange.fail(Failure.OVERFLOW, f"cluster {cluster.name}: max_requests reached")
         return
