@@ -1,8 +1,8 @@
 """What the cluster layer needs of the requests it carries, declared here.
 
-The proxy's exchanges (the layer above) are the requests; the cluster
-layer sees them only through :class:`Request`, so it imports nothing from
-above. The same for the client connection that owns per-client pools
+The proxy's exchanges (the layer above) are the requests, subclasses of
+:class:`Request`; the cluster layer sees them only through it, so it
+imports nothing from above. The same, as protocols, for the client connection that owns per-client pools
 (:class:`PoolOwner`), and, within this layer, for the cluster as its pools
 see it (:class:`PoolSite`): the contract between them, in one place.
 """
@@ -23,40 +23,49 @@ from .balancers import Endpoint
 __all__ = ["PoolOwner", "PoolSite", "Request"]
 
 
-class Request(Protocol):
-    """One request's current try, as a pool and an upstream connection see it."""
+class Request:
+    """One request's current try, as a pool and an upstream connection see it.
 
-    #: The try number (a late answer to an earlier try is dropped).
-    attempt: int
-    oneway: bool
-    #: The decoded request (None once it ended).
-    frame: Any
-    #: The upstream connection the current try was sent on (a
-    #: :class:`~.pool.UpstreamConnection`, which this module cannot name
-    #: without importing the module that imports it), and its id there.
-    upstream: Any
-    upstream_id: int
-    done: bool
+    A base class, not a protocol: the proxy's exchange subclasses it, and in
+    the compiled build the pools then read these fields and call these
+    methods directly (through a protocol, each was a lookup by name, six
+    or so per request).
+    """
+
+    __slots__ = ("attempt", "done", "frame", "oneway", "upstream", "upstream_id")
+
+    def __init__(self, frame: Any, oneway: bool) -> None:
+        #: The decoded request (None once it ended).
+        self.frame = frame
+        self.oneway = oneway
+        #: The try number (a late answer to an earlier try is dropped).
+        self.attempt = 0
+        #: The upstream connection the current try was sent on (a
+        #: :class:`~.pool.UpstreamConnection`, which this module cannot name
+        #: without importing the module that imports it), and its id there.
+        self.upstream: Any = None
+        self.upstream_id = 0
+        self.done = False
 
     def live(self, attempt: int) -> bool:
         """Is try ``attempt`` the current one of an unfinished request?"""
-        ...
+        return not self.done and self.attempt == attempt
 
     def try_failed(self, kind: str, failure: Any, detail: str = "", public: str = "") -> None:
         """The current try failed (``kind`` as in a retry policy's ``retry_on``)."""
-        ...
+        raise NotImplementedError
 
     def on_response(self, response: Any, now: float) -> None:
         """The upstream answered the current try."""
-        ...
+        raise NotImplementedError
 
     def sent_oneway(self) -> None:
         """A oneway request was written: it is done."""
-        ...
+        raise NotImplementedError
 
     def abandon(self) -> None:
         """End without a reply (its client, or its pool, is gone)."""
-        ...
+        raise NotImplementedError
 
 
 class PoolOwner(Protocol):

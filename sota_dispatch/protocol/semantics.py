@@ -19,9 +19,10 @@ Frames are typed ``Any`` here; a protocol's overrides name its frame type.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from .bound import BoundSemantics
 from .calls import CallAnswer
 from .codec import Codec, Failure, PoolMode
 from .options import OptionPlace, OptionSchema
@@ -274,47 +275,6 @@ class FrameSemantics:
         protocol with :meth:`call_request` should say what its statuses
         and error answers are."""
         return CallAnswer(ok=True, text=repr(frame), data=repr(frame))
-
-
-class BoundSemantics:
-    """A protocol class's per-frame classmethods, bound once.
-
-    Why it exists: a classmethod called through its class makes a bound
-    method on every call (a type lookup, an allocation and a free). On the
-    proxy's per-request path that was 4-5% of the proxy's instructions per
-    request (callgrind, bench/REDESIGN_AB.md); these attributes are bound
-    already. Get one with :meth:`FrameSemantics.bound_semantics`. A class
-    changed after its first use keeps the methods it had then.
-    """
-
-    __slots__ = (
-        "encode_request",
-        "encode_response",
-        "heartbeat_reply",
-        "is_heartbeat",
-        "is_oneway",
-        "is_request",
-        "protocol",
-        "protocol_name",
-        "response_id",
-        "routing_attributes",
-        "status",
-        "timeout",
-    )
-
-    def __init__(self, protocol: type[FrameSemantics]) -> None:
-        self.protocol = protocol
-        self.protocol_name = protocol.protocol_name
-        self.is_request: Callable[[Any], bool] = protocol.is_request
-        self.is_oneway: Callable[[Any], bool] = protocol.is_oneway
-        self.is_heartbeat: Callable[[Any], bool] = protocol.is_heartbeat
-        self.heartbeat_reply: Callable[[Any], bytes] = protocol.heartbeat_reply
-        self.encode_request: Callable[[Any, int], bytes] = protocol.encode_request
-        self.response_id: Callable[[Any], int | None] = protocol.response_id
-        self.encode_response: Callable[[Any, Any], bytes] = protocol.encode_response
-        self.status: Callable[[Any], int | None] = protocol.status
-        self.timeout: Callable[[Any], float | None] = protocol.timeout
-        self.routing_attributes: Callable[[Any], Mapping[str, str]] = protocol.routing_attributes
 
 
 def _overrides(cls: type, name: str) -> bool:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..cluster.balancers import Endpoint
 from ..cluster.health import ProtocolHealth
+from ..cluster.request import Request
 from ..cluster.stats import EndpointStats
 from ..filters.api import FilterRequest
 from ..protocol.codec import Failure
@@ -31,23 +32,19 @@ __all__ = ["Exchange", "FilteredExchange", "start_try"]
 log = logging.getLogger(__name__)
 
 
-class Exchange:
+class Exchange(Request):
     """A request, its route, and the state of its current try."""
 
     __slots__ = (
-        "attempt",
         "breaker_generation",
         "deadline",
         "deadline_timer",
-        "done",
         "downstream",
         "endpoint",
         "endpoint_stats",
-        "frame",
         "health",
         "is_retry",
         "key",
-        "oneway",
         "reply",
         "route",
         "started",
@@ -55,8 +52,6 @@ class Exchange:
         "tried",
         "try_started",
         "try_timer",
-        "upstream",
-        "upstream_id",
     )
 
     def __init__(
@@ -70,8 +65,8 @@ class Exchange:
         started: float,
         stream: int = 0,
     ) -> None:
+        super().__init__(frame, oneway)
         self.downstream = downstream
-        self.frame = frame
         self.route = route
         self.started = started
         #: The request's number on its client connection (in log lines).
@@ -79,8 +74,6 @@ class Exchange:
         #: The hash balancer's key (the route's ``hash_key`` attribute).
         self.key = key
         self.deadline = deadline
-        self.oneway = oneway
-        self.attempt = 0
         self.breaker_generation = 0
         #: Whether the current try is a retry counted against max_retries.
         self.is_retry = False
@@ -92,9 +85,6 @@ class Exchange:
         #: The passive health the current try reports to (its protocol's).
         self.health: ProtocolHealth[Endpoint] | None = None
         self.try_started = 0.0
-        self.upstream: UpstreamConnection | None = None
-        self.upstream_id = 0
-        self.done = False
         #: The timer buckets holding this exchange (its deadline's, its
         #: current try's): it leaves them when it no longer needs them.
         self.deadline_timer: TimerBucket | None = None
@@ -104,10 +94,6 @@ class Exchange:
 
     def _log_ids(self) -> dict[str, int]:
         return {"conn": self.downstream.context.connection_id, "stream": self.stream}
-
-    def live(self, attempt: int) -> bool:
-        """Is try ``attempt`` the current one of an unfinished exchange?"""
-        return not self.done and self.attempt == attempt
 
     # -- timers (tag 0: the overall deadline; tag n: try n's deadline) ----------
 
@@ -141,7 +127,7 @@ class Exchange:
         if timer is not None:
             self.try_timer = None
             leave(timer, self)
-        upstream = self.upstream
+        upstream: UpstreamConnection | None = self.upstream  # typed: a direct call when compiled
         if upstream is not None:
             self.upstream = None
             upstream.forget(self, stuck=stuck)

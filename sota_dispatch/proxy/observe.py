@@ -79,7 +79,8 @@ def _frame_size(semantics: BoundSemantics | None, frame: Any) -> int | None:
     if semantics is None:
         return None
     try:  # a plugin's bug must not fail the request: its line just lacks the size
-        return semantics.protocol.frame_size(frame)
+        size: int | None = semantics.protocol.frame_size(frame)
+        return size
     except Exception:
         log.debug("reading the request's size failed", exc_info=True)
         return None
