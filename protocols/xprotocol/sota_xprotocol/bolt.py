@@ -256,7 +256,9 @@ class BoltFrame:
             raw[-4:] = _I32.pack(_signed32(zlib.crc32(memoryview(raw)[:-4])))
             return bytes(raw)
         offset = 5 if self.proto == BOLT_V1 else 6  # the proxy's fast path: no CRC
-        return data[:offset] + _U32.pack(request_id & 0xFFFFFFFF) + data[offset + 4 :]
+        # int.to_bytes, not a struct: the compiled build makes it a C call,
+        # where the struct's method cost ~570 instructions (pure: the same).
+        return data[:offset] + (request_id & 0xFFFFFFFF).to_bytes(4, "big") + data[offset + 4 :]
 
     def encode(self) -> bytes:
         """Encode from the fields (and remember the result in :attr:`raw`)."""
