@@ -2,9 +2,10 @@
 
 The proxy's exchanges (the layer above) are the requests, subclasses of
 :class:`Request`; the cluster layer sees them only through it, so it
-imports nothing from above. The same, as protocols, for the client connection that owns per-client pools
-(:class:`PoolOwner`), and, within this layer, for the cluster as its pools
-see it (:class:`PoolSite`): the contract between them, in one place.
+imports nothing from above. The same, as protocols, for the client
+connection that owns per-client pools (:class:`PoolOwner`), and, within
+this layer, for the cluster as its pools see it (:class:`PoolSite`): the
+contract between them, in one place.
 """
 
 from __future__ import annotations
