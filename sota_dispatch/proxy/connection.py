@@ -54,9 +54,8 @@ class ProxyConnection(Replies, Dispatcher):
         " _room_scope _filtering _expired _held _partial _inflight_bytes _ref _read_ahead upstream_pools"
         " _stats _outbox _timers".split()
     )
-    # Declared here (the Dispatcher sets it): in the compiled build, an
-    # attribute this class declares is a field of its own, read directly;
-    # one its interpreted base declares is looked up by name, per use.
+    # Declared here (the Dispatcher sets them): compiled, an attribute this class declares is
+    # a field of its own, read directly; one only its interpreted base declares, a lookup by name.
     writer: BufferedWriter
     reader: BufferedReader
 
@@ -80,7 +79,7 @@ class ProxyConnection(Replies, Dispatcher):
         self._room_scope: anyio.CancelScope | None = None
         #: The waits of requests their stream filters hold (see _after_filters).
         self._filtering: dict[anyio.CancelScope, tuple[FilterRequest, Slot | None]] = {}
-        self._expired = False  # the drain timeout passed: what comes now gets a timeout reply
+        self._expired: bool = False  # the drain timeout passed: what comes now gets a timeout reply
         #: What this connection holds, as last told to the buffer budget: its
         #: partial frame, the loop's read-ahead and its requests in flight.
         self._held = 0
@@ -115,22 +114,6 @@ class ProxyConnection(Replies, Dispatcher):
             return None
         state = codec_handoff_state(codec)
         return None if state is None else {"protocol": protocol.protocol_name, "codec": state}
-
-    def drain_expired(self) -> None:
-        """Shutdown cut the drain short: every request still in flight gets
-        a timeout reply now (in order, for an ordered protocol), instead of
-        a close without an answer."""
-        self._expired = True
-        detail = f"the proxy shut down first (drain timeout {self.listener.drain_timeout:g}s)"
-        for exchange in list(self._exchanges):
-            exchange.fail(Failure.TIMEOUT, "drain timeout", public=detail)
-        if self._room_scope is not None:
-            self._room_scope.cancel()
-        for waiting, (filtered, slot) in list(self._filtering.items()):  # held by their filters
-            waiting.cancel()
-            if slot is not None:  # not a oneway request
-                self._local_reply(filtered.frame, Failure.TIMEOUT, filtered.stream, filtered, slot, detail)
-        self._filtering.clear()
 
     def _abandon(self) -> None:
         self.closed = True
@@ -458,6 +441,23 @@ class ProxyConnection(Replies, Dispatcher):
         """The filters the request's route overrides (matched once, kept)."""
         route: Route | None = request.matched(self._match)
         return route.filters if route is not None else {}
+
+    def _write_ordered(self) -> None:
+        """Write the ready replies at the head of the client's order (here: compiled, once per answer)."""
+        ordered = self._ordered
+        assert ordered is not None
+        write = self.writer.write
+        written = 0
+        while ordered:
+            reply = ordered[0].reply
+            if reply is None:
+                break
+            write(reply)
+            ordered.popleft()
+            written += 1
+        if written:
+            self.in_flight -= written
+            self._woken(written)
 
     def _woken(self, released: int) -> None:
         """``released`` requests left flight: wake the reader if it waits,

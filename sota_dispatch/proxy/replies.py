@@ -15,6 +15,8 @@ import secrets
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
+import anyio
+
 from ..filters.api import FilterRequest
 from ..io.writer import BufferedWriter
 from ..protocol.codec import Failure
@@ -52,6 +54,10 @@ class Replies:
     in_flight: int
     _ordered: deque[Exchange | Slot] | None
     _ref: str | None
+    _exchanges: set[Exchange]
+    _room_scope: anyio.CancelScope | None
+    _filtering: dict[anyio.CancelScope, tuple[FilterRequest, Slot | None]]
+    _expired: bool
 
     def _woken(self, released: int) -> None:
         raise NotImplementedError
@@ -127,17 +133,20 @@ class Replies:
             self.writer.write(data)
 
     def _write_ordered(self) -> None:
-        ordered = self._ordered
-        assert ordered is not None
-        write = self.writer.write
-        written = 0
-        while ordered:
-            reply = ordered[0].reply
-            if reply is None:
-                break
-            write(reply)
-            ordered.popleft()
-            written += 1
-        if written:
-            self.in_flight -= written
-            self._woken(written)
+        raise NotImplementedError
+
+    def drain_expired(self) -> None:
+        """Shutdown cut the drain short: every request still in flight gets
+        a timeout reply now (in order, for an ordered protocol), instead of
+        a close without an answer."""
+        self._expired = True
+        detail = f"the proxy shut down first (drain timeout {self.listener.drain_timeout:g}s)"
+        for exchange in list(self._exchanges):
+            exchange.fail(Failure.TIMEOUT, "drain timeout", public=detail)
+        if self._room_scope is not None:
+            self._room_scope.cancel()
+        for waiting, (filtered, slot) in list(self._filtering.items()):  # held by their filters
+            waiting.cancel()
+            if slot is not None:  # not a oneway request
+                self._local_reply(filtered.frame, Failure.TIMEOUT, filtered.stream, filtered, slot, detail)
+        self._filtering.clear()
