@@ -51,16 +51,19 @@ GOAL_RATIO = 0.5
 GOAL_ADDED_P50_US = 60.0
 
 
-def sample_request(protocol: str) -> Any:
-    """A small, typical request frame of ``protocol`` (its class encodes it)."""
+def sample_request(protocol: str, body: int = 64) -> Any:
+    """A small, typical request frame of ``protocol`` (its class encodes it);
+    ``body``: the bytes of bolt's content, dubbo's string argument and the
+    ZMTP message (simple_line's line stays as it is)."""
     if protocol == "simple_line":
         return b"service=orders&user=u1&op=get\r\n"
     if protocol == "zmtp":
-        return [b"x" * 64]
+        return [b"x" * body]
     from sota_xprotocol import bolt, dubbo, hessian2
 
     if protocol == "bolt":
-        header = bolt.encode_header_map({"service": "com.example.EchoService:1.0"})
+        # Two header entries, as SOFA-RPC sends at least.
+        header = bolt.encode_header_map({"service": "com.example.EchoService:1.0", "sofa_head_method_name": "echo"})
         return bolt.BoltFrame(
             bolt.FrameType.REQUEST,
             bolt.CmdCode.RPC_REQUEST,
@@ -69,9 +72,9 @@ def sample_request(protocol: str) -> Any:
             timeout=5000,
             class_name=b"com.alipay.sofa.rpc.core.request.SofaRequest",
             header_bytes=header,
-            content=b"x" * 64,
+            content=b"x" * body,
         )
-    values = ("2.7.0", "com.example.EchoService", "1.0.0", "echo", "Ljava/lang/String;", "x" * 64, {"group": "g"})
+    values = ("2.7.0", "com.example.EchoService", "1.0.0", "echo", "Ljava/lang/String;", "x" * body, {"group": "g"})
     frame = dubbo.DubboFrame(
         dubbo.FLAG_REQUEST | dubbo.FLAG_TWOWAY | dubbo.HESSIAN2, 0, 1, b"".join(hessian2.encode(v) for v in values)
     )
@@ -104,9 +107,11 @@ class Client:
         *,
         ssl_context: ssl.SSLContext | None = None,
         options: dict[str, str] | None = None,
+        body: int = 64,
     ) -> Client:
         """A connection to ``address``; over TLS when ``ssl_context`` is
-        given; ``options``: the protocol's client options (ZMTP CURVE keys)."""
+        given; ``options``: the protocol's client options (ZMTP CURVE keys);
+        ``body``: see :func:`sample_request`."""
         semantics = get_protocol(protocol).protocol_class
         assert semantics is not None
         host, _, port = address.rpartition(":")
@@ -117,7 +122,7 @@ class Client:
             stream = await anyio.connect_tcp(
                 host, int(port), tls=True, ssl_context=ssl_context, tls_standard_compatible=False
             )
-        request = sample_request(protocol)
+        request = sample_request(protocol, body)
         client = cls(stream, semantics, semantics.encode_request(request, 1), options)
         await stream.send(client.codec.data_to_send())
         with anyio.fail_after(10):
@@ -181,8 +186,8 @@ def percentile(values: list[float], fraction: float) -> float:
 
 async def measure(protocol: str, args: argparse.Namespace) -> dict[str, float]:
     with processes(protocol, args.backend) as (upstream, proxy):
-        direct = await Client.connect(upstream.address, protocol)
-        through = await Client.connect(proxy.address, protocol)
+        direct = await Client.connect(upstream.address, protocol, body=args.body)
+        through = await Client.connect(proxy.address, protocol, body=args.body)
         for client in (direct, through):  # warm up both paths (and the proxy's upstream connection)
             await client.pipelined(min(args.count, 2000), max(args.windows))
             await client.one_at_a_time(50)
@@ -274,7 +279,9 @@ def report(
         "## Throughput (one connection, pipelined)",
         "",
         f"{args.count} requests per round, median of {args.rounds} rounds; "
-        "proxy CPU is the proxy process's CPU time per request (from /proc).",
+        "proxy CPU is the proxy process's CPU time per request (from /proc). "
+        f"Request bodies: {args.body} bytes (bolt content with two header entries, "
+        "dubbo string argument, ZMTP message).",
         "",
         "| protocol | in flight | direct req/s | via proxy req/s | ratio | proxy CPU µs/req |",
         "|---|---:|---:|---:|---:|---:|",
@@ -327,6 +334,9 @@ def main() -> int:
     )
     parser.add_argument("--latency-count", type=positive_int, default=2_000, help="sequential requests per round")
     parser.add_argument("--rounds", type=positive_int, default=3)
+    parser.add_argument(
+        "--body", type=positive_int, default=64, help="bytes of bolt content, dubbo argument, ZMTP message (default 64)"
+    )
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="the servers' backend")
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny counts, one round")
     parser.add_argument(
