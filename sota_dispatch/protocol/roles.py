@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 import anyio
 
@@ -26,51 +26,11 @@ from .context import ConnectionContext
 from .loop import CodecLoop
 from .multiplexer import StreamMultiplexer
 from .semantics import FrameSemantics
+from .serving import RoleConnection, serve_frames
 
 __all__ = ["ProtocolRoles"]
 
 log = logging.getLogger(__name__)
-
-#: Answers one request now (bytes), or not (None: oneway, or answered later).
-RequestHandler = Callable[[Any], "bytes | None"]
-
-
-class RoleConnection(Protocol):
-    """What the role loops need of a connection (a Dispatcher)."""
-
-    writer: BufferedWriter
-    streams: StreamMultiplexer[Any]
-
-    def flush_soon(self) -> None: ...
-
-
-async def _serve_frames(
-    connection: RoleConnection,
-    loop: CodecLoop[Any],
-    semantics: type[FrameSemantics],
-    on_request: RequestHandler,
-) -> None:
-    """Serve every frame ``loop`` yields: heartbeats answered, other
-    requests to ``on_request``, responses to the request waiting for them
-    (one nobody waits for is counted in ``streams.unmatched`` and dropped)."""
-    write = connection.writer.write
-    is_heartbeat, is_request = semantics.is_heartbeat, semantics.is_request
-    response_id, complete = semantics.response_id, connection.streams.complete
-    async for frames in loop:
-        for frame in frames:
-            if is_request(frame):
-                reply = semantics.heartbeat_reply(frame) if is_heartbeat(frame) else on_request(frame)
-                if reply:
-                    write(reply)  # sent with the batch: the reader flushes before it waits
-                continue
-            stream_id = response_id(frame)
-            # An answer to a request given up on, or to none, is counted
-            # (streams.unmatched) and dropped.
-            if stream_id is None:
-                connection.streams.unmatched += 1
-            elif not complete(stream_id, frame):
-                log.debug("an answer (id %d) that no request waits for is dropped", stream_id)
-
 
 async def _send_request(
     connection: RoleConnection, semantics: type[FrameSemantics], frame: Any, timeout: float | None
@@ -208,7 +168,7 @@ class ProtocolRoles(FrameSemantics):
         interval = self.keepalive_interval
         if self.context.role == "client" and interval is not None and semantics.heartbeat_request() is not None:
             self.start_soon(self._keepalive, semantics, interval)
-        await _serve_frames(self, loop, semantics, on_request or self.on_request)
+        await serve_frames(self, loop, semantics, on_request or self.on_request)
 
     async def _keepalive(self, semantics: type[FrameSemantics], interval: float) -> None:
         """The client role's keepalive: a heartbeat request after

@@ -18,48 +18,11 @@ import sota_xprotocol.dubbo as dubbo
 from sota_dispatch import Dispatcher, Match, OptionSchema, ProtocolError
 
 from .dispatchers import BoltDispatcher, DubboDispatcher, XProtocolDispatcher
+from .echo import echo_bolt, echo_dubbo
 
 __all__ = ["BoltEchoDispatcher", "DubboEchoDispatcher", "XProtocolEchoDispatcher", "echo_bolt", "echo_dubbo"]
 
 log = logging.getLogger(__name__)
-
-
-def echo_bolt(frame: bolt.BoltFrame) -> bytes | None:
-    """Echo: SUCCESS with the request's class name and content (oneway: none)."""
-    if frame.type is bolt.FrameType.ONEWAY:
-        return None
-    reply = bolt.BoltFrame(
-        bolt.FrameType.RESPONSE,
-        bolt.CmdCode.RPC_RESPONSE,
-        frame.request_id,
-        codec=frame.codec,
-        status=bolt.ResponseStatus.SUCCESS,
-        class_name=frame.class_name,
-        content=frame.content,
-        proto=frame.proto,
-        ver1=frame.ver1,
-        switch=frame.switch,
-        ver2=frame.ver2,
-    )
-    return reply.encode()
-
-
-def echo_dubbo(frame: dubbo.DubboFrame) -> bytes | None:
-    """Echo: the first argument back (type "value"); events and oneway: none."""
-    if frame.is_event or not frame.is_twoway:
-        return None
-    try:
-        call = frame.call()
-        arguments = frame.argument_bytes()
-    except ProtocolError as exc:
-        # The frame itself was sound; only its body is bad: answer, stay up.
-        return dubbo.error_response(frame, dubbo.DubboStatus.BAD_REQUEST, f"400|{exc}").encode()
-    # The first argument's own bytes go back: unchanged (a long stays a long,
-    # an int[] stays typed), and never re-expanded from shared references.
-    # They are walked over, not built, as a proxy does: an echo has no use
-    # for the values.
-    first = arguments[0] if arguments else None
-    return dubbo.value_response(frame, encoded=first, dubbo_version=call.dubbo_version).encode()
 
 
 class BoltEchoDispatcher(BoltDispatcher):

@@ -1,0 +1,61 @@
+"""The local service role's per-frame loop, in a module of its own.
+
+Compiled in the compiled build (the loop runs once per request a local
+service answers; as part of the interpreted :mod:`.roles` it ran in the
+interpreter). :class:`~.roles.ProtocolRoles` runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..io.writer import BufferedWriter
+from .loop import CodecLoop
+from .multiplexer import StreamMultiplexer
+from .semantics import FrameSemantics
+
+__all__ = ["RequestHandler", "RoleConnection", "serve_frames"]
+
+log = logging.getLogger(__name__)
+
+#: Answers one request now (bytes), or not (None: oneway, or answered later).
+RequestHandler = Callable[[Any], "bytes | None"]
+
+
+class RoleConnection(Protocol):
+    """What the role loops need of a connection (a Dispatcher)."""
+
+    writer: BufferedWriter
+    streams: StreamMultiplexer[Any]
+
+    def flush_soon(self) -> None: ...
+
+
+async def serve_frames(
+    connection: RoleConnection,
+    loop: CodecLoop[Any],
+    semantics: type[FrameSemantics],
+    on_request: RequestHandler,
+) -> None:
+    """Serve every frame ``loop`` yields: heartbeats answered, other
+    requests to ``on_request``, responses to the request waiting for them
+    (one nobody waits for is counted in ``streams.unmatched`` and dropped)."""
+    write = connection.writer.write
+    is_heartbeat, is_request = semantics.is_heartbeat, semantics.is_request
+    response_id, complete = semantics.response_id, connection.streams.complete
+    async for frames in loop:
+        for frame in frames:
+            if is_request(frame):
+                reply = semantics.heartbeat_reply(frame) if is_heartbeat(frame) else on_request(frame)
+                if reply:
+                    write(reply)  # sent with the batch: the reader flushes before it waits
+                continue
+            stream_id = response_id(frame)
+            # An answer to a request given up on, or to none, is counted
+            # (streams.unmatched) and dropped.
+            if stream_id is None:
+                connection.streams.unmatched += 1
+            elif not complete(stream_id, frame):
+                log.debug("an answer (id %d) that no request waits for is dropped", stream_id)
