@@ -15,20 +15,7 @@ def echo_bolt(frame: bolt.BoltFrame) -> bytes | None:
     """Echo: SUCCESS with the request's class name and content (oneway: none)."""
     if frame.type is bolt.FrameType.ONEWAY:
         return None
-    reply = bolt.BoltFrame(
-        bolt.FrameType.RESPONSE,
-        bolt.CmdCode.RPC_RESPONSE,
-        frame.request_id,
-        codec=frame.codec,
-        status=bolt.ResponseStatus.SUCCESS,
-        class_name=frame.class_name,
-        content=frame.content,
-        proto=frame.proto,
-        ver1=frame.ver1,
-        switch=frame.switch,
-        ver2=frame.ver2,
-    )
-    return reply.encode()
+    return bolt.encode_reply(frame, class_name=frame.class_name, content=frame.content)  # status SUCCESS
 
 
 def echo_dubbo(frame: dubbo.DubboFrame) -> bytes | None:

@@ -30,18 +30,16 @@ class BoltEchoDispatcher(BoltDispatcher):
 
     #: Nothing but the codec between requests: connections move and park.
     movable_between_requests: ClassVar[bool] = True
-
-    def on_request(self, frame: bolt.BoltFrame) -> bytes | None:
-        return echo_bolt(frame)
+    #: The compiled function itself (a method here would run interpreted,
+    #: ~1.7k instructions per request, to call it).
+    on_request = staticmethod(echo_bolt)
 
 
 class DubboEchoDispatcher(DubboDispatcher):
     """Dubbo echo: answers each call with its first argument (hessian2)."""
 
     movable_between_requests: ClassVar[bool] = True
-
-    def on_request(self, frame: dubbo.DubboFrame) -> bytes | None:
-        return echo_dubbo(frame)
+    on_request = staticmethod(echo_dubbo)
 
 
 class XProtocolEchoDispatcher(Dispatcher):

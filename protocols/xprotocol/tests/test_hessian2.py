@@ -258,7 +258,6 @@ def test_decode_all_shares_the_reference_table() -> None:
 # -- properties --------------------------------------------------------------
 
 
-
 @settings(max_examples=300)
 @given(values)
 def test_round_trip(value: Any) -> None:

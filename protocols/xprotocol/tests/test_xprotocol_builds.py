@@ -98,6 +98,10 @@ def test_bolt_encoders_agree(header: dict[str, str], content: bytes) -> None:
     assert compiled.encode_header_map(header) == pure.encode_header_map(header)
     frames = [request(content, request_id=9), request(b"", request_id=-1)]
     assert outcome(compiled.encode_frames, frames) == outcome(pure.encode_frames, frames)
+    for frame in frames:
+        for status in (0, 0x12, -1):
+            reply = {"status": status, "class_name": b"c", "header_bytes": b"", "content": content}
+            assert outcome(compiled.encode_reply, frame, **reply) == outcome(pure.encode_reply, frame, **reply)
 
 
 dubbo_streams = st.one_of(
