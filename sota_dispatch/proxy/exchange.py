@@ -11,8 +11,9 @@ abandoned try is dropped because the try number no longer matches.
 from __future__ import annotations
 
 import logging
+import types
 from bisect import bisect_left
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ..cluster.balancers import Endpoint
 from ..cluster.health import ProtocolHealth
@@ -30,6 +31,25 @@ if TYPE_CHECKING:
 __all__ = ["Exchange", "FilteredExchange", "start_try"]
 
 log = logging.getLogger(__name__)
+
+
+def _bucket(bounds: tuple[float, ...], value: float) -> int:
+    """``bisect_left(bounds, value)`` written out: compiled, a loop over
+    machine floats (~0.1k instructions); the C ``bisect_left`` called from
+    compiled code is a generic call comparing boxed floats (~0.7k, twice per
+    request). The interpreter keeps ``bisect_left``, its fastest there."""
+    low, high = 0, len(bounds)
+    while low < high:
+        middle = (low + high) >> 1
+        if bounds[middle] < value:
+            low = middle + 1
+        else:
+            high = middle
+    return low
+
+
+#: Whether this module runs compiled (mypyc makes its functions built-in ones).
+_COMPILED: Final = not isinstance(_bucket, types.FunctionType)
 
 
 class Exchange(Request):
@@ -147,7 +167,8 @@ class Exchange(Request):
                 else:
                     counts.successes += 1
                 histogram = counts.latency
-                histogram.counts[bisect_left(histogram.bounds, latency)] += 1
+                bounds = histogram.bounds
+                histogram.counts[_bucket(bounds, latency) if _COMPILED else bisect_left(bounds, latency)] += 1
                 histogram.total += latency
                 histogram.count += 1
             elif stuck:
@@ -258,7 +279,8 @@ class Exchange(Request):
         outcomes = stats.outcomes
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         latency = stats.latency
-        latency.counts[bisect_left(latency.bounds, elapsed)] += 1
+        bounds = latency.bounds
+        latency.counts[_bucket(bounds, elapsed) if _COMPILED else bisect_left(bounds, elapsed)] += 1
         latency.total += elapsed
         latency.count += 1
         observer = self.downstream.listener.observer  # the access log, spans

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from xprotocol_support import REQUESTS, STREAMS, dubbo_request, request, values
 
-from sota_dispatch import ProtocolError
+import sota_xprotocol.bolt as bolt
+from sota_dispatch import ProtocolError, build_info
 from sota_dispatch.testing import both_builds, outcome
 from sota_xprotocol.hessian2 import encode
 
@@ -46,6 +47,10 @@ def fed(decoder: Any, data: bytes, cuts: list[int]) -> list[Any]:
             break
     frames.append(decoder.buffered)
     return frames
+
+
+def test_bolt_takes_its_build_s_spelling_of_the_headers() -> None:
+    assert ("sota_xprotocol.bolt" in build_info().compiled) == bolt._COMPILED
 
 
 @settings(max_examples=300)
