@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import struct
-import types
 import zlib
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from xprotocol_support import STREAMS
+from xprotocol_support import SPELLINGS, STREAMS, header_spelling
 
 import sota_xprotocol.bolt as bolt_module
 from sota_dispatch import LimitExceeded, ProtocolError
@@ -31,21 +30,12 @@ from sota_xprotocol.bolt import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True, params=["struct", "arithmetic"])
-def header_spelling(request: pytest.FixtureRequest) -> Iterator[None]:
+@pytest.fixture(scope="module", autouse=True, params=SPELLINGS)
+def spelling(request: pytest.FixtureRequest) -> Iterator[None]:
     """Every test with each spelling of the fixed headers (``struct`` in the
-    interpreter, byte arithmetic when compiled: ``bolt._COMPILED``). The
-    pure-Python build runs both; a compiled module runs its own only."""
-    arithmetic = request.param == "arithmetic"
-    if isinstance(bolt_module._probe, types.FunctionType):  # pure Python: either may be set
-        saved = bolt_module._COMPILED
-        bolt_module._COMPILED = arithmetic  # type: ignore[misc]
+    interpreter, byte arithmetic when compiled)."""
+    with header_spelling(bolt_module, request.param):
         yield
-        bolt_module._COMPILED = saved  # type: ignore[misc]
-    elif arithmetic:
-        yield
-    else:
-        pytest.skip("the compiled module runs its own spelling only")
 
 
 @pytest.mark.parametrize("direction", ["c2s", "s2c"])

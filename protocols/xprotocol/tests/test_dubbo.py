@@ -5,13 +5,23 @@ from __future__ import annotations
 import ast
 import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from xprotocol_support import DUBBO_ROWS, REQUESTS, decoded_date, java_millis, surrogate_text
+from xprotocol_support import (
+    DUBBO_ROWS,
+    REQUESTS,
+    SPELLINGS,
+    decoded_date,
+    header_spelling,
+    java_millis,
+    surrogate_text,
+)
 
+import sota_xprotocol.dubbo as dubbo_module
 from sota_dispatch import LimitExceeded, ProtocolError
 from sota_dispatch.config import MatchConfig
 from sota_dispatch.config.matching import compile_match
@@ -41,6 +51,14 @@ DECODED = {
     for i, j in enumerate(k for k, r in enumerate(ROWS) if r["kind"] == "client->server")
     if j + 1 < len(ROWS) and ROWS[j + 1]["kind"] == "decoded"
 }
+
+
+@pytest.fixture(scope="module", autouse=True, params=SPELLINGS)
+def spelling(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test with each spelling of the fixed header (``struct`` in the
+    interpreter, byte arithmetic when compiled)."""
+    with header_spelling(dubbo_module, request.param):
+        yield
 
 
 def plain(value: Any) -> Any:

@@ -414,3 +414,12 @@ def test_skip_agrees_with_decode_on_mutated_java_vectors(label: str, edits: list
         assert skipped == decoded
     else:  # skipping may accept what only decoding rejects (an unhashable key), never crash
         assert isinstance(skipped, int) or skipped in ("more", "error")
+
+
+@settings(max_examples=300)
+@given(st.lists(st.text(max_size=40) | st.binary(max_size=3).map(lambda b: b.decode("latin-1")), max_size=6))
+def test_strings_read_one_by_one_are_what_was_written_whatever_their_characters(texts: list[str]) -> None:
+    # Reader.values() takes a short ASCII string at once and any other the
+    # general way: both must give the string back.
+    reader = Reader(b"".join(encode(text) for text in texts) + encode(7))
+    assert reader.values(len(texts) + 1) == [*texts, 7]

@@ -19,12 +19,14 @@ import json
 import socket
 import threading
 import time
+import types
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import strategies as st
 
 from sota_dispatch import DispatcherFactory, testing
@@ -299,3 +301,26 @@ STREAMS = {
 DUBBO_ROWS = captured("dubbo_ssl_python.jsonl")
 #: The requests of dubbo-ssl-python 0.9.6.
 REQUESTS = [bytes.fromhex(r["hex"]) for r in DUBBO_ROWS if r["kind"] == "client->server"]
+
+
+#: The two spellings of a codec's fixed headers (``_COMPILED`` in bolt and dubbo).
+SPELLINGS = ["struct", "arithmetic"]
+
+
+@contextmanager
+def header_spelling(module: Any, spelling: str) -> Iterator[None]:
+    """Run with ``spelling`` of ``module``'s fixed headers: ``struct`` (the
+    interpreter's) or ``arithmetic`` (the compiled build's). The pure-Python
+    build can run either; a compiled module runs its own only (skipped)."""
+    arithmetic = spelling == "arithmetic"
+    if isinstance(module._probe, types.FunctionType):  # pure Python: the flag is a module global
+        saved = module._COMPILED
+        module._COMPILED = arithmetic
+        try:
+            yield
+        finally:
+            module._COMPILED = saved
+    elif arithmetic:
+        yield
+    else:
+        pytest.skip("the compiled module runs its own spelling only")
