@@ -378,6 +378,9 @@ class UpstreamConnection(Dispatcher):
         protocol, take = self._frames, self._ids.take
         is_heartbeat, response_id = protocol.is_heartbeat, protocol.response_id  # once per batch
         now = self.pool.cluster.clock.now()
+        # Typed: the multiplexer hands back Any, and an untyped exchange
+        # costs the compiled build a lookup by name per field and call.
+        entry: tuple[Request, int] | None
         for response in frames:
             if is_heartbeat(response):
                 if protocol.is_request(response):

@@ -355,9 +355,9 @@ class ProxyConnection(Replies, Dispatcher):
                 self._local_reply(frame, Failure.OVERFLOW, stream, filtered, slot, "", detail)
             return None
         if filtered is None:
-            exchange = Exchange(self, frame, chosen, key, deadline, oneway, now, stream)
+            exchange = Exchange(self, semantics, frame, chosen, key, deadline, oneway, now, stream)
         else:
-            exchange = FilteredExchange(self, frame, chosen, key, deadline, oneway, now, stream, filtered=filtered)
+            exchange = FilteredExchange(self, semantics, frame, chosen, key, deadline, oneway, now, stream, filtered)
         if not oneway:
             self._exchanges.add(exchange)
             if slot is None:

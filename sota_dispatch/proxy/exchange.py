@@ -20,6 +20,7 @@ from ..cluster.health import ProtocolHealth
 from ..cluster.request import Request
 from ..cluster.stats import EndpointStats
 from ..filters.api import FilterRequest
+from ..protocol.bound import BoundSemantics
 from ..protocol.codec import Failure
 from .routing import Route
 from .sites import Downstream
@@ -67,6 +68,7 @@ class Exchange(Request):
         "key",
         "reply",
         "route",
+        "semantics",
         "started",
         "stream",
         "tried",
@@ -77,6 +79,7 @@ class Exchange(Request):
     def __init__(
         self,
         downstream: Downstream,
+        semantics: BoundSemantics,
         frame: Any,
         route: Route,
         key: str | None,
@@ -94,6 +97,10 @@ class Exchange(Request):
         self.upstream_id = 0
         self.done = False
         self.downstream = downstream
+        #: The client connection's per-frame methods, kept: read through
+        #: ``downstream`` (a Protocol) they were a lookup by name per use
+        #: in the compiled build.
+        self.semantics = semantics
         self.route = route
         self.started = started
         #: The request's number on its client connection (in log lines).
@@ -131,8 +138,7 @@ class Exchange(Request):
         """The timeout this request got: its route's, or its own when shorter
         (a dubbo ``timeout`` attachment, a bolt frame's timeout)."""
         timeout = self.route.timeout
-        semantics = self.downstream.semantics
-        own = None if semantics is None else semantics.timeout(self.frame)
+        own = self.semantics.timeout(self.frame)
         return own if own is not None and own < timeout else timeout
 
     def timer_fired(self, tag: int) -> None:
@@ -216,8 +222,7 @@ class Exchange(Request):
 
     def on_response(self, response: Any, now: float) -> None:
         """The upstream answered (``now``: the time of its read batch)."""
-        protocol = self.downstream.semantics
-        assert protocol is not None
+        protocol = self.semantics
         failure_statuses = self.route.cluster.failure_statuses
         failed = bool(failure_statuses) and protocol.status(response) in failure_statuses
         self._end_try(now - self.try_started, failed=failed)
@@ -313,8 +318,7 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
         return
     if now is None:
         now = cluster.clock.now()
-    semantics = exchange.downstream.semantics
-    assert semantics is not None
+    semantics = exchange.semantics
     health = exchange.health = cluster.health(semantics.protocol_name)
     endpoint = cluster.pick(exchange.key, exchange.tried, now, health)
     if endpoint is None:
@@ -353,6 +357,7 @@ class FilteredExchange(Exchange):
     def __init__(
         self,
         downstream: Downstream,
+        semantics: BoundSemantics,
         frame: Any,
         route: Route,
         key: str | None,
@@ -362,7 +367,7 @@ class FilteredExchange(Exchange):
         stream: int,
         filtered: FilterRequest,
     ) -> None:
-        super().__init__(downstream, frame, route, key, deadline, oneway, started, stream)
+        super().__init__(downstream, semantics, frame, route, key, deadline, oneway, started, stream)
         #: The request as the listener's stream filters saw it.
         self.filtered = filtered
 

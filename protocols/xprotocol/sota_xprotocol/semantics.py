@@ -13,7 +13,7 @@ runs the same functions as before, one call each.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 from sota_dispatch import ProtocolError
 
@@ -51,7 +51,7 @@ def encode_request(frame: BoltFrame | DubboFrame, upstream_id: int) -> bytes:
     return frame.with_request_id(upstream_id)
 
 
-def encode_response(response: BoltFrame | DubboFrame, request: Any) -> bytes:
+def encode_response(response: BoltFrame | DubboFrame, request: BoltFrame | DubboFrame) -> bytes:
     """The response's raw bytes with ``request``'s id: what goes back to the client."""
     return response.with_request_id(request.request_id)
 
