@@ -242,8 +242,18 @@ class BufferedReader:
 
     async def _fill(self, starts_frame: bool) -> bool:
         """Receive one chunk into the buffer; False at end of input."""
-        if self._eof:
+        data = await self._receive(starts_frame)
+        if data is None:
             return False
+        self._buf += data
+        return True
+
+    async def _receive(self, starts_frame: bool) -> bytes | None:
+        """Receive one chunk (None at end of input), with the buffer empty
+        of what was consumed: :meth:`_fill` keeps it, :meth:`read_some`
+        may hand it out as it came."""
+        if self._eof:
+            return None
         writer = self._writer
         if writer is not None and writer.pending:
             await writer.flush()
@@ -265,11 +275,10 @@ class BufferedReader:
                 data = await self._receive_in_time()
         except anyio.EndOfStream:
             self._eof = True
-            return False
+            return None
         finally:
             self.idle = False
-        self._buf += data
-        return True
+        return data
 
     async def _receive_in_time(self) -> bytes:
         # Between frames (no frame begun: set by the read calls, or by
@@ -378,12 +387,20 @@ class BufferedReader:
         # For a codec (frame_state), a frame in progress is no boundary: a
         # drain must not stop it halfway.
         starts_frame = self._frame_start is None
-        if self._pos == len(self._buf) and not await self._fill(starts_frame):
-            raise anyio.EndOfStream
+        if self._pos == len(self._buf):
+            data = await self._receive(starts_frame)
+            if data is None:
+                raise anyio.EndOfStream
+            if max_bytes is None or len(data) <= max_bytes:
+                # Nothing buffered: the chunk goes out as it came, not
+                # copied into the buffer and out again (two copies of each
+                # read batch, a codec loop's every read).
+                return data if type(data) is bytes else bytes(data)
+            self._buf += data
         pos = self._pos
         end = len(self._buf) if max_bytes is None else min(len(self._buf), pos + max_bytes)
         self._pos = end
-        return bytes(self._buf[pos:end])
+        return bytes(memoryview(self._buf)[pos:end])  # one copy (a bytearray slice is one more)
 
     async def peek(self, n: int) -> bytes:
         """Return up to ``n`` bytes without consuming them.

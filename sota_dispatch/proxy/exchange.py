@@ -35,18 +35,18 @@ log = logging.getLogger(__name__)
 
 
 def _bucket(bounds: tuple[float, ...], value: float) -> int:
-    """``bisect_left(bounds, value)`` written out: compiled, a loop over
-    machine floats (~0.1k instructions); the C ``bisect_left`` called from
-    compiled code is a generic call comparing boxed floats (~0.7k, twice per
-    request). The interpreter keeps ``bisect_left``, its fastest there."""
-    low, high = 0, len(bounds)
-    while low < high:
-        middle = (low + high) >> 1
-        if bounds[middle] < value:
-            low = middle + 1
-        else:
-            high = middle
-    return low
+    """``bisect_left(bounds, value)`` written out for the compiled build,
+    where the C ``bisect_left`` is a generic call comparing boxed floats
+    (~0.7k instructions, twice per request). It walks up from the smallest
+    bound: a proxy's latencies sit in the first buckets (under 0.5 ms, one
+    compare), a binary search takes four compares whatever the latency. The
+    interpreter keeps ``bisect_left``, its fastest there."""
+    index = 0
+    for bound in bounds:
+        if bound >= value:
+            return index
+        index += 1
+    return index
 
 
 #: Whether this module runs compiled (mypyc makes its functions built-in ones).

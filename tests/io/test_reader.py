@@ -182,3 +182,49 @@ def test_length_prefixed_independent_of_split_at_every_offset(
             assert await read_length_prefixed(pieces, read_size) == expected, cut
 
     anyio.run(every_offset, backend=backend)
+
+
+async def read_mixed(chunks: list[bytes], reads: list[tuple[str, int]], read_size: int) -> bytes:
+    """Everything the stream held, read by ``reads`` in turn (then by
+    ``read_some`` to the end): whole chunks handed out as they came must
+    interleave with buffered reads without losing or repeating a byte."""
+    client, server = memory_stream_pair(max_chunks=float("inf"))
+    for chunk in chunks:
+        await client.send(chunk)
+    await client.send_eof()
+    reader = BufferedReader(server, read_size=read_size)
+    out = bytearray()
+    try:
+        for kind, n in reads:
+            if kind == "some":
+                out += await reader.read_some()
+            elif kind == "some_max":
+                got = await reader.read_some(n)
+                assert 1 <= len(got) <= n
+                out += got
+            elif kind == "peek":
+                assert (await reader.peek(n)) == (await reader.peek(n))
+            else:
+                out += await reader.read_exactly(n)
+        while True:
+            out += await reader.read_some()
+    except (anyio.EndOfStream, IncompleteReadError) as end:
+        if isinstance(end, IncompleteReadError):
+            out += end.partial
+    return bytes(out)
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+@settings(max_examples=80, deadline=None)
+@given(
+    data=st.binary(max_size=200),
+    cuts=st.lists(st.integers(min_value=0), max_size=8),
+    reads=st.lists(
+        st.tuples(st.sampled_from(["some", "some_max", "peek", "exactly"]), st.integers(1, 30)), max_size=12
+    ),
+    read_size=st.integers(1, 70),
+)
+def test_read_some_hands_out_every_byte_once_among_other_reads(
+    backend: str, data: bytes, cuts: list[int], reads: list[tuple[str, int]], read_size: int
+) -> None:
+    assert anyio.run(read_mixed, split(data, cuts), reads, read_size, backend=backend) == data
