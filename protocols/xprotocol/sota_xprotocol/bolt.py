@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterable
 from typing import ClassVar, Final
 
-from mypy_extensions import mypyc_attr
+from mypy_extensions import i64, mypyc_attr
 
 from sota_dispatch import LimitExceeded, ProtocolError
 
@@ -416,10 +416,12 @@ class BoltDecoder(FrameDecoder[BoltFrame]):
         header_len: int
         content_len: int
         if _COMPILED:
-            b = pos + 1 if v2 else pos  # v2 has ver1 after the proto byte
-            cmdcode = work[b + 2] << 8 | work[b + 3]
+            # i64: machine arithmetic when compiled, no overflow checks (a
+            # byte shifted by 24 at most); plain ints in the interpreter.
+            b: i64 = pos + 1 if v2 else pos  # v2 has ver1 after the proto byte
+            cmdcode = i64(work[b + 2]) << 8 | i64(work[b + 3])
             ver2 = work[b + 4]
-            request_id = work[b + 5] << 24 | work[b + 6] << 16 | work[b + 7] << 8 | work[b + 8]
+            request_id = i64(work[b + 5]) << 24 | i64(work[b + 6]) << 16 | i64(work[b + 7]) << 8 | i64(work[b + 8])
             codec = work[b + 9]
             if v2:
                 ver1, switch = work[pos + 1], work[b + 10]
@@ -427,16 +429,17 @@ class BoltDecoder(FrameDecoder[BoltFrame]):
             else:
                 ver1, switch = 1, 0
             if is_response:
-                word = work[b + 10] << 8 | work[b + 11]
+                word = i64(work[b + 10]) << 8 | i64(work[b + 11])
                 b += 12
             else:
-                word = work[b + 10] << 24 | work[b + 11] << 16 | work[b + 12] << 8 | work[b + 13]
-                if word & 0x80000000:  # a signed timeout
-                    word -= 0x100000000
+                signed: i64 = (
+                    i64(work[b + 10]) << 24 | i64(work[b + 11]) << 16 | i64(work[b + 12]) << 8 | i64(work[b + 13])
+                )
+                word = signed - 0x100000000 if signed & 0x80000000 else signed  # a signed timeout
                 b += 14
-            class_len = work[b] << 8 | work[b + 1]
-            header_len = work[b + 2] << 8 | work[b + 3]
-            content_len = work[b + 4] << 24 | work[b + 5] << 16 | work[b + 6] << 8 | work[b + 7]
+            class_len = i64(work[b]) << 8 | i64(work[b + 1])
+            header_len = i64(work[b + 2]) << 8 | i64(work[b + 3])
+            content_len = i64(work[b + 4]) << 24 | i64(work[b + 5]) << 16 | i64(work[b + 6]) << 8 | i64(work[b + 7])
             p = b + 8
         elif v2:
             layout = _V2_RESPONSE if is_response else _V2_REQUEST

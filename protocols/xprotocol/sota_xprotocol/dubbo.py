@@ -20,7 +20,7 @@ import types
 from collections.abc import Iterable
 from typing import Any, ClassVar, Final
 
-from mypy_extensions import mypyc_attr
+from mypy_extensions import i64, mypyc_attr
 
 import sota_xprotocol.hessian2 as hessian2
 from sota_dispatch import LimitExceeded, ProtocolError
@@ -365,11 +365,19 @@ class DubboDecoder(FrameDecoder[DubboFrame]):
             if work[pos] != 0xDA or work[pos + 1] != 0xBB:
                 raise ProtocolError(f"not a dubbo frame: magic {work[pos : pos + 2].hex()} at offset {pos}")
             flag, status = work[pos + 2], work[pos + 3]
-            high = work[pos + 4] << 24 | work[pos + 5] << 16 | work[pos + 6] << 8 | work[pos + 7]
-            request_id = high << 32 | work[pos + 8] << 24 | work[pos + 9] << 16 | work[pos + 10] << 8 | work[pos + 11]
-            body_len = work[pos + 12] << 24 | work[pos + 13] << 16 | work[pos + 14] << 8 | work[pos + 15]
-            if body_len & 0x80000000:  # signed, as Java writes it
-                body_len -= 0x100000000
+            # i64: machine arithmetic when compiled (plain ints in the
+            # interpreter); the 64-bit id as two halves, joined as an int.
+            high: i64 = (
+                i64(work[pos + 4]) << 24 | i64(work[pos + 5]) << 16 | i64(work[pos + 6]) << 8 | i64(work[pos + 7])
+            )
+            low: i64 = (
+                i64(work[pos + 8]) << 24 | i64(work[pos + 9]) << 16 | i64(work[pos + 10]) << 8 | i64(work[pos + 11])
+            )
+            request_id = int(high) << 32 | int(low)
+            size: i64 = (
+                i64(work[pos + 12]) << 24 | i64(work[pos + 13]) << 16 | i64(work[pos + 14]) << 8 | i64(work[pos + 15])
+            )
+            body_len = size - 0x100000000 if size & 0x80000000 else size  # signed, as Java writes it
         else:
             magic, flag, status, request_id, body_len = _HEADER.unpack_from(work, pos)
             if magic != MAGIC:
