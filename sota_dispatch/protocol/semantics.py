@@ -12,8 +12,9 @@ to show its answer. The proxy never looks inside a frame; a missing
 capability belongs here, in the protocol's class, never as a special case
 in the proxy.
 
-Everything here is a classmethod and pure (no I/O), so the proxy uses the
-registered class itself, and a connection's own instance answers the same.
+Everything here is a classmethod (or, for a default called per frame, a
+static method) and pure (no I/O), so the proxy uses the registered class
+itself, and a connection's own instance answers the same.
 Frames are typed ``Any`` here; a protocol's overrides name its frame type.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from . import defaults
 from .bound import BoundSemantics
 from .calls import CallAnswer
 from .codec import Codec, Failure, PoolMode
@@ -131,20 +133,13 @@ class FrameSemantics:
 
     # -- frames -----------------------------------------------------------
 
-    @classmethod
-    def is_request(cls, frame: Any) -> bool:
-        """True for a frame that asks for work (as opposed to a response)."""
-        return True
-
-    @classmethod
-    def is_oneway(cls, frame: Any) -> bool:
-        """True for a request that gets no response."""
-        return False
-
-    @classmethod
-    def is_heartbeat(cls, frame: Any) -> bool:
-        """True for a keepalive frame, answered locally and never forwarded."""
-        return False
+    # The per-frame defaults are plain functions (sota_dispatch.protocol.
+    # defaults, compiled in the compiled build), made static methods: an
+    # interpreted classmethod cost the compiled proxy ~1.1k instructions a
+    # call. A subclass overrides any with a classmethod, as before.
+    is_request = staticmethod(defaults.is_request)
+    is_oneway = staticmethod(defaults.is_oneway)
+    is_heartbeat = staticmethod(defaults.is_heartbeat)
 
     @classmethod
     def heartbeat_reply(cls, frame: Any) -> bytes:
@@ -164,10 +159,7 @@ class FrameSemantics:
         protocol without ids ignores); ids are rewritten in the raw bytes."""
         raise NotImplementedError(f"{cls.__qualname__} cannot forward a request")
 
-    @classmethod
-    def response_id(cls, frame: Any) -> int | None:
-        """The id of an upstream response; None if it carries none we gave."""
-        return None
+    response_id = staticmethod(defaults.response_id)
 
     @classmethod
     def encode_response(cls, response: Any, request: Any) -> bytes:
@@ -175,16 +167,8 @@ class FrameSemantics:
         that request's own id."""
         raise NotImplementedError(f"{cls.__qualname__} cannot forward a response")
 
-    @classmethod
-    def status(cls, response: Any) -> int | None:
-        """The response's protocol status, for retry policies; None if the
-        protocol has none."""
-        return None
-
-    @classmethod
-    def timeout(cls, frame: Any) -> float | None:
-        """The request's own timeout in seconds, if the protocol carries one."""
-        return None
+    status = staticmethod(defaults.status)
+    timeout = staticmethod(defaults.timeout)
 
     @classmethod
     def routing_attributes(cls, frame: Any) -> Mapping[str, str]:

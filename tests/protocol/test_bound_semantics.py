@@ -50,3 +50,33 @@ def test_each_class_gets_its_own_bound_semantics_once() -> None:
     assert base.protocol is Base
     assert not base.is_oneway(b"?x!")  # the parent's default, not the subclass's override
     assert base.encode_request(b"q", 7) == b"q7base"
+
+
+def test_the_defaults_answer_as_before_whether_called_on_the_class_an_instance_or_bound() -> None:
+    # The per-frame defaults are static methods now (compiled functions in
+    # the compiled build): the class, an instance and the bound semantics
+    # all give what the classmethods gave.
+    class Plain(FrameSemantics):
+        protocol_name = "plain"
+
+    bound = Plain.bound_semantics()
+    for owner in (Plain, Plain(), bound):
+        assert owner.is_request(b"x") is True
+        assert owner.is_oneway(b"x") is False
+        assert owner.is_heartbeat(b"x") is False
+        assert owner.response_id(b"x") is None
+        assert owner.status(b"x") is None
+        assert owner.timeout(b"x") is None
+
+
+def test_a_subclass_overrides_a_default_with_a_classmethod_and_calls_it_through_super() -> None:
+    class Timed(Base):
+        protocol_name = "timed"
+
+        @classmethod
+        def timeout(cls, frame: Any) -> float | None:
+            inherited = super().timeout(frame)
+            return 2.5 if inherited is None else inherited
+
+    assert Timed.bound_semantics().timeout(b"q") == 2.5
+    assert Base.bound_semantics().timeout(b"q") is None

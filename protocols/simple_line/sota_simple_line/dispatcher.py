@@ -18,6 +18,7 @@ from urllib.parse import quote_plus
 
 from sota_dispatch import CallAnswer, Codec, Dispatcher, Failure, Match, Option, OptionSchema
 
+from . import semantics
 from .codec import LineCodec
 from .query import QueryError, parse_query, render_error, render_reply
 
@@ -70,18 +71,15 @@ class SimpleLineDispatcher(Dispatcher):
     def client_codec(cls, options: Mapping[str, Any], max_frame_size: int) -> LineCodec:
         return LineCodec(max_frame_size, answer_errors=False)
 
-    @classmethod
-    def encode_request(cls, frame: bytes, upstream_id: int) -> bytes:
-        return frame
+    # Per line: plain functions (compiled in the compiled build), not
+    # classmethods of this interpreted class (see sota_simple_line.semantics).
+    encode_request = staticmethod(semantics.encode_request)
+    encode_response = staticmethod(semantics.encode_response)
 
     @classmethod
     def frame_size(cls, frame: bytes) -> int:
         """The line, its end included."""
         return len(frame)
-
-    @classmethod
-    def encode_response(cls, response: bytes, request: bytes) -> bytes:
-        return response
 
     @classmethod
     def routing_attributes(cls, frame: bytes) -> Mapping[str, str]:

@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 
 from sota_dispatch import CallAnswer, Codec, Dispatcher, Failure, Match, Option, OptionSchema
 
+from . import semantics
 from .connection import Heartbeat
 from .curve import CurveClientKeys, CurveServerKeys, curve_available, curve_key
 from .engine import Authenticator, Limits, ZmtpEngine
@@ -255,19 +256,11 @@ class ZmtpDispatcher(Dispatcher):
             curve_client=curve_client_of(options),
         )
 
-    @classmethod
-    def encode_request(cls, frame: Message, upstream_id: int) -> bytes:
-        return encode_message([upstream_id.to_bytes(4, "big"), *frame])
-
-    @classmethod
-    def response_id(cls, frame: Message) -> int | None:
-        if not frame or len(frame[0]) != 4:
-            return None
-        return int.from_bytes(frame[0], "big")
-
-    @classmethod
-    def encode_response(cls, response: Message, request: Message) -> bytes:
-        return encode_message(response[1:])
+    # Per message: plain functions (compiled in the compiled build), not
+    # classmethods of this interpreted class (see sota_zmtp.semantics).
+    encode_request = staticmethod(semantics.encode_request)
+    response_id = staticmethod(semantics.response_id)
+    encode_response = staticmethod(semantics.encode_response)
 
     @classmethod
     def routing_attributes(cls, frame: Message) -> Mapping[str, str]:
