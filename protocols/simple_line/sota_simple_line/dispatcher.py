@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote_plus
 
+import sota_simple_line.semantics as semantics
 from sota_dispatch import CallAnswer, Codec, Dispatcher, Failure, Match, Option, OptionSchema
 
-from . import semantics
 from .codec import LineCodec
 from .query import QueryError, parse_query, render_error, render_reply
 

@@ -416,8 +416,7 @@ class BoltDecoder(FrameDecoder[BoltFrame]):
         header_len: int
         content_len: int
         if _COMPILED:
-            # i64: machine arithmetic when compiled, no overflow checks (a
-            # byte shifted by 24 at most); plain ints in the interpreter.
+            # i64: machine ints when compiled (a byte shifted by 24 at most).
             b: i64 = pos + 1 if v2 else pos  # v2 has ver1 after the proto byte
             cmdcode = i64(work[b + 2]) << 8 | i64(work[b + 3])
             ver2 = work[b + 4]

@@ -30,9 +30,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import sota_zmtp.semantics as semantics
 from sota_dispatch import CallAnswer, Codec, Dispatcher, Failure, Match, Option, OptionSchema
 
-from . import semantics
 from .connection import Heartbeat
 from .curve import CurveClientKeys, CurveServerKeys, curve_available, curve_key
 from .engine import Authenticator, Limits, ZmtpEngine
