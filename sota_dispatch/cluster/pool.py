@@ -375,7 +375,7 @@ class UpstreamConnection(Dispatcher):
             self._lost(error)
 
     def _responses(self, frames: list[Any]) -> None:
-        protocol, take = self._frames, self._ids.take
+        protocol, ids = self._frames, self._ids  # no alias of ids.take: a generic call compiled
         is_heartbeat, response_id = protocol.is_heartbeat, protocol.response_id  # once per batch
         now = self.pool.cluster.clock.now()
         # Typed: the multiplexer hands back Any, and an untyped exchange
@@ -391,9 +391,9 @@ class UpstreamConnection(Dispatcher):
                 upstream_id = response_id(response)
                 # None (counted as unmatched): e.g. a late answer to a request given up on.
                 if upstream_id is None:
-                    self._ids.unmatched += 1
+                    ids.unmatched += 1
                     continue
-                entry = take(upstream_id)
+                entry = ids.take(upstream_id)
                 if entry is None:
                     continue
             elif self.in_order:

@@ -26,7 +26,7 @@ from ..cluster.balancers import Endpoint
 from ..cluster.cluster import Cluster
 from ..cluster.pool import Pool
 from ..errors import ProtocolError
-from ..filters.api import FilterRequest, LocalReply, StreamFilter
+from ..filters.api import FilterRequest, LocalReply
 from ..io.reader import BufferedReader, ReadTimeouts
 from ..io.transport import input_queued
 from ..io.writer import BufferedWriter
@@ -52,7 +52,7 @@ class ProxyConnection(Replies, Dispatcher):
     __slots__ = tuple(
         "listener protocol semantics in_flight closed _exchanges _ordered _wake _read_scope _codec _streams _turn"  # noqa: SIM905
         " _room_scope _filtering _expired _held _partial _inflight_bytes _ref _read_ahead upstream_pools"
-        " _stats _outbox _timers".split()
+        " _stats _outbox _timers _policy".split()
     )
     # Declared here (the Dispatcher sets them): compiled, an attribute this class declares is
     # a field of its own, read directly; one only its interpreted base declares, a lookup by name.
@@ -67,6 +67,7 @@ class ProxyConnection(Replies, Dispatcher):
         self.in_flight: int = 0
         # The listener's parts read per request, which last as long as it does.
         self._stats, self._outbox, self._timers = listener.stats, listener.outbox, listener.timers
+        self._policy = listener.policy  # read per request: a reload changes it in place
         self.closed = False
         self._exchanges: set[Exchange] = set()
         self._ordered: deque[Exchange | Slot] | None = None
@@ -288,10 +289,11 @@ class ProxyConnection(Replies, Dispatcher):
                 public = f"the proxy shut down first (drain timeout {self.listener.drain_timeout:g}s)"
                 self._local_reply(frame, Failure.TIMEOUT, stream, filtered, slot, public)
             return None
-        chain = self.listener.filters  # per request: a reload may change it
+        policy = self._policy
+        chain = policy.filters
         if chain is not None and admission == "check":  # a listener without filters pays this test
             filtered = FilterRequest(frame, semantics, self.listener.name, self.context, stream, now)
-            verdict = chain.run(filtered, self._route_filters)
+            verdict = chain.run(filtered, policy.route_filters)
             if verdict is not None:
                 if isinstance(verdict, LocalReply):
                     if not oneway:
@@ -303,13 +305,13 @@ class ProxyConnection(Replies, Dispatcher):
         chosen: Route | None = None
         try:
             if filtered is not None:  # the filters may have changed the attributes
-                chosen = filtered.matched(self._match)
+                chosen = filtered.matched(policy.match)
                 key = None
                 if chosen is not None and chosen.hash_key is not None:
                     key = filtered.attributes.get(chosen.hash_key)
             else:
                 attributes: Mapping[str, str] | None = None
-                for route in self.listener.routes:
+                for route in policy.routes:
                     if route.matchers:
                         if attributes is None:
                             attributes = semantics.routing_attributes(frame)
@@ -355,9 +357,11 @@ class ProxyConnection(Replies, Dispatcher):
                 self._local_reply(frame, Failure.OVERFLOW, stream, filtered, slot, "", detail)
             return None
         if filtered is None:
-            exchange = Exchange(self, semantics, frame, chosen, key, deadline, oneway, now, stream)
+            exchange = Exchange(self, semantics, frame, chosen, key, deadline, oneway, now, stream, policy.observer)
         else:
-            exchange = FilteredExchange(self, semantics, frame, chosen, key, deadline, oneway, now, stream, filtered)
+            exchange = FilteredExchange(
+                self, semantics, frame, chosen, key, deadline, oneway, now, stream, policy.observer, filtered
+            )
         if not oneway:
             self._exchanges.add(exchange)
             if slot is None:
@@ -429,30 +433,18 @@ class ProxyConnection(Replies, Dispatcher):
         finally:
             outbox.end()
 
-    def _match(self, request: FilterRequest) -> Route | None:
-        """The first route the request matches (its attributes are read
-        only when a route has conditions)."""
-        for route in self.listener.routes:
-            if not route.matchers or route.matches(request.attributes):
-                return route
-        return None
-
-    def _route_filters(self, request: FilterRequest) -> Mapping[str, StreamFilter]:
-        """The filters the request's route overrides (matched once, kept)."""
-        route: Route | None = request.matched(self._match)
-        return route.filters if route is not None else {}
-
     def _write_ordered(self) -> None:
         """Write the ready replies at the head of the client's order (here: compiled, once per answer)."""
         ordered = self._ordered
         assert ordered is not None
-        write = self.writer.write
+        writer = self.writer  # compiled, an alias of writer.write and a union's attribute are lookups by name
         written = 0
         while ordered:
-            reply = ordered[0].reply
+            head = ordered[0]
+            reply = head.reply if isinstance(head, Exchange) else head.reply  # noqa: RUF034 (narrowed)
             if reply is None:
                 break
-            write(reply)
+            writer.write(reply)
             ordered.popleft()
             written += 1
         if written:

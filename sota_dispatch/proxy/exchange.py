@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import types
 from bisect import bisect_left
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from ..cluster.balancers import Endpoint
@@ -66,6 +67,7 @@ class Exchange(Request):
         "health",
         "is_retry",
         "key",
+        "observer",
         "reply",
         "route",
         "semantics",
@@ -87,6 +89,7 @@ class Exchange(Request):
         oneway: bool,
         started: float,
         stream: int = 0,
+        observer: Callable[..., None] | None = None,
     ) -> None:
         # Request's fields, set here rather than by its __init__: one call
         # less per request in the pure build.
@@ -125,6 +128,9 @@ class Exchange(Request):
         self.try_timer: TimerBucket | None = None
         #: The reply, while an ordered client waits for earlier ones.
         self.reply: bytes | None = None
+        #: What hears of its end (the listener's access log, spans), as
+        #: when it started: see :class:`~.policy.RequestPolicy`.
+        self.observer = observer
 
     def _log_ids(self) -> dict[str, int]:
         return {"conn": self.downstream.context.connection_id, "stream": self.stream}
@@ -288,7 +294,7 @@ class Exchange(Request):
         latency.counts[_bucket(bounds, elapsed) if _COMPILED else bisect_left(bounds, elapsed)] += 1
         latency.total += elapsed
         latency.count += 1
-        observer = self.downstream.listener.observer  # the access log, spans
+        observer = self.observer  # the access log, spans
         if observer is not None:
             observer(self, data, outcome, now, elapsed, response)
         if self.upstream is not None or self.endpoint is not None:
@@ -365,9 +371,10 @@ class FilteredExchange(Exchange):
         oneway: bool,
         started: float,
         stream: int,
+        observer: Callable[..., None] | None,
         filtered: FilterRequest,
     ) -> None:
-        super().__init__(downstream, semantics, frame, route, key, deadline, oneway, started, stream)
+        super().__init__(downstream, semantics, frame, route, key, deadline, oneway, started, stream, observer)
         #: The request as the listener's stream filters saw it.
         self.filtered = filtered
 

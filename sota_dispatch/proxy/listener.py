@@ -18,6 +18,7 @@ from ..cluster.cluster import Cluster
 from ..cluster.stats import ListenerStats
 from ..config.model import ClusterConfig, ListenerConfig, ProxyConfig
 from ..errors import ConfigError, SotaError
+from ..filters.chain import FilterChain
 from ..io.budget import BufferBudget
 from ..io.outbox import Outbox
 from ..logs import RateLimitedLog
@@ -28,8 +29,10 @@ from ..protocol.server import Server
 from .connection import ProxyConnection
 from .filtering import build_chain
 from .observe import observer_for
+from .policy import RequestPolicy
 from .routing import Route
 from .security import ProxyTLS
+from .sites import Observer
 from .timers import TimerQueue
 
 __all__ = ["AUTO", "Listener", "ListenerOwner", "auto_candidates", "check_protocols"]
@@ -141,17 +144,17 @@ class Listener:
         self.protocol = info.protocol_class if info is not None else None
         self.candidates = auto_candidates() if info is None else []
         self.stats = ListenerStats()
-        self.observer = observer_for(config)
         #: Requests that end in an error reply: at most 20 lines a second per
         #: kind (a dead upstream fails thousands a second), at INFO; overflow,
         #: a sign of overload, at WARNING, once per 10 s.
         self.failure_log = RateLimitedLog(log, logging.INFO, interval=1.0, burst=20)
         self.overflow_log = RateLimitedLog(log, logging.WARNING, interval=10.0, burst=1)
-        self.routes = tuple(Route(route, proxy.clusters[route.cluster]) for route in config.routes)
+        routes = tuple(Route(route, proxy.clusters[route.cluster]) for route in config.routes)
         # What its connections need of the proxy (see ListenerSite).
         self.timers = proxy.timers
         self.clock = proxy.timers.clock
-        self.filters = build_chain(config, self.routes, self.clock)
+        #: Routes, stream filters, observer: its connections keep this object, a reload changes it.
+        self.policy = RequestPolicy(routes, build_chain(config, routes, self.clock), observer_for(config))
         self.outbox = proxy.outbox
         self.budget = proxy.budget
         self.drain_timeout = proxy.config.drain_timeout
@@ -189,13 +192,27 @@ class Listener:
             filters = self.filters
         else:
             filters = build_chain(config, routes, self.clock)
-        self.config, self.routes, self.filters = config, routes, filters
+        self.config = config
+        policy = self.policy  # in place: every connection of this listener holds it
+        policy.routes, policy.filters = routes, filters
         if (old.access_log, old.tracing) != (config.access_log, config.tracing):
-            self.observer = observer_for(config)
+            policy.observer = observer_for(config)
         self.drain_timeout = self.server.drain_timeout = drain_timeout
         self.server.max_connections = config.limits.max_connections
         self.server.first_bytes_timeout = _first_bytes_timeout(config)
         self.server.park_idle_after = self._park_after(config)
+
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        return self.policy.routes
+
+    @property
+    def filters(self) -> FilterChain | None:
+        return self.policy.filters
+
+    @property
+    def observer(self) -> Observer | None:
+        return self.policy.observer
 
     @property
     def _waits(self) -> bool:

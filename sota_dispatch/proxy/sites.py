@@ -15,7 +15,6 @@ from typing import Any, Protocol, TypeAlias
 from ..cluster.balancers import Endpoint
 from ..cluster.stats import ListenerStats
 from ..config.model import ListenerConfig
-from ..filters.chain import FilterChain
 from ..io.budget import BufferBudget
 from ..io.clock import Clock
 from ..io.outbox import Outbox
@@ -24,6 +23,7 @@ from ..protocol.codec import Failure
 from ..protocol.context import ConnectionContext
 from ..protocol.registry import ProtocolInfo
 from ..protocol.semantics import BoundSemantics, FrameSemantics
+from .policy import RequestPolicy
 from .routing import Route
 from .timers import TimerQueue
 
@@ -39,13 +39,10 @@ class ListenerSite(Protocol):
     protocol: type[FrameSemantics] | None
     #: What ``auto`` may detect: ``(name, info)`` of every candidate.
     candidates: list[tuple[str, ProtocolInfo]]
-    routes: tuple[Route, ...]
-    #: The listener's stream filters (None: it has none, and pays nothing).
-    filters: FilterChain | None
+    #: Its routes, stream filters and observer, in one object a reload
+    #: changes in place (a connection keeps it; see :mod:`.policy`).
+    policy: RequestPolicy
     stats: ListenerStats
-    #: What hears of every request's end: its access log, its spans (None:
-    #: neither is on, and a request pays one test for them).
-    observer: Observer | None
     failure_log: RateLimitedLog
     overflow_log: RateLimitedLog
     #: The proxy's, shared by every listener.

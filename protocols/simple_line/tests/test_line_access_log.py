@@ -123,3 +123,26 @@ async def test_a_reload_turns_the_access_log_on_and_changes_its_format(caplog: p
         await proxy.apply(parse_config(on))
         assert await c.call(b"changed") == [b"A:changed"]
     assert [r.getMessage() for r in access_records(caplog)] == ["first success", "- second"]
+
+
+async def test_a_request_in_flight_across_a_reload_is_logged_as_configured_when_it_came(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An exchange keeps the observer of its start (as it keeps its route):
+    the reload's access log covers the requests read after it, on the same
+    client connection too, and one that turns the log off silences only those."""
+    caplog.set_level(logging.INFO, logger="sota_dispatch.access")
+    async with backends("A") as up, proxy_for(config([up[0][1]])) as proxy, client(proxy) as c:
+        (a, address) = up[0]
+        await c.send(b"x=1&hold=1")  # in flight, no access log, across the reload
+        await a.wait_seen(1)
+        on = config([address])
+        on["listeners"][0]["access_log"] = "logged {outcome}"
+        await proxy.apply(parse_config(on))
+        await c.send(b"x=2&hold=1")  # read after it: logged
+        await a.wait_seen(2)
+        await proxy.apply(parse_config(config([address])))  # off again while it is in flight
+        a.release.set()
+        assert await c.replies(2) == [b"A:x=1&hold=1", b"A:x=2&hold=1"]
+        assert await c.call(b"off") == [b"A:off"]
+    assert [r.getMessage() for r in access_records(caplog)] == ["logged success"]
