@@ -128,6 +128,29 @@ def test_bolt_v2_with_crc_round_trip_and_id_rewrite() -> None:
     assert BoltDecoder().feed(rewritten)[0].request_id == 99  # the CRC was recomputed
 
 
+@pytest.mark.parametrize("crc", [False, True])
+@pytest.mark.parametrize("first", ["class_name", "header_bytes", "content", None])
+def test_a_decoded_frames_parts_are_cut_out_when_first_used_and_stay_its_own(first: str | None, crc: bool) -> None:
+    """class_name, header_bytes and content are cut out of the decoded bytes
+    on first use: setting one keeps the others, replacing ``raw`` (to make
+    ``encode`` run again) keeps all three, a v2 CRC is never part of the content."""
+    made = v2_frame(crc=crc) if crc else BoltFrame(FrameType.REQUEST, CmdCode.RPC_REQUEST, 7, content=b"hello")
+    made.class_name, made.header_bytes = b"com.example.Req", encode_header_map({"service": "a.B:1.0"})
+    stream = made.encode() + made.encode()  # two in one read: each cuts its own bytes only
+    decoded, other = BoltDecoder().feed(stream)
+    if first is not None:
+        setattr(decoded, first, b"new")
+    decoded.raw = b"garbage"
+    expected = {"class_name": b"com.example.Req", "header_bytes": made.header_bytes, "content": made.content}
+    if first is not None:
+        expected[first] = b"new"
+    assert {name: getattr(decoded, name) for name in expected} == expected
+    assert (other.content, other.class_name) == (made.content, made.class_name)
+    decoded.raw = b""
+    again = BoltDecoder().feed(decoded.encode())[0]
+    assert (again.class_name, again.header_bytes, again.content) == tuple(expected.values())
+
+
 def test_bolt_v2_without_crc_id_rewrite_patches_bytes_6_to_10() -> None:
     frame = v2_frame(crc=False)
     data = frame.encode()
