@@ -10,23 +10,67 @@ it from the answer.
 
 from __future__ import annotations
 
-from .wire import encode_message
+import types
+from typing import Final
+
+from mypy_extensions import i64
+
+from .wire import append_frames, encode_part
 
 __all__ = ["encode_request", "encode_response", "response_id"]
 
 
+def _probe() -> None:
+    """Only its type is looked at: see ``_COMPILED``."""
+
+
+#: Whether this module runs compiled (mypyc makes its functions built-in
+#: ones). :func:`response_id` has two spellings: ``int.from_bytes`` in the
+#: interpreter, byte arithmetic on machine ints when compiled, where
+#: ``int.from_bytes`` is a generic call (~1k instructions, once per answer).
+_COMPILED: Final = not isinstance(_probe, types.FunctionType)
+#: The id frame's header (flags MORE, size 4), in front of the id in one int.
+_ID_HEADER: Final = 0x0104
+
+
 def encode_request(frame: list[bytes], upstream_id: int) -> bytes:
     """The message for upstream, behind a frame holding ``upstream_id``."""
-    return encode_message([upstream_id.to_bytes(4, "big"), *frame])
+    if not 0 <= upstream_id <= 0xFFFFFFFF:
+        raise OverflowError(f"id {upstream_id} does not fit the 4-byte id frame")
+    # The id frame, header and id, as one int: one to_bytes.
+    head = _ID_HEADER << 32 | upstream_id
+    count = len(frame)
+    if count == 1:
+        part = frame[0]
+        size = len(part)
+        if size < 256:  # one short part: its header joins the int
+            return (head << 16 | size).to_bytes(8, "big") + part
+    elif not count:
+        raise ValueError("a message has at least one part")
+    out = [head.to_bytes(6, "big")]
+    append_frames(out, frame)
+    return b"".join(out)
 
 
 def response_id(frame: list[bytes]) -> int | None:
     """The id frame the answer carries in front; None without one."""
-    if not frame or len(frame[0]) != 4:
+    if not frame:
         return None
-    return int.from_bytes(frame[0], "big")
+    first = frame[0]
+    if len(first) != 4:
+        return None
+    if _COMPILED:
+        return i64(first[0]) << 24 | i64(first[1]) << 16 | i64(first[2]) << 8 | i64(first[3])
+    return int.from_bytes(first, "big")
 
 
 def encode_response(response: list[bytes], request: list[bytes]) -> bytes:
     """The answer for the client: without the id frame in front."""
-    return encode_message(response[1:])
+    count = len(response)
+    if count == 2:  # the id and a one-part answer
+        return encode_part(response[1])
+    if count < 2:
+        raise ValueError("a message has at least one part")
+    out: list[bytes] = []
+    append_frames(out, response, 1)  # from the part after the id: no list copied
+    return b"".join(out)

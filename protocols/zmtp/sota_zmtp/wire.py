@@ -9,7 +9,6 @@ and a 1-byte or 8-byte big-endian size. Encoders use the LONG form only above
 from __future__ import annotations
 
 import enum
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
@@ -21,8 +20,10 @@ __all__ = [
     "LONG",
     "MORE",
     "SocketType",
+    "append_frames",
     "encode_command",
     "encode_message",
+    "encode_part",
     "encode_properties",
     "parse_command",
     "parse_properties",
@@ -77,29 +78,48 @@ def signature(identity_size: int = 0) -> bytes:
 
 _SHORT: Final = [bytes((0, n)) for n in range(256)]
 _SHORT_MORE: Final = [bytes((MORE, n)) for n in range(256)]
-_LONG_HEADER: Final = struct.Struct(">BQ").pack
+#: A long frame's flags byte; its 8-byte size follows (int.to_bytes: a C
+#: call compiled, where a struct's bound pack was a generic one).
+_LONG: Final = bytes((LONG,))
+_LONG_MORE: Final = bytes((LONG | MORE,))
+
+
+def encode_part(frame: bytes) -> bytes:
+    """``frame`` as a message's last ZMTP frame (a one-part message)."""
+    size = len(frame)
+    if size < 256:  # one concatenation
+        return _SHORT[size] + frame
+    return _LONG + size.to_bytes(8, "big") + frame
 
 
 def encode_message(frames: Sequence[bytes]) -> bytes:
     """Encode a multipart message (at least one part) as ZMTP frames."""
     last = len(frames) - 1
-    if last == 0:  # the common single-part message: one concatenation
-        frame = frames[0]
-        size = len(frame)
-        return (_SHORT[size] if size < 256 else _LONG_HEADER(LONG, size)) + frame
+    if last == 0:  # the common single-part message
+        return encode_part(frames[0])
     if last < 0:
         raise ValueError("a message has at least one part")
+    out: list[bytes] = []
+    append_frames(out, frames)
+    return b"".join(out)
+
+
+def append_frames(out: list[bytes], frames: Sequence[bytes], start: int = 0) -> None:
+    """Append the ZMTP frames of ``frames[start:]`` (the last without MORE)
+    to ``out``, whose ``b"".join`` is then the encoding (each part copied
+    once, whatever was appended in front of them)."""
+    last = len(frames) - 1
     # out.append itself, not a local alias of it: compiled, the method is a
     # C call and an alias a generic one (~120 instructions, twice a frame).
-    out: list[bytes] = []
-    for i, frame in enumerate(frames):
+    for i in range(start, last + 1):
+        frame = frames[i]
         size = len(frame)
         if size < 256:
             out.append(_SHORT_MORE[size] if i < last else _SHORT[size])
         else:
-            out.append(_LONG_HEADER(LONG | MORE if i < last else LONG, size))
+            out.append(_LONG_MORE if i < last else _LONG)
+            out.append(size.to_bytes(8, "big"))
         out.append(frame)
-    return b"".join(out)
 
 
 def encode_command(name: bytes, data: bytes = b"") -> bytes:

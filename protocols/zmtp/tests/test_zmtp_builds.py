@@ -76,6 +76,11 @@ def test_frame_reader_agrees_however_split(data: bytes, cuts: list[int], limit: 
 def test_wire_encoders_and_parsers_agree(frames: list[bytes], name: bytes, data: bytes) -> None:
     compiled, pure = both_builds("sota_zmtp.wire")
     assert compiled.encode_message(frames) == pure.encode_message(frames)
+    assert compiled.encode_part(data) == pure.encode_part(data)
+    outs: list[list[bytes]] = [[name], [name]]
+    compiled.append_frames(outs[0], frames, 1)
+    pure.append_frames(outs[1], frames, 1)
+    assert outs[0] == outs[1]
     assert outcome(compiled.encode_message, []) == outcome(pure.encode_message, [])
     assert outcome(compiled.encode_command, name, data) == outcome(pure.encode_command, name, data)
     assert outcome(compiled.parse_command, data) == outcome(pure.parse_command, data)

@@ -1,0 +1,100 @@
+"""ZMTP's per-message proxy semantics (``sota_zmtp.semantics``) against
+their definitions: the upstream message is ``[id, *message]`` with ``id`` a
+4-byte big-endian frame, the answer loses that frame. The encoders take
+short cuts (the id frame's header and a short part's in one int, no list
+copied for a one-part answer) and ``response_id`` has two spellings (byte
+arithmetic compiled, ``int.from_bytes`` in the interpreter): each must
+give exactly what the definition gives, and both builds the same."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sota_zmtp.semantics as semantics
+from sota_dispatch.testing import both_builds, outcome
+from sota_zmtp import ZmtpDispatcher
+from sota_zmtp.frames import FrameReader
+from sota_zmtp.limits import Limits
+from sota_zmtp.wire import encode_message
+
+#: Parts around the 255/256 boundary of the short and long frame forms.
+parts = st.one_of(st.binary(max_size=300), st.integers(250, 260).map(lambda n: b"p" * n))
+messages = st.lists(parts, min_size=1, max_size=4)
+ids = st.integers(0, 0xFFFFFFFF)
+
+
+@contextmanager
+def spelling(compiled: bool) -> Iterator[None]:
+    """Run with ``response_id``'s compiled (arithmetic) or interpreted
+    spelling; a compiled module runs its own only."""
+    if semantics._COMPILED:
+        if not compiled:
+            pytest.skip("the compiled module runs its own spelling only")
+        yield
+        return
+    saved = semantics._COMPILED
+    semantics._COMPILED = compiled  # type: ignore[misc]  # Final for mypyc, a test switch here
+    try:
+        yield
+    finally:
+        semantics._COMPILED = saved  # type: ignore[misc]
+
+
+def decoded(data: bytes) -> list[list[bytes]]:
+    found: list[list[bytes]] = []
+    reader = FrameReader(Limits(), 3)
+    assert reader.read(data, 0, found) == len(data)
+    return found
+
+
+@settings(max_examples=300)
+@given(messages, ids)
+def test_the_upstream_message_is_the_id_frame_and_the_message(message: list[bytes], upstream_id: int) -> None:
+    data = semantics.encode_request(message, upstream_id)
+    assert data == encode_message([upstream_id.to_bytes(4, "big"), *message])
+    assert decoded(data) == [[upstream_id.to_bytes(4, "big"), *message]]
+
+
+@pytest.mark.parametrize("upstream_id", [-1, 1 << 32, 1 << 70])
+def test_an_id_that_does_not_fit_four_bytes_is_refused(upstream_id: int) -> None:
+    with pytest.raises(OverflowError):
+        semantics.encode_request([b"x"], upstream_id)
+    with pytest.raises(ValueError, match="at least one part"):
+        semantics.encode_request([], 1)
+
+
+@pytest.mark.parametrize("arithmetic", [True, False])
+@settings(max_examples=200)
+@given(message=messages, upstream_id=ids, other=st.lists(st.binary(max_size=6), max_size=3))
+def test_the_answer_is_matched_by_its_id_frame_and_loses_it(
+    arithmetic: bool, message: list[bytes], upstream_id: int, other: list[bytes]
+) -> None:
+    with spelling(arithmetic):
+        answer = [upstream_id.to_bytes(4, "big"), *message]
+        assert semantics.response_id(answer) == upstream_id
+        assert ZmtpDispatcher.response_id(answer) == upstream_id
+        assert semantics.encode_response(answer, message) == encode_message(message)
+        # No id frame in front (none, or not 4 bytes): matches nothing.
+        expected = int.from_bytes(other[0], "big") if other and len(other[0]) == 4 else None
+        assert semantics.response_id(other) == expected
+        assert outcome(semantics.encode_response, other, message) == outcome(encode_message, other[1:])
+
+
+@settings(max_examples=200)
+@given(messages, ids, st.lists(st.binary(max_size=6), max_size=3))
+def test_the_builds_agree(message: list[bytes], upstream_id: int, other: list[bytes]) -> None:
+    compiled, pure = both_builds("sota_zmtp.semantics")
+    answer = [upstream_id.to_bytes(4, "big"), *message]
+    for function, args in (
+        (lambda m: m.encode_request(message, upstream_id), ()),
+        (lambda m: m.response_id(answer), ()),
+        (lambda m: m.response_id(other), ()),
+        (lambda m: m.encode_response(answer, message), ()),
+        (lambda m: m.encode_response(other, message), ()),
+    ):
+        assert outcome(function, compiled, *args) == outcome(function, pure, *args)
