@@ -134,7 +134,7 @@ async def measure_side(protocol: str, window: int, side: int, args: argparse.Nam
             work,
         )
         try:
-            client = await Client.connect(address, protocol)
+            client = await Client.connect(address, protocol, body=args.body)
             await client.pipelined(args.warmup, window)
             await anyio.run_process(["callgrind_control", "--zero", str(proxy.pid)])
             await client.pipelined(args.count, window)
@@ -180,7 +180,7 @@ def report(results: dict[tuple[str, int], list[float]], args: argparse.Namespace
         "",
         f"{args.count:,} requests pipelined on one connection after {args.warmup:,} of warm-up; "
         f"the {'proxy' if args.target == 'proxy' else 'local echo service'}'s instructions in between, "
-        "over the count.",
+        f"over the count. Request bodies: {args.body} bytes.",
         "",
     ]
     names = [name for name, _ in args.sides]
@@ -251,6 +251,9 @@ def main() -> int:
         choices=("proxy", "service"),
         default="proxy",
         help="what is measured: the proxy (default), or the protocol's local echo service (serve --protocol P)",
+    )
+    parser.add_argument(
+        "--body", type=positive_int, default=64, help="bytes of bolt content, dubbo argument, ZMTP message (default 64)"
     )
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per case at most")
     parser.add_argument("--quick", action="store_true", help="a smoke run: simple_line, tiny counts")
