@@ -197,13 +197,18 @@ class StreamMultiplexer(Generic[V]):
     def take(self, stream_id: int) -> Any:
         """The entry :meth:`add` stored under ``stream_id``, removed; None
         (counted in :attr:`unmatched`) when no such id is in flight."""
-        # get and del, not pop(): mypyc has no dict.pop primitive (a call
-        # by name, ~350 instructions compiled, once per proxied answer).
-        pending = self._pending
-        entry = pending.get(stream_id)
+        entry = self._remove(stream_id)
         if entry is None:
             self.unmatched += 1
-        else:
+        return entry
+
+    def _remove(self, stream_id: int) -> Any:
+        """What is held under ``stream_id`` (never None), removed; None if
+        nothing is. get and del, not ``dict.pop``: mypyc has no primitive for
+        it (a call by name, ~350 instructions compiled, once per answer)."""
+        pending = self._pending
+        entry = pending.get(stream_id)
+        if entry is not None:
             del pending[stream_id]
         return entry
 
@@ -219,7 +224,7 @@ class StreamMultiplexer(Generic[V]):
     def discard(self, stream_id: int) -> bool:
         """Give up on the entry under ``stream_id`` (a later answer then
         counts as unmatched); False if none is in flight."""
-        return self._pending.pop(stream_id, None) is not None
+        return self._remove(stream_id) is not None
 
     def take_all(self) -> list[Any]:
         """Every entry still in flight, removed (the connection is gone)."""
@@ -233,7 +238,7 @@ class StreamMultiplexer(Generic[V]):
         Returns False, and counts it in :attr:`unmatched`, when no stream of
         that id is waiting (unknown, already answered, timed out, cancelled).
         """
-        stream = self._pending.pop(stream_id, None)
+        stream = self._remove(stream_id)
         if stream is None:
             self.unmatched += 1
             return False
@@ -242,7 +247,7 @@ class StreamMultiplexer(Generic[V]):
 
     def fail(self, stream_id: int, error: BaseException) -> bool:
         """Fail one stream with ``error``; False if it is not in flight."""
-        stream = self._pending.pop(stream_id, None)
+        stream = self._remove(stream_id)
         if stream is None:
             return False
         stream._resolve(None, error)
