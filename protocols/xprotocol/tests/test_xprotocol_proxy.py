@@ -125,7 +125,8 @@ async def test_dubbo_100_concurrent_calls_from_10_connections_share_at_most_2_up
 
 class Scripted(Dispatcher):
     """bolt or dubbo (told by the first byte): echo, unless the request says
-    ``hold`` (no answer), ``close`` (drop the connection) or ``busy``."""
+    ``hold`` (no answer), ``close`` (drop the connection), ``busy``, or
+    ``twice`` (the echo twice, then one more under an id never sent)."""
 
     seen: list[int]
 
@@ -155,6 +156,13 @@ class Scripted(Dispatcher):
                 reply = echo_bolt(frame) if isinstance(frame, bolt.BoltFrame) else echo_dubbo(frame)
                 if reply:
                     self.writer.write(reply)
+                if word == "twice" and reply:
+                    self.writer.write(reply)
+                    stray = frame.request_id ^ 0x40000000
+                    if isinstance(frame, bolt.BoltFrame):
+                        self.writer.write(echo_bolt(request(b"stray", stray)) or b"")
+                    else:
+                        self.writer.write(echo_dubbo(dubbo_request("stray", stray)) or b"")
 
 
 def content_of(frame: bolt.BoltFrame | dubbo.DubboFrame) -> str:
@@ -162,6 +170,14 @@ def content_of(frame: bolt.BoltFrame | dubbo.DubboFrame) -> str:
         return frame.content.decode()
     first = frame.invocation().arguments[0]
     return first if isinstance(first, str) else ""
+
+
+def answer_of(reply: bolt.BoltFrame | dubbo.DubboFrame) -> str:
+    """What an echo answered: bolt's content, dubbo's return value."""
+    if isinstance(reply, bolt.BoltFrame):
+        return reply.content.decode()
+    kind, *values = hessian2.decode_all(reply.body)
+    return str(values[0]) if values else f"no value ({kind})"
 
 
 def bolt_request(word: str, request_id: int, timeout_ms: int = 5000, service: str = SERVICE) -> bolt.BoltFrame:
@@ -323,6 +339,32 @@ async def test_dubbo_hash_balances_on_an_attachment_holding_a_lone_surrogate() -
         async with proxy_for(doc) as proxy, raw_client(proxy, "dubbo") as c:
             reply = await c.call(dubbo_request("fine", 1, attachments={"traceId": "t-\ud800"}), timeout=5)
             assert (reply.request_id, reply.status) == (1, 20)
+
+
+@pytest.mark.parametrize("protocol", ["bolt", "dubbo"])
+async def test_surplus_and_stray_upstream_answers_never_reach_a_client(protocol: str) -> None:
+    """An upstream that answers every request twice and adds one under an id
+    never sent, on a connection two clients share: each client gets its own
+    answer once, nothing else, and goes on being served."""
+    async with scripted() as upstream:
+        doc = document(protocol, [upstream], pool={"mode": "multiplex", "connections": 1})
+        async with proxy_for(doc) as proxy, raw_client(proxy, protocol) as one, raw_client(proxy, protocol) as two:
+            make = bolt_request if protocol == "bolt" else dubbo_request
+            for round_ in range(3):
+                for client, name in ((one, "one"), (two, "two")):
+                    await client.stream.send(make("twice", 10 + round_).encode())
+                    reply = await client.receive()
+                    assert (reply.request_id, answer_of(reply)) == (10 + round_, "twice")
+                    # A plain call next: its answer, not a copy of the last one.
+                    reply = await client.call(make(f"{name}-{round_}", 100 + round_))
+                    assert (reply.request_id, answer_of(reply)) == (100 + round_, f"{name}-{round_}")
+            assert not one.frames
+            assert not two.frames
+            with anyio.move_on_after(0.2):  # nothing more arrives (a stray answer would be here by now)
+                await one.receive(1)
+            assert not one.frames
+            [cluster] = proxy.clusters.values()
+            assert cluster.connection_count() == 1  # the upstream connection stayed
 
 
 async def test_bolt_status_is_retried_on_another_endpoint_when_configured() -> None:
