@@ -127,6 +127,7 @@ class ProxyCollector:
         actions.add_metric(["refuse_large_frame"], budget.frames_refused)
         actions.add_metric(["shed_connection"], budget.connections_shed)
         actions.add_metric(["pause_accepting"], budget.accept_pauses)
+        actions.add_metric(["pause_reading"], budget.read_pauses)
         yield from (limit, held, allowed, actions)
 
         outcomes = CounterMetricFamily(

@@ -13,7 +13,13 @@ manager is the model; the actions here, as the budget fills:
   holdings are back at ``refuse_ratio``;
 * while still past the budget (bytes of closing connections not released
   yet), listeners stop accepting: new clients wait in the kernel's backlog
-  for the moments that takes, rather than being turned away.
+  for the moments that takes, rather than being turned away; and a
+  connection whose holdings just grew stops reading until they are back
+  within it (:meth:`BufferBudget.wait_to_grow`). Without that the others
+  read on while the shed ones close, so the peak was the budget plus
+  however fast they read meanwhile (four clients went from 2 to 3 MiB each
+  against an 8 MiB budget); with it, the budget plus one read per
+  connection.
 
 Connections report what they hold once per read batch (:meth:`BufferBudget.hold`:
 a dict update and two comparisons), so the budget costs nothing per frame.
@@ -80,6 +86,7 @@ class BufferBudget:
         self.frames_refused = 0
         self.connections_shed = 0
         self.accept_pauses = 0
+        self.read_pauses = 0
         self._room: anyio.Event | None = None
         self._log = RateLimitedLog(log, logging.WARNING, interval=10.0, burst=1)
 
@@ -91,7 +98,7 @@ class BufferBudget:
         self.limit, self.large_frame = limit, large_frame
         self.refuse_level = int(limit * self.refuse_ratio)
         if self._room is not None and self.held <= self.limit:
-            self._room.set()
+            self._wake()
 
     @property
     def holders(self) -> int:
@@ -111,8 +118,26 @@ class BufferBudget:
             return
         self.accept_pauses += 1
         self._log.log("accept", "buffer budget: %d of %d bytes held; not accepting for now", self.held, self.limit)
+        await self._within()
+
+    async def wait_to_grow(self) -> None:
+        """Return once the holdings are within the budget: a connection
+        whose holdings just grew past it waits here before reading more
+        (the connections being shed release theirs as they close).
+
+        What makes the budget a bound: once past it, every connection may
+        add one read at most, whatever the shedding takes. Cancelled with
+        its connection (one being shed waits here too).
+        """
+        if self.held <= self.limit:
+            return
+        self.read_pauses += 1
+        self._log.log("read", "buffer budget: %d of %d bytes held; connections that grow wait", self.held, self.limit)
+        await self._within()
+
+    async def _within(self) -> None:
         while self.held > self.limit:
-            if self._room is None or self._room.is_set():
+            if self._room is None:
                 self._room = anyio.Event()
             with anyio.move_on_after(1.0):  # a re-check, should a holder never report back
                 await self._room.wait()
@@ -153,6 +178,8 @@ class BufferBudget:
             raise FrameRefused("a large frame while the buffer budget is short", self.large_frame)
         if self.held > self.limit:
             self._shed_largest()
+        elif nbytes < before and self._room is not None:
+            self._wake()  # back within
 
     def release(self, holder: Hashable) -> None:
         """``holder`` holds nothing any more (it closed, or was refused)."""
@@ -160,7 +187,13 @@ class BufferBudget:
         self._shedding.discard(holder)
         self._exempt.discard(holder)
         if self._room is not None and self.held <= self.limit:
-            self._room.set()
+            self._wake()
+
+    def _wake(self) -> None:
+        """Whoever waits for room (a listener, connections that grew) goes on."""
+        room, self._room = self._room, None
+        if room is not None:
+            room.set()
 
     def _shed_largest(self) -> None:
         shedding = self._shedding

@@ -21,6 +21,7 @@ from mypy_extensions import mypyc_attr
 
 from ..errors import FrameTimeout, IncompleteReadError, LimitExceeded
 from .clock import loop_time
+from .transport import prepare_input
 
 if TYPE_CHECKING:
     from .writer import BufferedWriter
@@ -79,6 +80,7 @@ class BufferedReader:
         "_last_fill",
         "_pos",
         "_read_size",
+        "_receive_size",
         "_stream",
         "_timeouts",
         "_wait_scope",
@@ -97,6 +99,7 @@ class BufferedReader:
             raise ValueError("read_size must be positive")
         self._stream = stream
         self._read_size = read_size
+        self._receive_size = prepare_input(stream, read_size)  # whole chunks, where they are whole already
         self._writer = writer
         self._buf = bytearray()
         self._pos = 0
@@ -269,7 +272,7 @@ class BufferedReader:
         self.idle = starts_frame and empty
         try:
             if self._timeouts is None:
-                data = await self._stream.receive(self._read_size)
+                data = await self._stream.receive(self._receive_size)
                 self._last_fill = loop_time()
             else:
                 data = await self._receive_in_time()
@@ -306,7 +309,7 @@ class BufferedReader:
             if idle:
                 self._idle_scope = scope
             try:
-                data = await self._stream.receive(self._read_size)
+                data = await self._stream.receive(self._receive_size)
             finally:
                 self._idle_scope = self._wait_scope = None
         if scope.cancelled_caught:

@@ -220,8 +220,11 @@ class ProxyConnection(Replies, Dispatcher):
                     held += self._read_ahead()
                 if held != self._held:
                     new_large = self._partial < budget.large_frame <= partial
+                    grew = held > self._held
                     self._held, self._partial = held, partial
                     budget.hold(self, held, new_large_frame=new_large)  # may refuse it
+                    if grew and budget.held > budget.limit:
+                        await budget.wait_to_grow()  # past it: one read per connection at most
                 else:
                     self._partial = partial
                 if writer.pending >= writer.high_water:

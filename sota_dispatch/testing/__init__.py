@@ -11,8 +11,9 @@ clean close when the peer closes between requests; :func:`check_sniff`, that
 :func:`serving` and :func:`running_proxy` run a server or a whole proxy on
 127.0.0.1 for the length of a block, for tests against real sockets and real
 peers; :func:`running_with_backends` runs a shipped config that way, with
-local backends. :func:`connect`, :func:`send_bytewise`, :func:`closed_within`
-and :func:`free_port` are the small socket chores of such tests;
+local backends. :func:`connect`, :func:`send_bytewise`, :func:`closed_within`,
+:func:`free_port` and :func:`tcp_stream_pair` are the small socket chores of
+such tests;
 :func:`pipelined` is a load client for any proxiable protocol;
 :func:`zookeeper_server` runs a real ZooKeeper (Debian's package) for
 discovery tests. :func:`both_builds` gives a compiled module and its
@@ -44,7 +45,15 @@ from .memory import (
 )
 from .processes import ServeProcess, serve_process
 from .running import running_proxy, running_with_backends, serving
-from .sockets import closed_within, connect, connect_and_reset, free_port, send_bytewise, without_ref
+from .sockets import (
+    closed_within,
+    connect,
+    connect_and_reset,
+    free_port,
+    send_bytewise,
+    tcp_stream_pair,
+    without_ref,
+)
 from .zookeeper import ZooKeeperServer, require_zookeeper, zookeeper_available, zookeeper_server
 
 __all__ = [
@@ -76,6 +85,7 @@ __all__ = [
     "send_bytewise",
     "serve_process",
     "serving",
+    "tcp_stream_pair",
     "without_ref",
     "zookeeper_available",
     "zookeeper_server",

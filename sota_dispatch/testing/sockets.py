@@ -6,13 +6,22 @@ import contextlib
 import re
 import socket
 import struct
+from collections.abc import AsyncIterator
 
 import anyio
 from anyio.abc import ByteStream, SocketAttribute, SocketStream
 
 from ..io.address import parse_address
 
-__all__ = ["closed_within", "connect", "connect_and_reset", "free_port", "send_bytewise", "without_ref"]
+__all__ = [
+    "closed_within",
+    "connect",
+    "connect_and_reset",
+    "free_port",
+    "send_bytewise",
+    "tcp_stream_pair",
+    "without_ref",
+]
 
 
 _REF = re.compile(rb"(?:: |; )ref [0-9a-f]+\.\d+$")
@@ -53,6 +62,26 @@ async def connect(address: str) -> SocketStream:
     """A TCP connection to ``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
     host, port = parse_address(address)
     return await anyio.connect_tcp(host, port)
+
+
+@contextlib.asynccontextmanager
+async def tcp_stream_pair() -> AsyncIterator[tuple[SocketStream, SocketStream]]:
+    """The two ends of one real TCP connection on 127.0.0.1 (the connecting
+    end first), closed when the block ends: for tests of what a stream of
+    the running event loop does (its read-ahead, its chunks, its send
+    buffer), which memory streams cannot show."""
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener:
+        port = listener.extra(SocketAttribute.local_port)
+        accepted: list[SocketStream] = []
+
+        async def accept() -> None:
+            accepted.append(await listener.listeners[0].accept())  # type: ignore[attr-defined]
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(accept)
+            near = await anyio.connect_tcp("127.0.0.1", port)
+        async with near, accepted[0] as far:
+            yield near, far
 
 
 async def send_bytewise(stream: SocketStream, data: bytes) -> None:

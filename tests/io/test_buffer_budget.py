@@ -67,6 +67,47 @@ async def test_accepting_pauses_while_shed_connections_still_hold_memory() -> No
     assert budget.accept_pauses == 1
 
 
+async def test_past_the_budget_connections_that_grew_wait_until_it_holds_again() -> None:
+    # Without this the others read on while the shed ones close: the peak
+    # was the budget plus however fast they read meanwhile.
+    shed: list[object] = []
+    budget = BufferBudget(8 * MiB, large_frame=MiB, shed=shed.append)
+    budget.hold("a", 5 * MiB)
+    budget.hold("b", 3 * MiB)
+    await budget.wait_to_grow()  # 8 MiB is the budget, not past it: no wait
+    assert budget.read_pauses == 0
+    budget.hold("a", 6 * MiB)  # 9 MiB: a is shed and closes later
+    assert shed == ["a"]
+
+    async def grown(done: anyio.Event) -> None:
+        await budget.wait_to_grow()
+        done.set()
+
+    b_done, c_done = anyio.Event(), anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(grown, b_done)
+        tg.start_soon(grown, c_done)
+        await anyio.wait_all_tasks_blocked()
+        assert not b_done.is_set()
+        assert not c_done.is_set()
+        budget.hold("b", 2 * MiB)  # b forwarded a frame: 8 MiB, within again
+        with anyio.fail_after(0.5):  # woken by that, not by the once-a-second re-check
+            await b_done.wait()
+            await c_done.wait()
+    assert budget.read_pauses == 2
+
+    budget.hold("b", 4 * MiB)  # past it again (a counts until it has closed)
+    again = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(grown, again)
+        await anyio.wait_all_tasks_blocked()
+        assert not again.is_set()
+        budget.release("a")  # a closed
+        with anyio.fail_after(0.5):
+            await again.wait()
+    assert budget.read_pauses == 3
+
+
 def test_a_bad_budget_is_refused() -> None:
     with pytest.raises(ValueError, match="positive"):
         BufferBudget(0)

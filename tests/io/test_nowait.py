@@ -3,8 +3,6 @@ proxy's Outbox that flushes every connection written to at the end of a batch.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any, cast
 
 import anyio
@@ -14,27 +12,9 @@ from anyio.abc import SocketStream
 from sota_dispatch import BufferedWriter, Dispatcher, Outbox
 from sota_dispatch.config import parse_config
 from sota_dispatch.io.transport import nowait_sender
-from sota_dispatch.testing import memory_stream_pair, running_proxy, serving
+from sota_dispatch.testing import memory_stream_pair, running_proxy, serving, tcp_stream_pair
 
 pytestmark = pytest.mark.anyio
-
-
-@asynccontextmanager
-async def tcp_pair() -> AsyncIterator[tuple[SocketStream, SocketStream]]:
-    """Two ends of one real loopback TCP connection."""
-    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
-    async with listener:
-        port = listener.extra(anyio.abc.SocketAttribute.local_port)
-        accepted: list[SocketStream] = []
-
-        async def accept() -> None:
-            accepted.append(await listener.listeners[0].accept())  # type: ignore[attr-defined]
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(accept)
-            near = await anyio.connect_tcp("127.0.0.1", port)
-        async with near, accepted[0] as far:
-            yield near, far
 
 
 async def receive_exactly(stream: SocketStream, size: int) -> bytes:
@@ -46,7 +26,7 @@ async def receive_exactly(stream: SocketStream, size: int) -> bytes:
 
 
 async def test_flush_nowait_hands_everything_to_the_socket_from_the_calling_task() -> None:
-    async with tcp_pair() as (near, far):
+    async with tcp_stream_pair() as (near, far):
         assert nowait_sender(near) is not None
         writer = BufferedWriter(near)
         writer.writelines([b"one ", b"two ", b"three"])
@@ -58,7 +38,7 @@ async def test_flush_nowait_hands_everything_to_the_socket_from_the_calling_task
 
 async def test_a_full_socket_keeps_the_rest_queued_and_flush_sends_it_in_order() -> None:
     chunk = 64 * 1024
-    async with tcp_pair() as (near, far):
+    async with tcp_stream_pair() as (near, far):
         writer = BufferedWriter(near, high_water=1 << 30)
         written = 0
         # The peer reads nothing: the kernel's buffers (a few MiB) fill up and
@@ -92,7 +72,7 @@ async def test_a_full_socket_keeps_the_rest_queued_and_flush_sends_it_in_order()
 
 
 async def test_flush_nowait_after_send_eof_leaves_the_bytes_queued_and_raises_nothing() -> None:
-    async with tcp_pair() as (near, _far):
+    async with tcp_stream_pair() as (near, _far):
         await near.send_eof()
         writer = BufferedWriter(near)
         writer.write(b"too late")
@@ -101,7 +81,7 @@ async def test_flush_nowait_after_send_eof_leaves_the_bytes_queued_and_raises_no
 
 
 async def test_flush_nowait_never_overtakes_a_flush_under_way() -> None:
-    async with tcp_pair() as (near, far):
+    async with tcp_stream_pair() as (near, far):
         writer = BufferedWriter(near)
         # A flush holds the writer's lock while its send waits (a full socket):
         # bytes written meanwhile must not go out ahead of the batch it sends.

@@ -1,0 +1,52 @@
+"""What a reader takes from a real TCP stream of the running event loop:
+whole chunks where the stream holds them whole, and never more than one
+chunk read ahead of the task (memory the buffer budget has to count)."""
+
+from __future__ import annotations
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from sota_dispatch import BufferedReader
+from sota_dispatch.io.transport import input_queued
+from sota_dispatch.testing import tcp_stream_pair
+
+pytestmark = pytest.mark.anyio
+
+KiB = 1024
+#: The most asyncio's and uvloop's transports read per socket read.
+CHUNK = 256 * KiB
+
+
+async def test_reads_take_whole_chunks_and_the_loop_reads_ahead_one_chunk_at_most(anyio_backend_name: str) -> None:
+    data = bytes(range(256)) * (16 * KiB)  # 4 MiB
+    async with tcp_stream_pair() as (near, far):
+        reader = BufferedReader(far, read_size=16 * KiB)
+        queued = input_queued(far)
+        sizes: list[int] = []
+        ahead: list[int] = []
+        received = bytearray()
+
+        async def send() -> None:
+            await near.send(data)
+
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(send)
+                while len(received) < len(data):
+                    chunk = await reader.read_some()
+                    sizes.append(len(chunk))
+                    received += chunk
+                    if queued is not None:
+                        ahead.append(queued())
+                    await anyio.lowlevel.checkpoint()  # let the loop run: it may read ahead meanwhile
+    assert received == data
+    assert max(sizes) <= CHUNK
+    if anyio_backend_name == "asyncio":  # and uvloop: chunks as the loop read them
+        assert max(sizes) > 16 * KiB
+        assert queued is not None
+        assert max(ahead) <= CHUNK  # uvloop read up to 32 chunks per wake-up
+    else:  # trio reads what it is asked for
+        assert queued is None
+        assert max(sizes) <= 16 * KiB
