@@ -30,6 +30,7 @@ from ..io.writer import BufferedWriter
 from ..protocol.codec import Failure
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
+from ..protocol.fifo import Fifo, new_fifo
 from ..protocol.multiplexer import StreamMultiplexer
 from ..protocol.semantics import FrameSemantics
 from .balancers import Endpoint
@@ -285,7 +286,7 @@ class UpstreamConnection(Dispatcher):
         ids = StreamMultiplexer(id_bits=pool.protocol.id_bits, max_in_flight=max(1, pool.max_requests))
         self.streams = self._ids = ids  # per request through the plain attribute, not the property
         #: Requests in the order they were sent (pipeline, exclusive).
-        self.in_order: deque[tuple[Request, int]] = deque()
+        self.in_order: Fifo[tuple[Request, int]] = new_fifo()
         #: Answers to no request in order (pipeline, exclusive).
         self.unmatched = 0
         self._held = 0

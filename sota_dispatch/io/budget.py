@@ -142,7 +142,7 @@ class BufferBudget:
             with anyio.move_on_after(1.0):  # a re-check, should a holder never report back
                 await self._room.wait()
 
-    def hold(self, holder: Hashable, nbytes: int, *, new_large_frame: bool | None = None, exempt: bool = False) -> None:
+    def hold(self, holder: Hashable, nbytes: int, *, new_large_frame: bool | None = None, exempt: bool = False) -> bool:
         """``holder`` now holds ``nbytes`` (of partial frames, and of
         requests in flight).
 
@@ -154,11 +154,14 @@ class BufferBudget:
         exceeded. An ``exempt`` holder counts, but is never refused or
         shed: a proxy's upstream connection, shared by many clients, whose
         close would reset every one of them for one large answer.
+
+        Returns whether the holdings are past the budget now (a holder that
+        grew then waits in :meth:`wait_to_grow` before reading more).
         """
         by = self._by
         before = by.get(holder, 0)
         if nbytes == before:
-            return
+            return self.held > self.limit
         if nbytes:
             by[holder] = nbytes
         else:
@@ -178,8 +181,10 @@ class BufferBudget:
             raise FrameRefused("a large frame while the buffer budget is short", self.large_frame)
         if self.held > self.limit:
             self._shed_largest()
-        elif nbytes < before and self._room is not None:
+            return True
+        if nbytes < before and self._room is not None:
             self._wake()  # back within
+        return False
 
     def release(self, holder: Hashable) -> None:
         """``holder`` holds nothing any more (it closed, or was refused)."""

@@ -15,7 +15,6 @@ and the client connection stays up.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
@@ -33,6 +32,7 @@ from ..io.writer import BufferedWriter
 from ..protocol.codec import Codec, Failure, codec_handoff_state, codec_movable
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
+from ..protocol.fifo import Fifo, new_fifo
 from ..protocol.semantics import BoundSemantics, FrameSemantics
 from .exchange import Exchange, FilteredExchange, start_try
 from .replies import Replies, Slot
@@ -70,7 +70,7 @@ class ProxyConnection(Replies, Dispatcher):
         self._policy = listener.policy  # read per request: a reload changes it in place
         self.closed = False
         self._exchanges: set[Exchange] = set()
-        self._ordered: deque[Exchange | Slot] | None = None
+        self._ordered: Fifo[Exchange | Slot] | None = None
         self._wake: anyio.Event | None = None
         self._read_scope: anyio.CancelScope | None = None
         self._codec: Codec[Any] | None = None
@@ -161,7 +161,7 @@ class ProxyConnection(Replies, Dispatcher):
             self.protocol = protocol
         semantics = self.semantics = protocol.bound_semantics()
         if protocol.ordered:
-            self._ordered = deque()
+            self._ordered = new_fifo()
         options = protocol.option_values(self.context.options, "listener")
         codec = self._codec = protocol.server_codec(options, limits.max_frame_size)
         # Every read, even one that completes no frame: the budget counts a
@@ -222,9 +222,8 @@ class ProxyConnection(Replies, Dispatcher):
                     new_large = self._partial < budget.large_frame <= partial
                     grew = held > self._held
                     self._held, self._partial = held, partial
-                    budget.hold(self, held, new_large_frame=new_large)  # may refuse it
-                    if grew and budget.held > budget.limit:
-                        await budget.wait_to_grow()  # past it: one read per connection at most
+                    if budget.hold(self, held, new_large_frame=new_large) and grew:  # may refuse it
+                        await budget.wait_to_grow()  # past the budget: one read per connection at most
                 else:
                     self._partial = partial
                 if writer.pending >= writer.high_water:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
@@ -21,6 +20,7 @@ from ..filters.api import FilterRequest
 from ..io.writer import BufferedWriter
 from ..protocol.codec import Failure
 from ..protocol.context import ConnectionContext
+from ..protocol.fifo import Fifo
 from ..protocol.semantics import FrameSemantics
 from .sites import ListenerSite
 
@@ -52,7 +52,7 @@ class Replies:
     protocol: type[FrameSemantics] | None
     writer: BufferedWriter
     in_flight: int
-    _ordered: deque[Exchange | Slot] | None
+    _ordered: Fifo[Exchange | Slot] | None
     _ref: str | None
     _exchanges: set[Exchange]
     _room_scope: anyio.CancelScope | None
