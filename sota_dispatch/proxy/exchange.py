@@ -25,7 +25,7 @@ from ..protocol.bound import BoundSemantics
 from ..protocol.codec import Failure
 from .routing import Route
 from .sites import Downstream
-from .timers import TimerBucket, leave
+from .timers import TimerBucket
 
 if TYPE_CHECKING:
     from ..cluster.pool import UpstreamConnection
@@ -60,6 +60,7 @@ class Exchange(Request):
     __slots__ = (
         "breaker_generation",
         "deadline",
+        "deadline_slot",
         "deadline_timer",
         "downstream",
         "endpoint",
@@ -74,6 +75,7 @@ class Exchange(Request):
         "started",
         "stream",
         "tried",
+        "try_slot",
         "try_started",
         "try_timer",
     )
@@ -126,6 +128,9 @@ class Exchange(Request):
         #: current try's): it leaves them when it no longer needs them.
         self.deadline_timer: TimerBucket | None = None
         self.try_timer: TimerBucket | None = None
+        #: Their slots in them (for :meth:`TimerBucket.leave`).
+        self.deadline_slot = 0
+        self.try_slot = 0
         #: The reply, while an ordered client waits for earlier ones.
         self.reply: bytes | None = None
         #: What hears of its end (the listener's access log, spans), as
@@ -165,7 +170,7 @@ class Exchange(Request):
         timer = self.try_timer
         if timer is not None:
             self.try_timer = None
-            leave(timer, self)
+            timer.leave(self.try_slot, self)
         upstream: UpstreamConnection | None = self.upstream  # typed: a direct call when compiled
         if upstream is not None:
             self.upstream = None
@@ -281,7 +286,7 @@ class Exchange(Request):
         self.done = True
         timer = self.deadline_timer
         if timer is not None:
-            leave(timer, self)  # no timer keeps a finished exchange alive
+            timer.leave(self.deadline_slot, self)  # no timer keeps a finished exchange alive
         cluster = self.route.cluster
         if now is None:
             now = cluster.clock.now()
@@ -308,7 +313,7 @@ class Exchange(Request):
             self.done = True
             timer = self.deadline_timer
             if timer is not None:
-                leave(timer, self)
+                timer.leave(self.deadline_slot, self)
             self._end_try(None)
             self.frame = None  # something may still hold the exchange: not its bytes
 
@@ -349,7 +354,9 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
         cluster.try_started(endpoint)
     per_try = route.per_try_timeout
     if per_try is not None and not exchange.oneway and now + per_try < exchange.deadline:
-        exchange.try_timer = exchange.downstream.listener.timers.call_at(now + per_try, exchange, exchange.attempt)
+        bucket = exchange.downstream.listener.timers.bucket(now + per_try)
+        exchange.try_slot = bucket.add(exchange, exchange.attempt)
+        exchange.try_timer = bucket
     cluster.pool(endpoint, semantics, exchange.downstream).submit(exchange)
 
 

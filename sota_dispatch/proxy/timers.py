@@ -2,15 +2,16 @@
 
 Timeouts are grouped by deadline: the requests a client connection reads in
 one batch get the same clock reading and (on one route) the same timeout,
-so they share one deadline. Each deadline is one *bucket* (a dict from
-target to tag) and one heap entry, checked by a single task that sleeps
-until the earliest deadline. A request that completes takes itself out of
-its bucket (:meth:`TimerQueue.call_at` returns it; :func:`leave` is O(1)),
-so a finished request is never kept alive by its timer, and no walk over
-the timers asks each one whether it still matters. A bucket left empty
-(its table given back) stays in the heap until its deadline; the heap is
-rebuilt without empty buckets when they outnumber the others, so memory
-follows the requests in flight, not the request rate.
+so they share one deadline. Each deadline is one *bucket* (its targets and
+their tags, by slot) and one heap entry, checked by a single task that
+sleeps until the earliest deadline. A request that completes takes itself
+out of its bucket by the slot it was given (:meth:`TimerBucket.leave`, O(1):
+two list stores, where a dict keyed by the request cost a hash, a lookup
+and a deletion per request), so a finished request is never kept alive by
+its timer, and no walk over the timers asks each one whether it still
+matters. A bucket left empty (its lists given back) stays in the heap until
+its deadline; the heap is rebuilt without empty buckets when they outnumber
+the others, so memory follows the requests in flight, not the request rate.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import anyio
 
 from ..io.clock import SYSTEM_CLOCK, Clock
 
-__all__ = ["TimerBucket", "TimerQueue", "TimerTarget", "leave"]
+__all__ = ["TimerBucket", "TimerQueue", "TimerTarget"]
 
 log = logging.getLogger(__name__)
 
@@ -39,23 +40,55 @@ class TimerTarget(Protocol):
     def timer_live(self, tag: int) -> bool: ...
 
 
-#: The timers of one deadline: target -> tag. A target that no longer needs
-#: its timer leaves it (:func:`leave`).
-TimerBucket = dict[TimerTarget, int]
+class TimerBucket:
+    """The timers of one deadline: each target and its tag, by slot.
 
-
-def leave(bucket: TimerBucket, target: TimerTarget) -> None:
-    """Take ``target``'s timer out of ``bucket`` (none there: nothing).
-
-    The bucket's last target also gives back its table: a dict keeps the
-    table it grew to when emptied, and the bucket stays in the heap until
-    its deadline (a minute, say), with a thousand requests of one read
-    batch that table is ~36 KiB.
+    A target that no longer needs its timer leaves its slot
+    (:meth:`leave`); the last one out gives the lists back (a bucket waits
+    in the heap until its deadline, a minute, say: with a thousand
+    requests of one read batch its lists are ~16 KiB).
     """
-    if target in bucket:  # not pop(): a call by name compiled (see StreamMultiplexer.take)
-        del bucket[target]
-    if not bucket:
-        bucket.clear()
+
+    __slots__ = ("_tags", "_targets", "live")
+
+    def __init__(self) -> None:
+        self._targets: list[TimerTarget | None] = []
+        self._tags: list[int] = []
+        #: Targets still in the bucket.
+        self.live = 0
+
+    def __len__(self) -> int:
+        return self.live
+
+    def add(self, target: TimerTarget, tag: int) -> int:
+        """Put ``target`` in with ``tag``; returns its slot (for :meth:`leave`)."""
+        targets = self._targets
+        slot = len(targets)
+        targets.append(target)
+        self._tags.append(tag)
+        self.live += 1
+        return slot
+
+    def leave(self, slot: int, target: TimerTarget) -> None:
+        """Take ``target`` out of ``slot`` (not there any more, since the
+        bucket fired or it left already: nothing)."""
+        targets = self._targets
+        if slot < len(targets) and targets[slot] is target:
+            targets[slot] = None
+            self.live -= 1
+            if not self.live:
+                targets.clear()  # frees the array: a cleared list keeps none
+                self._tags.clear()
+
+    def take(self) -> list[tuple[TimerTarget, int]]:
+        """Empty the bucket: the targets in it and their tags, in the order
+        they came (their own :meth:`leave` then finds nothing)."""
+        targets, tags = self._targets, self._tags
+        due = [(target, tags[i]) for i, target in enumerate(targets) if target is not None]
+        targets.clear()
+        tags.clear()
+        self.live = 0
+        return due
 
 
 class TimerQueue:
@@ -72,37 +105,42 @@ class TimerQueue:
         self._wake: anyio.Event | None = None
         #: The bucket made last, and its deadline (NaN: none open: it fired
         #: or was dropped, so nothing may join it).
-        self._last: TimerBucket = {}
+        self._last = TimerBucket()
         self._last_when = math.nan
 
     def __len__(self) -> int:
         """The timers pending (targets that took themselves out excluded)."""
-        return sum(len(entry[2]) for entry in self._heap)
+        return sum(entry[2].live for entry in self._heap)
 
-    def call_at(self, when: float, target: TimerTarget, tag: int) -> TimerBucket:
-        """Call ``target.timer_fired(tag)`` at ``when`` unless ``target`` left
-        the returned bucket by then (or says the tag is dead). A target has
-        one entry per bucket: its timers' deadlines must differ."""
-        if when == self._last_when:  # the same batch, the same timeout
-            bucket = self._last
-        else:
+    def bucket(self, when: float) -> TimerBucket:
+        """The bucket of deadline ``when``: its targets' ``timer_fired(tag)``
+        is called then, for each still in it whose tag is live. The requests
+        of one batch share one (the same clock reading, the same timeout)."""
+        if when == self._last_when:
+            return self._last
+        heap = self._heap
+        if len(heap) > self.compact_floor and len(heap) & 255 == 0:
+            self._compact()  # before the push: the new bucket is empty yet
             heap = self._heap
-            if len(heap) > self.compact_floor and len(heap) & 255 == 0:
-                self._compact()  # before the push: the new bucket is empty yet
-                heap = self._heap
-            bucket = self._last = {}
-            self._last_when = when
-            heapq.heappush(heap, (when, next(self._seq), bucket))
-            if when < self._next and self._wake is not None:
-                self._wake.set()
-        bucket[target] = tag
+        bucket = self._last = TimerBucket()
+        self._last_when = when
+        heapq.heappush(heap, (when, next(self._seq), bucket))
+        if when < self._next and self._wake is not None:
+            self._wake.set()
         return bucket
+
+    def call_at(self, when: float, target: TimerTarget, tag: int) -> tuple[TimerBucket, int]:
+        """Call ``target.timer_fired(tag)`` at ``when`` unless ``target`` left
+        the returned bucket (by the returned slot) by then, or says the tag
+        is dead."""
+        bucket = self.bucket(when)
+        return bucket, bucket.add(target, tag)
 
     def _compact(self) -> None:
         heap = self._heap
-        live = [entry for entry in heap if entry[2]]
+        live = [entry for entry in heap if entry[2].live]
         if len(live) * 2 < len(heap):
-            if not self._last:  # dropped: a timer added to it would never fire
+            if not self._last.live:  # dropped: a timer added to it would never fire
                 self._last_when = math.nan
             heapq.heapify(live)
             self._heap = live
@@ -116,11 +154,9 @@ class TimerQueue:
                 bucket = heapq.heappop(heap)[2]
                 if bucket is self._last:
                     self._last_when = math.nan
-                if not bucket:
+                if not bucket.live:
                     continue
-                due = bucket.copy()
-                bucket.clear()  # the callbacks' own pop()s find nothing now
-                for target, tag in due.items():
+                for target, tag in bucket.take():
                     if target.timer_live(tag):
                         try:
                             target.timer_fired(tag)

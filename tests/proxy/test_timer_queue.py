@@ -12,7 +12,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from sota_dispatch.proxy.timers import TimerBucket, TimerQueue, leave
+from sota_dispatch.proxy.timers import TimerBucket, TimerQueue
 from sota_dispatch.testing import ManualClock
 
 pytestmark = pytest.mark.anyio
@@ -55,10 +55,10 @@ async def test_targets_of_one_deadline_share_a_bucket_and_fire_together() -> Non
     clock = ManualClock(start=100.0)
     timers = TimerQueue(clock)
     targets = [Target(str(i)) for i in range(100)]
-    buckets = {id(timers.call_at(105.0, target, 0)) for target in targets}
+    buckets = {id(timers.call_at(105.0, target, 0)[0]) for target in targets}
     assert len(buckets) == 1  # one heap entry for the whole batch
     other = Target("later")
-    assert id(timers.call_at(106.0, other, 0)) not in buckets
+    assert id(timers.call_at(106.0, other, 0)[0]) not in buckets
     assert len(timers) == 101
     async with anyio.create_task_group() as tg:
         tg.start_soon(timers.run)
@@ -79,10 +79,10 @@ async def test_a_target_that_left_its_bucket_is_neither_fired_nor_kept_alive() -
     clock = ManualClock(start=0.0)
     timers = TimerQueue(clock)
     gone, stays = Target("gone"), Target("stays")
-    bucket = timers.call_at(60.0, gone, 0)
+    bucket, slot = timers.call_at(60.0, gone, 0)
     timers.call_at(60.0, stays, 0)
     ref = weakref.ref(gone)
-    leave(bucket, gone)
+    bucket.leave(slot, gone)
     del gone
     gc.collect()
     assert ref() is None  # a finished request is freed now, not at its deadline
@@ -96,17 +96,24 @@ def test_an_emptied_bucket_gives_its_table_back_before_its_deadline() -> None:
     # hold the table it grew to meanwhile.
     timers = TimerQueue(ManualClock(start=0.0))
     targets = [Target() for _ in range(1000)]
-    bucket = timers.call_at(60.0, targets[0], 0)
-    for target in targets[1:]:
-        timers.call_at(60.0, target, 0)
-    full = sys.getsizeof(bucket)
-    for target in targets[:-1]:
-        leave(bucket, target)
-    assert sys.getsizeof(bucket) == full  # a dict keeps its table as it empties ...
-    leave(bucket, targets[-1])
-    assert sys.getsizeof(bucket) < full / 10  # ... the last one out gives it back
-    leave(bucket, targets[-1])  # twice: nothing
+    bucket = timers.bucket(60.0)
+    slots = [bucket.add(target, 0) for target in targets]
+    assert timers.bucket(60.0) is bucket
+
+    def size() -> int:
+        return sys.getsizeof(bucket._targets) + sys.getsizeof(bucket._tags)
+
+    full = size()
+    for slot, target in zip(slots[:-1], targets[:-1], strict=True):
+        bucket.leave(slot, target)
+    assert size() == full  # the slots stay as it empties ...
+    assert len(timers) == 1
+    bucket.leave(slots[-1], targets[-1])
+    assert size() < full / 10  # ... the last one out gives them back
+    bucket.leave(slots[-1], targets[-1])  # twice: nothing
+    bucket.leave(slots[0], targets[-1])  # a slot of someone else's: nothing
     assert len(timers) == 0
+    assert len(bucket) == 0
 
 
 async def test_a_dead_tag_is_skipped() -> None:
@@ -146,16 +153,16 @@ async def test_a_callback_may_take_itself_and_others_out_of_the_firing_bucket() 
     clock = ManualClock(start=0.0)
     timers = TimerQueue(clock)
     quiet = Target("quiet")
-    bucket = timers.call_at(1.0, quiet, 0)
+    bucket, quiet_slot = timers.call_at(1.0, quiet, 0)
 
     class Leaver(Target):
         def timer_fired(self, tag: int) -> None:
-            leave(bucket, self)  # as a finishing exchange does
-            leave(bucket, quiet)
+            bucket.leave(leaver_slot, self)  # as a finishing exchange does
+            bucket.leave(quiet_slot, quiet)
             super().timer_fired(tag)
 
     leaver = Leaver("leaver")
-    timers.call_at(1.0, leaver, 0)
+    leaver_slot = timers.call_at(1.0, leaver, 0)[1]
     await fire(timers, clock, 1, leaver, quiet)  # quiet was due: it fires, whatever the others do
 
 
@@ -163,18 +170,18 @@ def test_a_timer_set_as_the_heap_is_rebuilt_is_kept() -> None:
     # The rebuild runs as a new deadline's bucket is pushed: that bucket is
     # still empty then, and must not be dropped as a dead one.
     timers = TimerQueue(ManualClock(start=0.0))
-    previous: tuple[TimerBucket, Target] | None = None
+    previous: tuple[TimerBucket, int, Target] | None = None
     rebuilds = 0
     for i in range(4 * timers.compact_floor):
         target = Target()
         before = len(timers._heap)
-        bucket = timers.call_at(60.0 + i / 1000, target, 0)
+        bucket, slot = timers.call_at(60.0 + i / 1000, target, 0)
         if len(timers._heap) < before:
             rebuilds += 1
             assert any(entry[2] is bucket for entry in timers._heap)
         if previous is not None:
-            previous[0].pop(previous[1])  # done: one request pending at a time
-        previous = (bucket, target)
+            previous[0].leave(previous[1], previous[2])  # done: one request pending at a time
+        previous = (bucket, slot, target)
     assert rebuilds >= 3
     assert len(timers) == 1
 
@@ -187,16 +194,18 @@ async def test_the_heap_follows_the_pending_timers_not_the_rate() -> None:
     last = Target()
     for i in range(20_000):
         target = Target()
-        timers.call_at(60.0 + i / 1000, target, 0).pop(target)
-    bucket = timers.call_at(61.0, last, 0)  # an existing deadline: it joins that bucket
+        bucket, slot = timers.call_at(60.0 + i / 1000, target, 0)
+        bucket.leave(slot, target)
+    bucket, slot = timers.call_at(61.0, last, 0)  # an existing deadline: it joins that bucket
     assert len(timers) == 1
     assert len(timers._heap) <= 2 * timers.compact_floor  # not 20,000
-    del bucket[last]
+    bucket.leave(slot, last)
     # The newest bucket was emptied; if a rebuild drops it, a timer set for
     # its deadline must still fire.
     for i in range(3 * timers.compact_floor):
         target = Target()
-        timers.call_at(70.0 + i / 1000, target, 0).pop(target)
+        bucket, slot = timers.call_at(70.0 + i / 1000, target, 0)
+        bucket.leave(slot, target)
     late = Target("late")
     timers.call_at(70.0 + (3 * timers.compact_floor - 1) / 1000, late, 0)
     await fire(timers, clock, 80, late)
