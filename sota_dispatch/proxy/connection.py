@@ -372,9 +372,7 @@ class ProxyConnection(Replies, Dispatcher):
                     self._ordered.append(exchange)
             elif self._ordered is not None:  # the exchange takes the place its filters held
                 self._ordered[self._ordered.index(slot)] = exchange
-            bucket = self._timers.bucket(deadline)
-            exchange.deadline_slot = bucket.add(exchange, 0)
-            exchange.deadline_timer = bucket
+            exchange.deadline_timer, exchange.deadline_slot = self._timers.call_at(deadline, exchange, 0)
         start_try(exchange, now)
         return None
 

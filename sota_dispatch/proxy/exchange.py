@@ -354,9 +354,9 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
         cluster.try_started(endpoint)
     per_try = route.per_try_timeout
     if per_try is not None and not exchange.oneway and now + per_try < exchange.deadline:
-        bucket = exchange.downstream.listener.timers.bucket(now + per_try)
-        exchange.try_slot = bucket.add(exchange, exchange.attempt)
-        exchange.try_timer = bucket
+        exchange.try_timer, exchange.try_slot = exchange.downstream.listener.timers.call_at(
+            now + per_try, exchange, exchange.attempt
+        )
     cluster.pool(endpoint, semantics, exchange.downstream).submit(exchange)
 
 

@@ -20,7 +20,8 @@ import heapq
 import itertools
 import logging
 import math
-from typing import Protocol
+import types
+from typing import Final, Protocol
 
 import anyio
 
@@ -40,54 +41,73 @@ class TimerTarget(Protocol):
     def timer_live(self, tag: int) -> bool: ...
 
 
-class TimerBucket:
-    """The timers of one deadline: each target and its tag, by slot.
+def _probe() -> None:
+    """Only its type is looked at: see ``_COMPILED``."""
 
-    A target that no longer needs its timer leaves its slot
-    (:meth:`leave`); the last one out gives the lists back (a bucket waits
-    in the heap until its deadline, a minute, say: with a thousand
-    requests of one read batch its lists are ~16 KiB).
+
+#: Whether this module runs compiled (mypyc makes its functions built-in
+#: ones). A bucket has two spellings: compiled, two lists by slot (a dict
+#: keyed by the request cost a hash, an insertion, a membership test and a
+#: deletion, ~800 instructions a request there; list stores are native);
+#: interpreted, a dict (fewer bytecodes: the lists cost 1-2 % more there).
+_COMPILED: Final = not isinstance(_probe, types.FunctionType)
+
+
+class TimerBucket:
+    """The timers of one deadline: each target and its tag.
+
+    :meth:`TimerQueue.call_at` puts a target in and gives its slot; a
+    target that no longer needs its timer leaves (:meth:`leave`); the last
+    one out gives the table back (a bucket waits in the heap until its
+    deadline, a minute, say: with a thousand requests of one read batch its
+    table is ~16-36 KiB). A target has one entry per bucket: its timers'
+    deadlines must differ.
     """
 
-    __slots__ = ("_tags", "_targets", "live")
+    __slots__ = ("_by", "_live", "_tags", "_targets")
 
     def __init__(self) -> None:
+        # Compiled: targets and tags by slot (left slots hold None), and
+        # how many are in. Interpreted: target -> tag.
         self._targets: list[TimerTarget | None] = []
         self._tags: list[int] = []
-        #: Targets still in the bucket.
-        self.live = 0
+        self._live = 0
+        self._by: dict[TimerTarget, int] = {}
 
     def __len__(self) -> int:
-        return self.live
-
-    def add(self, target: TimerTarget, tag: int) -> int:
-        """Put ``target`` in with ``tag``; returns its slot (for :meth:`leave`)."""
-        targets = self._targets
-        slot = len(targets)
-        targets.append(target)
-        self._tags.append(tag)
-        self.live += 1
-        return slot
+        """Targets still in the bucket."""
+        return self._live if _COMPILED else len(self._by)
 
     def leave(self, slot: int, target: TimerTarget) -> None:
-        """Take ``target`` out of ``slot`` (not there any more, since the
-        bucket fired or it left already: nothing)."""
+        """Take ``target`` (at ``slot``) out; not in any more (the bucket
+        fired, or it left already): nothing."""
+        if not _COMPILED:
+            by = self._by
+            if target in by:  # not pop(): a call by name compiled (see StreamMultiplexer.take)
+                del by[target]
+            if not by:
+                by.clear()  # a dict keeps the table it grew to when emptied
+            return
         targets = self._targets
         if slot < len(targets) and targets[slot] is target:
             targets[slot] = None
-            self.live -= 1
-            if not self.live:
+            self._live -= 1
+            if not self._live:
                 targets.clear()  # frees the array: a cleared list keeps none
                 self._tags.clear()
 
     def take(self) -> list[tuple[TimerTarget, int]]:
         """Empty the bucket: the targets in it and their tags, in the order
         they came (their own :meth:`leave` then finds nothing)."""
+        if not _COMPILED:
+            due = list(self._by.items())
+            self._by.clear()
+            return due
         targets, tags = self._targets, self._tags
         due = [(target, tags[i]) for i, target in enumerate(targets) if target is not None]
         targets.clear()
         tags.clear()
-        self.live = 0
+        self._live = 0
         return due
 
 
@@ -110,14 +130,29 @@ class TimerQueue:
 
     def __len__(self) -> int:
         """The timers pending (targets that took themselves out excluded)."""
-        return sum(entry[2].live for entry in self._heap)
+        return sum(len(entry[2]) for entry in self._heap)
 
-    def bucket(self, when: float) -> TimerBucket:
-        """The bucket of deadline ``when``: its targets' ``timer_fired(tag)``
-        is called then, for each still in it whose tag is live. The requests
-        of one batch share one (the same clock reading, the same timeout)."""
-        if when == self._last_when:
-            return self._last
+    def call_at(self, when: float, target: TimerTarget, tag: int) -> tuple[TimerBucket, int]:
+        """Call ``target.timer_fired(tag)`` at ``when`` unless ``target`` left
+        the returned bucket by the returned slot by then (or says the tag is
+        dead). The requests of one batch share a bucket (the same clock
+        reading, the same timeout).
+
+        One call, the bucket filled here: interpreted, a method call more on
+        a request's path costs as much as the work itself."""
+        bucket = self._last if when == self._last_when else self._open(when)
+        if not _COMPILED:
+            bucket._by[target] = tag
+            return bucket, 0
+        targets = bucket._targets
+        slot = len(targets)
+        targets.append(target)
+        bucket._tags.append(tag)
+        bucket._live += 1
+        return bucket, slot
+
+    def _open(self, when: float) -> TimerBucket:
+        """A new bucket for deadline ``when``, in the heap."""
         heap = self._heap
         if len(heap) > self.compact_floor and len(heap) & 255 == 0:
             self._compact()  # before the push: the new bucket is empty yet
@@ -129,18 +164,11 @@ class TimerQueue:
             self._wake.set()
         return bucket
 
-    def call_at(self, when: float, target: TimerTarget, tag: int) -> tuple[TimerBucket, int]:
-        """Call ``target.timer_fired(tag)`` at ``when`` unless ``target`` left
-        the returned bucket (by the returned slot) by then, or says the tag
-        is dead."""
-        bucket = self.bucket(when)
-        return bucket, bucket.add(target, tag)
-
     def _compact(self) -> None:
         heap = self._heap
-        live = [entry for entry in heap if entry[2].live]
+        live = [entry for entry in heap if len(entry[2])]
         if len(live) * 2 < len(heap):
-            if not self._last.live:  # dropped: a timer added to it would never fire
+            if not len(self._last):  # dropped: a timer added to it would never fire
                 self._last_when = math.nan
             heapq.heapify(live)
             self._heap = live
@@ -154,7 +182,7 @@ class TimerQueue:
                 bucket = heapq.heappop(heap)[2]
                 if bucket is self._last:
                     self._last_when = math.nan
-                if not bucket.live:
+                if not len(bucket):
                     continue
                 for target, tag in bucket.take():
                     if target.timer_live(tag):

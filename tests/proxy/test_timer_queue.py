@@ -6,16 +6,45 @@ from __future__ import annotations
 
 import gc
 import sys
+import types
 import weakref
+from collections.abc import Iterator
 
 import anyio
 import anyio.lowlevel
 import pytest
 
+from sota_dispatch.proxy import timers as timers_module
 from sota_dispatch.proxy.timers import TimerBucket, TimerQueue
 from sota_dispatch.testing import ManualClock
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True, params=["lists", "dict"])
+def bucket_spelling(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test with each spelling of a bucket: ``lists`` by slot (the
+    compiled build's) and ``dict`` (the interpreter's). The pure-Python
+    build runs either; a compiled module runs its own only (skipped)."""
+    lists = request.param == "lists"
+    if isinstance(timers_module._probe, types.FunctionType):  # pure Python: a module global
+        saved = timers_module._COMPILED
+        timers_module._COMPILED = lists  # type: ignore[misc]
+        try:
+            yield
+        finally:
+            timers_module._COMPILED = saved  # type: ignore[misc]
+    elif lists:
+        yield
+    else:
+        pytest.skip("the compiled module runs its own spelling only")
+
+
+def test_each_build_takes_its_own_spelling() -> None:
+    from sota_dispatch.compiled import build_info
+
+    compiled = "sota_dispatch.proxy.timers" in build_info().compiled
+    assert isinstance(timers_module._probe, types.FunctionType) is not compiled
 
 
 class Target:
@@ -96,12 +125,15 @@ def test_an_emptied_bucket_gives_its_table_back_before_its_deadline() -> None:
     # hold the table it grew to meanwhile.
     timers = TimerQueue(ManualClock(start=0.0))
     targets = [Target() for _ in range(1000)]
-    bucket = timers.bucket(60.0)
-    slots = [bucket.add(target, 0) for target in targets]
-    assert timers.bucket(60.0) is bucket
+    bucket, first = timers.call_at(60.0, targets[0], 0)
+    slots = [first]
+    for target in targets[1:]:
+        joined, slot = timers.call_at(60.0, target, 0)
+        assert joined is bucket
+        slots.append(slot)
 
     def size() -> int:
-        return sys.getsizeof(bucket._targets) + sys.getsizeof(bucket._tags)
+        return sys.getsizeof(bucket._targets) + sys.getsizeof(bucket._tags) + sys.getsizeof(bucket._by)
 
     full = size()
     for slot, target in zip(slots[:-1], targets[:-1], strict=True):
