@@ -175,6 +175,7 @@ PUBLIC: dict[str, set[str]] = {
         "send_bytewise",
         "serve_process",
         "serving",
+        "tcp_stream_pair",
         "without_ref",
         "zookeeper_available",
         "zookeeper_server",
