@@ -144,7 +144,12 @@ def prepare_input(stream: object, read_size: int) -> int:
     if queue is None or not hasattr(queue, "popleft") or transport is None:
         return read_size  # another anyio's internals: the ordinary path
     if not isinstance(protocol, _OneChunk):  # once per stream
-        protocol.__class__ = _one_chunk(type(protocol))
+        if not hasattr(protocol, "__dict__"):
+            return read_size  # the pause cannot be kept on it: no whole chunks without it
+        try:
+            protocol.__class__ = _one_chunk(type(protocol))
+        except TypeError:  # another anyio's layout: the ordinary path
+            return read_size
         protocol.sota_pause = transport.pause_reading
         transport.set_protocol(protocol)  # uvloop keeps the protocol's method from when it was set
     return sys.maxsize

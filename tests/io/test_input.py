@@ -9,6 +9,7 @@ import anyio.lowlevel
 import pytest
 
 from sota_dispatch import BufferedReader
+from sota_dispatch.io import transport
 from sota_dispatch.io.transport import input_queued
 from sota_dispatch.testing import tcp_stream_pair
 
@@ -50,3 +51,25 @@ async def test_reads_take_whole_chunks_and_the_loop_reads_ahead_one_chunk_at_mos
     else:  # trio reads what it is asked for
         assert queued is None
         assert max(sizes) <= 16 * KiB
+
+
+async def test_a_stream_that_cannot_be_paced_is_read_as_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Whole chunks only with the read-ahead bound: an anyio whose protocol
+    # cannot take the pause (another layout) is read in read_size pieces.
+    def refuse(kind: object) -> type:
+        raise TypeError("object layout differs")
+
+    monkeypatch.setattr(transport, "_one_chunk", refuse)
+    data = bytes(range(256)) * 1024  # 256 KiB
+    async with tcp_stream_pair() as (near, far):
+        assert transport.prepare_input(far, 4 * KiB) == 4 * KiB
+        reader = BufferedReader(far, read_size=4 * KiB)
+        received = bytearray()
+        with anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(near.send, data)
+                while len(received) < len(data):
+                    chunk = await reader.read_some()
+                    assert len(chunk) <= 4 * KiB
+                    received += chunk
+    assert received == data
