@@ -10,11 +10,14 @@ heartbeat is answered meanwhile.
 from __future__ import annotations
 
 import contextlib
+import socket
+import struct
 from pathlib import Path
 
 import anyio
 import pytest
 import yaml
+from anyio.abc import SocketAttribute, SocketStream
 
 from sota_dispatch import BufferedReader
 from sota_dispatch.config import parse_config
@@ -140,6 +143,44 @@ async def test_partial_frames_stay_within_the_budget_and_others_are_served() -> 
             assert budget.read_pauses >= 1
             assert budget.frames_refused + budget.connections_shed >= 6
             await assert_metrics(proxy)
+
+
+async def test_clients_that_reset_while_the_budget_holds_their_reads_back_free_everything() -> None:
+    # Past the budget a connection that grew waits for room without reading:
+    # its client resetting meanwhile must not leave it (or its bytes) behind.
+    async with serving(BoltEchoDispatcher) as upstream:
+        assert upstream.address is not None
+        doc = document(upstream.address, buffer_budget="8MiB", large_frame="256KiB")
+        async with running_proxy(parse_config(doc)) as proxy:
+            budget, address = proxy.budget, proxy.addresses["rpc"]
+            streams = [await connect(address) for _ in range(8)]
+            try:
+                with anyio.fail_after(30):
+                    async with anyio.create_task_group() as tg:
+                        for i, stream in enumerate(streams):
+                            tg.start_soon(send_most, stream, big_request(i, 4 * MiB), MiB)
+                    while budget.read_pauses < 1:  # noqa: ASYNC110 - no event marks a budget action
+                        await anyio.sleep(0.01)
+            finally:
+                for stream in streams:  # an RST each, whatever the proxy did meanwhile
+                    with contextlib.suppress(OSError):
+                        raw = stream.extra(SocketAttribute.raw_socket)
+                        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    await stream.aclose()
+            with anyio.fail_after(30):
+                while budget.holders or budget.held:  # noqa: ASYNC110 - released as each closes
+                    await anyio.sleep(0.01)
+            ack = await heartbeat(address)
+            assert (ack.request_id, ack.status) == (77, 0)
+
+
+async def send_most(stream: SocketStream, frame: bytes, keep_back: int) -> None:
+    """Send all but the last ``keep_back`` bytes of ``frame`` (the proxy
+    may close the connection meanwhile: refused or shed)."""
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        data = memoryview(frame)[: len(frame) - keep_back]
+        for start in range(0, len(data), 256 * 1024):
+            await stream.send(bytes(data[start : start + 256 * 1024]))
 
 
 async def assert_metrics(proxy: Proxy) -> None:
