@@ -3,12 +3,13 @@
 An ordered client's replies and a pool's in-order requests go through a
 queue twice per request (in, and out). ``collections.deque`` is the
 interpreter's fastest, but the compiled build has no native calls for it:
-each ``append``/``popleft``/``[0]`` was a method looked up by name (about
-300 instructions; four per query-line request, some 7 % of the compiled
-proxy's work). :class:`Fifo` is the same operations on a list and a head
-index, native calls once compiled and slower than ``deque`` interpreted,
-so :func:`new_fifo` gives a ``deque`` to the interpreter and a
-:class:`Fifo` to compiled code. Callers use only what both have.
+each ``append``/``popleft``/``[0]`` was a method looked up by name, four
+per query-line request (with :class:`Fifo` the compiled proxy runs 0.97x
+the instructions per query line). :class:`Fifo` is the same operations on
+a list and a head index, native calls once compiled and slower than
+``deque`` interpreted, so :func:`new_fifo` gives a ``deque`` to the
+interpreter and a :class:`Fifo` to compiled code. Callers use only what
+both have.
 """
 
 from __future__ import annotations
