@@ -185,7 +185,9 @@ class Exchange(Request):
                     counts.successes += 1
                 histogram = counts.latency
                 bounds = histogram.bounds
-                histogram.counts[_bucket(bounds, latency) if _COMPILED else bisect_left(bounds, latency)] += 1
+                buckets = histogram.counts
+                at = _bucket(bounds, latency) if _COMPILED else bisect_left(bounds, latency)
+                buckets[at] = buckets[at] + 1  # not +=: compiled, a list item's += is a generic add
                 histogram.total += latency
                 histogram.count += 1
             elif stuck:
@@ -296,7 +298,9 @@ class Exchange(Request):
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         latency = stats.latency
         bounds = latency.bounds
-        latency.counts[_bucket(bounds, elapsed) if _COMPILED else bisect_left(bounds, elapsed)] += 1
+        buckets = latency.counts
+        at = _bucket(bounds, elapsed) if _COMPILED else bisect_left(bounds, elapsed)
+        buckets[at] = buckets[at] + 1  # not +=: compiled, a list item's += is a generic add
         latency.total += elapsed
         latency.count += 1
         observer = self.observer  # the access log, spans
