@@ -380,8 +380,10 @@ class UpstreamConnection(Dispatcher):
         is_heartbeat, response_id = protocol.is_heartbeat, protocol.response_id  # once per batch
         now = self.pool.cluster.clock.now()
         # Typed: the multiplexer hands back Any, and an untyped exchange
-        # costs the compiled build a lookup by name per field and call.
-        entry: tuple[Request, int] | None
+        # costs the compiled build a lookup by name per field and call. Not
+        # Optional: compiled, a tuple in a union is boxed (a new tuple per
+        # answer) and unpacked by iteration; this way it stays a C struct.
+        entry: tuple[Request, int]
         for response in frames:
             if is_heartbeat(response):
                 if protocol.is_request(response):
@@ -394,9 +396,10 @@ class UpstreamConnection(Dispatcher):
                 if upstream_id is None:
                     ids.unmatched += 1
                     continue
-                entry = ids.take(upstream_id)
-                if entry is None:
+                taken = ids.take(upstream_id)
+                if taken is None:
                     continue
+                entry = taken
             elif self.in_order:
                 entry = self.in_order.popleft()
             else:
