@@ -67,11 +67,9 @@ class Holders:
         try:
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
                 async with await connect(address) as stream:
-                    data = memoryview(frame)[: len(frame) - keep_back]
-                    for start in range(0, len(data), 256 * 1024):
-                        await stream.send(bytes(data[start : start + 256 * 1024]))
-                    self._one_sent()
-                    await self.done.wait()
+                    if await send_most(stream, frame, keep_back):
+                        self._one_sent()
+                        await self.done.wait()
         finally:
             self._one_sent()
 
@@ -174,13 +172,16 @@ async def test_clients_that_reset_while_the_budget_holds_their_reads_back_free_e
             assert (ack.request_id, ack.status) == (77, 0)
 
 
-async def send_most(stream: SocketStream, frame: bytes, keep_back: int) -> None:
-    """Send all but the last ``keep_back`` bytes of ``frame`` (the proxy
-    may close the connection meanwhile: refused or shed)."""
-    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-        data = memoryview(frame)[: len(frame) - keep_back]
+async def send_most(stream: SocketStream, frame: bytes, keep_back: int) -> bool:
+    """Send all but the last ``keep_back`` bytes of ``frame``; False if the
+    proxy closed the connection meanwhile (refused or shed)."""
+    data = memoryview(frame)[: len(frame) - keep_back]
+    try:
         for start in range(0, len(data), 256 * 1024):
             await stream.send(bytes(data[start : start + 256 * 1024]))
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        return False
+    return True
 
 
 async def assert_metrics(proxy: Proxy) -> None:
