@@ -255,3 +255,134 @@ def test_add_after_close_raises_the_close_reason() -> None:
     mux.close(UpstreamError("gone"))
     with pytest.raises(UpstreamError, match="gone"):
         mux.add("b")
+
+
+# -- the ring of add()'s entries ------------------------------------------------
+
+
+@given(
+    bits=st.integers(min_value=2, max_value=64),
+    first=st.integers(min_value=0, max_value=3),
+    limit=st.integers(min_value=1, max_value=40),
+    start=st.integers(min_value=0, max_value=2**64 - 1),
+    steps=st.lists(
+        st.one_of(
+            st.just("add"),  # four of ten: the ring fills and grows
+            st.just("add"),
+            st.just("add"),
+            st.just("add"),
+            st.just("unused"),
+            st.just("take_all"),
+            st.tuples(st.sampled_from(["take", "discard", "get", "in"]), st.integers(min_value=0, max_value=80)),
+            st.tuples(st.just("take_known"), st.integers(min_value=0, max_value=10**6)),
+            st.tuples(st.just("foreign"), st.integers(min_value=-(2**70), max_value=2**70)),
+        ),
+        min_size=60,
+        max_size=250,
+    ),
+)
+def test_the_ring_agrees_with_a_dict(bits: int, first: int, limit: int, start: int, steps: list[object]) -> None:
+    """add/take/discard/get/contains/unused_id/take_all against a dict model,
+    on id spaces smaller and larger than the ring, wrapping: ids are never
+    handed out twice while held, an answer matches only the entry of its own
+    id (never one that merely shares its slot), foreign ids (any int a peer
+    may send) match nothing, and the ring never outgrows the limit."""
+    space = 2**bits - first
+    limit = min(limit, space - 1)
+    if limit < 1:
+        return
+    mux: StreamMultiplexer[str] = StreamMultiplexer(id_bits=bits, first_id=first, max_in_flight=limit)
+    mux._next = max(first, start % 2**bits)  # ids start anywhere: held ones have high bits when the ring grows
+    held: dict[int, str] = {}
+    for number, step in enumerate(steps):
+        if step == "add":
+            if len(held) >= limit:
+                with pytest.raises(StreamLimitError):
+                    mux.add("over")
+                continue
+            stream_id = mux.add(f"entry {number}")
+            assert first <= stream_id < 2**bits
+            assert stream_id not in held, f"id {stream_id} handed out while in flight"
+            held[stream_id] = f"entry {number}"
+        elif step == "unused":
+            stream_id = mux.unused_id()
+            assert first <= stream_id < 2**bits
+            assert stream_id not in held
+        elif step == "take_all":
+            assert sorted(mux.take_all()) == sorted(held.values())
+            held.clear()
+        else:
+            assert isinstance(step, tuple)
+            kind, number_or_id = step
+            if kind == "take_known":
+                if not held:
+                    continue
+                stream_id = sorted(held)[number_or_id % len(held)]
+                kind = "take"
+            else:
+                stream_id = number_or_id
+            unmatched = mux.unmatched
+            if kind in ("take", "foreign"):
+                expected = held.pop(stream_id, None)
+                assert mux.take(stream_id) == expected
+                assert mux.unmatched == unmatched + (expected is None)
+            elif kind == "discard":
+                assert mux.discard(stream_id) == (held.pop(stream_id, None) is not None)
+            elif kind == "get":
+                assert mux.get(stream_id) == held.get(stream_id)
+            else:
+                assert (stream_id in mux) == (stream_id in held)
+        assert mux.in_flight == len(mux) == len(held)
+        assert len(mux._entries) <= max(16, 2 ** (2 * limit - 1).bit_length())
+
+
+def test_an_answer_that_shares_a_held_slot_matches_nothing() -> None:
+    """Ids 1 and 17 share slot 1 of a 16-slot ring: an answer for 17 while
+    1 is held must not take 1's entry (that would hand one client's answer
+    to another's request)."""
+    mux: StreamMultiplexer[str] = StreamMultiplexer(max_in_flight=4)
+    assert mux.add("first") == 1
+    assert mux.take(17) is None
+    assert mux.get(17) is None
+    assert 17 not in mux
+    assert not mux.discard(17)
+    assert mux.unmatched == 1
+    assert mux.take(1) == "first"
+
+
+def test_a_request_never_answered_costs_one_slot_lap_after_lap() -> None:
+    """A stuck request keeps its slot; the ids run past it and wrap, and
+    the ring does not grow for it."""
+    mux: StreamMultiplexer[str] = StreamMultiplexer(id_bits=8, first_id=1, max_in_flight=4)
+    stuck = mux.add("stuck")
+    seen = set()
+    for _ in range(2_000):
+        stream_id = mux.add("x")
+        assert stream_id != stuck
+        assert (stream_id - stuck) % 16 != 0
+        seen.add(stream_id)
+        assert mux.take(stream_id) == "x"
+    assert len(seen) > 200  # the whole 8-bit space but the stuck slot's ids, many laps
+    assert len(mux._entries) == 16
+    assert mux.take(stuck) == "stuck"
+
+
+def test_a_growing_ring_keeps_every_entry_findable() -> None:
+    """Entries move to their slot under the doubled mask (ids with high
+    bits set, held across two doublings)."""
+    mux: StreamMultiplexer[int] = StreamMultiplexer(max_in_flight=100)
+    for _ in range(200):  # one at a time: the ring stays at 16 slots
+        assert mux.take(mux.add(0)) == 0
+    assert len(mux._entries) == 16
+    held = {mux.add(n): n for n in range(40)}  # ids 201..240: the ring doubles three times
+    assert len(mux._entries) == 128
+    assert all(mux.take(stream_id) == n for stream_id, n in held.items())
+
+
+def test_fail_all_and_close_drop_the_entries() -> None:
+    mux: StreamMultiplexer[str] = StreamMultiplexer()
+    ids = [mux.add(f"e{n}") for n in range(20)]
+    assert mux.fail_all(UpstreamError("gone")) == 20
+    assert mux.in_flight == 0
+    assert all(mux.take(i) is None for i in ids)
+    assert mux.add("again") == 21
