@@ -375,7 +375,7 @@ class BoltDecoder(FrameDecoder[BoltFrame]):
     def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
         super().__init__(max_frame_size=max_frame_size)
 
-    def _frame(self, work: bytes, pos: int, end: int) -> tuple[BoltFrame, int] | None:
+    def _frame(self, work: bytes, pos: int, end: int) -> BoltFrame | None:
         avail = end - pos
         if avail < 2:
             if avail == 1:
@@ -471,7 +471,8 @@ class BoltDecoder(FrameDecoder[BoltFrame]):
         # The class name, header and content: cut out of raw when first read.
         frame._body, frame._class_len = p - head, class_len
         frame._header_len, frame._content_len = header_len, content_len
-        return frame, total
+        self._size = total
+        return frame
 
 
 def _check_proto(proto: int) -> None:

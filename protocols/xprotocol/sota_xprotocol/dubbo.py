@@ -350,7 +350,7 @@ class DubboDecoder(FrameDecoder[DubboFrame]):
     def __init__(self, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
         super().__init__(max_frame_size=max_frame_size)
 
-    def _frame(self, work: bytes, pos: int, end: int) -> tuple[DubboFrame, int] | None:
+    def _frame(self, work: bytes, pos: int, end: int) -> DubboFrame | None:
         avail = end - pos
         if avail < 16:
             if (avail and work[pos] != 0xDA) or (avail > 1 and work[pos + 1] != 0xBB):
@@ -392,7 +392,8 @@ class DubboDecoder(FrameDecoder[DubboFrame]):
             self._need = total
             return None
         raw = work[pos : pos + total]
-        return DubboFrame(flag, status, request_id, raw[16:], raw), total
+        self._size = total
+        return DubboFrame(flag, status, request_id, raw[16:], raw)
 
 
 def encode_frames(frames: Iterable[DubboFrame]) -> bytes:
