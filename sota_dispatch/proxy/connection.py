@@ -52,7 +52,7 @@ class ProxyConnection(Replies, Dispatcher):
     __slots__ = tuple(
         "listener protocol semantics in_flight closed _exchanges _ordered _wake _read_scope _codec _streams _turn"  # noqa: SIM905
         " _room_scope _filtering _expired _held _partial _inflight_bytes _ref _read_ahead upstream_pools"
-        " _stats _outbox _timers _policy".split()
+        " _stats _outbox _timers _policy _wake_at".split()
     )
     # Declared here (the Dispatcher sets them): compiled, an attribute this class declares is
     # a field of its own, read directly; one only its interpreted base declares, a lookup by name.
@@ -71,7 +71,9 @@ class ProxyConnection(Replies, Dispatcher):
         self.closed = False
         self._exchanges: set[Exchange] = set()
         self._ordered: Fifo[Exchange | Slot] | None = None
+        #: Set when the reader waits for in_flight to come down to _wake_at.
         self._wake: anyio.Event | None = None
+        self._wake_at = 0
         self._read_scope: anyio.CancelScope | None = None
         self._codec: Codec[Any] | None = None
         self._streams = 0  # requests decoded so far (a request's number is its stream id)
@@ -130,6 +132,7 @@ class ProxyConnection(Replies, Dispatcher):
 
     async def _wait_in_flight(self, limit: int) -> None:
         while self.in_flight > limit:
+            self._wake_at = limit
             self._wake = anyio.Event()
             await self._wake.wait()
 
@@ -466,7 +469,11 @@ class ProxyConnection(Replies, Dispatcher):
                 self._held = held
                 self.listener.budget.hold(self, held, new_large_frame=False)
         wake = self._wake
-        if wake is not None:
+        if wake is not None and self.in_flight <= self._wake_at:
+            # Once, when the reader can go on: a reader held at the limit
+            # saw an Event.set() per answer (a call by name, ~1,000
+            # instructions compiled, and all but the first did nothing).
+            self._wake = None
             wake.set()
         if not self.in_flight:
             self.reader.idle_from_now()
