@@ -180,6 +180,28 @@ def test_writes_made_while_flushing_go_out_in_the_same_end() -> None:
     assert b.calls == ["now", "soon"]  # and the batch is over
 
 
+def test_a_connection_written_to_by_its_own_flush_is_flushed_again_in_the_same_end() -> None:
+    """The outbox skips a connection added right after itself (the same
+    upstream, request after request), but not across the end's rounds."""
+
+    class Again(Recorder):
+        def flush_now(self) -> None:
+            self.calls.append("now")
+            if len(self.calls) == 1:
+                outbox.add(conn(self))  # its pool's queue moved on into it
+
+    outbox, a = Outbox(), Again()
+    outbox.begin()
+    outbox.add(conn(a))
+    outbox.add(conn(a))
+    outbox.end()
+    assert a.calls == ["now", "now"]
+    outbox.begin()
+    outbox.add(conn(a))  # a new batch: the last one's last is forgotten
+    outbox.end()
+    assert a.calls == ["now", "now", "now"]
+
+
 def test_a_connection_that_fails_to_flush_is_closed_and_the_others_still_flushed() -> None:
     class Failing(Recorder):
         def flush_now(self) -> None:
