@@ -41,16 +41,36 @@ class Histogram:
 class ClusterStats:
     """What happened to the requests a cluster served."""
 
-    __slots__ = ("connect_failures", "health_check_failures", "health_checks", "latency", "outcomes", "retries")
+    __slots__ = (
+        "connect_failures",
+        "failures",
+        "health_check_failures",
+        "health_checks",
+        "latency",
+        "retries",
+        "successes",
+    )
 
     def __init__(self) -> None:
-        #: Ended requests by outcome: ``success`` or a failure's name.
-        self.outcomes: dict[str, int] = {}
+        #: Requests that ended with the upstream's answer (an int, not a
+        #: dict entry: compiled, the dict's get and set by name cost ~400
+        #: instructions per request).
+        self.successes = 0
+        #: The other ended requests, by the failure's name.
+        self.failures: dict[str, int] = {}
         self.retries = 0
         self.connect_failures = 0
         self.health_checks = 0
         self.health_check_failures = 0
         self.latency = Histogram()
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        """Ended requests by outcome: ``success`` or a failure's name (those
+        that happened)."""
+        counts = {"success": self.successes} if self.successes else {}
+        counts.update(self.failures)
+        return counts
 
 
 class EndpointStats:

@@ -294,8 +294,11 @@ class Exchange(Request):
             now = cluster.clock.now()
         elapsed = now - self.started
         stats = cluster.stats  # inline: this runs once per request
-        outcomes = stats.outcomes
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if outcome == "success":
+            stats.successes += 1
+        else:
+            failures = stats.failures
+            failures[outcome] = failures.get(outcome, 0) + 1
         latency = stats.latency
         bounds = latency.bounds
         buckets = latency.counts
