@@ -23,6 +23,7 @@ __all__ = [
     "append_frames",
     "encode_command",
     "encode_message",
+    "encode_pair",
     "encode_part",
     "encode_properties",
     "parse_command",
@@ -90,6 +91,18 @@ def encode_part(frame: bytes) -> bytes:
     if size < 256:  # one concatenation
         return _SHORT[size] + frame
     return _LONG + size.to_bytes(8, "big") + frame
+
+
+def encode_pair(first: bytes, second: bytes) -> bytes:
+    """A two-part message as ZMTP frames (a REQ's empty delimiter and its
+    body, say). Short parts take three concatenations: compiled, a list
+    built and joined cost ~1,100 instructions, these ~500."""
+    size1, size2 = len(first), len(second)
+    if size1 < 256 and size2 < 256:
+        return _SHORT_MORE[size1] + first + _SHORT[size2] + second
+    out: list[bytes] = []
+    append_frames(out, [first, second])
+    return b"".join(out)
 
 
 def encode_message(frames: Sequence[bytes]) -> bytes:
