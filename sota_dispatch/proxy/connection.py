@@ -34,7 +34,7 @@ from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
 from ..protocol.fifo import Fifo, new_fifo
 from ..protocol.semantics import BoundSemantics, FrameSemantics
-from .exchange import Exchange, FilteredExchange, start_try
+from .exchange import Exchange, ExchangeSink, FilteredExchange, start_try
 from .replies import Replies, Slot
 from .routing import Route
 from .sites import ListenerSite
@@ -45,7 +45,7 @@ __all__ = ["MAX_SNIFF", "ProxyConnection"]
 log = logging.getLogger(__name__)
 
 
-class ProxyConnection(Replies, Dispatcher):
+class ProxyConnection(Replies, Dispatcher, ExchangeSink):
     """A client connection: requests in, answers (or error replies) out."""
 
     # Slots: with the Dispatcher's, one dict would outgrow CPython's shared keys (~1.5 KiB per connection).
@@ -470,9 +470,8 @@ class ProxyConnection(Replies, Dispatcher):
                 self.listener.budget.hold(self, held, new_large_frame=False)
         wake = self._wake
         if wake is not None and self.in_flight <= self._wake_at:
-            # Once, when the reader can go on: a reader held at the limit
-            # saw an Event.set() per answer (a call by name, ~1,000
-            # instructions compiled, and all but the first did nothing).
+            # Once, when the reader can go on (a set() per answer was a call
+            # by name, ~1,000 instructions compiled, all but one for nothing).
             self._wake = None
             wake.set()
         if not self.in_flight:
