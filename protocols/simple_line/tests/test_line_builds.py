@@ -18,6 +18,8 @@ from sota_dispatch.testing import both_builds, outcome
 lines = st.lists(
     st.text(st.sampled_from("ab=&%2Fé\r+ "), max_size=30).map(lambda t: t.encode() + b"\r\n"), max_size=5
 ).map(b"".join)
+#: Lines around the 128 bytes the compiled codec walks before it calls find.
+long_lines = st.lists(st.integers(100, 300).map(lambda n: b"a" * n + b"\r\n"), max_size=3).map(b"".join)
 
 
 def fed(codec: Any, data: bytes, cuts: list[int]) -> list[Any]:
@@ -33,7 +35,11 @@ def fed(codec: Any, data: bytes, cuts: list[int]) -> list[Any]:
 
 
 @settings(max_examples=300)
-@given(lines | st.binary(max_size=60), st.lists(st.integers(0, 1000), max_size=4), st.sampled_from([4, 16, 65536]))
+@given(
+    lines | long_lines | st.binary(max_size=60),
+    st.lists(st.integers(0, 1000), max_size=4),
+    st.sampled_from([4, 16, 200, 65536]),
+)
 def test_line_codec_agrees_however_split(data: bytes, cuts: list[int], max_line: int) -> None:
     compiled, pure = both_builds("sota_simple_line.codec")
     assert fed(compiled.LineCodec(max_line), data, cuts) == fed(pure.LineCodec(max_line), data, cuts)
