@@ -19,9 +19,10 @@ order on the wire.
 
 from __future__ import annotations
 
+import types
 from typing import Final
 
-from mypy_extensions import mypyc_attr
+from mypy_extensions import i64, mypyc_attr
 
 from sota_dispatch import LimitExceeded, ProtocolError
 
@@ -34,6 +35,20 @@ __all__ = ["V2_RESERVED", "V3_RESERVED", "FrameReader"]
 V3_RESERVED: Final = 0xF8
 #: ... and 2.0 has no COMMAND.
 V2_RESERVED: Final = 0xFC
+
+
+def _long_size(work: bytes, at: int) -> int:
+    """The 8-byte big-endian size at ``at`` (a LONG frame's), by byte
+    arithmetic on machine ints: compiled, ``int.from_bytes`` of a slice is
+    a generic call and a new bytes object (~1,000 instructions per frame of
+    256 bytes or more). The interpreter keeps ``int.from_bytes``."""
+    high: i64 = i64(work[at]) << 24 | i64(work[at + 1]) << 16 | i64(work[at + 2]) << 8 | i64(work[at + 3])
+    low: i64 = i64(work[at + 4]) << 24 | i64(work[at + 5]) << 16 | i64(work[at + 6]) << 8 | i64(work[at + 7])
+    return int(high) << 32 | int(low)
+
+
+#: Whether this module runs compiled (mypyc makes its functions built-in ones).
+_COMPILED: Final = not isinstance(_long_size, types.FunctionType)
 
 
 # Public: subclasses in Python must work in the compiled build too.
@@ -126,7 +141,8 @@ class FrameReader:
                     if avail < 9:
                         self.need = 9
                         break
-                    size = int.from_bytes(work[pos + 1 : pos + 9], "big")
+                    at = pos + 1
+                    size = _long_size(work, at) if _COMPILED else int.from_bytes(work[at : at + 8], "big")
                     start = pos + 9
                 else:
                     size = work[pos + 1]

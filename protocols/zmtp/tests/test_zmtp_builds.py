@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sota_dispatch.testing import both_builds, outcome
+from sota_zmtp import frames
 from sota_zmtp.limits import Limits
 from sota_zmtp.wire import encode_command, encode_message
 
@@ -90,3 +91,14 @@ def test_wire_encoders_and_parsers_agree(frames: list[bytes], name: bytes, data:
     properties = [(name.hex()[:10] or "x", data)]
     assert compiled.encode_properties(properties) == pure.encode_properties(properties)
     assert compiled.signature(len(name)) == pure.signature(len(name))
+
+
+@settings(max_examples=300)
+@given(st.binary(min_size=8, max_size=40), st.integers(0, 40))
+def test_a_long_frames_size_is_read_as_int_from_bytes_reads_it(data: bytes, at: int) -> None:
+    """The reader's byte arithmetic for the 8-byte size (the compiled
+    build's way; run as Python here on the pure-Python build), every value
+    up to 2**64 - 1."""
+    at = min(at, len(data) - 8)
+    assert frames._long_size(data, at) == int.from_bytes(data[at : at + 8], "big")
+    assert frames._long_size(b"\xff" * 8, 0) == 2**64 - 1

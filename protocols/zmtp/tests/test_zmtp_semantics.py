@@ -98,3 +98,11 @@ def test_the_builds_agree(message: list[bytes], upstream_id: int, other: list[by
         (lambda m: m.encode_response(other, message), ()),
     ):
         assert outcome(function, compiled, *args) == outcome(function, pure, *args)
+
+
+@pytest.mark.parametrize("sizes", [[255, 256], [65535, 65536], [70_000, 1, 300]])
+def test_long_frames_on_both_sides_of_64_kib_are_encoded_as_the_reader_reads_them(sizes: list[int]) -> None:
+    message = [bytes([n % 251]) * size for n, size in enumerate(sizes)]
+    data = semantics.encode_request(message, 7)
+    assert decoded(data) == [[(7).to_bytes(4, "big"), *message]]
+    assert semantics.encode_response([(7).to_bytes(4, "big"), *message], message) == encode_message(message)
