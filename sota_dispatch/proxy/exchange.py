@@ -14,7 +14,7 @@ import logging
 import types
 from bisect import bisect_left
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 from mypy_extensions import trait
 
@@ -124,8 +124,10 @@ class Exchange(Request):
         self.upstream_id = 0
         self.done = False
         self.downstream = downstream
-        #: The same connection, for the reply (see :class:`ExchangeSink`).
-        self.sink = cast(ExchangeSink, downstream)
+        #: The same connection, for the reply (see :class:`ExchangeSink`):
+        #: not cast(), a call per request in the interpreter; compiled, the
+        #: assignment checks the type as cast() would.
+        self.sink: ExchangeSink = downstream  # type: ignore[assignment]
         #: The client connection's per-frame methods, kept: read through
         #: ``downstream`` (a Protocol) they were a lookup by name per use
         #: in the compiled build.

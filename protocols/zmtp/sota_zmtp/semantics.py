@@ -15,7 +15,7 @@ from typing import Final
 
 from mypy_extensions import i64
 
-from .wire import append_frames, encode_pair, encode_part
+from .wire import append_frames, encode_part, short_pair
 
 __all__ = ["encode_request", "encode_response", "response_id"]
 
@@ -46,7 +46,9 @@ def encode_request(frame: list[bytes], upstream_id: int) -> bytes:
         if size < 256:  # one short part: its header joins the int
             return (head << 16 | size).to_bytes(8, "big") + part
     elif count == 2:  # a REQ's delimiter and body, say
-        return head.to_bytes(6, "big") + encode_pair(frame[0], frame[1])
+        pair = short_pair(frame[0], frame[1])
+        if pair is not None:
+            return head.to_bytes(6, "big") + pair
     elif not count:
         raise ValueError("a message has at least one part")
     out = [head.to_bytes(6, "big")]
@@ -72,8 +74,10 @@ def encode_response(response: list[bytes], request: list[bytes]) -> bytes:
     if count == 2:  # the id and a one-part answer
         return encode_part(response[1])
     if count == 3:  # the id and a two-part answer (a REP's delimiter and body)
-        return encode_pair(response[1], response[2])
-    if count < 2:
+        pair = short_pair(response[1], response[2])
+        if pair is not None:
+            return pair
+    elif count < 2:
         raise ValueError("a message has at least one part")
     out: list[bytes] = []
     append_frames(out, response, 1)  # from the part after the id: no list copied
