@@ -13,6 +13,7 @@ import importlib
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 
 import sota_xprotocol.hessian2.values
 from sota_dispatch import build_info
-from sota_dispatch.testing import pure_python
+from sota_dispatch.testing import build_spelling, pure_python
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECTS = [ROOT, *(ROOT / "protocols" / name for name in ("simple_line", "zmtp", "xprotocol"))]
@@ -109,3 +110,19 @@ def test_a_plugin_decoder_subclass_decodes() -> None:
     decoder = CountingDecoder()
     frames = decoder.feed(heartbeat_request(7).encode())
     assert [(f.request_id, decoder.fed) for f in frames] == [(7, 1)]
+
+
+def test_build_spelling_flips_a_pure_modules_flag_and_skips_the_other_spelling_of_a_compiled_one() -> None:
+    pure = types.ModuleType("pure_one")
+    pure.__file__ = "/somewhere/pure_one.py"
+    pure._COMPILED = False  # type: ignore[attr-defined]
+    with build_spelling(pure, True):
+        assert pure._COMPILED is True
+    assert pure._COMPILED is False
+    native = types.ModuleType("native_one")
+    native.__file__ = "/somewhere/native_one.cpython-311-x86_64-linux-gnu.so"
+    native._COMPILED = True
+    with build_spelling(native, True):
+        assert native._COMPILED is True
+    with pytest.raises(pytest.skip.Exception, match="its own spelling only"), build_spelling(native, False):
+        raise AssertionError("the block must not run")

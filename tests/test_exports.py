@@ -155,6 +155,7 @@ PUBLIC: dict[str, set[str]] = {
         "ServeProcess",
         "ZooKeeperServer",
         "both_builds",
+        "build_spelling",
         "check_clean_shutdown",
         "check_garbage",
         "check_sniff",

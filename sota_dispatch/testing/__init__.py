@@ -17,7 +17,9 @@ such tests;
 :func:`pipelined` is a load client for any proxiable protocol;
 :func:`zookeeper_server` runs a real ZooKeeper (Debian's package) for
 discovery tests. :func:`both_builds` gives a compiled module and its
-pure-Python source side by side, for tests that the two agree.
+pure-Python source side by side, for tests that the two agree;
+:func:`build_spelling` runs a test with either spelling of a module that
+picks its code by the build.
 
 :class:`EchoLines` is a protocol of the smallest kind the proxy forwards,
 for tests that need one and should not need a plugin installed: the core's
@@ -30,7 +32,7 @@ declare it in an entry point for a child process.
 from __future__ import annotations
 
 from ..io.clock import ManualClock
-from .builds import both_builds, outcome, plain, pure_python
+from .builds import both_builds, build_spelling, outcome, plain, pure_python
 from .clients import pipelined
 from .echo_lines import ECHO_MARK, EchoLines
 from .memory import (
@@ -58,6 +60,7 @@ from .zookeeper import ZooKeeperServer, require_zookeeper, zookeeper_available, 
 
 __all__ = [
     "both_builds",
+    "build_spelling",
     "outcome",
     "plain",
     "pure_python",

@@ -18,7 +18,8 @@ import importlib.machinery
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,7 +28,7 @@ import attrs
 
 from ..compiled import build_info
 
-__all__ = ["PURE_PREFIX", "both_builds", "outcome", "plain", "pure_python"]
+__all__ = ["PURE_PREFIX", "both_builds", "build_spelling", "outcome", "plain", "pure_python"]
 
 #: The name prefix of the pure copies.
 PURE_PREFIX = "_sota_pure."
@@ -119,6 +120,31 @@ def both_builds(name: str) -> tuple[ModuleType, ModuleType]:
             pytest.fail(why)
         pytest.skip(why)
     return compiled, pure_python(name)
+
+
+@contextmanager
+def build_spelling(module: ModuleType, compiled: bool) -> Iterator[None]:
+    """Run the block with the compiled build's spelling of ``module``
+    (``compiled=True``) or the interpreter's, for a module that says some
+    things two ways and picks one by the ``_COMPILED`` flag it sets itself.
+
+    The pure-Python module runs either (the flag is a module global, set
+    for the block and restored); a compiled module runs its own only, and
+    the other skips the test.
+    """
+    import pytest
+
+    if str(getattr(module, "__file__", "")).endswith(".py"):
+        saved = getattr(module, "_COMPILED")  # noqa: B009  # a module's own flag, not in its type
+        setattr(module, "_COMPILED", compiled)  # noqa: B010
+        try:
+            yield
+        finally:
+            setattr(module, "_COMPILED", saved)  # noqa: B010
+    elif compiled:
+        yield
+    else:
+        pytest.skip("the compiled module runs its own spelling only")
 
 
 def plain(value: Any) -> Any:

@@ -16,7 +16,7 @@ import pytest
 
 from sota_dispatch.proxy import timers as timers_module
 from sota_dispatch.proxy.timers import TimerBucket, TimerQueue
-from sota_dispatch.testing import ManualClock
+from sota_dispatch.testing import ManualClock, build_spelling
 
 pytestmark = pytest.mark.anyio
 
@@ -26,18 +26,8 @@ def bucket_spelling(request: pytest.FixtureRequest) -> Iterator[None]:
     """Every test with each spelling of a bucket: ``lists`` by slot (the
     compiled build's) and ``dict`` (the interpreter's). The pure-Python
     build runs either; a compiled module runs its own only (skipped)."""
-    lists = request.param == "lists"
-    if isinstance(timers_module._probe, types.FunctionType):  # pure Python: a module global
-        saved = timers_module._COMPILED
-        timers_module._COMPILED = lists  # type: ignore[misc]
-        try:
-            yield
-        finally:
-            timers_module._COMPILED = saved  # type: ignore[misc]
-    elif lists:
+    with build_spelling(timers_module, request.param == "lists"):
         yield
-    else:
-        pytest.skip("the compiled module runs its own spelling only")
 
 
 def test_each_build_takes_its_own_spelling() -> None:

@@ -4,14 +4,14 @@ lines shorter and longer than the walk, however the input is split."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sota_dispatch import LimitExceeded
+from sota_dispatch.testing import build_spelling
 from sota_simple_line import codec
 from sota_simple_line.codec import LineCodec
 
@@ -22,21 +22,9 @@ lines = st.lists(
 ).map(b"".join)
 
 
-@contextmanager
-def spelling(walk: bool) -> Iterator[None]:
-    """Run with the walk (the compiled build's) or ``find``; a compiled
-    module runs its own only."""
-    if codec._COMPILED:
-        if not walk:
-            pytest.skip("the compiled module runs its own spelling only")
-        yield
-        return
-    saved = codec._COMPILED
-    codec._COMPILED = walk  # type: ignore[misc]  # Final for mypyc, a test switch here
-    try:
-        yield
-    finally:
-        codec._COMPILED = saved  # type: ignore[misc]
+def spelling(walk: bool) -> AbstractContextManager[None]:
+    """Run with the walk (the compiled build's) or ``find``."""
+    return build_spelling(codec, walk)
 
 
 @settings(max_examples=300)

@@ -19,17 +19,16 @@ import json
 import socket
 import threading
 import time
-import types
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import strategies as st
 
 from sota_dispatch import DispatcherFactory, testing
+from sota_dispatch.testing import build_spelling
 from sota_xprotocol import DubboEchoDispatcher, JavaDate, bolt, dubbo
 from sota_xprotocol.service import echo_dubbo
 
@@ -312,15 +311,5 @@ def header_spelling(module: Any, spelling: str) -> Iterator[None]:
     """Run with ``spelling`` of ``module``'s fixed headers: ``struct`` (the
     interpreter's) or ``arithmetic`` (the compiled build's). The pure-Python
     build can run either; a compiled module runs its own only (skipped)."""
-    arithmetic = spelling == "arithmetic"
-    if isinstance(module._probe, types.FunctionType):  # pure Python: the flag is a module global
-        saved = module._COMPILED
-        module._COMPILED = arithmetic
-        try:
-            yield
-        finally:
-            module._COMPILED = saved
-    elif arithmetic:
+    with build_spelling(module, spelling == "arithmetic"):
         yield
-    else:
-        pytest.skip("the compiled module runs its own spelling only")

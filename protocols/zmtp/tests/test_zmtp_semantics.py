@@ -8,15 +8,14 @@ give exactly what the definition gives, and both builds the same."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sota_zmtp.semantics as semantics
-from sota_dispatch.testing import both_builds, outcome
+from sota_dispatch.testing import both_builds, build_spelling, outcome
 from sota_zmtp import ZmtpDispatcher
 from sota_zmtp.frames import FrameReader
 from sota_zmtp.limits import Limits
@@ -28,21 +27,9 @@ messages = st.lists(parts, min_size=1, max_size=4)
 ids = st.integers(0, 0xFFFFFFFF)
 
 
-@contextmanager
-def spelling(compiled: bool) -> Iterator[None]:
-    """Run with ``response_id``'s compiled (arithmetic) or interpreted
-    spelling; a compiled module runs its own only."""
-    if semantics._COMPILED:
-        if not compiled:
-            pytest.skip("the compiled module runs its own spelling only")
-        yield
-        return
-    saved = semantics._COMPILED
-    semantics._COMPILED = compiled  # type: ignore[misc]  # Final for mypyc, a test switch here
-    try:
-        yield
-    finally:
-        semantics._COMPILED = saved  # type: ignore[misc]
+def spelling(compiled: bool) -> AbstractContextManager[None]:
+    """Run with ``response_id``'s compiled (arithmetic) or interpreted spelling."""
+    return build_spelling(semantics, compiled)
 
 
 def decoded(data: bytes) -> list[list[bytes]]:
