@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -21,7 +22,7 @@ from anyio.abc import SocketAttribute, SocketStream
 
 from sota_dispatch import BufferedReader
 from sota_dispatch.config import parse_config
-from sota_dispatch.proxy import Proxy
+from sota_dispatch.proxy import BufferBudget, Proxy
 from sota_dispatch.testing import connect, running_proxy, serve_process, serving
 from sota_xprotocol import BoltEchoDispatcher, bolt
 
@@ -90,86 +91,89 @@ async def heartbeat(address: str) -> bolt.BoltFrame:
                     return frames[0]
 
 
-async def test_partial_frames_stay_within_the_budget_and_others_are_served() -> None:
+@contextlib.asynccontextmanager
+async def budgeted_proxy() -> AsyncIterator[tuple[Proxy, BufferBudget, str]]:
+    """A proxy with an 8 MiB buffer budget (large frames from 256 KiB) in
+    front of a bolt echo: ``(proxy, its budget, its listener's address)``."""
     async with serving(BoltEchoDispatcher) as upstream:
         assert upstream.address is not None
         doc = document(upstream.address, buffer_budget="8MiB", large_frame="256KiB")
         async with running_proxy(parse_config(doc)) as proxy:
-            budget, address = proxy.budget, proxy.addresses["rpc"]
-            holders = Holders(8)
-            peak = 0
+            yield proxy, proxy.budget, proxy.addresses["rpc"]
 
-            async def watch() -> None:
-                nonlocal peak
-                while True:
-                    peak = max(peak, budget.held)
-                    await anyio.sleep(0.001)
 
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(watch)
-                async with anyio.create_task_group() as clients:
-                    for i in range(8):
-                        clients.start_soon(holders.hold, address, big_request(i, 4 * MiB), MiB)
-                    ack = await heartbeat(address)  # while they hold their frames
-                    assert (ack.request_id, ack.status, ack.is_heartbeat) == (77, 0, True)
-                    with anyio.fail_after(30):
-                        await holders.all_sent.wait()
-                        # 24 MiB sent against 8: most must go (refused at accept,
-                        # a large frame refused, or shed), the rest hold theirs.
-                        while (  # noqa: ASYNC110 - no event marks a budget action
-                            budget.frames_refused + budget.connections_shed + budget.holders < 8
-                            or budget.held < budget.holders * 3 * MiB  # the proxy has read what each sent
-                        ):
-                            await anyio.sleep(0.01)
-                        # A shed connection counts until it has closed (a CI
-                        # run under load saw 3 here: one being shed).
-                        while budget.holders > 2:  # noqa: ASYNC110 - 3 MiB each within 8 MiB
-                            await anyio.sleep(0.01)
-                    ack = await heartbeat(address)  # and once they hold all they can
-                    assert (ack.request_id, ack.status) == (77, 0)
-                    holders.done.set()
-                tg.cancel_scope.cancel()
-            # Past the budget a connection that grew waits for room, so each
-            # of the 8 adds one read at most before it does: a chunk of up to
-            # 256 KiB (asyncio's and uvloop's socket reads; trio's are 64 KiB),
-            # and the event loop reads no further ahead. The 64 KiB each are
-            # slack for the sampling (a CI run under load, with the old 64 KiB
-            # reads, peaked 132 bytes over 8 MiB + 8 x 256 KiB). Without the
-            # wait this peaked at 12-13 MiB: the others read on while the shed
-            # connections closed.
-            assert peak <= 8 * MiB + 8 * (256 + 64) * 1024
-            assert budget.read_pauses >= 1
-            assert budget.frames_refused + budget.connections_shed >= 6
-            await assert_metrics(proxy)
+async def test_partial_frames_stay_within_the_budget_and_others_are_served() -> None:
+    async with budgeted_proxy() as (proxy, budget, address):
+        holders = Holders(8)
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, budget.held)
+                await anyio.sleep(0.001)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            async with anyio.create_task_group() as clients:
+                for i in range(8):
+                    clients.start_soon(holders.hold, address, big_request(i, 4 * MiB), MiB)
+                ack = await heartbeat(address)  # while they hold their frames
+                assert (ack.request_id, ack.status, ack.is_heartbeat) == (77, 0, True)
+                with anyio.fail_after(30):
+                    await holders.all_sent.wait()
+                    # 24 MiB sent against 8: most must go (refused at accept,
+                    # a large frame refused, or shed), the rest hold theirs.
+                    while (  # noqa: ASYNC110 - no event marks a budget action
+                        budget.frames_refused + budget.connections_shed + budget.holders < 8
+                        or budget.held < budget.holders * 3 * MiB  # the proxy has read what each sent
+                    ):
+                        await anyio.sleep(0.01)
+                    # A shed connection counts until it has closed (a CI
+                    # run under load saw 3 here: one being shed).
+                    while budget.holders > 2:  # noqa: ASYNC110 - 3 MiB each within 8 MiB
+                        await anyio.sleep(0.01)
+                ack = await heartbeat(address)  # and once they hold all they can
+                assert (ack.request_id, ack.status) == (77, 0)
+                holders.done.set()
+            tg.cancel_scope.cancel()
+        # Past the budget a connection that grew waits for room, so each
+        # of the 8 adds one read at most before it does: a chunk of up to
+        # 256 KiB (asyncio's and uvloop's socket reads; trio's are 64 KiB),
+        # and the event loop reads no further ahead. The 64 KiB each are
+        # slack for the sampling (a CI run under load, with the old 64 KiB
+        # reads, peaked 132 bytes over 8 MiB + 8 x 256 KiB). Without the
+        # wait this peaked at 12-13 MiB: the others read on while the shed
+        # connections closed.
+        assert peak <= 8 * MiB + 8 * (256 + 64) * 1024
+        assert budget.read_pauses >= 1
+        assert budget.frames_refused + budget.connections_shed >= 6
+        await assert_metrics(proxy)
 
 
 async def test_clients_that_reset_while_the_budget_holds_their_reads_back_free_everything() -> None:
     # Past the budget a connection that grew waits for room without reading:
     # its client resetting meanwhile must not leave it (or its bytes) behind.
-    async with serving(BoltEchoDispatcher) as upstream:
-        assert upstream.address is not None
-        doc = document(upstream.address, buffer_budget="8MiB", large_frame="256KiB")
-        async with running_proxy(parse_config(doc)) as proxy:
-            budget, address = proxy.budget, proxy.addresses["rpc"]
-            streams = [await connect(address) for _ in range(8)]
-            try:
-                with anyio.fail_after(30):
-                    async with anyio.create_task_group() as tg:
-                        for i, stream in enumerate(streams):
-                            tg.start_soon(send_most, stream, big_request(i, 4 * MiB), MiB)
-                    while budget.read_pauses < 1:  # noqa: ASYNC110 - no event marks a budget action
-                        await anyio.sleep(0.01)
-            finally:
-                for stream in streams:  # an RST each, whatever the proxy did meanwhile
-                    with contextlib.suppress(OSError):
-                        raw = stream.extra(SocketAttribute.raw_socket)
-                        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    await stream.aclose()
+    async with budgeted_proxy() as (_, budget, address):
+        streams = [await connect(address) for _ in range(8)]
+        try:
             with anyio.fail_after(30):
-                while budget.holders or budget.held:  # noqa: ASYNC110 - released as each closes
+                async with anyio.create_task_group() as tg:
+                    for i, stream in enumerate(streams):
+                        tg.start_soon(send_most, stream, big_request(i, 4 * MiB), MiB)
+                while budget.read_pauses < 1:  # noqa: ASYNC110 - no event marks a budget action
                     await anyio.sleep(0.01)
-            ack = await heartbeat(address)
-            assert (ack.request_id, ack.status) == (77, 0)
+        finally:
+            for stream in streams:  # an RST each, whatever the proxy did meanwhile
+                with contextlib.suppress(OSError):
+                    raw = stream.extra(SocketAttribute.raw_socket)
+                    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                await stream.aclose()
+        with anyio.fail_after(30):
+            while budget.holders or budget.held:  # noqa: ASYNC110 - released as each closes
+                await anyio.sleep(0.01)
+        ack = await heartbeat(address)
+        assert (ack.request_id, ack.status) == (77, 0)
 
 
 async def send_most(stream: SocketStream, frame: bytes, keep_back: int) -> bool:
