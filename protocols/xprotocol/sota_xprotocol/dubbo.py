@@ -145,6 +145,12 @@ class DubboFrame:
     def serialization(self) -> int:
         return self.flag & SERIALIZATION_MASK
 
+    @property
+    def decoded(self) -> bool:
+        """Whether :meth:`call` or :meth:`invocation` has decoded the body
+        (then asking either again costs nothing)."""
+        return self._call is not None or self._invocation is not None
+
     def with_request_id(self, request_id: int) -> bytes:
         """The raw frame with another id: 8 bytes patched, nothing re-encoded."""
         data = self.raw or self.encode()

@@ -13,12 +13,13 @@ runs the same functions as before, one call each.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from sota_dispatch import ProtocolError
 
 from .bolt import BoltFrame, CmdCode, FrameType
-from .dubbo import FLAG_REQUEST, FLAG_TWOWAY, DubboFrame
+from .dubbo import FLAG_EVENT, FLAG_REQUEST, FLAG_TWOWAY, HESSIAN2, SERIALIZATION_MASK, DubboFrame
+from .dubbo_scan import CannotTell, attachment_text
 
 __all__ = [
     "bolt_is_heartbeat",
@@ -41,6 +42,10 @@ __all__ = [
 _BOLT_RESPONSE: Final = FrameType.RESPONSE
 _BOLT_ONEWAY: Final = FrameType.ONEWAY
 _BOLT_HEARTBEAT: Final = int(CmdCode.HEARTBEAT)
+#: The flag bits of a dubbo call whose body the scan can read: a request,
+#: not an event, in hessian2.
+_CALL_MASK: Final = FLAG_REQUEST | FLAG_EVENT | SERIALIZATION_MASK
+_HESSIAN2_CALL: Final = FLAG_REQUEST | HESSIAN2
 
 
 # -- both -----------------------------------------------------------------
@@ -118,11 +123,25 @@ def dubbo_response_id(frame: DubboFrame) -> int | None:
 def dubbo_timeout(frame: DubboFrame) -> float | None:
     """The ``timeout`` attachment (milliseconds) in seconds, if the request
     has a positive one; a request whose header cannot be read has none here
-    (its routing attributes tell the client what is wrong with it)."""
+    (its routing attributes tell the client what is wrong with it).
+
+    Read by :func:`~sota_xprotocol.dubbo_scan.attachment_text` from the
+    bytes when the call is not decoded yet (a route that reads attributes
+    has decoded it before this runs), else from the decoded call."""
+    if frame.flag & _CALL_MASK == _HESSIAN2_CALL and not frame.decoded:
+        try:
+            return _seconds(attachment_text(frame.body, b"timeout"))
+        except CannotTell:
+            pass
     try:
         raw = frame.call().attachments.get("timeout")
     except (ValueError, ProtocolError):
         return None
+    return _seconds(raw)
+
+
+def _seconds(raw: Any) -> float | None:
+    """A timeout attachment's milliseconds in seconds; None unless positive."""
     if raw is None:
         return None
     try:
