@@ -90,6 +90,10 @@ class _Decoder:
             return self.object(tag - 0x60)
         if 0x70 <= tag <= 0x7F:
             return self.list_(tag)
+        if tag == 0x48 or tag == 0x4D:  # a map (a Dubbo call's attachments)
+            return self.map_(tag)  # a native call compiled, not _TAGS' generic one
+        if 0x55 <= tag <= 0x58:
+            return self.list_(tag)
         handler = _TAGS.get(tag)
         if handler is None:
             raise Hessian2Error(f"unknown Hessian 2 tag 0x{tag:02x} at offset {self.pos - 1}")

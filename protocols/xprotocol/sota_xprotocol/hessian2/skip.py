@@ -68,13 +68,20 @@ class _Skipper(_Decoder):
                     if pos > end:
                         self.pos = end
                         raise NeedMoreData
-                elif tag <= 0x1F:  # a short string, ASCII in one slice
-                    stop = pos + tag
+                elif tag <= 0x1F or (0x30 <= tag <= 0x33 and pos < end):
+                    # A short or medium string (a Dubbo call's usual
+                    # argument), ASCII in one slice; medium ones took the
+                    # general branch's calls for twice decoding's cost.
+                    units = tag
+                    if tag >= 0x30:
+                        units = ((tag - 0x30) << 8) + data[pos]
+                        pos += 1
+                    stop = pos + units
                     if stop <= end and data[pos:stop].isascii():
                         pos = stop
                     else:
                         self.pos = pos
-                        self.walk_units(tag)
+                        self.walk_units(units)
                         pos = self.pos
                 else:
                     self.pos = pos
