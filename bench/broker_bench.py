@@ -114,9 +114,10 @@ def serve_zmq_proxy(echo_port: int) -> None:
 
 
 async def _start_broker(
-    variant: str, echo_port: int, max_in_flight: int
+    variant: str, echo_port: int, max_in_flight: int, workdir: Path
 ) -> tuple[asyncio.subprocess.Process, int, int]:
-    """The broker of ``variant``: (its process, its port, the pid to measure)."""
+    """The broker of ``variant``: (its process, its port, the pid to measure);
+    its configuration file goes in ``workdir``."""
     loop_args = VARIANTS[variant]
     if loop_args is None:
         proc = await spawn(SCRIPT, ["--zmq-proxy", str(echo_port)])
@@ -124,7 +125,7 @@ async def _start_broker(
         if word != "PORT":
             raise RuntimeError(f"{variant}: unexpected first line")
         return proc, int(zmq_port), int(pid)
-    config = Path(tempfile.mkdtemp(prefix="broker-bench-")) / "broker.yaml"
+    config = workdir / "broker.yaml"
     config.write_text(CONFIG.format(host=HOST, echo_port=echo_port, in_flight=max_in_flight))
     command = ["--config", str(config), *loop_args]
     broker, port = await start_serve(command, START_TIMEOUT, variant)
@@ -134,11 +135,12 @@ async def _start_broker(
 async def measure(variant: str, size: int, rep: int, args: argparse.Namespace) -> Sample:
     """One run: echo, broker and client started afresh; always stopped."""
     procs: list[asyncio.subprocess.Process] = []
+    workdir = tempfile.TemporaryDirectory(prefix="broker-bench-")
     try:
         echo = await spawn(ZMTP_BENCH, ["--serve", "pyzmq-frames"])
         procs.append(echo)
         echo_port = int((await read_line(echo, START_TIMEOUT, "echo")).split()[1])
-        broker, port, pid = await _start_broker(variant, echo_port, 2 * args.window)
+        broker, port, pid = await _start_broker(variant, echo_port, 2 * args.window, Path(workdir.name))
         procs.append(broker)
         client_args = ["--client", "--port", str(port), "--sizes", str(size), "--messages", str(args.messages)]
         client_args += ["--window", str(args.window), "--warmup", str(args.warmup), "--timeout", str(args.timeout)]
@@ -151,6 +153,7 @@ async def measure(variant: str, size: int, rep: int, args: argparse.Namespace) -
     finally:
         for proc in reversed(procs):
             await stop(proc)
+        workdir.cleanup()  # its configuration file; one directory per run was left behind
 
 
 async def run_all(variants: Sequence[str], sizes: Sequence[int], args: argparse.Namespace) -> list[Sample]:
