@@ -201,6 +201,13 @@ async def test_sighup_on_a_local_service_is_handled_not_fatal(line_server: Serve
     assert line_server.stop() == 0
 
 
+def test_a_collector_threshold_below_one_is_refused(echo_lines_env: dict[str, str]) -> None:
+    for value in ("0", "-5", "many"):
+        refused = run_cli("--protocol", "echo_lines", "--gc-threshold", value, env=echo_lines_env)
+        assert refused.returncode == 2
+        assert f"--gc-threshold: expected a whole number >= 1, got '{value}'" in refused.stderr
+
+
 def test_port_in_use_is_exit_2(line_server: ServeProcess, echo_lines_env: dict[str, str]) -> None:
     result = run_cli("--protocol", "echo_lines", "--listen", line_server.address, env=echo_lines_env)
     assert result.returncode == 2

@@ -19,6 +19,7 @@ lock an operator (or a readiness probe) out.
 
 from __future__ import annotations
 
+import gc
 import html
 import ipaddress
 import json
@@ -80,7 +81,7 @@ MAX_WAITING = 32
 PATHS = {
     "/": "this list, as a page of links",
     "/help": "this list",
-    "/server_info": "version, pid, state, uptime, health check, config version in force (JSON)",
+    "/server_info": "version, pid, state, uptime, health check, config version in force, build, gc threshold (JSON)",
     "/ready": "200 while serving; 503 once draining or after /healthcheck/fail",
     "/healthcheck/fail": "(POST) fail /ready and keep serving: out of the load balancer, still answering",
     "/healthcheck/ok": "(POST) pass /ready again",
@@ -429,6 +430,7 @@ class AdminConnection(Dispatcher):
                 "state": "draining" if self.proxy.draining else "live",
                 "health_check": "failing" if self.proxy.health_check_failed else "passing",
                 "uptime_seconds": round(time.time() - _STARTED, 3),
+                "gc_threshold": list(gc.get_threshold()),
                 "config": self.proxy.config_status(),
             }
         )

@@ -6,6 +6,7 @@ are read with prometheus-client's parser.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import sys
@@ -19,6 +20,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from simple_line_support import Backend, Client, admin_of, backends, client, config, curl, proxy_for, tags
 
+from sota_dispatch.cli.args import DEFAULT_GC_THRESHOLD
 from sota_dispatch.testing import ServeProcess, serve_process
 
 pytestmark = pytest.mark.anyio
@@ -143,6 +145,17 @@ async def test_envoy_admin_paths(tmp_path: Path, backend_args: list[str]) -> Non
             assert await curl(f"{admin}/healthcheck/ok", "-X", "POST") == (200, "health check passing\n")
             assert await curl(f"{admin}/ready") == (200, "ready\n")
         assert proc.stop() == 0
+
+
+async def test_the_commands_collector_threshold_shows_in_server_info(tmp_path: Path, backend_args: list[str]) -> None:
+    # The proxy process runs with the command's threshold (Python's own 700
+    # made a busy server walk its requests in flight over and over).
+    for args, young in (([], DEFAULT_GC_THRESHOLD), (["--gc-threshold", "2500"], 2500)):
+        async with admin_proxy(tmp_path, [*args, *backend_args]) as (_backend, _address, proc, admin):
+            info = json.loads((await curl(f"{admin}/server_info"))[1])
+            assert info["gc_threshold"][0] == young
+            assert young != gc.get_threshold()[0]  # the process's own, not this test's
+            assert proc.stop() == 0
 
 
 async def test_drain_listeners_keeps_the_admin_up_and_quitquitquit_exits(
