@@ -15,7 +15,7 @@ from typing import Final
 
 from mypy_extensions import i64
 
-from .wire import append_frames, encode_part, short_pair
+from .wire import _SHORT, _SHORT_MORE, LONG, MORE, append_frames, encode_part, last_header
 
 __all__ = ["encode_request", "encode_response", "response_id"]
 
@@ -45,11 +45,20 @@ def encode_request(frame: list[bytes], upstream_id: int) -> bytes:
         size = len(part)
         if size < 256:  # one short part: its header joins the int
             return (head << 16 | size).to_bytes(8, "big") + part
-    elif count == 2:  # a REQ's delimiter and body, say
-        pair = short_pair(frame[0], frame[1])
-        if pair is not None:
-            return head.to_bytes(6, "big") + pair
-    elif not count:
+        # One long part: its 9-byte header joins the int (the part copied
+        # once; see wire.last_header).
+        return ((head << 8 | LONG) << 64 | size).to_bytes(15, "big") + part
+    if count == 2:  # a REQ's delimiter or a DEALER's id, and a body
+        first = frame[0]
+        size = len(first)
+        if size < 256:  # the id frame and the first part's header in one int
+            second = frame[1]
+            size2 = len(second)
+            # A short part's header from the table here: one call fewer for
+            # the interpreter, which calls last_header for a long one.
+            header = _SHORT[size2] if size2 < 256 else last_header(size2)
+            return (head << 16 | MORE << 8 | size).to_bytes(8, "big") + first + header + second
+    if not count:
         raise ValueError("a message has at least one part")
     out = [head.to_bytes(6, "big")]
     append_frames(out, frame)
@@ -74,9 +83,13 @@ def encode_response(response: list[bytes], request: list[bytes]) -> bytes:
     if count == 2:  # the id and a one-part answer
         return encode_part(response[1])
     if count == 3:  # the id and a two-part answer (a REP's delimiter and body)
-        pair = short_pair(response[1], response[2])
-        if pair is not None:
-            return pair
+        first = response[1]
+        size = len(first)
+        if size < 256:
+            second = response[2]
+            size2 = len(second)
+            header = _SHORT[size2] if size2 < 256 else last_header(size2)
+            return _SHORT_MORE[size] + first + header + second
     elif count < 2:
         raise ValueError("a message has at least one part")
     out: list[bytes] = []
