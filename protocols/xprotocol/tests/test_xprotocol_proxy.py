@@ -306,6 +306,34 @@ async def test_a_dubbo_timeout_attachment_is_the_deadline_its_reply_names() -> N
             expect_dubbo(reply, 1, 31, "504|timeout: no answer within 0.3s; ref ")
 
 
+async def test_without_attribute_routes_the_timeout_is_read_from_the_bytes_or_by_decoding_alike() -> None:
+    # A catch-all route reads no attributes: the proxy reads the timeout from
+    # the call's bytes (dubbo_scan), and decodes calls of another shape (a
+    # non-ASCII key, an int value): each names its own deadline, on its own
+    # connection, beside the other client's.
+    async with scripted() as upstream:
+        route = {"timeout": "5s"}
+        async with (
+            proxy_for(document("dubbo", [upstream], route)) as proxy,
+            raw_client(proxy, "dubbo") as a,
+            raw_client(proxy, "dubbo") as b,
+        ):
+            replies: dict[str, dubbo.DubboFrame] = {}
+
+            async def ask(name: str, client: RawClient, request_id: int, attachments: dict[str, Any]) -> None:
+                replies[name] = await client.call(dubbo_request("hold", request_id, attachments=attachments))
+
+            start = anyio.current_time()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ask, "scanned", a, 7, {"path": INTERFACE, "timeout": "300", "group": "g1"})
+                tg.start_soon(ask, "decoded", b, 7, {"é\x00": "", "timeout": "200"})
+            assert anyio.current_time() - start < 4  # their own deadlines, not the route's 5 s
+            expect_dubbo(replies["scanned"], 7, 31, "504|timeout: no answer within 0.3s; ref ")
+            expect_dubbo(replies["decoded"], 7, 31, "504|timeout: no answer within 0.2s; ref ")
+            reply = await a.call(dubbo_request("hold", 8, attachments={"timeout": 250}))
+            expect_dubbo(reply, 8, 31, "504|timeout: no answer within 0.25s; ref ")
+
+
 async def test_a_hostile_dubbo_timeout_attachment_falls_back_to_the_routes_timeout() -> None:
     # A double's infinity made reading the attachment raise OverflowError out
     # of the request path, which lost the client's connection with everything
