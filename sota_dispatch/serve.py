@@ -80,14 +80,15 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m sota_dispa
         backend_options: dict[str, object] = {}
         if args.backend == "asyncio" and not args.no_uvloop and importlib.util.find_spec("uvloop") is not None:
             backend_options["use_uvloop"] = True
-        # A process-wide setting, so the command's, not the library's (an
-        # application embedding a Server tunes its own process).
-        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
         plan = ServicePlan.from_args(args)
         if args.check_config:
             assert plan.config is not None
             print(summary(plan.config))
             return 0
+        # A process-wide setting, so the command's (for a process that
+        # serves), not the library's: an application embedding a Server
+        # tunes its own process.
+        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
         if args.worker_control is not None:
             from .process.worker import run_worker
 
