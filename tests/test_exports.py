@@ -177,6 +177,7 @@ PUBLIC: dict[str, set[str]] = {
         "serve_process",
         "serving",
         "tcp_stream_pair",
+        "transient_bytes",
         "without_ref",
         "zookeeper_available",
         "zookeeper_server",

@@ -19,7 +19,8 @@ such tests;
 discovery tests. :func:`both_builds` gives a compiled module and its
 pure-Python source side by side, for tests that the two agree;
 :func:`build_spelling` runs a test with either spelling of a module that
-picks its code by the build.
+picks its code by the build. :func:`transient_bytes` measures what a
+codec copies in passing to parse a read.
 
 :class:`EchoLines` is a protocol of the smallest kind the proxy forwards,
 for tests that need one and should not need a plugin installed: the core's
@@ -34,6 +35,7 @@ from __future__ import annotations
 from ..io.clock import ManualClock
 from .builds import both_builds, build_spelling, outcome, plain, pure_python
 from .clients import pipelined
+from .copies import transient_bytes
 from .echo_lines import ECHO_MARK, EchoLines
 from .memory import (
     Exchange,
@@ -89,6 +91,7 @@ __all__ = [
     "serve_process",
     "serving",
     "tcp_stream_pair",
+    "transient_bytes",
     "without_ref",
     "zookeeper_available",
     "zookeeper_server",

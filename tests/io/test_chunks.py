@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import tracemalloc
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sota_dispatch import ChunkBuffer
+from sota_dispatch import ChunkBuffer, ProtocolError
 
 
 @settings(max_examples=300)
@@ -32,6 +33,131 @@ def test_every_byte_is_parsed_once_in_order_whatever_the_chunks_and_needs(stream
     work = buffer.take(b"", 1)
     parsed += work or b""
     assert bytes(parsed) == stream
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=20000), st.data())
+def test_fill_and_add_hand_each_byte_once_in_order_and_fill_takes_no_more_than_needed(
+    stream: bytes, data: st.DataObject
+) -> None:
+    """A decoder's loop over a read: finish what is held from the read's
+    head with ``fill``, parse the rest in place, ``add`` back the tail."""
+    buffer = ChunkBuffer()
+    parsed = bytearray()
+    offset = 0
+    while offset < len(stream):
+        size = data.draw(st.integers(1, 5000), label="chunk")
+        chunk, offset = stream[offset : offset + size], offset + size
+        pos = 0
+        held = len(buffer)
+        while held:
+            need = data.draw(st.integers(1, 6000), label="need")
+            work = buffer.fill(chunk, pos, need)
+            if work is None:
+                assert len(buffer) == held + len(chunk) - pos < max(need, held + 1)
+                break
+            assert len(work) == max(need, held + 1)  # exactly what was asked, at least a byte of the read
+            assert len(buffer) == 0
+            pos += len(work) - held
+            used = data.draw(st.integers(0, len(work)), label="consumed")
+            parsed += work[:used]
+            buffer.add(work, used)
+            held = len(buffer)
+        else:
+            used = data.draw(st.integers(pos, len(chunk)), label="consumed in place")
+            parsed += chunk[pos:used]
+            buffer.add(chunk, used)
+    work = buffer.take(b"", 1)
+    parsed += work or b""
+    assert bytes(parsed) == stream
+
+
+class LengthPrefixed:
+    """A decoder of a 2-byte length and that many bytes (0xFFFF: bad): a
+    frame whose header is cut needs its header first, then the rest."""
+
+    def __init__(self) -> None:
+        self.buffer = ChunkBuffer()
+        self.need = 2
+        self.pending: ProtocolError | None = None
+
+    def frames(self, work: bytes, pos: int, out: list[bytes]) -> int:
+        while True:
+            if len(work) - pos < 2:
+                self.need = 2
+                return pos
+            size = int.from_bytes(work[pos : pos + 2], "big")
+            if size == 0xFFFF:
+                raise ProtocolError("bad length")
+            if pos + 2 + size > len(work):
+                self.need = 2 + size
+                return pos
+            out.append(work[pos + 2 : pos + 2 + size])
+            pos += 2 + size
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self.pending is not None:
+            raise self.pending
+        out: list[bytes] = []
+        self.pending = self.buffer.parse(data, out, self.frames, lambda: self.need)
+        return out
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.binary(max_size=300), max_size=12),
+    st.lists(st.integers(0, 4000), max_size=10),
+    st.booleans(),
+)
+def test_parse_gives_the_frames_in_order_then_the_error_whatever_the_reads(
+    frames: list[bytes], cuts: list[int], bad: bool
+) -> None:
+    stream = b"".join(len(f).to_bytes(2, "big") + f for f in frames) + (b"\xff\xff" if bad else b"")
+    decoder = LengthPrefixed()
+    got: list[bytes] = []
+    pos = 0
+    failed = False
+    try:
+        for cut in [*sorted({c % (len(stream) + 1) for c in cuts}), len(stream), len(stream)]:
+            got += decoder.feed(stream[pos:cut])
+            pos = cut
+    except ProtocolError:
+        failed = True
+    assert got == frames
+    assert failed == bad
+    assert failed or len(decoder.buffer) == 0
+
+
+def test_parse_raises_at_once_without_frames_before_the_error_and_hands_those_out_first() -> None:
+    decoder = LengthPrefixed()
+    with pytest.raises(ProtocolError):
+        decoder.feed(b"\xff\xff")
+    decoder = LengthPrefixed()
+    assert decoder.feed(b"\x00\x01a\xff\xff") == [b"a"]
+    with pytest.raises(ProtocolError):
+        decoder.feed(b"")
+
+
+def test_fill_copies_the_frame_not_the_read() -> None:
+    buffer = ChunkBuffer()
+    buffer.add(b"abc")
+    read = b"defgh" + b"x" * 100_000
+    assert buffer.fill(read, 0, 8) == b"abcdefgh"
+    assert len(buffer) == 0
+    buffer.add(read, 5)  # the rest of the read: its unfinished frame
+    assert len(buffer) == 100_000
+    assert buffer.fill(b"yy", 0, 100_003) is None  # not enough: held on
+    assert buffer.take(b"z", 100_003) == b"x" * 100_000 + b"yyz"
+
+
+def test_add_never_changes_a_caller_s_bytearray() -> None:
+    buffer = ChunkBuffer()
+    mine = bytearray(b"ab")
+    buffer.add(mine)  # type: ignore[arg-type]  # typed bytes; callers may still pass one
+    buffer.add(b"cd")
+    buffer.add(bytearray(b"xef"), 1)  # type: ignore[arg-type]
+    assert mine == b"ab"
+    assert buffer.fill(b"gh", 0, 8) == b"abcdefgh"
 
 
 def test_nothing_is_joined_before_the_frame_can_be_complete() -> None:

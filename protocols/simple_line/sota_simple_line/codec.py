@@ -100,25 +100,46 @@ class LineCodec:
 
     def feed(self, data: bytes) -> list[bytes]:
         self.check()
-        buf = self._rest + data if self._rest else data
-        max_line = self.max_line
         frames: list[bytes] = []
         pos = 0
+        rest = self._rest
+        if rest:
+            # A line begun in an earlier feed ends in the head of ``data``:
+            # only that line is copied, not the whole read (with pipelined
+            # requests nearly every read ends inside a line).
+            end = _line_end(data, 0) if _COMPILED else data.find(b"\n")
+            if end < 0:
+                rest += data
+                if len(rest) > self.max_line + 1:  # room for the \r of a \r\n
+                    return self._fail(frames)
+                self._rest = rest
+                return frames
+            if self._lines(rest + data[: end + 1], frames) < 0:
+                return self._fail(frames)
+            pos = end + 1
+        pos = self._lines(data, frames, pos)
+        if pos < 0:
+            return self._fail(frames)
+        rest = data[pos:] if pos else data
+        if len(rest) > self.max_line + 1:  # room for the \r of a \r\n
+            return self._fail(frames)
+        self._rest = rest
+        return frames
+
+    def _lines(self, buf: bytes, frames: list[bytes], pos: int = 0) -> int:
+        """Append the lines of ``buf`` from ``pos`` to ``frames``; return
+        where the unfinished one starts, or -1 at a line over the limit."""
+        max_line = self.max_line
         find = buf.find
         while True:
             end = _line_end(buf, pos) if _COMPILED else find(b"\n", pos)
             if end < 0:
-                break
+                return pos
             size = end - pos  # the line without its \n
             if size > max_line and not (size == max_line + 1 and buf[end - 1] == 0x0D):
-                return self._fail(frames)
+                return -1
             frames.append(buf[pos : end + 1])
             pos = end + 1
-        rest = buf[pos:] if pos else buf
-        if len(rest) > max_line + 1:  # room for the \r of a \r\n
-            return self._fail(frames)
-        self._rest = rest
-        return frames
 
     def _fail(self, frames: list[bytes]) -> list[bytes]:
         self._rest = b""

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sota_dispatch import LimitExceeded
-from sota_dispatch.testing import build_spelling
+from sota_dispatch.testing import build_spelling, transient_bytes
 from sota_simple_line import codec
 from sota_simple_line.codec import LineCodec
 
@@ -58,3 +58,15 @@ def test_lines_are_the_same_however_split(walk: bool, data: bytes, cuts: list[in
         assert fed(data, [], max_line) == whole
     if max_line == 65536:
         assert b"".join(whole[0]) == data[: data.rfind(b"\n") + 1]
+
+
+@pytest.mark.parametrize("walk", [True, False])
+def test_a_read_after_an_unfinished_line_is_parsed_in_place(walk: bool) -> None:
+    """Not joined with the unfinished line whole: that copied every byte
+    received once more (400 KB here) in an object as large as the read."""
+    line = b"key=value&key1=value1&n=" + b"9" * 16 + b"\r\n"
+    chunk = line[20:] + line * 10_000 + line[:20]
+    decoder = LineCodec(1024)
+    with spelling(walk):
+        assert transient_bytes(decoder.feed, line[:20], chunk) < len(chunk) // 8
+    assert decoder.buffered == 20

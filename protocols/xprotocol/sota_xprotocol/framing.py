@@ -68,27 +68,27 @@ class FrameDecoder(Generic[F]):
         """A new decoder is already where a handed-over one was."""
 
     def feed(self, data: bytes) -> list[F]:
-        """Parse ``data``; return every frame it completed, in order."""
+        """Parse ``data``; return every frame it completed, in order (a
+        frame begun in an earlier feed finished from its head, the rest
+        parsed in place: see :meth:`~sota_dispatch.ChunkBuffer.parse`)."""
         self.check()
-        work = self._buffer.take(data, self._need)
-        if work is None:
-            return []
         frames: list[F] = []
-        pos, end = 0, len(work)
-        while True:
-            try:
-                frame = self._frame(work, pos, end)
-            except ProtocolError as exc:
-                if not frames:
-                    raise
-                self.pending_error = exc  # hand out the good frames first
-                break
-            if frame is None:
-                break
+        self.pending_error = self._buffer.parse(data, frames, self._parse, self._needed)
+        return frames
+
+    def _needed(self) -> int:
+        return self._need
+
+    def _parse(self, work: bytes, pos: int, frames: list[F]) -> int:
+        """Append the frames in ``work`` from ``pos`` to ``frames``; return
+        where the first unfinished one starts."""
+        end = len(work)
+        frame = self._frame(work, pos, end)
+        while frame is not None:
             frames.append(frame)
             pos += self._size
-        self._buffer.keep(work, pos)
-        return frames
+            frame = self._frame(work, pos, end)
+        return pos
 
     def _frame(self, work: bytes, pos: int, end: int) -> F | None:
         """Decode the frame at ``pos`` and set ``self._size`` to its size; or

@@ -142,7 +142,7 @@ class ZmtpEngine(HandOffMixin):
         self._peer_major = 0
         self._state = State.SIGNATURE
         self._out = bytearray(greeting_start(len(identity)))
-        # Unparsed input: chunks joined only once the reader's ``need`` has arrived.
+        # Unparsed input: a frame's chunks joined only once it can be complete.
         self._buffer = ChunkBuffer()
         self._reader = FrameReader(self.limits, START_SIZE)
         #: The reader of the traffic (CURVE: one that opens sealed frames).
@@ -225,28 +225,36 @@ class ZmtpEngine(HandOffMixin):
         is raised by the next call (or by :meth:`check`).
         """
         self.check()
-        work = self._buffer.take(data, self._active.need)
-        if work is None:
-            return []
         messages: list[list[bytes]] = []
+        buffer = self._buffer
         pos = 0
         if self._state is not State.TRAFFIC:
-            pos = self._handshake(work, messages)
-        if self._state is State.TRAFFIC:
-            reader = self._active
-            try:
-                pos = reader.read(work, pos, messages)
-                while reader.command is not None:  # it stopped at a command
-                    command, reader.command = reader.command, None
-                    self._command(command)
-                    pos = reader.read(work, pos, messages)
-            except ProtocolError as exc:
-                if not messages:
-                    raise
-                self.pending_error = exc  # hand out the good messages first
+            work = buffer.take(data, self._active.need)
+            if work is None:
                 return messages
-        self._buffer.keep(work, pos)
+            pos = self._handshake(work, messages)
+            if not self.ready:
+                buffer.keep(work, pos)
+                return messages
+            buffer.keep(work, len(work))  # the messages right behind it are read below
+            data = work
+        # Only a frame begun in an earlier feed is copied (see ChunkBuffer.parse).
+        self.pending_error = buffer.parse(data, messages, self._traffic, self._needed, pos)
         return messages
+
+    def _needed(self) -> int:
+        return self._active.need
+
+    def _traffic(self, work: bytes, pos: int, messages: list[list[bytes]]) -> int:
+        """Read messages (and answer commands) in ``work`` from ``pos``;
+        return where the first unfinished frame starts."""
+        reader = self._active
+        pos = reader.read(work, pos, messages)
+        while reader.command is not None:  # it stopped at a command
+            command, reader.command = reader.command, None
+            self._command(command)
+            pos = reader.read(work, pos, messages)
+        return pos
 
     def _handshake(self, work: bytes, messages: list[list[bytes]]) -> int:
         """Advance through the greeting and handshake; return the bytes used."""

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sota_dispatch import LimitExceeded, ProtocolError
+from sota_dispatch.testing import transient_bytes
 from sota_zmtp import Limits, PeerError, SocketType, ZmtpEngine, encode_message
 from sota_zmtp.wire import encode_command, encode_properties, parse_command, parse_properties
 
@@ -243,6 +244,18 @@ def test_large_frame_in_many_chunks_is_joined_once() -> None:
     assert messages == [[b"z" * 700_000]]
 
 
+def test_a_read_after_an_unfinished_frame_is_parsed_in_place() -> None:
+    """Not joined with the unfinished frame's bytes whole: that copied
+    every byte received once more (1 MiB here) in an object as large as
+    the read."""
+    engine = router()
+    engine.feed(v3_greeting() + ready())
+    one = encode_message([b"m" * 1000])
+    half = len(one) // 2
+    assert transient_bytes(engine.feed, one[:half], one[half:] + one * 1_000 + one[:half]) < len(one) * 1_000 // 8
+    assert engine.buffered == half
+
+
 # -- properties ---------------------------------------------------------------
 
 messages_strategy = st.lists(st.lists(st.binary(max_size=300), min_size=1, max_size=4), max_size=5)
@@ -261,6 +274,53 @@ def test_any_split_gives_the_same_messages(messages: list[list[bytes]], v2: bool
     engine = router()
     got = engine.feed(data[:cut]) + engine.feed(data[cut:])
     assert got == messages
+
+
+#: A message (its parts), or a PING to answer (its context), in traffic.
+traffic_strategy = st.lists(
+    st.lists(st.binary(max_size=300), min_size=1, max_size=4) | st.binary(max_size=16).map(lambda c: [c, None]),
+    max_size=8,
+)
+
+
+def traffic_bytes(items: list[list[bytes | None]]) -> bytes:
+    return b"".join(
+        encode_command(b"PING", b"\x00\x14" + (item[0] or b""))
+        if item[-1] is None
+        else encode_message([part for part in item if part is not None])
+        for item in items
+    )
+
+
+@settings(max_examples=200)
+@given(items=traffic_strategy, cuts=st.lists(st.integers(0, 5000), max_size=8), bad=st.booleans())
+def test_any_reads_give_the_same_messages_pongs_and_error(
+    items: list[list[bytes | None]], cuts: list[int], bad: bool
+) -> None:
+    """Frames (a short or long header, a command) cut anywhere, over many
+    reads: the messages, the PONGs and a bad frame's error come as they do
+    from one read, the error after the messages before it."""
+    data = traffic_bytes(items) + (b"\xf8\x00" if bad else b"")
+
+    def run(bounds: list[int]) -> tuple[list[list[bytes]], bytes, bool]:
+        engine = router()
+        engine.feed(v3_greeting() + ready())
+        engine.data_to_send()
+        got: list[list[bytes]] = []
+        pos = 0
+        try:
+            for cut in [*sorted({c % (len(data) + 1) for c in bounds}), len(data)]:
+                got += engine.feed(data[pos:cut])
+                pos = cut
+            engine.check()
+        except ProtocolError:
+            return got, engine.data_to_send(), True
+        return got, engine.data_to_send(), False
+
+    whole = run([])
+    assert whole[0] == [item for item in items if item[-1] is not None]
+    assert whole[2] == bad
+    assert run(cuts) == whole
 
 
 @settings(max_examples=30, deadline=None)
