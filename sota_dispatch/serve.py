@@ -38,6 +38,7 @@ from .cli.build import ServicePlan, list_filters, list_protocols, shortcut_error
 from .cli.running import run
 from .errors import ConfigError, SotaError
 from .logs import configure_logging
+from .process.malloc import set_malloc_trim_threshold
 
 __all__ = ["DEFAULT_LISTEN", "main"]
 
@@ -89,6 +90,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m sota_dispa
         # serves), not the library's: an application embedding a Server
         # tunes its own process.
         gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
+        if args.malloc_trim_threshold:
+            set_malloc_trim_threshold(args.malloc_trim_threshold)
         if args.worker_control is not None:
             from .process.worker import run_worker
 

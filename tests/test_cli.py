@@ -208,6 +208,13 @@ def test_a_collector_threshold_below_one_is_refused(echo_lines_env: dict[str, st
         assert f"--gc-threshold: expected a whole number >= 1, got '{value}'" in refused.stderr
 
 
+def test_a_malloc_trim_threshold_that_is_no_size_is_refused(echo_lines_env: dict[str, str]) -> None:
+    for value in ("-1", "lots", "12XB"):
+        refused = run_cli("--protocol", "echo_lines", "--malloc-trim-threshold", value, env=echo_lines_env)
+        assert refused.returncode == 2
+        assert f"--malloc-trim-threshold: expected a size in bytes, e.g. 64MiB, got '{value}'" in refused.stderr
+
+
 def test_port_in_use_is_exit_2(line_server: ServeProcess, echo_lines_env: dict[str, str]) -> None:
     result = run_cli("--protocol", "echo_lines", "--listen", line_server.address, env=echo_lines_env)
     assert result.returncode == 2

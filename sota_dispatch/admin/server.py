@@ -38,6 +38,7 @@ from anyio.abc import ByteStream
 
 from ..compiled import build_info
 from ..errors import ConfigError, LimitExceeded, ProtocolError
+from ..process.malloc import malloc_trim_threshold
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
 from .stats_text import clusters_text, stat_lines, stats_body
@@ -431,6 +432,7 @@ class AdminConnection(Dispatcher):
                 "health_check": "failing" if self.proxy.health_check_failed else "passing",
                 "uptime_seconds": round(time.time() - _STARTED, 3),
                 "gc_threshold": list(gc.get_threshold()),
+                "malloc_trim_threshold": malloc_trim_threshold(),
                 "config": self.proxy.config_status(),
             }
         )

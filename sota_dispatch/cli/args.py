@@ -8,10 +8,13 @@ import os
 from typing import NoReturn
 
 from ..config import parse_duration
+from ..config.values import size
+from ..errors import ConfigError
 from ..protocol.server import DEFAULT_MAX_CONNECTIONS
 
 __all__ = [
     "DEFAULT_GC_THRESHOLD",
+    "DEFAULT_MALLOC_TRIM_THRESHOLD",
     "DEFAULT_LISTEN",
     "OneLineParser",
     "UsageError",
@@ -32,6 +35,11 @@ DEFAULT_LISTEN = "127.0.0.1:7070"
 #: per proxied request on it, and the ZMTP broker's CPU per message fell by
 #: a quarter with this one (bench/, same run).
 DEFAULT_GC_THRESHOLD = 10_000
+#: ``--malloc-trim-threshold``'s default: freed memory the C allocator keeps
+#: for reuse (see :mod:`sota_dispatch.process.malloc`). glibc's own starts
+#: at 128 KiB: every large read or send buffer freed was given back to the
+#: system and faulted in again for the next one.
+DEFAULT_MALLOC_TRIM_THRESHOLD = 32 * 1024 * 1024
 
 
 class UsageError(Exception):
@@ -234,6 +242,15 @@ def parser(prog: str = "python -m sota_dispatch.serve") -> argparse.ArgumentPars
         "over and over)",
     )
     p.add_argument(
+        "--malloc-trim-threshold",
+        type=byte_size,
+        default=DEFAULT_MALLOC_TRIM_THRESHOLD,
+        metavar="SIZE",
+        help="freed memory the C allocator (glibc) keeps for reuse, e.g. 64MiB; 0: the allocator's own adaptive "
+        "setting (default 32MiB; glibc's starts at 128KiB, so every large read or send buffer was given back "
+        "and faulted in again)",
+    )
+    p.add_argument(
         "--log-level",
         default="info",
         type=str.lower,
@@ -256,6 +273,13 @@ def positive(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return int(text)
+
+
+def byte_size(text: str) -> int:
+    try:
+        return size(text, "size", minimum=0)
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"expected a size in bytes, e.g. 64MiB, got {text!r}") from None
 
 
 def seconds(text: str) -> float:

@@ -240,7 +240,7 @@ def integer(value: object, path: str, minimum: int = 1, maximum: int | None = No
     return value
 
 
-def size(value: object, path: str) -> int:
+def size(value: object, path: str, minimum: int = 1) -> int:
     """Bytes: an integer, or a string such as ``128MiB`` or ``512 KiB``."""
     if isinstance(value, str):
         found = _SIZE.fullmatch(value)
@@ -248,7 +248,7 @@ def size(value: object, path: str) -> int:
         if found is None or unit is None:
             raise ConfigError(path, f'expected a size (bytes, or e.g. "128MiB"), got {show(value)}')
         value = int(found.group(1)) * unit
-    return integer(value, path)
+    return integer(value, path, minimum)
 
 
 def boolean(value: object, path: str) -> bool:

@@ -7,6 +7,7 @@ are read with prometheus-client's parser.
 from __future__ import annotations
 
 import json
+import platform
 import re
 import sys
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from simple_line_support import Backend, Client, admin_of, backends, client, config, curl, proxy_for, tags
 
-from sota_dispatch.cli.args import DEFAULT_GC_THRESHOLD
+from sota_dispatch.cli.args import DEFAULT_GC_THRESHOLD, DEFAULT_MALLOC_TRIM_THRESHOLD
 from sota_dispatch.testing import ServeProcess, serve_process
 
 pytestmark = pytest.mark.anyio
@@ -146,13 +147,22 @@ async def test_envoy_admin_paths(tmp_path: Path, backend_args: list[str]) -> Non
         assert proc.stop() == 0
 
 
-async def test_the_commands_collector_threshold_shows_in_server_info(tmp_path: Path, backend_args: list[str]) -> None:
-    # The proxy process runs with the command's threshold (Python's own 700
-    # made a busy server walk its requests in flight over and over).
-    for args, young in (([], DEFAULT_GC_THRESHOLD), (["--gc-threshold", "2500"], 2500)):
+async def test_the_commands_collector_and_allocator_thresholds_show_in_server_info(
+    tmp_path: Path, backend_args: list[str]
+) -> None:
+    # The proxy process runs with the command's thresholds (Python's own 700
+    # made a busy server walk its requests in flight over and over; glibc's
+    # gave every large buffer back to the system).
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    for args, young, trim in (
+        ([], DEFAULT_GC_THRESHOLD, DEFAULT_MALLOC_TRIM_THRESHOLD),
+        (["--gc-threshold", "2500", "--malloc-trim-threshold", "8MiB"], 2500, 8 << 20),
+        (["--malloc-trim-threshold", "0"], DEFAULT_GC_THRESHOLD, None),
+    ):
         async with admin_proxy(tmp_path, [*args, *backend_args]) as (_backend, _address, proc, admin):
             info = json.loads((await curl(f"{admin}/server_info"))[1])
             assert info["gc_threshold"][0] == young  # the proxy process's own (another process)
+            assert info["malloc_trim_threshold"] == (trim if glibc else None)
             assert proc.stop() == 0
 
 
