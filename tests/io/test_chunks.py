@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -11,15 +12,21 @@ from hypothesis import strategies as st
 from sota_dispatch import ChunkBuffer, ProtocolError
 
 
+def reads(stream: bytes, data: st.DataObject) -> Iterator[bytes]:
+    """``stream`` in reads of drawn sizes."""
+    offset = 0
+    while offset < len(stream):
+        size = data.draw(st.integers(1, 5000), label="chunk")
+        yield stream[offset : offset + size]
+        offset += size
+
+
 @settings(max_examples=300)
 @given(st.binary(max_size=20000), st.data())
 def test_every_byte_is_parsed_once_in_order_whatever_the_chunks_and_needs(stream: bytes, data: st.DataObject) -> None:
     buffer = ChunkBuffer()
     parsed = bytearray()
-    offset = 0
-    while offset < len(stream):
-        size = data.draw(st.integers(1, 5000), label="chunk")
-        chunk, offset = stream[offset : offset + size], offset + size
+    for chunk in reads(stream, data):
         need = data.draw(st.integers(1, 6000), label="need")
         work = buffer.take(chunk, need)
         if work is None:
@@ -44,10 +51,7 @@ def test_fill_and_add_hand_each_byte_once_in_order_and_fill_takes_no_more_than_n
     head with ``fill``, parse the rest in place, ``add`` back the tail."""
     buffer = ChunkBuffer()
     parsed = bytearray()
-    offset = 0
-    while offset < len(stream):
-        size = data.draw(st.integers(1, 5000), label="chunk")
-        chunk, offset = stream[offset : offset + size], offset + size
+    for chunk in reads(stream, data):
         pos = 0
         held = len(buffer)
         while held:
