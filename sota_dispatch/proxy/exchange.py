@@ -54,6 +54,8 @@ def _bucket(bounds: tuple[float, ...], value: float) -> int:
 
 #: Whether this module runs compiled (mypyc makes its functions built-in ones).
 _COMPILED: Final = not isinstance(_bucket, types.FunctionType)
+#: What a first try excludes: never changed (``Cluster.pick`` only reads it).
+_NOTHING_TRIED: Final[list[Endpoint]] = []
 
 
 @trait
@@ -79,6 +81,7 @@ class Exchange(Request):
     """A request, its route, and the state of its current try."""
 
     __slots__ = (
+        "_retried",
         "breaker_generation",
         "deadline",
         "deadline_slot",
@@ -89,6 +92,7 @@ class Exchange(Request):
         "health",
         "is_retry",
         "key",
+        "last_tried",
         "observer",
         "reply",
         "route",
@@ -96,7 +100,6 @@ class Exchange(Request):
         "sink",
         "started",
         "stream",
-        "tried",
         "try_slot",
         "try_started",
         "try_timer",
@@ -142,7 +145,10 @@ class Exchange(Request):
         self.breaker_generation = 0
         #: Whether the current try is a retry counted against max_retries.
         self.is_retry = False
-        self.tried: list[Endpoint] = []
+        #: The endpoint of the last try (None before the first); the ones
+        #: before it are kept only once there is a retry (see :attr:`tried`).
+        self.last_tried: Endpoint | None = None
+        self._retried: list[Endpoint] | None = None
         self.endpoint: Endpoint | None = None
         #: The current try's endpoint counters (kept here: the endpoint may
         #: leave the cluster before the try ends).
@@ -162,6 +168,17 @@ class Exchange(Request):
         #: What hears of its end (the listener's access log, spans), as
         #: when it started: see :class:`~.policy.RequestPolicy`.
         self.observer = observer
+
+    @property
+    def tried(self) -> list[Endpoint]:
+        """The endpoints tried, in order (a new list: most requests are
+        tried once, and a list per request cost the compiled build two
+        allocations and their release)."""
+        last = self.last_tried
+        if last is None:
+            return []
+        earlier = self._retried
+        return [*earlier, last] if earlier else [last]
 
     def _log_ids(self) -> dict[str, int]:
         return {"conn": self.downstream.context.connection_id, "stream": self.stream}
@@ -364,12 +381,16 @@ def start_try(exchange: Exchange, now: float | None = None) -> None:
         now = cluster.clock.now()
     semantics = exchange.semantics
     health = exchange.health = cluster.health(semantics.protocol_name)
-    endpoint = cluster.pick(exchange.key, exchange.tried, now, health)
+    last = exchange.last_tried
+    tried = _NOTHING_TRIED if last is None else exchange.tried  # a retry: the endpoints to avoid
+    endpoint = cluster.pick(exchange.key, tried, now, health)
     if endpoint is None:
         exchange.fail(Failure.NO_HEALTHY_UPSTREAM, f"cluster {cluster.name}: no endpoint is up")
         return
     exchange.attempt += 1
-    exchange.tried.append(endpoint)
+    if last is not None:
+        exchange._retried = tried
+    exchange.last_tried = endpoint
     exchange.endpoint = endpoint
     exchange.try_started = now
     counts = exchange.endpoint_stats = cluster.endpoint_stats[endpoint.address]

@@ -62,7 +62,7 @@ def access_record(
         "remote_address": context.remote_address,
         "local_address": context.local_address,
         "cluster": exchange.route.cluster.name,
-        "endpoint": exchange.tried[-1].address if exchange.tried else "-",
+        "endpoint": exchange.last_tried.address if exchange.last_tried is not None else "-",
         "outcome": outcome,
         "flags": RESPONSE_FLAGS.get(outcome, "-"),
         "status": semantics.status(response) if response is not None and semantics is not None else None,

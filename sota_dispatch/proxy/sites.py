@@ -91,8 +91,14 @@ class Ending(Protocol):
     #: The request's number on its client connection.
     stream: int
     route: Route
-    #: The endpoints tried, in order.
-    tried: list[Endpoint]
+    #: The endpoint of the last try (None: none was tried).
+    last_tried: Endpoint | None
+
+    @property
+    def tried(self) -> list[Endpoint]:
+        """The endpoints tried, in order."""
+        ...
+
     #: Tries made.
     attempt: int
     #: When the last try started (the proxy clock's scale).

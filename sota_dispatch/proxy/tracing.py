@@ -65,8 +65,8 @@ class Tracing:
             "sota.outcome": outcome,
             "sota.attempts": exchange.attempt,
         }
-        if exchange.tried:
-            attributes["sota.upstream.address"] = exchange.tried[-1].address
+        if exchange.last_tried is not None:
+            attributes["sota.upstream.address"] = exchange.last_tried.address
         remote = downstream.context.remote_address
         if remote is not None:
             attributes["client.address"] = remote
