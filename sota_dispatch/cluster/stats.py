@@ -21,13 +21,15 @@ class Histogram:
     value)] += 1``): a method call there is measurable.
     """
 
-    __slots__ = ("bounds", "count", "counts", "total")
+    __slots__ = ("bounds", "count", "counts", "hint", "total")
 
     def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
         self.total = 0.0
         self.count = 0
+        #: The bucket of the last value (the compiled build's search starts there).
+        self.hint = 0
 
     def cumulative(self) -> list[tuple[str, int]]:
         """``(le, count)`` pairs as Prometheus exposes them."""

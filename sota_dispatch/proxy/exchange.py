@@ -37,13 +37,21 @@ __all__ = ["Exchange", "ExchangeSink", "FilteredExchange", "start_try"]
 log = logging.getLogger(__name__)
 
 
-def _bucket(bounds: tuple[float, ...], value: float) -> int:
+def _bucket(bounds: tuple[float, ...], value: float, hint: int = 0) -> int:
     """``bisect_left(bounds, value)`` written out for the compiled build,
     where the C ``bisect_left`` is a generic call comparing boxed floats
-    (~0.7k instructions, twice per request). It walks up from the smallest
-    bound: a proxy's latencies sit in the first buckets (under 0.5 ms, one
-    compare), a binary search takes four compares whatever the latency. The
-    interpreter keeps ``bisect_left``, its fastest there."""
+    (~0.7k instructions, twice per request). It tries ``hint`` first, the
+    bucket of the histogram's last value (requests of one batch take about
+    as long: two compares), then walks up from the smallest bound (a
+    proxy's latencies sit in the first buckets). Each bound read is a boxed
+    float made a C double: walking to 5 ms, twelve a request at 1,000 in
+    flight. The interpreter keeps ``bisect_left``, its fastest there."""
+    size = len(bounds)
+    if hint < size:
+        if value <= bounds[hint] and (hint == 0 or bounds[hint - 1] < value):
+            return hint
+    elif size == 0 or bounds[size - 1] < value:  # the hint is the last bucket (+Inf)
+        return size
     index = 0
     for bound in bounds:
         if bound >= value:
@@ -229,7 +237,10 @@ class Exchange(Request):
                 histogram = counts.latency
                 bounds = histogram.bounds
                 buckets = histogram.counts
-                at = _bucket(bounds, latency) if _COMPILED else bisect_left(bounds, latency)
+                if _COMPILED:
+                    at = histogram.hint = _bucket(bounds, latency, histogram.hint)
+                else:
+                    at = bisect_left(bounds, latency)
                 buckets[at] = buckets[at] + 1  # not +=: compiled, a list item's += is a generic add
                 histogram.total += latency
                 histogram.count += 1
@@ -345,7 +356,10 @@ class Exchange(Request):
         latency = stats.latency
         bounds = latency.bounds
         buckets = latency.counts
-        at = _bucket(bounds, elapsed) if _COMPILED else bisect_left(bounds, elapsed)
+        if _COMPILED:
+            at = latency.hint = _bucket(bounds, elapsed, latency.hint)
+        else:
+            at = bisect_left(bounds, elapsed)
         buckets[at] = buckets[at] + 1  # not +=: compiled, a list item's += is a generic add
         latency.total += elapsed
         latency.count += 1

@@ -29,3 +29,13 @@ def test_any_sorted_bounds_search_as_bisect_does(bounds: tuple[float, ...], valu
     assert exchange._bucket(bounds, value) == bisect_left(bounds, value)
     for bound in bounds:  # on a bound: the bucket it closes (le=bound), as Prometheus counts
         assert exchange._bucket(bounds, bound) == bisect_left(bounds, bound)
+
+
+@given(st.lists(finite, max_size=20).map(lambda bounds: tuple(sorted(bounds))), finite, st.integers(0, 20))
+def test_any_hint_gives_what_bisect_gives(bounds: tuple[float, ...], value: float, hint: int) -> None:
+    """The hint (the last value's bucket) is only where the search starts:
+    right or wrong, in range or past it, the bucket is bisect's."""
+    hint = min(hint, len(bounds))
+    assert exchange._bucket(bounds, value, hint) == bisect_left(bounds, value)
+    for bound in bounds:
+        assert exchange._bucket(bounds, bound, hint) == bisect_left(bounds, bound)
