@@ -74,9 +74,11 @@ class Pool:
         that arrives later never overtakes them, so one client's requests
         reach the endpoint in the order it sent them.
         """
-        if self.pending:
+        if self.pending:  # a deque's truth is a generic call compiled: once
             self.drain_queue()
-        connection = None if self.pending else self._choose()
+            connection = None if self.pending else self._choose()
+        else:
+            connection = self._choose()
         if connection is not None:
             connection.send(exchange)
             return

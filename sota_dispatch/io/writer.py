@@ -134,11 +134,16 @@ class BufferedWriter:
 
     def write(self, data: bytes) -> None:
         """Queue ``data``; it goes out with the next flush. Never waits."""
-        if data:
-            if self.transform is not None:
-                data = self.transform(data)
+        # The length, not the truth: compiled, a length is a field read and
+        # truth a generic call; the interpreter needed the length anyway.
+        size = len(data)
+        if size:
+            transform = self.transform
+            if transform is not None:
+                data = transform(data)
+                size = len(data)
             self._parts.append(data)
-            self._size += len(data)
+            self._size += size
 
     def writelines(self, chunks: Iterable[bytes]) -> None:
         """Queue several chunks (see :meth:`write`)."""

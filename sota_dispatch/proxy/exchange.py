@@ -291,7 +291,9 @@ class Exchange(Request):
         """The upstream answered (``now``: the time of its read batch)."""
         protocol = self.semantics
         failure_statuses = self.route.cluster.failure_statuses
-        failed = bool(failure_statuses) and protocol.status(response) in failure_statuses
+        # len(), not bool(): compiled, a frozenset's length is a field read and
+        # bool() a generic call; the interpreter calls either.
+        failed = len(failure_statuses) != 0 and protocol.status(response) in failure_statuses
         self._end_try(now - self.try_started, failed=failed)
         statuses = self.route.retry_statuses
         if statuses and protocol.status(response) in statuses and self._may_retry("status"):
