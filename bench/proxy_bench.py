@@ -14,7 +14,11 @@ class (its client-role codec), so it is the same code both ways:
 * latency: one request in flight at a time; p50 and p99 direct and through
   the proxy, and the difference (the hop's added latency; goal: p50 under
   60 µs);
-* the proxy process's CPU time per request in the throughput run.
+* the proxy process's CPU time per request in the throughput run;
+* the same through ``relay.py``, a hop that does no work (the event loop
+  copies bytes between the two sockets): what one more process in the path
+  costs on this machine before the proxy does anything, the baseline the
+  proxy's ratio is read against.
 
 Direct and proxied runs alternate, ``--rounds`` times, and medians are
 reported, so machine noise spreads over both. Every process is on 127.0.0.1
@@ -37,6 +41,7 @@ from typing import Any
 import anyio
 from anyio.abc import ByteStream
 from plots import Bar, Panel, figure_lines
+from relay import loop_name, relay_process
 
 from harness import machine_lines, positive_int, proc_cpu, publish, report_head, source_line, version
 from sota_dispatch import FrameSemantics, get_protocol
@@ -186,10 +191,12 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def measure(protocol: str, args: argparse.Namespace) -> dict[str, float]:
-    with processes(protocol, args.backend) as (upstream, proxy):
+    with processes(protocol, args.backend) as (upstream, proxy), relay_process(upstream.address) as relay:
         direct = await Client.connect(upstream.address, protocol, body=args.body)
+        relayed = await Client.connect(relay, protocol, body=args.body)
         through = await Client.connect(proxy.address, protocol, body=args.body)
-        for client in (direct, through):  # warm up both paths (and the proxy's upstream connection)
+        paths = (("direct", direct), ("relay", relayed), ("proxy", through))
+        for _, client in paths:  # warm up every path (and the proxy's upstream connection)
             await client.pipelined(min(args.count, 2000), max(args.windows))
             await client.one_at_a_time(50)
         rates: dict[tuple[str, int], list[float]] = {}
@@ -197,10 +204,10 @@ async def measure(protocol: str, args: argparse.Namespace) -> dict[str, float]:
         #: Each process's CPU per request, by (path, window, process): where
         #: the time goes when the ratio is short of the goal.
         split: dict[tuple[str, int, str], list[float]] = {}
-        latencies: dict[str, list[float]] = {"direct": [], "proxy": []}
+        latencies: dict[str, list[float]] = {path: [] for path, _ in paths}
         for _ in range(args.rounds):
             for window in args.windows:
-                for path, client in (("direct", direct), ("proxy", through)):
+                for path, client in paths:
                     before = cpu_now(upstream, proxy)
                     rates.setdefault((path, window), []).append(args.count / await client.pipelined(args.count, window))
                     used = [
@@ -211,12 +218,13 @@ async def measure(protocol: str, args: argparse.Namespace) -> dict[str, float]:
                         split.setdefault((path, window, process), []).append(seconds)
                     if path == "proxy":
                         cpu.setdefault(window, []).append(used[2])
-            latencies["direct"] += await direct.one_at_a_time(args.latency_count)
-            latencies["proxy"] += await through.one_at_a_time(args.latency_count)
-        await direct.stream.aclose()
-        await through.stream.aclose()
+            for path, client in paths:
+                latencies[path] += await client.one_at_a_time(args.latency_count)
+        for _, client in paths:
+            await client.stream.aclose()
     result: dict[str, float] = {
         "d50": percentile(latencies["direct"], 0.5) * 1e6,
+        "r50": percentile(latencies["relay"], 0.5) * 1e6,
         "p50": percentile(latencies["proxy"], 0.5) * 1e6,
         "d99": percentile(latencies["direct"], 0.99) * 1e6,
         "p99": percentile(latencies["proxy"], 0.99) * 1e6,
@@ -224,8 +232,11 @@ async def measure(protocol: str, args: argparse.Namespace) -> dict[str, float]:
     for window in args.windows:
         direct_rate = statistics.median(rates["direct", window])
         proxy_rate = statistics.median(rates["proxy", window])
+        relay_rate = statistics.median(rates["relay", window])
         result[f"direct_rate/{window}"] = direct_rate
+        result[f"relay_rate/{window}"] = relay_rate
         result[f"proxy_rate/{window}"] = proxy_rate
+        result[f"relay_ratio/{window}"] = relay_rate / direct_rate
         result[f"ratio/{window}"] = proxy_rate / direct_rate
         result[f"proxy_cpu_us/{window}"] = statistics.median(cpu[window]) * 1e6
         for path in ("direct", "proxy"):
@@ -260,6 +271,7 @@ def panels(results: dict[str, dict[str, float]], windows: list[int]) -> list[Pan
         for window in windows:
             group = f"{name}\n{window} in flight"
             rates.append(Bar(group, "direct", r[f"direct_rate/{window}"]))
+            rates.append(Bar(group, "via relay", r[f"relay_rate/{window}"], label=f"{r[f'relay_ratio/{window}']:.2f}x"))
             rates.append(Bar(group, "via proxy", r[f"proxy_rate/{window}"], label=f"{r[f'ratio/{window}']:.2f}x"))
             cpu.append(
                 Bar(
@@ -268,13 +280,14 @@ def panels(results: dict[str, dict[str, float]], windows: list[int]) -> list[Pan
             )
         latency += [
             Bar(name, "direct p50", r["d50"]),
+            Bar(name, "via relay p50", r["r50"], label=f"+{r['r50'] - r['d50']:.0f}"),
             Bar(name, "via proxy p50", r["p50"], label=f"+{r['p50'] - r['d50']:.0f}"),
             Bar(name, "direct p99", r["d99"]),
             Bar(name, "via proxy p99", r["p99"], label=f"+{r['p99'] - r['d99']:.0f}"),
         ]
     return [
         Panel(
-            "Throughput, one connection pipelined, median (higher is better; label: via proxy / direct)",
+            "Throughput, one connection pipelined, median (higher is better; label: via relay or proxy / direct)",
             "requests/s",
             rates,
         ),
@@ -291,7 +304,7 @@ def report(
     lines += machine_lines(versions)
     lines += [
         source_line(SOURCE),
-        f"- event loop of the backend and the proxy: {loop_in_use(args.backend)}",
+        f"- event loop of the backend and the proxy: {loop_in_use(args.backend)}; of the relay: {loop_name()}",
         "",
     ]
     lines += figure or []
@@ -301,16 +314,20 @@ def report(
         f"{args.count} requests per round, median of {args.rounds} rounds; "
         "proxy CPU is the proxy process's CPU time per request (from /proc). "
         f"Request bodies: {args.body} bytes (bolt content with two header entries, "
-        "dubbo string argument, ZMTP message).",
+        "dubbo string argument, ZMTP message). The relay (`bench/relay.py`) is a hop that does no work: "
+        "its ratio is what one more process in the path costs on this machine before any proxying; "
+        "the proxy's ratio over the relay's is the share of the rest that the proxy's work leaves.",
         "",
-        "| protocol | in flight | direct req/s | via proxy req/s | ratio | proxy CPU µs/req |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| protocol | in flight | direct req/s | via relay req/s | via proxy req/s | relay ratio | ratio "
+        "| proxy / relay | proxy CPU µs/req |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
         for window in args.windows:
             lines.append(
-                f"| {name} | {window} | {r[f'direct_rate/{window}']:,.0f} | {r[f'proxy_rate/{window}']:,.0f} "
-                f"| {r[f'ratio/{window}']:.2f}x | {r[f'proxy_cpu_us/{window}']:.1f} |"
+                f"| {name} | {window} | {r[f'direct_rate/{window}']:,.0f} | {r[f'relay_rate/{window}']:,.0f} "
+                f"| {r[f'proxy_rate/{window}']:,.0f} | {r[f'relay_ratio/{window}']:.2f}x | {r[f'ratio/{window}']:.2f}x "
+                f"| {r[f'proxy_rate/{window}'] / r[f'relay_rate/{window}']:.2f}x | {r[f'proxy_cpu_us/{window}']:.1f} |"
             )
     lines += [
         "",
@@ -340,12 +357,14 @@ def report(
         "",
         f"{args.latency_count} sequential requests per round, {args.rounds} rounds, µs.",
         "",
-        "| protocol | direct p50 | via proxy p50 | added p50 | direct p99 | via proxy p99 | added p99 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| protocol | direct p50 | via relay p50 | added by the relay p50 | via proxy p50 | added p50 "
+        "| direct p99 | via proxy p99 | added p99 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, r in results.items():
         lines.append(
-            f"| {name} | {r['d50']:.0f} | {r['p50']:.0f} | {r['p50'] - r['d50']:.0f} "
+            f"| {name} | {r['d50']:.0f} | {r['r50']:.0f} | {r['r50'] - r['d50']:.0f} "
+            f"| {r['p50']:.0f} | {r['p50'] - r['d50']:.0f} "
             f"| {r['d99']:.0f} | {r['p99']:.0f} | {r['p99'] - r['d99']:.0f} |"
         )
     lines += ["", "## Goals", ""]

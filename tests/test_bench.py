@@ -22,7 +22,14 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
     (
         "proxy_bench.py",
         ["sota_simple_line", "sota_xprotocol", "sota_zmtp"],
-        ["| simple_line | 100 |", "| zmtp | 1000 |", "added p50", "cores busy via proxy"],
+        [
+            "| simple_line | 100 |",
+            "| zmtp | 1000 |",
+            "added p50",
+            "cores busy via proxy",
+            "via relay req/s",
+            "added by the relay p50",
+        ],
     ),
     (
         "security_bench.py",
