@@ -42,7 +42,8 @@ from .io.budget import FrameRefused
 from .io.chunks import ChunkBuffer
 from .io.clock import Clock
 from .io.outbox import Outbox
-from .io.reader import BufferedReader, ReadTimeouts
+from .io.reader import BufferedReader
+from .io.timeouts import ReadTimeouts
 from .io.tls import ClientTLS, PeerRefused, ServerTLS
 from .io.writer import BufferedWriter
 from .protocol.calls import CallAnswer

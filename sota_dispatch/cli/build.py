@@ -27,7 +27,7 @@ from ..config import (
 from ..errors import ConfigError
 from ..filters.registry import available_filters, get_filter
 from ..io.address import parse_address
-from ..io.reader import ReadTimeouts
+from ..io.timeouts import ReadTimeouts
 from ..io.tls import ServerTLS
 from ..logs import plural
 from ..protocol.options import Option, OptionPlace

@@ -15,13 +15,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Final
 
 import anyio
-import attrs
 from anyio.abc import ByteReceiveStream
 from mypy_extensions import mypyc_attr
 
 from ..errors import FrameTimeout, IncompleteReadError, LimitExceeded
 from .clock import loop_time
-from .transport import prepare_input
+from .timeouts import InputAlarm, ReadTimeouts
+from .transport import input_alarm, prepare_input
 
 if TYPE_CHECKING:
     from .writer import BufferedWriter
@@ -34,20 +34,6 @@ DEFAULT_READ_SIZE = 65536
 #: of a pipelined frame is the peer's to send only once we ask for it, so the
 #: time a server spends on the frames before it does not count.
 _ON_NEXT_WAIT: Final = -1.0
-
-
-@attrs.frozen
-class ReadTimeouts:
-    """How long a peer may keep a connection without sending what it owes.
-
-    ``frame``: from the connect to the first byte, and from a frame's first
-    byte to its last (:class:`FrameTimeout`). ``idle``: between frames, with
-    nothing partly received (or anywhere, with no frame timeout); the
-    connection then ends as if the peer had closed it. None: no limit.
-    """
-
-    frame: float | None = 30.0
-    idle: float | None = 3600.0
 
 
 # Public: subclasses in Python must work in the compiled build too.
@@ -67,6 +53,8 @@ class BufferedReader:
     """
 
     __slots__ = (
+        "_alarm",
+        "_alarm_probed",
         "_buf",
         "_busy",
         "_codec_frames",
@@ -76,6 +64,7 @@ class BufferedReader:
         "_frame_start",
         "_got_bytes",
         "_idle_scope",
+        "_idle_wait",
         "_interrupted",
         "_last_fill",
         "_pos",
@@ -110,8 +99,14 @@ class BufferedReader:
         self.idle = False
         self._timeouts: ReadTimeouts | None = None
         self._busy: Callable[[], bool] | None = None
+        # A timed wait under way: its scope, or (asyncio sockets) the
+        # connection's alarm, made on the first timed wait; _idle_wait: the
+        # wait is between frames.
         self._idle_scope: anyio.CancelScope | None = None
         self._wait_scope: anyio.CancelScope | None = None
+        self._alarm: InputAlarm | None = None
+        self._alarm_probed = False
+        self._idle_wait = False
         self._interrupted = False
         self._connected = 0.0
         self._got_bytes = False
@@ -139,19 +134,30 @@ class BufferedReader:
         :meth:`set_timeouts`): since when it is idle, by its idle clock
         (the last input, or the last answer of a busy connection); None
         otherwise (mid-frame, no timeouts, or not waiting)."""
-        scope, timeouts = self._idle_scope, self._timeouts
-        if scope is None or not self.idle or timeouts is None:
+        timeouts = self._timeouts
+        deadline = self._idle_wait_deadline()
+        if deadline is None or not self.idle or timeouts is None:
             return None
-        if scope.deadline == math.inf or timeouts.idle is None:
+        if deadline == math.inf or timeouts.idle is None:
             return self._last_fill
-        return scope.deadline - timeouts.idle
+        return deadline - timeouts.idle
 
     @property
     def idle_deadline(self) -> float:
         """When the idle timeout ends the current wait between frames
         (:data:`math.inf`: never, or not waiting between frames)."""
+        deadline = self._idle_wait_deadline()
+        return math.inf if deadline is None else deadline
+
+    def _idle_wait_deadline(self) -> float | None:
+        """The deadline of the wait between frames under way (None: none)."""
         scope = self._idle_scope
-        return math.inf if scope is None else scope.deadline
+        if scope is not None:
+            return scope.deadline
+        alarm = self._alarm
+        if alarm is not None and self._idle_wait:
+            return alarm.deadline
+        return None
 
     @property
     def interrupted(self) -> bool:
@@ -190,21 +196,36 @@ class BufferedReader:
         the caller's around every read. True if such a wait was ended; the
         reader can interrupt only under timeouts (:meth:`set_timeouts`),
         whose waits have a scope anyway."""
-        scope = self._wait_scope
-        if scope is None or not self.idle:
+        if not self.idle:
             return False
-        self._interrupted = True
-        scope.cancel()
-        return True
+        scope = self._wait_scope
+        if scope is not None:
+            self._interrupted = True
+            scope.cancel()
+            return True
+        alarm = self._alarm
+        if alarm is not None and alarm.waiting:
+            self._interrupted = True
+            alarm.wake()
+            return True
+        return False
 
     def idle_from_now(self) -> None:
         """The connection is no longer busy (see :meth:`set_timeouts`): a
         wait for input between frames is idle from now on."""
-        scope, timeouts = self._idle_scope, self._timeouts
+        timeouts = self._timeouts
+        if timeouts is None or timeouts.idle is None:
+            return
         # Only a wait that began busy has no deadline; moving one that has
-        # would cost a timer handle per answer.
-        if scope is not None and scope.deadline == math.inf and timeouts is not None and timeouts.idle is not None:
-            scope.deadline = loop_time() + timeouts.idle
+        # would cost a timer handle per answer (with an alarm, a float).
+        scope = self._idle_scope
+        if scope is not None:
+            if scope.deadline == math.inf:
+                scope.deadline = loop_time() + timeouts.idle
+            return
+        alarm = self._alarm
+        if alarm is not None and self._idle_wait and alarm.deadline == math.inf:
+            alarm.expect(loop_time() + timeouts.idle)
 
     def frame_state(self, buffered: int, completed: int) -> None:
         """For a sans-I/O codec fed from :meth:`read_some` or :meth:`chunks`,
@@ -228,6 +249,9 @@ class BufferedReader:
         self._buf = bytearray()
         self._pos = 0
         self._writer = None
+        alarm = self._alarm
+        if alarm is not None:
+            alarm.close()
 
     def push_back(self, data: bytes) -> None:
         """Put bytes read from the stream before this reader (to tell TLS
@@ -303,6 +327,12 @@ class BufferedReader:
             busy = self._busy
             limit = timeouts.idle
             deadline = None if limit is None or (busy is not None and busy()) else loop_time() + limit
+        if not self._alarm_probed:
+            self._alarm_probed = True
+            self._alarm = input_alarm(self._stream)
+        alarm = self._alarm
+        if alarm is not None:
+            return await self._receive_alarmed(alarm, idle, math.inf if deadline is None else deadline)
         data = b""
         with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
             self._wait_scope = scope
@@ -316,6 +346,31 @@ class BufferedReader:
             if idle or self._interrupted:
                 raise anyio.EndOfStream  # idle too long: an orderly end, as if the peer had closed
             raise FrameTimeout(f"no complete request within {timeouts.frame:g}s")
+        now = self._last_fill = loop_time()
+        self._got_bytes = True
+        if self._frame_start is None:
+            self._frame_start = now  # these bytes begin a frame
+        return data
+
+    async def _receive_alarmed(self, alarm: InputAlarm, idle: bool, deadline: float) -> bytes:
+        """:meth:`_receive_in_time` on a stream with an alarm: no scope."""
+        alarm.expect(deadline)
+        alarm.fired = False
+        alarm.waiting = True
+        self._idle_wait = idle
+        try:
+            data = await self._stream.receive(self._receive_size)
+        except anyio.EndOfStream:
+            if not alarm.fired:
+                raise  # the peer closed
+            timeouts = self._timeouts
+            if idle or self._interrupted or timeouts is None:
+                raise  # idle too long, or interrupted: an orderly end, as if the peer had closed
+            raise FrameTimeout(f"no complete request within {timeouts.frame:g}s") from None
+        finally:
+            alarm.waiting = False
+            self._idle_wait = False
+        # Input came, even if the alarm rang meanwhile: it ended nothing.
         now = self._last_fill = loop_time()
         self._got_bytes = True
         if self._frame_start is None:

@@ -16,6 +16,7 @@ non-blocking sender.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sys
@@ -24,11 +25,14 @@ from typing import Any
 
 from anyio.abc import SocketAttribute
 
+from .timeouts import InputAlarm
+
 __all__ = [
     "NowaitSender",
     "detach_socket",
     "detachable",
     "discard_input",
+    "input_alarm",
     "input_queued",
     "nowait_sender",
     "pause_reading",
@@ -153,6 +157,25 @@ def prepare_input(stream: object, read_size: int) -> int:
         protocol.sota_pause = transport.pause_reading
         transport.set_protocol(protocol)  # uvloop keeps the protocol's method from when it was set
     return sys.maxsize
+
+
+def input_alarm(stream: object) -> InputAlarm | None:
+    """An :class:`~sota_dispatch.io.timeouts.InputAlarm` for ``stream``'s
+    waits, or None where a wait can only be ended by a cancel scope.
+
+    anyio's asyncio ``SocketStream`` waits in ``receive()`` on its
+    protocol's read event; set with nothing queued, the receive ends as at
+    the end of input (``EndOfStream``), which is how a timed-out or
+    interrupted wait ends anyway. Called from a running asyncio loop.
+    """
+    kind = type(stream)
+    if kind.__module__ != "anyio._backends._asyncio" or kind.__name__ != "SocketStream":
+        return None
+    protocol: Any = getattr(stream, "_protocol", None)
+    event = getattr(protocol, "read_event", None)
+    if not isinstance(event, asyncio.Event) or not hasattr(protocol, "read_queue"):
+        return None  # another anyio's internals: the scope
+    return InputAlarm(asyncio.get_running_loop().call_at, event.set)
 
 
 def discard_input(stream: object) -> None:

@@ -22,7 +22,7 @@ from anyio.streams.stapled import MultiListener
 from ..errors import ConfigError
 from ..io.address import format_address, parse_address
 from ..io.budget import BufferBudget
-from ..io.reader import ReadTimeouts
+from ..io.timeouts import ReadTimeouts
 from ..io.tls import ServerTLS
 from ..io.transport import pause_reading
 from ..logs import plural
