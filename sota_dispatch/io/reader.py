@@ -327,50 +327,42 @@ class BufferedReader:
             busy = self._busy
             limit = timeouts.idle
             deadline = None if limit is None or (busy is not None and busy()) else loop_time() + limit
+        limit = math.inf if deadline is None else deadline
         if not self._alarm_probed:
             self._alarm_probed = True
             self._alarm = input_alarm(self._stream)
         alarm = self._alarm
-        if alarm is not None:
-            return await self._receive_alarmed(alarm, idle, math.inf if deadline is None else deadline)
         data = b""
-        with anyio.CancelScope(deadline=math.inf if deadline is None else deadline) as scope:
-            self._wait_scope = scope
-            if idle:
-                self._idle_scope = scope
+        if alarm is not None:  # no scope: the connection's alarm ends the wait (io.timeouts)
+            alarm.expect(limit)
+            alarm.fired = False
+            alarm.waiting = True
+            self._idle_wait = idle
             try:
                 data = await self._stream.receive(self._receive_size)
-            finally:
-                self._idle_scope = self._wait_scope = None
-        if scope.cancelled_caught:
-            if idle or self._interrupted:
-                raise anyio.EndOfStream  # idle too long: an orderly end, as if the peer had closed
-            raise FrameTimeout(f"no complete request within {timeouts.frame:g}s")
-        now = self._last_fill = loop_time()
-        self._got_bytes = True
-        if self._frame_start is None:
-            self._frame_start = now  # these bytes begin a frame
-        return data
-
-    async def _receive_alarmed(self, alarm: InputAlarm, idle: bool, deadline: float) -> bytes:
-        """:meth:`_receive_in_time` on a stream with an alarm: no scope."""
-        alarm.expect(deadline)
-        alarm.fired = False
-        alarm.waiting = True
-        self._idle_wait = idle
-        try:
-            data = await self._stream.receive(self._receive_size)
-        except anyio.EndOfStream:
-            if not alarm.fired:
-                raise  # the peer closed
-            timeouts = self._timeouts
-            if idle or self._interrupted or timeouts is None:
+            except anyio.EndOfStream:
+                if not alarm.fired:
+                    raise  # the peer closed
+                if not (idle or self._interrupted):
+                    raise FrameTimeout(f"no complete request within {timeouts.frame:g}s") from None
                 raise  # idle too long, or interrupted: an orderly end, as if the peer had closed
-            raise FrameTimeout(f"no complete request within {timeouts.frame:g}s") from None
-        finally:
-            alarm.waiting = False
-            self._idle_wait = False
-        # Input came, even if the alarm rang meanwhile: it ended nothing.
+            finally:
+                alarm.waiting = False
+                self._idle_wait = False
+            # Input came, even if the alarm rang meanwhile: it ended nothing.
+        else:
+            with anyio.CancelScope(deadline=limit) as scope:
+                self._wait_scope = scope
+                if idle:
+                    self._idle_scope = scope
+                try:
+                    data = await self._stream.receive(self._receive_size)
+                finally:
+                    self._idle_scope = self._wait_scope = None
+            if scope.cancelled_caught:
+                if idle or self._interrupted:
+                    raise anyio.EndOfStream  # idle too long: an orderly end, as if the peer had closed
+                raise FrameTimeout(f"no complete request within {timeouts.frame:g}s")
         now = self._last_fill = loop_time()
         self._got_bytes = True
         if self._frame_start is None:
