@@ -208,7 +208,7 @@ def _asyncio_sender(stream: Any) -> NowaitSender | None:
     protocol: Any = getattr(stream, "_protocol", None)
     if transport is None or protocol is None or not hasattr(stream, "_closed"):
         return None
-    if not (hasattr(protocol, "write_event") and hasattr(protocol, "exception")):
+    if not (hasattr(protocol, "exception") and hasattr(transport, "get_write_buffer_size")):
         return None
     return _AsyncioSender(stream, transport, protocol)
 
@@ -222,10 +222,11 @@ class _AsyncioSender(NowaitSender):
         self._protocol = protocol
 
     def busy(self) -> bool:
-        # anyio sets the transport's high-water mark to 0: its write event is
-        # set only while the transport's own buffer is empty (the event object
-        # is replaced on each pause, so it is looked up every time).
-        return not self._protocol.write_event.is_set()
+        # The transport's own buffer, asked directly (a C call on uvloop and
+        # asyncio alike): anyio's write event says the same (it sets the
+        # high-water mark to 0, so the event is clear exactly while bytes
+        # wait there), but its is_set() is a Python call, three per flush.
+        return self._transport.get_write_buffer_size() != 0
 
     def send(self, data: bytes) -> int:
         # The transport tries the socket at once and keeps at most the rest
@@ -233,7 +234,7 @@ class _AsyncioSender(NowaitSender):
         # ordinary send to report.
         protocol, transport = self._protocol, self._transport
         if (
-            not protocol.write_event.is_set()
+            transport.get_write_buffer_size() != 0
             or protocol.exception is not None
             or self._stream._closed
             or transport.is_closing()
