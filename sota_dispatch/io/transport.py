@@ -226,7 +226,8 @@ class _AsyncioSender(NowaitSender):
         # asyncio alike): anyio's write event says the same (it sets the
         # high-water mark to 0, so the event is clear exactly while bytes
         # wait there), but its is_set() is a Python call, three per flush.
-        return self._transport.get_write_buffer_size() != 0
+        waiting: int = self._transport.get_write_buffer_size()
+        return waiting != 0
 
     def send(self, data: bytes) -> int:
         # The transport tries the socket at once and keeps at most the rest
