@@ -8,12 +8,14 @@ every backend, by the reader tests here and the server guard tests
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import pytest
+from anyio.abc import SocketStream
 
 from sota_dispatch import BufferedReader, FrameTimeout, ReadTimeouts
 from sota_dispatch.io.timeouts import InputAlarm
@@ -126,11 +128,18 @@ async def test_anyio_asyncio_sockets_get_an_alarm_and_trio_ones_the_scope(anyio_
         assert (made is not None) == (anyio_backend_name == "asyncio")
 
 
-@pytest.mark.anyio
-async def test_a_frame_begun_and_never_finished_times_out_from_its_first_byte() -> None:
+@contextlib.asynccontextmanager
+async def timed_reader(timeouts: ReadTimeouts) -> AsyncIterator[tuple[BufferedReader, SocketStream]]:
+    """A reader under ``timeouts`` on one end of a TCP pair, and the other end."""
     async with tcp_stream_pair() as (near, far):
         reader = BufferedReader(near)
-        reader.set_timeouts(ReadTimeouts(frame=0.2, idle=30))
+        reader.set_timeouts(timeouts)
+        yield reader, far
+
+
+@pytest.mark.anyio
+async def test_a_frame_begun_and_never_finished_times_out_from_its_first_byte() -> None:
+    async with timed_reader(ReadTimeouts(frame=0.2, idle=30)) as (reader, far):
         with anyio.fail_after(5):
             await far.send(b"ab")
             assert await reader.read_exactly(2) == b"ab"
@@ -147,9 +156,7 @@ async def test_the_idle_timeout_runs_from_the_last_input_however_often_it_moved(
     # first read rings while input still comes (set again, it wakes nobody)
     # and the wait ends only once the peer has been silent for the timeout:
     # an orderly end, not an error.
-    async with tcp_stream_pair() as (near, far):
-        reader = BufferedReader(near)
-        reader.set_timeouts(ReadTimeouts(frame=5, idle=0.3))
+    async with timed_reader(ReadTimeouts(frame=5, idle=0.3)) as (reader, far):
         with anyio.fail_after(10):
             for _ in range(12):  # 0.6 s of input: twice the idle timeout
                 await far.send(b"x")
