@@ -195,7 +195,8 @@ class BufferedReader:
         closed (a drain of an idle connection), without a cancel scope of
         the caller's around every read. True if such a wait was ended; the
         reader can interrupt only under timeouts (:meth:`set_timeouts`),
-        whose waits have a scope anyway."""
+        whose waits have a scope or an alarm anyway (input that arrived just
+        before the interrupt is still read: the drain then stops after it)."""
         if not self.idle:
             return False
         scope = self._wait_scope
@@ -349,7 +350,9 @@ class BufferedReader:
             finally:
                 alarm.waiting = False
                 self._idle_wait = False
-            # Input came, even if the alarm rang meanwhile: it ended nothing.
+            # Input came, even if the alarm rang (or an interrupt woke us)
+            # meanwhile: it ended nothing, and a drain stops at the boundary.
+            self._interrupted = False
         else:
             with anyio.CancelScope(deadline=limit) as scope:
                 self._wait_scope = scope
