@@ -78,8 +78,11 @@ class _Client(_Side):
         except OSError:
             self.transport.close()
             return
-        upstream.peer, self.peer = self, upstream
         assert upstream.transport is not None
+        if self.transport.is_closing():  # the client left while we connected
+            upstream.transport.close()
+            return
+        upstream.peer, self.peer = self, upstream
         for data in self.early:
             upstream.transport.write(data)
         self.early.clear()
