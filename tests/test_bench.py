@@ -29,6 +29,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
             "cores busy via proxy",
             "via relay req/s",
             "added by the relay p50",
+            "(the relay, doing no work, adds",
         ],
     ),
     (
