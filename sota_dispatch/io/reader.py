@@ -19,9 +19,10 @@ from anyio.abc import ByteReceiveStream
 from mypy_extensions import mypyc_attr
 
 from ..errors import FrameTimeout, IncompleteReadError, LimitExceeded
+from .chunk_iterator import ChunkIterator
 from .clock import loop_time
 from .timeouts import InputAlarm, ReadTimeouts
-from .transport import input_alarm, prepare_input
+from .transport import inline_input, input_alarm, prepare_input
 
 if TYPE_CHECKING:
     from .writer import BufferedWriter
@@ -52,29 +53,10 @@ class BufferedReader:
     reported as a truncated frame rather than a clean close.
     """
 
-    __slots__ = (
-        "_alarm",
-        "_alarm_probed",
-        "_buf",
-        "_busy",
-        "_codec_frames",
-        "_connected",
-        "_draining",
-        "_eof",
-        "_frame_start",
-        "_got_bytes",
-        "_idle_scope",
-        "_idle_wait",
-        "_interrupted",
-        "_last_fill",
-        "_pos",
-        "_read_size",
-        "_receive_size",
-        "_stream",
-        "_timeouts",
-        "_wait_scope",
-        "_writer",
-        "idle",
+    __slots__ = tuple(
+        "_alarm _alarm_probed _buf _busy _codec_frames _connected _draining _eof _frame_start _got_bytes"  # noqa: SIM905
+        " _idle_scope _idle_wait _interrupted _last_fill _pos _read_size _receive_size _stream _timeouts"
+        " _wait_scope _writer idle".split()
     )
 
     def __init__(
@@ -253,6 +235,7 @@ class BufferedReader:
         alarm = self._alarm
         if alarm is not None:
             alarm.close()
+        inline_input(self._stream, None)  # a taker of input refers to its connection
 
     def push_back(self, data: bytes) -> None:
         """Put bytes read from the stream before this reader (to tell TLS
@@ -309,51 +292,34 @@ class BufferedReader:
         return data
 
     async def _receive_in_time(self) -> bytes:
-        # Between frames (no frame begun: set by the read calls, or by
-        # frame_state() for codecs) the idle timeout applies; within one,
-        # the frame timeout from its first byte; before any byte, the frame
-        # timeout from the connect.
-        timeouts = self._timeouts
-        assert timeouts is not None
-        idle = False
-        deadline: float | None
-        if self._frame_start == _ON_NEXT_WAIT:
-            self._frame_start = loop_time()
-        if timeouts.frame is not None and self._frame_start is not None:
-            deadline = self._frame_start + timeouts.frame
-        elif timeouts.frame is not None and not self._got_bytes:  # from the connect to the first byte
-            deadline = self._connected + timeouts.frame
-        else:  # between frames, or with no frame timeout: a silent peer is idle
-            idle = True
-            busy = self._busy
-            limit = timeouts.idle
-            deadline = None if limit is None or (busy is not None and busy()) else loop_time() + limit
-        limit = math.inf if deadline is None else deadline
         if not self._alarm_probed:
             self._alarm_probed = True
             self._alarm = input_alarm(self._stream)
-        alarm = self._alarm
+        alarm, timeouts = self._alarm, self._timeouts
+        assert timeouts is not None
+        limit = self._wait_deadline()
         data = b""
         if alarm is not None:  # no scope: the connection's alarm ends the wait (io.timeouts)
             alarm.expect(limit)
             alarm.fired = False
             alarm.waiting = True
-            self._idle_wait = idle
             try:
                 data = await self._stream.receive(self._receive_size)
             except anyio.EndOfStream:
                 if not alarm.fired:
                     raise  # the peer closed
-                if not (idle or self._interrupted):
+                # The wait's kind now: input taken inline (wait_on) may have changed it.
+                if not (self._idle_wait or self._interrupted):
                     raise FrameTimeout(f"no complete request within {timeouts.frame:g}s") from None
                 raise  # idle too long, or interrupted: an orderly end, as if the peer had closed
             finally:
                 alarm.waiting = False
                 self._idle_wait = False
-            # Input came, even if the alarm rang (or an interrupt woke us)
-            # meanwhile: it ended nothing, and a drain stops at the boundary.
-            self._interrupted = False
+            if not data:
+                return data  # a taker of input handed work on to the task (inline_input): no input
         else:
+            idle = self._idle_wait
+            self._idle_wait = False
             with anyio.CancelScope(deadline=limit) as scope:
                 self._wait_scope = scope
                 if idle:
@@ -366,11 +332,64 @@ class BufferedReader:
                 if idle or self._interrupted:
                     raise anyio.EndOfStream  # idle too long: an orderly end, as if the peer had closed
                 raise FrameTimeout(f"no complete request within {timeouts.frame:g}s")
+        self._input_arrived()
+        return data
+
+    def _wait_deadline(self) -> float:
+        """When the wait for input about to start (or under way) must end
+        (inf: never); sets ``_idle_wait``. Between frames (no frame begun:
+        set by the read calls, or by frame_state() for codecs) the idle
+        timeout applies; within one, the frame timeout from its first byte;
+        before any byte, the frame timeout from the connect."""
+        timeouts = self._timeouts
+        assert timeouts is not None
+        if self._frame_start == _ON_NEXT_WAIT:
+            self._frame_start = loop_time()
+        self._idle_wait = False
+        if timeouts.frame is not None and self._frame_start is not None:
+            return self._frame_start + timeouts.frame
+        if timeouts.frame is not None and not self._got_bytes:  # from the connect to the first byte
+            return self._connected + timeouts.frame
+        # Between frames, or with no frame timeout: a silent peer is idle.
+        self._idle_wait = True
+        busy = self._busy
+        limit = timeouts.idle
+        return math.inf if limit is None or (busy is not None and busy()) else loop_time() + limit
+
+    def _input_arrived(self) -> None:
+        # Input came, even if the alarm rang (or an interrupt woke us)
+        # meanwhile: it ended nothing, and a drain stops at the boundary.
+        self._interrupted = False
         now = self._last_fill = loop_time()
         self._got_bytes = True
         if self._frame_start is None:
             self._frame_start = now  # these bytes begin a frame
-        return data
+
+    # -- input taken where it arrives (io.transport.inline_input) ---------------
+
+    def offer_input(self, taker: Callable[[bytes], bool] | None) -> Callable[[], None] | None:
+        """Offer each chunk to ``taker`` where it arrives (None: this stream
+        cannot); the function returned hands work on to the waiting read."""
+        return inline_input(self._stream, taker)
+
+    def took_input(self) -> bool:
+        """A chunk arrived for the read under way: True if a taker may use it
+        where it is (the read waits, with an alarm, and nothing ended it);
+        it then counts as input. The taker calls :meth:`wait_on` after."""
+        alarm = self._alarm
+        if alarm is None or not alarm.waiting or alarm.fired or self._pos != len(self._buf):
+            return False
+        self._input_arrived()
+        return True
+
+    def wait_on(self) -> None:
+        """The read under way waits on after input taken (and the codec's
+        :meth:`frame_state`), until the deadline the state now calls for."""
+        alarm = self._alarm
+        assert alarm is not None
+        limit = self._wait_deadline()
+        self.idle = self._frame_start is None
+        alarm.expect(limit)
 
     def _new_frame(self) -> None:
         # A read for a new frame: if the start of it is buffered already
@@ -474,20 +493,4 @@ class BufferedReader:
         come first. It is a plain iterator object, not an async generator,
         so leaving the loop by an exception needs no ``aclosing()``.
         """
-        return _Chunks(self)
-
-
-class _Chunks:
-    __slots__ = ("_reader",)
-
-    def __init__(self, reader: BufferedReader) -> None:
-        self._reader = reader
-
-    def __aiter__(self) -> _Chunks:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            return await self._reader.read_some()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
+        return ChunkIterator(self.read_some)

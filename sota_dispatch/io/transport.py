@@ -32,6 +32,7 @@ __all__ = [
     "detach_socket",
     "detachable",
     "discard_input",
+    "inline_input",
     "input_alarm",
     "input_queued",
     "nowait_sender",
@@ -86,6 +87,8 @@ class _OneChunk:
     """Marks a protocol of anyio's that pauses reading after each chunk."""
 
     sota_pause: Callable[[], object] | None = None
+    #: Takes a chunk where it arrives (True: taken; see :func:`inline_input`).
+    sota_inline: Callable[[bytes], bool] | None = None
 
 
 _ONE_CHUNK: dict[Any, type] = {}
@@ -100,13 +103,16 @@ def _one_chunk(kind: Any) -> type:
     if paced is None:
 
         def data_received(self: Any, data: bytes) -> None:
+            inline = self.sota_inline
+            if inline is not None and not self.read_queue and inline(data):
+                return  # taken where it arrived: reading goes on
             kind.data_received(self, data)
             pause = self.sota_pause
             if pause is not None:
                 pause()
 
         def connection_lost(self: Any, exc: Exception | None) -> None:
-            self.sota_pause = None  # the transport refers to us: no cycle left behind
+            self.sota_pause = self.sota_inline = None  # the transport refers to us: no cycle left behind
             kind.connection_lost(self, exc)
 
         paced = type(
@@ -157,6 +163,34 @@ def prepare_input(stream: object, read_size: int) -> int:
         protocol.sota_pause = transport.pause_reading
         transport.set_protocol(protocol)  # uvloop keeps the protocol's method from when it was set
     return sys.maxsize
+
+
+def inline_input(stream: object, taker: Callable[[bytes], bool] | None) -> Callable[[], None] | None:
+    """Offer each chunk ``stream`` reads to ``taker`` as it arrives, from
+    the event loop's read callback, before it is queued for ``receive()``;
+    ``taker`` returns False to leave the chunk to ``receive()``. None (the
+    default again): no offers. Returns a function that ends a ``receive()``
+    under way with an empty chunk (the taker's way to hand work on to the
+    receiving task), or None for a stream that reads only when asked
+    (trio, TLS, one :func:`prepare_input` did not pace).
+
+    A request batch handled where its bytes arrive costs no task wake-up,
+    no event and no pause and resume of reading (half a proxy's
+    instructions per round trip with one request in flight). A chunk is
+    offered only while nothing is queued, so chunks keep their order.
+    """
+    protocol: Any = getattr(stream, "_protocol", None)
+    if not isinstance(protocol, _OneChunk):
+        return None
+    paced: Any = protocol  # anyio's, paced: its queue and event are there
+    paced.sota_inline = taker
+    queue, event = paced.read_queue, paced.read_event
+
+    def hand_on() -> None:
+        queue.append(b"")
+        event.set()
+
+    return hand_on
 
 
 def input_alarm(stream: object) -> InputAlarm | None:

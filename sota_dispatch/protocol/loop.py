@@ -18,6 +18,7 @@ the body, so a client whose requests cannot be taken is not read from.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 import anyio
@@ -48,8 +49,12 @@ class CodecLoop(Generic[F]):
     """
 
     __slots__ = (
+        "_error",
         "_frames",
+        "_hand_on",
+        "_handed_on",
         "_stopping",
+        "_taker",
         "codec",
         "empty_batches",
         "handshake_timeout",
@@ -79,6 +84,10 @@ class CodecLoop(Generic[F]):
         self.received = 0
         self._frames: list[F] | None = None
         self._stopping = False
+        self._taker: Callable[[list[F], int], bool] | None = None
+        self._hand_on: Callable[[], None] | None = None
+        self._handed_on = False  # the taker left work to the iteration
+        self._error: Exception | None = None  # raised by the iteration, for the taker
 
     def stop(self) -> bool:
         """End the iteration at the next frame boundary: at once if the loop
@@ -95,6 +104,50 @@ class CodecLoop(Generic[F]):
         if not reader.idle or self.codec.buffered:
             return True
         return reader.interrupt()
+
+    def take_inline(self, batch: Callable[[list[F], int], bool]) -> bool:
+        """Run ``batch(frames, received)`` on each read batch where its bytes arrive, from the
+        event loop's read callback, while the iteration waits for input
+        (anyio's asyncio sockets; elsewhere, and before the handshake is
+        done, every batch comes from the iteration as ever).
+
+        A read then costs no task wake-up, no event, no pause and resume of
+        reading: on a proxy with one request in flight, about a third of
+        the instructions per round trip. ``batch`` must not await: when what
+        is left needs a wait, it keeps that work where the caller's loop
+        body finds it and returns False; the iteration then yields an empty
+        batch. A codec error, or one ``batch`` raised, is raised by the
+        iteration, after the frames before it were handled. Only a reader
+        under timeouts takes part (it watches its waits, and the frame and
+        idle clocks run on as ever). False: this stream cannot."""
+        if self.reader.offer_input(None) is None:
+            return False
+        self._taker = batch
+        if self._frames is not None and self.codec.ready:
+            self._hand_on = self.reader.offer_input(self._take)
+        return True
+
+    def _take(self, data: bytes) -> bool:
+        """A chunk arrived (see :meth:`take_inline`): True if it was taken."""
+        # Nothing is offered while anything is queued, the empty chunk of a
+        # hand-on included: what the task has yet to see comes first.
+        taker, hand_on = self._taker, self._hand_on
+        if taker is None or hand_on is None or self._stopping or not self.reader.took_input():
+            return False
+        self.received = len(data)
+        try:
+            done = taker(self._feed(data), self.received)
+            if done:
+                self._check()
+        except Exception as error:  # noqa: BLE001 (the iteration raises it, as if it had read the chunk)
+            self._error = error
+            done = False
+        if done:
+            self.reader.wait_on()
+        else:
+            self._handed_on = True
+            hand_on()
+        return True
 
     @property
     def stopping(self) -> bool:
@@ -126,6 +179,8 @@ class CodecLoop(Generic[F]):
             # protocol's encoders, the proxy), so each frame is sealed once.
             writer.transform = sealing()
         self._frames = frames
+        if self._taker is not None:
+            self._hand_on = self.reader.offer_input(self._take)
         return frames
 
     def __aiter__(self) -> CodecLoop[F]:
@@ -148,6 +203,13 @@ class CodecLoop(Generic[F]):
             data = await self._read()
             if data is None:
                 raise StopAsyncIteration
+            if self._handed_on and not data:  # what the taker left (take_inline)
+                self._handed_on = False
+                error = self._error
+                if error is not None:
+                    self._error = None
+                    raise error
+                return []
             frames = self._feed(data)
             if frames or self.empty_batches:
                 return frames
