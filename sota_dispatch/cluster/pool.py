@@ -24,6 +24,7 @@ from anyio.abc import ByteStream
 from ..errors import ProtocolError
 from ..io.address import parse_address
 from ..io.reader import BufferedReader
+from ..io.timeouts import ReadTimeouts
 from ..io.tls import open_connection
 from ..io.transport import input_queued
 from ..io.writer import BufferedWriter
@@ -356,26 +357,33 @@ class UpstreamConnection(Dispatcher):
                 last_words=False,
                 empty_batches=True,
             )
-            frames = await loop.handshake()
+            if loop.take_inline(self._answers):
+                # No limits of its own (the requests' deadlines bound the
+                # waits), but a watched wait lets answers be taken inline.
+                self.reader.set_timeouts(ReadTimeouts(None, None))
+            self._answers(await loop.handshake(), 0)
             self.ready = self.was_ready = True
             self.pool.ready(self)
-            outbox, codec, budget = self.outbox, self.codec, self.pool.cluster.budget
-            if frames:
-                with outbox:
-                    self._responses(frames)
             async for frames in loop:
-                if frames:
-                    with outbox:  # the clients answered leave with one send each, from here
-                        self._responses(frames)
-                held = codec.buffered if self._read_ahead is None else codec.buffered + self._read_ahead()
-                if held != self._held:  # what the process holds of answers counts in its budget
-                    self._held = held
-                    budget.hold(self, held, exempt=True)  # counted, never refused or shed: it serves many
+                self._answers(frames, loop.received)
         except BaseException as exc:
             error = exc
             raise
         finally:
             self._lost(error)
+
+    def _answers(self, frames: list[Any], received: int) -> bool:
+        """One read batch of answers, from the task or where its bytes
+        arrived (CodecLoop.take_inline); it never waits (True)."""
+        if frames:
+            with self.outbox:  # the clients answered leave with one send each, from here
+                self._responses(frames)
+        codec = self.codec
+        held = codec.buffered if self._read_ahead is None else codec.buffered + self._read_ahead()
+        if held != self._held:  # what the process holds of answers counts in its budget
+            self._held = held
+            self.pool.cluster.budget.hold(self, held, exempt=True)  # counted, never refused or shed: it serves many
+        return True
 
     def _responses(self, frames: list[Any]) -> None:
         protocol, ids = self._frames, self._ids  # no alias of ids.take: a generic call compiled

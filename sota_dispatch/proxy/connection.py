@@ -15,8 +15,8 @@ and the client connection stays up.
 from __future__ import annotations
 
 import logging
-from collections.abc import Coroutine, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
 import anyio
 from anyio.abc import ByteStream
@@ -35,7 +35,9 @@ from ..protocol.dispatcher import Dispatcher
 from ..protocol.fifo import Fifo, new_fifo
 from ..protocol.semantics import BoundSemantics, FrameSemantics
 from .exchange import Exchange, ExchangeSink, FilteredExchange, start_try
-from .replies import Replies, Slot
+from .filter_waits import FilterWaits
+from .holdings import Holdings
+from .replies import Slot
 from .routing import Route
 from .sites import ListenerSite
 from .sniffing import MAX_SNIFF, sniff_protocol
@@ -44,15 +46,21 @@ __all__ = ["MAX_SNIFF", "ProxyConnection"]
 
 log = logging.getLogger(__name__)
 
+# What a batch waits for before it goes on (ProxyConnection._go_on).
+_ROOM: Final = 1  # room in a cluster at max_requests, for the request held back
+_IN_FLIGHT: Final = 2  # max_in_flight: an answer
+_BUDGET: Final = 3  # the process's buffer budget
+_FLUSH: Final = 4  # the client to read what is written to it
 
-class ProxyConnection(Replies, Dispatcher, ExchangeSink):
+
+class ProxyConnection(FilterWaits, Dispatcher, ExchangeSink):
     """A client connection: requests in, answers (or error replies) out."""
 
     # Slots: with the Dispatcher's, one dict would outgrow CPython's shared keys (~1.5 KiB per connection).
     __slots__ = tuple(
         "listener protocol semantics in_flight closed _exchanges _ordered _wake _read_scope _codec _streams _turn"  # noqa: SIM905
-        " _room_scope _filtering _expired _held _partial _inflight_bytes _ref _read_ahead upstream_pools"
-        " _stats _outbox _timers _policy _wake_at".split()
+        " _room_scope _filtering _expired _holdings _ref upstream_pools"
+        " _stats _outbox _timers _policy _wake_at _wait_for _left _left_bytes _resumed _held_back".split()
     )
     # Declared here (the Dispatcher sets them): compiled, an attribute this class declares is
     # a field of its own, read directly; one only its interpreted base declares, a lookup by name.
@@ -79,18 +87,18 @@ class ProxyConnection(Replies, Dispatcher, ExchangeSink):
         self._streams = 0  # requests decoded so far (a request's number is its stream id)
         #: The cluster that let it in after a wait for room, for the rest of the batch (see Cluster.has_room).
         self._turn: Cluster | None = None
+        #: What a batch stopped at: the wait (_ROOM...), the frames left, the request held back for room.
+        self._wait_for = self._left_bytes = 0
+        self._left: list[Any] | None = None
+        self._resumed = False
+        self._held_back: tuple[Any, tuple[Cluster, float, FilterRequest | None]] | None = None
         self._room_scope: anyio.CancelScope | None = None
         #: The waits of requests their stream filters hold (see _after_filters).
         self._filtering: dict[anyio.CancelScope, tuple[FilterRequest, Slot | None]] = {}
         self._expired: bool = False  # the drain timeout passed: what comes now gets a timeout reply
-        #: What this connection holds, as last told to the buffer budget: its
-        #: partial frame, the loop's read-ahead and its requests in flight.
-        self._held = 0
-        self._partial = 0
-        self._inflight_bytes = 0
+        self._holdings = Holdings(listener.budget, self, input_queued(stream))
         #: This connection's part of the references its error replies carry.
         self._ref: str | None = None
-        self._read_ahead = input_queued(stream)
         #: This client's own upstream pools (of clusters that share none), closed with it.
         self.upstream_pools: dict[tuple[Cluster, Endpoint], Pool] = {}
 
@@ -162,7 +170,7 @@ class ProxyConnection(Replies, Dispatcher, ExchangeSink):
             if protocol is None:
                 return
             self.protocol = protocol
-        semantics = self.semantics = protocol.bound_semantics()
+        self.semantics = protocol.bound_semantics()
         if protocol.ordered:
             self._ordered = new_fifo()
         options = protocol.option_values(self.context.options, "listener")
@@ -171,73 +179,19 @@ class ProxyConnection(Replies, Dispatcher, ExchangeSink):
         # partial frame as it grows. A codec error waits for the answers
         # owed to the requests before it (below).
         loop = self.codec_loop(codec, last_words=False, empty_batches=True)
-        writer = self.writer
-        max_in_flight = limits.max_in_flight
-        stats, outbox, budget, clock = self._stats, self._outbox, self.listener.budget, self.listener.clock
+        loop.take_inline(self._batch)  # where the socket allows: each batch where its bytes arrive
         try:
             async for frames in loop:
                 received = loop.received
-                stats.bytes_in += received
-                if frames:
-                    now = clock.now()  # once per batch
-                    stats.requests += len(frames)
-                    self._turn = None
-                    outbox.begin()  # each upstream written to gets one send, at the end
-                    try:
-                        for frame in frames:
-                            full = self._request(semantics, frame, now)
-                            if full is not None:
-                                # Its cluster is at max_requests: this client is
-                                # not read from until its turn comes (or the
-                                # request's deadline passes). The frame clock
-                                # restarts at the next read: the proxy was slow.
-                                cluster, deadline, filtered = full
-                                outbox.end()
-                                room = False
-                                try:
-                                    with anyio.CancelScope() as self._room_scope:
-                                        room = await cluster.wait_for_room(deadline)
-                                finally:
-                                    self._room_scope = None
-                                    outbox.begin()
-                                now = clock.now()
-                                admission = "admitted" if room else "refused"
-                                self._request(semantics, frame, now, admission, deadline, filtered)
-                            if self.in_flight >= max_in_flight:  # the codec holds the rest meanwhile
-                                outbox.end()  # a batch never spans an await
-                                try:
-                                    await self._wait_in_flight(max_in_flight - 1)
-                                finally:
-                                    outbox.begin()
-                                now = clock.now()
-                    finally:
-                        outbox.end()
-                # The process's buffer budget, once per batch: the partial
-                # frame, what the loop read ahead, and the requests in flight
-                # (an average share of the bytes their frames took).
-                partial = codec.buffered
-                if self.in_flight:
-                    self._inflight_bytes += received + self._partial - partial
-                held = partial + self._inflight_bytes
-                if self._read_ahead is not None:
-                    held += self._read_ahead()
-                if held != self._held:
-                    new_large = self._partial < budget.large_frame <= partial
-                    grew = held > self._held
-                    self._held, self._partial = held, partial
-                    if budget.hold(self, held, new_large_frame=new_large) and grew:  # may refuse it
-                        await budget.wait_to_grow()  # past the budget: one read per connection at most
-                else:
-                    self._partial = partial
-                if writer.pending >= writer.high_water:
-                    await writer.flush()  # a client that does not read is not read from
+                while self._left is not None or not self._batch(frames, received):
+                    frames, received = await self._go_on()
         except ProtocolError as error:
-            stats.decode_errors += 1
+            self._stats.decode_errors += 1
             # The requests before the bad bytes still get their answers,
             # then whatever the codec says about the bad bytes.
             with anyio.move_on_after(self.linger_timeout):
                 await self._wait_in_flight(0)
-            writer.write(codec.data_to_send())
+            self.writer.write(codec.data_to_send())
             raise error  # not a bare raise: compiled, it lost the error across the await (SystemError)
         if loop.stopping:
             await self._wait_in_flight(0)  # a drain: the server's drain timeout bounds it
@@ -247,6 +201,86 @@ class ProxyConnection(Replies, Dispatcher, ExchangeSink):
             # abandoned (on_close).
             with anyio.move_on_after(self.linger_timeout):
                 await self._wait_in_flight(0)
+
+    def _batch(self, frames: list[Any], received: int) -> bool:
+        """One read batch (``received`` bytes, its complete ``frames``),
+        without awaiting: from the task, or where its bytes arrived (see
+        CodecLoop.take_inline). False: a wait must come first; the frames
+        not begun are left for :meth:`_go_on`."""
+        stats, writer = self._stats, self.writer
+        resumed, self._resumed = self._resumed, False
+        if not resumed:
+            stats.bytes_in += received
+            self._turn = None  # the room a wait found was for the read batch it held up
+        if frames:
+            now = self.listener.clock.now()  # once per batch
+            semantics = self.semantics
+            assert semantics is not None
+            max_in_flight = self.listener.config.limits.max_in_flight
+            outbox = self._outbox
+            stats.requests += len(frames)
+            outbox.begin()  # each upstream written to gets one send, at the end
+            try:
+                for index, frame in enumerate(frames):
+                    full = self._request(semantics, frame, now)
+                    if full is not None:
+                        # Its cluster is at max_requests: this client is not
+                        # read from until its turn comes (or the request's
+                        # deadline passes).
+                        self._held_back = (frame, full)
+                        return self._stop(_ROOM, frames[index + 1 :], received)
+                    if self.in_flight >= max_in_flight:  # the codec holds the rest meanwhile
+                        return self._stop(_IN_FLIGHT, frames[index + 1 :], received)
+                if writer.pending:
+                    outbox.add(self)  # local replies, heartbeats: in the batch's sends
+            finally:
+                outbox.end()
+        codec = self._codec
+        assert codec is not None
+        if self._holdings.after_read(received, codec.buffered, self.in_flight):
+            return self._stop(_BUDGET, [], 0)  # past the budget: one read per connection at most
+        if writer.pending >= writer.high_water:
+            return self._stop(_FLUSH, [], 0)  # a client that does not read is not read from
+        return True
+
+    def _stop(self, wait: int, left: list[Any], received: int) -> bool:
+        self._stats.requests -= len(left)  # counted when they are begun
+        self._wait_for, self._left, self._left_bytes = wait, left, received
+        return False
+
+    async def _go_on(self) -> tuple[list[Any], int]:
+        """The wait that stopped :meth:`_batch`; then the frames it left, and
+        the bytes read that the budget has yet to count."""
+        wait, left = self._wait_for, self._left
+        assert left is not None
+        self._wait_for, self._left, self._resumed = 0, None, True
+        max_in_flight = self.listener.config.limits.max_in_flight
+        if wait == _ROOM:
+            held_back = self._held_back
+            assert held_back is not None
+            self._held_back = None
+            frame, (cluster, deadline, filtered) = held_back
+            room = False
+            try:
+                with anyio.CancelScope() as self._room_scope:
+                    room = await cluster.wait_for_room(deadline)
+            finally:
+                self._room_scope = None
+            # The frame clock restarts at the next read: the proxy was slow.
+            admission = "admitted" if room else "refused"
+            semantics = self.semantics
+            assert semantics is not None
+            with self._outbox:
+                self._request(semantics, frame, self.listener.clock.now(), admission, deadline, filtered)
+            if self.in_flight >= max_in_flight:
+                wait = _IN_FLIGHT
+        if wait == _IN_FLIGHT:
+            await self._wait_in_flight(max_in_flight - 1)
+        elif wait == _BUDGET:
+            await self.listener.budget.wait_to_grow()
+        elif wait == _FLUSH:
+            await self.writer.flush()
+        return left, self._left_bytes
 
     def _busy(self) -> bool:
         return self.in_flight > 0
@@ -379,65 +413,6 @@ class ProxyConnection(Replies, Dispatcher, ExchangeSink):
         start_try(exchange, now)
         return None
 
-    def _wait_for_filters(
-        self,
-        semantics: BoundSemantics,
-        filtered: FilterRequest,
-        verdict: Coroutine[Any, Any, LocalReply | None],
-        oneway: bool,
-    ) -> None:
-        """The request's filters made it wait: it holds its place (its
-        answer's position in an ordered client's order, a place under
-        ``max_in_flight``) while a task of its own finishes the chain, then
-        goes on as any request does. Only this request waits."""
-        slot = None
-        if not oneway:
-            slot = Slot(None)
-            self.in_flight += 1
-            if self._ordered is not None:
-                self._ordered.append(slot)
-        waiting = anyio.CancelScope()  # drain_expired() answers it and ends the wait, even before it starts
-        self._filtering[waiting] = (filtered, slot)
-        self.start_soon(self._after_filters, semantics, filtered, verdict, oneway, slot, waiting)
-
-    async def _after_filters(
-        self,
-        semantics: BoundSemantics,
-        filtered: FilterRequest,
-        verdict: Coroutine[Any, Any, LocalReply | None],
-        oneway: bool,
-        slot: Slot | None,
-        waiting: anyio.CancelScope,
-    ) -> None:
-        reply = None
-        with waiting:
-            try:
-                reply = await verdict
-            finally:
-                self._filtering.pop(waiting, None)
-        if waiting.cancel_called:
-            verdict.close()  # never started, if the drain came first
-            return
-        outbox, clock, frame = self.listener.outbox, self.listener.clock, filtered.frame
-        outbox.begin()  # what this request writes leaves in one send
-        try:
-            if reply is not None:
-                if not oneway:
-                    self._local_reply(frame, reply.failure, filtered.stream, filtered, slot, reply.public, reply.detail)
-                return
-            full = self._request(semantics, frame, clock.now(), "filtered", None, filtered, slot)
-            if full is not None:  # its cluster is full: this request waits for room, not the connection
-                cluster, deadline, _ = full
-                outbox.end()
-                try:
-                    room = await cluster.wait_for_room(deadline)
-                finally:
-                    outbox.begin()
-                admission = "admitted" if room else "refused"
-                self._request(semantics, frame, clock.now(), admission, deadline, filtered, slot)
-        finally:
-            outbox.end()
-
     def _write_ordered(self) -> None:
         """Write the ready replies at the head of the client's order (here: compiled, once per answer)."""
         ordered = self._ordered
@@ -459,15 +434,7 @@ class ProxyConnection(Replies, Dispatcher, ExchangeSink):
     def _woken(self, released: int) -> None:
         """``released`` requests left flight: wake the reader if it waits,
         and give their share of bytes back to the buffer budget."""
-        if self._inflight_bytes:
-            if self.in_flight <= 0:
-                self._inflight_bytes = 0
-            else:
-                self._inflight_bytes -= self._inflight_bytes * released // (self.in_flight + released)
-            held = self._partial + self._inflight_bytes
-            if held < self._held - 65536 or (held == 0 and self._held):  # not per small answer
-                self._held = held
-                self.listener.budget.hold(self, held, new_large_frame=False)
+        self._holdings.answered(released, self.in_flight)
         wake = self._wake
         if wake is not None and self.in_flight <= self._wake_at:
             # Once, when the reader can go on (a set() per answer was a call
