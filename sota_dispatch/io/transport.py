@@ -83,10 +83,18 @@ def input_queued(stream: object) -> Callable[[], int] | None:
     return queued
 
 
+#: A chunk taken inline at least this large suggests more waits in the
+#: socket: reading pauses until the next loop turn, so a flooding peer gets
+#: one chunk per turn, as a task's read gave it (uvloop reads up to 32
+#: chunks per wake-up otherwise). Small chunks, the latency case, go on.
+FAIR_SHARE = 65536
+
+
 class _OneChunk:
     """Marks a protocol of anyio's that pauses reading after each chunk."""
 
     sota_pause: Callable[[], object] | None = None
+    sota_resume: Callable[[], object] | None = None
     #: Takes a chunk where it arrives (True: taken; see :func:`inline_input`).
     sota_inline: Callable[[bytes], bool] | None = None
 
@@ -105,19 +113,28 @@ def _one_chunk(kind: Any) -> type:
         def data_received(self: Any, data: bytes) -> None:
             inline = self.sota_inline
             if inline is not None and not self.read_queue and inline(data):
-                return  # taken where it arrived: reading goes on
+                pause = self.sota_pause  # taken where it arrived: reading goes on, but fairly
+                if len(data) >= FAIR_SHARE and pause is not None:
+                    pause()
+                    asyncio.get_running_loop().call_soon(self.sota_go_on)
+                return
             kind.data_received(self, data)
             pause = self.sota_pause
             if pause is not None:
                 pause()
 
+        def sota_go_on(self: Any) -> None:
+            # Unless the chunks went back to the task meanwhile (it resumes).
+            resume = self.sota_resume
+            if resume is not None and self.sota_inline is not None and not self.read_queue:
+                resume()
+
         def connection_lost(self: Any, exc: Exception | None) -> None:
-            self.sota_pause = self.sota_inline = None  # the transport refers to us: no cycle left behind
+            self.sota_pause = self.sota_resume = self.sota_inline = None  # the transport refers to us: no cycle
             kind.connection_lost(self, exc)
 
-        paced = type(
-            kind.__name__, (kind, _OneChunk), {"data_received": data_received, "connection_lost": connection_lost}
-        )
+        methods = {"data_received": data_received, "sota_go_on": sota_go_on, "connection_lost": connection_lost}
+        paced = type(kind.__name__, (kind, _OneChunk), methods)
         _ONE_CHUNK[kind] = paced
     return paced
 
@@ -160,7 +177,7 @@ def prepare_input(stream: object, read_size: int) -> int:
             protocol.__class__ = _one_chunk(type(protocol))
         except TypeError:  # another anyio's layout: the ordinary path
             return read_size
-        protocol.sota_pause = transport.pause_reading
+        protocol.sota_pause, protocol.sota_resume = transport.pause_reading, transport.resume_reading
         transport.set_protocol(protocol)  # uvloop keeps the protocol's method from when it was set
     return sys.maxsize
 

@@ -293,6 +293,7 @@ class Dispatcher(ProtocolRoles):
     def close_soon(self) -> None:
         """Stop serving and close, without waiting (see :meth:`aclose`)."""
         self._stopping = True
+        self.reader.offer_input(None)  # what arrives from now on is not served where it lands
         if self._serve_scope is not None:
             self._serve_scope.cancel()
 

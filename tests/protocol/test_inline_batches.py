@@ -22,7 +22,7 @@ import pytest
 from anyio.abc import SocketStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from sota_dispatch import BufferedReader, BufferedWriter, FrameTimeout, ProtocolError, ReadTimeouts
+from sota_dispatch import BufferedReader, BufferedWriter, Dispatcher, FrameTimeout, ProtocolError, ReadTimeouts
 from sota_dispatch.protocol.loop import CodecLoop
 from sota_dispatch.testing import tcp_stream_pair
 
@@ -208,3 +208,28 @@ async def test_work_handed_on_is_done_before_a_drain_ends_the_iteration(anyio_ba
         await parked(loop)
         await client.send(b"last\n")
         assert await next_events(receive, 3) == [("inline", [b"last"]), ("task", []), ("end", [])]
+
+
+async def test_a_large_chunk_taken_inline_lets_the_loop_turn_before_the_next_read(anyio_backend_name: str) -> None:
+    if not inline_here(anyio_backend_name):
+        pytest.skip("trio reads only when asked: every batch comes from the iteration")
+    async with served(lambda loop, frames, received: True) as (_, server, loop, receive):
+        await parked(loop)
+        protocol: Any = server._protocol  # type: ignore[attr-defined]
+        transport: Any = server._transport  # type: ignore[attr-defined]
+        protocol.data_received(b"%0999d\n" % 0 * 70)  # 70 KiB at once: more is likely waiting
+        assert not transport.is_reading()  # a flooding peer gets one chunk per loop turn
+        assert await next_events(receive, 1) == [("inline", [b"%0999d" % 0] * 70)]
+        assert transport.is_reading()  # the next turn reads on
+        protocol.data_received(b"small\n")
+        assert transport.is_reading()  # the latency case goes on at once
+        assert await next_events(receive, 1) == [("inline", [b"small"])]
+
+
+async def test_a_closing_connection_serves_nothing_more_where_it_lands(anyio_backend_name: str) -> None:
+    async with tcp_stream_pair() as (_, server):
+        dispatcher = Dispatcher(server)
+        offered = dispatcher.reader.offer_input(lambda data: True) is not None
+        assert offered == inline_here(anyio_backend_name)
+        dispatcher.close_soon()
+        assert getattr(getattr(server, "_protocol", None), "sota_inline", None) is None
