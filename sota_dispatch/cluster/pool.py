@@ -378,6 +378,8 @@ class UpstreamConnection(Dispatcher):
         if frames:
             with self.outbox:  # the clients answered leave with one send each, from here
                 self._responses(frames)
+        if self.writer.pending:
+            self.flush_now()  # what the codec answered itself (a PONG): a task's read flushed it first
         codec = self.codec
         held = codec.buffered if self._read_ahead is None else codec.buffered + self._read_ahead()
         if held != self._held:  # what the process holds of answers counts in its budget

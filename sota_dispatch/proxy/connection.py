@@ -235,6 +235,8 @@ class ProxyConnection(FilterWaits, Dispatcher, ExchangeSink):
                     outbox.add(self)  # local replies, heartbeats: in the batch's sends
             finally:
                 outbox.end()
+        elif writer.pending:
+            self.flush_now()  # what the codec answered itself (a PONG): a task's read flushed it first
         codec = self._codec
         assert codec is not None
         if self._holdings.after_read(received, codec.buffered, self.in_flight):

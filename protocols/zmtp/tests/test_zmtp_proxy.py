@@ -19,10 +19,11 @@ import anyio.to_thread
 import pytest
 import zmq
 from anyio.abc import ByteStream, SocketAttribute, SocketStream
-from zmtp_support import in_thread, zsocket
+from zmtp_support import RawPeer, connect, in_thread, ready, v3_greeting, zsocket
 
 from sota_dispatch.config import parse_config
 from sota_dispatch.testing import running_proxy, without_ref
+from sota_zmtp.wire import encode_command, encode_message
 
 pytestmark = pytest.mark.anyio
 
@@ -375,3 +376,53 @@ async def test_park_idle_after_on_a_zmtp_listener_is_ignored_with_a_warning(capl
         async with running_proxy(parse_config(document)) as proxy:
             assert proxy.listeners[0].server.park_idle_after is None
     assert "park_idle_after ignored: zmtp's server speaks first" in caplog.text
+
+
+async def test_an_idle_clients_ping_gets_its_pong_from_the_proxy() -> None:
+    # The PONG is the codec's own output from a read that completes no
+    # frame: it must leave at once, not wait for the connection's next
+    # request (a batch taken where its bytes arrive has no task read to
+    # flush it first).
+    with zmq_backend(zmq.ROUTER, router_echo(b"A")) as a:
+        async with proxy_for(document([a])) as address, await connect(address) as peer:
+            await peer.send(v3_greeting() + ready(b"pinger"))
+            await peer.receive_exactly(64)
+            flags, size = await peer.receive_exactly(2)
+            assert flags == 0x04  # a short command: the proxy's READY
+            await peer.receive_exactly(size)
+            for context in (b"first", b"second"):
+                await peer.send(encode_command(b"PING", b"\x00\x00" + context))
+                pong = encode_command(b"PONG", context)
+                assert await peer.receive_exactly(len(pong)) == pong
+
+
+async def test_an_upstreams_ping_gets_its_pong_from_the_proxy() -> None:
+    # The same for the proxy's own connection to a backend: a backend that
+    # heartbeats (libzmq's ZMQ_HEARTBEAT_IVL does) must hear back.
+    pong = encode_command(b"PONG", b"backend")
+    heard = anyio.Event()
+
+    async def backend(stream: SocketStream) -> None:
+        async with stream:
+            peer = RawPeer(stream)
+            await peer.send(v3_greeting() + ready(b"", b"ROUTER"))
+            await peer.receive_exactly(64)  # the proxy's greeting
+            flags, size = await peer.receive_exactly(2)
+            assert flags == 0x04
+            await peer.receive_exactly(size)  # its READY
+            await peer.send(encode_command(b"PING", b"\x00\x00backend"))
+            data = b""
+            with anyio.fail_after(10):
+                while pong not in data:  # after the forwarded request, if it came first
+                    data += await peer.reader.read_some()
+            heard.set()
+
+    async with await anyio.create_tcp_listener(local_host="127.0.0.1") as listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, backend)
+        port = listener.extra(SocketAttribute.local_port)
+        async with proxy_for(document([f"127.0.0.1:{port}"])) as address, await connect(address) as client:
+            await client.send(v3_greeting() + ready(b"asker"))
+            await client.send(encode_message([b"open the upstream connection"]))
+            with anyio.fail_after(10):
+                await heard.wait()
+        tg.cancel_scope.cancel()
