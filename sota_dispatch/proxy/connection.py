@@ -247,6 +247,8 @@ class ProxyConnection(FilterWaits, Dispatcher, ExchangeSink):
 
     def _stop(self, wait: int, left: list[Any], received: int) -> bool:
         self._stats.requests -= len(left)  # counted when they are begun
+        if self.writer.pending:
+            self._outbox.add(self)  # replies made before the wait leave now, not after it
         self._wait_for, self._left, self._left_bytes = wait, left, received
         return False
 

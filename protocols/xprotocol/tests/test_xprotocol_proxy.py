@@ -486,6 +486,24 @@ async def test_a_stalled_upstream_does_not_grow_the_proxys_buffers() -> None:
     assert queued < 1 << 20
 
 
+async def test_a_reply_made_before_a_request_waits_for_room_leaves_at_once() -> None:
+    # A heartbeat answered by the proxy, then a request its cluster has no
+    # room for: the request waits (until its deadline, 4 s), the
+    # heartbeat's answer does not wait with it.
+    Scripted.seen = []
+    async with scripted() as upstream:
+        doc = document("bolt", [upstream], {"timeout": "4s"}, circuit_breakers={"max_requests": 1})
+        async with proxy_for(doc) as proxy, raw_client(proxy, "bolt") as c:
+            await c.stream.send(bolt_request("hold", 1).encode())  # takes the one place
+            with anyio.fail_after(5):
+                while not Scripted.seen:  # noqa: ASYNC110 - the scripted upstream sets no event
+                    await anyio.sleep(0.01)
+            await c.stream.send(bolt.heartbeat_request(2).encode() + bolt_request("x", 3).encode())
+            with anyio.fail_after(2):
+                reply = await c.receive()
+            assert (reply.request_id, reply.is_heartbeat) == (2, True)
+
+
 async def test_dubbo_overflow_is_status_40() -> None:
     async with scripted() as upstream:
         doc = document("dubbo", [upstream], {"timeout": "5s"}, pool={"max_requests": 1, "max_pending": 1})
