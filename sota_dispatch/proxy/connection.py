@@ -96,7 +96,7 @@ class ProxyConnection(FilterWaits, Dispatcher, ExchangeSink):
         #: The waits of requests their stream filters hold (see _after_filters).
         self._filtering: dict[anyio.CancelScope, tuple[FilterRequest, Slot | None]] = {}
         self._expired: bool = False  # the drain timeout passed: what comes now gets a timeout reply
-        self._holdings = Holdings(listener.budget, self, input_queued(stream))
+        self._holdings = Holdings(listener.budget, input_queued(stream))
         #: This connection's part of the references its error replies carry.
         self._ref: str | None = None
         #: This client's own upstream pools (of clusters that share none), closed with it.
@@ -239,7 +239,7 @@ class ProxyConnection(FilterWaits, Dispatcher, ExchangeSink):
             self.flush_now()  # what the codec answered itself (a PONG): a task's read flushed it first
         codec = self._codec
         assert codec is not None
-        if self._holdings.after_read(received, codec.buffered, self.in_flight):
+        if self._holdings.after_read(self, received, codec.buffered, self.in_flight):
             return self._stop(_BUDGET, [], 0)  # past the budget: one read per connection at most
         if writer.pending >= writer.high_water:
             return self._stop(_FLUSH, [], 0)  # a client that does not read is not read from
@@ -438,7 +438,7 @@ class ProxyConnection(FilterWaits, Dispatcher, ExchangeSink):
     def _woken(self, released: int) -> None:
         """``released`` requests left flight: wake the reader if it waits,
         and give their share of bytes back to the buffer budget."""
-        self._holdings.answered(released, self.in_flight)
+        self._holdings.answered(self, released, self.in_flight)
         wake = self._wake
         if wake is not None and self.in_flight <= self._wake_at:
             # Once, when the reader can go on (a set() per answer was a call

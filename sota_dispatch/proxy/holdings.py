@@ -17,21 +17,22 @@ __all__ = ["Holdings"]
 
 
 class Holdings:
-    """One connection's bytes, as last told to ``budget`` for ``holder``."""
+    """One connection's bytes, as last told to ``budget`` (the connection,
+    the holder, is passed in each call: kept here, it would make a cycle
+    that only the garbage collector frees)."""
 
-    __slots__ = ("_budget", "_holder", "_read_ahead", "held", "in_flight_bytes", "partial")
+    __slots__ = ("_budget", "_read_ahead", "held", "in_flight_bytes", "partial")
 
-    def __init__(self, budget: BufferBudget, holder: Hashable, read_ahead: Callable[[], int] | None) -> None:
+    def __init__(self, budget: BufferBudget, read_ahead: Callable[[], int] | None) -> None:
         self._budget = budget
-        self._holder = holder
         #: What the transport read ahead of the connection (None: nothing, or unknown).
         self._read_ahead = read_ahead
         self.held = 0
         self.partial = 0
         self.in_flight_bytes = 0
 
-    def after_read(self, received: int, partial: int, in_flight: int) -> bool:
-        """A read batch of ``received`` bytes was handled; the codec holds
+    def after_read(self, holder: Hashable, received: int, partial: int, in_flight: int) -> bool:
+        """``holder``'s read batch of ``received`` bytes was handled; the codec holds
         ``partial`` bytes of a frame, ``in_flight`` requests are out. True:
         the holdings grew past the budget, and the connection waits
         (``wait_to_grow``) before it reads more. May raise
@@ -48,10 +49,10 @@ class Holdings:
         new_large = self.partial < budget.large_frame <= partial
         grew = held > self.held
         self.held, self.partial = held, partial
-        return budget.hold(self._holder, held, new_large_frame=new_large) and grew  # may refuse it
+        return budget.hold(holder, held, new_large_frame=new_large) and grew  # may refuse it
 
-    def answered(self, released: int, in_flight: int) -> None:
-        """``released`` requests left flight, ``in_flight`` remain."""
+    def answered(self, holder: Hashable, released: int, in_flight: int) -> None:
+        """``released`` of ``holder``'s requests left flight, ``in_flight`` remain."""
         if not self.in_flight_bytes:
             return
         if in_flight <= 0:
@@ -61,4 +62,4 @@ class Holdings:
         held = self.partial + self.in_flight_bytes
         if held < self.held - 65536 or (held == 0 and self.held):  # not per small answer
             self.held = held
-            self._budget.hold(self._holder, held, new_large_frame=False)
+            self._budget.hold(holder, held, new_large_frame=False)
