@@ -59,7 +59,7 @@ class ProxyConnection(FilterWaits, Dispatcher, ExchangeSink):
     # Slots: with the Dispatcher's, one dict would outgrow CPython's shared keys (~1.5 KiB per connection).
     __slots__ = tuple(
         "listener protocol semantics in_flight closed _exchanges _ordered _wake _read_scope _codec _streams _turn"  # noqa: SIM905
-        " _room_scope _filtering _expired _holdings _ref upstream_pools"
+        " _room_scope _filtering _expired _holdings _ref upstream_pools _max_in_flight"
         " _stats _outbox _timers _policy _wake_at _wait_for _left _left_bytes _resumed _held_back".split()
     )
     # Declared here (the Dispatcher sets them): compiled, an attribute this class declares is
@@ -88,7 +88,7 @@ class ProxyConnection(FilterWaits, Dispatcher, ExchangeSink):
         #: The cluster that let it in after a wait for room, for the rest of the batch (see Cluster.has_room).
         self._turn: Cluster | None = None
         #: What a batch stopped at: the wait (_ROOM...), the frames left, the request held back for room.
-        self._wait_for = self._left_bytes = 0
+        self._wait_for = self._left_bytes = self._max_in_flight = 0
         self._left: list[Any] | None = None
         self._resumed = False
         self._held_back: tuple[Any, tuple[Cluster, float, FilterRequest | None]] | None = None
@@ -156,6 +156,7 @@ class ProxyConnection(FilterWaits, Dispatcher, ExchangeSink):
         # frame_timeout (no slowloris); a connection with nothing in flight
         # may sit idle for idle_timeout, then ends as if the client closed.
         self.reader.set_timeouts(ReadTimeouts(limits.frame_timeout, limits.idle_timeout), busy=self._busy)
+        self._max_in_flight = limits.max_in_flight  # a reload's limits are for connections accepted after it
         protocol = self.protocol
         adopted = self.context.handoff
         if adopted is not None:
@@ -216,7 +217,7 @@ class ProxyConnection(FilterWaits, Dispatcher, ExchangeSink):
             now = self.listener.clock.now()  # once per batch
             semantics = self.semantics
             assert semantics is not None
-            max_in_flight = self.listener.config.limits.max_in_flight
+            max_in_flight = self._max_in_flight
             outbox = self._outbox
             stats.requests += len(frames)
             outbox.begin()  # each upstream written to gets one send, at the end
@@ -258,7 +259,7 @@ class ProxyConnection(FilterWaits, Dispatcher, ExchangeSink):
         wait, left = self._wait_for, self._left
         assert left is not None
         self._wait_for, self._left, self._resumed = 0, None, True
-        max_in_flight = self.listener.config.limits.max_in_flight
+        max_in_flight = self._max_in_flight
         if wait == _ROOM:
             held_back = self._held_back
             assert held_back is not None

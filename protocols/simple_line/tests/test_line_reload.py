@@ -246,3 +246,19 @@ async def test_reloads_at_once_take_turns_and_a_web_page_cannot_ask_for_one() ->
                         pass
             assert answer.startswith(b"HTTP/1.1 403"), answer[:100]
             assert proxy.config_state.version == 21
+
+
+async def test_a_client_keeps_the_limits_it_connected_under_after_a_reload() -> None:
+    async with backends("A") as ((a, address),):
+        document = config([address])
+        document["listeners"][0]["limits"] = {"max_in_flight": 1}
+        async with proxy_for(document) as proxy, client(proxy) as c:
+            assert await c.call(b"warm") == [b"A:warm"]
+            await proxy.apply(parse_config(config([address])))  # the default max_in_flight from now on
+            await c.send(b"x=1&hold=1", b"x=2")
+            await a.wait_seen(2)
+            with anyio.move_on_after(0.3):
+                await a.wait_seen(3)
+                pytest.fail("a client accepted under max_in_flight 1 had two requests out after a reload")
+            a.release.set()
+            assert await c.replies(2) == [b"A:x=1&hold=1", b"A:x=2"]
