@@ -298,9 +298,8 @@ class Dispatcher(ProtocolRoles):
             self._serve_scope.cancel()
 
     def abort(self) -> None:
-        """Close at once, without the lingering close: for a connection shed
-        to make room (an overload action), whose peer is owed nothing and
-        must not hold its slot while a linger waits for it."""
+        """Close at once, without the lingering close: for a connection shed to make room (an
+        overload action), whose peer is owed nothing and must not hold its slot while a linger waits."""
         self._aborting = True
         self.close_soon()
 
