@@ -356,6 +356,7 @@ class UpstreamConnection(Dispatcher):
                 handshake_timeout=self.pool.cluster.config.connect_timeout,
                 last_words=False,
                 empty_batches=True,
+                flush=self.flush_now,  # a PONG: this reader does not flush before it waits
             )
             if loop.take_inline(self._answers):
                 # No limits of its own (the requests' deadlines bound the
@@ -378,8 +379,6 @@ class UpstreamConnection(Dispatcher):
         if frames:
             with self.outbox:  # the clients answered leave with one send each, from here
                 self._responses(frames)
-        if self.writer.pending:
-            self.flush_now()  # what the codec answered itself (a PONG): a task's read flushed it first
         codec = self.codec
         held = codec.buffered if self._read_ahead is None else codec.buffered + self._read_ahead()
         if held != self._held:  # what the process holds of answers counts in its budget

@@ -45,7 +45,11 @@ class CodecLoop(Generic[F]):
     what the codec queued (an error line, a ZMTP ERROR) before raising;
     False leaves that to the caller, who may owe answers to earlier frames
     first. ``empty_batches``: also yield reads that completed no frame (a
-    caller watching the peer's liveness sees every read).
+    caller watching the peer's liveness sees every read). ``flush``: called
+    when the codec wrote something of its own (a ZMTP PONG), to send it now
+    without waiting: for a reader that does not flush its writer before it
+    waits (a proxy's upstream connection), or batches taken inline, where
+    no read of the task's comes first.
     """
 
     __slots__ = (
@@ -57,6 +61,7 @@ class CodecLoop(Generic[F]):
         "_taker",
         "codec",
         "empty_batches",
+        "flush",
         "handshake_timeout",
         "last_words",
         "reader",
@@ -73,6 +78,7 @@ class CodecLoop(Generic[F]):
         handshake_timeout: float | None = None,
         last_words: bool = True,
         empty_batches: bool = False,
+        flush: Callable[[], None] | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -80,6 +86,7 @@ class CodecLoop(Generic[F]):
         self.handshake_timeout = handshake_timeout
         self.last_words = last_words
         self.empty_batches = empty_batches
+        self.flush = flush
         #: Bytes of the last chunk read (for a caller's accounting).
         self.received = 0
         self._frames: list[F] | None = None
@@ -236,6 +243,8 @@ class CodecLoop(Generic[F]):
         out = codec.data_to_send()
         if out:
             self.writer.write(out)
+            if self.flush is not None:
+                self.flush()
         return frames
 
     def _check(self) -> None:

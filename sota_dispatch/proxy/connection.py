@@ -179,7 +179,7 @@ class ProxyConnection(FilterWaits, Dispatcher, ExchangeSink):
         # Every read, even one that completes no frame: the budget counts a
         # partial frame as it grows. A codec error waits for the answers
         # owed to the requests before it (below).
-        loop = self.codec_loop(codec, last_words=False, empty_batches=True)
+        loop = self.codec_loop(codec, last_words=False, empty_batches=True, flush=self.flush_now)
         loop.take_inline(self._batch)  # where the socket allows: each batch where its bytes arrive
         try:
             async for frames in loop:
@@ -236,8 +236,6 @@ class ProxyConnection(FilterWaits, Dispatcher, ExchangeSink):
                     outbox.add(self)  # local replies, heartbeats: in the batch's sends
             finally:
                 outbox.end()
-        elif writer.pending:
-            self.flush_now()  # what the codec answered itself (a PONG): a task's read flushed it first
         codec = self._codec
         assert codec is not None
         if self._holdings.after_read(self, received, codec.buffered, self.in_flight):

@@ -44,17 +44,8 @@ class FilterWaits(Replies):
             name: object = None,
         ) -> None: ...
 
-    def _request(
-        self,
-        semantics: BoundSemantics,
-        frame: Any,
-        now: float,
-        admission: str = "check",
-        deadline: float | None = None,
-        filtered: FilterRequest | None = None,
-        slot: Slot | None = None,
-    ) -> tuple[Cluster, float, FilterRequest | None] | None:
-        raise NotImplementedError
+        #: ProxyConnection._request (see there).
+        _request: Callable[..., tuple[Cluster, float, FilterRequest | None] | None]
 
     def _wait_for_filters(
         self,
