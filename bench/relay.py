@@ -85,7 +85,12 @@ class _Client(_Side):
         upstream.peer, self.peer = self, upstream
         for data in self.early:
             upstream.transport.write(data)
+        # What the upstream sent before we got here (a ZMTP peer greets at
+        # once): lost, it left the client waiting for a greeting for good.
+        for data in upstream.early:
+            self.transport.write(data)
         self.early.clear()
+        upstream.early.clear()
         self.transport.resume_reading()
 
 
