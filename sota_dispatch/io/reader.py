@@ -22,7 +22,7 @@ from ..errors import FrameTimeout, IncompleteReadError, LimitExceeded
 from .chunk_iterator import ChunkIterator
 from .clock import loop_time
 from .timeouts import InputAlarm, ReadTimeouts
-from .transport import inline_input, input_alarm, prepare_input
+from .transport import inline_input, input_alarm, prepare_input, ready_input
 
 if TYPE_CHECKING:
     from .writer import BufferedWriter
@@ -55,7 +55,7 @@ class BufferedReader:
 
     __slots__ = tuple(
         "_alarm _alarm_probed _buf _busy _codec_frames _connected _draining _eof _frame_start _got_bytes"  # noqa: SIM905
-        " _idle_scope _idle_wait _interrupted _last_fill _pos _read_size _receive_size _stream _timeouts"
+        " _idle_scope _idle_wait _interrupted _last_fill _pos _read_size _ready _receive_size _stream _timeouts"
         " _wait_scope _writer idle".split()
     )
 
@@ -71,6 +71,7 @@ class BufferedReader:
         self._stream = stream
         self._read_size = read_size
         self._receive_size = prepare_input(stream, read_size)  # whole chunks, where they are whole already
+        self._ready = ready_input(stream)  # trio: input there already, taken without a scope
         self._writer = writer
         self._buf = bytearray()
         self._pos = 0
@@ -277,6 +278,12 @@ class BufferedReader:
             else:
                 del self._buf[: self._pos]
             self._pos = 0
+        ready = self._ready
+        if ready is not None:  # trio: input there already needs no wait, so no scope
+            data = await ready(self._receive_size)
+            if data is not None:
+                self._input_arrived()
+                return data
         self.idle = starts_frame and empty
         try:
             if self._timeouts is None:
@@ -486,11 +493,7 @@ class BufferedReader:
         return bytes(self._buf[self._pos : self._pos + n])
 
     def chunks(self) -> AsyncIterator[bytes]:
-        """Iterate over every chunk of input until a clean end of input.
-
-        This is the feed loop for sans-I/O codecs: ``async for data in
-        reader.chunks(): frames = codec.feed(data)``. Bytes already buffered
-        come first. It is a plain iterator object, not an async generator,
-        so leaving the loop by an exception needs no ``aclosing()``.
-        """
+        """Every chunk of input until a clean end of input, buffered bytes
+        first: the feed loop of sans-I/O codecs (``async for data in
+        reader.chunks(): frames = codec.feed(data)``)."""
         return ChunkIterator(self.read_some)
