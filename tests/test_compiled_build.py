@@ -74,6 +74,7 @@ def test_pure_copies_run_the_source_and_share_what_is_not_compiled() -> None:
 #: Public classes of compiled modules, which users and plugin authors subclass.
 SUBCLASSED = [
     ("sota_dispatch.io.reader", "BufferedReader"),
+    ("sota_dispatch.io.chunks", "ChunkBuffer"),
     ("sota_dispatch.io.writer", "BufferedWriter"),
     ("sota_dispatch.io.outbox", "Outbox"),
     ("sota_dispatch.protocol.loop", "CodecLoop"),

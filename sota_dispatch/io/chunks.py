@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from mypy_extensions import mypyc_attr
+
 from ..errors import ProtocolError
 
 __all__ = ["ChunkBuffer"]
@@ -31,12 +33,15 @@ T = TypeVar("T")
 MERGE_BELOW = 4096
 
 
+# Public: subclasses in Python must work in the compiled build too.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ChunkBuffer:
     """Bytes fed and not yet consumed by the decoder that owns the buffer.
 
     ``take(data, need)`` adds ``data`` and, once at least ``need`` bytes are
     buffered, returns them all as one ``bytes`` for the decoder to parse;
-    ``keep(work, pos)`` then keeps what it did not consume.
+    ``keep(work, pos)`` then keeps what it did not consume. Input may be a
+    ``bytearray`` too (copied: see :meth:`add`).
     """
 
     __slots__ = ("_chunks", "_size")
@@ -48,7 +53,7 @@ class ChunkBuffer:
     def __len__(self) -> int:
         return self._size
 
-    def take(self, data: bytes, need: int) -> bytes | None:
+    def take(self, data: bytes | bytearray, need: int) -> bytes | None:
         """Add ``data``; return everything buffered, joined, if that is at
         least ``need`` bytes (else None, and nothing is copied but small
         chunks). The bytes stay buffered until :meth:`keep`."""
@@ -64,7 +69,7 @@ class ChunkBuffer:
 
     def parse(
         self,
-        data: bytes,
+        data: bytes | bytearray,
         out: list[T],
         parse: Callable[[bytes, int, list[T]], int],
         need: Callable[[], int],
@@ -81,24 +86,25 @@ class ChunkBuffer:
         after frames in ``out`` is returned, for the decoder to raise next
         time (the good frames are handed out first); with none, it is raised.
         """
+        chunk = data if type(data) is bytes else bytes(data)  # a caller's bytearray: see add()
         pos = start
         held = self._size
         try:
             while held:
-                work = self.fill(data, pos, need())
+                work = self.fill(chunk, pos, need())
                 if work is None:
                     return None
                 pos += len(work) - held
                 self.add(work, parse(work, 0, out))  # held again if a header told its size
                 held = self._size
-            self.add(data, parse(data, pos, out))
+            self.add(chunk, parse(chunk, pos, out))
         except ProtocolError as exc:
             if not out:
                 raise
             return exc
         return None
 
-    def fill(self, data: bytes, start: int, need: int) -> bytes | None:
+    def fill(self, data: bytes | bytearray, start: int, need: int) -> bytes | None:
         """What is held followed by ``data[start:]`` up to ``need`` bytes
         in all, as one ``bytes``, for the decoder to parse the frame begun
         earlier; the buffer is then empty (the decoder :meth:`add` s back
@@ -113,30 +119,32 @@ class ChunkBuffer:
         if len(data) - start < missing:
             self.add(data, start)
             return None
-        head = data[start : start + missing]
+        head = bytes(data[start : start + missing])
         chunks = self._chunks
         work = chunks[0] + head if len(chunks) == 1 else b"".join([*chunks, head])
         self._chunks = []
         self._size = 0
         return work
 
-    def add(self, data: bytes, start: int = 0) -> None:
+    def add(self, data: bytes | bytearray, start: int = 0) -> None:
         """Hold ``data[start:]`` after what is held (the unparsed tail of a
-        chunk, or a chunk too short to finish a frame)."""
+        chunk, or a chunk too short to finish a frame). A caller's
+        ``bytearray`` is copied, never held or changed in place: the caller
+        may change it after the call, and the decoder's frames are ``bytes``."""
         size = len(data) - start
         if size <= 0:
             return
-        if start:
-            data = data[start:]
+        held = (data[start:] if start else data) if type(data) is bytes else bytes(data[start:])
         chunks = self._chunks
         if chunks and size < MERGE_BELOW and len(chunks[-1]) < MERGE_BELOW:
-            chunks[-1] = chunks[-1] + data  # a new object: never the caller's, in place
+            chunks[-1] = chunks[-1] + held  # a new object: never the caller's, in place
         else:
-            chunks.append(data)
+            chunks.append(held)
         self._size += size
 
-    def keep(self, work: bytes, pos: int) -> None:
+    def keep(self, work: bytes | bytearray, pos: int) -> None:
         """Keep ``work[pos:]``: the decoder consumed ``work[:pos]``."""
         rest = len(work) - pos
-        self._chunks = [work[pos:]] if rest else []
+        tail = work[pos:]
+        self._chunks = [tail if type(tail) is bytes else bytes(tail)] if rest else []
         self._size = rest

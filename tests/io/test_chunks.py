@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import tracemalloc
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sota_dispatch import ChunkBuffer, ProtocolError
+from sota_dispatch.testing import both_builds, outcome
 
 
 def reads(stream: bytes, data: st.DataObject) -> Iterator[bytes]:
@@ -157,9 +159,9 @@ def test_fill_copies_the_frame_not_the_read() -> None:
 def test_add_never_changes_a_caller_s_bytearray() -> None:
     buffer = ChunkBuffer()
     mine = bytearray(b"ab")
-    buffer.add(mine)  # type: ignore[arg-type]  # typed bytes; callers may still pass one
+    buffer.add(mine)
     buffer.add(b"cd")
-    buffer.add(bytearray(b"xef"), 1)  # type: ignore[arg-type]
+    buffer.add(bytearray(b"xef"), 1)
     assert mine == b"ab"
     assert buffer.fill(b"gh", 0, 8) == b"abcdefgh"
 
@@ -176,7 +178,7 @@ def test_nothing_is_joined_before_the_frame_can_be_complete() -> None:
 def test_a_caller_s_bytearray_is_never_changed() -> None:
     buffer = ChunkBuffer()
     mine = bytearray(b"ab")
-    assert buffer.take(mine, 10) is None  # type: ignore[arg-type]  # typed bytes; callers may still pass one
+    assert buffer.take(mine, 10) is None
     assert buffer.take(b"cd", 10) is None
     assert mine == b"ab"
     assert buffer.take(b"efghij", 10) == b"abcdefghij"
@@ -194,3 +196,52 @@ def test_a_peer_dribbling_bytes_costs_about_its_bytes_not_an_object_each() -> No
         tracemalloc.stop()
     assert len(buffer) == 100_000
     assert held < 200_000  # one bytes object per byte would be ~3.4 MB
+
+
+def length_prefixed(work: bytes, pos: int, out: list[bytes]) -> int:
+    """A decoder's parse for ``parse()``: frames of a length byte and that
+    many bytes; a length byte of 0xFF is garbage."""
+    while pos < len(work):
+        size = work[pos]
+        if size == 0xFF:
+            raise ProtocolError("a length of 255")
+        if pos + 1 + size > len(work):
+            break
+        out.append(work[pos + 1 : pos + 1 + size])
+        pos += 1 + size
+    return pos
+
+
+def decode_all(module: Any, stream: bytes, cuts: list[int], need: int, as_bytearray: bool) -> list[Any]:
+    """What ``module``'s ChunkBuffer hands a length-prefixed decoder for
+    ``stream`` cut at ``cuts`` (``need``: what the decoder says a held frame
+    needs, right or not): each read's frames and error, and the held size."""
+    buffer = module.ChunkBuffer()
+    steps: list[Any] = []
+    pos = 0
+    for cut in [*sorted({c % (len(stream) + 1) for c in cuts}), len(stream)]:
+        chunk = stream[pos:cut]
+        pos = cut
+        out: list[bytes] = []
+        read: bytes | bytearray = bytearray(chunk) if as_bytearray else chunk
+        result = outcome(buffer.parse, read, out, length_prefixed, lambda: need)
+        steps.append((result, out, len(buffer)))
+        if result[0] == "raised":
+            break
+    return steps
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.binary(max_size=40), max_size=12).map(lambda fs: b"".join(bytes([len(f)]) + f for f in fs))
+    | st.binary(max_size=200),
+    st.lists(st.integers(0, 1000), max_size=6),
+    st.integers(1, 60),
+    st.booleans(),
+)
+def test_the_compiled_buffer_hands_out_what_its_source_does(
+    stream: bytes, cuts: list[int], need: int, as_bytearray: bool
+) -> None:
+    compiled, pure = both_builds("sota_dispatch.io.chunks")
+    got = decode_all(compiled, stream, cuts, need, as_bytearray)
+    assert got == decode_all(pure, stream, cuts, need, as_bytearray)
