@@ -75,6 +75,8 @@ def test_pure_copies_run_the_source_and_share_what_is_not_compiled() -> None:
 SUBCLASSED = [
     ("sota_dispatch.io.reader", "BufferedReader"),
     ("sota_dispatch.io.chunks", "ChunkBuffer"),
+    ("sota_dispatch.io.clock", "SystemClock"),
+    ("sota_dispatch.io.clock", "ManualClock"),
     ("sota_dispatch.io.writer", "BufferedWriter"),
     ("sota_dispatch.io.outbox", "Outbox"),
     ("sota_dispatch.protocol.loop", "CodecLoop"),

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import anyio
 import sniffio
+from mypy_extensions import mypyc_attr
 
 __all__ = ["SYSTEM_CLOCK", "Clock", "ManualClock", "SystemClock", "loop_time"]
 
@@ -63,6 +64,8 @@ def loop_time() -> float:
     return anyio.current_time()
 
 
+# Public: subclasses in Python must work in the compiled build too.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SystemClock:
     """The running loop's clock, read at full resolution, and cancel-scope deadlines.
 
@@ -92,6 +95,7 @@ class SystemClock:
 SYSTEM_CLOCK = SystemClock()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ManualClock:
     """A clock that moves only when told to (:meth:`advance`), for tests.
 
