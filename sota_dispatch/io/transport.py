@@ -27,6 +27,7 @@ from typing import Any
 from anyio import BrokenResourceError
 from anyio.abc import SocketAttribute
 
+from .senders import AsyncioSender, NowaitSender, TrioSender
 from .timeouts import InputAlarm
 
 __all__ = [
@@ -42,26 +43,6 @@ __all__ = [
     "prepare_input",
     "ready_input",
 ]
-
-
-class NowaitSender:
-    """Hands bytes to one stream's socket without awaiting.
-
-    ``send(data)`` returns how many bytes were taken (0: send them the
-    ordinary way). ``busy()`` says whether bytes taken earlier still wait
-    beneath us (asyncio's transport buffer): then a new batch would only be
-    buffered too, and a flush is not finished until they are out, since
-    closing the stream would drop them. One small object per connection
-    (a served connection holds one from its first flush on).
-    """
-
-    __slots__ = ()
-
-    def send(self, data: bytes) -> int:
-        raise NotImplementedError
-
-    def busy(self) -> bool:
-        return False
 
 
 def input_queued(stream: object) -> Callable[[], int] | None:
@@ -326,66 +307,14 @@ def _asyncio_sender(stream: Any) -> NowaitSender | None:
         return None
     if not (hasattr(protocol, "exception") and hasattr(transport, "get_write_buffer_size")):
         return None
-    return _AsyncioSender(stream, transport, protocol)
-
-
-class _AsyncioSender(NowaitSender):
-    __slots__ = ("_protocol", "_stream", "_transport")
-
-    def __init__(self, stream: Any, transport: Any, protocol: Any) -> None:
-        self._stream = stream
-        self._transport = transport
-        self._protocol = protocol
-
-    def busy(self) -> bool:
-        # The transport's own buffer, asked directly (a C call on uvloop and
-        # asyncio alike): anyio's write event says the same (it sets the
-        # high-water mark to 0, so the event is clear exactly while bytes
-        # wait there), but its is_set() is a Python call, three per flush.
-        waiting: int = self._transport.get_write_buffer_size()
-        return waiting != 0
-
-    def send(self, data: bytes) -> int:
-        # The transport tries the socket at once and keeps at most the rest
-        # of this batch; anything unusual (closing, an error) is left to the
-        # ordinary send to report.
-        protocol, transport = self._protocol, self._transport
-        if (
-            transport.get_write_buffer_size() != 0
-            or protocol.exception is not None
-            or self._stream._closed
-            or transport.is_closing()
-        ):
-            return 0
-        try:
-            transport.write(data)
-        except (RuntimeError, OSError):  # e.g. written after send_eof(): the ordinary send raises it properly
-            return 0
-        return len(data)
+    return AsyncioSender(stream, transport, protocol)
 
 
 def _trio_sender(stream: Any) -> NowaitSender | None:
     raw = stream.extra(SocketAttribute.raw_socket, None)
     if not isinstance(raw, socket.socket):
         return None
-    return _TrioSender(raw)
-
-
-class _TrioSender(NowaitSender):
-    """trio keeps no buffer of its own (never busy) and its sockets are
-    non-blocking: whatever the kernel takes now is sent, in order, as trio
-    would. A closed socket's fd is -1 (EBADF), never another connection's."""
-
-    __slots__ = ("_raw",)
-
-    def __init__(self, raw: socket.socket) -> None:
-        self._raw = raw
-
-    def send(self, data: bytes) -> int:
-        try:
-            return self._raw.send(data)
-        except OSError:  # full (BlockingIOError) or broken: the ordinary send decides
-            return 0
+    return TrioSender(raw)
 
 
 def detachable(stream: object) -> bool:
