@@ -77,6 +77,7 @@ SUBCLASSED = [
     ("sota_dispatch.io.chunks", "ChunkBuffer"),
     ("sota_dispatch.io.clock", "SystemClock"),
     ("sota_dispatch.io.clock", "ManualClock"),
+    ("sota_dispatch.io.budget", "BufferBudget"),
     ("sota_dispatch.io.writer", "BufferedWriter"),
     ("sota_dispatch.io.outbox", "Outbox"),
     ("sota_dispatch.protocol.loop", "CodecLoop"),

@@ -31,6 +31,7 @@ import logging
 from collections.abc import Callable, Hashable
 
 import anyio
+from mypy_extensions import mypyc_attr
 
 from ..errors import LimitExceeded
 from ..logs import RateLimitedLog
@@ -45,12 +46,15 @@ DEFAULT_BUFFER_BUDGET = 128 * 1024 * 1024
 DEFAULT_LARGE_FRAME = 1024 * 1024
 
 
+@mypyc_attr(native_class=False)  # an exception of the errors module's hierarchy, compiled or not
 class FrameRefused(LimitExceeded):
     """A large frame begun while the process's buffer budget is short."""
 
     linger = False  # reading out the rest of its frame is what the refusal saves
 
 
+# Public: subclasses in Python must work in the compiled build too.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class BufferBudget:
     """The bytes held by every connection of a process, against ``limit``.
 
