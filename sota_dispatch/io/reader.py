@@ -11,7 +11,7 @@ request" into "one send per batch of requests".
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 import anyio
@@ -56,7 +56,7 @@ class BufferedReader:
     __slots__ = tuple(
         "_alarm _alarm_probed _buf _busy _codec_frames _connected _draining _eof _frame_start _got_bytes"  # noqa: SIM905
         " _idle_scope _idle_wait _interrupted _last_fill _pos _read_size _ready _receive_size _stream _timeouts"
-        " _wait_scope _writer idle".split()
+        " _wait_input _wait_scope _writer idle".split()
     )
 
     def __init__(
@@ -71,7 +71,9 @@ class BufferedReader:
         self._stream = stream
         self._read_size = read_size
         self._receive_size = prepare_input(stream, read_size)  # whole chunks, where they are whole already
-        self._ready = ready_input(stream)  # trio: input there already, taken without a scope
+        ready = ready_input(stream)  # trio: input taken from the socket straight
+        self._ready: Callable[[int], Awaitable[bytes | None]] | None = None if ready is None else ready[0]
+        self._wait_input: Callable[[int], Awaitable[bytes]] = stream.receive if ready is None else ready[1]
         self._writer = writer
         self._buf = bytearray()
         self._pos = 0
@@ -287,7 +289,7 @@ class BufferedReader:
         self.idle = starts_frame and empty
         try:
             if self._timeouts is None:
-                data = await self._stream.receive(self._receive_size)
+                data = await self._wait_input(self._receive_size)
                 self._last_fill = loop_time()
             else:
                 data = await self._receive_in_time()
@@ -332,7 +334,7 @@ class BufferedReader:
                 if idle:
                     self._idle_scope = scope
                 try:
-                    data = await self._stream.receive(self._receive_size)
+                    data = await self._wait_input(self._receive_size)
                 finally:
                     self._idle_scope = self._wait_scope = None
             if scope.cancelled_caught:
@@ -493,7 +495,6 @@ class BufferedReader:
         return bytes(self._buf[self._pos : self._pos + n])
 
     def chunks(self) -> AsyncIterator[bytes]:
-        """Every chunk of input until a clean end of input, buffered bytes
-        first: the feed loop of sans-I/O codecs (``async for data in
-        reader.chunks(): frames = codec.feed(data)``)."""
+        """Every chunk of input until a clean end of input, buffered bytes first:
+        the feed loop of sans-I/O codecs (``codec.feed(data)`` per chunk)."""
         return ChunkIterator(self.read_some)

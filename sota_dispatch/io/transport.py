@@ -219,17 +219,26 @@ def input_alarm(stream: object) -> InputAlarm | None:
     return InputAlarm(asyncio.get_running_loop().call_at, event.set)
 
 
-def ready_input(stream: object) -> Callable[[int], Awaitable[bytes | None]] | None:
-    """A receive of what ``stream``'s socket holds already, or None where
-    there is none (a stream not of anyio's trio backend).
+#: What :func:`ready_input` gives: a take of input there already (None: none
+#: now, the end, or closed) and a receive that waits for input and takes it.
+ReadyInput = tuple[Callable[[int], Awaitable["bytes | None"]], Callable[[int], Awaitable[bytes]]]
 
-    The function returned takes up to ``max_bytes`` when the socket has
-    input now, and returns None when it would have to wait, at the end of
-    input or on a closed socket: the ordinary ``receive()`` then waits (or
-    reports the end, or the closing) as always. A receive that does not
-    wait needs no cancel scope for its deadline; that scope and anyio's and
-    trio's layers around the socket's ``recv`` cost a trio broker a tenth
-    of its CPU.
+
+def ready_input(stream: object) -> ReadyInput | None:
+    """How to take input from ``stream``'s socket straight, or None where
+    it cannot be done (a stream not of anyio's trio backend).
+
+    The first function takes up to ``max_bytes`` when the socket has input
+    now, and returns None when it would have to wait, at the end of input
+    or on a closed socket. The second waits for input (cancellably: the
+    reader's scope around it bounds the wait), then takes it; at the end
+    of input, on a closed socket, or after readiness that finds nothing
+    three times, it leaves the rest to the stream's own ``receive()``,
+    which reports the end or the closing as always. A receive that does
+    not wait needs no cancel scope for its deadline; that scope and anyio's
+    and trio's layers around the socket's ``recv`` cost a trio broker a
+    tenth of its CPU, and trio's receive, after a take that found nothing,
+    would try the socket once more before it waits.
 
     A cancelled task is stopped before anything is taken, as by trio's own
     receive. trio's receive also yields to the scheduler after every
@@ -244,35 +253,65 @@ def ready_input(stream: object) -> Callable[[int], Awaitable[bytes | None]] | No
     if type(stream).__module__ != "anyio._backends._trio" or not hasattr(stream, "extra"):
         return None
     raw = getattr(stream, "extra")(SocketAttribute.raw_socket, None)  # noqa: B009 - any anyio stream
-    lowlevel = getattr(sys.modules.get("trio"), "lowlevel", None)  # running, so imported
-    if not isinstance(raw, socket.socket) or lowlevel is None:
+    trio = sys.modules.get("trio")  # running, so imported
+    lowlevel = getattr(trio, "lowlevel", None)
+    closed: type[Exception] | None = getattr(trio, "ClosedResourceError", None)
+    if not isinstance(raw, socket.socket) or lowlevel is None or closed is None:
         return None
     checkpoint_if_cancelled = lowlevel.checkpoint_if_cancelled
     yield_shielded = lowlevel.cancel_shielded_checkpoint
+    wait_readable = lowlevel.wait_readable
     recv = raw.recv
+    ordinary: Callable[[int], Awaitable[bytes]] = getattr(stream, "receive")  # noqa: B009
     slice_began = monotonic()
 
-    async def receive(max_bytes: int) -> bytes | None:
-        nonlocal slice_began
-        await checkpoint_if_cancelled()
+    def take(max_bytes: int) -> bytes | None:
         try:
-            data = recv(max_bytes)
+            return recv(max_bytes) or None  # b"": the end stays there for the ordinary receive
         except BlockingIOError:
-            slice_began = monotonic()  # the caller waits, and so yields
             return None
         except OSError as exc:
             if raw.fileno() < 0:
                 return None  # closed here: the ordinary receive says so
             raise BrokenResourceError from exc
-        if not data:
-            return None  # the end of input stays there for the ordinary receive
+
+    async def take_ready(max_bytes: int) -> bytes | None:
+        nonlocal slice_began
+        await checkpoint_if_cancelled()
+        data = take(max_bytes)
+        if data is None:
+            slice_began = monotonic()  # the caller waits, and so yields
+            return None
         now = monotonic()
         if now - slice_began >= FAIR_SLICE:
             slice_began = now
             await yield_shielded()  # uncancellable: the chunk is taken
         return data
 
-    return receive
+    async def wait_and_take(max_bytes: int) -> bytes:
+        nonlocal slice_began
+        for _ in range(3):  # readable yet nothing there (rare): wait again, a few times
+            if raw.fileno() < 0:
+                break
+            try:
+                await wait_readable(raw)
+            except closed:  # closed while waiting
+                break
+            try:
+                data = recv(max_bytes)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                if raw.fileno() < 0:
+                    break
+                raise BrokenResourceError from exc
+            if not data:
+                break  # the end of input
+            slice_began = monotonic()
+            return data
+        return await ordinary(max_bytes)
+
+    return take_ready, wait_and_take
 
 
 def discard_input(stream: object) -> None:

@@ -54,11 +54,12 @@ async def reset(stream: anyio.abc.SocketStream) -> None:
 
 async def test_only_trios_sockets_take_ready_input_so(anyio_backend_name: str) -> None:
     async with tcp_stream_pair() as (near, far):
-        take = ready_input(far)
+        ready = ready_input(far)
         if anyio_backend_name != "trio":
-            assert take is None  # asyncio's streams take input where it arrives (inline_input)
+            assert ready is None  # asyncio's streams take input where it arrives (inline_input)
             return
-        assert take is not None
+        assert ready is not None
+        take = ready[0]
         assert await take(100) is None  # nothing there: the caller waits the ordinary way
         await near.send(b"hello")
         await arrived(far)
@@ -74,12 +75,66 @@ async def test_a_closed_socket_is_left_to_the_ordinary_receive(anyio_backend_nam
     if anyio_backend_name != "trio":
         pytest.skip("only trio's sockets take ready input")
     async with tcp_stream_pair() as (_near, far):
-        take = ready_input(far)
-        assert take is not None
+        ready = ready_input(far)
+        assert ready is not None
+        take, wait_and_take = ready
         await far.aclose()
         assert await take(100) is None
         with pytest.raises(anyio.ClosedResourceError):
-            await far.receive()
+            await wait_and_take(100)  # left to the ordinary receive, which says so
+
+
+async def test_the_waiting_take_waits_then_takes_and_leaves_ends_to_the_ordinary_receive(
+    anyio_backend_name: str,
+) -> None:
+    if anyio_backend_name != "trio":
+        pytest.skip("only trio's sockets take ready input")
+    async with tcp_stream_pair() as (near, far):
+        ready = ready_input(far)
+        assert ready is not None
+        _take, wait_and_take = ready
+        got: list[bytes] = []
+
+        async def wait() -> None:
+            got.append(await wait_and_take(100))
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                await anyio.wait_all_tasks_blocked()  # the take waits: nothing was there
+                assert got == []
+                await near.send(b"late")
+            assert got == [b"late"]
+            with anyio.CancelScope(deadline=anyio.current_time()) as scope:  # a deadline that has passed
+                await wait_and_take(100)
+            assert scope.cancelled_caught
+            await near.send(b"kept")
+            assert await wait_and_take(100) == b"kept"
+            await near.send_eof()
+            with pytest.raises(anyio.EndOfStream):
+                await wait_and_take(100)
+
+
+async def test_a_reset_during_the_waiting_take_is_a_broken_stream(anyio_backend_name: str) -> None:
+    if anyio_backend_name != "trio":
+        pytest.skip("only trio's sockets take ready input")
+    async with tcp_stream_pair() as (near, far):
+        ready = ready_input(far)
+        assert ready is not None
+
+        broken: list[bool] = []
+
+        async def wait() -> None:
+            with pytest.raises(anyio.BrokenResourceError):
+                await ready[1](100)
+            broken.append(True)
+
+        with anyio.fail_after(10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(wait)
+                await anyio.wait_all_tasks_blocked()  # the take waits
+                await reset(near)
+        assert broken == [True]
 
 
 async def test_a_cancelled_read_loses_nothing(anyio_backend_name: str) -> None:
