@@ -290,25 +290,19 @@ def ready_input(stream: object) -> ReadyInput | None:
 
     async def wait_and_take(max_bytes: int) -> bytes:
         nonlocal slice_began
-        for _ in range(3):  # readable yet nothing there (rare): wait again, a few times
+        # Readable yet nothing taken: rare, or the end of input (readable
+        # at once); a few rounds, then the ordinary receive says which.
+        for _ in range(3):
             if raw.fileno() < 0:
-                break
+                break  # closed: the ordinary receive says so
             try:
                 await wait_readable(raw)
             except closed:  # closed while waiting
                 break
-            try:
-                data = recv(max_bytes)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                if raw.fileno() < 0:
-                    break
-                raise BrokenResourceError from exc
-            if not data:
-                break  # the end of input
-            slice_began = monotonic()
-            return data
+            data = take(max_bytes)
+            if data is not None:
+                slice_began = monotonic()
+                return data
         return await ordinary(max_bytes)
 
     return take_ready, wait_and_take

@@ -18,7 +18,7 @@ from anyio.abc import SocketAttribute
 
 from sota_dispatch import BufferedReader
 from sota_dispatch.io import transport
-from sota_dispatch.io.transport import ready_input
+from sota_dispatch.io.transport import ReadyInput, ready_input
 from sota_dispatch.testing import tcp_stream_pair
 
 pytestmark = pytest.mark.anyio
@@ -52,6 +52,15 @@ async def reset(stream: anyio.abc.SocketStream) -> None:
     await stream.aclose()
 
 
+def trio_ready(stream: anyio.abc.SocketStream, backend: str) -> ReadyInput:
+    """``stream``'s ready input; the test skips off trio (nothing to test)."""
+    if backend != "trio":
+        pytest.skip("only trio's sockets take ready input")
+    ready = ready_input(stream)
+    assert ready is not None
+    return ready
+
+
 async def test_only_trios_sockets_take_ready_input_so(anyio_backend_name: str) -> None:
     async with tcp_stream_pair() as (near, far):
         ready = ready_input(far)
@@ -72,12 +81,8 @@ async def test_only_trios_sockets_take_ready_input_so(anyio_backend_name: str) -
 
 
 async def test_a_closed_socket_is_left_to_the_ordinary_receive(anyio_backend_name: str) -> None:
-    if anyio_backend_name != "trio":
-        pytest.skip("only trio's sockets take ready input")
     async with tcp_stream_pair() as (_near, far):
-        ready = ready_input(far)
-        assert ready is not None
-        take, wait_and_take = ready
+        take, wait_and_take = trio_ready(far, anyio_backend_name)
         await far.aclose()
         assert await take(100) is None
         with pytest.raises(anyio.ClosedResourceError):
@@ -87,12 +92,8 @@ async def test_a_closed_socket_is_left_to_the_ordinary_receive(anyio_backend_nam
 async def test_the_waiting_take_waits_then_takes_and_leaves_ends_to_the_ordinary_receive(
     anyio_backend_name: str,
 ) -> None:
-    if anyio_backend_name != "trio":
-        pytest.skip("only trio's sockets take ready input")
     async with tcp_stream_pair() as (near, far):
-        ready = ready_input(far)
-        assert ready is not None
-        _take, wait_and_take = ready
+        _take, wait_and_take = trio_ready(far, anyio_backend_name)
         got: list[bytes] = []
 
         async def wait() -> None:
@@ -116,17 +117,13 @@ async def test_the_waiting_take_waits_then_takes_and_leaves_ends_to_the_ordinary
 
 
 async def test_a_reset_during_the_waiting_take_is_a_broken_stream(anyio_backend_name: str) -> None:
-    if anyio_backend_name != "trio":
-        pytest.skip("only trio's sockets take ready input")
     async with tcp_stream_pair() as (near, far):
-        ready = ready_input(far)
-        assert ready is not None
-
+        _take, wait_and_take = trio_ready(far, anyio_backend_name)
         broken: list[bool] = []
 
         async def wait() -> None:
             with pytest.raises(anyio.BrokenResourceError):
-                await ready[1](100)
+                await wait_and_take(100)
             broken.append(True)
 
         with anyio.fail_after(10):
