@@ -96,11 +96,11 @@ async def wait_held(pid: int, at_least: int, timeout: float) -> None:
 
 def request_bytes(protocol: str) -> bytes:
     """One request of ``protocol``, encoded as a client sends it."""
-    from sota_dispatch import get_protocol
+    from sota_dispatch import encoded_bytes, get_protocol
 
     semantics = get_protocol(protocol).protocol_class
     assert semantics is not None
-    return semantics.encode_request(sample_request(protocol), 1)
+    return encoded_bytes(semantics.encode_request(sample_request(protocol), 1))
 
 
 async def speak_once(socks: list[socket.socket], request: bytes) -> None:

@@ -44,7 +44,7 @@ from plots import Bar, Panel, figure_lines
 from relay import loop_name, relay_process
 
 from harness import machine_lines, positive_int, proc_cpu, publish, report_head, source_line, version
-from sota_dispatch import FrameSemantics, get_protocol
+from sota_dispatch import FrameSemantics, encoded_bytes, get_protocol
 from sota_dispatch.testing import ServeProcess, serve_process
 
 PROTOCOLS = ("simple_line", "bolt", "dubbo", "zmtp")
@@ -129,7 +129,7 @@ class Client:
                 host, int(port), tls=True, ssl_context=ssl_context, tls_standard_compatible=False
             )
         request = sample_request(protocol, body)
-        client = cls(stream, semantics, semantics.encode_request(request, 1), options)
+        client = cls(stream, semantics, encoded_bytes(semantics.encode_request(request, 1)), options)
         await stream.send(client.codec.data_to_send())
         with anyio.fail_after(10):
             while not client.codec.ready:

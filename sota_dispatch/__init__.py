@@ -45,7 +45,7 @@ from .io.outbox import Outbox
 from .io.reader import BufferedReader
 from .io.timeouts import ReadTimeouts
 from .io.tls import ClientTLS, PeerRefused, ServerTLS
-from .io.writer import BufferedWriter
+from .io.writer import BufferedWriter, Encoded, encoded_bytes, encoded_size
 from .protocol.calls import CallAnswer
 from .protocol.codec import Codec, Failure, PoolMode
 from .protocol.context import ConnectionContext
@@ -89,6 +89,7 @@ __all__ = [
     "DispatcherFactory",
     "DuplicateFilterError",
     "DuplicateProtocolError",
+    "Encoded",
     "Failure",
     "FrameRefused",
     "FrameSemantics",
@@ -121,6 +122,8 @@ __all__ = [
     "UpstreamError",
     "available_protocols",
     "build_info",
+    "encoded_bytes",
+    "encoded_size",
     "format_address",
     "get_protocol",
     "parse_address",

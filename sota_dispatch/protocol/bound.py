@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from ..io.writer import Encoded
+
 __all__ = ["BoundSemantics"]
 
 
@@ -46,9 +48,9 @@ class BoundSemantics:
         self.is_oneway: Callable[[Any], bool] = protocol.is_oneway
         self.is_heartbeat: Callable[[Any], bool] = protocol.is_heartbeat
         self.heartbeat_reply: Callable[[Any], bytes] = protocol.heartbeat_reply
-        self.encode_request: Callable[[Any, int], bytes] = protocol.encode_request
+        self.encode_request: Callable[[Any, int], Encoded] = protocol.encode_request
         self.response_id: Callable[[Any], int | None] = protocol.response_id
-        self.encode_response: Callable[[Any, Any], bytes] = protocol.encode_response
+        self.encode_response: Callable[[Any, Any], Encoded] = protocol.encode_response
         self.status: Callable[[Any], int | None] = protocol.status
         self.timeout: Callable[[Any], float | None] = protocol.timeout
         self.routing_attributes: Callable[[Any], Mapping[str, str]] = protocol.routing_attributes

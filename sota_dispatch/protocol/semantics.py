@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+from ..io.writer import Encoded
 from . import defaults
 from .bound import BoundSemantics
 from .calls import CallAnswer
@@ -154,17 +155,19 @@ class FrameSemantics:
         return None
 
     @classmethod
-    def encode_request(cls, frame: Any, upstream_id: int) -> bytes:
+    def encode_request(cls, frame: Any, upstream_id: int) -> Encoded:
         """The request's bytes for upstream, carrying ``upstream_id`` (which a
-        protocol without ids ignores); ids are rewritten in the raw bytes."""
+        protocol without ids ignores); ids are rewritten in the raw bytes.
+        One ``bytes``, or a list of pieces sent in order (:data:`~sota_dispatch.Encoded`:
+        a large body handed on as decoded, not copied behind a new header)."""
         raise NotImplementedError(f"{cls.__qualname__} cannot forward a request")
 
     response_id = staticmethod(defaults.response_id)
 
     @classmethod
-    def encode_response(cls, response: Any, request: Any) -> bytes:
+    def encode_response(cls, response: Any, request: Any) -> Encoded:
         """The response's bytes for the client that sent ``request``, with
-        that request's own id."""
+        that request's own id (bytes or pieces, as :meth:`encode_request`)."""
         raise NotImplementedError(f"{cls.__qualname__} cannot forward a response")
 
     status = staticmethod(defaults.status)

@@ -28,7 +28,7 @@ from ..errors import ProtocolError
 from ..filters.api import FilterRequest, LocalReply
 from ..io.reader import BufferedReader, ReadTimeouts
 from ..io.transport import input_queued
-from ..io.writer import BufferedWriter
+from ..io.writer import BufferedWriter, Encoded, encoded_size
 from ..protocol.codec import Codec, Failure, codec_handoff_state, codec_movable
 from ..protocol.context import ConnectionContext
 from ..protocol.dispatcher import Dispatcher
@@ -447,7 +447,7 @@ class ProxyConnection(FilterWaits, Dispatcher, ExchangeSink):
         if not self.in_flight:
             self.reader.idle_from_now()
 
-    def exchange_done(self, exchange: Exchange, data: bytes) -> None:
+    def exchange_done(self, exchange: Exchange, data: Encoded) -> None:
         """An exchange of this connection ended with ``data`` for the client.
 
         In an ordered connection the exchange stays in flight until its
@@ -459,7 +459,7 @@ class ProxyConnection(FilterWaits, Dispatcher, ExchangeSink):
         self._exchanges.discard(exchange)
         if self.closed:
             return  # the client is gone: a late answer is dropped
-        self._stats.bytes_out += len(data)
+        self._stats.bytes_out += encoded_size(data)
         if self._ordered is not None:
             exchange.reply = data
             self._write_ordered()

@@ -23,6 +23,7 @@ from ..cluster.health import ProtocolHealth
 from ..cluster.request import Request
 from ..cluster.stats import EndpointStats
 from ..filters.api import FilterRequest
+from ..io.writer import Encoded
 from ..protocol.bound import BoundSemantics
 from ..protocol.codec import Failure
 from .routing import Route
@@ -80,7 +81,7 @@ class ExchangeSink:
     from an interpreted base would not be seen by the vtable.
     """
 
-    def exchange_done(self, exchange: Exchange, data: bytes) -> None:
+    def exchange_done(self, exchange: Exchange, data: Encoded) -> None:
         """An exchange of this connection ended with ``data`` for the client."""
         raise NotImplementedError
 
@@ -172,7 +173,7 @@ class Exchange(Request):
         self.deadline_slot = 0
         self.try_slot = 0
         #: The reply, while an ordered client waits for earlier ones.
-        self.reply: bytes | None = None
+        self.reply: Encoded | None = None
         #: What hears of its end (the listener's access log, spans), as
         #: when it started: see :class:`~.policy.RequestPolicy`.
         self.observer = observer
@@ -335,7 +336,7 @@ class Exchange(Request):
             return
         self.finish(data, failure.name.lower())
 
-    def finish(self, data: bytes, outcome: str, now: float | None = None, response: Any = None) -> None:
+    def finish(self, data: Encoded, outcome: str, now: float | None = None, response: Any = None) -> None:
         """End with ``data`` for the client (in request order if it needs
         that); ``outcome`` (``success`` or a failure's name) is counted;
         ``response``: the upstream's answer, for the listener's observer."""
@@ -463,7 +464,7 @@ class FilteredExchange(Exchange):
         self.filtered.failure = failure
         super().fail(failure, detail, public)
 
-    def finish(self, data: bytes, outcome: str, now: float | None = None, response: Any = None) -> None:
+    def finish(self, data: Encoded, outcome: str, now: float | None = None, response: Any = None) -> None:
         if not self.done:  # the filters hear of the answer before it is written
             filtered = self.filtered
             filtered.outcome = outcome

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..config.access_log import RESPONSE_FLAGS, AccessFormat, compile_access_log
 from ..config.model import ListenerConfig
+from ..io.writer import Encoded, encoded_size
 from ..logs import ACCESS_LOG
 from ..protocol.semantics import BoundSemantics
 from .sites import Ending, Observer
@@ -45,14 +46,14 @@ def start_time(epoch: float) -> str:
 
 
 def access_record(
-    exchange: Ending, data: bytes, outcome: str, now: float, elapsed: float, response: Any
+    exchange: Ending, data: Encoded, outcome: str, now: float, elapsed: float, response: Any
 ) -> dict[str, object]:
     """The fields of one request's access line (see ``FIELDS``)."""
     downstream = exchange.downstream
     context = downstream.context
     semantics = downstream.semantics
     attempts = exchange.attempt
-    size = len(data)
+    size = encoded_size(data)
     return {
         "start_time": start_time(time.time() - elapsed),
         "listener": downstream.listener.name,
@@ -95,7 +96,9 @@ class AccessLogger:
     def __init__(self, form: AccessFormat) -> None:
         self.form = form
 
-    def __call__(self, exchange: Ending, data: bytes, outcome: str, now: float, elapsed: float, response: Any) -> None:
+    def __call__(
+        self, exchange: Ending, data: Encoded, outcome: str, now: float, elapsed: float, response: Any
+    ) -> None:
         if not ACCESS_LOG.isEnabledFor(20):  # logging.INFO: nothing is built for a silenced logger
             return
         record = access_record(exchange, data, outcome, now, elapsed, response)
@@ -114,7 +117,9 @@ class Observers:
     def __init__(self, *each: Observer) -> None:
         self.each = each
 
-    def __call__(self, exchange: Ending, data: bytes, outcome: str, now: float, elapsed: float, response: Any) -> None:
+    def __call__(
+        self, exchange: Ending, data: Encoded, outcome: str, now: float, elapsed: float, response: Any
+    ) -> None:
         for observer in self.each:
             observer(exchange, data, outcome, now, elapsed, response)
 

@@ -18,6 +18,7 @@ from ..config.model import ListenerConfig
 from ..io.budget import BufferBudget
 from ..io.clock import Clock
 from ..io.outbox import Outbox
+from ..io.writer import Encoded
 from ..logs import RateLimitedLog
 from ..protocol.codec import Failure
 from ..protocol.context import ConnectionContext
@@ -75,7 +76,7 @@ class Downstream(Protocol):
         """The protocol's error reply to request ``stream``, logged."""
         ...
 
-    def exchange_done(self, exchange: Any, data: bytes) -> None:
+    def exchange_done(self, exchange: Any, data: Encoded) -> None:
         """An exchange ended with ``data`` for the client."""
         ...
 
@@ -111,4 +112,4 @@ class Ending(Protocol):
 #: ended with ``data`` for the client (``outcome``: ``success`` or a
 #: failure's name; ``now`` and ``elapsed`` on the proxy's clock; the
 #: upstream's ``response`` frame, None for a failure).
-Observer: TypeAlias = Callable[[Ending, bytes, str, float, float, Any], None]
+Observer: TypeAlias = Callable[[Ending, Encoded, str, float, float, Any], None]

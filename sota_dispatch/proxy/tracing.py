@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from ..config.tracing import TracingConfig
+from ..io.writer import Encoded
 from .sites import Ending
 
 __all__ = ["ATTRIBUTE_PREFIX", "Tracing"]
@@ -53,7 +54,9 @@ class Tracing:
         self._kind = trace.SpanKind.SERVER
         self._error = trace.StatusCode.ERROR
 
-    def __call__(self, exchange: Ending, data: bytes, outcome: str, now: float, elapsed: float, response: Any) -> None:
+    def __call__(
+        self, exchange: Ending, data: Encoded, outcome: str, now: float, elapsed: float, response: Any
+    ) -> None:
         end = time.time_ns()
         downstream = exchange.downstream
         semantics = downstream.semantics

@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 
+from ..io.writer import encoded_bytes
 from ..protocol.semantics import FrameSemantics
 from .sockets import connect
 
@@ -61,7 +62,7 @@ async def pipelined(
                 while sent < min(allowed, len(requests)) and sent - received < window:
                     waiting[sent + 1] = sent
                     in_order.append(sent)
-                    batch.append(protocol.encode_request(requests[sent], sent + 1))
+                    batch.append(encoded_bytes(protocol.encode_request(requests[sent], sent + 1)))
                     sent += 1
                 if batch:
                     await stream.send(b"".join(batch))

@@ -154,6 +154,48 @@ async def test_a_transform_applies_to_each_write_once_in_order() -> None:
     assert await client.receive() == b"plain ONE TWO"
 
 
+async def test_pieces_are_queued_in_order_as_they_are() -> None:
+    client, server = counting_pair()
+    writer = BufferedWriter(server)
+    body = bytes(range(256)) * 4
+    writer.write(b"<")
+    writer.write([b"head", b"", body])  # an empty piece adds nothing
+    writer.write(b">")
+    assert writer.pending == 2 + 4 + len(body)
+    assert writer._parts[2] is body  # handed on, not copied behind its header
+    await writer.flush()
+    assert server.sends == 1
+    assert await client.receive() == b"<head" + body + b">"
+
+
+async def test_a_transform_seals_one_writes_pieces_as_one_message() -> None:
+    client, server = counting_pair()
+    writer = BufferedWriter(server)
+    calls: list[bytes] = []
+
+    def seal(data: bytes) -> bytes:
+        calls.append(data)
+        return b"[" + data + b"]"
+
+    writer.transform = seal
+    writer.write([b"head", b"body"])
+    writer.write([b"next"])
+    await writer.flush()
+    assert calls == [b"headbody", b"next"]
+    assert await client.receive() == b"[headbody][next]"
+
+
+def test_the_size_and_bytes_of_what_an_encoder_returns() -> None:
+    from sota_dispatch import encoded_bytes, encoded_size
+
+    assert encoded_size(b"abc") == 3
+    assert encoded_size([b"ab", b"", b"cde"]) == 5
+    assert encoded_size([]) == 0
+    data = b"whole"
+    assert encoded_bytes(data) is data
+    assert encoded_bytes([b"ab", b"cd"]) == b"abcd"
+
+
 async def test_the_codec_loop_hands_a_codecs_sealing_to_the_writer_after_its_handshake() -> None:
     from sota_dispatch import BufferedReader, CodecLoop
 

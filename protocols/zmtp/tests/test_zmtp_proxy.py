@@ -9,6 +9,8 @@ is asserted on the frames the client receives.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -22,7 +24,9 @@ from anyio.abc import ByteStream, SocketAttribute, SocketStream
 from zmtp_support import RawPeer, connect, in_thread, ready, v3_greeting, zsocket
 
 from sota_dispatch.config import parse_config
+from sota_dispatch.logs import JsonFormatter
 from sota_dispatch.testing import running_proxy, without_ref
+from sota_zmtp.semantics import PIECE_FROM
 from sota_zmtp.wire import encode_command, encode_message
 
 pytestmark = pytest.mark.anyio
@@ -140,6 +144,32 @@ def one_call(address: str, message: list[bytes], kind: int = zmq.DEALER) -> list
         return sock.recv_multipart()
     finally:
         ctx.destroy(0)
+
+
+@pytest.mark.parametrize("size", [PIECE_FROM - 1, PIECE_FROM, 1024, 70_000])
+async def test_long_bodies_cross_the_proxy_whole_and_are_counted_as_sent(
+    size: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Long last parts leave the proxy as pieces of their own (sota_zmtp.semantics):
+    # a DEALER's one part and a REQ's delimiter and body, there and back.
+    caplog.set_level(logging.INFO, logger="sota_dispatch.access")
+    body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+
+    def req_call(address: str) -> list[bytes]:
+        return one_call(address, [body + b"?"], zmq.REQ)
+
+    with zmq_backend(zmq.ROUTER, lambda message: message) as echo, zmq_backend(zmq.REP, lambda m: m) as rep:
+        for backend, call, sent in (
+            (echo, lambda address: one_call(address, [body]), [body]),
+            (rep, req_call, [b"", body + b"?"]),
+        ):
+            doc = document([backend])
+            doc["listeners"][0]["access_log"] = True
+            caplog.clear()
+            async with proxy_for(doc) as address:
+                assert await in_thread(lambda: call(address)) == sent[-1:]
+            [record] = [r for r in caplog.records if r.name == "sota_dispatch.access"]
+            assert json.loads(JsonFormatter().format(record))["bytes_sent"] == len(encode_message(sent))
 
 
 async def test_no_route_keeps_the_envelope_and_adds_an_error_frame() -> None:
