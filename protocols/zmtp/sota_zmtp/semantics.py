@@ -19,6 +19,7 @@ import types
 from typing import Final
 
 from mypy_extensions import i64
+
 from sota_dispatch import Encoded
 
 from .wire import _SHORT, _SHORT_MORE, LONG, MORE, append_frames, encode_part, last_header

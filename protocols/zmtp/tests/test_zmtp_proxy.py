@@ -9,6 +9,7 @@ is asserted on the frames the client receives.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import threading
@@ -167,7 +168,7 @@ async def test_long_bodies_cross_the_proxy_whole_and_are_counted_as_sent(
             doc["listeners"][0]["access_log"] = True
             caplog.clear()
             async with proxy_for(doc) as address:
-                assert await in_thread(lambda: call(address)) == sent[-1:]
+                assert await in_thread(functools.partial(call, address)) == sent[-1:]
             [record] = [r for r in caplog.records if r.name == "sota_dispatch.access"]
             assert json.loads(JsonFormatter().format(record))["bytes_sent"] == len(encode_message(sent))
 

@@ -87,7 +87,9 @@ def test_a_long_last_part_is_handed_on_as_it_is(size: int, before: list[bytes]) 
     request = semantics.encode_request([*before, part], 7)
     response = semantics.encode_response([(7).to_bytes(4, "big"), *before, part], [])
     for data in (request, response):
-        assert isinstance(data, list) and len(data) == 2 and data[1] is part
+        assert isinstance(data, list)
+        assert len(data) == 2
+        assert data[1] is part
     short = bytes(semantics.PIECE_FROM - 1)
     assert isinstance(semantics.encode_request([*before, short], 7), bytes)
     assert isinstance(semantics.encode_response([(7).to_bytes(4, "big"), *before, short], []), bytes)
