@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from sota_dispatch import ProtocolError
+from sota_dispatch import Encoded, ProtocolError
 
 from .bolt import BoltFrame, CmdCode, FrameType
 from .dubbo import FLAG_EVENT, FLAG_REQUEST, FLAG_TWOWAY, HESSIAN2, SERIALIZATION_MASK, DubboFrame
@@ -46,19 +46,38 @@ _BOLT_HEARTBEAT: Final = int(CmdCode.HEARTBEAT)
 #: not an event, in hessian2.
 _CALL_MASK: Final = FLAG_REQUEST | FLAG_EVENT | SERIALIZATION_MASK
 _HESSIAN2_CALL: Final = FLAG_REQUEST | HESSIAN2
+#: Frames from this size on go on in two pieces (:data:`sota_dispatch.Encoded`):
+#: the head with the new id, and the rest. ``with_request_id`` copies the
+#: rest twice (a slice, then the joined frame), each a glibc ``malloc``,
+#: ``memmove`` and ``free`` past CPython's small-object limit (512 bytes);
+#: the pieces copy it once. Shorter frames stay one ``bytes``.
+PIECE_FROM: Final = 464
 
 
 # -- both -----------------------------------------------------------------
 
 
-def encode_request(frame: BoltFrame | DubboFrame, upstream_id: int) -> bytes:
+def encode_request(frame: BoltFrame | DubboFrame, upstream_id: int) -> Encoded:
     """The request's raw bytes with the upstream's id (no re-encode)."""
-    return frame.with_request_id(upstream_id)
+    return _with_id(frame, upstream_id)
 
 
-def encode_response(response: BoltFrame | DubboFrame, request: BoltFrame | DubboFrame) -> bytes:
+def encode_response(response: BoltFrame | DubboFrame, request: BoltFrame | DubboFrame) -> Encoded:
     """The response's raw bytes with ``request``'s id: what goes back to the client."""
-    return response.with_request_id(request.request_id)
+    return _with_id(response, request.request_id)
+
+
+def _with_id(frame: BoltFrame | DubboFrame, request_id: int) -> Encoded:
+    """``frame.with_request_id(request_id)``, in two pieces for a long frame."""
+    data = frame.raw
+    if len(data) < PIECE_FROM or type(data) is not bytes:
+        return frame.with_request_id(request_id)  # short, built in Python, or a caller's buffer
+    if isinstance(frame, DubboFrame):  # the id: 8 bytes after magic, flag and status
+        return [data[:4] + (request_id & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big"), data[12:]]
+    if frame.has_crc:
+        return frame.with_request_id(request_id)  # the CRC covers the whole frame
+    offset = frame.id_offset
+    return [data[:offset] + (request_id & 0xFFFFFFFF).to_bytes(4, "big"), data[offset + 4 :]]
 
 
 def frame_status(response: BoltFrame | DubboFrame) -> int | None:

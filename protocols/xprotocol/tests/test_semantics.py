@@ -5,11 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from xprotocol_support import REQUESTS, STREAMS
 
+from sota_dispatch import encoded_bytes
 from sota_xprotocol import BoltDispatcher as BOLT
 from sota_xprotocol import DubboDispatcher as DUBBO
 from sota_xprotocol import Failure, bolt, dubbo, hessian2
+from sota_xprotocol.semantics import PIECE_FROM
+
+#: Content sizes around the one from which a frame goes on in two pieces.
+SIZES = st.one_of(st.integers(0, 40), st.integers(PIECE_FROM - 80, PIECE_FROM + 20), st.just(70_000))
 
 
 def test_bolt_semantics() -> None:
@@ -136,3 +143,43 @@ def test_a_subclass_overrides_a_compiled_semantics_function_with_a_classmethod()
     assert not BOLT.is_oneway(frame)
     assert bound.timeout(frame) == 4.0
     assert bound.is_request is BOLT.is_request
+
+
+def decoded_bolt(size: int, *, crc: bool = False) -> bolt.BoltFrame:
+    frame = bolt.BoltFrame(
+        bolt.FrameType.REQUEST,
+        bolt.CmdCode.RPC_REQUEST,
+        1,
+        content=b"c" * size,
+        proto=bolt.BOLT_V2 if crc else bolt.BOLT_V1,
+        ver1=2 if crc else 1,
+        switch=1 if crc else 0,  # bolt v2's CRC switch
+    )
+    [decoded] = bolt.BoltDecoder().feed(frame.encode())
+    assert decoded.has_crc is crc
+    return decoded
+
+
+def decoded_dubbo(size: int) -> dubbo.DubboFrame:
+    frame = dubbo.DubboFrame(dubbo.FLAG_REQUEST | dubbo.FLAG_TWOWAY | dubbo.HESSIAN2, 0, 1, b"b" * size)
+    [decoded] = dubbo.DubboDecoder().feed(frame.encode())
+    return decoded
+
+
+@given(size=SIZES, request_id=st.integers(0, 2**32 - 1), kind=st.sampled_from(["bolt", "bolt-crc", "dubbo"]))
+def test_a_long_frame_goes_on_in_two_pieces_that_are_the_frame_with_the_new_id(
+    size: int, request_id: int, kind: str
+) -> None:
+    frame: bolt.BoltFrame | dubbo.DubboFrame
+    frame = decoded_dubbo(size) if kind == "dubbo" else decoded_bolt(size, crc=kind == "bolt-crc")
+    protocol = DUBBO if kind == "dubbo" else BOLT
+    expected = frame.with_request_id(request_id)
+    for semantics in (protocol, protocol.bound_semantics()):
+        for data in (semantics.encode_request(frame, request_id), semantics.encode_response(frame, frame)):
+            # A frame with a CRC is patched whole: the CRC covers it all.
+            pieces = len(frame.raw) >= PIECE_FROM and kind != "bolt-crc"
+            assert isinstance(data, list) is pieces
+            if isinstance(data, list):
+                assert len(data) == 2
+        assert encoded_bytes(semantics.encode_request(frame, request_id)) == expected
+        assert encoded_bytes(semantics.encode_response(frame, frame)) == frame.with_request_id(frame.request_id)

@@ -97,6 +97,29 @@ def dubbo_call_all(addresses: list[str], per_address: int) -> dict[str, list[Any
     return result
 
 
+async def test_long_dubbo_calls_and_answers_cross_the_proxy_whole() -> None:
+    # Frames of PIECE_FROM bytes or more leave the proxy in two pieces
+    # (sota_xprotocol.semantics): dubbo-ssl-python's calls, both ways.
+    from dubbo_ssl.client import DubboClient
+
+    # Below 32,768 characters: dubbo-ssl-python 0.9.6 reads a string's
+    # 16-bit length as signed (a valid 'S' 0x8000 or longer comes out empty)
+    # and never chunks its own (past 65,535 it writes garbage).
+    texts = ["short", "l" * 470, "\u00e9x" * 2000, "y" * 32_767]
+
+    def calls(address: str) -> list[Any]:
+        client = DubboClient(INTERFACE, group="g1", version="1.0.0", host=address)
+        try:
+            return [client.call("echo", (text,), timeout=DUBBO_CALL_TIMEOUT) for text in texts]
+        finally:
+            close_dubbo_connection(address)
+
+    async with serving(DubboEchoDispatcher) as provider:
+        assert provider.address is not None
+        async with proxy_for(document("dubbo", [provider.address])) as proxy:
+            assert await anyio.to_thread.run_sync(calls, proxy.addresses["rpc"]) == texts
+
+
 async def test_dubbo_100_concurrent_calls_from_10_connections_share_at_most_2_upstream_connections() -> None:
     upstream_connections = 0
 
