@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import anyio
 from anyio.abc import ByteStream, TaskGroup
 
-from ..errors import ConnectionLost, ProtocolError
+from ..errors import ConnectionLost, FrameTimeout, ProtocolError
 from ..io.address import parse_address
 from ..io.clock import loop_time
 from ..io.reader import DEFAULT_READ_SIZE, BufferedReader
@@ -408,7 +408,7 @@ class Dispatcher(ProtocolRoles):
                     await self.writer.flush()
                     if linger:
                         await linger_out(self.stream, self.reader)
-                except (*PEER_GONE, OSError):
+                except (*PEER_GONE, OSError, FrameTimeout):  # gone, or still not reading: closed as it is
                     pass
                 except RuntimeError as exc:  # uvloop: "the handler is closed" on a transport already gone
                     log.debug("closing: %s", exc, extra={"conn": self.context.connection_id})

@@ -71,6 +71,29 @@ async def test_a_full_socket_keeps_the_rest_queued_and_flush_sends_it_in_order()
     assert bytes(received) == expected
 
 
+async def test_flush_takes_the_socket_straight_and_a_peer_that_never_reads_times_it_out() -> None:
+    from sota_dispatch import FrameTimeout
+
+    async with tcp_stream_pair() as (near, far):
+        writer = BufferedWriter(near, high_water=1 << 30)
+        writer.send_timeout = 0.2
+        writer.write(b"first")
+        with anyio.fail_after(5):
+            await writer.flush()  # the socket takes it: done, without the stream's send
+        assert writer.pending == 0
+        assert await receive_exactly(far, 5) == b"first"
+
+        # The peer reads nothing now: what the kernel does not take waits
+        # in the transport (asyncio) or here (trio), within the send timeout.
+        async def flood() -> None:
+            for _ in range(4096):
+                writer.write(bytes(64 * 1024))
+                await writer.flush()
+
+        with anyio.fail_after(5), pytest.raises(FrameTimeout):
+            await flood()
+
+
 async def test_flush_nowait_after_send_eof_leaves_the_bytes_queued_and_raises_nothing() -> None:
     async with tcp_stream_pair() as (near, _far):
         await near.send_eof()
