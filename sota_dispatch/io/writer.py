@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterable
 from typing import Protocol, TypeAlias
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import ByteSendStream
 from mypy_extensions import mypyc_attr
 
 from ..errors import FrameTimeout
-from .transport import NowaitSender, nowait_sender
+from .clock import loop_time
+from .transport import FAIR_SLICE, NowaitSender, nowait_sender
 
 __all__ = ["DEFAULT_HIGH_WATER", "BufferedWriter", "Encoded", "encoded_bytes", "encoded_size"]
 
@@ -53,6 +55,9 @@ class InputBuffer(Protocol):
     @property
     def buffered(self) -> int: ...
 
+    @property
+    def last_input(self) -> float: ...
+
 
 #: Queued bytes at which :meth:`BufferedWriter.send` stops deferring and sends.
 DEFAULT_HIGH_WATER = 256 * 1024
@@ -82,6 +87,7 @@ class BufferedWriter:
         "_reader",
         "_size",
         "_stream",
+        "_turn",
         "send_timeout",
         "transform",
     )
@@ -108,6 +114,8 @@ class BufferedWriter:
         self._defer_hook: Callable[[], None] | None = None
         self._nowait: NowaitSender | None = None
         self._probed = False
+        #: When a flush last gave the event loop a turn (see :meth:`flush`).
+        self._turn = 0.0
         #: Seconds one send may wait for the peer to read (None: forever);
         #: then :class:`~sota_dispatch.FrameTimeout`. A server sets its
         #: frame timeout here (see BufferedReader.set_timeouts).
@@ -190,14 +198,26 @@ class BufferedWriter:
         When the socket takes it all at once (:meth:`flush_nowait`), that is
         the whole flush: no stream send and no turn of the event loop, which
         cost a local service answering one request at a time two thirds of
-        its instructions per request. Otherwise it waits while the peer is
-        not reading (that wait is the backpressure), at most
-        ``send_timeout`` (then :class:`~sota_dispatch.FrameTimeout`).
+        its instructions per request. A task that only sends still lets the
+        others run once per ``FAIR_SLICE`` (1 ms) of such flushes; one that
+        reads between them gives the loop its turns in its reads (asyncio's
+        receive yields, trio's ready input once per slice). Otherwise it
+        waits while the peer is not reading (that wait is the
+        backpressure), at most ``send_timeout`` (then
+        :class:`~sota_dispatch.FrameTimeout`).
         Safe to call from several tasks: sends never interleave. A flush
         cancelled while sending may have sent part of the batch; the
         connection is then only fit to be closed.
         """
         if self._parts and self.flush_nowait():
+            now = loop_time()
+            turn = self._turn
+            if now - turn < FAIR_SLICE:
+                return
+            self._turn = now
+            reader = self._reader
+            if reader is None or reader.last_input <= turn:  # no read since the last turn: give one
+                await anyio.lowlevel.checkpoint()
             return
         while self._parts:
             await self._hold()

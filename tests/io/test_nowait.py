@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 import anyio
+import anyio.lowlevel
 import pytest
 from anyio.abc import SocketStream
 
@@ -83,8 +84,14 @@ async def test_flush_takes_the_socket_straight_and_a_peer_that_never_reads_times
         assert writer.pending == 0
         assert await receive_exactly(far, 5) == b"first"
 
-        # The peer reads nothing now: what the kernel does not take waits
-        # in the transport (asyncio) or here (trio), within the send timeout.
+        # The peer reads nothing now (on asyncio its transport would read on
+        # into anyio's queue whenever the loop turns): what the kernel does
+        # not take waits in the transport (asyncio) or here (trio), within
+        # the send timeout.
+        transport: Any = getattr(far, "_transport", None)
+        if transport is not None:
+            transport.pause_reading()
+
         async def flood() -> None:
             for _ in range(4096):
                 writer.write(bytes(64 * 1024))
@@ -92,6 +99,33 @@ async def test_flush_takes_the_socket_straight_and_a_peer_that_never_reads_times
 
         with anyio.fail_after(5), pytest.raises(FrameTimeout):
             await flood()
+
+
+async def test_a_task_that_only_flushes_still_lets_the_others_run() -> None:
+    # Flushes the socket takes whole do not yield (no stream send), but a
+    # task doing nothing else gives the loop a turn once per FAIR_SLICE.
+    from sota_dispatch.io.clock import loop_time
+
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with tcp_stream_pair() as (near, _far), anyio.create_task_group() as tg:
+        tg.start_soon(other)
+        writer = BufferedWriter(near)
+        await writer.flush()  # nothing queued: nothing done
+        start = loop_time()
+        for _ in range(1_000_000):  # 1 byte each: far below what the kernel takes unread
+            writer.write(b"x")
+            await writer.flush()
+            if loop_time() - start > 0.02:
+                break
+        tg.cancel_scope.cancel()
+    assert turns >= 5  # about one per millisecond of flushing
 
 
 async def test_flush_nowait_after_send_eof_leaves_the_bytes_queued_and_raises_nothing() -> None:
