@@ -22,7 +22,7 @@ from mypy_extensions import i64
 
 from sota_dispatch import Encoded
 
-from .wire import _SHORT, _SHORT_MORE, LONG, MORE, append_frames, encode_part, last_header
+from .wire import _SHORT, _SHORT_MORE, LONG, MORE, append_frames, last_header
 
 __all__ = ["encode_request", "encode_response", "response_id"]
 
@@ -99,7 +99,8 @@ def encode_response(response: list[bytes], request: list[bytes]) -> Encoded:
         size = len(part)
         if size >= PIECE_FROM:
             return [last_header(size), part]
-        return encode_part(part)
+        # encode_part's two spellings inline: its length is known here.
+        return _SHORT[size] + part if size < 256 else last_header(size) + part
     if count == 3:  # the id and a two-part answer (a REP's delimiter and body)
         first = response[1]
         size = len(first)
