@@ -36,12 +36,15 @@ Context = zmq.Context[zmq.Socket[bytes]]
 
 
 @contextmanager
-def zmq_backend(kind: int, handle: Callable[[list[bytes]], list[bytes] | None]) -> Iterator[str]:
+def zmq_backend(kind: int, handle: Callable[[list[bytes]], list[bytes] | None], **options: int) -> Iterator[str]:
     """A libzmq ROUTER or REP service in a thread; ``handle`` maps a received
-    message to the one sent back (None: no answer; raising closes the socket)."""
+    message to the one sent back (None: no answer; raising closes the socket).
+    ``options`` are socket options set before binding."""
     ctx: Context = zmq.Context()
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
+    for name, value in options.items():
+        sock.setsockopt(getattr(zmq, name), value)
     port = sock.bind_to_random_port("tcp://127.0.0.1")
     stop = threading.Event()
 
