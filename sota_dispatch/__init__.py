@@ -45,7 +45,7 @@ from .io.outbox import Outbox
 from .io.reader import BufferedReader
 from .io.timeouts import ReadTimeouts
 from .io.tls import ClientTLS, PeerRefused, ServerTLS
-from .io.writer import BufferedWriter, Encoded, encoded_bytes, encoded_size
+from .io.writer import PIECE_FROM, BufferedWriter, Encoded, encoded_bytes, encoded_size
 from .protocol.calls import CallAnswer
 from .protocol.codec import Codec, Failure, PoolMode
 from .protocol.context import ConnectionContext
@@ -105,6 +105,7 @@ __all__ = [
     "OptionSchema",
     "Outbox",
     "PeerRefused",
+    "PIECE_FROM",
     "PendingStream",
     "PluginLoadError",
     "PoolMode",

@@ -48,6 +48,7 @@ PUBLIC: dict[str, set[str]] = {
         "OptionSchema",
         "Outbox",
         "PeerRefused",
+        "PIECE_FROM",
         "PendingStream",
         "PluginLoadError",
         "PoolMode",

@@ -11,7 +11,7 @@ dispatcher stops reading, and memory stays bounded.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol, TypeAlias
+from typing import Final, Protocol, TypeAlias
 
 import anyio
 import anyio.lowlevel
@@ -22,7 +22,7 @@ from ..errors import FrameTimeout
 from .clock import loop_time
 from .transport import FAIR_SLICE, NowaitSender, nowait_sender
 
-__all__ = ["DEFAULT_HIGH_WATER", "BufferedWriter", "Encoded", "encoded_bytes", "encoded_size"]
+__all__ = ["DEFAULT_HIGH_WATER", "PIECE_FROM", "BufferedWriter", "Encoded", "encoded_bytes", "encoded_size"]
 
 #: What an encoder hands the writer: one ``bytes``, or a list of pieces sent
 #: in that order. Pieces let a large body go out as it was decoded instead of
@@ -30,6 +30,15 @@ __all__ = ["DEFAULT_HIGH_WATER", "BufferedWriter", "Encoded", "encoded_bytes", "
 #: ``malloc``/``free`` (past CPython's small-object limit) and a ``memmove``,
 #: which the writer's batch join makes anyway.
 Encoded: TypeAlias = bytes | list[bytes]
+
+#: The size from which an encoder is better off handing a body on as a piece
+#: of its own (:data:`Encoded`) than copying it behind a new header. Below
+#: it, the joined ``bytes`` (33 bytes of object header, a protocol header of
+#: up to 15) stays within CPython's small-object allocator (512 bytes),
+#: where one copy costs less than a list of two pieces; from it on, the copy
+#: is a glibc ``malloc``, ``memmove`` and ``free``. ZMTP's last parts and
+#: bolt's and dubbo's frames use it.
+PIECE_FROM: Final = 464
 
 
 def encoded_bytes(data: Encoded) -> bytes:

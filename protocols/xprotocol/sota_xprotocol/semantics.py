@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from sota_dispatch import Encoded, ProtocolError
+from sota_dispatch import PIECE_FROM, Encoded, ProtocolError
 
 from .bolt import BoltFrame, CmdCode, FrameType
 from .dubbo import FLAG_EVENT, FLAG_REQUEST, FLAG_TWOWAY, HESSIAN2, SERIALIZATION_MASK, DubboFrame
@@ -46,12 +46,6 @@ _BOLT_HEARTBEAT: Final = int(CmdCode.HEARTBEAT)
 #: not an event, in hessian2.
 _CALL_MASK: Final = FLAG_REQUEST | FLAG_EVENT | SERIALIZATION_MASK
 _HESSIAN2_CALL: Final = FLAG_REQUEST | HESSIAN2
-#: Frames from this size on go on in two pieces (:data:`sota_dispatch.Encoded`):
-#: the head with the new id, and the rest. ``with_request_id`` copies the
-#: rest twice (a slice, then the joined frame), each a glibc ``malloc``,
-#: ``memmove`` and ``free`` past CPython's small-object limit (512 bytes);
-#: the pieces copy it once. Shorter frames stay one ``bytes``.
-PIECE_FROM: Final = 464
 
 
 # -- both -----------------------------------------------------------------

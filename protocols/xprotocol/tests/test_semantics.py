@@ -9,11 +9,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from xprotocol_support import REQUESTS, STREAMS
 
-from sota_dispatch import encoded_bytes
+from sota_dispatch import PIECE_FROM, encoded_bytes
 from sota_xprotocol import BoltDispatcher as BOLT
 from sota_xprotocol import DubboDispatcher as DUBBO
 from sota_xprotocol import Failure, bolt, dubbo, hessian2
-from sota_xprotocol.semantics import PIECE_FROM
 
 #: Content sizes around the one from which a frame goes on in two pieces.
 SIZES = st.one_of(st.integers(0, 40), st.integers(PIECE_FROM - 80, PIECE_FROM + 20), st.just(70_000))

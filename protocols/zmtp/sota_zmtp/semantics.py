@@ -20,7 +20,7 @@ from typing import Final
 
 from mypy_extensions import i64
 
-from sota_dispatch import Encoded
+from sota_dispatch import PIECE_FROM, Encoded
 
 from .wire import _SHORT, _SHORT_MORE, LONG, MORE, append_frames, last_header
 
@@ -38,11 +38,6 @@ def _probe() -> None:
 _COMPILED: Final = not isinstance(_probe, types.FunctionType)
 #: The id frame's header (flags MORE, size 4), in front of the id in one int.
 _ID_HEADER: Final = 0x0104
-#: Last parts from this size on are pieces of their own; shorter ones are
-#: copied behind their header. Below it the joined object (33 bytes of
-#: ``bytes`` header, up to 15 of ZMTP's) stays within CPython's small-object
-#: allocator (512 bytes), where one copy costs less than a list of two.
-PIECE_FROM: Final = 464
 
 
 def encode_request(frame: list[bytes], upstream_id: int) -> Encoded:

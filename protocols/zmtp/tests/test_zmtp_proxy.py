@@ -24,10 +24,10 @@ import zmq
 from anyio.abc import ByteStream, SocketAttribute, SocketStream
 from zmtp_support import RawPeer, connect, in_thread, ready, v3_greeting, zsocket
 
+from sota_dispatch import PIECE_FROM
 from sota_dispatch.config import parse_config
 from sota_dispatch.logs import JsonFormatter
 from sota_dispatch.testing import running_proxy, without_ref
-from sota_zmtp.semantics import PIECE_FROM
 from sota_zmtp.wire import encode_command, encode_message
 
 pytestmark = pytest.mark.anyio

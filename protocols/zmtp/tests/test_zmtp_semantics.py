@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sota_zmtp.semantics as semantics
-from sota_dispatch import encoded_bytes
+from sota_dispatch import PIECE_FROM, encoded_bytes
 from sota_dispatch.testing import both_builds, build_spelling, outcome
 from sota_zmtp import ZmtpDispatcher
 from sota_zmtp.frames import FrameReader
@@ -25,7 +25,7 @@ from sota_zmtp.wire import encode_message
 
 #: Parts around the 255/256 boundary of the short and long frame forms, and
 #: around the size from which a last part is a piece of its own.
-sizes = st.one_of(st.integers(250, 260), st.integers(semantics.PIECE_FROM - 3, semantics.PIECE_FROM + 3))
+sizes = st.one_of(st.integers(250, 260), st.integers(PIECE_FROM - 3, PIECE_FROM + 3))
 parts = st.one_of(st.binary(max_size=300), sizes.map(lambda n: b"p" * n))
 messages = st.lists(parts, min_size=1, max_size=4)
 ids = st.integers(0, 0xFFFFFFFF)
@@ -80,7 +80,7 @@ def joined_response(response: list[bytes], request: list[bytes]) -> bytes:
     return encoded_bytes(semantics.encode_response(response, request))
 
 
-@pytest.mark.parametrize("size", [semantics.PIECE_FROM, 1024, 70_000])
+@pytest.mark.parametrize("size", [PIECE_FROM, 1024, 70_000])
 @pytest.mark.parametrize("before", [[], [b""]])  # alone, or behind a REQ's delimiter
 def test_a_long_last_part_is_handed_on_as_it_is(size: int, before: list[bytes]) -> None:
     part = bytes(size)
@@ -90,7 +90,7 @@ def test_a_long_last_part_is_handed_on_as_it_is(size: int, before: list[bytes]) 
         assert isinstance(data, list)
         assert len(data) == 2
         assert data[1] is part
-    short = bytes(semantics.PIECE_FROM - 1)
+    short = bytes(PIECE_FROM - 1)
     assert isinstance(semantics.encode_request([*before, short], 7), bytes)
     assert isinstance(semantics.encode_response([(7).to_bytes(4, "big"), *before, short], []), bytes)
 
