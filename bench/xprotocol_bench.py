@@ -687,7 +687,10 @@ def _decode_shares(decode: Sequence[DecodeSample], echo: Sequence[Sample], varia
         per_req = [s.cpu_us_per_msg for s in echo if s.variant == v]
         if per_frame and per_req:
             a, b = statistics.median(per_frame), statistics.median(per_req)
-            lines.append(f"- {v}: decoding (`{case}`) {a:.2f} of {b:.2f} us/req = {a / b:.0%}")
+            if b > 0:
+                lines.append(f"- {v}: decoding (`{case}`) {a:.2f} of {b:.2f} us/req = {a / b:.0%}")
+            else:  # a run shorter than one CPU tick (--quick on a fast server)
+                lines.append(f"- {v}: decoding (`{case}`) {a:.2f} us/req; the echo's CPU was too short to count")
     return lines
 
 
@@ -718,7 +721,8 @@ def panels(
         rate = [s.msgs_per_s for s in mine]
         cpu = [s.cpu_us_per_msg for s in mine]
         per_frame = [d.cpu_us_per_frame for d in decode if d.case == DECODE_CASE[protocol]]
-        share = f"decode {statistics.median(per_frame) / statistics.median(cpu):.0%}" if per_frame else ""
+        spent = statistics.median(cpu)  # 0: fewer than one CPU tick (--quick)
+        share = f"decode {statistics.median(per_frame) / spent:.0%}" if per_frame and spent > 0 else ""
         rates.append(Bar(protocol, loop, statistics.median(rate), min(rate), max(rate)))
         cpus.append(Bar(protocol, loop, statistics.median(cpu), min(cpu), max(cpu), share))
     return [
@@ -871,7 +875,7 @@ def _parser() -> argparse.ArgumentParser:
         help="markdown report path, '-' for none (default: XPROTOCOL_RESULTS.md next to this script; none with "
         "--quick)",
     )
-    p.add_argument("--quick", action="store_true", help="smoke test: 5000 requests, short decodes, 1 rep; no report")
+    p.add_argument("--quick", action="store_true", help="smoke test: 20000 requests, short decodes, 1 rep; no report")
     p.add_argument("--window", type=positive_int, default=100, help="echo requests kept in flight (default 100)")
     p.add_argument("--warmup", type=int, default=None, help="untimed echo requests first (default 5000)")
     p.add_argument("--decode-time", type=float, default=None, help="seconds per decode repetition (default 0.5)")
@@ -896,7 +900,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parent or child, by flags; returns the exit code."""
     parser = _parser()
     args = parser.parse_args(argv)
-    messages = args.messages or (5_000 if args.quick else 100_000)
+    messages = args.messages or (20_000 if args.quick else 100_000)
     reps = args.reps or (1 if args.quick else 5)
     warmup = (500 if args.quick else 5_000) if args.warmup is None else args.warmup
     target = args.decode_time or (0.05 if args.quick else 0.5)
