@@ -71,7 +71,7 @@ class BufferedReader:
         self._stream = stream
         self._read_size = read_size
         self._receive_size = prepare_input(stream, read_size)  # whole chunks, where they are whole already
-        ready = ready_input(stream)  # trio: input taken from the socket straight
+        ready = ready_input(stream)  # trio's socket, asyncio's queue: taken without receive()
         self._ready: Callable[[int], Awaitable[bytes | None]] | None = None if ready is None else ready[0]
         self._wait_input: Callable[[int], Awaitable[bytes]] = stream.receive if ready is None else ready[1]
         self._writer = writer
@@ -281,7 +281,7 @@ class BufferedReader:
                 del self._buf[: self._pos]
             self._pos = 0
         ready = self._ready
-        if ready is not None:  # trio: input there already needs no wait, so no scope
+        if ready is not None:  # input there already needs no wait, so no scope (io.transport.ready_input)
             data = await ready(self._receive_size)
             if data is not None:
                 self._input_arrived()
@@ -313,7 +313,7 @@ class BufferedReader:
             alarm.fired = False
             alarm.waiting = True
             try:
-                data = await self._stream.receive(self._receive_size)
+                data = await self._wait_input(self._receive_size)
             except anyio.EndOfStream:
                 if not alarm.fired:
                     raise  # the peer closed

@@ -27,11 +27,15 @@ from typing import Any
 from anyio import BrokenResourceError
 from anyio.abc import SocketAttribute
 
+from .paced import FAIR_SHARE, FAIR_SLICE, ReadyInput, inline_input, prepare_input, queued_input
 from .senders import AsyncioSender, NowaitSender, TrioSender
 from .timeouts import InputAlarm
 
 __all__ = [
+    "FAIR_SHARE",
+    "FAIR_SLICE",
     "NowaitSender",
+    "ReadyInput",
     "detach_socket",
     "detachable",
     "discard_input",
@@ -67,156 +71,6 @@ def input_queued(stream: object) -> Callable[[], int] | None:
     return queued
 
 
-#: A chunk taken inline at least this large suggests more waits in the
-#: socket: reading pauses until the next loop turn, so a flooding peer gets
-#: one chunk per turn, as a task's read gave it (uvloop reads up to 32
-#: chunks per wake-up otherwise). Small chunks, the latency case, go on.
-#: asyncio's own loop reads one chunk per turn anyway: no pause there (see
-#: :func:`_reads_once_per_turn`).
-FAIR_SHARE = 65536
-
-
-#: trio: how long a connection may go on taking input that needs no wait
-#: before it yields to the other tasks (see :func:`ready_input`).
-FAIR_SLICE = 0.001
-
-
-class _OneChunk:
-    """Marks a protocol of anyio's that pauses reading after each chunk."""
-
-    sota_pause: Callable[[], object] | None = None
-    sota_resume: Callable[[], object] | None = None
-    #: Pauses reading after a large chunk taken inline, for fairness (None:
-    #: the transport reads one chunk per loop turn by itself).
-    sota_fair_pause: Callable[[], object] | None = None
-    #: Takes a chunk where it arrives (True: taken; see :func:`inline_input`).
-    sota_inline: Callable[[bytes], bool] | None = None
-
-
-_ONE_CHUNK: dict[Any, type] = {}
-
-
-def _one_chunk(kind: Any) -> type:
-    """anyio's stream protocol class ``kind``, pausing reading after each
-    chunk it queues (a subclass, made once: swapping an object's class
-    to it keeps its layout). The transport pauses it; anyio resumes it
-    when its queue is empty."""
-    paced = _ONE_CHUNK.get(kind)
-    if paced is None:
-
-        def data_received(self: Any, data: bytes) -> None:
-            inline = self.sota_inline
-            if inline is not None and not self.read_queue and inline(data):
-                pause = self.sota_fair_pause  # taken where it arrived: reading goes on, but fairly
-                if len(data) >= FAIR_SHARE and pause is not None:
-                    pause()
-                    asyncio.get_running_loop().call_soon(self.sota_go_on)
-                return
-            kind.data_received(self, data)
-            pause = self.sota_pause
-            if pause is not None:
-                pause()
-
-        def sota_go_on(self: Any) -> None:
-            # Unless the chunks went back to the task meanwhile (it resumes).
-            resume = self.sota_resume
-            if resume is not None and self.sota_inline is not None and not self.read_queue:
-                resume()
-
-        def connection_lost(self: Any, exc: Exception | None) -> None:
-            # The transport refers to us: no cycle.
-            self.sota_pause = self.sota_resume = self.sota_fair_pause = self.sota_inline = None
-            kind.connection_lost(self, exc)
-
-        methods = {"data_received": data_received, "sota_go_on": sota_go_on, "connection_lost": connection_lost}
-        paced = type(kind.__name__, (kind, _OneChunk), methods)
-        _ONE_CHUNK[kind] = paced
-    return paced
-
-
-def _reads_once_per_turn(transport: object) -> bool:
-    """Whether ``transport`` reads at most one chunk per loop turn by itself:
-    asyncio's own selector loop does (one ``recv`` per readiness), so a
-    flooding peer cannot keep it reading. Pausing there after a large chunk
-    taken inline only cost two ``epoll_ctl`` calls and the selector's
-    Python per chunk: 10 % of the compiled broker's CPU per 1 KiB message."""
-    return type(transport).__module__ == "asyncio.selector_events"
-
-
-def prepare_input(stream: object, read_size: int) -> int:
-    """Bound what ``stream`` reads ahead of us, and return what to ask of
-    its ``receive()`` for reads of about ``read_size``.
-
-    anyio's asyncio ``SocketStream`` queues what the event loop reads, a
-    chunk of up to 256 KiB per socket read, until its task takes it:
-
-    * Between two ``receive()`` calls the loop reads on, and uvloop reads
-      up to 32 chunks per wake-up: 1.3 MiB arrived at once on each of four
-      connections holding large frames, over the buffer budget before any
-      of them could be shed. Reading pauses here after each chunk (anyio
-      resumes it once its queue is empty, as it did already whenever it
-      found its queue empty), so a connection adds at most one chunk
-      between two looks at the budget.
-    * It cuts a chunk larger than it is asked for into two new bytes
-      objects, again for every piece: 64 KiB reads copied each 256 KiB
-      chunk about two and a half times over (11 % of the proxy's
-      instructions per 1 KiB ZMTP message with 1,000 in flight). The chunks
-      are in memory already, so they are taken whole.
-
-    Every other stream (trio, TLS, Unix sockets) reads only what it is
-    asked for, allocating that much: it gets ``read_size``.
-    """
-    kind = type(stream)
-    if kind.__module__ != "anyio._backends._asyncio" or kind.__name__ != "SocketStream":
-        return read_size
-    protocol: Any = getattr(stream, "_protocol", None)
-    transport: Any = getattr(stream, "_transport", None)
-    queue = getattr(protocol, "read_queue", None)
-    if queue is None or not hasattr(queue, "popleft") or transport is None:
-        return read_size  # another anyio's internals: the ordinary path
-    if not isinstance(protocol, _OneChunk):  # once per stream
-        if not hasattr(protocol, "__dict__"):
-            return read_size  # the pause cannot be kept on it: no whole chunks without it
-        try:
-            protocol.__class__ = _one_chunk(type(protocol))
-        except TypeError:  # another anyio's layout: the ordinary path
-            return read_size
-        protocol.sota_pause, protocol.sota_resume = transport.pause_reading, transport.resume_reading
-        if not _reads_once_per_turn(transport):
-            protocol.sota_fair_pause = transport.pause_reading
-        transport.set_protocol(protocol)  # uvloop keeps the protocol's method from when it was set
-    return sys.maxsize
-
-
-def inline_input(stream: object, taker: Callable[[bytes], bool] | None) -> Callable[[], None] | None:
-    """Offer each chunk ``stream`` reads to ``taker`` as it arrives, from
-    the event loop's read callback, before it is queued for ``receive()``;
-    ``taker`` returns False to leave the chunk to ``receive()``. None (the
-    default again): no offers. Returns a function that ends a ``receive()``
-    under way with an empty chunk (the taker's way to hand work on to the
-    receiving task), or None for a stream that reads only when asked
-    (trio, TLS, one :func:`prepare_input` did not pace).
-
-    A request batch handled where its bytes arrive costs no task wake-up,
-    no event and no pause and resume of reading (35-45 % of the compiled
-    proxy's instructions per round trip with one request in flight). A
-    chunk is offered only while nothing is queued, so chunks keep their
-    order.
-    """
-    protocol: Any = getattr(stream, "_protocol", None)
-    if not isinstance(protocol, _OneChunk):
-        return None
-    paced: Any = protocol  # anyio's, paced: its queue and event are there
-    paced.sota_inline = taker
-    queue, event = paced.read_queue, paced.read_event
-
-    def hand_on() -> None:
-        queue.append(b"")
-        event.set()
-
-    return hand_on
-
-
 def input_alarm(stream: object) -> InputAlarm | None:
     """An :class:`~sota_dispatch.io.timeouts.InputAlarm` for ``stream``'s
     waits, or None where a wait can only be ended by a cancel scope.
@@ -236,14 +90,12 @@ def input_alarm(stream: object) -> InputAlarm | None:
     return InputAlarm(asyncio.get_running_loop().call_at, event.set)
 
 
-#: What :func:`ready_input` gives: a take of input there already (None: none
-#: now, the end, or closed) and a receive that waits for input and takes it.
-ReadyInput = tuple[Callable[[int], Awaitable["bytes | None"]], Callable[[int], Awaitable[bytes]]]
-
-
 def ready_input(stream: object) -> ReadyInput | None:
     """How to take input from ``stream``'s socket straight, or None where
-    it cannot be done (a stream not of anyio's trio backend).
+    it cannot be done (TLS, memory streams, wrappers, an asyncio stream
+    :func:`prepare_input` did not pace). An asyncio stream's input is taken
+    from its queue (:func:`~sota_dispatch.io.paced.queued_input`); what
+    follows is trio's.
 
     The first function takes up to ``max_bytes`` when the socket has input
     now, and returns None when it would have to wait, at the end of input
@@ -267,6 +119,8 @@ def ready_input(stream: object) -> ReadyInput | None:
     other socket error) is :class:`anyio.BrokenResourceError`, as from the
     ordinary receive.
     """
+    if type(stream).__module__ == "anyio._backends._asyncio":
+        return queued_input(stream)
     if type(stream).__module__ != "anyio._backends._trio" or not hasattr(stream, "extra"):
         return None
     raw = getattr(stream, "extra")(SocketAttribute.raw_socket, None)  # noqa: B009 - any anyio stream

@@ -9,7 +9,7 @@ import anyio.lowlevel
 import pytest
 
 from sota_dispatch import BufferedReader
-from sota_dispatch.io import transport
+from sota_dispatch.io import paced, transport
 from sota_dispatch.io.transport import input_queued
 from sota_dispatch.testing import tcp_stream_pair
 
@@ -59,7 +59,7 @@ async def test_a_stream_that_cannot_be_paced_is_read_as_asked(monkeypatch: pytes
     def refuse(kind: object) -> type:
         raise TypeError("object layout differs")
 
-    monkeypatch.setattr(transport, "_one_chunk", refuse)
+    monkeypatch.setattr(paced, "_one_chunk", refuse)
     data = bytes(range(256)) * 1024  # 256 KiB
     async with tcp_stream_pair() as (near, far):
         assert transport.prepare_input(far, 4 * KiB) == 4 * KiB

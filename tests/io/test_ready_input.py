@@ -65,7 +65,7 @@ async def test_only_trios_sockets_take_ready_input_so(anyio_backend_name: str) -
     async with tcp_stream_pair() as (near, far):
         ready = ready_input(far)
         if anyio_backend_name != "trio":
-            assert ready is None  # asyncio's streams take input where it arrives (inline_input)
+            assert ready is None  # asyncio's, not paced yet (io.paced: tests/io/test_queued_input.py)
             return
         assert ready is not None
         take = ready[0]
