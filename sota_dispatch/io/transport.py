@@ -11,7 +11,9 @@ back to the flusher, so a slow peer still never blocks the caller.
 
 This needs what anyio keeps private, so it is narrow and optional: a stream
 it does not recognise (memory streams, TLS, wrappers) simply has no
-non-blocking sender.
+non-blocking sender. The same holds for the input side here (what a stream
+read ahead, its read timeouts' alarm, trio's ready input, handing a socket
+over) and in :mod:`sota_dispatch.io.paced` (asyncio's read-ahead, paced).
 """
 
 from __future__ import annotations
