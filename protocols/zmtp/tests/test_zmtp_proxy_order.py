@@ -54,7 +54,7 @@ def echo_after(gate: threading.Event) -> Callable[[list[bytes]], list[bytes] | N
 
 
 def pipelined_in_order(address: str, first_window_out: threading.Event) -> list[tuple[int, int]]:
-    """Send MESSAGES numbered 1 KiB messages, WINDOW in flight; return the
+    """Send MESSAGES numbered messages of SIZE bytes, WINDOW in flight; return the
     (position, number) of every reply that came out of order."""
     ctx: Context = zmq.Context()
     try:
