@@ -23,7 +23,7 @@ from typing import Any
 import anyio.lowlevel
 from anyio import BrokenResourceError, ClosedResourceError, EndOfStream
 
-__all__ = ["FAIR_SHARE", "FAIR_SLICE", "ReadyInput", "inline_input", "prepare_input", "queued_input"]
+__all__ = ["FAIR_SHARE", "FAIR_SLICE", "FairSlice", "ReadyInput", "inline_input", "prepare_input", "queued_input"]
 
 #: A chunk taken inline, or handed to a waiting task, at least this large
 #: suggests more waits in the socket: reading pauses until the next loop
@@ -39,6 +39,31 @@ FAIR_SHARE = 65536
 #: it yields to the other tasks (trio's sockets, asyncio's queue: see
 #: :func:`~sota_dispatch.io.transport.ready_input`).
 FAIR_SLICE = 0.001
+
+
+class FairSlice:
+    """When a connection taking input that needed no wait yields to the
+    other tasks: once per :data:`FAIR_SLICE` of such input, as an event
+    loop lets a connection handle what one wake-up read. A wait yields
+    anyway and begins a new slice. ``yield_shielded`` is the backend's
+    uncancellable yield (the chunk is taken by then)."""
+
+    __slots__ = ("_began", "_yield")
+
+    def __init__(self, yield_shielded: Callable[[], Awaitable[object]]) -> None:
+        self._yield = yield_shielded
+        self._began = monotonic()
+
+    def waited(self) -> None:
+        """The caller waits (or waited) for input, and so yields."""
+        self._began = monotonic()
+
+    async def took(self) -> None:
+        """Input was taken without a wait: yield if the slice is over."""
+        now = monotonic()
+        if now - self._began >= FAIR_SLICE:
+            self._began = now
+            await self._yield()
 
 
 class _OneChunk:
@@ -214,8 +239,7 @@ def queued_input(stream: object) -> ReadyInput | None:
     paced: Any = protocol  # anyio's, paced: its queue and event are there
     queue, event = paced.read_queue, paced.read_event
     checkpoint_if_cancelled = anyio.lowlevel.checkpoint_if_cancelled
-    yield_shielded = anyio.lowlevel.cancel_shielded_checkpoint
-    slice_began = monotonic()
+    fair = FairSlice(anyio.lowlevel.cancel_shielded_checkpoint)
 
     def take(max_bytes: int) -> bytes:
         chunk: bytes = queue.popleft()
@@ -227,20 +251,15 @@ def queued_input(stream: object) -> ReadyInput | None:
         return chunk
 
     async def take_ready(max_bytes: int) -> bytes | None:
-        nonlocal slice_began
         if not queue or not queue[0]:  # nothing, or a taker's hand-on (b""): the wait returns it
-            slice_began = monotonic()  # the caller waits, and so yields
+            fair.waited()
             return None
         await checkpoint_if_cancelled()
         chunk = take(max_bytes)
-        now = monotonic()
-        if now - slice_began >= FAIR_SLICE:
-            slice_began = now
-            await yield_shielded()  # uncancellable: the chunk is taken
+        await fair.took()
         return chunk
 
     async def wait_and_take(max_bytes: int) -> bytes:
-        nonlocal slice_began
         if not event.is_set() and not transport.is_closing() and not paced.is_at_eof:
             if not transport.is_reading():
                 transport.resume_reading()
@@ -249,7 +268,7 @@ def queued_input(stream: object) -> ReadyInput | None:
                 await event.wait()
             finally:
                 paced.sota_waiting = False
-            slice_began = monotonic()
+            fair.waited()
         else:
             await checkpoint_if_cancelled()
         if queue:

@@ -23,13 +23,12 @@ import os
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from time import monotonic
 from typing import Any
 
 from anyio import BrokenResourceError
 from anyio.abc import SocketAttribute
 
-from .paced import FAIR_SHARE, FAIR_SLICE, ReadyInput, inline_input, prepare_input, queued_input
+from .paced import FAIR_SHARE, FAIR_SLICE, FairSlice, ReadyInput, inline_input, prepare_input, queued_input
 from .senders import AsyncioSender, NowaitSender, TrioSender
 from .timeouts import InputAlarm
 
@@ -132,11 +131,10 @@ def ready_input(stream: object) -> ReadyInput | None:
     if not isinstance(raw, socket.socket) or lowlevel is None or closed is None:
         return None
     checkpoint_if_cancelled = lowlevel.checkpoint_if_cancelled
-    yield_shielded = lowlevel.cancel_shielded_checkpoint
+    fair = FairSlice(lowlevel.cancel_shielded_checkpoint)
     wait_readable = lowlevel.wait_readable
     recv = raw.recv
     ordinary: Callable[[int], Awaitable[bytes]] = getattr(stream, "receive")  # noqa: B009
-    slice_began = monotonic()
 
     def take(max_bytes: int) -> bytes | None:
         try:
@@ -149,20 +147,15 @@ def ready_input(stream: object) -> ReadyInput | None:
             raise BrokenResourceError from exc
 
     async def take_ready(max_bytes: int) -> bytes | None:
-        nonlocal slice_began
         await checkpoint_if_cancelled()
         data = take(max_bytes)
         if data is None:
-            slice_began = monotonic()  # the caller waits, and so yields
+            fair.waited()
             return None
-        now = monotonic()
-        if now - slice_began >= FAIR_SLICE:
-            slice_began = now
-            await yield_shielded()  # uncancellable: the chunk is taken
+        await fair.took()
         return data
 
     async def wait_and_take(max_bytes: int) -> bytes:
-        nonlocal slice_began
         # Readable yet nothing taken: rare, or the end of input (readable
         # at once); a few rounds, then the ordinary receive says which.
         for _ in range(3):
@@ -174,7 +167,7 @@ def ready_input(stream: object) -> ReadyInput | None:
                 break
             data = take(max_bytes)
             if data is not None:
-                slice_began = monotonic()
+                fair.waited()
                 return data
         return await ordinary(max_bytes)
 

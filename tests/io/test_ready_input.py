@@ -17,7 +17,7 @@ import sniffio
 from anyio.abc import SocketAttribute
 
 from sota_dispatch import BufferedReader
-from sota_dispatch.io import transport
+from sota_dispatch.io import paced
 from sota_dispatch.io.transport import ReadyInput, ready_input
 from sota_dispatch.testing import tcp_stream_pair
 
@@ -234,7 +234,7 @@ async def test_the_fair_slice_bounds_the_turn(anyio_backend_name: str, monkeypat
             tg.start_soon(tick)
             turns = {}
             for fair_slice in (3600.0, 0.0):
-                monkeypatch.setattr(transport, "FAIR_SLICE", fair_slice)
+                monkeypatch.setattr(paced, "FAIR_SLICE", fair_slice)
                 turns[fair_slice] = 0
                 for _ in range(20):
                     await near.send(b"x")
