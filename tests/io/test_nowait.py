@@ -12,6 +12,7 @@ from anyio.abc import SocketStream
 
 from sota_dispatch import BufferedWriter, Dispatcher, Outbox
 from sota_dispatch.config import parse_config
+from sota_dispatch.io.outbox import FLUSH_EVERY
 from sota_dispatch.io.transport import nowait_sender
 from sota_dispatch.testing import memory_stream_pair, running_proxy, serving, tcp_stream_pair
 
@@ -205,7 +206,7 @@ def test_outside_a_batch_a_write_is_flushed_soon() -> None:
 def test_a_batch_flushes_each_connection_once_at_its_end() -> None:
     outbox, a, b = Outbox(), Recorder(), Recorder()
     outbox.begin()
-    for _ in range(100):
+    for _ in range(FLUSH_EVERY - 2):
         outbox.add(conn(a))
     outbox.add(conn(b))
     assert a.calls == b.calls == []
@@ -214,6 +215,47 @@ def test_a_batch_flushes_each_connection_once_at_its_end() -> None:
     outbox.begin()
     outbox.end()
     assert a.calls == ["now"]  # a batch that wrote nothing flushes nothing
+
+
+def test_a_long_batch_flushes_what_it_wrote_every_flush_every_writes() -> None:
+    """The first requests of a long batch leave while the rest are still
+    being made, so the upstream works while the proxy does."""
+    outbox, a, b = Outbox(), Recorder(), Recorder()
+    assert outbox.flush_every == FLUSH_EVERY
+    outbox.flush_every = 10
+    outbox.begin()
+    for _ in range(9):
+        outbox.add(conn(a))
+    assert a.calls == []
+    outbox.add(conn(b))  # the tenth write: both written to so far leave
+    assert a.calls == b.calls == ["now"]
+    for _ in range(15):
+        outbox.add(conn(a))  # ten more: a again; five after that wait for the end
+    assert (a.calls, b.calls) == (["now", "now"], ["now"])
+    outbox.end()
+    assert (a.calls, b.calls) == (["now", "now", "now"], ["now"])
+
+
+def test_a_long_batch_to_many_connections_still_sends_once_to_each() -> None:
+    """Answers to many clients, each written once: an early flush sends
+    each one's answer sooner, not more often."""
+    outbox, clients = Outbox(), [Recorder() for _ in range(3 * FLUSH_EVERY + 5)]
+    with outbox:
+        for client in clients:
+            outbox.add(conn(client))
+        assert sum(c.calls == ["now"] for c in clients) == 3 * FLUSH_EVERY  # the rest wait for the end
+    assert all(c.calls == ["now"] for c in clients)
+
+
+def test_the_count_of_writes_starts_again_with_each_batch() -> None:
+    outbox, a = Outbox(), Recorder()
+    outbox.flush_every = 4
+    for batch in (1, 2):
+        with outbox:
+            for _ in range(3):
+                outbox.add(conn(a))
+            assert a.calls == ["now"] * (batch - 1)  # 3 writes: below 4, in either batch
+        assert a.calls == ["now"] * batch
 
 
 def test_only_the_outermost_end_flushes() -> None:
