@@ -27,11 +27,11 @@ RequestHandler = Callable[[Any], "bytes | None"]
 #: once, the rest with the batch (once per batch). A client that pipelines
 #: (100 requests in flight on one connection) then reads and sends again
 #: while the service answers the rest, instead of the two taking turns
-#: over the whole batch: the bolt echo went 0.6M -> 1.0M requests a second
-#: at 100 in flight, dubbo 0.33-0.36M -> 0.43-0.48M (compiled,
-#: bench/proxy_bench.py's direct column). Once, not every 48: with 1,000
-#: in flight the two overlap already, and a send per 48 replies cost dubbo
-#: a tenth there, one per batch nothing measurable.
+#: over the whole batch: the compiled bolt echo at 100 in flight went from
+#: 405-458k to 563-603k requests a second, dubbo from 245-283k to
+#: 287-397k (bench/xprotocol_bench.py, per event loop). Once, not every
+#: 48: with 1,000 in flight the two overlap already, and a send per 48
+#: replies cost dubbo a tenth there, one per batch nothing measurable.
 EARLY_REPLIES: Final = 48
 
 
