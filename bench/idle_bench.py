@@ -15,9 +15,13 @@ connections, or a flood meant to exhaust memory: the listener holds them
 as bare sockets until their first bytes); ``spoke`` connections each send
 one request and read its answer first, then go idle (what long-lived
 clients look like between requests: each has its task, stream and
-dispatcher). ``parked``: as ``spoke``, with ``--park-idle-after 1s`` on
-the measured server: measured once they have been idle long enough to
-park (the listener gives each back its task, stream and buffers).
+dispatcher; run with ``--park-idle-after 0``). ``parked``: as ``spoke``,
+with ``--park-idle-after 0.2`` on the measured server: measured once they
+have been idle long enough to park (the listener gives each back its
+task, stream and buffers). By default the serve command and the proxy
+park a connection idle for 30 s (``DEFAULT_PARK_IDLE_AFTER``): an idle
+connection costs what ``spoke`` shows until then, what ``parked`` shows
+after.
 
 Protocols without a handshake only (simple_line, bolt, dubbo): a ZMTP
 connection that never greets is closed by the handshake timeout, as it
@@ -38,6 +42,7 @@ from pathlib import Path
 from proxy_bench import sample_request
 
 from harness import machine_lines, positive_int, publish, report_head, source_line, start_serve, version
+from sota_dispatch.protocol.server import DEFAULT_PARK_IDLE_AFTER
 
 HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -118,7 +123,8 @@ async def speak_once(socks: list[socket.socket], request: bytes) -> None:
 async def measure(protocol: str, target: str, scenario: str, count: int) -> tuple[int, int]:
     """(RSS before, RSS after) of the measured server, KiB."""
     common = ["--protocol", protocol, "--listen", f"{HOST}:0", "--max-connections", "0"]
-    parks = ["--park-idle-after", f"{PARK_AFTER}"] if scenario == "parked" else []
+    # Not parked, whatever the default: "spoke" is what a served connection costs.
+    parks = ["--park-idle-after", f"{PARK_AFTER}" if scenario == "parked" else "0"]
     procs = []
     try:
         backend, backend_port = await start_serve(
@@ -140,10 +146,10 @@ async def measure(protocol: str, target: str, scenario: str, count: int) -> tupl
         fds = open_fds(measured.pid)
         # parked: each batch parks before the next speaks (clients whose
         # activity is spread out, as long-lived ones' is: few served at once).
-        socks = await connect_idle(port, count, spoken, 3 * PARK_AFTER if parks else 0.0)
+        socks = await connect_idle(port, count, spoken, 3 * PARK_AFTER if scenario == "parked" else 0.0)
         await wait_held(measured.pid, fds + count, 120)
         await asyncio.sleep(1.0)  # let the last connections' tasks reach their first read
-        if parks:
+        if scenario == "parked":
             # Parked after PARK_AFTER idle (sweeps every PARK_AFTER / 2 s); and
             # the proxy's timer heap drops its finished requests (each holds
             # its client connection's objects) only at their deadline: the
@@ -188,7 +194,8 @@ def report(rows: list[tuple[str, str, str, int, int]], args: argparse.Namespace)
         "- silent: the connections send nothing (so the proxy opens no upstream connection); "
         "spoke: each sends one small request (proxy_bench's) and reads its answer, then all sit idle "
         "(the proxy's simple_line clients then hold an upstream connection each: "
-        "pipelined pools are per client; bolt and dubbo share a multiplexed one); "
+        "pipelined pools are per client; bolt and dubbo share a multiplexed one), both servers run "
+        "with --park-idle-after 0 (what a connection costs while it is served); "
         f"parked: as spoke, the measured server run with --park-idle-after {PARK_AFTER:g}, "
         f"each batch left {3 * PARK_AFTER:g} s to park before the next speaks (few served at once, "
         f"as with long-lived clients whose calls are spread out), measured {PARKED_WAIT:g} s after the "
@@ -196,6 +203,9 @@ def report(rows: list[tuple[str, str, str, int, int]], args: argparse.Namespace)
         "lets go of them)",
         "- RSS = VmRSS of the measured server, read before the connections and once it holds them all "
         "(its descriptors) and a second has passed",
+        f"- by default the serve command and the proxy's listeners park a connection idle for "
+        f"{DEFAULT_PARK_IDLE_AFTER:g} s: an idle connection costs what `parked` shows once that long idle, "
+        "what `spoke` shows before",
         "",
         "## Results",
         "",

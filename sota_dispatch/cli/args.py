@@ -10,7 +10,7 @@ from typing import NoReturn
 from ..config import parse_duration
 from ..config.values import size
 from ..errors import ConfigError
-from ..protocol.server import DEFAULT_MAX_CONNECTIONS
+from ..protocol.server import DEFAULT_MAX_CONNECTIONS, DEFAULT_PARK_IDLE_AFTER
 
 __all__ = [
     "DEFAULT_GC_THRESHOLD",
@@ -179,7 +179,7 @@ def parser(prog: str = "python -m sota_dispatch.serve") -> argparse.ArgumentPars
         type=seconds,
         metavar="SECONDS",
         help="park a connection idle this long: its task and buffers are freed until it speaks again "
-        "(default: never; protocols whose clients speak first, not zmtp)",
+        f"(default {DEFAULT_PARK_IDLE_AFTER:g}; 0: never; protocols whose clients speak first, not zmtp)",
     )
     p.add_argument("--tls-cert", metavar="FILE", help="serve over TLS with this certificate chain (PEM; local service)")
     p.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")

@@ -32,7 +32,7 @@ from ..io.tls import ServerTLS
 from ..logs import plural
 from ..protocol.options import Option, OptionPlace
 from ..protocol.registry import ProtocolInfo, available_protocols, get_protocol
-from ..protocol.server import DEFAULT_MAX_CONNECTIONS, Server
+from ..protocol.server import DEFAULT_MAX_CONNECTIONS, DEFAULT_PARK_IDLE_AFTER, Server
 from ..proxy.proxy import Proxy
 from .args import DEFAULT_LISTEN, UsageError
 
@@ -207,7 +207,7 @@ def proxy_config(args: argparse.Namespace) -> ProxyConfig | None:
                 max_connections=max_connections,
                 frame_timeout=timeouts.frame,
                 idle_timeout=timeouts.idle,
-                park_idle_after=args.park_idle_after or None,
+                park_idle_after=args.park_idle_after,  # None: the listener's default; 0: never
             ),
         )
     if args.check_config:
@@ -332,8 +332,11 @@ class ServicePlan:
             return Proxy(config, sockets=sockets, source=source, source_name=self.args.config)
         assert self.info is not None
         max_connections, timeouts = limits(self.args)
-        park = self.args.park_idle_after or None
-        if park is not None and getattr(self.info.factory, "speaks_first", None) is not False:
+        park = self.args.park_idle_after
+        parks = getattr(self.info.factory, "speaks_first", None) is False
+        if park is None:
+            park = DEFAULT_PARK_IDLE_AFTER if parks else None
+        elif park and not parks:
             raise UsageError(f"--park-idle-after: {self.info.name}'s clients do not speak first, so it cannot park")
         try:
             return Server(
@@ -346,7 +349,7 @@ class ServicePlan:
                 timeouts=timeouts,
                 tls=service_tls(self.args),
                 sockets=None if sockets is None else sockets.get(SERVICE_KEY, ()),
-                park_idle_after=park,
+                park_idle_after=park or None,
             )
         except ValueError as exc:
             raise UsageError(f"--option {exc}") from None

@@ -298,9 +298,12 @@ class LimitsConfig:
     frame_timeout: float | None = attrs.field(default=DEFAULT_TIMEOUTS.frame, validator=_MAYBE_SECONDS)
     #: Seconds idle (between requests, nothing in flight) before a client
     #: connection parks: its task, buffers and per-client upstream
-    #: connections are freed until it speaks again (None or 0: never).
-    #: Listeners whose clients speak first only (not ZMTP).
-    park_idle_after: float | None = attrs.field(default=None, validator=_MAYBE_SECONDS)
+    #: connections are freed until it speaks again (0: never; None, the
+    #: default: ``DEFAULT_PARK_IDLE_AFTER``, 30 s, where connections can
+    #: park). Listeners whose clients speak first only (not ZMTP).
+    park_idle_after: float | None = attrs.field(
+        default=None, validator=cv.Rule(cv.duration, optional=True, allow_zero=True, kind="seconds (a number)")
+    )
 
 
 @attrs.frozen

@@ -33,7 +33,7 @@ from .moving import Moving
 from .parking import Parking
 from .registry import DispatcherFactory
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_TIMEOUTS", "Server"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_PARK_IDLE_AFTER", "DEFAULT_TIMEOUTS", "Server"]
 
 #: Connections a listener serves at once unless told otherwise: a bound
 #: every server needs (idle connections cost memory and descriptors), far
@@ -42,6 +42,15 @@ DEFAULT_MAX_CONNECTIONS = 10_000
 #: The read timeouts of a listener unless told otherwise (30 s to send each
 #: request, 1 h idle), as the proxy's listeners have by default.
 DEFAULT_TIMEOUTS = ReadTimeouts()
+#: Seconds idle before a connection parks where the serve command and the
+#: proxy's listeners park unless told otherwise (a :class:`Server` of your
+#: own parks only when given ``park_idle_after``). A served connection costs
+#: 17-23 KiB and a parked one 2-6 (bench/IDLE_RESULTS.md); 30 s keeps the
+#: cost of a park and of taking the connection back (a new task, stream
+#: and buffers: 0.14-0.22 ms more on the first round trip after, measured
+#: on a local simple_line service) off any client that calls more often
+#: than twice a minute.
+DEFAULT_PARK_IDLE_AFTER = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +94,8 @@ class Server(Moving):
     ``park_idle_after``: seconds after which an idle connection whose
     dispatcher can say how to go on goes back to waiting there, its task
     and buffers freed (see :mod:`~sota_dispatch.protocol.parking`; None,
-    the default: never). Needs ``wait_for_first_bytes``.
+    the default here: never; the serve command and the proxy's listeners
+    pass ``DEFAULT_PARK_IDLE_AFTER``, 30 s). Needs ``wait_for_first_bytes``.
     """
 
     def __init__(

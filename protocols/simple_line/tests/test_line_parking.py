@@ -17,7 +17,10 @@ import anyio
 import pytest
 from simple_line_support import Client, backends, config, proxy_for
 
+from sota_dispatch.cli.args import parser
+from sota_dispatch.cli.build import ServicePlan, proxy_config
 from sota_dispatch.config import parse_config
+from sota_dispatch.protocol.server import DEFAULT_PARK_IDLE_AFTER
 from sota_dispatch.proxy import Proxy
 from sota_dispatch.testing import connect
 
@@ -96,8 +99,32 @@ async def test_clients_that_pause_at_random_get_only_their_own_answers() -> None
         assert proxy.listeners[0].server.connections_parked > 8
 
 
+async def test_a_listener_parks_after_the_default_unless_told_never() -> None:
+    async with backends("A") as up:
+        async with proxy_for(config([up[0][1]])) as proxy:
+            assert proxy.listeners[0].server.park_idle_after == DEFAULT_PARK_IDLE_AFTER == 30.0
+        async with proxy_for(parking(up[0][1], "0")) as proxy:
+            assert proxy.listeners[0].server.park_idle_after is None
+
+
+def test_the_serve_command_parks_a_local_service_after_the_default_unless_told_never() -> None:
+    def built(*flags: str) -> Any:
+        return ServicePlan.from_args(parser().parse_args(["--protocol", "simple_line", *flags])).build()
+
+    assert built().park_idle_after == DEFAULT_PARK_IDLE_AFTER
+    assert built("--park-idle-after", "0").park_idle_after is None
+    assert built("--park-idle-after", "2.5").park_idle_after == 2.5
+    # Through the proxy the command builds: the listener's default, or never.
+    upstream = ["--upstream", "127.0.0.1:1"]
+    assert proxy_config(parser().parse_args(["--protocol", "simple_line", *upstream])) is not None
+    for flags, limit in (([], None), (["--park-idle-after", "0"], 0.0)):
+        document = proxy_config(parser().parse_args(["--protocol", "simple_line", *upstream, *flags]))
+        assert document is not None
+        assert document.listeners[0].limits.park_idle_after == limit
+
+
 async def test_a_reload_turns_parking_on_and_off() -> None:
-    async with backends("A") as up, proxy_for(config([up[0][1]])) as proxy:
+    async with backends("A") as up, proxy_for(parking(up[0][1], "0")) as proxy:
         server = proxy.listeners[0].server
         assert server.park_idle_after is None
         async with await connect(proxy.addresses["lines"]) as stream:
@@ -106,7 +133,7 @@ async def test_a_reload_turns_parking_on_and_off() -> None:
             await proxy.apply(parse_config(parking(up[0][1])))  # on: the open connection parks too
             await until(parked(proxy))
             assert await c.call(b"n=2") == [b"A:n=2"]
-            await proxy.apply(parse_config(config([up[0][1]])))  # off again
+            await proxy.apply(parse_config(parking(up[0][1], "0")))  # off again
             assert server.park_idle_after is None
             parking_ = server._parking
             assert parking_ is not None

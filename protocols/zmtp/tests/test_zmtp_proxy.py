@@ -25,6 +25,8 @@ from anyio.abc import ByteStream, SocketAttribute, SocketStream
 from zmtp_support import RawPeer, connect, in_thread, ready, v3_greeting, zsocket
 
 from sota_dispatch import PIECE_FROM
+from sota_dispatch.cli.args import UsageError, parser
+from sota_dispatch.cli.build import ServicePlan
 from sota_dispatch.config import parse_config
 from sota_dispatch.logs import JsonFormatter
 from sota_dispatch.testing import running_proxy, without_ref
@@ -410,6 +412,31 @@ async def test_park_idle_after_on_a_zmtp_listener_is_ignored_with_a_warning(capl
         async with running_proxy(parse_config(document)) as proxy:
             assert proxy.listeners[0].server.park_idle_after is None
     assert "park_idle_after ignored: zmtp's server speaks first" in caplog.text
+
+
+async def test_a_zmtp_listener_left_at_the_default_does_not_park_and_says_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Parking is on by default where connections can park; a ZMTP
+    listener cannot, and its operator asked for nothing: no warning."""
+    document = {
+        "listeners": [{"name": "zmtp", "address": "127.0.0.1:0", "protocol": "zmtp", "routes": [{"cluster": "echo"}]}],
+        "clusters": [{"name": "echo", "endpoints": ["127.0.0.1:1"]}],
+    }
+    with caplog.at_level("WARNING", logger="sota_dispatch.proxy.listener"):
+        async with running_proxy(parse_config(document)) as proxy:
+            assert proxy.listeners[0].server.park_idle_after is None
+    assert "park_idle_after" not in caplog.text
+
+
+def test_the_serve_command_does_not_park_zmtp_and_refuses_to_be_told_to() -> None:
+    def built(*flags: str) -> Any:
+        return ServicePlan.from_args(parser().parse_args(["--protocol", "zmtp", *flags])).build()
+
+    assert built().park_idle_after is None
+    assert built("--park-idle-after", "0").park_idle_after is None
+    with pytest.raises(UsageError, match="cannot park"):
+        built("--park-idle-after", "5")
 
 
 async def test_an_idle_clients_ping_gets_its_pong_from_the_proxy() -> None:
