@@ -18,10 +18,13 @@ clients look like between requests: each has its task, stream and
 dispatcher; run with ``--park-idle-after 0``). ``parked``: as ``spoke``,
 with ``--park-idle-after 0.2`` on the measured server: measured once they
 have been idle long enough to park (the listener gives each back its
-task, stream and buffers). By default the serve command and the proxy
-park a connection idle for 30 s (``DEFAULT_PARK_IDLE_AFTER``): an idle
-connection costs what ``spoke`` shows until then, what ``parked`` shows
-after.
+task, stream and buffers), each batch parking before the next speaks
+(long-lived clients whose calls are spread out). ``burst``: as ``parked``,
+but all speak at once, then park together: what is left of a burst of
+that many served at once (RSS keeps what the allocator does not give
+back). By default the serve command and the proxy park a connection idle
+for 30 s (``DEFAULT_PARK_IDLE_AFTER``): an idle connection costs what
+``spoke`` shows until then, what ``parked`` or ``burst`` shows after.
 
 Protocols without a handshake only (simple_line, bolt, dubbo): a ZMTP
 connection that never greets is closed by the handshake timeout, as it
@@ -124,7 +127,8 @@ async def measure(protocol: str, target: str, scenario: str, count: int) -> tupl
     """(RSS before, RSS after) of the measured server, KiB."""
     common = ["--protocol", protocol, "--listen", f"{HOST}:0", "--max-connections", "0"]
     # Not parked, whatever the default: "spoke" is what a served connection costs.
-    parks = ["--park-idle-after", f"{PARK_AFTER}" if scenario == "parked" else "0"]
+    parking = scenario in ("parked", "burst")
+    parks = ["--park-idle-after", f"{PARK_AFTER}" if parking else "0"]
     procs = []
     try:
         backend, backend_port = await start_serve(
@@ -138,7 +142,7 @@ async def measure(protocol: str, target: str, scenario: str, count: int) -> tupl
             )
             procs.append(measured)
         request = request_bytes(protocol)
-        spoken = request if scenario in ("spoke", "parked") else None
+        spoken = request if scenario != "silent" else None
         warm = await connect_idle(port, 100, spoken)  # the first connections' one-time costs
         await wait_held(measured.pid, 100, 30)
         await asyncio.sleep(0.5)
@@ -149,7 +153,7 @@ async def measure(protocol: str, target: str, scenario: str, count: int) -> tupl
         socks = await connect_idle(port, count, spoken, 3 * PARK_AFTER if scenario == "parked" else 0.0)
         await wait_held(measured.pid, fds + count, 120)
         await asyncio.sleep(1.0)  # let the last connections' tasks reach their first read
-        if scenario == "parked":
+        if parking:
             # Parked after PARK_AFTER idle (sweeps every PARK_AFTER / 2 s); and
             # the proxy's timer heap drops its finished requests (each holds
             # its client connection's objects) only at their deadline: the
@@ -200,7 +204,7 @@ def report(rows: list[tuple[str, str, str, int, int]], args: argparse.Namespace)
         f"each batch left {3 * PARK_AFTER:g} s to park before the next speaks (few served at once, "
         f"as with long-lived clients whose calls are spread out), measured {PARKED_WAIT:g} s after the "
         "last (the proxy's finished requests then past their 15 s route timeout, when its timer heap "
-        "lets go of them)",
+        "lets go of them); burst: as parked, but all speak at once and park together",
         "- RSS = VmRSS of the measured server, read before the connections and once it holds them all "
         "(its descriptors) and a second has passed",
         f"- by default the serve command and the proxy's listeners park a connection idle for "
@@ -225,11 +229,16 @@ def report(rows: list[tuple[str, str, str, int, int]], args: argparse.Namespace)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--protocols", default="simple_line,bolt,dubbo", help="comma-separated (no ZMTP)")
-    parser.add_argument("--scenarios", default="silent,spoke,parked", help="comma-separated: silent, spoke, parked")
+    parser.add_argument(
+        "--scenarios", default="silent,spoke,parked,burst", help="comma-separated: silent, spoke, parked, burst"
+    )
     parser.add_argument("--connections", type=positive_int, default=10_000, help="idle connections (10,000)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 500 connections; no report")
     parser.add_argument("--output", default=str(HERE / "IDLE_RESULTS.md"), help="report path, '-' for none")
     args = parser.parse_args()
+    unknown = set(args.scenarios.split(",")) - {"silent", "spoke", "parked", "burst"}
+    if unknown:
+        parser.error(f"--scenarios: unknown {', '.join(sorted(unknown))}")
     if args.quick:
         args.connections, args.output = 500, "-"
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

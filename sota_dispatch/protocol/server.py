@@ -45,7 +45,7 @@ DEFAULT_TIMEOUTS = ReadTimeouts()
 #: Seconds idle before a connection parks where the serve command and the
 #: proxy's listeners park unless told otherwise (a :class:`Server` of your
 #: own parks only when given ``park_idle_after``). A served connection costs
-#: 17-23 KiB and a parked one 2-6 (bench/IDLE_RESULTS.md); 30 s keeps the
+#: 19-25 KiB and a parked one 3-4 (bench/IDLE_RESULTS.md); 30 s keeps the
 #: cost of a park and of taking the connection back (a new task, stream
 #: and buffers: 0.14-0.22 ms more on the first round trip after, measured
 #: on a local simple_line service) off any client that calls more often
