@@ -12,7 +12,7 @@ from anyio.abc import SocketStream
 
 from sota_dispatch import BufferedWriter, Dispatcher, Outbox
 from sota_dispatch.config import parse_config
-from sota_dispatch.io.outbox import FLUSH_EVERY
+from sota_dispatch.io.outbox import FLUSH_BYTES, FLUSH_EVERY
 from sota_dispatch.io.transport import nowait_sender
 from sota_dispatch.testing import memory_stream_pair, running_proxy, serving, tcp_stream_pair
 
@@ -177,12 +177,21 @@ def test_another_anyios_internals_mean_no_nowait_sender() -> None:
 # -- the outbox ----------------------------------------------------------------
 
 
-class Recorder:
-    """Stands in for a connection: records which flush the outbox asked for."""
+class Held:
+    """Stands in for a connection's writer: the bytes it holds."""
 
-    def __init__(self, outbox: Outbox | None = None, then: Recorder | None = None) -> None:
+    def __init__(self, pending: int) -> None:
+        self.pending = pending
+
+
+class Recorder:
+    """Stands in for a connection: records which flush the outbox asked for.
+    Its writer holds ``FLUSH_BYTES`` (enough for an early flush on its own)."""
+
+    def __init__(self, outbox: Outbox | None = None, then: Recorder | None = None, held: int = FLUSH_BYTES) -> None:
         self.calls: list[str] = []
         self._outbox, self._then = outbox, then
+        self.writer = Held(held)
 
     def flush_soon(self) -> None:
         self.calls.append("soon")
@@ -245,6 +254,28 @@ def test_a_long_batch_to_many_connections_still_sends_once_to_each() -> None:
             outbox.add(conn(client))
         assert sum(c.calls == ["now"] for c in clients) == 3 * FLUSH_EVERY  # the rest wait for the end
     assert all(c.calls == ["now"] for c in clients)
+
+
+def test_an_early_flush_waits_until_the_connections_hold_flush_bytes() -> None:
+    """48 small messages are not worth a send of their own: the batch
+    writes on and looks again after ``flush_every`` more writes."""
+    outbox = Outbox()
+    assert outbox.flush_bytes == FLUSH_BYTES
+    outbox.flush_every = 10
+    a, b = Recorder(held=FLUSH_BYTES // 2 - 1), Recorder(held=0)
+    with outbox:
+        for _ in range(10):
+            outbox.add(conn(a))
+        assert a.calls == []  # 10 writes, but short of FLUSH_BYTES
+        a.writer.pending = FLUSH_BYTES // 2
+        outbox.add(conn(b))
+        for _ in range(8):
+            outbox.add(conn(a))
+        assert a.calls == b.calls == []  # 9 writes since the last look
+        b.writer.pending = FLUSH_BYTES // 2
+        outbox.add(conn(a))  # the tenth: a and b together hold FLUSH_BYTES
+        assert a.calls == b.calls == ["now"]
+    assert a.calls == b.calls == ["now"]  # and nothing written since
 
 
 def test_the_count_of_writes_starts_again_with_each_batch() -> None:
