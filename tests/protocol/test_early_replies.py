@@ -34,15 +34,16 @@ class Watching(IdProto):
 async def pipeline(count: int) -> list[int]:
     """``count`` requests in one send; the writer's bytes held at each."""
     Watching.held = []
-    async with serving(Watching) as server, await testing.connect(server.address) as stream:
+    async with serving(Watching) as server:
         assert server.address is not None
-        await stream.send(b"".join(Frame.make(REQUEST, i, b"x").raw for i in range(count)))
-        codec, answers = IdCodec(1 << 20), []
-        with anyio.fail_after(10):
-            while len(answers) < count:
-                answers += codec.feed(await stream.receive())
-        assert [a.request_id for a in answers] == list(range(count))  # every answer, in order
-        assert [a.body for a in answers] == [b"X"] * count
+        async with await testing.connect(server.address) as stream:
+            await stream.send(b"".join(Frame.make(REQUEST, i, b"x").raw for i in range(count)))
+            codec, answers = IdCodec(1 << 20), list[Frame]()
+            with anyio.fail_after(10):
+                while len(answers) < count:
+                    answers += codec.feed(await stream.receive())
+            assert [a.request_id for a in answers] == list(range(count))  # every answer, in order
+            assert [a.body for a in answers] == [b"X"] * count
     return Watching.held
 
 
