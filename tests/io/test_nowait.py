@@ -177,11 +177,9 @@ def test_another_anyios_internals_mean_no_nowait_sender() -> None:
 # -- the outbox ----------------------------------------------------------------
 
 
-class Held:
-    """Stands in for a connection's writer: the bytes it holds."""
-
-    def __init__(self, pending: int) -> None:
-        self.pending = pending
+def hold(writer: BufferedWriter, size: int) -> None:
+    """Make ``writer`` hold ``size`` bytes (it never sends: nothing flushes it)."""
+    writer.write(b"\0" * (size - writer.pending))
 
 
 class Recorder:
@@ -191,7 +189,9 @@ class Recorder:
     def __init__(self, outbox: Outbox | None = None, then: Recorder | None = None, held: int = FLUSH_BYTES) -> None:
         self.calls: list[str] = []
         self._outbox, self._then = outbox, then
-        self.writer = Held(held)
+        # A real writer (the compiled outbox reads it as one), on a pipe nobody reads.
+        self.writer = BufferedWriter(memory_stream_pair()[0])
+        hold(self.writer, held)
 
     def flush_soon(self) -> None:
         self.calls.append("soon")
@@ -267,12 +267,12 @@ def test_an_early_flush_waits_until_the_connections_hold_flush_bytes() -> None:
         for _ in range(10):
             outbox.add(conn(a))
         assert a.calls == []  # 10 writes, but short of FLUSH_BYTES
-        a.writer.pending = FLUSH_BYTES // 2
+        hold(a.writer, FLUSH_BYTES // 2)
         outbox.add(conn(b))
         for _ in range(8):
             outbox.add(conn(a))
         assert a.calls == b.calls == []  # 9 writes since the last look
-        b.writer.pending = FLUSH_BYTES // 2
+        hold(b.writer, FLUSH_BYTES // 2)
         outbox.add(conn(a))  # the tenth: a and b together hold FLUSH_BYTES
         assert a.calls == b.calls == ["now"]
     assert a.calls == b.calls == ["now"]  # and nothing written since
