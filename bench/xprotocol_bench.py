@@ -180,16 +180,21 @@ def _bolt_pass(chunks: Sequence[bytes], headers: bool) -> int:
     return count if decoder.buffered == 0 else -1
 
 
-def _dubbo_pass(chunks: Sequence[bytes], invocation: bool) -> int:
-    """One decoder over the whole stream; the frames decoded (with
-    ``invocation``: those whose body decodes to the ``echo`` call)."""
+def _dubbo_pass(chunks: Sequence[bytes], body: str) -> int:
+    """One decoder over the whole stream; the frames decoded. ``body``:
+    "call" counts those whose :meth:`call` is the ``echo`` call, its
+    arguments' bytes taken as the echo takes them; "invocation" those whose
+    :meth:`invocation` is (the arguments built too); "" decodes no body."""
     decoder = dubbo.DubboDecoder()
     count = 0
     for chunk in chunks:
-        if invocation:
-            count += sum(1 for frame in decoder.feed(chunk) if frame.invocation().method == "echo")
+        frames = decoder.feed(chunk)
+        if body == "call":
+            count += sum(1 for frame in frames if frame.call().method == "echo" and frame.argument_bytes())
+        elif body == "invocation":
+            count += sum(1 for frame in frames if frame.invocation().method == "echo")
         else:
-            count += len(decoder.feed(chunk))
+            count += len(frames)
     decoder.check()
     return count if decoder.buffered == 0 else -1
 
@@ -253,15 +258,23 @@ def codec_cases(buffer_bytes: int) -> dict[str, CodecCase]:
             '`DubboDecoder.feed`, dubbo-ssl-python\'s captured `echo("hello")` call: the 16-byte header only',
             len(call),
             frames_of(call),
-            functools.partial(_dubbo_pass, dubbo_chunks, False),
+            functools.partial(_dubbo_pass, dubbo_chunks, ""),
+        ),
+        CodecCase(
+            "dubbo-call",
+            "the same, plus `frame.call()` and `frame.argument_bytes()`, as the echo does (the header "
+            "values and attachments decoded, the arguments walked over)",
+            len(call),
+            frames_of(call),
+            functools.partial(_dubbo_pass, dubbo_chunks, "call"),
         ),
         CodecCase(
             "dubbo-invocation",
-            "the same, plus `frame.invocation()` (the hessian2 body: version, path, method, arguments, "
-            "attachments), as the echo does",
+            "the same, plus `frame.invocation()` instead (the hessian2 body: version, path, method, "
+            "arguments, attachments, all built), as a service that reads its arguments does",
             len(call),
             frames_of(call),
-            functools.partial(_dubbo_pass, dubbo_chunks, True),
+            functools.partial(_dubbo_pass, dubbo_chunks, "invocation"),
         ),
         CodecCase(
             "hessian2-body",
@@ -698,7 +711,7 @@ def _decode_shares(decode: Sequence[DecodeSample], echo: Sequence[Sample], varia
 SOURCE = ("sota_dispatch", "protocols/xprotocol/sota_xprotocol")
 TITLE = "bolt and dubbo (sota_xprotocol): decode throughput and echo over one connection"
 #: The decode case whose cost an echo request of each protocol pays.
-DECODE_CASE = {"bolt": "bolt-anthunder", "dubbo": "dubbo-invocation"}
+DECODE_CASE = {"bolt": "bolt-anthunder", "dubbo": "dubbo-call"}
 
 
 def panels(

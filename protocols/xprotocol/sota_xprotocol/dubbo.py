@@ -197,9 +197,10 @@ class DubboFrame:
         return tuple(body[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1))
 
     def _check_invocation(self) -> None:
-        if not self.is_request or self.is_event:
+        flag = self.flag
+        if not flag & FLAG_REQUEST or flag & FLAG_EVENT:
             raise ValueError("only a request carries an invocation")
-        if self.serialization != HESSIAN2:
+        if flag & SERIALIZATION_MASK != HESSIAN2:
             raise ProtocolError(f"dubbo serialization {self.serialization} is not hessian2")
 
     def _decode_call(self) -> Call:
@@ -214,12 +215,10 @@ class DubboFrame:
             dubbo_version, path, version, method, descriptor = header
             _check_header(dubbo_version, path, version, method, descriptor)
             count = count_arguments(descriptor)
-            offsets = [reader.pos]
-            for index in range(count):
-                if reader.at_end:
-                    raise ProtocolError(f"descriptor {descriptor!r} wants {count} arguments, the body has {index}")
-                reader.skip()
-                offsets.append(reader.pos)
+            offsets = reader.skip_values(count)
+            if len(offsets) <= count:
+                found = len(offsets) - 1
+                raise ProtocolError(f"descriptor {descriptor!r} wants {count} arguments, the body has {found}")
             self._argument_offsets = offsets
             attachments = {} if reader.at_end else reader.value()
             if not reader.at_end:

@@ -29,6 +29,7 @@ from sota_xprotocol.hessian2 import (
     TypedMap,
     decode,
     decode_all,
+    decode_spans,
     encode,
     encode_long,
     skip,
@@ -423,3 +424,40 @@ def test_strings_read_one_by_one_are_what_was_written_whatever_their_characters(
     # general way: both must give the string back.
     reader = Reader(b"".join(encode(text) for text in texts) + encode(7))
     assert reader.values(len(texts) + 1) == [*texts, 7]
+
+
+#: Map keys and values as a Dubbo call's attachments hold them (short ASCII
+#: strings, taken by the map's own fast loop), mixed with what must leave
+#: that loop: non-ASCII and long strings, ints, nested maps, nulls.
+attachment_text = st.text(st.characters(max_codepoint=0x7F), max_size=31)
+long_ascii = st.text(st.characters(max_codepoint=0x7F), min_size=32, max_size=40)
+attachment_like = st.dictionaries(
+    attachment_text | st.text(max_size=40) | long_ascii,
+    attachment_text
+    | st.text(max_size=5)
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.none()
+    | st.dictionaries(attachment_text, attachment_text),
+    max_size=8,
+)
+
+
+@settings(max_examples=300)
+@given(attachment_like)
+def test_maps_of_short_strings_and_anything_else_round_trip_and_cut_anywhere_need_more(value: dict[Any, Any]) -> None:
+    data = encode(value)
+    assert decode(data) == (value, len(data))
+    assert Reader(data + data).values(2) == [value, value]
+    for cut in range(len(data)):
+        with pytest.raises((NeedMoreData, Hessian2Error)):
+            decode(data[:cut])
+
+
+@settings(max_examples=200)
+@given(st.lists(values, max_size=6), st.integers(min_value=0, max_value=8))
+def test_skip_values_gives_each_value_its_span_and_stops_at_the_end(items: list[Any], count: int) -> None:
+    data = b"".join(encode(item) for item in items)
+    spans = decode_spans(data)
+    offsets = Reader(data).skip_values(count)
+    walked = min(count, len(items))
+    assert offsets == [0, *(end for _, _, end in spans[:walked])]

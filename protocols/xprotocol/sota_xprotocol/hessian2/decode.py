@@ -126,6 +126,9 @@ class _Decoder:
                         return self.value()
                     self.pos = stop
                     return text
+            elif tag == 0x48:  # an untyped map (a Dubbo call's attachments), as value() would
+                self.pos = pos + 1
+                return self.map_(tag)
         return self.value()
 
     def int_value(self) -> int:
@@ -315,6 +318,28 @@ class _Decoder:
         if self.peek() != 0x5A:
             self.enter()
             try:
+                # Short ASCII keys with short ASCII values (a Dubbo call's
+                # attachments) in one tight loop, before the general one: a
+                # call per string was most of a map's cost in the pure build.
+                pos = self.pos
+                while pos < end:
+                    tag = data[pos]
+                    stop = pos + 1 + tag
+                    if tag > 0x1F or stop >= end or data[stop] > 0x1F:
+                        break
+                    after = stop + 1 + data[stop]
+                    if after > end:
+                        break
+                    try:
+                        key = data[pos + 1 : stop].decode("ascii")
+                        value = data[stop + 1 : after].decode("ascii")
+                    except UnicodeDecodeError:
+                        break
+                    result[key] = value
+                    pos = after
+                self.pos = pos
+                if len(result) > self.max_length:
+                    raise Hessian2Error(f"map larger than {self.max_length}")
                 while True:
                     pos = self.pos
                     if pos >= end:

@@ -234,6 +234,21 @@ class Reader:
         """Decode the next ``count`` values, fewer if the data ends first."""
         decoder = self._decoder
         values: list[Any] = []
+        # Short ASCII strings (a Dubbo call's five header values) in one
+        # tight loop first: in the pure build a call per string was most of
+        # their cost. Anything else ends the run and goes through item().
+        data, pos, end = decoder.data, decoder.pos, decoder.end
+        while len(values) < count and pos < end:
+            tag = data[pos]
+            stop = pos + 1 + tag
+            if tag > 0x1F or stop > end:
+                break
+            try:
+                values.append(data[pos + 1 : stop].decode("ascii"))
+            except UnicodeDecodeError:
+                break
+            pos = stop
+        decoder.pos = pos
         try:
             while len(values) < count and decoder.pos < decoder.end:
                 values.append(decoder.item())
@@ -249,3 +264,17 @@ class Reader:
             self._decoder.skip()
         except RecursionError:
             raise Hessian2Error("nesting too deep") from None
+
+    def skip_values(self, count: int) -> list[int]:
+        """Walk over the next ``count`` values, fewer if the data ends first;
+        return where each one started and where the last one ended (a Dubbo
+        call's arguments, passed on as their own bytes)."""
+        decoder = self._decoder
+        offsets = [decoder.pos]
+        try:
+            while len(offsets) <= count and decoder.pos < decoder.end:
+                decoder.skip()
+                offsets.append(decoder.pos)
+        except RecursionError:
+            raise Hessian2Error("nesting too deep") from None
+        return offsets
