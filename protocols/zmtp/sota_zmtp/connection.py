@@ -17,6 +17,7 @@ import anyio
 import attrs
 
 from sota_dispatch import CodecLoop, Dispatcher, ProtocolError
+from sota_dispatch.protocol.serving import EARLY_REPLIES
 
 from .engine import ZmtpEngine
 
@@ -85,12 +86,19 @@ async def pump(
     """
     engine = loop.codec
     assert isinstance(engine, ZmtpEngine)
+    writer = dispatcher.writer
     async for messages in loop:
         liveness.last_input = anyio.current_time()
         if messages:
             liveness.busy = True
-            for message in messages:
+            for delivered, message in enumerate(messages, 1):
                 await deliver(key, message)
+                if delivered == EARLY_REPLIES and writer.pending:
+                    # What the handlers answered this peer so far goes now,
+                    # the rest with the batch, as a local service's replies
+                    # do (see EARLY_REPLIES): a pipelining DEALER reads and
+                    # sends again meanwhile.
+                    writer.flush_nowait()
             liveness.busy = False
         if engine.peer_ttl is not None and not liveness.watched:
             liveness.watched = True
