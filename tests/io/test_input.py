@@ -4,12 +4,19 @@ chunk read ahead of the task (memory the buffer budget has to count)."""
 
 from __future__ import annotations
 
+import array
+import fcntl
+import socket
+import termios
+
 import anyio
 import anyio.lowlevel
 import pytest
+from anyio.abc import SocketAttribute
 
 from sota_dispatch import BufferedReader
 from sota_dispatch.io import paced, transport
+from sota_dispatch.io.reader import DEFAULT_READ_SIZE
 from sota_dispatch.io.transport import input_queued
 from sota_dispatch.testing import tcp_stream_pair
 
@@ -73,3 +80,31 @@ async def test_a_stream_that_cannot_be_paced_is_read_as_asked(monkeypatch: pytes
                     assert len(chunk) <= 4 * KiB
                     received += chunk
     assert received == data
+
+
+async def test_where_reads_take_what_they_ask_one_read_takes_up_to_the_default_read_size(
+    anyio_backend_name: str,
+) -> None:
+    # trio reads what it is asked for: at the default size one read takes
+    # all of 200 KiB that arrived, not 64 KiB of it (the trio broker read
+    # six times as often as uvloop's with the old 64 KiB).
+    if anyio_backend_name != "trio":
+        pytest.skip("asyncio's TCP streams hand over the event loop's chunks (the test above)")
+    assert 256 * KiB <= DEFAULT_READ_SIZE
+    data = bytes(range(256)) * (800)  # 200 KiB
+    async with tcp_stream_pair() as (near, far):
+        raw = far.extra(SocketAttribute.raw_socket)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024 * KiB)  # room for all of it at once
+        reader = BufferedReader(far)
+        await near.send(data)
+        with anyio.fail_after(10):
+            while arrived(raw) < len(data):  # noqa: ASYNC110 - the kernel's queue has no event
+                await anyio.sleep(0.005)
+        assert await reader.read_some() == data  # in one read
+
+
+def arrived(sock: socket.socket) -> int:
+    """Bytes the kernel holds for ``sock`` to read (FIONREAD)."""
+    count = array.array("i", [0])
+    fcntl.ioctl(sock.fileno(), termios.FIONREAD, count)
+    return count[0]
