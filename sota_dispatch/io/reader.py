@@ -29,15 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_READ_SIZE", "BufferedReader", "ReadTimeouts"]
 
-#: Bytes asked of the socket per receive; large reads are the first speed
-#: rule. It applies where a read takes what it asks for (trio, TLS, Unix
-#: sockets): anyio's asyncio TCP streams hand over the event loop's chunks
-#: whole (see :func:`~sota_dispatch.io.paced.prepare_input`), up to
-#: 256,000 bytes on uvloop. 256 KiB, not 64: reads of 64 KiB made the trio
-#: ZMTP broker read six times as often as uvloop's with 1 KiB messages and
-#: 1,000 in flight (5-9 % more CPU per message, as much of the pure trio
-#: echo at 1 KiB); a read allocates what it asks for only until it returns,
-#: so a connection holds what arrived, not the size asked.
+#: Bytes asked per receive where a read takes what it asks (trio, TLS); see design.rst.
 DEFAULT_READ_SIZE = 262144
 #: A frame clock that starts when the reader next waits for input: the rest
 #: of a pipelined frame is the peer's to send only once we ask for it, so the
