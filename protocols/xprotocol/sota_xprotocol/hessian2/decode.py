@@ -330,12 +330,15 @@ class _Decoder:
                     after = stop + 1 + data[stop]
                     if after > end:
                         break
+                    # Names of their own: the general loop's key and value
+                    # are Any, and compiled, a name first bound to a str
+                    # would check every later value for one.
                     try:
-                        key = data[pos + 1 : stop].decode("ascii")
-                        value = data[stop + 1 : after].decode("ascii")
+                        text_key = data[pos + 1 : stop].decode("ascii")
+                        text_value = data[stop + 1 : after].decode("ascii")
                     except UnicodeDecodeError:
                         break
-                    result[key] = value
+                    result[text_key] = text_value
                     pos = after
                 self.pos = pos
                 if len(result) > self.max_length:
