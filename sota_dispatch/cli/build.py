@@ -32,7 +32,7 @@ from ..io.tls import ServerTLS
 from ..logs import plural
 from ..protocol.options import Option, OptionPlace
 from ..protocol.registry import ProtocolInfo, available_protocols, get_protocol
-from ..protocol.server import DEFAULT_MAX_CONNECTIONS, DEFAULT_PARK_IDLE_AFTER, Server
+from ..protocol.server import DEFAULT_MAX_CONNECTIONS, Server, park_idle_after
 from ..proxy.proxy import Proxy
 from .args import DEFAULT_LISTEN, UsageError
 
@@ -332,12 +332,10 @@ class ServicePlan:
             return Proxy(config, sockets=sockets, source=source, source_name=self.args.config)
         assert self.info is not None
         max_connections, timeouts = limits(self.args)
-        park = self.args.park_idle_after
         parks = getattr(self.info.factory, "speaks_first", None) is False
-        if park is None:
-            park = DEFAULT_PARK_IDLE_AFTER if parks else None
-        elif park and not parks:
+        if self.args.park_idle_after and not parks:
             raise UsageError(f"--park-idle-after: {self.info.name}'s clients do not speak first, so it cannot park")
+        park = park_idle_after(self.args.park_idle_after, parks)
         try:
             return Server(
                 self.info.factory,

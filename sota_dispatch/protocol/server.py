@@ -33,7 +33,7 @@ from .moving import Moving
 from .parking import Parking
 from .registry import DispatcherFactory
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_PARK_IDLE_AFTER", "DEFAULT_TIMEOUTS", "Server"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_PARK_IDLE_AFTER", "DEFAULT_TIMEOUTS", "Server", "park_idle_after"]
 
 #: Connections a listener serves at once unless told otherwise: a bound
 #: every server needs (idle connections cost memory and descriptors), far
@@ -51,6 +51,16 @@ DEFAULT_TIMEOUTS = ReadTimeouts()
 #: on a local simple_line service) off any client that calls more often
 #: than twice a minute.
 DEFAULT_PARK_IDLE_AFTER = 30.0
+
+
+def park_idle_after(value: float | None, can_park: bool) -> float | None:
+    """A configured ``park_idle_after`` as a :class:`Server` takes it: unset
+    (None), the default where connections can park; 0, never; where they
+    cannot park, never (refusing or warning about a value set there is the
+    caller's: the serve command refuses, a proxy listener warns)."""
+    if not can_park:
+        return None
+    return DEFAULT_PARK_IDLE_AFTER if value is None else value or None
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from ..logs import RateLimitedLog
 from ..protocol.context import ConnectionContext
 from ..protocol.registry import ProtocolInfo, available_protocols, get_protocol
 from ..protocol.semantics import FrameSemantics
-from ..protocol.server import DEFAULT_PARK_IDLE_AFTER, Server
+from ..protocol.server import Server, park_idle_after
 from .connection import ProxyConnection
 from .filtering import build_chain
 from .observe import observer_for
@@ -225,16 +225,13 @@ class Listener:
         :attr:`_waits`): unset, the default there and nothing elsewhere;
         0, never."""
         after = config.limits.park_idle_after
-        if after is None:
-            return DEFAULT_PARK_IDLE_AFTER if self._waits else None
         if after and not self._waits:
             log.warning(
                 "listener %s: limits.park_idle_after ignored: %s's server speaks first, its connections cannot park",
                 config.name,
                 config.protocol,
             )
-            return None
-        return after or None
+        return park_idle_after(after, self._waits)
 
     def describe(self, state: str) -> dict[str, Any]:
         """The listener for the admin's ``/listeners`` (``state``: the proxy's
