@@ -62,6 +62,7 @@ def park_idle_after(value: float | None, can_park: bool) -> float | None:
         return None
     return DEFAULT_PARK_IDLE_AFTER if value is None else value or None
 
+
 log = logging.getLogger(__name__)
 
 #: accept() errors that mean "out of resources for now", not "listener broken".
