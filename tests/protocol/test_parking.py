@@ -27,6 +27,7 @@ import pytest
 from anyio.abc import ByteStream
 
 from sota_dispatch import HandOff, ReadTimeouts, Server, ServerTLS
+from sota_dispatch.protocol.server import DEFAULT_PARK_IDLE_AFTER, park_idle_after
 from sota_dispatch.testing import closed_within, connect
 from sota_simple_line import SimpleLineDispatcher
 
@@ -319,3 +320,19 @@ async def test_a_tls_connection_is_never_parked(tls_files: Any) -> None:
             assert server.active_connections == 1
             assert (await ask(stream, b"a=2\r\n")).startswith(b"receive:")
         server.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("value", "can_park", "expected"),
+    [
+        (None, True, DEFAULT_PARK_IDLE_AFTER),  # unset: the default
+        (0.0, True, None),  # 0: never
+        (5.0, True, 5.0),
+        (None, False, None),  # a server that speaks first never parks
+        (5.0, False, None),  # (the caller refuses or warns about the value)
+    ],
+)
+def test_a_configured_park_time_comes_to_the_default_never_or_itself(
+    value: float | None, can_park: bool, expected: float | None
+) -> None:
+    assert park_idle_after(value, can_park) == expected
