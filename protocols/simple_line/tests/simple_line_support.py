@@ -5,13 +5,14 @@ reply says which backend served it; ``hold=1`` makes a backend wait for a
 test's signal before answering, ``close=1`` makes it drop the connection.
 :func:`config` is a proxy config with one simple_line listener and one
 cluster; :class:`Client` speaks lines to it. :func:`curl` and
-:func:`admin_of` ask a proxy process's admin endpoint.
+:func:`admin_of` ask a proxy process's admin endpoint; :func:`until` waits
+for state nothing signals.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -149,6 +150,15 @@ class Client:
     async def call(self, *lines: bytes) -> list[bytes]:
         await self.send(*lines)
         return await self.replies(len(lines))
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait until ``predicate()`` holds, at most ``timeout`` seconds: for
+    state the proxy reaches on its own (a request queued, a parking sweep,
+    a health verdict) that no event marks, so this polls."""
+    with anyio.fail_after(timeout):
+        while not predicate():  # noqa: ASYNC110 - no event to wait on, by design
+            await anyio.sleep(0.005)
 
 
 @asynccontextmanager

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
-from simple_line_support import Client, backends, config, proxy_for
+from simple_line_support import Client, backends, config, proxy_for, until
 
 from sota_dispatch.cli.args import parser
 from sota_dispatch.cli.build import ServicePlan, proxy_config
@@ -31,13 +31,6 @@ def parking(endpoint: str, after: str = "50ms") -> dict[str, Any]:
     document = config([endpoint])
     document["listeners"][0]["limits"] = {"park_idle_after": after}
     return document
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Bounded wait for state the proxy reaches on its own clock (its parking sweeps)."""
-    with anyio.fail_after(timeout):
-        while not predicate():  # noqa: ASYNC110 - no event to wait on, by design
-            await anyio.sleep(0.005)
 
 
 def parked(proxy: Proxy, count: int = 1) -> Callable[[], bool]:

@@ -16,7 +16,7 @@ import pytest
 from anyio.abc import TaskStatus
 from hypothesis import given
 from hypothesis import strategies as st
-from simple_line_support import Backend, Client, backends, client, config, proxy_for, tags
+from simple_line_support import Backend, Client, backends, client, config, proxy_for, tags, until
 
 from sota_dispatch import (
     ProtocolError,
@@ -160,6 +160,9 @@ async def test_overflow_is_an_error_line_at_once() -> None:
             await c1.send(b"hold=1")
             await up[0][0].wait_seen(1)  # the only connection is busy
             await c2.send(b"n=2")  # waits for it: the one pending slot
+            # Queued before n=3 is sent: read first, n=3 would take the slot
+            # (trio runs ready tasks in a random order).
+            await until(lambda: proxy.clusters["backends"].queued_requests() == 1)
             with anyio.fail_after(2):
                 assert [without_ref(r) for r in await c3.call(b"n=3")] == [b"error:overflow"]
             up[0][0].release.set()

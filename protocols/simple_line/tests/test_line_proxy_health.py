@@ -8,12 +8,11 @@ and the proxy counts a failure for that endpoint.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import anyio
 import pytest
-from simple_line_support import backends, client, config, proxy_for, tags
+from simple_line_support import backends, client, config, proxy_for, tags, until
 
 from sota_dispatch.cluster.health import BreakerState, EndpointBreaker
 from sota_dispatch.testing import ManualClock, free_port, without_ref
@@ -180,14 +179,6 @@ async def test_max_pending_requests_overflow_at_once() -> None:
             assert await c2.replies(1) == [b"A:to=a&n=2"]
 
 
-async def wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
-    """Wait until ``condition()`` holds: health verdicts come from a timer
-    task, and nothing signals them, so this polls (bounded)."""
-    with anyio.fail_after(seconds):
-        while not condition():  # noqa: ASYNC110 - no event marks a health verdict
-            await anyio.sleep(0.02)
-
-
 async def test_active_protocol_checks_take_a_failing_endpoint_out_and_back_in() -> None:
     check = {
         "interval": "100ms",
@@ -201,17 +192,17 @@ async def test_active_protocol_checks_take_a_failing_endpoint_out_and_back_in() 
         document = config([address for _, address in up], health_check=check)
         async with proxy_for(document) as proxy, client(proxy) as c:
             cluster = proxy.clusters["backends"]
-            await wait_for(lambda: len(b.seen) >= 2)  # B answers its probes: healthy
+            await until(lambda: len(b.seen) >= 2, 10)  # B answers its probes: healthy
             assert not cluster.unhealthy
             b.failing = True  # B still accepts connections, but fails every request
-            await wait_for(lambda: bool(cluster.unhealthy))
+            await until(lambda: bool(cluster.unhealthy), 10)
             seen = len(b.seen)
             replies = await c.call(*(b"n=%d" % i for i in range(20)))
             assert tags(replies) == [b"A"] * 20  # no client request reached B
             assert all(line == b"health=1" for line in b.seen[seen:])
             assert cluster.describe()["endpoints"][1]["health"] == "unhealthy"
             b.failing = False
-            await wait_for(lambda: not cluster.unhealthy)
+            await until(lambda: not cluster.unhealthy, 10)
             assert set(tags(await c.call(*(b"m=%d" % i for i in range(4))))) == {b"A", b"B"}
             assert cluster.stats.health_check_failures >= 2
 
@@ -222,7 +213,7 @@ async def test_tcp_checks_find_an_endpoint_nobody_listens_on() -> None:
         dead = f"127.0.0.1:{free_port()}"
         async with proxy_for(config([up[0][1], dead], health_check=check)) as proxy, client(proxy) as c:
             cluster = proxy.clusters["backends"]
-            await wait_for(lambda: len(cluster.unhealthy) == 1)
+            await until(lambda: len(cluster.unhealthy) == 1, 10)
             assert [e.address for e in cluster.unhealthy] == [dead]
             assert cluster.stats.connect_failures == 0  # no request found it dead: the check did
             assert tags(await c.call(*(b"n=%d" % i for i in range(6)))) == [b"A"] * 6
@@ -247,6 +238,6 @@ async def test_a_plugin_bug_in_a_health_probe_fails_the_check_not_the_proxy(monk
     check = {"interval": "100ms", "send": "ping=1", "unhealthy_threshold": 1}
     async with backends("A") as up, proxy_for(config([up[0][1]], health_check=check)) as proxy:
         cluster = proxy.clusters["backends"]
-        await wait_for(lambda: bool(cluster.unhealthy))  # the check failed, the proxy lives
+        await until(lambda: bool(cluster.unhealthy), 10)  # the check failed, the proxy lives
         async with client(proxy) as c:
             assert [without_ref(r) for r in await c.call(b"n=1")] == [NO_ENDPOINT]
