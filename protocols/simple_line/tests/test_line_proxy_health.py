@@ -173,6 +173,8 @@ async def test_max_pending_requests_overflow_at_once() -> None:
             await c1.send(b"to=a&hold=1")  # the one connection allowed is busy
             await a.wait_seen(1)
             await c2.send(b"to=a&n=2")  # waits: the one pending request allowed
+            # Queued before n=3 is sent (trio runs ready tasks in a random order).
+            await until(lambda: proxy.clusters["a"].queued_requests() == 1)
             assert [without_ref(r) for r in await c3.call(b"to=a&n=3")] == [b"error:overflow"]
             a.release.set()
             assert await c1.replies(1) == [b"A:to=a&hold=1"]
