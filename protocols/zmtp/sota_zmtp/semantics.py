@@ -22,7 +22,7 @@ from mypy_extensions import i64
 
 from sota_dispatch import PIECE_FROM, Encoded
 
-from .wire import _SHORT, _SHORT_MORE, _SIZE_HEAD, _SIZE_TAIL, LONG, MORE, append_frames, last_header
+from .wire import _SHORT, _SHORT_MORE, MORE, append_frames, last_header
 
 __all__ = ["encode_request", "encode_response", "response_id"]
 
@@ -52,12 +52,9 @@ def encode_request(frame: list[bytes], upstream_id: int) -> Encoded:
         size = len(part)
         if size < 256:  # one short part: its header joins the int
             return (head << 16 | size).to_bytes(8, "big") + part
-        # One long part: the id frame and the part's flags in one int, its
-        # 8-byte size from the tables under 64 KiB.
-        if size < 65536:
-            header = (head << 8 | LONG).to_bytes(7, "big") + _SIZE_HEAD[size >> 8] + _SIZE_TAIL[size & 255]
-        else:
-            header = ((head << 8 | LONG) << 64 | size).to_bytes(15, "big")
+        # One long part: the id frame, then the part's header as answers
+        # get it (last_header: tables under 64 KiB, no int past 64 bits).
+        header = head.to_bytes(6, "big") + last_header(size)
         return [header, part] if size >= PIECE_FROM else header + part
     if count == 2:  # a REQ's delimiter or a DEALER's id, and a body
         first = frame[0]
