@@ -57,6 +57,7 @@ __all__ = [
     "stop",
     "version",
     "wait_exit",
+    "wakeup_text",
 ]
 
 #: Loopback only: the benchmarks must never listen on or reach another host.
@@ -367,8 +368,28 @@ def machine_lines(versions: str) -> list[str]:
         f"- load average at the end: {load}",
         f"- Python: {platform.python_implementation()} {platform.python_version()}",
         f"- build: {build_info().describe()}",
+        f"- wake-ups: {wakeup_text()}",
         f"- {versions}",
     ]
+
+
+def wakeup_text() -> str:
+    """What one wake-up costs here (``bench/wakeup.py``, run as a child: a
+    fresh interpreter forks safely); a failed measurement says why instead."""
+    try:
+        result = subprocess.run(
+            [sys.executable, str(_BENCH_DIR / "wakeup.py"), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT,
+            check=True,
+        )
+        figures = json.loads(result.stdout)
+        across, same = figures["across_us"], figures["same_us"]
+    except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+        return f"not measured ({type(exc).__name__})"
+    where = "n/a (one usable CPU)" if across is None else f"{across:.1f} µs of CPU"
+    return f"one costs {where} across two CPUs, {same:.1f} µs on one (bench/wakeup.py: two processes bounce a byte)"
 
 
 def _source(paths: Sequence[str]) -> tuple[str, list[str]] | None:

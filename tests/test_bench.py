@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -30,6 +32,7 @@ BENCHES: list[tuple[str, list[str], list[str]]] = [
             "via relay req/s",
             "added by the relay p50",
             "(the relay, doing no work, adds",
+            "- wake-ups: one costs ",
         ],
     ),
     (
@@ -68,6 +71,37 @@ def test_bench_quick_run_prints_its_tables(script: str, needs: list[str], expect
     assert result.returncode == 0, result.stderr
     for text in expected:
         assert text in result.stdout
+
+
+# -- what a wake-up costs (bench/wakeup.py, in every report's machine section) ------
+
+
+def _wakeup(cpus: set[int] | None = None) -> dict[str, Any]:
+    """bench/wakeup.py's JSON line, run on ``cpus`` only when given."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "wakeup.py"), "--json", "--rounds", "300"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
+    )
+    assert result.returncode == 0, result.stderr
+    figures: dict[str, Any] = json.loads(result.stdout)
+    return figures
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two usable CPUs")
+def test_wakeup_measures_both_placements() -> None:
+    figures = _wakeup()
+    assert figures["across_us"] > 0
+    assert figures["same_us"] > 0
+
+
+def test_wakeup_on_one_cpu_says_there_is_no_across_figure() -> None:
+    figures = _wakeup({min(os.sched_getaffinity(0))})
+    assert figures["across_us"] is None
+    assert figures["same_us"] > 0
 
 
 # -- the plots (bench/plots.py): drawn from a tiny fake table, nothing measured ----------
