@@ -388,8 +388,10 @@ def wakeup_text() -> str:
         across, same = figures["across_us"], figures["same_us"]
     except (OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
         return f"not measured ({type(exc).__name__})"
-    where = "n/a (one usable CPU)" if across is None else f"{across:.1f} µs of CPU"
-    return f"one costs {where} across two CPUs, {same:.1f} µs on one (bench/wakeup.py: two processes bounce a byte)"
+    how = "bench/wakeup.py: two processes bounce a byte"
+    if across is None:
+        return f"one costs {same:.1f} µs of CPU on one CPU, the one this process may use ({how})"
+    return f"one costs {across:.1f} µs of CPU across two CPUs, {same:.1f} µs on one ({how})"
 
 
 def _source(paths: Sequence[str]) -> tuple[str, list[str]] | None:

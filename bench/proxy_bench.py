@@ -296,6 +296,21 @@ def panels(results: dict[str, dict[str, float]], windows: list[int]) -> list[Pan
     ]
 
 
+def _cores_sentence() -> str:
+    """How to read the cores-busy columns, for the cores this run could use
+    (``taskset -c 0`` gives one: then every process takes turns on it)."""
+    usable = len(os.sched_getaffinity(0))
+    if usable == 1:
+        return (
+            "all three processes ran on one CPU (this run's affinity), so the CPU they used together "
+            "bounds throughput: a ratio is then about the processes' CPU per request direct over through the proxy."
+        )
+    return (
+        f"with {usable} cores for three processes, throughput is short of direct by more than the proxy's CPU "
+        f"when the three together stay under {usable} cores (waits on one another, not work)."
+    )
+
+
 def report(
     results: dict[str, dict[str, float]], args: argparse.Namespace, command: str, figure: list[str] | None = None
 ) -> str:
@@ -334,8 +349,7 @@ def report(
         "## Where the CPU goes",
         "",
         "Each process's CPU time per request in the same rounds (median), direct and through the proxy: "
-        "with two cores for three processes, throughput is short of direct by more than the proxy's CPU "
-        "when the three together stay under two cores (waits on one another, not work).",
+        + _cores_sentence(),
         "",
         "| protocol | in flight | direct: client + backend µs | via proxy: client + backend + proxy µs "
         "| cores busy direct | cores busy via proxy |",
