@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import json
-from urllib.parse import urlencode
+import re
+from urllib.parse import unquote, urlencode
 
 import pytest
 from hypothesis import given
@@ -22,6 +23,8 @@ from sota_simple_line import QueryError, parse_query, render_error, render_reply
         (b"a=1&&b=2&", {"a": ["1"], "b": ["2"]}),
         (b"e=%C3%A9&raw=\xc3\xa9", {"e": ["é"], "raw": ["é"]}),
         (b"%2B=%2b", {"+": ["+"]}),
+        (b"a+b=c+d&e=f", {"a b": ["c d"], "e": ["f"]}),  # spaces, no escape anywhere
+        (b"p=%2Fx%2F&q=a+%2B", {"p": ["/x/"], "q": ["a +"]}),
     ],
 )
 def test_parse(line: bytes, parsed: dict[str, list[str]]) -> None:
@@ -76,3 +79,88 @@ def test_garbage_raises_only_protocol_errors(data: bytes) -> None:
         return
     assert parsed
     assert all(parsed.values())
+
+
+# -- the hand-written decode and render against the standard library's --------------
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_BAD = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _reference_parse(line: bytes) -> dict[str, list[str]] | None:
+    """The query rules spelled with ``urllib.parse.unquote`` (None: refused)."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not text or _BAD.search(text):
+        return None
+    result: dict[str, list[str]] = {}
+    for pair in text.split("&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        try:
+            key = unquote(key.replace("+", " "), errors="strict")
+            value = unquote(value.replace("+", " "), errors="strict")
+        except UnicodeDecodeError:
+            return None
+        if not key:
+            return None
+        result.setdefault(key, []).append(value)
+    return result or None
+
+
+#: Lines rich in what decoding turns on: escapes (good, bad, split UTF-8), ``+``, separators.
+_line_pieces = st.sampled_from(
+    [
+        b"%",
+        b"+",
+        b"=",
+        b"&",
+        b"a",
+        b"Z",
+        b"0",
+        b"9",
+        b"f",
+        b"G",
+        b"%41",
+        b"%2b",
+        b"%C3",
+        b"%A9",
+        b"%FF",
+        b"%E2%82%AC",
+        b"\xc3\xa9",
+        b"\xe2\x82",
+        b" ",
+        b"%2",
+    ]
+)
+
+
+@given(st.lists(_line_pieces, max_size=24).map(b"".join))
+def test_parse_matches_urllib_unquote(line: bytes) -> None:
+    expected = _reference_parse(line)
+    if expected is None:
+        with pytest.raises(QueryError):
+            parse_query(line)
+    else:
+        assert parse_query(line) == expected
+        assert list(parse_query(line)) == list(expected)
+
+
+@given(
+    st.dictionaries(
+        st.text(st.characters(exclude_categories=()), max_size=6),
+        st.lists(st.text(st.characters(exclude_categories=()), max_size=8), max_size=3),
+        max_size=4,
+    )
+)
+def test_reply_is_what_the_json_encoder_gives(query: dict[str, list[str]]) -> None:
+    try:
+        expected = b"receive:" + _ENCODER.encode(query).encode() + b"\r\n"
+    except UnicodeEncodeError:  # a lone surrogate: refused by both
+        with pytest.raises(UnicodeEncodeError):
+            render_reply(query)
+        return
+    assert render_reply(query) == expected
