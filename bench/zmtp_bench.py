@@ -656,7 +656,8 @@ def report(
     out += [
         "## Goal",
         "",
-        "The goal: our pure-Python ROUTER echo uses no more server CPU per message than libzmq driven by "
+        "The goal: our ROUTER echo (pure Python, or the compiled build: the machine section's build line "
+        "says which ran) uses no more server CPU per message than libzmq driven by "
         "pyzmq's frame-level loop, and moves at least as many messages per second (an early prototype on "
         "raw asyncio reached 2.9 us/msg against pyzmq's 4.2 us on the machine where it was measured, so "
         "this is reachable from Python).",
