@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -422,7 +423,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.output is None:
-        args.output = "-" if args.quick else "bench/PROXY_RESULTS.md"
+        args.output = "-" if args.quick else str(Path(__file__).with_name("PROXY_RESULTS.md"))
     if args.quick:
         args.count, args.latency_count, args.rounds = 500, 50, 1
     try:

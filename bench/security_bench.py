@@ -203,7 +203,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=positive_int, default=3)
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="the servers' backend")
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny counts, one round")
-    parser.add_argument("--output", default="bench/SECURITY_RESULTS.md", help="report file ('-': print only)")
+    parser.add_argument(
+        "--output", default=str(Path(__file__).with_name("SECURITY_RESULTS.md")), help="report file ('-': print only)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.count, args.rounds = 500, 1

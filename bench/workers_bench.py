@@ -163,7 +163,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=positive_int, default=3)
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny counts, one round")
-    parser.add_argument("--output", default="bench/WORKERS_RESULTS.md", help="report file ('-': print only)")
+    parser.add_argument(
+        "--output", default=str(Path(__file__).with_name("WORKERS_RESULTS.md")), help="report file ('-': print only)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.count, args.rounds, args.connections = 300, 1, 2
