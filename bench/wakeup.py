@@ -4,7 +4,7 @@ Every pipelined benchmark here is a chain of processes that sleep until the
 one before them writes. How much CPU the kernel spends to put one to sleep
 and wake it decides how those ratios read across machines. On the 2-vCPU VM
 these benchmarks were recorded on (KVM, nested), a wake-up across CPUs cost
-23-28 µs of CPU and one on the same CPU 2.4-3.1 µs (both figures include
+25-29 µs of CPU and one on the same CPU 2.8-3.1 µs (both figures include
 Python's own ``send`` and ``recv``, about 1 µs): a process that sleeps once
 per 40 requests pays over half a µs per request for it, and the hop that
 does no work (``relay.py``) got as little as 0.61x of the direct rate. Expect
