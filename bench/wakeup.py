@@ -7,7 +7,7 @@ these benchmarks were recorded on (KVM, nested), a wake-up across CPUs cost
 25-29 µs of CPU and one on the same CPU 2.8-3.1 µs (both figures include
 Python's own ``send`` and ``recv``, about 1 µs): a process that sleeps once
 per 40 requests pays over half a µs per request for it, and the hop that
-does no work (``relay.py``) got as little as 0.61x of the direct rate. Expect
+does no work (``relay.py``) got as little as 0.59x of the direct rate. Expect
 a few µs for both on bare metal (not measured here).
 
 Two processes, pinned to two CPUs (then both to one), send one byte back
@@ -31,7 +31,7 @@ import socket
 import sys
 
 #: Round trips per measurement: about 0.3 s across CPUs where a wake-up
-#: costs 20 µs, enough for a stable mean (runs agree within a few percent).
+#: costs 25-29 µs, enough for a stable mean (runs agree within a few percent).
 ROUNDS = 5_000
 #: A peer that has not answered in this long is gone: the measurement fails
 #: instead of hanging.
