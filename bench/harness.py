@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -40,6 +41,7 @@ __all__ = [
     "ServerCpu",
     "announce",
     "cpu_model",
+    "differing_sources",
     "exit_when_parent_goes",
     "format_range",
     "git_commit",
@@ -411,17 +413,67 @@ def _source(paths: Sequence[str]) -> tuple[str, list[str]] | None:
     return head, [line[3:] for line in changed]
 
 
+#: The library's packages and where their sources are in the checkout.
+_PACKAGES: dict[str, str] = {
+    "sota_dispatch": "sota_dispatch",
+    "sota_simple_line": "protocols/simple_line/sota_simple_line",
+    "sota_xprotocol": "protocols/xprotocol/sota_xprotocol",
+    "sota_zmtp": "protocols/zmtp/sota_zmtp",
+}
+
+
+def differing_sources(installed: Path, checkout: Path) -> list[str]:
+    """The checkout's ``.py`` files (relative to ``checkout``) that
+    ``installed`` lacks or holds with other bytes."""
+    differ = []
+    for source in sorted(checkout.rglob("*.py")):
+        relative = source.relative_to(checkout)
+        copy = installed / relative
+        if not copy.is_file() or copy.read_bytes() != source.read_bytes():
+            differ.append(relative.as_posix())
+    return differ
+
+
+def _installed_elsewhere(paths: Sequence[str]) -> list[str]:
+    """Files of the packages under ``paths`` whose installed copy (a compiled
+    wheel keeps each module's ``.py`` beside its extension) is not the
+    checkout's: the wheel was built from other code than the commit names."""
+    root = Path(__file__).resolve().parent.parent
+    differ: list[str] = []
+    for name, where in _PACKAGES.items():
+        if not any(where.startswith(path.rstrip("/")) or path.startswith(where) for path in paths):
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        installed = Path(next(iter(spec.submodule_search_locations))).resolve()
+        checkout = (root / where).resolve()
+        if installed != checkout and checkout.is_dir():
+            differ += [f"{name}/{file}" for file in differing_sources(installed, checkout)]
+    return differ
+
+
 def source_line(paths: Sequence[str]) -> str:
     """Which code was measured: the commit, and whether the library ``paths``
     (relative to the repository root) had uncommitted changes, since the
-    numbers then belong to no commit."""
+    numbers then belong to no commit; and whether the installed packages
+    (the compiled wheels) were built from other sources than these."""
     state = _source(paths)
     if state is None:
         return "- source: not a git checkout"
     head, changed = state
     if not changed:
-        return f"- source: git commit {head}, library files unmodified"
-    return f"- source: git commit {head} WITH UNCOMMITTED CHANGES to {', '.join(changed)}"
+        line = f"- source: git commit {head}, library files unmodified"
+    else:
+        line = f"- source: git commit {head} WITH UNCOMMITTED CHANGES to {', '.join(changed)}"
+    elsewhere = _installed_elsewhere(paths)
+    if elsewhere:
+        shown = ", ".join(elsewhere[:5]) + (f" and {len(elsewhere) - 5} more" if len(elsewhere) > 5 else "")
+        line += f"; BUT THE INSTALLED BUILD WAS MADE FROM OTHER SOURCES: {shown} differ from this checkout"
+    return line
 
 
 def git_commit(paths: Sequence[str]) -> str:
@@ -430,7 +482,8 @@ def git_commit(paths: Sequence[str]) -> str:
     if state is None:
         return "not a git checkout"
     head, changed = state
-    return f"commit {head}" + (" + uncommitted changes" if changed else "")
+    title = f"commit {head}" + (" + uncommitted changes" if changed else "")
+    return title + (" (installed build from other sources)" if _installed_elsewhere(paths) else "")
 
 
 def format_range(values: Sequence[float], fmt: str) -> str:

@@ -104,6 +104,31 @@ def test_wakeup_on_one_cpu_says_there_is_no_across_figure() -> None:
     assert figures["same_us"] > 0
 
 
+# -- the source line: an installed build made from other sources is named -------------
+
+
+@pytest.fixture
+def harness(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """bench/harness.py, imported as the scripts import it (bench/ on sys.path)."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    return importlib.import_module("harness")
+
+
+def test_differing_sources_names_changed_and_missing_files(harness: Any, tmp_path: Path) -> None:
+    checkout, installed = tmp_path / "checkout", tmp_path / "installed"
+    for tree in (checkout, installed):
+        (tree / "sub").mkdir(parents=True)
+        (tree / "same.py").write_text("x = 1\n")
+        (tree / "sub" / "changed.py").write_text("y = 1\n")
+    (installed / "sub" / "changed.py").write_text("y = 2\n")
+    (checkout / "new.py").write_text("z = 1\n")
+    (installed / "only_installed.py").write_text("")  # a file the checkout lacks is not its concern
+    assert harness.differing_sources(installed, checkout) == ["new.py", "sub/changed.py"]
+    (installed / "new.py").write_text("z = 1\n")
+    (installed / "sub" / "changed.py").write_text("y = 1\n")
+    assert harness.differing_sources(installed, checkout) == []
+
+
 # -- the plots (bench/plots.py): drawn from a tiny fake table, nothing measured ----------
 
 
