@@ -32,6 +32,7 @@ __all__ = ["ProtocolRoles"]
 
 log = logging.getLogger(__name__)
 
+
 async def _send_request(
     connection: RoleConnection, semantics: type[FrameSemantics], frame: Any, timeout: float | None
 ) -> Any:

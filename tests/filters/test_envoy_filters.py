@@ -241,7 +241,6 @@ def test_mistakes_in_the_filters_name_their_envoy_path(
     assert (error.path, problem in error.problem or error.problem.startswith(problem)) == (path, True), error
 
 
-
 @pytest.mark.usefixtures("echo_lines")
 async def test_an_envoy_file_with_filters_runs_them_in_a_proxy_process(
     echo_lines_env: dict[str, str], tmp_path: Path

@@ -123,8 +123,6 @@ def test_dealer_must_be_running() -> None:
     anyio.run(main)
 
 
-
-
 async def test_concurrent_receivers_each_get_a_message() -> None:
     port = free_port()
     async with our_router(EchoRouter(), f"127.0.0.1:{port}"), Dealer(f"127.0.0.1:{port}") as dealer:
@@ -172,9 +170,10 @@ async def test_receive_hwm_applies_backpressure_instead_of_buffering() -> None:
                 self.send([identity, b"%d" % i])
 
     port = free_port()
-    async with our_router(Flood(send_hwm=1 << 30), f"127.0.0.1:{port}"), Dealer(
-        f"127.0.0.1:{port}", receive_hwm=10
-    ) as dealer:
+    async with (
+        our_router(Flood(send_hwm=1 << 30), f"127.0.0.1:{port}"),
+        Dealer(f"127.0.0.1:{port}", receive_hwm=10) as dealer,
+    ):
         await dealer.send([b"go"])
         with anyio.fail_after(10):
             assert await dealer.receive() == [b"0"]

@@ -107,8 +107,6 @@ def test_heartbeat_interval_must_be_positive() -> None:
         Heartbeat(interval=0)
 
 
-
-
 async def test_the_peers_ttl_is_honoured_without_a_heartbeat_of_ours() -> None:
     async with serving(EchoRouter()) as (_, address), await connect(address) as peer:
         await handshake(peer, b"ttl-only")

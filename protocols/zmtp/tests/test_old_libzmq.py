@@ -61,9 +61,7 @@ async def stay_up_for_35_seconds(old_pyzmq_python: str) -> None:
     server = Server(router.factory, "127.0.0.1:0")
     async with anyio.create_task_group() as tg:
         address = await tg.start(server.serve)
-        async with await anyio.open_process(
-            [old_pyzmq_python, str(PEER), address, str(DURATION)], stderr=None
-        ) as peer:
+        async with await anyio.open_process([old_pyzmq_python, str(PEER), address, str(DURATION)], stderr=None) as peer:
             assert peer.stdout is not None
             lines = _lines(peer.stdout)
             hello = json.loads(await lines.__anext__())

@@ -67,9 +67,10 @@ async def test_our_plain_dealer_against_a_libzmq_plain_router() -> None:
             router.send_multipart([frame.bytes for frame in frames])
             return str(user)
 
-        async with anyio.create_task_group() as tg, Dealer(
-            f"127.0.0.1:{port}", identity=b"ours", plain_credentials=(b"admin", b"secret")
-        ) as good:
+        async with (
+            anyio.create_task_group() as tg,
+            Dealer(f"127.0.0.1:{port}", identity=b"ours", plain_credentials=(b"admin", b"secret")) as good,
+        ):
             users: list[str] = []
 
             async def serve() -> None:
