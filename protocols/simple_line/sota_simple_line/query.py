@@ -30,17 +30,45 @@ class QueryError(ProtocolError):
     """A request line that is not a well-formed query; answered with ``error:``."""
 
 
+def _hex_spellings(byte: int) -> list[str]:
+    """``byte`` as two hex digits, in every mix of letter cases."""
+    digits = f"{byte:02x}"
+    high, low = digits[0], digits[1]
+    return [first + second for first in {high, high.upper()} for second in {low, low.upper()}]
+
+
+#: ``XX`` of a ``%XX`` escape below 0x80 -> its character: such an escape is
+#: one character whatever surrounds it, so it needs no UTF-8 decoding.
+_ASCII_ESCAPES: dict[str, str] = {spelling: chr(b) for b in range(128) for spelling in _hex_spellings(b)}
+
+
 def _decode(text: str) -> str:
     """``+`` as a space and ``%XX`` as a byte, the bytes read as strict UTF-8
     (``UnicodeDecodeError`` otherwise), as ``urllib.parse.unquote`` with
     ``errors="strict"`` does; every escape was checked well formed before.
     Written out because ``unquote``'s regular-expression split cost more
-    than the rest of a line's parse."""
+    than the rest of a line's parse. Escapes of ASCII characters (``%2F``)
+    are looked up; the first one of a byte from 0x80 up sends the text
+    through bytes."""
     if "+" in text:
         text = text.replace("+", " ")
     if "%" not in text:
         return text
     pieces = text.split("%")
+    parts = [pieces[0]]
+    for i in range(1, len(pieces)):
+        piece = pieces[i]
+        char = _ASCII_ESCAPES.get(piece[:2])
+        if char is None:
+            return _decode_utf8(pieces)
+        parts.append(char)
+        parts.append(piece[2:])
+    return "".join(parts)
+
+
+def _decode_utf8(pieces: list[str]) -> str:
+    """``_decode`` for text with an escape of a byte from 0x80 up: the
+    escapes as bytes among the rest's UTF-8, read back as strict UTF-8."""
     out = bytearray(pieces[0].encode())
     for i in range(1, len(pieces)):
         piece = pieces[i]
