@@ -107,11 +107,15 @@ def test_wakeup_on_one_cpu_says_there_is_no_across_figure() -> None:
 # -- the source line: an installed build made from other sources is named -------------
 
 
+def _bench_module(monkeypatch: pytest.MonkeyPatch, name: str) -> Any:
+    """bench/<name>.py, imported as the scripts import it (bench/ on sys.path)."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    return importlib.import_module(name)
+
+
 @pytest.fixture
 def harness(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """bench/harness.py, imported as the scripts import it (bench/ on sys.path)."""
-    monkeypatch.syspath_prepend(str(ROOT / "bench"))
-    return importlib.import_module("harness")
+    return _bench_module(monkeypatch, "harness")
 
 
 def test_differing_sources_names_changed_and_missing_files(harness: Any, tmp_path: Path) -> None:
@@ -134,9 +138,7 @@ def test_differing_sources_names_changed_and_missing_files(harness: Any, tmp_pat
 
 @pytest.fixture
 def plots(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """bench/plots.py, imported as the scripts import it (bench/ on sys.path)."""
-    monkeypatch.syspath_prepend(str(ROOT / "bench"))
-    return importlib.import_module("plots")
+    return _bench_module(monkeypatch, "plots")
 
 
 def _fake_panels(plots: Any) -> list[Any]:
